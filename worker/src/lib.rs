@@ -1,0 +1,8 @@
+//! The `sweep` worker: the MLP training engine (data, network, optimizers, training loop)
+//! and, in later layers, the agent that takes trials from a coordinator.
+//!
+//! `nn` and `optim` know nothing of data files or networks; `train` ties them to `data`.
+
+pub mod data;
+pub mod nn;
+pub mod optim;

@@ -1,0 +1,495 @@
+//! The multilayer perceptron: dense layers, activations, a softmax output, the two losses, the
+//! initialisations, and exact backpropagation.
+//!
+//! Everything is generic over [`Real`] (`f32` for training, `f64` for gradient checks).
+//! Parameters live in one flat buffer (each layer's weights, row-major `in × out`, then its
+//! bias) so that an optimizer step is one pass over memory. All per-batch buffers live in a
+//! [`Workspace`] allocated once per trial: the step loop allocates nothing of its own.
+//!
+//! Math (per batch of `B` rows, `L` dense layers, `z_l = a_{l-1} W_l + b_l`):
+//! - hidden layers: `a_l = f(z_l)` with `f` in {identity, sigmoid, tanh, relu};
+//! - output: `p = softmax(z_L)`, computed as `exp(z - max z) / Σ exp(z - max z)`;
+//! - cross-entropy: `L = -(1/B) Σ_b log p_{b,y_b}` with `log p` from the log-sum-exp (never
+//!   `log` of a rounded-to-zero probability), so `∂L/∂z = (p - onehot(y)) / B`;
+//! - squared error: `L = (1/B) Σ_b Σ_k (p_{b,k} - onehot(y)_{b,k})²`, with the exact gradient
+//!   through the softmax Jacobian: `g = 2 (p - y) / B`, `∂L/∂z_j = p_j (g_j - Σ_k p_k g_k)`;
+//! - weight decay `λ` adds `λ/2 ‖W‖²` (weights, not biases) to the objective, i.e. `λ W` to the
+//!   gradient; reported losses are the data term alone, comparable across `λ`.
+
+pub mod kernels;
+
+use std::fmt;
+
+use ndarray::{s, Array2, ArrayView2, ArrayViewMut2};
+use rand::Rng;
+use rand_distr::StandardNormal;
+
+/// The floating-point types the engine runs in: `f32` (training) and `f64` (checks).
+pub trait Real:
+    num_traits::Float
+    + ndarray::ScalarOperand
+    + std::ops::AddAssign
+    + std::ops::SubAssign
+    + std::ops::MulAssign
+    + std::ops::DivAssign
+    + std::iter::Sum
+    + Default
+    + Send
+    + Sync
+    + fmt::Debug
+    + fmt::Display
+    + 'static
+{
+    /// Converts an `f64` constant (rounding for `f32`).
+    fn c(x: f64) -> Self;
+    /// Widens to `f64` (for metric sums).
+    fn f64(self) -> f64;
+}
+
+impl Real for f32 {
+    #[inline(always)]
+    fn c(x: f64) -> Self {
+        x as f32
+    }
+    #[inline(always)]
+    fn f64(self) -> f64 {
+        f64::from(self)
+    }
+}
+
+impl Real for f64 {
+    #[inline(always)]
+    fn c(x: f64) -> Self {
+        x
+    }
+    #[inline(always)]
+    fn f64(self) -> f64 {
+        self
+    }
+}
+
+pub(crate) fn norm_key(s: &str) -> String {
+    s.trim().to_ascii_lowercase().replace(['-', ' '], "_")
+}
+
+macro_rules! named_enum {
+    ($(#[$m:meta])* $name:ident, $what:literal { $($(#[$vm:meta])* $var:ident = $canon:literal $(| $alias:literal)*),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vm])* $var),+
+        }
+
+        impl $name {
+            /// Every value, in documentation order.
+            pub const ALL: &'static [$name] = &[$($name::$var),+];
+
+            /// The canonical (snake_case) name.
+            pub fn name(self) -> &'static str {
+                match self { $($name::$var => $canon),+ }
+            }
+
+            /// The canonical names, comma-separated, for error messages.
+            pub fn expected() -> String {
+                [$($canon),+].join(", ")
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            /// Accepts the canonical name and the original assignment's spellings, in any case.
+            fn from_str(s: &str) -> Result<Self, String> {
+                let k = $crate::nn::norm_key(s);
+                $(if k == $canon $(|| k == $alias)* { return Ok($name::$var); })+
+                Err(format!("expected one of {}, got {s:?}", $name::expected()))
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.name())
+            }
+        }
+    };
+}
+
+pub(crate) use named_enum;
+
+named_enum!(
+    /// Hidden-layer activation function.
+    Activation, "activation" {
+        /// `f(z) = z`.
+        Identity = "identity" | "linear" | "none",
+        /// `f(z) = 1 / (1 + e^-z)`.
+        Sigmoid = "sigmoid" | "logistic",
+        /// `f(z) = tanh z`.
+        Tanh = "tanh",
+        /// `f(z) = max(z, 0)`.
+        Relu = "relu",
+    }
+);
+
+named_enum!(
+    /// Training loss on the softmax output.
+    Loss, "loss" {
+        /// Mean negative log-likelihood of the true class.
+        CrossEntropy = "cross_entropy" | "crossentropy" | "ce" | "categorical_crossentropy",
+        /// Mean over samples of the summed squared error of the softmax output vs one-hot.
+        MeanSquaredError = "mean_squared_error" | "mse" | "squared_error",
+    }
+);
+
+named_enum!(
+    /// Weight initialisation (biases start at zero).
+    Init, "weight_init" {
+        /// Normal with standard deviation [`RANDOM_INIT_STD`].
+        Random = "random" | "normal",
+        /// Glorot & Bengio (2010) uniform: `U(±√(6 / (fan_in + fan_out)))`.
+        Xavier = "xavier" | "glorot" | "xavier_uniform" | "glorot_uniform",
+        /// He et al. (2015) normal: `N(0, 2 / fan_in)`.
+        He = "he" | "kaiming" | "he_normal",
+    }
+);
+
+/// Standard deviation of the `random` initialisation (the classic `0.01 · randn`).
+pub const RANDOM_INIT_STD: f64 = 0.01;
+
+/// Where one layer's weights and bias sit in the flat parameter buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerShape {
+    /// Input width.
+    pub fan_in: usize,
+    /// Output width.
+    pub fan_out: usize,
+    /// Offset of the `fan_in × fan_out` row-major weight matrix.
+    pub w: usize,
+    /// Offset of the `fan_out` bias vector.
+    pub b: usize,
+}
+
+impl LayerShape {
+    /// The weights' range in the flat buffer.
+    pub fn w_range(&self) -> std::ops::Range<usize> {
+        self.w..self.w + self.fan_in * self.fan_out
+    }
+    /// The bias's range in the flat buffer.
+    pub fn b_range(&self) -> std::ops::Range<usize> {
+        self.b..self.b + self.fan_out
+    }
+}
+
+/// A dense network with softmax output.
+#[derive(Debug, Clone)]
+pub struct Mlp<T: Real> {
+    /// Widths: input, each hidden layer, classes.
+    sizes: Vec<usize>,
+    /// Each layer's place in `params`.
+    layers: Vec<LayerShape>,
+    /// Hidden-layer activation.
+    activation: Activation,
+    /// All weights and biases, layer by layer.
+    pub params: Vec<T>,
+}
+
+/// Per-batch buffers for one network and a maximum batch size.
+#[derive(Debug)]
+pub struct Workspace<T: Real> {
+    /// Largest batch the buffers hold.
+    max_batch: usize,
+    /// `acts[0]` is the input batch; `acts[l + 1]` the output of layer `l` (last: softmax).
+    acts: Vec<Array2<T>>,
+    /// `deltas[l]`: ∂loss/∂z of layer `l`.
+    deltas: Vec<Array2<T>>,
+    /// Predicted class of each row of the last forward pass.
+    pub preds: Vec<u8>,
+}
+
+impl<T: Real> Workspace<T> {
+    /// Buffers for `net` and batches of up to `max_batch` rows.
+    pub fn new(net: &Mlp<T>, max_batch: usize) -> Self {
+        let acts = net
+            .sizes
+            .iter()
+            .map(|&w| Array2::zeros((max_batch, w)))
+            .collect();
+        let deltas = net.sizes[1..]
+            .iter()
+            .map(|&w| Array2::zeros((max_batch, w)))
+            .collect();
+        Workspace {
+            max_batch,
+            acts,
+            deltas,
+            preds: vec![0; max_batch],
+        }
+    }
+
+    /// Largest batch these buffers hold.
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    /// The input rows of the next batch, to be filled by the caller.
+    pub fn input_mut(&mut self, rows: usize) -> ArrayViewMut2<'_, T> {
+        self.acts[0].slice_mut(s![..rows, ..])
+    }
+
+    /// Softmax outputs of the last forward pass.
+    pub fn probs(&self, rows: usize) -> ArrayView2<'_, T> {
+        let last = self.acts.len() - 1;
+        self.acts[last].slice(s![..rows, ..])
+    }
+}
+
+/// Sums over one batch from [`Mlp::forward_loss`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BatchStats {
+    /// Sum over rows of the per-sample data loss.
+    pub loss_sum: f64,
+    /// Rows whose arg-max class is the label.
+    pub correct: usize,
+}
+
+impl<T: Real> Mlp<T> {
+    /// A network with the given widths (`[inputs, hidden…, classes]`), initialised from `rng`.
+    ///
+    /// # Panics
+    /// If fewer than two widths are given or any is zero (configs are validated before this).
+    pub fn new<R: Rng + ?Sized>(
+        sizes: &[usize],
+        activation: Activation,
+        init: Init,
+        rng: &mut R,
+    ) -> Self {
+        assert!(sizes.len() >= 2 && sizes.iter().all(|&s| s > 0));
+        let mut layers = Vec::with_capacity(sizes.len() - 1);
+        let mut off = 0;
+        for w in sizes.windows(2) {
+            let l = LayerShape {
+                fan_in: w[0],
+                fan_out: w[1],
+                w: off,
+                b: off + w[0] * w[1],
+            };
+            off = l.b + w[1];
+            layers.push(l);
+        }
+        let mut params = vec![T::zero(); off];
+        for l in &layers {
+            let (fi, fo) = (l.fan_in as f64, l.fan_out as f64);
+            for p in &mut params[l.w_range()] {
+                let v = match init {
+                    Init::Random => RANDOM_INIT_STD * rng.sample::<f64, _>(StandardNormal),
+                    Init::Xavier => {
+                        let lim = (6.0 / (fi + fo)).sqrt();
+                        rng.random_range(-lim..lim)
+                    }
+                    Init::He => (2.0 / fi).sqrt() * rng.sample::<f64, _>(StandardNormal),
+                };
+                *p = T::c(v);
+            }
+        }
+        Mlp {
+            sizes: sizes.to_vec(),
+            layers,
+            activation,
+            params,
+        }
+    }
+
+    /// Widths: input, hidden layers, classes.
+    pub fn sizes(&self) -> &[usize] {
+        &self.sizes
+    }
+
+    /// Each layer's place in the flat parameter buffer.
+    pub fn layers(&self) -> &[LayerShape] {
+        &self.layers
+    }
+
+    /// Number of parameters.
+    pub fn num_params(&self) -> usize {
+        self.params.len()
+    }
+
+    /// The hidden-layer activation.
+    pub fn activation(&self) -> Activation {
+        self.activation
+    }
+
+    /// Runs the first `rows` input rows of `ws` through the network, writes softmax
+    /// probabilities and predictions into `ws`, and returns the batch's loss sum and correct
+    /// count. With `backprop`, also leaves `∂loss/∂z_L` (the loss *mean*'s gradient) in `ws`
+    /// for [`Mlp::backward`].
+    ///
+    /// # Panics
+    /// If `rows` exceeds the workspace or a label is not below the class count.
+    pub fn forward_loss(
+        &self,
+        ws: &mut Workspace<T>,
+        rows: usize,
+        labels: &[u8],
+        loss: Loss,
+        backprop: bool,
+    ) -> BatchStats {
+        assert!(rows <= ws.max_batch && labels.len() >= rows);
+        let n_layers = self.layers.len();
+        for (l, shape) in self.layers.iter().enumerate() {
+            let (head, tail) = ws.acts.split_at_mut(l + 1);
+            let x = head[l].slice(s![..rows, ..]);
+            let mut z = tail[0].slice_mut(s![..rows, ..]);
+            let bias = &self.params[shape.b_range()];
+            for mut row in z.rows_mut() {
+                if let Some(r) = row.as_slice_mut() {
+                    r.copy_from_slice(bias);
+                }
+            }
+            let w = ArrayView2::from_shape(
+                (shape.fan_in, shape.fan_out),
+                &self.params[shape.w_range()],
+            )
+            .expect("layer shape matches its buffer");
+            kernels::matmul(z.view_mut(), x, w, true);
+            if l + 1 < n_layers {
+                let zs = z.as_slice_mut().expect("workspace rows are contiguous");
+                match self.activation {
+                    Activation::Identity => {}
+                    Activation::Sigmoid => kernels::sigmoid(zs),
+                    Activation::Tanh => kernels::tanh(zs),
+                    Activation::Relu => kernels::relu(zs),
+                }
+            }
+        }
+        // Softmax, loss and (optionally) the output delta, one row at a time.
+        let k = self.sizes[n_layers];
+        let out = ws.acts[n_layers]
+            .as_slice_mut()
+            .expect("workspace rows are contiguous");
+        let delta = ws.deltas[n_layers - 1]
+            .as_slice_mut()
+            .expect("workspace rows are contiguous");
+        let inv_b = T::one() / T::c(rows as f64);
+        let two = T::c(2.0);
+        let mut stats = BatchStats::default();
+        for r in 0..rows {
+            let z = &mut out[r * k..(r + 1) * k];
+            let y = usize::from(labels[r]);
+            assert!(y < k, "label {y} out of range for {k} classes");
+            let mut m = z[0];
+            let mut arg = 0;
+            for (j, &v) in z.iter().enumerate() {
+                // `!(v <= m)` also moves past NaN so it reaches the loss.
+                if v > m || m.is_nan() {
+                    m = v;
+                    arg = j;
+                }
+            }
+            ws.preds[r] = arg as u8;
+            let zy = z[y];
+            let mut sum = T::zero();
+            for v in z.iter_mut() {
+                *v = (*v - m).exp();
+                sum += *v;
+            }
+            let inv = T::one() / sum;
+            for v in z.iter_mut() {
+                *v *= inv;
+            }
+            if arg == y {
+                stats.correct += 1;
+            }
+            match loss {
+                Loss::CrossEntropy => {
+                    stats.loss_sum += (sum.ln() + m - zy).f64();
+                    if backprop {
+                        let d = &mut delta[r * k..(r + 1) * k];
+                        for (j, (d, &p)) in d.iter_mut().zip(z.iter()).enumerate() {
+                            let t = if j == y { T::one() } else { T::zero() };
+                            *d = (p - t) * inv_b;
+                        }
+                    }
+                }
+                Loss::MeanSquaredError => {
+                    let mut l = T::zero();
+                    let mut pg = T::zero();
+                    for (j, &p) in z.iter().enumerate() {
+                        let e = if j == y { p - T::one() } else { p };
+                        l += e * e;
+                        pg += p * two * e;
+                    }
+                    stats.loss_sum += l.f64();
+                    if backprop {
+                        let d = &mut delta[r * k..(r + 1) * k];
+                        for (j, (d, &p)) in d.iter_mut().zip(z.iter()).enumerate() {
+                            let e = if j == y { p - T::one() } else { p };
+                            *d = p * (two * e - pg) * inv_b;
+                        }
+                    }
+                }
+            }
+        }
+        stats
+    }
+
+    /// Backpropagates the output delta left by [`Mlp::forward_loss`] (with `backprop`) and
+    /// writes the gradient of the batch's mean loss into `grads` (same layout as `params`).
+    /// Weight decay is not included here; the optimizer adds it.
+    pub fn backward(&self, ws: &mut Workspace<T>, rows: usize, grads: &mut [T]) {
+        assert_eq!(grads.len(), self.params.len());
+        for l in (0..self.layers.len()).rev() {
+            let shape = self.layers[l];
+            let (dlo, dhi) = ws.deltas.split_at_mut(l);
+            let delta = dhi[0].slice(s![..rows, ..]);
+            let x = ws.acts[l].slice(s![..rows, ..]);
+            let (gw, gb) = grads[shape.w..shape.b + shape.fan_out].split_at_mut(shape.b - shape.w);
+            let gw = ArrayViewMut2::from_shape((shape.fan_in, shape.fan_out), gw)
+                .expect("layer shape matches its buffer");
+            kernels::matmul(gw, x.t(), delta, false);
+            kernels::column_sums(
+                gb,
+                delta.as_slice().expect("workspace rows are contiguous"),
+                shape.fan_out,
+            );
+            if l > 0 {
+                let w = ArrayView2::from_shape(
+                    (shape.fan_in, shape.fan_out),
+                    &self.params[shape.w_range()],
+                )
+                .expect("layer shape matches its buffer");
+                let mut prev = dlo[l - 1].slice_mut(s![..rows, ..]);
+                kernels::matmul(prev.view_mut(), delta, w.t(), false);
+                let d = prev.as_slice_mut().expect("workspace rows are contiguous");
+                let a = ws.acts[l]
+                    .slice(s![..rows, ..])
+                    .to_slice()
+                    .expect("workspace rows are contiguous");
+                match self.activation {
+                    Activation::Identity => {}
+                    Activation::Sigmoid => kernels::sigmoid_backward(d, a),
+                    Activation::Tanh => kernels::tanh_backward(d, a),
+                    Activation::Relu => kernels::relu_backward(d, a),
+                }
+            }
+        }
+    }
+
+    /// `λ/2 ‖W‖²` over all weight matrices (the decay term of the objective).
+    pub fn decay_penalty(&self, weight_decay: f64) -> f64 {
+        let sq: f64 = self
+            .layers
+            .iter()
+            .flat_map(|l| self.params[l.w_range()].iter())
+            .map(|&w| w.f64() * w.f64())
+            .sum();
+        0.5 * weight_decay * sq
+    }
+}
+
+#[cfg(test)]
+mod tests;
