@@ -3,6 +3,8 @@
 //!
 //! `nn` and `optim` know nothing of data files or networks; `train` ties them to `data`.
 
+pub mod cli;
 pub mod data;
 pub mod nn;
 pub mod optim;
+pub mod train;

@@ -38,20 +38,34 @@ pub fn read_idx_file(path: &Path) -> Result<IdxArray, DataError> {
 /// Decodes IDX bytes (gzip or raw). The error is a human-readable reason.
 pub fn decode_idx(bytes: &[u8]) -> Result<IdxArray, String> {
     if bytes.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(bytes.len().saturating_mul(4).min(MAX_IDX_BYTES));
+        // The gzip trailer's last four bytes hold the uncompressed size (mod 2³²): a capacity
+        // hint, so the buffer is allocated once. A lying trailer only costs a reallocation.
+        let hint = bytes
+            .get(bytes.len().saturating_sub(4)..)
+            .and_then(|t| <[u8; 4]>::try_from(t).ok())
+            .map_or(0, |t| u32::from_le_bytes(t) as usize);
+        let mut out = Vec::with_capacity(hint.min(MAX_IDX_BYTES) + 1);
         let mut dec = GzDecoder::new(bytes).take(MAX_IDX_BYTES as u64 + 1);
         dec.read_to_end(&mut out)
             .map_err(|e| format!("gzip stream is corrupt or truncated ({e})"))?;
         if out.len() > MAX_IDX_BYTES {
             return Err(format!("decompressed data exceeds {MAX_IDX_BYTES} bytes"));
         }
-        parse_raw(&out)
+        let (dims, header) = parse_header(&out)?;
+        // Drop the header in place: no second copy of a 47 MB image file.
+        out.drain(..header);
+        Ok(IdxArray { dims, data: out })
     } else {
-        parse_raw(bytes)
+        let (dims, header) = parse_header(bytes)?;
+        Ok(IdxArray {
+            dims,
+            data: bytes[header..].to_vec(),
+        })
     }
 }
 
-fn parse_raw(bytes: &[u8]) -> Result<IdxArray, String> {
+/// Checks the header and the data length; returns the dimensions and the header's length.
+fn parse_header(bytes: &[u8]) -> Result<(Vec<usize>, usize), String> {
     if bytes.len() < 4 {
         return Err(format!(
             "file is {} bytes long, too short for an IDX header (4 bytes)",
@@ -99,10 +113,7 @@ fn parse_raw(bytes: &[u8]) -> Result<IdxArray, String> {
             body.len()
         ));
     }
-    Ok(IdxArray {
-        dims,
-        data: body.to_vec(),
-    })
+    Ok((dims, header))
 }
 
 #[cfg(test)]
