@@ -4,13 +4,19 @@
 //! gRPC server reflection.
 
 /// Generated code for package `sweep.v1`.
-#[allow(missing_docs, unreachable_pub, missing_debug_implementations, clippy::all)]
+#[allow(
+    missing_docs,
+    unreachable_pub,
+    missing_debug_implementations,
+    clippy::all
+)]
 pub mod pb {
     tonic::include_proto!("sweep.v1");
 }
 
 /// The encoded `FileDescriptorSet` of sweep.proto.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sweep_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/sweep_descriptor.bin"));
 
 #[cfg(test)]
 mod tests {

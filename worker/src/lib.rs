@@ -7,4 +7,5 @@ pub mod cli;
 pub mod data;
 pub mod nn;
 pub mod optim;
+pub mod synthetic;
 pub mod train;

@@ -1,0 +1,623 @@
+//! Sweep configs: W&B's sweep schema (YAML or JSON) parsed and validated into a [`SweepSpec`].
+//!
+//! Raw text → `serde_json::Value` → [`SweepSpec::from_value`], which checks every key and names
+//! the offending one by its path (`parameters.lr.min`). Our extensions live under their own
+//! top-level keys: `seed`, `max_attempts`, `trainer`, `synthetic`, `mlp`.
+
+pub mod params;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+pub use params::{Distribution, ParamSpec};
+
+/// A config error: where (a dotted path) and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    /// Dotted path of the offending key (`parameters.lr.min`), or `config` for the whole.
+    pub path: String,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Search method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Every combination, in W&B's order.
+    Grid,
+    /// Independent draws.
+    Random,
+}
+
+impl Method {
+    /// W&B's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Grid => "grid",
+            Method::Random => "random",
+        }
+    }
+}
+
+/// Whether the metric is to be maximised or minimised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Goal {
+    /// Larger is better.
+    Maximize,
+    /// Smaller is better (W&B's default).
+    Minimize,
+}
+
+impl Goal {
+    /// W&B's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Goal::Maximize => "maximize",
+            Goal::Minimize => "minimize",
+        }
+    }
+
+    /// Whether `a` is strictly better than `b`.
+    pub fn better(self, a: f64, b: f64) -> bool {
+        match self {
+            Goal::Maximize => a > b,
+            Goal::Minimize => a < b,
+        }
+    }
+}
+
+/// The metric a sweep optimises.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    /// Name of a reported metric (`val_accuracy`, `loss`, `test_accuracy`, …).
+    pub name: String,
+    /// Direction.
+    pub goal: Goal,
+}
+
+/// Which trainer runs the trials.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trainer {
+    /// The built-in MLP trainer; `train_samples` limits the training images (extension key
+    /// `mlp: {train_samples: N}`).
+    Mlp {
+        /// Train on only the first N training images.
+        train_samples: Option<u64>,
+    },
+    /// A known test function of the params, for benchmarks and tests.
+    Synthetic {
+        /// branin, hartmann6, rosenbrock or quadratic.
+        function: String,
+        /// Epochs per trial.
+        epochs: u64,
+        /// Sleep per epoch, milliseconds.
+        epoch_ms: u64,
+    },
+}
+
+/// A validated sweep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepSpec {
+    /// Display name (`name`), if given.
+    pub name: Option<String>,
+    /// Search method.
+    pub method: Method,
+    /// The metric and goal (default: `val_accuracy`, maximize for the MLP trainer; `loss`,
+    /// minimize for the synthetic one).
+    pub metric: Metric,
+    /// Parameters by name (sorted).
+    pub parameters: BTreeMap<String, ParamSpec>,
+    /// Most trials to run (`run_cap`).
+    pub run_cap: Option<u64>,
+    /// Seed for random draws and trial seeds (extension; default 0).
+    pub seed: u64,
+    /// Attempts per trial before it is failed (extension; default 3).
+    pub max_attempts: u32,
+    /// Trainer (extension; default the MLP).
+    pub trainer: Trainer,
+    /// `early_terminate`, validated and kept for the stopping rules.
+    pub early_terminate: Option<Value>,
+    /// The config as given (JSON), for storage and display.
+    pub raw: Value,
+}
+
+/// Top-level keys W&B's schema allows, and ours.
+const WANDB_KEYS: &[&str] = &[
+    "method",
+    "metric",
+    "parameters",
+    "early_terminate",
+    "run_cap",
+    "name",
+    "description",
+    "program",
+    "command",
+    "project",
+    "entity",
+    "controller",
+    "job",
+    "image_uri",
+];
+const OUR_KEYS: &[&str] = &["seed", "max_attempts", "trainer", "synthetic", "mlp"];
+
+/// Parses YAML or JSON text into a JSON value (YAML is a superset of JSON).
+pub fn parse_text(text: &str) -> Result<Value, ConfigError> {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') {
+        if let Ok(v) = serde_json::from_str::<Value>(text) {
+            return Ok(v);
+        }
+    }
+    serde_saphyr::from_str::<Value>(text)
+        .map_err(|e| ConfigError::new("config", format!("not valid YAML or JSON: {e}")))
+}
+
+impl SweepSpec {
+    /// Parses and validates YAML or JSON text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        Self::from_value(parse_text(text)?)
+    }
+
+    /// Validates a parsed config.
+    pub fn from_value(raw: Value) -> Result<Self, ConfigError> {
+        let Value::Object(top) = &raw else {
+            return Err(ConfigError::new(
+                "config",
+                "expected a mapping with method, parameters and optional metric, run_cap, early_terminate",
+            ));
+        };
+        for k in top.keys() {
+            if !WANDB_KEYS.contains(&k.as_str()) && !OUR_KEYS.contains(&k.as_str()) {
+                return Err(ConfigError::new(
+                    k.as_str(),
+                    format!(
+                        "unknown top-level key; expected one of {}, {}",
+                        WANDB_KEYS.join(", "),
+                        OUR_KEYS.join(", ")
+                    ),
+                ));
+            }
+        }
+        let method = match top.get("method") {
+            None => {
+                return Err(ConfigError::new(
+                    "method",
+                    "missing; expected grid, random or bayes",
+                ))
+            }
+            Some(Value::String(s)) => match s.as_str() {
+                "grid" => Method::Grid,
+                "random" => Method::Random,
+                "bayes" => {
+                    return Err(ConfigError::new(
+                        "method",
+                        "bayes is not supported yet; use grid or random",
+                    ))
+                }
+                "custom" => {
+                    return Err(ConfigError::new(
+                        "method",
+                        "custom is not supported; expected grid or random",
+                    ))
+                }
+                other => {
+                    return Err(ConfigError::new(
+                        "method",
+                        format!("expected one of grid, random, bayes; got {other:?}"),
+                    ))
+                }
+            },
+            Some(v) => {
+                return Err(ConfigError::new(
+                    "method",
+                    format!("expected a string, got {}", kind(v)),
+                ))
+            }
+        };
+        let trainer = parse_trainer(top)?;
+        let metric = parse_metric(top.get("metric"), &trainer)?;
+        let parameters = match top.get("parameters") {
+            None => {
+                return Err(ConfigError::new(
+                    "parameters",
+                    "missing; expected a mapping of parameter names",
+                ))
+            }
+            Some(v) => params::parse_parameters(v, "parameters")?,
+        };
+        if parameters.is_empty() {
+            return Err(ConfigError::new(
+                "parameters",
+                "expected at least one parameter",
+            ));
+        }
+        let run_cap = match top.get("run_cap") {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.as_u64() {
+                Some(n) if n > 0 => Some(n),
+                _ => {
+                    return Err(ConfigError::new(
+                        "run_cap",
+                        format!("expected an integer > 0, got {}", show(v)),
+                    ))
+                }
+            },
+        };
+        let seed = match top.get("seed") {
+            None => 0,
+            Some(v) => v.as_u64().ok_or_else(|| {
+                ConfigError::new("seed", format!("expected an integer ≥ 0, got {}", show(v)))
+            })?,
+        };
+        let max_attempts = match top.get("max_attempts") {
+            None => 3,
+            Some(v) => match v.as_u64() {
+                Some(n) if (1..=100).contains(&n) => n as u32,
+                _ => {
+                    return Err(ConfigError::new(
+                        "max_attempts",
+                        format!("expected an integer from 1 to 100, got {}", show(v)),
+                    ))
+                }
+            },
+        };
+        let early_terminate = match top.get("early_terminate") {
+            None => None,
+            Some(v) => Some(validate_early_terminate(v)?),
+        };
+        if method == Method::Grid {
+            params::check_grid(&parameters, "parameters")?;
+        }
+        if let Some(n) = top.get("name") {
+            if !n.is_string() {
+                return Err(ConfigError::new(
+                    "name",
+                    format!("expected a string, got {}", kind(n)),
+                ));
+            }
+        }
+        Ok(SweepSpec {
+            name: top.get("name").and_then(Value::as_str).map(str::to_string),
+            method,
+            metric,
+            parameters,
+            run_cap,
+            seed,
+            max_attempts,
+            trainer,
+            early_terminate,
+            raw,
+        })
+    }
+
+    /// Number of trials the sweep runs at most: the grid size (capped by run_cap) or run_cap;
+    /// `None` for an unbounded random sweep.
+    pub fn total(&self) -> Option<u64> {
+        match self.method {
+            Method::Grid => {
+                let g = params::grid_size(&self.parameters);
+                Some(self.run_cap.map_or(g, |c| c.min(g)))
+            }
+            Method::Random => self.run_cap,
+        }
+    }
+
+    /// Checks that the built-in MLP trainer understands every parameter and every listed value,
+    /// so that a sweep whose trials would all fail is refused at submit.
+    pub fn check_trainer(&self) -> Result<(), ConfigError> {
+        if !matches!(self.trainer, Trainer::Mlp { .. }) {
+            return Ok(());
+        }
+        for (name, spec) in &self.parameters {
+            let path = format!("parameters.{name}");
+            if worker::train::config::canonical_name(name).is_none() {
+                return Err(ConfigError::new(
+                    path,
+                    format!(
+                        "the mlp trainer has no parameter {name:?}; expected one of {}",
+                        worker::train::config::PARAMS.join(", ")
+                    ),
+                ));
+            }
+            for (i, v) in spec.listed_values().into_iter().enumerate() {
+                let mut b = worker::train::ConfigBuilder::default();
+                let built = b.set(name, v).and_then(|()| b.build());
+                if let Err(e) = built {
+                    let at = match spec {
+                        ParamSpec::Values { .. } => format!("{path}.values[{i}]"),
+                        ParamSpec::Constant(_) => format!("{path}.value"),
+                        _ => format!("{path}.{}", if i == 0 { "min" } else { "max" }),
+                    };
+                    return Err(ConfigError::new(at, e.message));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_trainer(top: &Map<String, Value>) -> Result<Trainer, ConfigError> {
+    let name = match top.get("trainer") {
+        None => "mlp",
+        Some(Value::String(s)) => s.as_str(),
+        Some(v) => {
+            return Err(ConfigError::new(
+                "trainer",
+                format!("expected mlp or synthetic, got {}", show(v)),
+            ))
+        }
+    };
+    match name {
+        "mlp" => {
+            let mut train_samples = None;
+            if let Some(m) = top.get("mlp") {
+                let Value::Object(m) = m else {
+                    return Err(ConfigError::new(
+                        "mlp",
+                        "expected a mapping, e.g. {train_samples: 5000}",
+                    ));
+                };
+                for (k, v) in m {
+                    match k.as_str() {
+                        "train_samples" => {
+                            train_samples =
+                                Some(v.as_u64().filter(|n| *n > 0).ok_or_else(|| {
+                                    ConfigError::new(
+                                        "mlp.train_samples",
+                                        format!("expected an integer > 0, got {}", show(v)),
+                                    )
+                                })?)
+                        }
+                        _ => {
+                            return Err(ConfigError::new(
+                                format!("mlp.{k}"),
+                                "unknown key; expected train_samples",
+                            ))
+                        }
+                    }
+                }
+            }
+            Ok(Trainer::Mlp { train_samples })
+        }
+        "synthetic" => {
+            let s = top
+                .get("synthetic")
+                .cloned()
+                .unwrap_or(Value::Object(Map::new()));
+            let Value::Object(s) = s else {
+                return Err(ConfigError::new(
+                    "synthetic",
+                    "expected a mapping {function, epochs, epoch_ms}",
+                ));
+            };
+            let mut function = "quadratic".to_string();
+            let mut epochs = 5;
+            let mut epoch_ms = 0;
+            for (k, v) in &s {
+                let p = format!("synthetic.{k}");
+                match k.as_str() {
+                    "function" => {
+                        let f = v.as_str().unwrap_or("");
+                        if !worker::synthetic::FUNCTIONS.contains(&f) {
+                            return Err(ConfigError::new(
+                                p,
+                                format!(
+                                    "expected one of {}, got {}",
+                                    worker::synthetic::FUNCTIONS.join(", "),
+                                    show(v)
+                                ),
+                            ));
+                        }
+                        function = f.to_string();
+                    }
+                    "epochs" => {
+                        epochs = v
+                            .as_u64()
+                            .filter(|n| (1..=100_000).contains(n))
+                            .ok_or_else(|| {
+                                ConfigError::new(
+                                    p,
+                                    format!(
+                                        "expected an integer from 1 to 100000, got {}",
+                                        show(v)
+                                    ),
+                                )
+                            })?
+                    }
+                    "epoch_ms" => {
+                        epoch_ms = v.as_u64().filter(|n| *n <= 3_600_000).ok_or_else(|| {
+                            ConfigError::new(
+                                p,
+                                format!("expected milliseconds from 0 to 3600000, got {}", show(v)),
+                            )
+                        })?
+                    }
+                    _ => {
+                        return Err(ConfigError::new(
+                            p,
+                            "unknown key; expected function, epochs, epoch_ms",
+                        ))
+                    }
+                }
+            }
+            Ok(Trainer::Synthetic {
+                function,
+                epochs,
+                epoch_ms,
+            })
+        }
+        other => Err(ConfigError::new(
+            "trainer",
+            format!("expected mlp or synthetic, got {other:?}"),
+        )),
+    }
+}
+
+fn parse_metric(v: Option<&Value>, trainer: &Trainer) -> Result<Metric, ConfigError> {
+    let default = match trainer {
+        Trainer::Mlp { .. } => Metric {
+            name: "val_accuracy".into(),
+            goal: Goal::Maximize,
+        },
+        Trainer::Synthetic { .. } => Metric {
+            name: "loss".into(),
+            goal: Goal::Minimize,
+        },
+    };
+    let Some(v) = v else { return Ok(default) };
+    let Value::Object(m) = v else {
+        return Err(ConfigError::new(
+            "metric",
+            format!("expected a mapping {{name, goal}}, got {}", kind(v)),
+        ));
+    };
+    for k in m.keys() {
+        if !["name", "goal", "target", "impute", "impute_while_running"].contains(&k.as_str()) {
+            return Err(ConfigError::new(
+                format!("metric.{k}"),
+                "unknown key; expected name, goal, target",
+            ));
+        }
+    }
+    let name = match m.get("name") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(v) => {
+            return Err(ConfigError::new(
+                "metric.name",
+                format!("expected a metric name, got {}", show(v)),
+            ))
+        }
+        None => {
+            return Err(ConfigError::new(
+                "metric.name",
+                "missing; expected e.g. val_accuracy",
+            ))
+        }
+    };
+    let goal = match m.get("goal") {
+        None => Goal::Minimize,
+        Some(Value::String(s)) if s == "minimize" => Goal::Minimize,
+        Some(Value::String(s)) if s == "maximize" => Goal::Maximize,
+        Some(v) => {
+            return Err(ConfigError::new(
+                "metric.goal",
+                format!("expected minimize or maximize, got {}", show(v)),
+            ))
+        }
+    };
+    if let Some(t) = m.get("target") {
+        if !t.is_number() {
+            return Err(ConfigError::new(
+                "metric.target",
+                format!("expected a number, got {}", show(t)),
+            ));
+        }
+    }
+    Ok(Metric { name, goal })
+}
+
+/// W&B's schema for `early_terminate`: `type: hyperband` with `min_iter`, or `max_iter` (with
+/// optional `s`), and optional `eta`, `strict`. Our extensions: `asha`, `median`.
+fn validate_early_terminate(v: &Value) -> Result<Value, ConfigError> {
+    let Value::Object(m) = v else {
+        return Err(ConfigError::new(
+            "early_terminate",
+            format!("expected a mapping, got {}", kind(v)),
+        ));
+    };
+    let ty = m
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ConfigError::new("early_terminate.type", "missing; expected hyperband"))?;
+    match ty {
+        "hyperband" => {
+            for k in m.keys() {
+                if !["type", "min_iter", "max_iter", "s", "eta", "strict"].contains(&k.as_str()) {
+                    return Err(ConfigError::new(
+                        format!("early_terminate.{k}"),
+                        "unknown key; expected min_iter, max_iter, s, eta, strict",
+                    ));
+                }
+            }
+            let int = |k: &str| -> Result<Option<u64>, ConfigError> {
+                match m.get(k) {
+                    None => Ok(None),
+                    Some(v) => v.as_u64().filter(|n| *n >= 1).map(Some).ok_or_else(|| {
+                        ConfigError::new(
+                            format!("early_terminate.{k}"),
+                            format!("expected an integer ≥ 1, got {}", show(v)),
+                        )
+                    }),
+                }
+            };
+            let (min_iter, max_iter) = (int("min_iter")?, int("max_iter")?);
+            int("s")?;
+            if min_iter.is_none() && max_iter.is_none() {
+                return Err(ConfigError::new(
+                    "early_terminate",
+                    "hyperband needs min_iter, or max_iter (with s)",
+                ));
+            }
+            if let Some(e) = m.get("eta") {
+                if !e.as_f64().is_some_and(|x| x >= 2.0) {
+                    return Err(ConfigError::new(
+                        "early_terminate.eta",
+                        format!("expected a number ≥ 2, got {}", show(e)),
+                    ));
+                }
+            }
+            if let Some(s) = m.get("strict") {
+                if !s.is_boolean() {
+                    return Err(ConfigError::new(
+                        "early_terminate.strict",
+                        format!("expected true or false, got {}", show(s)),
+                    ));
+                }
+            }
+            Ok(v.clone())
+        }
+        other => Err(ConfigError::new(
+            "early_terminate.type",
+            format!("expected hyperband, got {other:?}"),
+        )),
+    }
+}
+
+pub(crate) fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+pub(crate) fn show(v: &Value) -> String {
+    match v {
+        Value::Object(_) | Value::Array(_) | Value::Null => kind(v).to_string(),
+        other => other.to_string(),
+    }
+}
+
+impl fmt::Display for SweepSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.raw)
+    }
+}
+
+#[cfg(test)]
+mod tests;

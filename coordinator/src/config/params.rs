@@ -1,0 +1,609 @@
+//! Parameter specifications (W&B's `parameters:` block): parsing, grid expansion in W&B's
+//! order, and random draws.
+
+use std::collections::BTreeMap;
+
+use rand::Rng;
+use rand_distr::Distribution as _;
+use serde_json::{Map, Number, Value};
+
+use super::{kind, show, ConfigError};
+
+/// A continuous or integer distribution (W&B's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Distribution {
+    /// `U(min, max)`.
+    Uniform,
+    /// Integers `min..=max`.
+    IntUniform,
+    /// `round(U(min, max) / q) · q`; on a grid, `min, min + q, …` below `max`.
+    QUniform,
+    /// `exp(U(min, max))`.
+    LogUniform,
+    /// `exp(U(ln min, ln max))`.
+    LogUniformValues,
+    /// `round(exp(U(min, max)) / q) · q`.
+    QLogUniform,
+    /// `round(exp(U(ln min, ln max)) / q) · q`.
+    QLogUniformValues,
+    /// `exp(−U(min, max))`.
+    InvLogUniform,
+    /// `1 / exp(U(ln(1/max), ln(1/min)))`.
+    InvLogUniformValues,
+    /// `N(mu, sigma)`.
+    Normal,
+    /// `round(N(mu, sigma) / q) · q`.
+    QNormal,
+    /// `exp(N(mu, sigma))`.
+    LogNormal,
+    /// `round(exp(N(mu, sigma)) / q) · q`.
+    QLogNormal,
+    /// `Beta(a, b)`.
+    Beta,
+    /// `round(Beta(a, b) / q) · q`.
+    QBeta,
+}
+
+impl Distribution {
+    fn from_name(s: &str) -> Option<Self> {
+        use Distribution::*;
+        Some(match s {
+            "uniform" => Uniform,
+            "int_uniform" => IntUniform,
+            "q_uniform" => QUniform,
+            "log_uniform" => LogUniform,
+            "log_uniform_values" => LogUniformValues,
+            "q_log_uniform" => QLogUniform,
+            "q_log_uniform_values" => QLogUniformValues,
+            "inv_log_uniform" => InvLogUniform,
+            "inv_log_uniform_values" => InvLogUniformValues,
+            "normal" => Normal,
+            "q_normal" => QNormal,
+            "log_normal" => LogNormal,
+            "q_log_normal" => QLogNormal,
+            "beta" => Beta,
+            "q_beta" => QBeta,
+            _ => return None,
+        })
+    }
+
+    fn bounded(self) -> bool {
+        use Distribution::*;
+        matches!(
+            self,
+            Uniform
+                | IntUniform
+                | QUniform
+                | LogUniform
+                | LogUniformValues
+                | QLogUniform
+                | QLogUniformValues
+                | InvLogUniform
+                | InvLogUniformValues
+        )
+    }
+
+    fn quantized(self) -> bool {
+        use Distribution::*;
+        matches!(
+            self,
+            QUniform | QLogUniform | QLogUniformValues | QNormal | QLogNormal | QBeta
+        )
+    }
+}
+
+const NAMES: &str = "constant, categorical, uniform, int_uniform, q_uniform, log_uniform, log_uniform_values, q_log_uniform, q_log_uniform_values, inv_log_uniform, inv_log_uniform_values, normal, q_normal, log_normal, q_log_normal, beta, q_beta";
+
+/// One parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamSpec {
+    /// `value: X` (or `distribution: constant`).
+    Constant(Value),
+    /// `values: [...]` with optional `probabilities` (or `distribution: categorical`).
+    Values {
+        /// The choices, in order.
+        values: Vec<Value>,
+        /// Probability of each choice (random search); uniform when absent.
+        probabilities: Option<Vec<f64>>,
+    },
+    /// A distribution.
+    Dist {
+        /// Which one.
+        dist: Distribution,
+        /// Lower bound (bounded distributions).
+        min: f64,
+        /// Upper bound (bounded distributions).
+        max: f64,
+        /// Quantum (`q_*`), default 1.
+        q: f64,
+        /// Mean (normal family), default 0.
+        mu: f64,
+        /// Standard deviation (normal family), default 1.
+        sigma: f64,
+        /// Beta's a, default 1.
+        a: f64,
+        /// Beta's b, default 1.
+        b: f64,
+        /// Whether draws are integers (`int_uniform`, or integer bounds and quantum).
+        int: bool,
+    },
+    /// `parameters: {...}`: a nested group.
+    Nested(BTreeMap<String, ParamSpec>),
+}
+
+fn valid_name(n: &str) -> bool {
+    let mut c = n.chars();
+    matches!(c.next(), Some(f) if f.is_ascii_alphabetic() || f == '_')
+        && c.all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-'))
+}
+
+/// Parses a `parameters:` mapping.
+pub fn parse_parameters(v: &Value, path: &str) -> Result<BTreeMap<String, ParamSpec>, ConfigError> {
+    let Value::Object(m) = v else {
+        return Err(ConfigError::new(
+            path,
+            format!("expected a mapping of parameter names, got {}", kind(v)),
+        ));
+    };
+    let mut out = BTreeMap::new();
+    for (name, spec) in m {
+        let p = format!("{path}.{name}");
+        if !valid_name(name) {
+            return Err(ConfigError::new(
+                p,
+                "a parameter name starts with a letter or _ and holds only letters, digits, _ . -",
+            ));
+        }
+        out.insert(name.clone(), parse_param(spec, &p)?);
+    }
+    Ok(out)
+}
+
+fn num(m: &Map<String, Value>, k: &str, path: &str) -> Result<Option<f64>, ConfigError> {
+    match m.get(k) {
+        None => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .filter(|x| x.is_finite())
+            .map(Some)
+            .ok_or_else(|| {
+                ConfigError::new(
+                    format!("{path}.{k}"),
+                    format!("expected a number, got {}", show(v)),
+                )
+            }),
+    }
+}
+
+fn is_int(v: Option<&Value>) -> bool {
+    v.is_some_and(|v| v.is_i64() || v.is_u64())
+}
+
+fn parse_param(v: &Value, path: &str) -> Result<ParamSpec, ConfigError> {
+    let Value::Object(m) = v else {
+        return Err(ConfigError::new(
+            path,
+            format!("expected a mapping such as {{value: X}}, {{values: [...]}} or {{distribution, min, max}}, got {}", kind(v)),
+        ));
+    };
+    const KEYS: &[&str] = &[
+        "distribution",
+        "value",
+        "values",
+        "probabilities",
+        "min",
+        "max",
+        "q",
+        "mu",
+        "sigma",
+        "a",
+        "b",
+        "parameters",
+        "description",
+    ];
+    for k in m.keys() {
+        if !KEYS.contains(&k.as_str()) {
+            return Err(ConfigError::new(
+                format!("{path}.{k}"),
+                format!("unknown key; expected one of {}", KEYS.join(", ")),
+            ));
+        }
+    }
+    if let Some(nested) = m.get("parameters") {
+        if m.keys().any(|k| k != "parameters" && k != "description") {
+            return Err(ConfigError::new(
+                path,
+                "a nested group holds only `parameters`",
+            ));
+        }
+        return Ok(ParamSpec::Nested(parse_parameters(
+            nested,
+            &format!("{path}.parameters"),
+        )?));
+    }
+    let dist = match m.get("distribution") {
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => {
+            return Err(ConfigError::new(
+                format!("{path}.distribution"),
+                format!("expected a string, got {}", show(v)),
+            ))
+        }
+        None => {
+            if m.contains_key("value") {
+                "constant".into()
+            } else if m.contains_key("values") {
+                "categorical".into()
+            } else if m.contains_key("min") || m.contains_key("max") {
+                if is_int(m.get("min")) && is_int(m.get("max")) {
+                    "int_uniform".into()
+                } else {
+                    "uniform".into()
+                }
+            } else {
+                return Err(ConfigError::new(
+                    path,
+                    "expected value, values, min/max, or a distribution",
+                ));
+            }
+        }
+    };
+    match dist.as_str() {
+        "constant" => {
+            let v = m.get("value").ok_or_else(|| {
+                ConfigError::new(format!("{path}.value"), "missing for a constant")
+            })?;
+            Ok(ParamSpec::Constant(v.clone()))
+        }
+        "categorical" => {
+            let values = match m.get("values") {
+                Some(Value::Array(a)) if !a.is_empty() => a.clone(),
+                Some(Value::Array(_)) => {
+                    return Err(ConfigError::new(
+                        format!("{path}.values"),
+                        "expected a non-empty list",
+                    ))
+                }
+                Some(v) => {
+                    return Err(ConfigError::new(
+                        format!("{path}.values"),
+                        format!("expected a list, got {}", kind(v)),
+                    ))
+                }
+                None => {
+                    return Err(ConfigError::new(
+                        format!("{path}.values"),
+                        "missing for a categorical parameter",
+                    ))
+                }
+            };
+            let probabilities = match m.get("probabilities") {
+                None => None,
+                Some(Value::Array(ps)) => {
+                    if ps.len() != values.len() {
+                        return Err(ConfigError::new(
+                            format!("{path}.probabilities"),
+                            format!("has {} entries but values has {}", ps.len(), values.len()),
+                        ));
+                    }
+                    let ps: Vec<f64> = ps
+                        .iter()
+                        .map(|p| p.as_f64().filter(|x| *x >= 0.0 && x.is_finite()))
+                        .collect::<Option<_>>()
+                        .ok_or_else(|| {
+                            ConfigError::new(
+                                format!("{path}.probabilities"),
+                                "expected numbers ≥ 0",
+                            )
+                        })?;
+                    let sum: f64 = ps.iter().sum();
+                    if (sum - 1.0).abs() > 1e-6 {
+                        return Err(ConfigError::new(
+                            format!("{path}.probabilities"),
+                            format!("{ps:?} do not sum to 1 (sum {sum})"),
+                        ));
+                    }
+                    Some(ps)
+                }
+                Some(v) => {
+                    return Err(ConfigError::new(
+                        format!("{path}.probabilities"),
+                        format!("expected a list, got {}", kind(v)),
+                    ))
+                }
+            };
+            Ok(ParamSpec::Values {
+                values,
+                probabilities,
+            })
+        }
+        name => {
+            let d = Distribution::from_name(name).ok_or_else(|| {
+                ConfigError::new(
+                    format!("{path}.distribution"),
+                    format!("expected one of {NAMES}, got {name:?}"),
+                )
+            })?;
+            let q = num(m, "q", path)?.unwrap_or(1.0);
+            if q <= 0.0 {
+                return Err(ConfigError::new(
+                    format!("{path}.q"),
+                    format!("expected a number > 0, got {q}"),
+                ));
+            }
+            let (mut min, mut max) = (0.0, 0.0);
+            if d.bounded() {
+                min = num(m, "min", path)?.ok_or_else(|| {
+                    ConfigError::new(format!("{path}.min"), format!("missing for {name}"))
+                })?;
+                max = num(m, "max", path)?.ok_or_else(|| {
+                    ConfigError::new(format!("{path}.max"), format!("missing for {name}"))
+                })?;
+                if d == Distribution::IntUniform && !(is_int(m.get("min")) && is_int(m.get("max")))
+                {
+                    return Err(ConfigError::new(
+                        path,
+                        format!("int_uniform needs integer min and max, got {min} and {max}"),
+                    ));
+                }
+                if min >= max {
+                    return Err(ConfigError::new(
+                        format!("{path}.min"),
+                        format!("min {min} is not less than max {max}"),
+                    ));
+                }
+                if matches!(
+                    d,
+                    Distribution::LogUniformValues
+                        | Distribution::QLogUniformValues
+                        | Distribution::InvLogUniformValues
+                ) && min <= 0.0
+                {
+                    return Err(ConfigError::new(
+                        format!("{path}.min"),
+                        format!("{name} needs min > 0, got {min}"),
+                    ));
+                }
+            }
+            let mu = num(m, "mu", path)?.unwrap_or(0.0);
+            let sigma = num(m, "sigma", path)?.unwrap_or(1.0);
+            if sigma <= 0.0 {
+                return Err(ConfigError::new(
+                    format!("{path}.sigma"),
+                    format!("expected a number > 0, got {sigma}"),
+                ));
+            }
+            let a = num(m, "a", path)?.unwrap_or(1.0);
+            let b = num(m, "b", path)?.unwrap_or(1.0);
+            if a <= 0.0 || b <= 0.0 {
+                return Err(ConfigError::new(
+                    path,
+                    format!("beta needs a > 0 and b > 0, got {a} and {b}"),
+                ));
+            }
+            let int = d == Distribution::IntUniform
+                || (d.quantized()
+                    && q.fract() == 0.0
+                    && (!d.bounded() || (min.fract() == 0.0 && max.fract() == 0.0)));
+            Ok(ParamSpec::Dist {
+                dist: d,
+                min,
+                max,
+                q,
+                mu,
+                sigma,
+                a,
+                b,
+                int,
+            })
+        }
+    }
+}
+
+impl ParamSpec {
+    /// The values a user wrote explicitly (for checks against the trainer): the constant, the
+    /// listed values, or a distribution's bounds.
+    pub fn listed_values(&self) -> Vec<&Value> {
+        match self {
+            ParamSpec::Constant(v) => vec![v],
+            ParamSpec::Values { values, .. } => values.iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The grid points of this (flat) parameter, or `None` if it has none.
+    fn grid_values(&self) -> Option<Vec<Value>> {
+        match self {
+            ParamSpec::Constant(v) => Some(vec![v.clone()]),
+            ParamSpec::Values { values, .. } => Some(values.clone()),
+            ParamSpec::Dist {
+                dist: Distribution::IntUniform,
+                min,
+                max,
+                ..
+            } => Some(((*min as i64)..=(*max as i64)).map(Value::from).collect()),
+            ParamSpec::Dist {
+                dist: Distribution::QUniform,
+                min,
+                max,
+                q,
+                int,
+                ..
+            } => {
+                // numpy.arange(min, max, q): max excluded, `min + i·q` with float artefacts.
+                let n = ((max - min) / q).ceil().max(0.0) as usize;
+                Some((0..n).map(|i| number(min + i as f64 * q, *int)).collect())
+            }
+            _ => None,
+        }
+    }
+}
+
+fn number(x: f64, int: bool) -> Value {
+    if int && x.fract() == 0.0 && x.abs() < 9.0e15 {
+        Value::from(x as i64)
+    } else {
+        Number::from_f64(x).map_or(Value::Null, Value::Number)
+    }
+}
+
+/// Parameters flattened to (path, spec), sorted by dotted name: W&B's grid order.
+fn flatten<'a>(
+    params: &'a BTreeMap<String, ParamSpec>,
+    prefix: &[String],
+    out: &mut Vec<(Vec<String>, &'a ParamSpec)>,
+) {
+    for (name, spec) in params {
+        let mut path = prefix.to_vec();
+        path.push(name.clone());
+        match spec {
+            ParamSpec::Nested(inner) => flatten(inner, &path, out),
+            other => out.push((path, other)),
+        }
+    }
+}
+
+fn flat_sorted(params: &BTreeMap<String, ParamSpec>) -> Vec<(Vec<String>, &ParamSpec)> {
+    let mut flat = Vec::new();
+    flatten(params, &[], &mut flat);
+    flat.sort_by_key(|a| a.0.join("."));
+    flat
+}
+
+/// Refuses parameters that have no grid (continuous distributions) under `method: grid`.
+pub fn check_grid(params: &BTreeMap<String, ParamSpec>, path: &str) -> Result<(), ConfigError> {
+    for (p, spec) in flat_sorted(params) {
+        if spec.grid_values().is_none() {
+            return Err(ConfigError::new(
+                format!("{path}.{}", p.join(".")),
+                "method grid needs values, value, int_uniform or q_uniform; a continuous distribution has no grid (use method random)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Number of grid points.
+pub fn grid_size(params: &BTreeMap<String, ParamSpec>) -> u64 {
+    flat_sorted(params)
+        .iter()
+        .map(|(_, s)| s.grid_values().map_or(0, |v| v.len() as u64))
+        .fold(1u64, u64::saturating_mul)
+}
+
+fn insert_path(obj: &mut Map<String, Value>, path: &[String], v: Value) {
+    if path.len() == 1 {
+        obj.insert(path[0].clone(), v);
+        return;
+    }
+    let child = obj
+        .entry(path[0].clone())
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(c) = child {
+        insert_path(c, &path[1..], v);
+    }
+}
+
+/// The `i`-th grid point (0-based), in W&B's order: the cartesian product over parameters
+/// sorted by (dotted) name, the last one varying fastest. `None` past the end.
+pub fn grid_point(params: &BTreeMap<String, ParamSpec>, i: u64) -> Option<Value> {
+    let flat = flat_sorted(params);
+    let choices: Vec<Vec<Value>> = flat
+        .iter()
+        .map(|(_, s)| s.grid_values().unwrap_or_default())
+        .collect();
+    let total = choices
+        .iter()
+        .map(|c| c.len() as u64)
+        .fold(1u64, u64::saturating_mul);
+    if i >= total {
+        return None;
+    }
+    let mut rem = i;
+    let mut picks = vec![0usize; choices.len()];
+    for (k, c) in choices.iter().enumerate().rev() {
+        let n = c.len() as u64;
+        picks[k] = (rem % n) as usize;
+        rem /= n;
+    }
+    let mut obj = Map::new();
+    for (((path, _), c), &k) in flat.iter().zip(&choices).zip(&picks) {
+        insert_path(&mut obj, path, c[k].clone());
+    }
+    Some(Value::Object(obj))
+}
+
+/// One random draw of every parameter (in sorted order, so a given RNG state gives the same
+/// draw on every machine).
+pub fn sample<R: Rng + ?Sized>(params: &BTreeMap<String, ParamSpec>, rng: &mut R) -> Value {
+    let mut obj = Map::new();
+    for (name, spec) in params {
+        obj.insert(name.clone(), sample_one(spec, rng));
+    }
+    Value::Object(obj)
+}
+
+fn sample_one<R: Rng + ?Sized>(spec: &ParamSpec, rng: &mut R) -> Value {
+    use Distribution::*;
+    match spec {
+        ParamSpec::Constant(v) => v.clone(),
+        ParamSpec::Values {
+            values,
+            probabilities,
+        } => {
+            let i = match probabilities {
+                None => rng.random_range(0..values.len()),
+                Some(ps) => {
+                    let u: f64 = rng.random();
+                    let mut acc = 0.0;
+                    let mut pick = values.len() - 1;
+                    for (i, p) in ps.iter().enumerate() {
+                        acc += p;
+                        if u < acc {
+                            pick = i;
+                            break;
+                        }
+                    }
+                    pick
+                }
+            };
+            values[i].clone()
+        }
+        ParamSpec::Nested(inner) => sample(inner, rng),
+        &ParamSpec::Dist {
+            dist,
+            min,
+            max,
+            q,
+            mu,
+            sigma,
+            a,
+            b,
+            int,
+        } => {
+            let u = |rng: &mut R, lo: f64, hi: f64| lo + (hi - lo) * rng.random::<f64>();
+            let quant = |x: f64| (x / q).round() * q;
+            let normal =
+                |rng: &mut R| rand_distr::Normal::new(mu, sigma).map_or(mu, |n| n.sample(rng));
+            let beta = |rng: &mut R| rand_distr::Beta::new(a, b).map_or(0.5, |d| d.sample(rng));
+            let x = match dist {
+                Uniform => u(rng, min, max),
+                IntUniform => return Value::from(rng.random_range((min as i64)..=(max as i64))),
+                QUniform => quant(u(rng, min, max)),
+                LogUniform => u(rng, min, max).exp(),
+                LogUniformValues => u(rng, min.ln(), max.ln()).exp(),
+                QLogUniform => quant(u(rng, min, max).exp()),
+                QLogUniformValues => quant(u(rng, min.ln(), max.ln()).exp()),
+                InvLogUniform => (-u(rng, min, max)).exp(),
+                InvLogUniformValues => 1.0 / u(rng, (1.0 / max).ln(), (1.0 / min).ln()).exp(),
+                Normal => normal(rng),
+                QNormal => quant(normal(rng)),
+                LogNormal => normal(rng).exp(),
+                QLogNormal => quant(normal(rng).exp()),
+                Beta => beta(rng),
+                QBeta => quant(beta(rng)),
+            };
+            number(x, int)
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! The sweep coordinator: holds every sweep, leases trials to workers, ranks their results.
+//!
+//! `config` parses W&B sweep configs; `search` turns a sweep into trial parameters; `store`
+//! keeps state durable in SQLite; `engine` is the state machine of sweeps, trials and leases;
+//! `service` exposes it over gRPC; `export` writes leaderboards and confusion matrices; `cli`
+//! is the command line.
+
+pub mod config;

@@ -1,0 +1,202 @@
+//! The synthetic trainer: a trial whose metric is a known test function of its parameters,
+//! with a learning curve over epochs and an optional sleep per epoch. For benchmarks of the
+//! search, search-quality tests and fault tests, where training a network would only cost
+//! time.
+//!
+//! At epoch `e` of `E`, `loss = val_loss = f(x) + (1 + |f(x)|)·(1/e − 1/E)`: a curve that
+//! improves every epoch and ends at `f(x)` exactly (also reported as `objective`).
+
+use std::collections::BTreeMap;
+use std::f64::consts::PI;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::train::{Cancel, Control};
+
+/// The functions the synthetic trainer knows.
+pub const FUNCTIONS: [&str; 4] = ["branin", "hartmann6", "rosenbrock", "quadratic"];
+
+/// A parameter the function needs is missing or not a number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SyntheticError(pub String);
+
+fn get(params: &BTreeMap<String, Value>, k: &str) -> Result<f64, SyntheticError> {
+    params
+        .get(k)
+        .and_then(Value::as_f64)
+        .ok_or_else(|| SyntheticError(format!("parameter {k}: the function needs a number")))
+}
+
+fn numeric(params: &BTreeMap<String, Value>) -> Vec<f64> {
+    params.values().filter_map(Value::as_f64).collect()
+}
+
+/// Branin–Hoo on x1 ∈ [−5, 10], x2 ∈ [0, 15]; minimum 0.397887 at three points.
+pub fn branin(x1: f64, x2: f64) -> f64 {
+    let (a, b, c, r, s, t) = (
+        1.0,
+        5.1 / (4.0 * PI * PI),
+        5.0 / PI,
+        6.0,
+        10.0,
+        1.0 / (8.0 * PI),
+    );
+    a * (x2 - b * x1 * x1 + c * x1 - r).powi(2) + s * (1.0 - t) * x1.cos() + s
+}
+
+/// Hartmann-6 on [0, 1]⁶; minimum −3.32237.
+pub fn hartmann6(x: &[f64; 6]) -> f64 {
+    const ALPHA: [f64; 4] = [1.0, 1.2, 3.0, 3.2];
+    const A: [[f64; 6]; 4] = [
+        [10.0, 3.0, 17.0, 3.5, 1.7, 8.0],
+        [0.05, 10.0, 17.0, 0.1, 8.0, 14.0],
+        [3.0, 3.5, 1.7, 10.0, 17.0, 8.0],
+        [17.0, 8.0, 0.05, 10.0, 0.1, 14.0],
+    ];
+    const P: [[f64; 6]; 4] = [
+        [0.1312, 0.1696, 0.5569, 0.0124, 0.8283, 0.5886],
+        [0.2329, 0.4135, 0.8307, 0.3736, 0.1004, 0.9991],
+        [0.2348, 0.1451, 0.3522, 0.2883, 0.3047, 0.6650],
+        [0.4047, 0.8828, 0.8732, 0.5743, 0.1091, 0.0381],
+    ];
+    -(0..4)
+        .map(|i| {
+            let inner: f64 = (0..6).map(|j| A[i][j] * (x[j] - P[i][j]).powi(2)).sum();
+            ALPHA[i] * (-inner).exp()
+        })
+        .sum::<f64>()
+}
+
+/// The value of `function` at `params`: branin takes x1, x2; hartmann6 x1…x6; rosenbrock and
+/// quadratic (Σ (xᵢ − 0.5)²) every numeric parameter in name order.
+pub fn evaluate(function: &str, params: &BTreeMap<String, Value>) -> Result<f64, SyntheticError> {
+    match function {
+        "branin" => Ok(branin(get(params, "x1")?, get(params, "x2")?)),
+        "hartmann6" => {
+            let mut x = [0.0; 6];
+            for (i, xi) in x.iter_mut().enumerate() {
+                *xi = get(params, &format!("x{}", i + 1))?;
+            }
+            Ok(hartmann6(&x))
+        }
+        "rosenbrock" => {
+            let x = numeric(params);
+            if x.len() < 2 {
+                return Err(SyntheticError(
+                    "rosenbrock needs at least two numeric parameters".into(),
+                ));
+            }
+            Ok(x.windows(2)
+                .map(|w| 100.0 * (w[1] - w[0] * w[0]).powi(2) + (1.0 - w[0]).powi(2))
+                .sum())
+        }
+        "quadratic" => Ok(numeric(params).iter().map(|v| (v - 0.5).powi(2)).sum()),
+        other => Err(SyntheticError(format!(
+            "unknown synthetic function {other:?}; expected one of {}",
+            FUNCTIONS.join(", ")
+        ))),
+    }
+}
+
+/// How a synthetic trial ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyntheticResult {
+    /// Epochs run.
+    pub epochs: usize,
+    /// Whether the callback stopped it early.
+    pub stopped: bool,
+    /// Whether the cancel flag ended it.
+    pub cancelled: bool,
+    /// Final metrics (`loss`, `val_loss`, `objective`).
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// Runs a synthetic trial, calling `on_epoch` with each epoch's metrics.
+pub fn run(
+    function: &str,
+    params: &BTreeMap<String, Value>,
+    epochs: usize,
+    epoch_ms: u64,
+    cancel: Option<&Cancel>,
+    mut on_epoch: impl FnMut(usize, &BTreeMap<String, f64>) -> Control,
+) -> Result<SyntheticResult, SyntheticError> {
+    let f = evaluate(function, params)?;
+    let mut metrics = BTreeMap::new();
+    let big_e = epochs.max(1) as f64;
+    for e in 1..=epochs {
+        if epoch_ms > 0 {
+            std::thread::sleep(Duration::from_millis(epoch_ms));
+        }
+        if cancel.is_some_and(Cancel::is_cancelled) {
+            return Ok(SyntheticResult {
+                epochs: e - 1,
+                stopped: false,
+                cancelled: true,
+                metrics,
+            });
+        }
+        let v = f + (1.0 + f.abs()) * (1.0 / e as f64 - 1.0 / big_e);
+        metrics.insert("loss".to_string(), v);
+        metrics.insert("val_loss".to_string(), v);
+        metrics.insert("objective".to_string(), f);
+        if on_epoch(e, &metrics) == Control::Stop {
+            return Ok(SyntheticResult {
+                epochs: e,
+                stopped: true,
+                cancelled: false,
+                metrics,
+            });
+        }
+    }
+    Ok(SyntheticResult {
+        epochs,
+        stopped: false,
+        cancelled: false,
+        metrics,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_minima() {
+        assert!((branin(-PI, 12.275) - 0.397_887).abs() < 1e-5);
+        assert!((branin(PI, 2.275) - 0.397_887).abs() < 1e-5);
+        let x = [0.20169, 0.150011, 0.476874, 0.275332, 0.311652, 0.6573];
+        assert!((hartmann6(&x) + 3.32237).abs() < 1e-4);
+        let p: BTreeMap<String, Value> = [
+            ("a".to_string(), Value::from(1.0)),
+            ("b".to_string(), Value::from(1.0)),
+        ]
+        .into();
+        assert_eq!(evaluate("rosenbrock", &p).unwrap(), 0.0);
+        assert_eq!(evaluate("quadratic", &p).unwrap(), 0.5);
+        assert!(evaluate("branin", &p).unwrap_err().0.contains("x1"));
+    }
+
+    #[test]
+    fn the_curve_improves_and_ends_at_the_value() {
+        let p: BTreeMap<String, Value> = [("x".to_string(), Value::from(0.0))].into();
+        let mut seen = Vec::new();
+        let r = run("quadratic", &p, 4, 0, None, |_, m| {
+            seen.push(m["loss"]);
+            Control::Continue
+        })
+        .unwrap();
+        assert!(seen.windows(2).all(|w| w[1] < w[0]), "{seen:?}");
+        assert_eq!(r.metrics["loss"], 0.25);
+        let r = run("quadratic", &p, 4, 0, None, |e, _| {
+            if e == 2 {
+                Control::Stop
+            } else {
+                Control::Continue
+            }
+        })
+        .unwrap();
+        assert!(r.stopped && r.epochs == 2);
+    }
+}
