@@ -6,3 +6,7 @@
 //! is the command line.
 
 pub mod config;
+pub mod engine;
+pub mod search;
+pub mod service;
+pub mod store;

@@ -14,6 +14,8 @@ pub mod pb {
     tonic::include_proto!("sweep.v1");
 }
 
+pub mod json;
+
 /// The encoded `FileDescriptorSet` of sweep.proto.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/sweep_descriptor.bin"));

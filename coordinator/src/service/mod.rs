@@ -1,0 +1,415 @@
+//! The gRPC services: `Coordinator` (workers) and `Sweeps` (people), plus grpc.health.v1 and
+//! server reflection. Wire types are converted to domain types here, and engine errors become
+//! `tonic::Status` exactly once, here.
+
+pub mod convert;
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use sweep_proto::pb;
+use sweep_proto::pb::coordinator_server::{Coordinator, CoordinatorServer};
+use sweep_proto::pb::sweeps_server::{Sweeps, SweepsServer};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::config::SweepSpec;
+use crate::engine::{Action, Engine, EngineError, Outcome, SweepState};
+use convert::{sweep_info, trial_detail, trial_summary};
+
+/// Largest message either side accepts (a confusion matrix of 1,024 classes fits).
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+impl From<EngineError> for Status {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::UnknownSweep(_) | EngineError::UnknownTrial(..) => {
+                Status::not_found(e.to_string())
+            }
+            EngineError::Invalid(m) => Status::invalid_argument(m),
+            EngineError::Store(s) => Status::unavailable(format!("store: {s}")),
+        }
+    }
+}
+
+/// The worker-facing service.
+#[derive(Debug, Clone)]
+pub struct CoordinatorService {
+    engine: Engine,
+}
+
+/// The people-facing service.
+#[derive(Debug, Clone)]
+pub struct SweepsService {
+    engine: Engine,
+}
+
+fn id_ok(what: &str, id: &str) -> Result<(), Status> {
+    if id.is_empty() || id.len() > 128 {
+        return Err(Status::invalid_argument(format!(
+            "{what}: expected a non-empty id of at most 128 bytes"
+        )));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Coordinator for CoordinatorService {
+    async fn register(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let r = req.into_inner();
+        let id = self
+            .engine
+            .register(
+                Some(r.worker_id),
+                r.host,
+                r.cores,
+                r.slots.max(1),
+                r.version,
+            )
+            .await?;
+        let ttl = self.engine.options().lease_ttl;
+        Ok(Response::new(pb::RegisterResponse {
+            worker_id: id,
+            lease_ttl_ms: ttl.as_millis() as u64,
+            heartbeat_interval_ms: (ttl / 3).as_millis() as u64,
+        }))
+    }
+
+    async fn lease(
+        &self,
+        req: Request<pb::LeaseRequest>,
+    ) -> Result<Response<pb::LeaseResponse>, Status> {
+        let r = req.into_inner();
+        id_ok("worker_id", &r.worker_id)?;
+        let lease = self
+            .engine
+            .lease(&r.worker_id, Duration::from_millis(r.wait_ms))
+            .await?;
+        Ok(Response::new(pb::LeaseResponse {
+            trial: lease.map(|l| pb::Trial {
+                sweep_id: l.sweep_id,
+                trial: l.trial,
+                attempt: l.attempt,
+                lease_id: l.lease_id,
+                params: sweep_proto::json::object_to_pb(&l.params),
+                trainer: l.trainer.0,
+                trainer_options: sweep_proto::json::object_to_pb(&l.trainer.1),
+                metric: l.metric,
+            }),
+        }))
+    }
+
+    async fn report(
+        &self,
+        req: Request<pb::ReportRequest>,
+    ) -> Result<Response<pb::ReportResponse>, Status> {
+        let r = req.into_inner();
+        id_ok("sweep_id", &r.sweep_id)?;
+        let metrics: Vec<(String, f64)> = r.metrics.into_iter().collect();
+        let action = self
+            .engine
+            .report(
+                &r.worker_id,
+                &r.sweep_id,
+                r.trial,
+                r.attempt,
+                &r.lease_id,
+                r.epoch,
+                metrics,
+            )
+            .await?;
+        let (action, reason) = match action {
+            Action::Continue => (pb::Action::Continue, String::new()),
+            Action::Stop(why) => (pb::Action::Stop, why),
+            Action::Abandon(why) => (pb::Action::Abandon, why),
+        };
+        Ok(Response::new(pb::ReportResponse {
+            action: action as i32,
+            reason,
+        }))
+    }
+
+    async fn complete(
+        &self,
+        req: Request<pb::CompleteRequest>,
+    ) -> Result<Response<pb::CompleteResponse>, Status> {
+        let r = req.into_inner();
+        id_ok("sweep_id", &r.sweep_id)?;
+        let outcome = match pb::TrialOutcome::try_from(r.outcome) {
+            Ok(pb::TrialOutcome::Finished) => Outcome::Finished,
+            Ok(pb::TrialOutcome::Stopped) => Outcome::Stopped,
+            Ok(pb::TrialOutcome::Diverged) => Outcome::Diverged,
+            Ok(pb::TrialOutcome::Failed) => Outcome::Failed,
+            Ok(pb::TrialOutcome::Released) => Outcome::Released,
+            _ => {
+                return Err(Status::invalid_argument(format!(
+                    "outcome: unknown value {}",
+                    r.outcome
+                )))
+            }
+        };
+        let confusion = r.confusion.map(|c| (c.labels, c.counts));
+        let (accepted, reason) = self
+            .engine
+            .complete(
+                &r.worker_id,
+                &r.sweep_id,
+                r.trial,
+                r.attempt,
+                &r.lease_id,
+                outcome,
+                r.metrics.into_iter().collect(),
+                confusion,
+                r.error,
+            )
+            .await?;
+        Ok(Response::new(pb::CompleteResponse { accepted, reason }))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(pb::HeartbeatResponse {
+            drop_lease_ids: self.engine.heartbeat(&r.worker_id, &r.lease_ids),
+        }))
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Sweeps for SweepsService {
+    async fn create_sweep(
+        &self,
+        req: Request<pb::CreateSweepRequest>,
+    ) -> Result<Response<pb::CreateSweepResponse>, Status> {
+        let r = req.into_inner();
+        let spec =
+            SweepSpec::parse(&r.config).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let name = Some(r.name).filter(|n| !n.is_empty());
+        let id = self.engine.create_sweep(spec, name).await?;
+        Ok(Response::new(pb::CreateSweepResponse { sweep_id: id }))
+    }
+
+    async fn get_sweep(
+        &self,
+        req: Request<pb::GetSweepRequest>,
+    ) -> Result<Response<pb::SweepInfo>, Status> {
+        let id = req.into_inner().sweep_id;
+        let workers = self.engine.live_workers();
+        Ok(Response::new(
+            self.engine.with_sweep(&id, |s| sweep_info(s, workers))?,
+        ))
+    }
+
+    async fn list_sweeps(
+        &self,
+        _req: Request<pb::ListSweepsRequest>,
+    ) -> Result<Response<pb::ListSweepsResponse>, Status> {
+        let workers = self.engine.live_workers();
+        let sweeps = self
+            .engine
+            .sweep_ids()
+            .iter()
+            .filter_map(|id| self.engine.with_sweep(id, |s| sweep_info(s, workers)).ok())
+            .collect();
+        Ok(Response::new(pb::ListSweepsResponse { sweeps }))
+    }
+
+    async fn control_sweep(
+        &self,
+        req: Request<pb::ControlSweepRequest>,
+    ) -> Result<Response<pb::SweepInfo>, Status> {
+        let r = req.into_inner();
+        let action = match pb::Control::try_from(r.action) {
+            Ok(pb::Control::Pause) => SweepState::Paused,
+            Ok(pb::Control::Resume) => SweepState::Running,
+            Ok(pb::Control::Stop) => SweepState::Stopped,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "action: expected pause, resume or stop",
+                ))
+            }
+        };
+        self.engine.control(&r.sweep_id, action).await?;
+        let workers = self.engine.live_workers();
+        Ok(Response::new(
+            self.engine
+                .with_sweep(&r.sweep_id, |s| sweep_info(s, workers))?,
+        ))
+    }
+
+    async fn leaderboard(
+        &self,
+        req: Request<pb::LeaderboardRequest>,
+    ) -> Result<Response<pb::LeaderboardResponse>, Status> {
+        let r = req.into_inner();
+        let workers = self.engine.live_workers();
+        let resp = self.engine.with_sweep(&r.sweep_id, |s| {
+            let mut trials: Vec<pb::TrialSummary> = s
+                .ranked()
+                .into_iter()
+                .map(|(rank, t)| trial_summary(s, t, rank))
+                .collect();
+            if r.top > 0 {
+                trials.retain(|t| t.rank >= 1 && t.rank <= r.top);
+            }
+            pb::LeaderboardResponse {
+                sweep: Some(sweep_info(s, workers)),
+                trials,
+            }
+        })?;
+        Ok(Response::new(resp))
+    }
+
+    async fn get_trial(
+        &self,
+        req: Request<pb::GetTrialRequest>,
+    ) -> Result<Response<pb::TrialDetail>, Status> {
+        let r = req.into_inner();
+        let detail = self.engine.with_sweep(&r.sweep_id, |s| {
+            let rank = s
+                .ranked()
+                .into_iter()
+                .find(|(_, t)| t.number == r.trial)
+                .map(|(rank, _)| rank);
+            s.trials
+                .get(&r.trial)
+                .map(|t| trial_detail(s, t, rank.unwrap_or(0)))
+        })?;
+        detail.map(Response::new).ok_or_else(|| {
+            Status::not_found(format!("sweep {} has no trial {}", r.sweep_id, r.trial))
+        })
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let id = req.into_inner().sweep_id;
+        let engine = self.engine.clone();
+        let mut rx = engine.subscribe();
+        let first = engine.with_sweep(&id, |s| sweep_info(s, engine.live_workers()))?;
+        let stream = async_stream(move |tx| async move {
+            let mut info = first;
+            if tx
+                .send(Ok(pb::WatchEvent {
+                    sweep: Some(info.clone()),
+                    trial: None,
+                }))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            loop {
+                let terminal = info.state == pb::SweepState::Finished as i32
+                    || info.state == pb::SweepState::Stopped as i32;
+                if terminal && info.running == 0 {
+                    return;
+                }
+                let ev = match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+                    Ok(Ok(ev)) if ev.sweep_id == id => Some(ev),
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) | Err(_) => None,
+                    Ok(Err(_)) => return,
+                };
+                let workers = engine.live_workers();
+                let Ok((new_info, trial)) = engine.with_sweep(&id, |s| {
+                    let trial = ev
+                        .as_ref()
+                        .and_then(|e| e.trial)
+                        .and_then(|n| s.trials.get(&n))
+                        .map(|t| trial_summary(s, t, 0));
+                    (sweep_info(s, workers), trial)
+                }) else {
+                    return;
+                };
+                info = new_info;
+                if tx
+                    .send(Ok(pb::WatchEvent {
+                        sweep: Some(info.clone()),
+                        trial,
+                    }))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// A stream fed by a task through a bounded channel.
+fn async_stream<F, Fut>(f: F) -> impl Stream<Item = Result<pb::WatchEvent, Status>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<pb::WatchEvent, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(f(tx));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Serves both services, health and reflection on `listener` until `shutdown` resolves.
+pub async fn serve(
+    engine: Engine,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<CoordinatorServer<CoordinatorService>>()
+        .await;
+    health_reporter
+        .set_serving::<SweepsServer<SweepsService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(sweep_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .ok();
+    let coord = CoordinatorServer::new(CoordinatorService {
+        engine: engine.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let sweeps = SweepsServer::new(SweepsService {
+        engine: engine.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let reaper = engine.spawn_reaper();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let mut builder = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(256)
+        .http2_keepalive_interval(Some(Duration::from_secs(20)));
+    let router = builder
+        .add_service(health)
+        .add_service(coord)
+        .add_service(sweeps);
+    let router = match reflection {
+        Some(r) => router.add_service(r),
+        None => router,
+    };
+    let res = router
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    reaper.abort();
+    res
+}
+
+/// The address a listener is bound to, as a client URL.
+pub fn url_of(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}
