@@ -3,6 +3,7 @@
 //!
 //! `nn` and `optim` know nothing of data files or networks; `train` ties them to `data`.
 
+pub mod agent;
 pub mod cli;
 pub mod data;
 pub mod nn;

@@ -6,13 +6,21 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = worker::cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let default = if cli.command.is_none() {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.agent.log_format == "json" {
+        fmt.json().init();
+    } else {
+        fmt.init();
+    }
     match worker::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -6,17 +6,42 @@ pub mod train;
 
 use clap::{Parser, Subcommand};
 
-/// `worker`: trains MLPs for sweep.
+/// `worker`: trains MLPs for sweep. Without a subcommand it runs as an agent of a coordinator.
 #[derive(Debug, Parser)]
 #[command(
     name = "worker",
     version,
-    about = "sweep worker: trains MLPs on MNIST-style data"
+    about = "sweep worker: trains MLPs on MNIST-style data",
+    long_about = "sweep worker: trains MLPs on MNIST-style data.\n\nWithout a subcommand it runs as an agent: it connects to a coordinator, trains the trials it leases (one per slot) and reports their metrics, until SIGTERM or Ctrl-C, when it hands its running trials back and exits."
 )]
 pub struct Cli {
-    /// What to do.
+    /// What to do (default: run as an agent of a coordinator).
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    /// Agent options.
+    #[command(flatten)]
+    pub agent: AgentArgs,
+}
+
+/// Options of the agent (the default mode).
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// Coordinator to take trials from
+    #[arg(
+        long,
+        env = "SWEEP_COORDINATOR",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub coordinator: String,
+    /// Trials to train at once [default: one per core]
+    #[arg(long)]
+    pub slots: Option<usize>,
+    /// Directory holding mnist/ and fashion-mnist/ [default: the repository's data/]
+    #[arg(long, env = "SWEEP_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Log format: text or json
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
 }
 
 /// The subcommands.
@@ -55,7 +80,46 @@ impl CliError {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
-        Command::Train(a) => train::run(&a),
-        Command::Bench(a) => bench::run(&a),
+        Some(Command::Train(a)) => train::run(&a),
+        Some(Command::Bench(a)) => bench::run(&a),
+        None => run_agent(&cli.agent),
     }
+}
+
+fn run_agent(a: &AgentArgs) -> Result<(), CliError> {
+    if a.slots == Some(0) {
+        return Err(CliError::Usage(
+            "invalid value for --slots: expected an integer ≥ 1, got 0".into(),
+        ));
+    }
+    let mut opts = crate::agent::AgentOptions::new(a.coordinator.clone());
+    if let Some(s) = a.slots {
+        opts.slots = s;
+    }
+    if let Some(d) = &a.data_dir {
+        opts.data_dir = d.clone();
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Other(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(crate::agent::run(opts, shutdown_signal()))
+        .map_err(|e| CliError::Usage(e.to_string()))
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

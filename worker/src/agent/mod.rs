@@ -1,0 +1,615 @@
+//! The worker agent: registers with a coordinator, leases one trial per free slot, trains each
+//! on its own thread, reports every epoch, stops when told, completes with test metrics and the
+//! confusion matrix, and reconnects with bounded backoff and jitter. On shutdown it stops
+//! leasing, hands back the trials it holds (they are re-queued at once) and exits.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use serde_json::Value;
+use sweep_proto::pb;
+use sweep_proto::pb::coordinator_client::CoordinatorClient;
+use tokio::runtime::Handle;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::data;
+use crate::train::{
+    self, Cancel, Control, EpochMetrics, Observer, Status, TrainConfig, TrialOptions,
+};
+
+/// Largest message the agent sends or accepts.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Agent settings.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Coordinator URL, e.g. `http://127.0.0.1:50051`.
+    pub coordinator: String,
+    /// Trials trained at once.
+    pub slots: usize,
+    /// Where the data sets live.
+    pub data_dir: PathBuf,
+    /// Host name reported at registration.
+    pub host: String,
+    /// How long one Lease long poll may wait.
+    pub lease_wait: Duration,
+    /// Longest pause between reconnection attempts.
+    pub max_backoff: Duration,
+}
+
+impl AgentOptions {
+    /// Options for `coordinator` with defaults: one slot per core, the default data directory.
+    pub fn new(coordinator: impl Into<String>) -> Self {
+        AgentOptions {
+            coordinator: coordinator.into(),
+            slots: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            data_dir: data::default_data_dir(),
+            host: hostname(),
+            lease_wait: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// The coordinator URL is not a valid URI.
+    #[error("--coordinator {url}: {reason}")]
+    BadUrl {
+        /// The URL given.
+        url: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+}
+
+/// Exponential backoff with full jitter, capped.
+#[derive(Debug, Clone)]
+struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(max: Duration) -> Self {
+        Backoff {
+            next: Duration::from_millis(50),
+            max,
+        }
+    }
+    fn reset(&mut self) {
+        self.next = Duration::from_millis(50);
+    }
+    fn step(&mut self) -> Duration {
+        let cur = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let jitter = rand::rng().random_range(0.5..1.0);
+        cur.mul_f64(jitter)
+    }
+}
+
+/// Shared by the slots of one agent.
+#[derive(Debug)]
+struct Shared {
+    client: CoordinatorClient<Channel>,
+    worker_id: String,
+    opts: AgentOptions,
+    /// Raised on shutdown: lease nothing more, hand back running trials.
+    draining: AtomicBool,
+    /// Running attempts by lease id.
+    running: Mutex<HashMap<String, Running>>,
+}
+
+#[derive(Debug, Clone)]
+struct Running {
+    cancel: Cancel,
+    /// Set when the coordinator says the attempt is stale.
+    abandoned: Arc<AtomicBool>,
+}
+
+fn connect(url: &str) -> Result<CoordinatorClient<Channel>, AgentError> {
+    let ep = Endpoint::from_shared(url.to_string()).map_err(|e| AgentError::BadUrl {
+        url: url.into(),
+        reason: e.to_string(),
+    })?;
+    let ch = ep
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .connect_lazy();
+    Ok(CoordinatorClient::new(ch)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// Runs the agent until `shutdown` resolves; then hands back running trials and returns.
+pub async fn run(
+    opts: AgentOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let mut client = connect(&opts.coordinator)?;
+    let mut backoff = Backoff::new(opts.max_backoff);
+    tokio::pin!(shutdown);
+    let reg = loop {
+        let req = pb::RegisterRequest {
+            host: opts.host.clone(),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()) as u32,
+            slots: opts.slots as u32,
+            version: env!("CARGO_PKG_VERSION").into(),
+            worker_id: String::new(),
+        };
+        tokio::select! {
+            r = client.register(req) => match r {
+                Ok(r) => break r.into_inner(),
+                Err(s) => {
+                    tracing::warn!(coordinator = %opts.coordinator, error = %s.message(), "register failed; retrying");
+                    tokio::time::sleep(backoff.step()).await;
+                }
+            },
+            () = &mut shutdown => return Ok(()),
+        }
+    };
+    tracing::info!(worker = %reg.worker_id, slots = opts.slots, "registered");
+    let shared = Arc::new(Shared {
+        client,
+        worker_id: reg.worker_id,
+        opts: opts.clone(),
+        draining: AtomicBool::new(false),
+        running: Mutex::new(HashMap::new()),
+    });
+    let hb_every = Duration::from_millis(reg.heartbeat_interval_ms.clamp(100, 60_000));
+    let hb = tokio::spawn(heartbeat(shared.clone(), hb_every));
+    let mut slots = Vec::new();
+    for slot in 0..opts.slots.max(1) {
+        slots.push(tokio::spawn(slot_loop(shared.clone(), slot)));
+    }
+    shutdown.await;
+    tracing::info!("shutting down: handing back running trials");
+    shared.draining.store(true, Ordering::SeqCst);
+    for r in shared
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+    {
+        r.cancel.cancel();
+    }
+    for s in slots {
+        let _ = s.await;
+    }
+    hb.abort();
+    Ok(())
+}
+
+async fn heartbeat(shared: Arc<Shared>, every: Duration) {
+    let mut client = shared.client.clone();
+    loop {
+        tokio::time::sleep(every).await;
+        let ids: Vec<String> = shared
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        if ids.is_empty() {
+            continue;
+        }
+        if let Ok(r) = client
+            .heartbeat(pb::HeartbeatRequest {
+                worker_id: shared.worker_id.clone(),
+                lease_ids: ids,
+            })
+            .await
+        {
+            let map = shared.running.lock().unwrap_or_else(|p| p.into_inner());
+            for id in r.into_inner().drop_lease_ids {
+                if let Some(run) = map.get(&id) {
+                    tracing::warn!(lease = %id, "coordinator says the lease is gone; dropping the trial");
+                    run.abandoned.store(true, Ordering::SeqCst);
+                    run.cancel.cancel();
+                }
+            }
+        }
+    }
+}
+
+async fn slot_loop(shared: Arc<Shared>, slot: usize) {
+    let mut client = shared.client.clone();
+    let mut backoff = Backoff::new(shared.opts.max_backoff);
+    while !shared.draining.load(Ordering::SeqCst) {
+        let req = pb::LeaseRequest {
+            worker_id: shared.worker_id.clone(),
+            wait_ms: shared.opts.lease_wait.as_millis() as u64,
+        };
+        let resp = tokio::select! {
+            r = client.lease(req) => r,
+            () = wait_draining(&shared) => break,
+        };
+        match resp {
+            Ok(r) => {
+                backoff.reset();
+                if let Some(trial) = r.into_inner().trial {
+                    run_trial(shared.clone(), trial, slot).await;
+                }
+            }
+            Err(s) => {
+                let pause = backoff.step();
+                tracing::warn!(slot, error = %s.message(), retry_in_ms = pause.as_millis() as u64, "lease failed");
+                tokio::time::sleep(pause).await;
+            }
+        }
+    }
+}
+
+async fn wait_draining(shared: &Shared) {
+    while !shared.draining.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// What a trial thread produced.
+#[derive(Debug)]
+struct Finished {
+    outcome: pb::TrialOutcome,
+    metrics: HashMap<String, f64>,
+    confusion: Option<pb::ConfusionMatrix>,
+    error: String,
+}
+
+async fn run_trial(shared: Arc<Shared>, trial: pb::Trial, slot: usize) {
+    let span = tracing::info_span!("trial", sweep = %trial.sweep_id, trial = trial.trial, attempt = trial.attempt, worker = %shared.worker_id);
+    let _g = span.enter();
+    let run = Running {
+        cancel: Cancel::new(),
+        abandoned: Arc::new(AtomicBool::new(false)),
+    };
+    shared
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(trial.lease_id.clone(), run.clone());
+    let handle = Handle::current();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let sh = shared.clone();
+    let tr = trial.clone();
+    let r2 = run.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("trial-slot-{slot}"))
+        .spawn(move || {
+            let out = train_blocking(&sh, &tr, &r2, &handle);
+            let _ = tx.send(out);
+        });
+    let done = match spawned {
+        Ok(_) => rx.await.unwrap_or_else(|_| Finished {
+            outcome: pb::TrialOutcome::Failed,
+            metrics: HashMap::new(),
+            confusion: None,
+            error: "the training thread panicked".into(),
+        }),
+        Err(e) => Finished {
+            outcome: pb::TrialOutcome::Released,
+            metrics: HashMap::new(),
+            confusion: None,
+            error: format!("cannot start a training thread: {e}"),
+        },
+    };
+    shared
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&trial.lease_id);
+    if run.abandoned.load(Ordering::SeqCst) {
+        tracing::warn!("attempt abandoned (stale lease); not completing");
+        return;
+    }
+    complete(&shared, &trial, done).await;
+}
+
+async fn complete(shared: &Shared, trial: &pb::Trial, done: Finished) {
+    let mut client = shared.client.clone();
+    let mut backoff = Backoff::new(shared.opts.max_backoff);
+    let req = pb::CompleteRequest {
+        worker_id: shared.worker_id.clone(),
+        lease_id: trial.lease_id.clone(),
+        sweep_id: trial.sweep_id.clone(),
+        trial: trial.trial,
+        attempt: trial.attempt,
+        outcome: done.outcome as i32,
+        metrics: done.metrics,
+        confusion: done.confusion,
+        error: done.error,
+    };
+    // A finished result is retried until the coordinator answers (it may be restarting);
+    // a hand-back during shutdown is tried for a few seconds only.
+    let deadline = tokio::time::Instant::now()
+        + if done.outcome == pb::TrialOutcome::Released {
+            Duration::from_secs(5)
+        } else {
+            Duration::from_secs(600)
+        };
+    loop {
+        match client.complete(req.clone()).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                if r.accepted {
+                    tracing::info!(outcome = ?done.outcome, "trial completed");
+                } else {
+                    tracing::warn!(reason = %r.reason, "completion refused");
+                }
+                return;
+            }
+            Err(s) if tokio::time::Instant::now() < deadline => {
+                let pause = backoff.step();
+                tracing::warn!(error = %s.message(), retry_in_ms = pause.as_millis() as u64, "complete failed; retrying");
+                tokio::time::sleep(pause).await;
+            }
+            Err(s) => {
+                tracing::error!(error = %s.message(), "giving up on completing the trial");
+                return;
+            }
+        }
+    }
+}
+
+/// Sends one Report, retrying while the coordinator is unreachable. Returns the action.
+fn report_blocking(
+    shared: &Shared,
+    trial: &pb::Trial,
+    run: &Running,
+    handle: &Handle,
+    epoch: usize,
+    metrics: HashMap<String, f64>,
+) -> Control {
+    let mut client = shared.client.clone();
+    let mut backoff = Backoff::new(shared.opts.max_backoff);
+    let req = pb::ReportRequest {
+        worker_id: shared.worker_id.clone(),
+        lease_id: trial.lease_id.clone(),
+        sweep_id: trial.sweep_id.clone(),
+        trial: trial.trial,
+        attempt: trial.attempt,
+        epoch: epoch as u32,
+        metrics,
+    };
+    loop {
+        if run.cancel.is_cancelled() {
+            return Control::Stop;
+        }
+        match handle.block_on(client.report(req.clone())) {
+            Ok(r) => {
+                let r = r.into_inner();
+                return match pb::Action::try_from(r.action) {
+                    Ok(pb::Action::Stop) => {
+                        tracing::info!(reason = %r.reason, "told to stop");
+                        Control::Stop
+                    }
+                    Ok(pb::Action::Abandon) => {
+                        tracing::warn!(reason = %r.reason, "attempt is stale; dropping it");
+                        run.abandoned.store(true, Ordering::SeqCst);
+                        run.cancel.cancel();
+                        Control::Stop
+                    }
+                    _ => Control::Continue,
+                };
+            }
+            Err(s)
+                if s.code() == tonic::Code::InvalidArgument
+                    || s.code() == tonic::Code::NotFound =>
+            {
+                tracing::error!(error = %s.message(), "report refused; dropping the trial");
+                run.abandoned.store(true, Ordering::SeqCst);
+                run.cancel.cancel();
+                return Control::Stop;
+            }
+            Err(s) => {
+                let pause = backoff.step();
+                tracing::warn!(error = %s.message(), retry_in_ms = pause.as_millis() as u64, "report failed; retrying");
+                std::thread::sleep(pause);
+            }
+        }
+    }
+}
+
+struct ReportingObserver<'a> {
+    shared: &'a Shared,
+    trial: &'a pb::Trial,
+    run: &'a Running,
+    handle: &'a Handle,
+    stopped_by_coordinator: bool,
+}
+
+impl Observer for ReportingObserver<'_> {
+    fn on_epoch(&mut self, m: &EpochMetrics) -> Control {
+        let metrics: HashMap<String, f64> = [
+            ("loss", m.loss),
+            ("accuracy", m.accuracy),
+            ("val_loss", m.val_loss),
+            ("val_accuracy", m.val_accuracy),
+            ("epoch_seconds", m.epoch_seconds),
+            ("samples_per_second", m.samples_per_second),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let c = report_blocking(
+            self.shared,
+            self.trial,
+            self.run,
+            self.handle,
+            m.epoch,
+            metrics,
+        );
+        if c == Control::Stop && !self.run.cancel.is_cancelled() {
+            self.stopped_by_coordinator = true;
+        }
+        c
+    }
+}
+
+fn failed(error: String) -> Finished {
+    Finished {
+        outcome: pb::TrialOutcome::Failed,
+        metrics: HashMap::new(),
+        confusion: None,
+        error,
+    }
+}
+
+fn train_blocking(shared: &Shared, trial: &pb::Trial, run: &Running, handle: &Handle) -> Finished {
+    let params = Value::Object(sweep_proto::json::map_to_json(&trial.params));
+    let opts = sweep_proto::json::map_to_json(&trial.trainer_options);
+    let seed = opts.get("seed").and_then(Value::as_u64).unwrap_or(0);
+    match trial.trainer.as_str() {
+        "synthetic" => {
+            let Value::Object(p) = params else {
+                return failed("params must be a mapping".into());
+            };
+            let p: BTreeMap<String, Value> = p.into_iter().collect();
+            let function = opts
+                .get("function")
+                .and_then(Value::as_str)
+                .unwrap_or("quadratic")
+                .to_string();
+            let epochs = opts.get("epochs").and_then(Value::as_u64).unwrap_or(5) as usize;
+            let epoch_ms = opts.get("epoch_ms").and_then(Value::as_u64).unwrap_or(0);
+            let mut stopped = false;
+            let res = crate::synthetic::run(
+                &function,
+                &p,
+                epochs,
+                epoch_ms,
+                Some(&run.cancel),
+                |e, m| {
+                    let metrics = m.iter().map(|(k, v)| (k.clone(), *v)).collect();
+                    let c = report_blocking(shared, trial, run, handle, e, metrics);
+                    if c == Control::Stop && !run.cancel.is_cancelled() {
+                        stopped = true;
+                    }
+                    c
+                },
+            );
+            match res {
+                Err(e) => failed(e.to_string()),
+                Ok(r) if r.cancelled || (run.cancel.is_cancelled() && !stopped) => released(),
+                Ok(r) => Finished {
+                    outcome: if r.stopped {
+                        pb::TrialOutcome::Stopped
+                    } else {
+                        pb::TrialOutcome::Finished
+                    },
+                    metrics: r.metrics.into_iter().collect(),
+                    confusion: None,
+                    error: String::new(),
+                },
+            }
+        }
+        "mlp" | "" => {
+            let Value::Object(mut p) = params else {
+                return failed("params must be a mapping".into());
+            };
+            if !p.contains_key("seed") {
+                p.insert("seed".into(), Value::from(seed));
+            }
+            let cfg = match TrainConfig::from_map(&p) {
+                Ok(c) => c,
+                Err(e) => return failed(format!("bad parameters: {e}")),
+            };
+            let ds = match data::load(&cfg.dataset, &shared.opts.data_dir) {
+                Ok(d) => d,
+                Err(e) => return failed(format!("data: {e}")),
+            };
+            let topts = TrialOptions {
+                train_samples: opts
+                    .get("train_samples")
+                    .and_then(Value::as_u64)
+                    .map(|n| n as usize),
+                cancel: Some(run.cancel.clone()),
+            };
+            let mut obs = ReportingObserver {
+                shared,
+                trial,
+                run,
+                handle,
+                stopped_by_coordinator: false,
+            };
+            let res = match train::run_trial(&cfg, &ds, &topts, &mut obs) {
+                Ok(r) => r,
+                Err(e) => return failed(e.to_string()),
+            };
+            if run.cancel.is_cancelled() && !obs.stopped_by_coordinator {
+                return released();
+            }
+            let mut metrics: HashMap<String, f64> = HashMap::new();
+            if let Some(last) = res.epochs.last() {
+                for (k, v) in [
+                    ("loss", last.loss),
+                    ("accuracy", last.accuracy),
+                    ("val_loss", last.val_loss),
+                    ("val_accuracy", last.val_accuracy),
+                    ("epoch_seconds", last.epoch_seconds),
+                    ("samples_per_second", last.samples_per_second),
+                ] {
+                    metrics.insert(k.into(), v);
+                }
+            }
+            metrics.insert("epochs".into(), res.epochs.len() as f64);
+            let confusion = res.test.as_ref().map(|t| pb::ConfusionMatrix {
+                labels: res.classes.clone(),
+                counts: t.confusion.iter().flatten().copied().collect(),
+            });
+            if let Some(t) = &res.test {
+                metrics.insert("test_loss".into(), t.loss);
+                metrics.insert("test_accuracy".into(), t.accuracy);
+            }
+            let (outcome, error) = match res.status {
+                Status::Finished => (pb::TrialOutcome::Finished, String::new()),
+                Status::Stopped => (
+                    pb::TrialOutcome::Stopped,
+                    "stopped by the coordinator".into(),
+                ),
+                Status::Diverged => {
+                    let (e, b) = res.diverged_at.unwrap_or((0, 0));
+                    (
+                        pb::TrialOutcome::Diverged,
+                        format!("loss became NaN or infinite at epoch {e}, batch {b}"),
+                    )
+                }
+                Status::Cancelled => return released(),
+            };
+            Finished {
+                outcome,
+                metrics,
+                confusion,
+                error,
+            }
+        }
+        other => failed(format!(
+            "unknown trainer {other:?}; this worker runs mlp and synthetic"
+        )),
+    }
+}
+
+fn released() -> Finished {
+    Finished {
+        outcome: pb::TrialOutcome::Released,
+        metrics: HashMap::new(),
+        confusion: None,
+        error: "the worker shut down".into(),
+    }
+}
