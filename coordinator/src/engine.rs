@@ -377,6 +377,9 @@ pub enum Outcome {
     Released,
 }
 
+/// A sweep row change to persist: (id, state, next trial, updated at).
+type SweepUpdate = (String, String, u64, f64);
+
 /// A change, for watchers.
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -641,7 +644,7 @@ impl Engine {
         &self,
         st: &mut State,
         worker: &str,
-    ) -> Option<(Lease, TrialRow, Option<(String, String, u64, f64)>)> {
+    ) -> Option<(Lease, TrialRow, Option<SweepUpdate>)> {
         let ttl = self.inner.opts.lease_ttl.as_secs_f64();
         let order = st.order.clone();
         for sid in order {
@@ -785,6 +788,7 @@ impl Engine {
     }
 
     /// Records one epoch's metrics of a leased attempt and says whether to go on.
+    #[allow(clippy::too_many_arguments)]
     pub async fn report(
         &self,
         worker: &str,

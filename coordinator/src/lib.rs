@@ -5,8 +5,10 @@
 //! `service` exposes it over gRPC; `export` writes leaderboards and confusion matrices; `cli`
 //! is the command line.
 
+pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod export;
 pub mod search;
 pub mod service;
 pub mod store;

@@ -297,7 +297,8 @@ impl Sweeps for SweepsService {
         let id = req.into_inner().sweep_id;
         let engine = self.engine.clone();
         let mut rx = engine.subscribe();
-        let first = engine.with_sweep(&id, |s| sweep_info(s, engine.live_workers()))?;
+        let workers = engine.live_workers();
+        let first = engine.with_sweep(&id, |s| sweep_info(s, workers))?;
         let stream = async_stream(move |tx| async move {
             let mut info = first;
             if tx

@@ -1,0 +1,699 @@
+//! The `coordinator` command line: `serve`, the all-in-one `run`, and the client commands
+//! (`submit`, `watch`, `status`, `leaderboard`, `export`, `trial`, `pause`, `resume`, `stop`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use sweep_proto::pb;
+use sweep_proto::pb::sweeps_client::SweepsClient;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::config::SweepSpec;
+use crate::engine::{Engine, EngineOptions};
+use crate::export;
+use crate::service;
+
+/// `coordinator`: holds sweeps and hands their trials to workers.
+#[derive(Debug, Parser)]
+#[command(
+    name = "coordinator",
+    version,
+    about = "sweep coordinator: runs W&B-style sweeps across worker processes"
+)]
+pub struct Cli {
+    /// Log format: text or json
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where client commands find the coordinator.
+#[derive(Debug, Clone, Args)]
+pub struct Conn {
+    /// Coordinator URL
+    #[arg(
+        long,
+        env = "SWEEP_COORDINATOR",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub coordinator: String,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve sweeps to workers and clients
+    Serve {
+        /// Address to listen on
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        listen: String,
+        /// SQLite file holding every sweep (created on first run)
+        #[arg(long, default_value = "sweeps.db")]
+        store: PathBuf,
+        /// Seconds a trial's lease lasts without a report or heartbeat
+        #[arg(long, default_value_t = 30.0)]
+        lease_ttl: f64,
+    },
+    /// Run a sweep on this machine: a coordinator, local workers, progress, leaderboard, export
+    Run {
+        /// Sweep config (W&B YAML or JSON)
+        file: PathBuf,
+        /// Local worker processes' worth of trials to train at once
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// SQLite file [default: runs/sweeps.db]
+        #[arg(long)]
+        store: Option<PathBuf>,
+        /// Where to write the export [default: runs/<sweep name or id>/]
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Directory holding mnist/ and fashion-mnist/ [default: the repository's data/]
+        #[arg(long, env = "SWEEP_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Seconds a trial's lease lasts without a report or heartbeat
+        #[arg(long, default_value_t = 30.0)]
+        lease_ttl: f64,
+    },
+    /// Submit a sweep config; prints the new sweep's id
+    Submit {
+        /// Sweep config (W&B YAML or JSON)
+        file: PathBuf,
+        /// Name (overrides the config's `name`)
+        #[arg(long)]
+        name: Option<String>,
+        /// Where the coordinator is.
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show live progress of a sweep until it ends
+    Watch {
+        /// Sweep id
+        sweep: String,
+        /// Where the coordinator is.
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// One sweep's state, or every sweep's
+    Status {
+        /// Sweep id (all sweeps when absent)
+        sweep: Option<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        /// Where the coordinator is.
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// The ranked trials of a sweep
+    Leaderboard {
+        /// Sweep id
+        sweep: String,
+        /// Print the leaderboard JSON
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+        /// Print CSV
+        #[arg(long)]
+        csv: bool,
+        /// Only the best K ranked trials
+        #[arg(long)]
+        top: Option<u32>,
+        /// Where the coordinator is.
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Write leaderboard.json, leaderboard.csv and confusion_best.{json,csv}
+    Export {
+        /// Sweep id
+        sweep: String,
+        /// Output directory
+        #[arg(long)]
+        out: PathBuf,
+        /// Where the coordinator is.
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// One trial: params, curve, state, error or stop reason, confusion matrix
+    Trial {
+        /// Sweep id
+        sweep: String,
+        /// Trial number
+        trial: u64,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        /// Where the coordinator is.
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Stop handing out new trials (running ones go on)
+    Pause {
+        /// Sweep id
+        sweep: String,
+        /// Where the coordinator is.
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Hand out trials again
+    Resume {
+        /// Sweep id
+        sweep: String,
+        /// Where the coordinator is.
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Stop the sweep: no new trials, running ones are told to stop
+    Stop {
+        /// Sweep id
+        sweep: String,
+        /// Where the coordinator is.
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+/// A failed command, sorted by exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad input (exit code 2).
+    #[error("{0}")]
+    Usage(String),
+    /// Anything else (exit code 1).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl CliError {
+    /// The process exit code.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Other(_) => 1,
+        }
+    }
+}
+
+fn status_err(url: &str, s: tonic::Status) -> CliError {
+    match s.code() {
+        tonic::Code::InvalidArgument | tonic::Code::NotFound | tonic::Code::FailedPrecondition => {
+            CliError::Usage(s.message().to_string())
+        }
+        tonic::Code::Unavailable => CliError::Other(format!(
+            "cannot reach the coordinator at {url}: {}",
+            s.message()
+        )),
+        _ => CliError::Other(format!("{}: {}", url, s.message())),
+    }
+}
+
+async fn client(url: &str) -> Result<SweepsClient<Channel>, CliError> {
+    let ep = Endpoint::from_shared(url.to_string())
+        .map_err(|e| CliError::Usage(format!("--coordinator {url}: {e}")))?;
+    let ch = ep
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| CliError::Other(format!("cannot reach the coordinator at {url}: {e}")))?;
+    Ok(SweepsClient::new(ch)
+        .max_decoding_message_size(service::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(service::MAX_MESSAGE_BYTES))
+}
+
+/// Reads and validates a sweep config file, so a bad one is refused before anything is sent.
+pub fn read_config(file: &Path) -> Result<(String, SweepSpec), CliError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| CliError::Usage(format!("{}: cannot read: {e}", file.display())))?;
+    let spec =
+        SweepSpec::parse(&text).map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
+    spec.check_trainer()
+        .map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
+    Ok((text, spec))
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Other(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(dispatch(cli.command))
+}
+
+fn engine_options(lease_ttl: f64) -> Result<EngineOptions, CliError> {
+    if !(lease_ttl.is_finite() && (0.05..=86_400.0).contains(&lease_ttl)) {
+        return Err(CliError::Usage(format!(
+            "invalid value for --lease-ttl: expected seconds from 0.05 to 86400, got {lease_ttl}"
+        )));
+    }
+    Ok(EngineOptions {
+        lease_ttl: Duration::from_secs_f64(lease_ttl),
+        ..EngineOptions::default()
+    })
+}
+
+async fn dispatch(cmd: Command) -> Result<(), CliError> {
+    match cmd {
+        Command::Serve {
+            listen,
+            store,
+            lease_ttl,
+        } => {
+            let engine = Engine::open(&store, engine_options(lease_ttl)?)
+                .map_err(|e| CliError::Other(e.to_string()))?;
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .map_err(|e| CliError::Usage(format!("--listen {listen}: {e}")))?;
+            let addr = listener
+                .local_addr()
+                .map_err(|e| CliError::Other(e.to_string()))?;
+            tracing::info!(%addr, store = %store.display(), "serving");
+            eprintln!(
+                "coordinator listening on {addr} (store {})",
+                store.display()
+            );
+            service::serve(engine, listener, worker::cli::shutdown_signal())
+                .await
+                .map_err(|e| CliError::Other(e.to_string()))
+        }
+        Command::Run {
+            file,
+            workers,
+            store,
+            out,
+            data_dir,
+            lease_ttl,
+        } => run_local(&file, workers, store, out, data_dir, lease_ttl).await,
+        Command::Submit { file, name, conn } => {
+            let (text, _) = read_config(&file)?;
+            let mut c = client(&conn.coordinator).await?;
+            let r = c
+                .create_sweep(pb::CreateSweepRequest {
+                    config: text,
+                    name: name.unwrap_or_default(),
+                })
+                .await
+                .map_err(|s| status_err(&conn.coordinator, s))?;
+            println!("{}", r.into_inner().sweep_id);
+            Ok(())
+        }
+        Command::Watch { sweep, conn } => {
+            let mut c = client(&conn.coordinator).await?;
+            watch(&mut c, &conn.coordinator, &sweep).await
+        }
+        Command::Status { sweep, json, conn } => {
+            let mut c = client(&conn.coordinator).await?;
+            let sweeps = match sweep {
+                Some(id) => vec![c
+                    .get_sweep(pb::GetSweepRequest { sweep_id: id })
+                    .await
+                    .map_err(|s| status_err(&conn.coordinator, s))?
+                    .into_inner()],
+                None => {
+                    c.list_sweeps(pb::ListSweepsRequest {})
+                        .await
+                        .map_err(|s| status_err(&conn.coordinator, s))?
+                        .into_inner()
+                        .sweeps
+                }
+            };
+            if json {
+                let v: Vec<serde_json::Value> = sweeps.iter().map(info_json).collect();
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else if sweeps.is_empty() {
+                println!("no sweeps");
+            } else {
+                println!(
+                    "{:<10} {:<20} {:<7} {:<9} {:>9} {:>7} {:>6} {:>7}  best",
+                    "id", "name", "method", "state", "done/total", "running", "failed", "workers"
+                );
+                for s in &sweeps {
+                    let done = s.finished + s.stopped + s.failed;
+                    let total = if s.total > 0 {
+                        s.total.to_string()
+                    } else {
+                        "∞".into()
+                    };
+                    let best = s.best.map_or("-".into(), |b| {
+                        format!("{b:.4} (trial {})", s.best_trial.unwrap_or(0))
+                    });
+                    println!(
+                        "{:<10} {:<20} {:<7} {:<9} {:>9} {:>7} {:>6} {:>7}  {} {}",
+                        s.id,
+                        s.name,
+                        s.method,
+                        export::state_name(s.state),
+                        format!("{done}/{total}"),
+                        s.running,
+                        s.failed,
+                        s.workers,
+                        s.metric,
+                        best
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Leaderboard {
+            sweep,
+            json,
+            csv,
+            top,
+            conn,
+        } => {
+            let mut c = client(&conn.coordinator).await?;
+            let lb = c
+                .leaderboard(pb::LeaderboardRequest {
+                    sweep_id: sweep,
+                    top: top.unwrap_or(0),
+                })
+                .await
+                .map_err(|s| status_err(&conn.coordinator, s))?
+                .into_inner();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&export::leaderboard_json(&lb))
+                        .unwrap_or_default()
+                );
+            } else if csv {
+                print!("{}", export::leaderboard_csv(&lb));
+            } else {
+                print!("{}", export::leaderboard_table(&lb));
+            }
+            Ok(())
+        }
+        Command::Export { sweep, out, conn } => {
+            let mut c = client(&conn.coordinator).await?;
+            let files = export_to(&mut c, &conn.coordinator, &sweep, &out).await?;
+            for f in files {
+                println!("{}", f.display());
+            }
+            Ok(())
+        }
+        Command::Trial {
+            sweep,
+            trial,
+            json,
+            conn,
+        } => {
+            let mut c = client(&conn.coordinator).await?;
+            let d = c
+                .get_trial(pb::GetTrialRequest {
+                    sweep_id: sweep,
+                    trial,
+                })
+                .await
+                .map_err(|s| status_err(&conn.coordinator, s))?
+                .into_inner();
+            print_trial(&d, json);
+            Ok(())
+        }
+        Command::Pause { sweep, conn } => control(&conn, &sweep, pb::Control::Pause).await,
+        Command::Resume { sweep, conn } => control(&conn, &sweep, pb::Control::Resume).await,
+        Command::Stop { sweep, conn } => control(&conn, &sweep, pb::Control::Stop).await,
+    }
+}
+
+fn info_json(s: &pb::SweepInfo) -> serde_json::Value {
+    serde_json::json!({
+        "id": s.id, "name": s.name, "method": s.method, "state": export::state_name(s.state),
+        "metric": s.metric, "goal": s.goal, "total": if s.total > 0 { Some(s.total) } else { None },
+        "queued": s.queued, "running": s.running, "finished": s.finished, "failed": s.failed,
+        "stopped": s.stopped, "best": s.best, "best_trial": s.best_trial, "workers": s.workers,
+        "created_at": s.created_at, "updated_at": s.updated_at,
+    })
+}
+
+async fn control(conn: &Conn, sweep: &str, action: pb::Control) -> Result<(), CliError> {
+    let mut c = client(&conn.coordinator).await?;
+    let s = c
+        .control_sweep(pb::ControlSweepRequest {
+            sweep_id: sweep.to_string(),
+            action: action as i32,
+        })
+        .await
+        .map_err(|s| status_err(&conn.coordinator, s))?
+        .into_inner();
+    println!("sweep {} is {}", s.id, export::state_name(s.state));
+    Ok(())
+}
+
+fn print_trial(d: &pb::TrialDetail, json: bool) {
+    let s = d.summary.clone().unwrap_or_default();
+    if json {
+        let curve: Vec<serde_json::Value> = d
+            .curve
+            .iter()
+            .map(|p| serde_json::json!({"step": p.step, "name": p.name, "value": p.value}))
+            .collect();
+        let v = serde_json::json!({
+            "trial": s.trial, "state": s.state, "rank": s.rank, "attempts": s.attempts,
+            "params": serde_json::Value::Object(sweep_proto::json::map_to_json(&s.params)),
+            "metrics": s.metrics, "best": s.best, "best_step": s.best_step,
+            "worker": s.worker, "error": s.error, "duration_seconds": s.duration_seconds,
+            "curve": curve,
+            "confusion": d.confusion.as_ref().map(|c| export::confusion_json(s.trial, c)),
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return;
+    }
+    println!(
+        "trial {}: {} (attempts {}, worker {}, {:.1}s)",
+        s.trial, s.state, s.attempts, s.worker, s.duration_seconds
+    );
+    if !s.error.is_empty() {
+        println!("reason: {}", s.error);
+    }
+    println!(
+        "params: {}",
+        serde_json::Value::Object(sweep_proto::json::map_to_json(&s.params))
+    );
+    let mut names: Vec<&String> = d.curve.iter().map(|p| &p.name).collect();
+    names.sort();
+    names.dedup();
+    if !names.is_empty() {
+        print!("{:>5}", "epoch");
+        for n in &names {
+            print!(" {n:>14}");
+        }
+        println!();
+        let mut steps: Vec<u32> = d.curve.iter().map(|p| p.step).collect();
+        steps.dedup();
+        for st in steps {
+            print!("{st:>5}");
+            for n in &names {
+                let v = d
+                    .curve
+                    .iter()
+                    .find(|p| p.step == st && &p.name == *n)
+                    .map_or("-".into(), |p| format!("{:.4}", p.value));
+                print!(" {v:>14}");
+            }
+            println!();
+        }
+    }
+    let mut keys: Vec<&String> = s.metrics.keys().collect();
+    keys.sort();
+    for k in keys {
+        println!("{k} = {}", s.metrics[k]);
+    }
+    if let Some(c) = &d.confusion {
+        let k = c.labels.len().max(1);
+        let m: Vec<Vec<u64>> = c.counts.chunks(k).map(<[u64]>::to_vec).collect();
+        print!("{}", worker::cli::train::format_confusion(&c.labels, &m));
+    }
+}
+
+async fn export_to(
+    c: &mut SweepsClient<Channel>,
+    url: &str,
+    sweep: &str,
+    out: &Path,
+) -> Result<Vec<PathBuf>, CliError> {
+    let lb = c
+        .leaderboard(pb::LeaderboardRequest {
+            sweep_id: sweep.to_string(),
+            top: 0,
+        })
+        .await
+        .map_err(|s| status_err(url, s))?
+        .into_inner();
+    let best = match lb.trials.iter().find(|t| t.rank == 1) {
+        Some(t) => Some(
+            c.get_trial(pb::GetTrialRequest {
+                sweep_id: sweep.to_string(),
+                trial: t.trial,
+            })
+            .await
+            .map_err(|s| status_err(url, s))?
+            .into_inner(),
+        ),
+        None => None,
+    };
+    export::write_all(out, &lb, best.as_ref())
+        .map_err(|e| CliError::Other(format!("{}: {e}", out.display())))
+}
+
+fn progress_bar(total: u64) -> ProgressBar {
+    let pb = if total > 0 {
+        ProgressBar::new(total)
+    } else {
+        ProgressBar::new_spinner()
+    };
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} trials  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.enable_steady_tick(Duration::from_millis(200));
+    pb
+}
+
+fn progress_msg(s: &pb::SweepInfo) -> String {
+    let best = s.best.map_or("-".into(), |b| {
+        format!("{b:.4} (trial {})", s.best_trial.unwrap_or(0))
+    });
+    format!(
+        "{} running, {} failed, best {} {}",
+        s.running, s.failed, s.metric, best
+    )
+}
+
+async fn watch(c: &mut SweepsClient<Channel>, url: &str, sweep: &str) -> Result<(), CliError> {
+    let mut stream = c
+        .watch(pb::WatchRequest {
+            sweep_id: sweep.to_string(),
+        })
+        .await
+        .map_err(|s| status_err(url, s))?
+        .into_inner();
+    let mut bar: Option<ProgressBar> = None;
+    let mut last = None;
+    while let Some(ev) = stream.message().await.map_err(|s| status_err(url, s))? {
+        let Some(s) = ev.sweep else { continue };
+        let b = bar.get_or_insert_with(|| progress_bar(s.total));
+        b.set_position(s.finished + s.stopped + s.failed);
+        b.set_message(progress_msg(&s));
+        if let Some(t) = ev.trial {
+            if matches!(t.state.as_str(), "finished" | "stopped" | "failed") {
+                let v = t
+                    .metrics
+                    .get(&s.metric)
+                    .map_or("-".into(), |v| format!("{v:.4}"));
+                b.println(format!(
+                    "trial {:>4} {:<8} {} {}",
+                    t.trial, t.state, s.metric, v
+                ));
+            }
+        }
+        last = Some(s);
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if let Some(s) = last {
+        println!(
+            "sweep {} {}: {}",
+            s.id,
+            export::state_name(s.state),
+            progress_msg(&s)
+        );
+    }
+    Ok(())
+}
+
+async fn run_local(
+    file: &Path,
+    workers: usize,
+    store: Option<PathBuf>,
+    out: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    lease_ttl: f64,
+) -> Result<(), CliError> {
+    if workers == 0 {
+        return Err(CliError::Usage(
+            "invalid value for --workers: expected an integer ≥ 1, got 0".into(),
+        ));
+    }
+    let (_, spec) = read_config(file)?;
+    let store = store.unwrap_or_else(|| PathBuf::from("runs/sweeps.db"));
+    if let Some(dir) = store.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CliError::Other(format!("{}: {e}", dir.display())))?;
+    }
+    let engine = Engine::open(&store, engine_options(lease_ttl)?)
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    let url = service::url_of(addr);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut srx = stop_rx.clone();
+    let server = tokio::spawn(service::serve(engine.clone(), listener, async move {
+        let _ = srx.wait_for(|v| *v).await;
+    }));
+    let name = spec.name.clone();
+    let id = engine
+        .create_sweep(spec, None)
+        .await
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    println!(
+        "sweep {id} on {url} with {workers} local workers (store {})",
+        store.display()
+    );
+    let mut agents = Vec::new();
+    for _ in 0..workers {
+        let mut opts = worker::agent::AgentOptions::new(url.clone());
+        opts.slots = 1;
+        opts.lease_wait = Duration::from_millis(500);
+        if let Some(d) = &data_dir {
+            opts.data_dir = d.clone();
+        }
+        let mut rx = stop_rx.clone();
+        agents.push(tokio::spawn(worker::agent::run(opts, async move {
+            let _ = rx.wait_for(|v| *v).await;
+        })));
+    }
+    let mut c = client(&url).await?;
+    let watched = tokio::select! {
+        r = watch(&mut c, &url, &id) => r,
+        () = worker::cli::shutdown_signal() => {
+            eprintln!("interrupted: stopping the sweep");
+            let _ = engine.control(&id, crate::engine::SweepState::Stopped).await;
+            Ok(())
+        }
+    };
+    let lb = c
+        .leaderboard(pb::LeaderboardRequest {
+            sweep_id: id.clone(),
+            top: 0,
+        })
+        .await
+        .map_err(|s| status_err(&url, s))?
+        .into_inner();
+    println!();
+    print!("{}", export::leaderboard_table(&lb));
+    let out = out.unwrap_or_else(|| PathBuf::from("runs").join(name.unwrap_or_else(|| id.clone())));
+    let files = export_to(&mut c, &url, &id, &out).await?;
+    println!(
+        "\nwrote {}",
+        files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let _ = stop_tx.send(true);
+    for a in agents {
+        let _ = a.await;
+    }
+    let _ = server.await;
+    watched
+}

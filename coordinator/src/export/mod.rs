@@ -1,0 +1,395 @@
+//! Exports: the leaderboard as JSON (schema_version 1) and CSV, confusion matrices as JSON and
+//! CSV, and the text table `leaderboard` and `run` print. The schema is documented in
+//! docs/EXPORTS.md.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::{json, Map, Value};
+use sweep_proto::pb;
+
+/// Version of the leaderboard JSON layout.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The wire state as a name.
+pub fn state_name(s: i32) -> &'static str {
+    match pb::SweepState::try_from(s) {
+        Ok(pb::SweepState::Running) => "running",
+        Ok(pb::SweepState::Paused) => "paused",
+        Ok(pb::SweepState::Stopped) => "stopped",
+        Ok(pb::SweepState::Finished) => "finished",
+        _ => "unknown",
+    }
+}
+
+fn params_json(t: &pb::TrialSummary) -> Value {
+    Value::Object(sweep_proto::json::map_to_json(&t.params))
+}
+
+fn sorted_metrics(t: &pb::TrialSummary) -> Map<String, Value> {
+    let mut keys: Vec<&String> = t.metrics.keys().collect();
+    keys.sort();
+    keys.into_iter()
+        .map(|k| (k.clone(), json!(t.metrics[k])))
+        .collect()
+}
+
+/// The leaderboard as JSON.
+pub fn leaderboard_json(lb: &pb::LeaderboardResponse) -> Value {
+    let s = lb.sweep.clone().unwrap_or_default();
+    let config: Value = serde_json::from_str(&s.config_json).unwrap_or(Value::Null);
+    let trials: Vec<Value> = lb
+        .trials
+        .iter()
+        .map(|t| {
+            json!({
+                "rank": if t.rank > 0 { json!(t.rank) } else { Value::Null },
+                "trial": t.trial,
+                "params": params_json(t),
+                "metrics": sorted_metrics(t),
+                "best": t.best.map(|v| json!({"value": v, "step": t.best_step})),
+                "state": t.state,
+                "attempts": t.attempts,
+                "duration_seconds": t.duration_seconds,
+                "worker": t.worker,
+                "error": if t.error.is_empty() { Value::Null } else { json!(t.error) },
+            })
+        })
+        .collect();
+    json!({
+        "schema_version": SCHEMA_VERSION,
+        "sweep": {"id": s.id, "name": s.name, "method": s.method, "state": state_name(s.state), "config": config},
+        "metric": {"name": s.metric, "goal": s.goal},
+        "trials": trials,
+    })
+}
+
+/// Flattens nested params to dotted names.
+fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                let name = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&name, v, out);
+            }
+        }
+        other => out.push((prefix.to_string(), other.clone())),
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The leaderboard as CSV: rank, trial, state, best, then one column per parameter and per
+/// metric, then attempts, duration, worker, error.
+pub fn leaderboard_csv(lb: &pb::LeaderboardResponse) -> String {
+    let mut pnames = BTreeSet::new();
+    let mut mnames = BTreeSet::new();
+    let rows: Vec<Vec<(String, Value)>> = lb
+        .trials
+        .iter()
+        .map(|t| {
+            let mut flat = Vec::new();
+            flatten("", &params_json(t), &mut flat);
+            for (k, _) in &flat {
+                pnames.insert(k.clone());
+            }
+            for k in t.metrics.keys() {
+                mnames.insert(k.clone());
+            }
+            flat
+        })
+        .collect();
+    let mut out = String::new();
+    let mut header = vec![
+        "rank".to_string(),
+        "trial".into(),
+        "state".into(),
+        "best".into(),
+        "best_step".into(),
+    ];
+    header.extend(pnames.iter().map(|p| format!("param.{p}")));
+    header.extend(mnames.iter().map(|m| format!("metric.{m}")));
+    header.extend([
+        "attempts".into(),
+        "duration_seconds".into(),
+        "worker".into(),
+        "error".into(),
+    ]);
+    out.push_str(
+        &header
+            .iter()
+            .map(|h| csv_field(h))
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    out.push('\n');
+    for (t, flat) in lb.trials.iter().zip(rows) {
+        let mut r = vec![
+            if t.rank > 0 {
+                t.rank.to_string()
+            } else {
+                String::new()
+            },
+            t.trial.to_string(),
+            t.state.clone(),
+            t.best.map_or(String::new(), |v| v.to_string()),
+            if t.best.is_some() {
+                t.best_step.to_string()
+            } else {
+                String::new()
+            },
+        ];
+        for p in &pnames {
+            r.push(
+                flat.iter()
+                    .find(|(k, _)| k == p)
+                    .map_or(String::new(), |(_, v)| cell(v)),
+            );
+        }
+        for m in &mnames {
+            r.push(t.metrics.get(m).map_or(String::new(), |v| v.to_string()));
+        }
+        r.extend([
+            t.attempts.to_string(),
+            format!("{:.3}", t.duration_seconds),
+            t.worker.clone(),
+            t.error.clone(),
+        ]);
+        out.push_str(&r.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(","));
+        out.push('\n');
+    }
+    out
+}
+
+/// A confusion matrix as JSON: `{trial, labels, matrix}` (rows = true class).
+pub fn confusion_json(trial: u64, c: &pb::ConfusionMatrix) -> Value {
+    let k = c.labels.len().max(1);
+    let matrix: Vec<&[u64]> = c.counts.chunks(k).collect();
+    json!({"trial": trial, "labels": c.labels, "matrix": matrix, "rows": "true class", "columns": "predicted class"})
+}
+
+/// A confusion matrix as CSV with class names on both axes.
+pub fn confusion_csv(c: &pb::ConfusionMatrix) -> String {
+    let k = c.labels.len().max(1);
+    let mut s = String::from("true\\predicted");
+    for l in &c.labels {
+        s.push(',');
+        s.push_str(&csv_field(l));
+    }
+    s.push('\n');
+    for (l, row) in c.labels.iter().zip(c.counts.chunks(k)) {
+        s.push_str(&csv_field(l));
+        for v in row {
+            let _ = write!(s, ",{v}");
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// Writes leaderboard.json, leaderboard.csv and, when the best trial has one,
+/// confusion_best.json and confusion_best.csv into `dir`. Returns the files written.
+pub fn write_all(
+    dir: &Path,
+    lb: &pb::LeaderboardResponse,
+    best: Option<&pb::TrialDetail>,
+) -> std::io::Result<Vec<std::path::PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let mut files = Vec::new();
+    let mut put = |name: &str, text: String| -> std::io::Result<()> {
+        let p = dir.join(name);
+        std::fs::write(&p, text)?;
+        files.push(p);
+        Ok(())
+    };
+    put(
+        "leaderboard.json",
+        serde_json::to_string_pretty(&leaderboard_json(lb)).unwrap_or_default() + "\n",
+    )?;
+    put("leaderboard.csv", leaderboard_csv(lb))?;
+    if let Some(d) = best {
+        if let (Some(c), Some(s)) = (&d.confusion, &d.summary) {
+            put(
+                "confusion_best.json",
+                serde_json::to_string_pretty(&confusion_json(s.trial, c)).unwrap_or_default()
+                    + "\n",
+            )?;
+            put("confusion_best.csv", confusion_csv(c))?;
+        }
+    }
+    Ok(files)
+}
+
+fn short(v: &Value) -> String {
+    match v {
+        Value::Number(n) => {
+            let f = n.as_f64().unwrap_or(0.0);
+            if n.is_f64() && (f.abs() < 1e-3 && f != 0.0) {
+                format!("{f:.0e}")
+            } else if n.is_f64() {
+                format!("{}", (f * 1e6).round() / 1e6)
+            } else {
+                n.to_string()
+            }
+        }
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The leaderboard as a text table, best first.
+pub fn leaderboard_table(lb: &pb::LeaderboardResponse) -> String {
+    let s = lb.sweep.clone().unwrap_or_default();
+    let mut out = format!(
+        "sweep {}{} ({}, {}): {} finished, {} stopped, {} failed, {} running, {} queued; metric {} ({})\n",
+        s.id,
+        if s.name.is_empty() { String::new() } else { format!(" \"{}\"", s.name) },
+        s.method,
+        state_name(s.state),
+        s.finished,
+        s.stopped,
+        s.failed,
+        s.running,
+        s.queued,
+        s.metric,
+        s.goal
+    );
+    let has_test = lb
+        .trials
+        .iter()
+        .any(|t| t.metrics.contains_key("test_accuracy"));
+    let _ = write!(out, "{:>4}  {:>5}  {:>12}", "rank", "trial", s.metric);
+    if has_test {
+        let _ = write!(out, "  {:>8}", "test_acc");
+    }
+    let _ = writeln!(out, "  {:<9} {:>7}  params", "state", "seconds");
+    for t in &lb.trials {
+        let value = t
+            .metrics
+            .get(&s.metric)
+            .map_or("-".to_string(), |v| format!("{v:.4}"));
+        let rank = if t.rank > 0 {
+            t.rank.to_string()
+        } else {
+            "-".into()
+        };
+        let _ = write!(out, "{rank:>4}  {:>5}  {value:>12}", t.trial);
+        if has_test {
+            let ta = t
+                .metrics
+                .get("test_accuracy")
+                .map_or("-".to_string(), |v| format!("{v:.4}"));
+            let _ = write!(out, "  {ta:>8}");
+        }
+        let mut flat = Vec::new();
+        flatten("", &params_json(t), &mut flat);
+        let params: Vec<String> = flat
+            .iter()
+            .map(|(k, v)| format!("{k}={}", short(v)))
+            .collect();
+        let _ = write!(
+            out,
+            "  {:<9} {:>7.1}  {}",
+            t.state,
+            t.duration_seconds,
+            params.join(" ")
+        );
+        if !t.error.is_empty() && t.state == "failed" {
+            let _ = write!(out, "  ({})", t.error);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lb() -> pb::LeaderboardResponse {
+        let p =
+            sweep_proto::json::object_to_pb(&json!({"lr": 0.001, "opt": {"name": "adam, fast"}}));
+        pb::LeaderboardResponse {
+            sweep: Some(pb::SweepInfo {
+                id: "abc".into(),
+                method: "grid".into(),
+                metric: "val_accuracy".into(),
+                goal: "maximize".into(),
+                config_json: "{\"method\":\"grid\"}".into(),
+                state: pb::SweepState::Finished as i32,
+                ..Default::default()
+            }),
+            trials: vec![pb::TrialSummary {
+                trial: 2,
+                rank: 1,
+                state: "finished".into(),
+                params: p,
+                metrics: [("val_accuracy".to_string(), 0.9)].into(),
+                best: Some(0.91),
+                best_step: 3,
+                attempts: 1,
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn json_has_the_documented_shape() {
+        let v = leaderboard_json(&lb());
+        assert_eq!(v["schema_version"], 1);
+        assert_eq!(v["sweep"]["state"], "finished");
+        assert_eq!(v["metric"]["goal"], "maximize");
+        assert_eq!(v["trials"][0]["best"]["step"], 3);
+        assert_eq!(v["trials"][0]["params"]["opt"]["name"], "adam, fast");
+    }
+
+    #[test]
+    fn csv_flattens_params_and_quotes_commas() {
+        let c = leaderboard_csv(&lb());
+        let mut lines = c.lines();
+        let header = lines.next().unwrap();
+        assert!(
+            header.starts_with(
+                "rank,trial,state,best,best_step,param.lr,param.opt.name,metric.val_accuracy"
+            ),
+            "{header}"
+        );
+        let row = lines.next().unwrap();
+        assert!(
+            row.starts_with("1,2,finished,0.91,3,0.001,\"adam, fast\",0.9"),
+            "{row}"
+        );
+    }
+
+    #[test]
+    fn confusion_exports() {
+        let c = pb::ConfusionMatrix {
+            labels: vec!["a".into(), "b,c".into()],
+            counts: vec![1, 2, 3, 4],
+        };
+        assert_eq!(confusion_json(5, &c)["matrix"], json!([[1, 2], [3, 4]]));
+        assert_eq!(
+            confusion_csv(&c),
+            "true\\predicted,a,\"b,c\"\na,1,2\n\"b,c\",3,4\n"
+        );
+    }
+}
