@@ -1,0 +1,148 @@
+//! Helpers for the end-to-end tests: the freshly built `coordinator` and `worker` binaries,
+//! child processes that are killed when dropped, temporary directories, and a coordinator
+//! started on a free loopback port.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Directory holding the workspace's binaries, built once per test process.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // target/<profile>/deps/<test> → target/<profile>
+        let exe = std::env::current_exe().expect("test executable path");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .to_path_buf();
+        let profile = dir
+            .file_name()
+            .and_then(|s| s.to_str())
+            .unwrap_or("debug")
+            .to_string();
+        let profile = if profile == "debug" {
+            "test".to_string()
+        } else {
+            profile
+        };
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--profile",
+                &profile,
+                "-p",
+                "coordinator",
+                "-p",
+                "worker",
+                "--bins",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo build runs");
+        assert!(status.success(), "building the binaries failed");
+        dir
+    })
+}
+
+/// A command for one of the binaries (`coordinator` or `worker`).
+pub fn cmd(bin: &str) -> Command {
+    let mut c = Command::new(bin_dir().join(bin));
+    c.env_remove("SWEEP_COORDINATOR")
+        .env("RUST_LOG", "warn,worker=info,coordinator=info");
+    c
+}
+
+/// Runs a binary to completion.
+pub fn run(bin: &str, args: &[&str]) -> Output {
+    cmd(bin).args(args).output().expect("binary runs")
+}
+
+/// A child process killed (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    /// Sends SIGTERM and waits up to `timeout` for the exit code.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Ok(Some(st)) = self.0.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// A fresh temporary directory for one test.
+pub fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sweep-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+/// Starts `coordinator serve` on a free loopback port; returns it and its URL.
+pub fn serve(store: &Path, extra: &[&str]) -> (Proc, String) {
+    let mut child = cmd("coordinator")
+        .args(["serve", "--listen", "127.0.0.1:0", "--store"])
+        .arg(store)
+        .args(extra)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("coordinator starts");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let mut lines = BufReader::new(stderr).lines();
+    let mut url = None;
+    for line in lines.by_ref() {
+        let line = line.expect("stderr line");
+        if let Some(rest) = line.strip_prefix("coordinator listening on ") {
+            let addr = rest.split_whitespace().next().expect("address");
+            url = Some(format!("http://{addr}"));
+            break;
+        }
+    }
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (Proc(child), url.expect("coordinator printed its address"))
+}
+
+/// Starts a worker agent.
+pub fn worker(url: &str, slots: usize) -> Proc {
+    let child = cmd("worker")
+        .args(["--coordinator", url, "--slots", &slots.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("worker starts");
+    Proc(child)
+}
+
+/// Parses stdout as JSON, with the process's stderr in the panic message.
+pub fn json_out(o: &Output) -> serde_json::Value {
+    assert!(
+        o.status.success(),
+        "exit {:?}: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
+}

@@ -1,0 +1,260 @@
+//! A sweep end to end with real binaries on loopback: `serve` + 2 `worker` processes +
+//! `submit`, then `watch`, `leaderboard`, `trial` and `export`; the all-in-one `run`; and bad
+//! configs refused by `submit` with nothing stored.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sweep_tests::{json_out, run, serve, tempdir, worker};
+
+const GRID: &str = r#"
+name: e2e-grid
+method: grid
+metric: {name: val_accuracy, goal: maximize}
+mlp: {train_samples: 2000}
+parameters:
+  epochs: {value: 2}
+  num_layers: {value: 1}
+  hidden_size: {values: [16, 64]}
+  optimizer: {values: [adam, sgd]}
+  learning_rate: {value: 0.003}
+"#;
+
+#[test]
+fn serve_two_workers_submit_grid_and_export() {
+    let dir = tempdir("grid");
+    let (_coord, url) = serve(&dir.join("sweeps.db"), &[]);
+    let mut w1 = worker(&url, 1);
+    let mut w2 = worker(&url, 1);
+    let cfg = dir.join("grid.yaml");
+    std::fs::write(&cfg, GRID).unwrap();
+
+    let out = run(
+        "coordinator",
+        &["submit", cfg.to_str().unwrap(), "--coordinator", &url],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(
+        !id.is_empty() && !id.contains(char::is_whitespace),
+        "submit prints only the id: {id:?}"
+    );
+
+    let out = run("coordinator", &["watch", &id, "--coordinator", &url]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("finished"));
+
+    let lb = json_out(&run(
+        "coordinator",
+        &["leaderboard", &id, "--json", "--coordinator", &url],
+    ));
+    assert_eq!(lb["schema_version"], 1);
+    assert_eq!(lb["sweep"]["id"], id.as_str());
+    assert_eq!(lb["sweep"]["state"], "finished");
+    assert_eq!(lb["metric"]["name"], "val_accuracy");
+    let trials = lb["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 4);
+    let values: Vec<f64> = trials
+        .iter()
+        .map(|t| t["metrics"]["val_accuracy"].as_f64().unwrap())
+        .collect();
+    assert!(
+        values.windows(2).all(|w| w[0] >= w[1]),
+        "sorted best first: {values:?}"
+    );
+    for (i, t) in trials.iter().enumerate() {
+        assert_eq!(t["rank"], i + 1);
+        assert_eq!(t["state"], "finished");
+        assert_eq!(t["attempts"], 1);
+        assert!(t["best"]["step"].as_u64().unwrap() >= 1);
+        assert!(t["worker"].as_str().unwrap().starts_with("w-"));
+        let n = t["trial"].as_u64().unwrap().to_string();
+        let d = json_out(&run(
+            "coordinator",
+            &["trial", &id, &n, "--json", "--coordinator", &url],
+        ));
+        let m = d["confusion"]["matrix"].as_array().unwrap();
+        let total: u64 = m
+            .iter()
+            .flat_map(|r| r.as_array().unwrap())
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            total, 10_000,
+            "trial {n}'s confusion matrix covers the test set"
+        );
+        assert_eq!(
+            d["curve"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["name"] == "val_accuracy")
+                .count(),
+            2
+        );
+    }
+    // Every grid point ran exactly once.
+    let mut points: Vec<String> = trials.iter().map(|t| t["params"].to_string()).collect();
+    points.sort();
+    points.dedup();
+    assert_eq!(points.len(), 4);
+
+    let csv = run(
+        "coordinator",
+        &["leaderboard", &id, "--csv", "--coordinator", &url],
+    );
+    let csv = String::from_utf8(csv.stdout).unwrap();
+    assert_eq!(csv.lines().count(), 5);
+    assert!(csv.lines().next().unwrap().contains("param.optimizer"));
+
+    let out_dir = dir.join("export");
+    let out = run(
+        "coordinator",
+        &[
+            "export",
+            &id,
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--coordinator",
+            &url,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lbj: Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("leaderboard.json")).unwrap())
+            .unwrap();
+    assert_eq!(lbj["trials"].as_array().unwrap().len(), 4);
+    let cb: Value = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.join("confusion_best.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cb["trial"], trials[0]["trial"]);
+    assert_eq!(cb["labels"][0], "T-shirt/top");
+    let ccsv = std::fs::read_to_string(out_dir.join("confusion_best.csv")).unwrap();
+    assert_eq!(ccsv.lines().count(), 11);
+    assert!(
+        std::fs::read_to_string(out_dir.join("leaderboard.csv"))
+            .unwrap()
+            .lines()
+            .count()
+            == 5
+    );
+
+    let st = json_out(&run(
+        "coordinator",
+        &["status", "--json", "--coordinator", &url],
+    ));
+    assert_eq!(st[0]["finished"], 4);
+
+    // SIGTERM: idle workers exit 0.
+    assert_eq!(w1.terminate(Duration::from_secs(10)), Some(0));
+    assert_eq!(w2.terminate(Duration::from_secs(10)), Some(0));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn run_all_in_one() {
+    let dir = tempdir("run");
+    let cfg = dir.join("tiny.yaml");
+    std::fs::write(
+        &cfg,
+        "name: tiny\nmethod: random\nrun_cap: 3\nseed: 7\nmlp: {train_samples: 1000}\nparameters:\n  epochs: {value: 1}\n  hidden_size: {values: [16, 32]}\n  learning_rate: {distribution: log_uniform_values, min: 0.0005, max: 0.005}\n",
+    )
+    .unwrap();
+    let out_dir = dir.join("out");
+    let out = run(
+        "coordinator",
+        &[
+            "run",
+            cfg.to_str().unwrap(),
+            "--workers",
+            "2",
+            "--store",
+            dir.join("s.db").to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("rank") && stdout.contains("val_accuracy"),
+        "{stdout}"
+    );
+    let lb: Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("leaderboard.json")).unwrap())
+            .unwrap();
+    assert_eq!(lb["trials"].as_array().unwrap().len(), 3);
+    assert!(out_dir.join("confusion_best.csv").is_file());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bad_configs_are_refused_with_the_field_path_and_nothing_is_stored() {
+    let dir = tempdir("bad");
+    let (_coord, url) = serve(&dir.join("sweeps.db"), &[]);
+    let cases = [
+        ("method: grid\nparameters: {a: [\n", "not valid YAML"),
+        (
+            "method: annealing\nparameters:\n  epochs: {value: 1}\n",
+            "method",
+        ),
+        (
+            "method: random\nparameters:\n  learning_rate: {min: 1, max: 0.5}\n",
+            "parameters.learning_rate.min",
+        ),
+        (
+            "method: random\nparameters:\n  epochs: {values: 3}\n",
+            "parameters.epochs.values",
+        ),
+        (
+            "method: grid\nparameters:\n  optimizer: {values: [adam, adagrad]}\n",
+            "parameters.optimizer.values[1]",
+        ),
+        (
+            "method: grid\nrun_cap: zero\nparameters:\n  epochs: {value: 1}\n",
+            "run_cap",
+        ),
+    ];
+    for (i, (text, needle)) in cases.iter().enumerate() {
+        let f = dir.join(format!("bad{i}.yaml"));
+        std::fs::write(&f, text).unwrap();
+        let out = run(
+            "coordinator",
+            &["submit", f.to_str().unwrap(), "--coordinator", &url],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}: {err}");
+        assert!(err.contains(needle), "{text}: expected {needle:?} in {err}");
+        assert!(out.stdout.is_empty());
+    }
+    let st = json_out(&run(
+        "coordinator",
+        &["status", "--json", "--coordinator", &url],
+    ));
+    assert_eq!(st, serde_json::json!([]), "nothing was stored");
+    // An unknown sweep id is a clear error, not a crash.
+    let out = run(
+        "coordinator",
+        &["leaderboard", "nope", "--coordinator", &url],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+    let _ = std::fs::remove_dir_all(dir);
+}
