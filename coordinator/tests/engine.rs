@@ -1,0 +1,202 @@
+//! The lease state machine: fencing of stale attempts, idempotent Complete, expiry and
+//! re-queue up to max_attempts, no grid point handed out twice under concurrency, and state
+//! that survives a reopen of the store.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use coordinator::config::SweepSpec;
+use coordinator::engine::{Action, Engine, EngineOptions, Outcome, TrialState};
+
+fn db(name: &str) -> std::path::PathBuf {
+    let p = std::env::temp_dir().join(format!("sweep-engine-{name}-{}.db", std::process::id()));
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", p.display()));
+    }
+    p
+}
+
+fn opts(ttl_ms: u64) -> EngineOptions {
+    EngineOptions {
+        lease_ttl: Duration::from_millis(ttl_ms),
+        max_lease_wait: Duration::from_millis(200),
+    }
+}
+
+fn synthetic(grid: &str) -> SweepSpec {
+    SweepSpec::parse(&format!("method: grid\ntrainer: synthetic\nmax_attempts: 2\nparameters:\n  x: {{values: [{grid}]}}\n")).unwrap()
+}
+
+#[tokio::test]
+async fn stale_attempts_are_fenced_and_complete_is_idempotent() {
+    let e = Engine::open(&db("fence"), opts(100)).unwrap();
+    let id = e.create_sweep(synthetic("1"), None).await.unwrap();
+    let l1 = e.lease("w1", Duration::ZERO).await.unwrap().unwrap();
+    assert_eq!((l1.trial, l1.attempt), (1, 1));
+    let a = e
+        .report("w1", &id, 1, 1, &l1.lease_id, 1, vec![("loss".into(), 3.0)])
+        .await
+        .unwrap();
+    assert_eq!(a, Action::Continue);
+    // The lease expires: the trial is re-queued and leased again as attempt 2.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(e.reap().await.unwrap(), 1);
+    let l2 = e.lease("w2", Duration::ZERO).await.unwrap().unwrap();
+    assert_eq!((l2.trial, l2.attempt), (1, 2));
+    // The partitioned worker comes back: its report and completion are refused.
+    let a = e
+        .report("w1", &id, 1, 1, &l1.lease_id, 2, vec![("loss".into(), 2.0)])
+        .await
+        .unwrap();
+    assert!(matches!(a, Action::Abandon(_)), "{a:?}");
+    let (ok, why) = e
+        .complete(
+            "w1",
+            &id,
+            1,
+            1,
+            &l1.lease_id,
+            Outcome::Finished,
+            vec![("loss".into(), 1.0)],
+            None,
+            String::new(),
+        )
+        .await
+        .unwrap();
+    assert!(!ok && why.contains("stale"), "{why}");
+    // The current attempt completes, twice (a retry): accepted both times, counted once.
+    for _ in 0..2 {
+        let (ok, _) = e
+            .complete(
+                "w2",
+                &id,
+                1,
+                2,
+                &l2.lease_id,
+                Outcome::Finished,
+                vec![("loss".into(), 0.5)],
+                None,
+                String::new(),
+            )
+            .await
+            .unwrap();
+        assert!(ok);
+    }
+    e.with_sweep(&id, |s| {
+        let t = &s.trials[&1];
+        assert_eq!(t.state, TrialState::Finished);
+        assert_eq!(t.metrics["loss"], 0.5);
+        assert_eq!(s.counts().2, 1);
+        assert_eq!(s.state.name(), "finished");
+    })
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_trial_fails_after_max_attempts_and_the_sweep_goes_on() {
+    let e = Engine::open(&db("attempts"), opts(50)).unwrap();
+    let id = e.create_sweep(synthetic("1, 2"), None).await.unwrap();
+    for attempt in 1..=2 {
+        let l = e.lease("w", Duration::ZERO).await.unwrap().unwrap();
+        assert_eq!((l.trial, l.attempt), (1, attempt));
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        e.reap().await.unwrap();
+    }
+    let l = e.lease("w", Duration::ZERO).await.unwrap().unwrap();
+    assert_eq!(l.trial, 2, "trial 1 is failed, trial 2 runs");
+    e.with_sweep(&id, |s| {
+        assert_eq!(s.trials[&1].state, TrialState::Failed);
+        assert!(s.trials[&1]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("expired"));
+    })
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_leases_never_hand_out_a_point_twice() {
+    let e = Engine::open(&db("concurrent"), opts(30_000)).unwrap();
+    let values: Vec<String> = (0..200).map(|i| i.to_string()).collect();
+    let id = e
+        .create_sweep(synthetic(&values.join(", ")), None)
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..16 {
+        let e = e.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(l) = e
+                .lease(&format!("w{w}"), Duration::from_millis(50))
+                .await
+                .unwrap()
+            {
+                got.push((l.trial, l.params["x"].as_i64().unwrap()));
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    assert_eq!(all.len(), 200);
+    let trials: HashSet<u64> = all.iter().map(|a| a.0).collect();
+    let points: HashSet<i64> = all.iter().map(|a| a.1).collect();
+    assert_eq!(trials.len(), 200);
+    assert_eq!(points.len(), 200);
+    assert!(e.lease("late", Duration::ZERO).await.unwrap().is_none());
+    e.with_sweep(&id, |s| assert_eq!(s.next_trial, 201))
+        .unwrap();
+}
+
+#[tokio::test]
+async fn state_survives_reopening_the_store() {
+    let p = db("reopen");
+    let (id, lease_id) = {
+        let e = Engine::open(&p, opts(30_000)).unwrap();
+        let id = e
+            .create_sweep(synthetic("1, 2, 3"), Some("kept".into()))
+            .await
+            .unwrap();
+        let l1 = e.lease("w", Duration::ZERO).await.unwrap().unwrap();
+        e.report("w", &id, 1, 1, &l1.lease_id, 1, vec![("loss".into(), 0.25)])
+            .await
+            .unwrap();
+        e.complete(
+            "w",
+            &id,
+            1,
+            1,
+            &l1.lease_id,
+            Outcome::Finished,
+            vec![],
+            None,
+            String::new(),
+        )
+        .await
+        .unwrap();
+        let l2 = e.lease("w", Duration::ZERO).await.unwrap().unwrap();
+        (id, l2.lease_id)
+    };
+    let e = Engine::open(&p, opts(30_000)).unwrap();
+    e.with_sweep(&id, |s| {
+        assert_eq!(s.name.as_deref(), Some("kept"));
+        assert_eq!(s.trials[&1].state, TrialState::Finished);
+        assert_eq!(s.trials[&1].curve[&1]["loss"], 0.25);
+        assert_eq!(s.trials[&2].state, TrialState::Running);
+        assert_eq!(s.next_trial, 3);
+    })
+    .unwrap();
+    // The running attempt's worker can carry on after the restart.
+    let a = e
+        .report("w", &id, 2, 1, &lease_id, 1, vec![("loss".into(), 0.1)])
+        .await
+        .unwrap();
+    assert_eq!(a, Action::Continue);
+    // And the next trial number is never reused.
+    let l = e.lease("w", Duration::ZERO).await.unwrap().unwrap();
+    assert_eq!(l.trial, 3);
+}
