@@ -1,6 +1,8 @@
 //! The `coordinator` command line: `serve`, the all-in-one `run`, and the client commands
 //! (`submit`, `watch`, `status`, `leaderboard`, `export`, `trial`, `pause`, `resume`, `stop`).
 
+pub mod bench;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -165,6 +167,8 @@ pub enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Measure end-to-end trials/s and call latency with worker processes (a benchmark)
+    Bench(bench::BenchArgs),
     /// Stop the sweep: no new trials, running ones are told to stop
     Stop {
         /// Sweep id
@@ -415,6 +419,7 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
         Command::Pause { sweep, conn } => control(&conn, &sweep, pb::Control::Pause).await,
         Command::Resume { sweep, conn } => control(&conn, &sweep, pb::Control::Resume).await,
         Command::Stop { sweep, conn } => control(&conn, &sweep, pb::Control::Stop).await,
+        Command::Bench(a) => bench::run(&a).await,
     }
 }
 

@@ -1,0 +1,290 @@
+//! `coordinator bench`: end-to-end throughput of the coordinator with its durable store.
+//!
+//! Starts `coordinator serve` on a loopback port with a fresh SQLite store, N `worker`
+//! processes with S slots of the synthetic trainer, submits a random sweep of T trials (E
+//! epochs each, no sleep), and measures trials/s from submit to the sweep's end. Beside it a
+//! probe client in this process runs the same lease → report × E → complete loop and records
+//! each call's latency under that load. With `python3 -c "import optuna"` working, it also runs
+//! Optuna with SQLite storage and 2 processes on the same task (worker/bench's
+//! optuna_throughput.py) and prints the ratio.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use sweep_proto::pb;
+
+use super::CliError;
+
+/// Measure trials/s and Lease/Report/Complete latency of a coordinator under load.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Trials in the sweep
+    #[arg(long, default_value_t = 4000)]
+    pub trials: u64,
+    /// Worker processes
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Slots per worker
+    #[arg(long, default_value_t = 8)]
+    pub slots: usize,
+    /// Epochs (reports) per trial
+    #[arg(long, default_value_t = 5)]
+    pub epochs: u64,
+    /// Skip the Optuna comparison
+    #[arg(long)]
+    pub no_reference: bool,
+}
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn sibling(name: &str) -> Result<PathBuf, CliError> {
+    let exe = std::env::current_exe().map_err(|e| CliError::Other(e.to_string()))?;
+    let p = exe.with_file_name(name);
+    if !p.is_file() {
+        return Err(CliError::Other(format!(
+            "{} not found: build it first (cargo build --release -p worker)",
+            p.display()
+        )));
+    }
+    Ok(p)
+}
+
+fn start_server(store: &Path) -> Result<(Kill, String), CliError> {
+    let exe = std::env::current_exe().map_err(|e| CliError::Other(e.to_string()))?;
+    let mut child = Command::new(exe)
+        .args(["serve", "--listen", "127.0.0.1:0", "--store"])
+        .arg(store)
+        .env("RUST_LOG", "error")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| CliError::Other(format!("cannot start the coordinator: {e}")))?;
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| CliError::Other("no stderr".into()))?;
+    let mut lines = BufReader::new(stderr).lines();
+    let mut url = None;
+    for line in lines.by_ref().map_while(Result::ok) {
+        if let Some(rest) = line.strip_prefix("coordinator listening on ") {
+            url = rest
+                .split_whitespace()
+                .next()
+                .map(|a| format!("http://{a}"));
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let url = url.ok_or_else(|| CliError::Other("the coordinator did not start".into()))?;
+    Ok((Kill(child), url))
+}
+
+/// Runs `coordinator bench`.
+pub async fn run(a: &BenchArgs) -> Result<(), CliError> {
+    if a.trials == 0 || a.workers == 0 || a.slots == 0 || a.epochs == 0 {
+        return Err(CliError::Usage(
+            "--trials, --workers, --slots and --epochs must be ≥ 1".into(),
+        ));
+    }
+    let dir = std::env::temp_dir().join(format!("sweep-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| CliError::Other(e.to_string()))?;
+    let (_server, url) = start_server(&dir.join("bench.db"))?;
+    let worker_bin = sibling("worker")?;
+    let mut workers = Vec::new();
+    for _ in 0..a.workers {
+        let c = Command::new(&worker_bin)
+            .args(["--coordinator", &url, "--slots", &a.slots.to_string()])
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| CliError::Other(format!("cannot start a worker: {e}")))?;
+        workers.push(Kill(c));
+    }
+    let ch = tonic::transport::Endpoint::from_shared(url.clone())
+        .map_err(|e| CliError::Other(e.to_string()))?
+        .connect()
+        .await
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    let mut sweeps = pb::sweeps_client::SweepsClient::new(ch.clone());
+    let mut probe = pb::coordinator_client::CoordinatorClient::new(ch);
+    let reg = probe
+        .register(pb::RegisterRequest {
+            host: "bench-probe".into(),
+            cores: 1,
+            slots: 1,
+            version: "bench".into(),
+            worker_id: String::new(),
+        })
+        .await
+        .map_err(|s| CliError::Other(s.to_string()))?
+        .into_inner();
+    // Let the workers register and start polling before the clock starts.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let config = format!(
+        "name: bench\nmethod: random\nrun_cap: {}\ntrainer: synthetic\nsynthetic: {{function: quadratic, epochs: {}, epoch_ms: 0}}\nparameters:\n  x1: {{min: 0.0, max: 1.0}}\n  x2: {{min: 0.0, max: 1.0}}\n",
+        a.trials, a.epochs
+    );
+    let t0 = Instant::now();
+    let id = sweeps
+        .create_sweep(pb::CreateSweepRequest {
+            config,
+            name: String::new(),
+        })
+        .await
+        .map_err(|s| CliError::Other(s.to_string()))?
+        .into_inner()
+        .sweep_id;
+    let (mut lease_ms, mut report_ms, mut complete_ms) = (Vec::new(), Vec::new(), Vec::new());
+    let mut probe_trials = 0u64;
+    loop {
+        let t = Instant::now();
+        let l = probe
+            .lease(pb::LeaseRequest {
+                worker_id: reg.worker_id.clone(),
+                wait_ms: 0,
+            })
+            .await
+            .map_err(|s| CliError::Other(s.to_string()))?
+            .into_inner();
+        let Some(trial) = l.trial else { break };
+        lease_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        for e in 1..=a.epochs {
+            let t = Instant::now();
+            probe
+                .report(pb::ReportRequest {
+                    worker_id: reg.worker_id.clone(),
+                    lease_id: trial.lease_id.clone(),
+                    sweep_id: trial.sweep_id.clone(),
+                    trial: trial.trial,
+                    attempt: trial.attempt,
+                    epoch: e as u32,
+                    metrics: [("loss".to_string(), 1.0 / e as f64)].into(),
+                })
+                .await
+                .map_err(|s| CliError::Other(s.to_string()))?;
+            report_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let t = Instant::now();
+        probe
+            .complete(pb::CompleteRequest {
+                worker_id: reg.worker_id.clone(),
+                lease_id: trial.lease_id.clone(),
+                sweep_id: trial.sweep_id.clone(),
+                trial: trial.trial,
+                attempt: trial.attempt,
+                outcome: pb::TrialOutcome::Finished as i32,
+                metrics: [("loss".to_string(), 0.0)].into(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| CliError::Other(s.to_string()))?;
+        complete_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        probe_trials += 1;
+    }
+    // Wait for the workers' last trials.
+    let info = loop {
+        let s = sweeps
+            .get_sweep(pb::GetSweepRequest {
+                sweep_id: id.clone(),
+            })
+            .await
+            .map_err(|s| CliError::Other(s.to_string()))?
+            .into_inner();
+        if s.state == pb::SweepState::Finished as i32 {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(600) {
+            return Err(CliError::Other(
+                "the sweep did not finish within 10 minutes".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let secs = t0.elapsed().as_secs_f64();
+    let rate = a.trials as f64 / secs;
+    println!(
+        "{} trials × {} reports, {} workers × {} slots (+1 probe), SQLite store: {:.2} s, {:.0} trials/s ({} finished, {} failed)",
+        a.trials, a.epochs, a.workers, a.slots, secs, rate, info.finished, info.failed
+    );
+    println!("probe ran {probe_trials} trials under that load; latency in ms (p50 / p90 / p99):");
+    for (name, v) in [
+        ("Lease", &mut lease_ms),
+        ("Report", &mut report_ms),
+        ("Complete", &mut complete_ms),
+    ] {
+        println!(
+            "  {name:<8} {:.3} / {:.3} / {:.3}  ({} calls)",
+            pct(v, 0.5),
+            pct(v, 0.9),
+            pct(v, 0.99),
+            v.len()
+        );
+    }
+    drop(workers);
+    if !a.no_reference
+        && Command::new("python3")
+            .args(["-c", "import optuna"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/optuna_throughput.py");
+        let n = a.trials.min(1000);
+        let out = Command::new("python3")
+            .arg(&script)
+            .args([
+                "--trials",
+                &n.to_string(),
+                "--epochs",
+                &a.epochs.to_string(),
+                "--processes",
+                "2",
+                "--dir",
+            ])
+            .arg(&dir)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {
+                let text = String::from_utf8_lossy(&o.stdout);
+                for line in text.lines() {
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                        let r = v["trials_per_second"].as_f64().unwrap_or(f64::NAN);
+                        println!(
+                            "Optuna {} ({} storage, 2 processes, {} trials): {:.1} trials/s — ours is {:.1}× that",
+                            v["version"].as_str().unwrap_or("?"),
+                            v["storage"].as_str().unwrap_or("?"),
+                            v["trials"],
+                            r,
+                            rate / r
+                        );
+                    }
+                }
+            }
+            Ok(o) => eprintln!(
+                "optuna reference failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => eprintln!("optuna reference failed: {e}"),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
