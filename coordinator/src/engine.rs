@@ -625,9 +625,25 @@ impl Engine {
     }
 
     fn touch(st: &mut State, worker: &str) {
+        if worker.is_empty() || worker.len() > 64 {
+            return;
+        }
         if let Some(w) = st.workers.get_mut(worker) {
             w.last_seen = now();
+            return;
         }
+        // A worker that registered before a coordinator restart is known again by its calls.
+        let w = st
+            .workers
+            .entry(worker.to_string())
+            .or_insert_with(|| WorkerInfo {
+                host: String::new(),
+                cores: 0,
+                slots: 0,
+                version: String::new(),
+                last_seen: 0.0,
+            });
+        w.last_seen = now();
     }
 
     /// Workers seen within two lease lifetimes.

@@ -273,8 +273,14 @@ struct Finished {
 }
 
 async fn run_trial(shared: Arc<Shared>, trial: pb::Trial, slot: usize) {
+    use tracing::Instrument;
     let span = tracing::info_span!("trial", sweep = %trial.sweep_id, trial = trial.trial, attempt = trial.attempt, worker = %shared.worker_id);
-    let _g = span.enter();
+    run_trial_in_span(shared, trial, slot)
+        .instrument(span)
+        .await;
+}
+
+async fn run_trial_in_span(shared: Arc<Shared>, trial: pb::Trial, slot: usize) {
     let run = Running {
         cancel: Cancel::new(),
         abandoned: Arc::new(AtomicBool::new(false)),
@@ -285,6 +291,7 @@ async fn run_trial(shared: Arc<Shared>, trial: pb::Trial, slot: usize) {
         .unwrap_or_else(|p| p.into_inner())
         .insert(trial.lease_id.clone(), run.clone());
     let handle = Handle::current();
+    let span = tracing::Span::current();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let sh = shared.clone();
     let tr = trial.clone();
@@ -292,6 +299,7 @@ async fn run_trial(shared: Arc<Shared>, trial: pb::Trial, slot: usize) {
     let spawned = std::thread::Builder::new()
         .name(format!("trial-slot-{slot}"))
         .spawn(move || {
+            let _g = span.enter();
             let out = train_blocking(&sh, &tr, &r2, &handle);
             let _ = tx.send(out);
         });
