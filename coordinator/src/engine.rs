@@ -728,6 +728,8 @@ impl Engine {
             trial.lease_expires = t + ttl;
             trial.worker = Some(worker.to_string());
             trial.started_at = Some(t);
+            // A reason from an earlier attempt (an expired lease) does not describe this one.
+            trial.error = None;
             let row = trial.row(&sid);
             let lease = Lease {
                 sweep_id: sid.clone(),
@@ -845,11 +847,20 @@ impl Engine {
                 point.insert(n.clone(), *v);
                 t.metrics.insert(n.clone(), *v);
             }
-            let action = if stopped {
+            let mut action = if stopped {
                 Action::Stop("the sweep was stopped".into())
             } else {
                 Action::Continue
             };
+            if action == Action::Continue {
+                if let Some(reason) = Self::early_stop(sw, trial) {
+                    tracing::info!(sweep = %sw.id, trial, epoch, %reason, "early termination");
+                    if let Some(t) = sw.trials.get_mut(&trial) {
+                        t.error = Some(reason.clone());
+                    }
+                    action = Action::Stop(reason);
+                }
+            }
             let s = sweep.to_string();
             let fut = self
                 .inner
@@ -860,6 +871,34 @@ impl Engine {
         fut.await?;
         self.emit(sweep, Some(trial));
         Ok(action)
+    }
+
+    /// The sweep's early-termination rule applied to `trial` after its latest report.
+    fn early_stop(sw: &Sweep, trial: u64) -> Option<String> {
+        let rule = sw.spec.stopping.as_ref()?;
+        let metric = &sw.spec.metric.name;
+        let hist = |t: &Trial| -> Vec<f64> {
+            t.curve
+                .values()
+                .filter_map(|m| m.get(metric))
+                .copied()
+                .filter(|v| v.is_finite())
+                .collect()
+        };
+        let numbers: Vec<u64> = sw.trials.keys().copied().collect();
+        let histories: Vec<Vec<f64>> = sw.trials.values().map(hist).collect();
+        let views: Vec<crate::stopping::TrialView<'_>> = sw
+            .trials
+            .values()
+            .zip(&histories)
+            .map(|(t, h)| crate::stopping::TrialView {
+                running: t.state == TrialState::Running,
+                finished: t.state == TrialState::Finished,
+                history: h,
+            })
+            .collect();
+        let i = numbers.iter().position(|&n| n == trial)?;
+        rule.should_stop(sw.spec.metric.goal, &views[i], &views)
     }
 
     /// Ends a leased attempt. Returns whether the result was accepted (false: stale attempt).
@@ -940,11 +979,12 @@ impl Engine {
                         } else {
                             error
                         }),
-                        Outcome::Stopped => Some(if error.is_empty() {
+                        // Keep the coordinator's own reason (rule, band, threshold, value).
+                        Outcome::Stopped => t.error.clone().or(Some(if error.is_empty() {
                             "stopped".into()
                         } else {
                             error
-                        }),
+                        })),
                         _ => None,
                     };
                 }

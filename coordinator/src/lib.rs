@@ -11,4 +11,5 @@ pub mod engine;
 pub mod export;
 pub mod search;
 pub mod service;
+pub mod stopping;
 pub mod store;

@@ -200,3 +200,49 @@ async fn state_survives_reopening_the_store() {
     let l = e.lease("w", Duration::ZERO).await.unwrap().unwrap();
     assert_eq!(l.trial, 3);
 }
+
+#[tokio::test]
+async fn early_termination_is_decided_on_report_and_its_reason_is_kept() {
+    let e = Engine::open(&db("early"), opts(30_000)).unwrap();
+    let spec = SweepSpec::parse(
+        "method: grid\ntrainer: synthetic\nmetric: {name: loss, goal: minimize}\nearly_terminate: {type: asha, min_iter: 1, eta: 2}\nparameters:\n  x: {values: [1, 2]}\n",
+    )
+    .unwrap();
+    let id = e.create_sweep(spec, None).await.unwrap();
+    let l1 = e.lease("w", Duration::ZERO).await.unwrap().unwrap();
+    let l2 = e.lease("w", Duration::ZERO).await.unwrap().unwrap();
+    let a = e
+        .report("w", &id, 1, 1, &l1.lease_id, 1, vec![("loss".into(), 1.0)])
+        .await
+        .unwrap();
+    assert_eq!(a, Action::Continue, "alone at the rung");
+    let a = e
+        .report("w", &id, 2, 1, &l2.lease_id, 1, vec![("loss".into(), 5.0)])
+        .await
+        .unwrap();
+    let Action::Stop(why) = a else {
+        panic!("{a:?}")
+    };
+    assert!(
+        why.contains("asha: rung 1") && why.contains("value 5"),
+        "{why}"
+    );
+    e.complete(
+        "w",
+        &id,
+        2,
+        1,
+        &l2.lease_id,
+        Outcome::Stopped,
+        vec![],
+        None,
+        "stopped by the coordinator".into(),
+    )
+    .await
+    .unwrap();
+    e.with_sweep(&id, |s| {
+        assert_eq!(s.trials[&2].state, TrialState::Stopped);
+        assert_eq!(s.trials[&2].error.as_deref(), Some(why.as_str()));
+    })
+    .unwrap();
+}

@@ -127,8 +127,10 @@ pub struct SweepSpec {
     pub max_attempts: u32,
     /// Trainer (extension; default the MLP).
     pub trainer: Trainer,
-    /// `early_terminate`, validated and kept for the stopping rules.
+    /// `early_terminate` as given (validated).
     pub early_terminate: Option<Value>,
+    /// The early-termination rule built from it.
+    pub stopping: Option<crate::stopping::Rule>,
     /// The config as given (JSON), for storage and display.
     pub raw: Value,
 }
@@ -297,6 +299,10 @@ impl SweepSpec {
             seed,
             max_attempts,
             trainer,
+            stopping: match &early_terminate {
+                Some(v) => Some(crate::stopping::Rule::from_config(v)?),
+                None => None,
+            },
             early_terminate,
             raw,
         })
@@ -528,8 +534,10 @@ fn parse_metric(v: Option<&Value>, trainer: &Trainer) -> Result<Metric, ConfigEr
     Ok(Metric { name, goal })
 }
 
-/// W&B's schema for `early_terminate`: `type: hyperband` with `min_iter`, or `max_iter` (with
-/// optional `s`), and optional `eta`, `strict`. Our extensions: `asha`, `median`.
+/// W&B's schema for `early_terminate`: `type: hyperband` with `min_iter`, or `max_iter` and `s`,
+/// and optional `eta` (> 1, default 3) and `strict` (default true). Our extensions:
+/// `type: asha` (`min_iter`, `eta`, `max_iter`) and `type: median` (`min_trials` default 5,
+/// `warmup_steps` default 0).
 fn validate_early_terminate(v: &Value) -> Result<Value, ConfigError> {
     let Value::Object(m) = v else {
         return Err(ConfigError::new(
@@ -537,62 +545,70 @@ fn validate_early_terminate(v: &Value) -> Result<Value, ConfigError> {
             format!("expected a mapping, got {}", kind(v)),
         ));
     };
-    let ty = m
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ConfigError::new("early_terminate.type", "missing; expected hyperband"))?;
-    match ty {
-        "hyperband" => {
-            for k in m.keys() {
-                if !["type", "min_iter", "max_iter", "s", "eta", "strict"].contains(&k.as_str()) {
-                    return Err(ConfigError::new(
-                        format!("early_terminate.{k}"),
-                        "unknown key; expected min_iter, max_iter, s, eta, strict",
-                    ));
-                }
-            }
-            let int = |k: &str| -> Result<Option<u64>, ConfigError> {
-                match m.get(k) {
-                    None => Ok(None),
-                    Some(v) => v.as_u64().filter(|n| *n >= 1).map(Some).ok_or_else(|| {
-                        ConfigError::new(
-                            format!("early_terminate.{k}"),
-                            format!("expected an integer ≥ 1, got {}", show(v)),
-                        )
-                    }),
-                }
-            };
-            let (min_iter, max_iter) = (int("min_iter")?, int("max_iter")?);
-            int("s")?;
-            if min_iter.is_none() && max_iter.is_none() {
-                return Err(ConfigError::new(
-                    "early_terminate",
-                    "hyperband needs min_iter, or max_iter (with s)",
-                ));
-            }
-            if let Some(e) = m.get("eta") {
-                if !e.as_f64().is_some_and(|x| x >= 2.0) {
-                    return Err(ConfigError::new(
-                        "early_terminate.eta",
-                        format!("expected a number ≥ 2, got {}", show(e)),
-                    ));
-                }
-            }
-            if let Some(s) = m.get("strict") {
-                if !s.is_boolean() {
-                    return Err(ConfigError::new(
-                        "early_terminate.strict",
-                        format!("expected true or false, got {}", show(s)),
-                    ));
-                }
-            }
-            Ok(v.clone())
-        }
-        other => Err(ConfigError::new(
+    let ty = m.get("type").and_then(Value::as_str).ok_or_else(|| {
+        ConfigError::new(
             "early_terminate.type",
-            format!("expected hyperband, got {other:?}"),
-        )),
+            "missing; expected hyperband, asha or median",
+        )
+    })?;
+    let allowed: &[&str] = match ty {
+        "hyperband" => &["type", "min_iter", "max_iter", "s", "eta", "strict"],
+        "asha" => &["type", "min_iter", "max_iter", "eta"],
+        "median" => &["type", "min_trials", "warmup_steps"],
+        other => {
+            return Err(ConfigError::new(
+                "early_terminate.type",
+                format!("expected hyperband, asha or median, got {other:?}"),
+            ))
+        }
+    };
+    for k in m.keys() {
+        if !allowed.contains(&k.as_str()) {
+            return Err(ConfigError::new(
+                format!("early_terminate.{k}"),
+                format!("unknown key for {ty}; expected {}", allowed[1..].join(", ")),
+            ));
+        }
     }
+    let int = |k: &str, min: u64| -> Result<Option<u64>, ConfigError> {
+        match m.get(k) {
+            None => Ok(None),
+            Some(v) => v.as_u64().filter(|n| *n >= min).map(Some).ok_or_else(|| {
+                ConfigError::new(
+                    format!("early_terminate.{k}"),
+                    format!("expected an integer ≥ {min}, got {}", show(v)),
+                )
+            }),
+        }
+    };
+    let (min_iter, max_iter) = (int("min_iter", 1)?, int("max_iter", 1)?);
+    let s = int("s", 1)?;
+    int("min_trials", 0)?;
+    int("warmup_steps", 0)?;
+    if ty == "hyperband" && min_iter.is_none() && (max_iter.is_none() || s.is_none()) {
+        return Err(ConfigError::new(
+            "early_terminate",
+            "hyperband needs min_iter, or max_iter and s",
+        ));
+    }
+    if let Some(e) = m.get("eta") {
+        if !e.as_f64().is_some_and(|x| x > 1.0 && x.is_finite()) {
+            return Err(ConfigError::new(
+                "early_terminate.eta",
+                format!("expected a number > 1, got {}", show(e)),
+            ));
+        }
+    }
+    if let Some(s) = m.get("strict") {
+        if !s.is_boolean() {
+            return Err(ConfigError::new(
+                "early_terminate.strict",
+                format!("expected true or false, got {}", show(s)),
+            ));
+        }
+    }
+    crate::stopping::Rule::from_config(v)?;
+    Ok(v.clone())
 }
 
 pub(crate) fn kind(v: &Value) -> &'static str {
