@@ -674,7 +674,22 @@ impl Engine {
                 n
             } else if sw.can_create() {
                 let n = sw.next_trial;
-                let Some(params) = search::suggest(&sw.spec, n) else {
+                let suggestion = if sw.spec.method == crate::config::Method::Bayes {
+                    let losses = Self::model_losses(sw);
+                    let hist: Vec<search::tpe::Observation<'_>> = sw
+                        .trials
+                        .values()
+                        .zip(&losses)
+                        .map(|(t, l)| search::tpe::Observation {
+                            params: &t.params,
+                            loss: *l,
+                        })
+                        .collect();
+                    search::suggest_with_history(&sw.spec, n, &hist)
+                } else {
+                    search::suggest(&sw.spec, n)
+                };
+                let Some(params) = suggestion else {
                     continue;
                 };
                 sw.next_trial += 1;
@@ -835,7 +850,7 @@ impl Engine {
                 Ok(sw) => sw,
                 Err(reason) => return Ok(Action::Abandon(reason)),
             };
-            let stopped = sw.state == SweepState::Stopped;
+            let stopped = sw.state.is_terminal();
             let Some(t) = sw.trials.get_mut(&trial) else {
                 return Ok(Action::Abandon("unknown trial".into()));
             };
@@ -848,7 +863,11 @@ impl Engine {
                 t.metrics.insert(n.clone(), *v);
             }
             let mut action = if stopped {
-                Action::Stop("the sweep was stopped".into())
+                Action::Stop(if sw.state == SweepState::Finished {
+                    "the sweep reached its metric target".into()
+                } else {
+                    "the sweep was stopped".into()
+                })
             } else {
                 Action::Continue
             };
@@ -871,6 +890,40 @@ impl Engine {
         fut.await?;
         self.emit(sweep, Some(trial));
         Ok(action)
+    }
+
+    /// What the Bayesian model sees of each trial, in trial order: the goal-signed final value
+    /// (finished or stopped), an imputed one (failed), or `None` (running or queued: pending).
+    fn model_losses(sw: &Sweep) -> Vec<Option<f64>> {
+        let m = &sw.spec.metric;
+        let sign = if m.goal == Goal::Maximize { -1.0 } else { 1.0 };
+        let observed: Vec<f64> = sw
+            .trials
+            .values()
+            .filter(|t| matches!(t.state, TrialState::Finished | TrialState::Stopped))
+            .filter_map(|t| t.final_value(&m.name))
+            .map(|v| sign * v)
+            .collect();
+        let worst = observed.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let best = observed.iter().copied().fold(f64::INFINITY, f64::min);
+        sw.trials
+            .values()
+            .map(|t| match t.state {
+                TrialState::Finished | TrialState::Stopped => t
+                    .final_value(&m.name)
+                    .map(|v| sign * v)
+                    .or(worst.is_finite().then_some(worst)),
+                TrialState::Failed => match m.impute {
+                    crate::config::Impute::Worst => worst.is_finite().then_some(worst),
+                    crate::config::Impute::Best => best.is_finite().then_some(best),
+                    crate::config::Impute::Latest => t
+                        .final_value(&m.name)
+                        .map(|v| sign * v)
+                        .or(worst.is_finite().then_some(worst)),
+                },
+                TrialState::Running | TrialState::Queued => None,
+            })
+            .collect()
     }
 
     /// The sweep's early-termination rule applied to `trial` after its latest report.
@@ -991,10 +1044,29 @@ impl Engine {
             }
             let requeue = t.state == TrialState::Queued;
             let row = t.row(sweep);
+            let reached = matches!(t.state, TrialState::Finished | TrialState::Stopped)
+                && match (sw.spec.metric.target, t.final_value(&sw.spec.metric.name)) {
+                    (Some(target), Some(v)) => v == target || sw.spec.metric.goal.better(v, target),
+                    _ => false,
+                };
             if requeue {
                 sw.queue.push_back(trial);
             }
             sw.updated_at = t_now;
+            let mut extra_rows = Vec::new();
+            if reached && sw.state == SweepState::Running {
+                tracing::info!(sweep = %sw.id, trial, "metric target reached: the sweep is finished");
+                sw.state = SweepState::Finished;
+                for n in sw.queue.drain(..).collect::<Vec<_>>() {
+                    if let Some(q) = sw.trials.get_mut(&n) {
+                        q.state = TrialState::Stopped;
+                        q.error = Some(
+                            "the sweep reached its metric target before this trial ran".into(),
+                        );
+                        extra_rows.push(q.row(sweep));
+                    }
+                }
+            }
             sw.maybe_finish();
             let srow = (
                 sw.id.clone(),
@@ -1007,6 +1079,9 @@ impl Engine {
             }
             let fut = self.inner.store.submit(move |tx| {
                 store::upsert_trial(tx, &row)?;
+                for r in &extra_rows {
+                    store::upsert_trial(tx, r)?;
+                }
                 store::update_sweep(tx, &srow.0, &srow.1, srow.2, srow.3)
             });
             (fut, requeue)

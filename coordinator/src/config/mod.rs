@@ -39,6 +39,8 @@ pub enum Method {
     Grid,
     /// Independent draws.
     Random,
+    /// Model-based (TPE).
+    Bayes,
 }
 
 impl Method {
@@ -47,6 +49,7 @@ impl Method {
         match self {
             Method::Grid => "grid",
             Method::Random => "random",
+            Method::Bayes => "bayes",
         }
     }
 }
@@ -85,6 +88,21 @@ pub struct Metric {
     pub name: String,
     /// Direction.
     pub goal: Goal,
+    /// Stop the sweep once a trial reaches this value (`target`).
+    pub target: Option<f64>,
+    /// Value the Bayesian model assumes for failed trials (`impute`: worst, best, latest).
+    pub impute: Impute,
+}
+
+/// What a failed trial counts as in the Bayesian model (W&B's `metric.impute`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Impute {
+    /// The worst value seen (default).
+    Worst,
+    /// The best value seen.
+    Best,
+    /// The trial's last reported value (worst when it reported none).
+    Latest,
 }
 
 /// Which trainer runs the trials.
@@ -129,6 +147,9 @@ pub struct SweepSpec {
     pub trainer: Trainer,
     /// `early_terminate` as given (validated).
     pub early_terminate: Option<Value>,
+    /// TPE settings (`method: bayes`; extension key `bayes: {engine: tpe, startup_trials,
+    /// candidates}`).
+    pub tpe: crate::search::tpe::TpeOptions,
     /// The early-termination rule built from it.
     pub stopping: Option<crate::stopping::Rule>,
     /// The config as given (JSON), for storage and display.
@@ -152,7 +173,14 @@ const WANDB_KEYS: &[&str] = &[
     "job",
     "image_uri",
 ];
-const OUR_KEYS: &[&str] = &["seed", "max_attempts", "trainer", "synthetic", "mlp"];
+const OUR_KEYS: &[&str] = &[
+    "seed",
+    "max_attempts",
+    "trainer",
+    "synthetic",
+    "mlp",
+    "bayes",
+];
 
 /// Parses YAML or JSON text into a JSON value (YAML is a superset of JSON).
 pub fn parse_text(text: &str) -> Result<Value, ConfigError> {
@@ -202,12 +230,7 @@ impl SweepSpec {
             Some(Value::String(s)) => match s.as_str() {
                 "grid" => Method::Grid,
                 "random" => Method::Random,
-                "bayes" => {
-                    return Err(ConfigError::new(
-                        "method",
-                        "bayes is not supported yet; use grid or random",
-                    ))
-                }
+                "bayes" => Method::Bayes,
                 "custom" => {
                     return Err(ConfigError::new(
                         "method",
@@ -299,6 +322,7 @@ impl SweepSpec {
             seed,
             max_attempts,
             trainer,
+            tpe: parse_bayes(top.get("bayes"))?,
             stopping: match &early_terminate {
                 Some(v) => Some(crate::stopping::Rule::from_config(v)?),
                 None => None,
@@ -316,7 +340,7 @@ impl SweepSpec {
                 let g = params::grid_size(&self.parameters);
                 Some(self.run_cap.map_or(g, |c| c.min(g)))
             }
-            Method::Random => self.run_cap,
+            Method::Random | Method::Bayes => self.run_cap,
         }
     }
 
@@ -352,6 +376,63 @@ impl SweepSpec {
         }
         Ok(())
     }
+}
+
+fn parse_bayes(v: Option<&Value>) -> Result<crate::search::tpe::TpeOptions, ConfigError> {
+    let mut o = crate::search::tpe::TpeOptions::default();
+    let Some(v) = v else { return Ok(o) };
+    let Value::Object(m) = v else {
+        return Err(ConfigError::new(
+            "bayes",
+            "expected a mapping, e.g. {engine: tpe, startup_trials: 10}",
+        ));
+    };
+    for (k, v) in m {
+        let p = format!("bayes.{k}");
+        match k.as_str() {
+            "engine" => match v.as_str() {
+                Some("tpe") => {}
+                Some("gp") => {
+                    return Err(ConfigError::new(
+                        p,
+                        "the gp engine is not built yet; use tpe",
+                    ))
+                }
+                _ => {
+                    return Err(ConfigError::new(
+                        p,
+                        format!("expected tpe, got {}", show(v)),
+                    ))
+                }
+            },
+            "startup_trials" => {
+                o.startup_trials = v.as_u64().filter(|n| *n <= 10_000).ok_or_else(|| {
+                    ConfigError::new(
+                        p,
+                        format!("expected an integer from 0 to 10000, got {}", show(v)),
+                    )
+                })?
+            }
+            "candidates" => {
+                o.candidates = v
+                    .as_u64()
+                    .filter(|n| (1..=10_000).contains(n))
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            p,
+                            format!("expected an integer from 1 to 10000, got {}", show(v)),
+                        )
+                    })? as usize
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    p,
+                    "unknown key; expected engine, startup_trials, candidates",
+                ))
+            }
+        }
+    }
+    Ok(o)
 }
 
 fn parse_trainer(top: &Map<String, Value>) -> Result<Trainer, ConfigError> {
@@ -476,10 +557,14 @@ fn parse_metric(v: Option<&Value>, trainer: &Trainer) -> Result<Metric, ConfigEr
         Trainer::Mlp { .. } => Metric {
             name: "val_accuracy".into(),
             goal: Goal::Maximize,
+            target: None,
+            impute: Impute::Worst,
         },
         Trainer::Synthetic { .. } => Metric {
             name: "loss".into(),
             goal: Goal::Minimize,
+            target: None,
+            impute: Impute::Worst,
         },
     };
     let Some(v) = v else { return Ok(default) };
@@ -523,15 +608,33 @@ fn parse_metric(v: Option<&Value>, trainer: &Trainer) -> Result<Metric, ConfigEr
             ))
         }
     };
-    if let Some(t) = m.get("target") {
-        if !t.is_number() {
-            return Err(ConfigError::new(
+    let target = match m.get("target") {
+        None => None,
+        Some(t) => Some(t.as_f64().filter(|x| x.is_finite()).ok_or_else(|| {
+            ConfigError::new(
                 "metric.target",
                 format!("expected a number, got {}", show(t)),
-            ));
+            )
+        })?),
+    };
+    let impute = match m.get("impute").map(|v| (v, v.as_str())) {
+        None => Impute::Worst,
+        Some((_, Some("worst"))) => Impute::Worst,
+        Some((_, Some("best"))) => Impute::Best,
+        Some((_, Some("latest"))) => Impute::Latest,
+        Some((v, _)) => {
+            return Err(ConfigError::new(
+                "metric.impute",
+                format!("expected worst, best or latest, got {}", show(v)),
+            ))
         }
-    }
-    Ok(Metric { name, goal })
+    };
+    Ok(Metric {
+        name,
+        goal,
+        target,
+        impute,
+    })
 }
 
 /// W&B's schema for `early_terminate`: `type: hyperband` with `min_iter`, or `max_iter` and `s`,

@@ -463,7 +463,8 @@ fn flatten<'a>(
     }
 }
 
-fn flat_sorted(params: &BTreeMap<String, ParamSpec>) -> Vec<(Vec<String>, &ParamSpec)> {
+/// Leaf parameters with their paths, sorted by dotted name.
+pub(crate) fn flat_sorted(params: &BTreeMap<String, ParamSpec>) -> Vec<(Vec<String>, &ParamSpec)> {
     let mut flat = Vec::new();
     flatten(params, &[], &mut flat);
     flat.sort_by_key(|a| a.0.join("."));
@@ -491,7 +492,8 @@ pub fn grid_size(params: &BTreeMap<String, ParamSpec>) -> u64 {
         .fold(1u64, u64::saturating_mul)
 }
 
-fn insert_path(obj: &mut Map<String, Value>, path: &[String], v: Value) {
+/// Sets `obj[path[0]][path[1]]… = v`, creating nested objects.
+pub(crate) fn insert_path(obj: &mut Map<String, Value>, path: &[String], v: Value) {
     if path.len() == 1 {
         obj.insert(path[0].clone(), v);
         return;

@@ -47,10 +47,8 @@ fn validation_agrees_with_wandb_wherever_it_refuses() {
             let e = ours.expect_err(&format!("W&B refuses {cfg}, so must we"));
             assert!(!e.path.is_empty() && !e.message.is_empty());
         } else if let Err(e) = ours {
-            // We refuse more only where the method does: bayes is not built yet, and a
-            // continuous distribution has no grid.
-            let allowed = (cfg["method"] == "bayes" && e.path == "method")
-                || (cfg["method"] == "grid" && e.message.contains("no grid"));
+            // We refuse more only where the method does: a continuous distribution has no grid.
+            let allowed = cfg["method"] == "grid" && e.message.contains("no grid");
             assert!(allowed, "W&B accepts {cfg} but we refuse: {e}");
         }
     }
@@ -73,8 +71,10 @@ fn errors_name_the_path() {
     assert_eq!(e.path, "parameters.a.distribution");
     let e = err(json!({"method": "random", "parameters": {"a": {"value": 1, "vlaues": [2]}}}));
     assert_eq!(e.path, "parameters.a.vlaues");
-    let e = err(json!({"method": "bayes", "parameters": {"a": {"value": 1}}}));
-    assert!(e.message.contains("not supported yet"));
+    let e = err(json!({"method": "bayes", "bayes": {"engine": "gp"}, "parameters": {"a": {"value": 1}}}));
+    assert_eq!(e.path, "bayes.engine");
+    let e = err(json!({"method": "random", "metric": {"name": "loss", "impute": "mean"}, "parameters": {"a": {"value": 1}}}));
+    assert_eq!(e.path, "metric.impute");
     let e = err(json!({"method": "random", "parameters": {"a": {"value": 1}}, "run_cap": -3}));
     assert_eq!(e.path, "run_cap");
     let e = err(json!({"parameters": {"a": {"value": 1}}}));

@@ -8,6 +8,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
+pub mod tpe;
+
 use crate::config::{params, Method, SweepSpec};
 
 /// SplitMix64 of (seed, n): decorrelated seeds for trial `n`'s draw and training run.
@@ -23,14 +25,32 @@ pub fn trial_seed(sweep_seed: u64, n: u64) -> u64 {
     mix(sweep_seed ^ 0x7472_6169_6c00, n) >> 1
 }
 
-/// Parameters of trial `n` (1-based), or `None` when the sweep has handed out all it will.
+/// Parameters of trial `n` (1-based) given the sweep's other trials (used by bayes), or `None`
+/// when the sweep has handed out all it will. A pure function of (config, seed, n, history).
+pub fn suggest_with_history(
+    spec: &SweepSpec,
+    n: u64,
+    history: &[tpe::Observation<'_>],
+) -> Option<Value> {
+    if spec.method != Method::Bayes {
+        return suggest(spec, n);
+    }
+    if n == 0 || spec.total().is_some_and(|t| n > t) {
+        return None;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(mix(spec.seed, n));
+    Some(tpe::suggest(&spec.parameters, history, &spec.tpe, &mut rng))
+}
+
+/// Parameters of trial `n` (1-based) for grid and random sweeps, or `None` when the sweep has
+/// handed out all it will.
 pub fn suggest(spec: &SweepSpec, n: u64) -> Option<Value> {
     if n == 0 || spec.total().is_some_and(|t| n > t) {
         return None;
     }
     match spec.method {
         Method::Grid => params::grid_point(&spec.parameters, n - 1),
-        Method::Random => {
+        Method::Random | Method::Bayes => {
             let mut rng = ChaCha8Rng::seed_from_u64(mix(spec.seed, n));
             Some(params::sample(&spec.parameters, &mut rng))
         }
