@@ -246,3 +246,141 @@ async fn early_termination_is_decided_on_report_and_its_reason_is_kept() {
     })
     .unwrap();
 }
+
+fn bayes() -> SweepSpec {
+    SweepSpec::parse(
+        "method: bayes\ntrainer: synthetic\nrun_cap: 12\nbayes: {startup_trials: 3}\nparameters:\n  a: {values: [1, 2, 3]}\n  b: {values: [x, y, z, w]}\n",
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bayes_never_hands_out_a_config_twice_to_concurrent_workers() {
+    let e = Engine::open(&db("bayes-dup"), opts(30_000)).unwrap();
+    let id = e.create_sweep(bayes(), None).await.unwrap();
+    // 8 workers lease at once, twice over, finishing the first round in between.
+    let mut seen = HashSet::new();
+    for round in 0..2 {
+        let mut tasks = Vec::new();
+        for w in 0..8 {
+            let e = e.clone();
+            tasks.push(tokio::spawn(async move {
+                e.lease(&format!("w{w}"), Duration::ZERO).await.unwrap()
+            }));
+        }
+        let mut leases = Vec::new();
+        for t in tasks {
+            if let Some(l) = t.await.unwrap() {
+                assert!(
+                    seen.insert(l.params.to_string()),
+                    "duplicate config {}",
+                    l.params
+                );
+                leases.push(l);
+            }
+        }
+        if round == 0 {
+            assert_eq!(leases.len(), 8);
+            for l in leases {
+                let loss = l.params["a"].as_f64().unwrap();
+                e.complete(
+                    "w",
+                    &id,
+                    l.trial,
+                    l.attempt,
+                    &l.lease_id,
+                    Outcome::Finished,
+                    vec![("loss".into(), loss)],
+                    None,
+                    String::new(),
+                )
+                .await
+                .unwrap();
+            }
+        } else {
+            assert_eq!(leases.len(), 4, "run_cap 12 leaves 4");
+        }
+    }
+    assert_eq!(seen.len(), 12, "12 distinct configs of the 12 in the space");
+}
+
+#[tokio::test]
+async fn a_restarted_coordinator_makes_the_same_next_suggestion() {
+    let p = db("bayes-restart");
+    let spec = SweepSpec::parse(
+        "method: bayes\ntrainer: synthetic\nseed: 3\nbayes: {startup_trials: 2}\nparameters:\n  x1: {min: -5.0, max: 10.0}\n  x2: {min: 0.0, max: 15.0}\n",
+    )
+    .unwrap();
+    let (id, next) = {
+        let e = Engine::open(&p, opts(30_000)).unwrap();
+        let id = e.create_sweep(spec, None).await.unwrap();
+        for _ in 0..4 {
+            let l = e.lease("w", Duration::ZERO).await.unwrap().unwrap();
+            let y = worker::synthetic::branin(
+                l.params["x1"].as_f64().unwrap(),
+                l.params["x2"].as_f64().unwrap(),
+            );
+            e.report(
+                "w",
+                &id,
+                l.trial,
+                l.attempt,
+                &l.lease_id,
+                1,
+                vec![("loss".into(), y)],
+            )
+            .await
+            .unwrap();
+            e.complete(
+                "w",
+                &id,
+                l.trial,
+                l.attempt,
+                &l.lease_id,
+                Outcome::Finished,
+                vec![],
+                None,
+                String::new(),
+            )
+            .await
+            .unwrap();
+        }
+        assert_eq!(e.with_sweep(&id, |s| s.trials.len()).unwrap(), 4);
+        // Trial 5 is handed out and still running when the coordinator dies.
+        let l = e.lease("w", Duration::ZERO).await.unwrap().unwrap();
+        (id, l.params)
+    };
+    // Two coordinators restarted from identical copies of the store (one kept running, one
+    // a fresh process) suggest the same trial 6: the suggestion depends only on the stored
+    // config, seed and history (trial 5 pending), never on process state.
+    let e1 = Engine::open(&p, opts(30_000)).unwrap();
+    let snapshot = p.with_extension("copy.db");
+    let _ = std::fs::remove_file(&snapshot);
+    e1.with_sweep(&id, |s| assert_eq!(s.trials[&5].params, next))
+        .unwrap();
+    drop(e1);
+    for ext in ["", "-wal", "-shm"] {
+        let from = format!("{}{ext}", p.display());
+        if std::path::Path::new(&from).exists() {
+            std::fs::copy(&from, format!("{}{ext}", snapshot.display())).unwrap();
+        }
+    }
+    let a = Engine::open(&p, opts(30_000))
+        .unwrap()
+        .lease("w", Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    let b = Engine::open(&snapshot, opts(30_000))
+        .unwrap()
+        .lease("w", Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(a.trial, 6);
+    assert_eq!(
+        (b.trial, &b.params),
+        (6, &a.params),
+        "the same history gives the same suggestion after a restart"
+    );
+}

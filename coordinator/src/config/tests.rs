@@ -71,9 +71,13 @@ fn errors_name_the_path() {
     assert_eq!(e.path, "parameters.a.distribution");
     let e = err(json!({"method": "random", "parameters": {"a": {"value": 1, "vlaues": [2]}}}));
     assert_eq!(e.path, "parameters.a.vlaues");
-    let e = err(json!({"method": "bayes", "bayes": {"engine": "gp"}, "parameters": {"a": {"value": 1}}}));
+    let e = err(
+        json!({"method": "bayes", "bayes": {"engine": "gp"}, "parameters": {"a": {"value": 1}}}),
+    );
     assert_eq!(e.path, "bayes.engine");
-    let e = err(json!({"method": "random", "metric": {"name": "loss", "impute": "mean"}, "parameters": {"a": {"value": 1}}}));
+    let e = err(
+        json!({"method": "random", "metric": {"name": "loss", "impute": "mean"}, "parameters": {"a": {"value": 1}}}),
+    );
     assert_eq!(e.path, "metric.impute");
     let e = err(json!({"method": "random", "parameters": {"a": {"value": 1}}, "run_cap": -3}));
     assert_eq!(e.path, "run_cap");
