@@ -288,3 +288,185 @@ pub async fn run(a: &BenchArgs) -> Result<(), CliError> {
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+/// Search quality and suggestion speed of `method: bayes` (TPE), beside Optuna's samplers.
+#[derive(Debug, Args)]
+pub struct SearchBenchArgs {
+    /// Trials per sweep
+    #[arg(long, default_value_t = 50)]
+    pub trials: usize,
+    /// Seeds per function
+    #[arg(long, default_value_t = 10)]
+    pub seeds: u64,
+    /// Skip the Optuna comparison
+    #[arg(long)]
+    pub no_reference: bool,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+fn space(function: &str) -> crate::config::SweepSpec {
+    let text = if function == "branin" {
+        "method: bayes\nparameters:\n  x1: {min: -5.0, max: 10.0}\n  x2: {min: 0.0, max: 15.0}\n"
+            .to_string()
+    } else {
+        let mut t = "method: bayes\nparameters:\n".to_string();
+        for i in 1..=6 {
+            t.push_str(&format!("  x{i}: {{min: 0.0, max: 1.0}}\n"));
+        }
+        t
+    };
+    crate::config::SweepSpec::parse(&text).expect("built-in benchmark space")
+}
+
+fn sweep_best(
+    spec: &crate::config::SweepSpec,
+    function: &str,
+    tpe: bool,
+    seed: u64,
+    trials: usize,
+) -> f64 {
+    use crate::search::tpe;
+    let mut spec = spec.clone();
+    spec.seed = seed;
+    let mut hist: Vec<(serde_json::Value, f64)> = Vec::new();
+    for n in 1..=trials as u64 {
+        let params = if tpe {
+            let obs: Vec<tpe::Observation<'_>> = hist
+                .iter()
+                .map(|(p, y)| tpe::Observation {
+                    params: p,
+                    loss: Some(*y),
+                })
+                .collect();
+            crate::search::suggest_with_history(&spec, n, &obs)
+        } else {
+            let mut r = spec.clone();
+            r.method = crate::config::Method::Random;
+            crate::search::suggest(&r, n)
+        };
+        let Some(params) = params else { break };
+        let map: std::collections::BTreeMap<String, serde_json::Value> = params
+            .as_object()
+            .map(|m| m.clone().into_iter().collect())
+            .unwrap_or_default();
+        let y = worker::synthetic::evaluate(function, &map).unwrap_or(f64::INFINITY);
+        hist.push((params, y));
+    }
+    hist.iter().map(|h| h.1).fold(f64::INFINITY, f64::min)
+}
+
+fn suggestion_ms(finished: usize) -> f64 {
+    use crate::search::tpe;
+    let spec = space("hartmann6");
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
+    let hist: Vec<(serde_json::Value, f64)> = (0..finished)
+        .map(|_| {
+            let p = crate::config::params::sample(&spec.parameters, &mut rng);
+            let map: std::collections::BTreeMap<String, serde_json::Value> = p
+                .as_object()
+                .map(|m| m.clone().into_iter().collect())
+                .unwrap_or_default();
+            let y = worker::synthetic::evaluate("hartmann6", &map).unwrap_or(0.0);
+            (p, y)
+        })
+        .collect();
+    let times: Vec<f64> = (0..21)
+        .map(|i| {
+            let t = Instant::now();
+            let obs: Vec<tpe::Observation<'_>> = hist
+                .iter()
+                .map(|(p, y)| tpe::Observation {
+                    params: p,
+                    loss: Some(*y),
+                })
+                .collect();
+            let _ = crate::search::suggest_with_history(&spec, finished as u64 + 1 + i, &obs);
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    median(times)
+}
+
+/// Runs `coordinator bench-search`.
+pub fn run_search(a: &SearchBenchArgs) -> Result<(), CliError> {
+    if a.trials == 0 || a.seeds == 0 {
+        return Err(CliError::Usage("--trials and --seeds must be ≥ 1".into()));
+    }
+    println!(
+        "median best value (minimisation) over {} seeds, {} trials each:",
+        a.seeds, a.trials
+    );
+    let mut ours = std::collections::BTreeMap::new();
+    for f in ["branin", "hartmann6"] {
+        let spec = space(f);
+        let rnd = median(
+            (0..a.seeds)
+                .map(|s| sweep_best(&spec, f, false, s, a.trials))
+                .collect(),
+        );
+        let tpe = median(
+            (0..a.seeds)
+                .map(|s| sweep_best(&spec, f, true, s, a.trials))
+                .collect(),
+        );
+        println!("  {f:<10} random {rnd:>9.4}   ours TPE {tpe:>9.4}");
+        ours.insert(f, tpe);
+    }
+    if !a.no_reference
+        && Command::new("python3")
+            .args(["-c", "import optuna"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/optuna_search.py");
+        let out = Command::new("python3")
+            .arg(&script)
+            .args([
+                "--trials",
+                &a.trials.to_string(),
+                "--seeds",
+                &a.seeds.to_string(),
+            ])
+            .output();
+        if let Ok(o) = out {
+            for line in String::from_utf8_lossy(&o.stdout).lines() {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                    continue;
+                };
+                let best: Vec<f64> = serde_json::from_value(v["best"].clone()).unwrap_or_default();
+                let f = v["function"].as_str().unwrap_or("");
+                let m = median(best);
+                let mine = ours.get(f).copied().unwrap_or(f64::NAN);
+                println!(
+                    "  {f:<10} Optuna {} {} {m:>9.4}   ours TPE {} it",
+                    v["version"].as_str().unwrap_or("?"),
+                    v["sampler"].as_str().unwrap_or("?"),
+                    if mine <= m {
+                        "matches or beats"
+                    } else {
+                        "is behind"
+                    }
+                );
+            }
+        }
+    }
+    for n in [1_000, 10_000] {
+        println!(
+            "suggestion time with {n} finished trials (6 dimensions): {:.2} ms (median of 21)",
+            suggestion_ms(n)
+        );
+    }
+    Ok(())
+}
