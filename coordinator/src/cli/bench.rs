@@ -337,9 +337,23 @@ fn sweep_best(
     seed: u64,
     trials: usize,
 ) -> f64 {
+    sweep_best_with(spec, function, tpe, false, seed, trials)
+}
+
+fn sweep_best_with(
+    spec: &crate::config::SweepSpec,
+    function: &str,
+    tpe: bool,
+    gp: bool,
+    seed: u64,
+    trials: usize,
+) -> f64 {
     use crate::search::tpe;
     let mut spec = spec.clone();
     spec.seed = seed;
+    if gp {
+        spec.tpe.engine = crate::search::tpe::BayesEngine::Gp;
+    }
     let mut hist: Vec<(serde_json::Value, f64)> = Vec::new();
     for n in 1..=trials as u64 {
         let params = if tpe {
@@ -367,9 +381,12 @@ fn sweep_best(
     hist.iter().map(|h| h.1).fold(f64::INFINITY, f64::min)
 }
 
-fn suggestion_ms(finished: usize) -> f64 {
+fn suggestion_ms(finished: usize, gp: bool) -> f64 {
     use crate::search::tpe;
-    let spec = space("hartmann6");
+    let mut spec = space("hartmann6");
+    if gp {
+        spec.tpe.engine = tpe::BayesEngine::Gp;
+    }
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
     let hist: Vec<(serde_json::Value, f64)> = (0..finished)
         .map(|_| {
@@ -421,8 +438,14 @@ pub fn run_search(a: &SearchBenchArgs) -> Result<(), CliError> {
                 .map(|s| sweep_best(&spec, f, true, s, a.trials))
                 .collect(),
         );
-        println!("  {f:<10} random {rnd:>9.4}   ours TPE {tpe:>9.4}");
-        ours.insert(f, tpe);
+        let gp = median(
+            (0..a.seeds)
+                .map(|s| sweep_best_with(&spec, f, true, true, s, a.trials))
+                .collect(),
+        );
+        println!("  {f:<10} random {rnd:>9.4}   ours TPE {tpe:>9.4}   ours GP {gp:>9.4}");
+        ours.insert((f, "tpe"), tpe);
+        ours.insert((f, "gp"), gp);
     }
     if !a.no_reference
         && Command::new("python3")
@@ -448,11 +471,12 @@ pub fn run_search(a: &SearchBenchArgs) -> Result<(), CliError> {
                 let best: Vec<f64> = serde_json::from_value(v["best"].clone()).unwrap_or_default();
                 let f = v["function"].as_str().unwrap_or("");
                 let m = median(best);
-                let mine = ours.get(f).copied().unwrap_or(f64::NAN);
+                let sampler = v["sampler"].as_str().unwrap_or("?");
+                let mine = ours.get(&(f, sampler)).copied().unwrap_or(f64::NAN);
                 println!(
-                    "  {f:<10} Optuna {} {} {m:>9.4}   ours TPE {} it",
+                    "  {f:<10} Optuna {} {sampler} {m:>9.4}   ours {} {} it",
                     v["version"].as_str().unwrap_or("?"),
-                    v["sampler"].as_str().unwrap_or("?"),
+                    sampler.to_uppercase(),
                     if mine <= m {
                         "matches or beats"
                     } else {
@@ -464,8 +488,9 @@ pub fn run_search(a: &SearchBenchArgs) -> Result<(), CliError> {
     }
     for n in [1_000, 10_000] {
         println!(
-            "suggestion time with {n} finished trials (6 dimensions): {:.2} ms (median of 21)",
-            suggestion_ms(n)
+            "suggestion time with {n} finished trials (6 dimensions): TPE {:.2} ms, GP {:.2} ms (median of 21)",
+            suggestion_ms(n, false),
+            suggestion_ms(n, true)
         );
     }
     Ok(())

@@ -8,6 +8,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
+pub mod gp;
 pub mod tpe;
 
 use crate::config::{params, Method, SweepSpec};
@@ -39,7 +40,12 @@ pub fn suggest_with_history(
         return None;
     }
     let mut rng = ChaCha8Rng::seed_from_u64(mix(spec.seed, n));
-    Some(tpe::suggest(&spec.parameters, history, &spec.tpe, &mut rng))
+    Some(match spec.tpe.engine {
+        tpe::BayesEngine::Tpe => tpe::suggest(&spec.parameters, history, &spec.tpe, &mut rng),
+        tpe::BayesEngine::Gp => {
+            gp::suggest(&spec.parameters, history, spec.tpe.startup_trials, &mut rng)
+        }
+    })
 }
 
 /// Parameters of trial `n` (1-based) for grid and random sweeps, or `None` when the sweep has

@@ -26,6 +26,8 @@ use crate::config::params::{flat_sorted, insert_path, Distribution, ParamSpec};
 /// TPE settings (extension key `bayes:`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TpeOptions {
+    /// Which model: TPE (default) or a Gaussian process.
+    pub engine: BayesEngine,
     /// Random trials before the model is used.
     pub startup_trials: u64,
     /// Candidates drawn from the good density per suggestion.
@@ -35,10 +37,20 @@ pub struct TpeOptions {
 impl Default for TpeOptions {
     fn default() -> Self {
         TpeOptions {
+            engine: BayesEngine::Tpe,
             startup_trials: 10,
             candidates: 24,
         }
     }
+}
+
+/// The model behind `method: bayes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BayesEngine {
+    /// Tree-structured Parzen estimator (this module).
+    Tpe,
+    /// Gaussian process with expected improvement (`search::gp`).
+    Gp,
 }
 
 /// Bandwidth of a continuous kernel as a fraction of the range, before the `n^(−1/(d+4))`
@@ -51,7 +63,7 @@ pub const BANDWIDTH: f64 = 0.1;
 pub const MAX_BAD: usize = 300;
 
 #[derive(Debug, Clone)]
-enum Dim {
+pub(crate) enum Dim {
     /// Continuous in [lo, hi] (internal space); `log`: exp on the way out; `q`: quantum in
     /// the output space; `int`: round to an integer.
     Cont {
@@ -76,7 +88,7 @@ pub struct Obs {
 #[derive(Debug, Clone)]
 pub struct Space {
     names: Vec<Vec<String>>,
-    dims: Vec<Dim>,
+    pub(crate) dims: Vec<Dim>,
 }
 
 fn number(x: f64, int: bool) -> Value {
@@ -260,7 +272,34 @@ impl Space {
         Value::Object(obj)
     }
 
-    fn sample_prior<R: Rng + ?Sized>(&self, rng: &mut R) -> Vec<f64> {
+    /// A point near `base`: Gaussian steps of `scale`·range on continuous dimensions, a
+    /// random other value with probability `scale`·2 on categorical ones.
+    pub(crate) fn perturb<R: Rng + ?Sized>(
+        &self,
+        base: &[f64],
+        scale: f64,
+        rng: &mut R,
+    ) -> Vec<f64> {
+        self.dims
+            .iter()
+            .zip(base)
+            .map(|(d, &b)| match d {
+                Dim::Cat { values } => {
+                    if rng.random::<f64>() < 2.0 * scale {
+                        rng.random_range(0..values.len()) as f64
+                    } else {
+                        b
+                    }
+                }
+                Dim::Cont { lo, hi, .. } => {
+                    let z: f64 = rng.sample(StandardNormal);
+                    (b + z * scale * (hi - lo)).clamp(*lo, *hi)
+                }
+            })
+            .collect()
+    }
+
+    pub(crate) fn sample_prior<R: Rng + ?Sized>(&self, rng: &mut R) -> Vec<f64> {
         self.dims
             .iter()
             .map(|d| match d {
@@ -272,7 +311,7 @@ impl Space {
 }
 
 /// Standard normal CDF (erf from Abramowitz & Stegun 7.1.26, |error| < 1.5e-7).
-fn phi(z: f64) -> f64 {
+pub(crate) fn phi(z: f64) -> f64 {
     let x = z / std::f64::consts::SQRT_2;
     let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
     let y = 1.0
@@ -473,7 +512,7 @@ pub fn suggest<R: Rng + ?Sized>(
     random_fresh(&space, rng, &fresh)
 }
 
-fn random_fresh<R: Rng + ?Sized>(
+pub(crate) fn random_fresh<R: Rng + ?Sized>(
     space: &Space,
     rng: &mut R,
     fresh: &dyn Fn(&Value) -> bool,
@@ -545,6 +584,7 @@ mod tests {
         .unwrap();
         let mut hist: Vec<(Value, Option<f64>)> = Vec::new();
         let opts = TpeOptions {
+            engine: BayesEngine::Tpe,
             startup_trials: 2,
             candidates: 24,
         };
