@@ -739,4 +739,4 @@ impl fmt::Display for SweepSpec {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -439,7 +439,8 @@ impl ParamSpec {
     }
 }
 
-fn number(x: f64, int: bool) -> Value {
+/// A JSON number, as an integer when `int` and the value is integral.
+pub(crate) fn number(x: f64, int: bool) -> Value {
     if int && x.fract() == 0.0 && x.abs() < 9.0e15 {
         Value::from(x as i64)
     } else {

@@ -6,7 +6,9 @@ use serde_json::{json, Value};
 
 use super::*;
 
-fn golden_dir() -> PathBuf {
+/// The directory of W&B's golden vectors: `SWEEP_GOLDEN_DIR`, else `../shared/golden/wandb`
+/// beside the repository.
+pub(crate) fn golden_dir() -> PathBuf {
     std::env::var_os("SWEEP_GOLDEN_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -14,7 +16,8 @@ fn golden_dir() -> PathBuf {
         })
 }
 
-fn golden(name: &str) -> Vec<Value> {
+/// One golden file, parsed.
+pub(crate) fn golden(name: &str) -> Vec<Value> {
     let p = golden_dir().join(name);
     let text = std::fs::read_to_string(&p)
         .unwrap_or_else(|e| panic!("golden file {} ({e}); set SWEEP_GOLDEN_DIR", p.display()));

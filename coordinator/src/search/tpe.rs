@@ -19,9 +19,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use rand::Rng;
 use rand_distr::StandardNormal;
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
 
-use crate::config::params::{flat_sorted, insert_path, Distribution, ParamSpec};
+use crate::config::params::{flat_sorted, insert_path, number, Distribution, ParamSpec};
 
 /// TPE settings (extension key `bayes:`).
 #[derive(Debug, Clone, PartialEq)]
@@ -89,14 +89,6 @@ pub struct Obs {
 pub struct Space {
     names: Vec<Vec<String>>,
     pub(crate) dims: Vec<Dim>,
-}
-
-fn number(x: f64, int: bool) -> Value {
-    if int && x.fract() == 0.0 && x.abs() < 9.0e15 {
-        Value::from(x as i64)
-    } else {
-        Number::from_f64(x).map_or(Value::Null, Value::Number)
-    }
 }
 
 impl Space {

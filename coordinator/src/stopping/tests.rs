@@ -1,23 +1,10 @@
 //! Hyperband against W&B's golden vectors; ASHA and median on hand-made histories.
 
-use std::path::PathBuf;
-
 use serde_json::{json, Value};
 
 use super::*;
+use crate::config::tests::golden;
 use crate::config::SweepSpec;
-
-fn golden(name: &str) -> Vec<Value> {
-    let dir = std::env::var_os("SWEEP_GOLDEN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/golden/wandb")
-        });
-    let p = dir.join(name);
-    let text = std::fs::read_to_string(&p)
-        .unwrap_or_else(|e| panic!("golden file {} ({e}); set SWEEP_GOLDEN_DIR", p.display()));
-    serde_json::from_str(&text).expect("golden JSON")
-}
 
 #[test]
 fn hyperband_stops_exactly_the_runs_wandb_stops() {
