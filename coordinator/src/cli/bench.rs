@@ -46,6 +46,14 @@ impl Drop for Kill {
     }
 }
 
+/// Whether `python3` can import `module` (the reference runs are optional).
+fn python_imports(module: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 fn pct(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -240,12 +248,7 @@ pub async fn run(a: &BenchArgs) -> Result<(), CliError> {
         );
     }
     drop(workers);
-    if !a.no_reference
-        && Command::new("python3")
-            .args(["-c", "import optuna"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    {
+    if !a.no_reference && python_imports("optuna") {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/optuna_throughput.py");
         let n = a.trials.min(1000);
         let out = Command::new("python3")
@@ -447,12 +450,7 @@ pub fn run_search(a: &SearchBenchArgs) -> Result<(), CliError> {
         ours.insert((f, "tpe"), tpe);
         ours.insert((f, "gp"), gp);
     }
-    if !a.no_reference
-        && Command::new("python3")
-            .args(["-c", "import optuna"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    {
+    if !a.no_reference && python_imports("optuna") {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/optuna_search.py");
         let out = Command::new("python3")
             .arg(&script)
