@@ -391,17 +391,12 @@ fn parse_bayes(v: Option<&Value>) -> Result<crate::search::tpe::TpeOptions, Conf
         let p = format!("bayes.{k}");
         match k.as_str() {
             "engine" => match v.as_str() {
-                Some("tpe") => {}
-                Some("gp") => {
-                    return Err(ConfigError::new(
-                        p,
-                        "the gp engine is not built yet; use tpe",
-                    ))
-                }
+                Some("tpe") => o.engine = crate::search::tpe::BayesEngine::Tpe,
+                Some("gp") => o.engine = crate::search::tpe::BayesEngine::Gp,
                 _ => {
                     return Err(ConfigError::new(
                         p,
-                        format!("expected tpe, got {}", show(v)),
+                        format!("expected tpe or gp, got {}", show(v)),
                     ))
                 }
             },
