@@ -74,8 +74,14 @@ fn errors_name_the_path() {
     assert_eq!(e.path, "parameters.a.distribution");
     let e = err(json!({"method": "random", "parameters": {"a": {"value": 1, "vlaues": [2]}}}));
     assert_eq!(e.path, "parameters.a.vlaues");
+    let gp = SweepSpec::from_value(
+        json!({"method": "bayes", "bayes": {"engine": "gp", "startup_trials": 4}, "parameters": {"a": {"value": 1}}}),
+    )
+    .unwrap();
+    assert_eq!(gp.tpe.engine, crate::search::tpe::BayesEngine::Gp);
+    assert_eq!(gp.tpe.startup_trials, 4);
     let e = err(
-        json!({"method": "bayes", "bayes": {"engine": "gp"}, "parameters": {"a": {"value": 1}}}),
+        json!({"method": "bayes", "bayes": {"engine": "smac"}, "parameters": {"a": {"value": 1}}}),
     );
     assert_eq!(e.path, "bayes.engine");
     let e = err(
