@@ -384,3 +384,50 @@ async fn a_restarted_coordinator_makes_the_same_next_suggestion() {
         "the same history gives the same suggestion after a restart"
     );
 }
+
+#[tokio::test]
+async fn reaching_the_metric_target_finishes_the_sweep_and_stops_running_trials() {
+    let e = Engine::open(&db("target"), opts(30_000)).unwrap();
+    let spec = SweepSpec::parse(
+        "method: random\nrun_cap: 10\ntrainer: synthetic\nmetric: {name: loss, goal: minimize, target: 0.5}\nparameters:\n  x: {min: 0.0, max: 1.0}\n",
+    )
+    .unwrap();
+    let id = e.create_sweep(spec, None).await.unwrap();
+    let a = e.lease("w", Duration::ZERO).await.unwrap().unwrap();
+    let b = e.lease("w", Duration::ZERO).await.unwrap().unwrap();
+    e.complete(
+        "w",
+        &id,
+        a.trial,
+        1,
+        &a.lease_id,
+        Outcome::Finished,
+        vec![("loss".into(), 0.4)],
+        None,
+        String::new(),
+    )
+    .await
+    .unwrap();
+    let act = e
+        .report(
+            "w",
+            &id,
+            b.trial,
+            1,
+            &b.lease_id,
+            1,
+            vec![("loss".into(), 0.9)],
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(act, Action::Stop(ref why) if why.contains("target")),
+        "{act:?}"
+    );
+    assert!(
+        e.lease("w", Duration::ZERO).await.unwrap().is_none(),
+        "no new trials after the target"
+    );
+    e.with_sweep(&id, |s| assert_eq!(s.state.name(), "finished"))
+        .unwrap();
+}
