@@ -333,55 +333,21 @@ fn space(function: &str) -> crate::config::SweepSpec {
     crate::config::SweepSpec::parse(&text).expect("built-in benchmark space")
 }
 
+/// The best value of one sequential sweep: `method` random or bayes with `engine`.
 fn sweep_best(
     spec: &crate::config::SweepSpec,
     function: &str,
-    tpe: bool,
+    engine: Option<crate::search::tpe::BayesEngine>,
     seed: u64,
     trials: usize,
 ) -> f64 {
-    sweep_best_with(spec, function, tpe, false, seed, trials)
-}
-
-fn sweep_best_with(
-    spec: &crate::config::SweepSpec,
-    function: &str,
-    tpe: bool,
-    gp: bool,
-    seed: u64,
-    trials: usize,
-) -> f64 {
-    use crate::search::tpe;
     let mut spec = spec.clone();
     spec.seed = seed;
-    if gp {
-        spec.tpe.engine = crate::search::tpe::BayesEngine::Gp;
+    match engine {
+        Some(e) => spec.tpe.engine = e,
+        None => spec.method = crate::config::Method::Random,
     }
-    let mut hist: Vec<(serde_json::Value, f64)> = Vec::new();
-    for n in 1..=trials as u64 {
-        let params = if tpe {
-            let obs: Vec<tpe::Observation<'_>> = hist
-                .iter()
-                .map(|(p, y)| tpe::Observation {
-                    params: p,
-                    loss: Some(*y),
-                })
-                .collect();
-            crate::search::suggest_with_history(&spec, n, &obs)
-        } else {
-            let mut r = spec.clone();
-            r.method = crate::config::Method::Random;
-            crate::search::suggest(&r, n)
-        };
-        let Some(params) = params else { break };
-        let map: std::collections::BTreeMap<String, serde_json::Value> = params
-            .as_object()
-            .map(|m| m.clone().into_iter().collect())
-            .unwrap_or_default();
-        let y = worker::synthetic::evaluate(function, &map).unwrap_or(f64::INFINITY);
-        hist.push((params, y));
-    }
-    hist.iter().map(|h| h.1).fold(f64::INFINITY, f64::min)
+    crate::search::sequential_best(&spec, function, trials as u64)
 }
 
 fn suggestion_ms(finished: usize, gp: bool) -> f64 {
@@ -433,17 +399,33 @@ pub fn run_search(a: &SearchBenchArgs) -> Result<(), CliError> {
         let spec = space(f);
         let rnd = median(
             (0..a.seeds)
-                .map(|s| sweep_best(&spec, f, false, s, a.trials))
+                .map(|s| sweep_best(&spec, f, None, s, a.trials))
                 .collect(),
         );
         let tpe = median(
             (0..a.seeds)
-                .map(|s| sweep_best(&spec, f, true, s, a.trials))
+                .map(|s| {
+                    sweep_best(
+                        &spec,
+                        f,
+                        Some(crate::search::tpe::BayesEngine::Tpe),
+                        s,
+                        a.trials,
+                    )
+                })
                 .collect(),
         );
         let gp = median(
             (0..a.seeds)
-                .map(|s| sweep_best_with(&spec, f, true, true, s, a.trials))
+                .map(|s| {
+                    sweep_best(
+                        &spec,
+                        f,
+                        Some(crate::search::tpe::BayesEngine::Gp),
+                        s,
+                        a.trials,
+                    )
+                })
                 .collect(),
         );
         println!("  {f:<10} random {rnd:>9.4}   ours TPE {tpe:>9.4}   ours GP {gp:>9.4}");

@@ -251,7 +251,6 @@ pub fn suggest<R: Rng + ?Sized>(
 mod tests {
     use super::*;
     use crate::config::SweepSpec;
-    use rand::SeedableRng;
 
     #[test]
     fn cholesky_solves() {
@@ -265,25 +264,15 @@ mod tests {
     }
 
     fn best(spec: &SweepSpec, gp: bool, seed: u64, n: usize) -> f64 {
-        let mut hist: Vec<(Value, f64)> = Vec::new();
-        for t in 0..n {
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed * 1000 + t as u64);
-            let p = if gp {
-                let obs: Vec<Observation<'_>> = hist
-                    .iter()
-                    .map(|(p, y)| Observation {
-                        params: p,
-                        loss: Some(*y),
-                    })
-                    .collect();
-                suggest(&spec.parameters, &obs, 10, &mut rng)
-            } else {
-                crate::config::params::sample(&spec.parameters, &mut rng)
-            };
-            let y = worker::synthetic::branin(p["x1"].as_f64().unwrap(), p["x2"].as_f64().unwrap());
-            hist.push((p, y));
+        let mut spec = spec.clone();
+        spec.seed = seed;
+        if gp {
+            spec.method = crate::config::Method::Bayes;
+            spec.tpe.engine = crate::search::tpe::BayesEngine::Gp;
+        } else {
+            spec.method = crate::config::Method::Random;
         }
-        hist.iter().map(|h| h.1).fold(f64::INFINITY, f64::min)
+        crate::search::sequential_best(&spec, "branin", n as u64)
     }
 
     #[test]

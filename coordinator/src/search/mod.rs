@@ -63,6 +63,32 @@ pub fn suggest(spec: &SweepSpec, n: u64) -> Option<Value> {
     }
 }
 
+/// Runs `trials` trials of `spec` one at a time on a synthetic test function, through the same
+/// suggestion path the engine uses (`spec.method`, `spec.tpe.engine`, `spec.seed` decide), and
+/// returns the best value found (minimisation). For search-quality benchmarks and tests.
+pub fn sequential_best(spec: &SweepSpec, function: &str, trials: u64) -> f64 {
+    let mut hist: Vec<(Value, f64)> = Vec::new();
+    for n in 1..=trials {
+        let obs: Vec<tpe::Observation<'_>> = hist
+            .iter()
+            .map(|(p, y)| tpe::Observation {
+                params: p,
+                loss: Some(*y),
+            })
+            .collect();
+        let Some(params) = suggest_with_history(spec, n, &obs) else {
+            break;
+        };
+        let map: std::collections::BTreeMap<String, Value> = params
+            .as_object()
+            .map(|m| m.clone().into_iter().collect())
+            .unwrap_or_default();
+        let y = worker::synthetic::evaluate(function, &map).unwrap_or(f64::INFINITY);
+        hist.push((params, y));
+    }
+    hist.iter().map(|h| h.1).fold(f64::INFINITY, f64::min)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

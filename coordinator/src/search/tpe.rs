@@ -530,30 +530,16 @@ mod tests {
     use crate::config::SweepSpec;
     use rand::SeedableRng;
 
-    fn branin(p: &Value) -> f64 {
-        worker::synthetic::branin(p["x1"].as_f64().unwrap(), p["x2"].as_f64().unwrap())
-    }
-
     fn run(spec: &SweepSpec, tpe: bool, seed: u64, n: usize) -> f64 {
-        let mut hist: Vec<(Value, f64)> = Vec::new();
-        for t in 0..n {
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed * 1000 + t as u64);
-            let p = if tpe {
-                let obs: Vec<Observation<'_>> = hist
-                    .iter()
-                    .map(|(p, y)| Observation {
-                        params: p,
-                        loss: Some(*y),
-                    })
-                    .collect();
-                suggest(&spec.parameters, &obs, &TpeOptions::default(), &mut rng)
-            } else {
-                crate::config::params::sample(&spec.parameters, &mut rng)
-            };
-            let y = branin(&p);
-            hist.push((p, y));
+        let mut spec = spec.clone();
+        spec.seed = seed;
+        if tpe {
+            spec.method = crate::config::Method::Bayes;
+            spec.tpe.engine = crate::search::tpe::BayesEngine::Tpe;
+        } else {
+            spec.method = crate::config::Method::Random;
         }
-        hist.iter().map(|h| h.1).fold(f64::INFINITY, f64::min)
+        crate::search::sequential_best(&spec, "branin", n as u64)
     }
 
     #[test]
