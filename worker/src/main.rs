@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    worker::cli::restore_sigpipe();
     let cli = worker::cli::Cli::parse();
     let default = if cli.command.is_none() {
         "info"

@@ -123,3 +123,15 @@ pub async fn shutdown_signal() {
     }
     let _ = tokio::signal::ctrl_c().await;
 }
+
+/// Restores the default action of SIGPIPE, so `worker … | head` (or `coordinator leaderboard |
+/// head`) ends quietly when the reader goes away instead of panicking in `println!`: the Rust
+/// runtime ignores SIGPIPE, which turns a closed pipe into an error every print unwraps.
+pub fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in `main`, before any thread exists; `signal` with SIG_DFL
+    // only resets a disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
