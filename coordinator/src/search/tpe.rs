@@ -446,28 +446,32 @@ pub fn suggest<R: Rng + ?Sized>(
     rng: &mut R,
 ) -> Value {
     let space = Space::new(params);
-    let seen: HashSet<String> = history.iter().map(|o| canonical(o.params)).collect();
-    let exhausted = space.finite_size().is_some_and(|n| seen.len() as u64 >= n);
+    let enc: Vec<Option<Vec<f64>>> = history.iter().map(|o| space.encode(o.params)).collect();
+    let seen = Seen::new(&space, &enc);
+    let fresh = |v: &Value| seen.fresh(v);
     let done: Vec<Obs> = history
         .iter()
-        .filter_map(|o| {
+        .zip(&enc)
+        .filter_map(|(o, x)| {
             Some(Obs {
-                x: space.encode(o.params)?,
+                x: x.clone()?,
                 y: o.loss?,
             })
         })
         .filter(|o| o.y.is_finite())
         .collect();
-    let fresh = |v: &Value| exhausted || !seen.contains(&canonical(v));
     if (done.len() as u64) < opts.startup_trials {
         return random_fresh(&space, rng, &fresh);
     }
     // Constant liar: running trials count as the worst value seen.
     let worst = done.iter().map(|o| o.y).fold(f64::NEG_INFINITY, f64::max);
     let mut all: Vec<Obs> = done;
-    for o in history.iter().filter(|o| o.loss.is_none()) {
-        if let Some(x) = space.encode(o.params) {
-            all.push(Obs { x, y: worst });
+    for (o, x) in history.iter().zip(&enc) {
+        if let (None, Some(x)) = (o.loss, x) {
+            all.push(Obs {
+                x: x.clone(),
+                y: worst,
+            });
         }
     }
     // Split: the best γ(n) are "good"; the most recent MAX_BAD others are "bad".
@@ -522,6 +526,41 @@ pub(crate) fn random_fresh<R: Rng + ?Sized>(
 /// A canonical string of a parameter object (serde_json maps are sorted).
 pub fn canonical(v: &Value) -> String {
     v.to_string()
+}
+
+/// The configurations already run or running, keyed by their internal coordinates (one
+/// encoding per history entry, which the model needs anyway, instead of a JSON string each).
+pub(crate) struct Seen<'s> {
+    space: &'s Space,
+    keys: HashSet<Vec<u64>>,
+    /// Every configuration of a finite space has been tried: duplicates are allowed again.
+    exhausted: bool,
+}
+
+impl<'s> Seen<'s> {
+    pub(crate) fn new(space: &'s Space, encoded: &[Option<Vec<f64>>]) -> Self {
+        let keys: HashSet<Vec<u64>> = encoded.iter().flatten().map(|x| key(x)).collect();
+        let exhausted = space.finite_size().is_some_and(|n| keys.len() as u64 >= n);
+        Seen {
+            space,
+            keys,
+            exhausted,
+        }
+    }
+
+    /// Whether `v` may be suggested: not run or running yet, or the space is exhausted.
+    pub(crate) fn fresh(&self, v: &Value) -> bool {
+        self.exhausted
+            || self
+                .space
+                .encode(v)
+                .is_none_or(|x| !self.keys.contains(&key(&x)))
+    }
+}
+
+fn key(x: &[f64]) -> Vec<u64> {
+    // `+ 0.0` folds −0.0 into 0.0.
+    x.iter().map(|v| (v + 0.0).to_bits()).collect()
 }
 
 #[cfg(test)]
