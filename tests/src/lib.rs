@@ -74,6 +74,17 @@ impl Drop for Proc {
 }
 
 impl Proc {
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
+    }
+
+    /// SIGKILL, and wait for it to be gone.
+    pub fn kill9(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
     /// Sends SIGTERM and waits up to `timeout` for the exit code.
     pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {
         let _ = Command::new("kill")
@@ -98,10 +109,23 @@ pub fn tempdir(name: &str) -> PathBuf {
     d
 }
 
+/// A loopback port that was free a moment ago (for a coordinator restarted on the same address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// Starts `coordinator serve` on a free loopback port; returns it and its URL.
 pub fn serve(store: &Path, extra: &[&str]) -> (Proc, String) {
+    serve_at("127.0.0.1:0", store, extra)
+}
+
+/// Starts `coordinator serve` on `listen`; returns it and its URL once it is listening.
+pub fn serve_at(listen: &str, store: &Path, extra: &[&str]) -> (Proc, String) {
     let mut child = cmd("coordinator")
-        .args(["serve", "--listen", "127.0.0.1:0", "--store"])
+        .args(["serve", "--listen", listen, "--store"])
         .arg(store)
         .args(extra)
         .stderr(Stdio::piped())
@@ -126,8 +150,14 @@ pub fn serve(store: &Path, extra: &[&str]) -> (Proc, String) {
 
 /// Starts a worker agent.
 pub fn worker(url: &str, slots: usize) -> Proc {
+    worker_with(url, slots, &[])
+}
+
+/// Starts a worker agent with extra arguments.
+pub fn worker_with(url: &str, slots: usize, extra: &[&str]) -> Proc {
     let child = cmd("worker")
         .args(["--coordinator", url, "--slots", &slots.to_string()])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -21,6 +21,11 @@ use crate::train::{
     self, Cancel, Control, EpochMetrics, Observer, Status, TrainConfig, TrialOptions,
 };
 
+/// First pause after a trial failed on this worker's own fault (its data), doubled each time.
+const FAULT_PAUSE_MIN: Duration = Duration::from_secs(5);
+/// Longest such pause.
+const FAULT_PAUSE_MAX: Duration = Duration::from_secs(300);
+
 /// Largest message the agent sends or accepts.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
@@ -232,6 +237,9 @@ async fn heartbeat(shared: Arc<Shared>, every: Duration) {
 async fn slot_loop(shared: Arc<Shared>, slot: usize) {
     let mut client = shared.client.clone();
     let mut backoff = Backoff::new(shared.opts.max_backoff);
+    // After a trial failed on this worker's own fault (unreadable data), wait before the next
+    // lease, longer each time, so a broken worker does not drain the queue by failing it.
+    let mut fault_pause = FAULT_PAUSE_MIN;
     while !shared.draining.load(Ordering::SeqCst) {
         let req = pb::LeaseRequest {
             worker_id: shared.worker_id.clone(),
@@ -245,7 +253,21 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize) {
             Ok(r) => {
                 backoff.reset();
                 if let Some(trial) = r.into_inner().trial {
-                    run_trial(shared.clone(), trial, slot).await;
+                    if run_trial(shared.clone(), trial, slot).await {
+                        tracing::error!(
+                            slot,
+                            pause_s = fault_pause.as_secs(),
+                            data_dir = %shared.opts.data_dir.display(),
+                            "this worker cannot load its data; pausing before the next trial"
+                        );
+                        tokio::select! {
+                            () = tokio::time::sleep(fault_pause) => {}
+                            () = wait_draining(&shared) => break,
+                        }
+                        fault_pause = (fault_pause * 2).min(FAULT_PAUSE_MAX);
+                    } else {
+                        fault_pause = FAULT_PAUSE_MIN;
+                    }
                 }
             }
             Err(s) => {
@@ -270,17 +292,20 @@ struct Finished {
     metrics: HashMap<String, f64>,
     confusion: Option<pb::ConfusionMatrix>,
     error: String,
+    /// The failure is this worker's (its data files), not the trial's: pause before leasing.
+    local_fault: bool,
 }
 
-async fn run_trial(shared: Arc<Shared>, trial: pb::Trial, slot: usize) {
+async fn run_trial(shared: Arc<Shared>, trial: pb::Trial, slot: usize) -> bool {
     use tracing::Instrument;
     let span = tracing::info_span!("trial", sweep = %trial.sweep_id, trial = trial.trial, attempt = trial.attempt, worker = %shared.worker_id);
     run_trial_in_span(shared, trial, slot)
         .instrument(span)
-        .await;
+        .await
 }
 
-async fn run_trial_in_span(shared: Arc<Shared>, trial: pb::Trial, slot: usize) {
+/// Runs one trial and completes it; true when it failed for a reason local to this worker.
+async fn run_trial_in_span(shared: Arc<Shared>, trial: pb::Trial, slot: usize) -> bool {
     let run = Running {
         cancel: Cancel::new(),
         abandoned: Arc::new(AtomicBool::new(false)),
@@ -309,12 +334,14 @@ async fn run_trial_in_span(shared: Arc<Shared>, trial: pb::Trial, slot: usize) {
             metrics: HashMap::new(),
             confusion: None,
             error: "the training thread panicked".into(),
+            local_fault: false,
         }),
         Err(e) => Finished {
             outcome: pb::TrialOutcome::Released,
             metrics: HashMap::new(),
             confusion: None,
             error: format!("cannot start a training thread: {e}"),
+            local_fault: false,
         },
     };
     shared
@@ -324,9 +351,11 @@ async fn run_trial_in_span(shared: Arc<Shared>, trial: pb::Trial, slot: usize) {
         .remove(&trial.lease_id);
     if run.abandoned.load(Ordering::SeqCst) {
         tracing::warn!("attempt abandoned (stale lease); not completing");
-        return;
+        return false;
     }
+    let local_fault = done.local_fault;
     complete(&shared, &trial, done).await;
+    local_fault
 }
 
 async fn complete(shared: &Shared, trial: &pb::Trial, done: Finished) {
@@ -476,6 +505,7 @@ fn failed(error: String) -> Finished {
         metrics: HashMap::new(),
         confusion: None,
         error,
+        local_fault: false,
     }
 }
 
@@ -524,6 +554,7 @@ fn train_blocking(shared: &Shared, trial: &pb::Trial, run: &Running, handle: &Ha
                     metrics: r.metrics.into_iter().collect(),
                     confusion: None,
                     error: String::new(),
+                    local_fault: false,
                 },
             }
         }
@@ -540,7 +571,12 @@ fn train_blocking(shared: &Shared, trial: &pb::Trial, run: &Running, handle: &Ha
             };
             let ds = match data::load(&cfg.dataset, &shared.opts.data_dir) {
                 Ok(d) => d,
-                Err(e) => return failed(format!("data: {e}")),
+                Err(e) => {
+                    return Finished {
+                        local_fault: true,
+                        ..failed(format!("data: {e}"))
+                    }
+                }
             };
             let topts = TrialOptions {
                 train_samples: opts
@@ -605,6 +641,7 @@ fn train_blocking(shared: &Shared, trial: &pb::Trial, run: &Running, handle: &Ha
                 metrics,
                 confusion,
                 error,
+                local_fault: false,
             }
         }
         other => failed(format!(
@@ -619,5 +656,6 @@ fn released() -> Finished {
         metrics: HashMap::new(),
         confusion: None,
         error: "the worker shut down".into(),
+        local_fault: false,
     }
 }

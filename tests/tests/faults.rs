@@ -1,0 +1,274 @@
+//! DESIGN.md §7 with real processes: a worker killed mid-trial, the coordinator killed again and
+//! again mid-sweep, a worker whose data files are corrupt. (SIGTERM drain is in `e2e.rs`, the
+//! network partition in `partition.rs`.)
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sweep_tests::{free_port, json_out, run, serve, serve_at, tempdir, worker, worker_with, Proc};
+
+/// Submits `yaml` and returns the sweep id.
+fn submit(dir: &Path, url: &str, yaml: &str) -> String {
+    let cfg = dir.join("sweep.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    let out = run(
+        "coordinator",
+        &["submit", cfg.to_str().unwrap(), "--coordinator", url],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn leaderboard(url: &str, id: &str) -> Value {
+    json_out(&run(
+        "coordinator",
+        &["leaderboard", id, "--json", "--coordinator", url],
+    ))
+}
+
+/// Polls `status` until `pred` holds (panics after `timeout`).
+fn wait_for(url: &str, id: &str, timeout: Duration, what: &str, pred: impl Fn(&Value) -> bool) {
+    let end = Instant::now() + timeout;
+    loop {
+        let out = run(
+            "coordinator",
+            &["status", id, "--json", "--coordinator", url],
+        );
+        if out.status.success() {
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            // `status ID --json` prints a list of one.
+            let v = v.get(0).cloned().unwrap_or(v);
+            if pred(&v) {
+                return;
+            }
+            assert!(Instant::now() < end, "timed out waiting for {what}: {v}");
+        } else {
+            assert!(Instant::now() < end, "timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn n(v: &Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or(0)
+}
+
+/// trial number → (state, attempts, value of `loss`).
+fn trials(lb: &Value) -> BTreeMap<u64, (String, u64, Option<f64>)> {
+    lb["trials"]
+        .as_array()
+        .expect("trials")
+        .iter()
+        .map(|t| {
+            (
+                t["trial"].as_u64().unwrap(),
+                (
+                    t["state"].as_str().unwrap().to_string(),
+                    t["attempts"].as_u64().unwrap(),
+                    t["metrics"]["loss"].as_f64(),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn synthetic_grid(points: usize, epochs: u64, epoch_ms: u64) -> String {
+    let values: Vec<String> = (1..=points).map(|i| i.to_string()).collect();
+    format!(
+        "name: faults\nmethod: grid\ntrainer: synthetic\nmax_attempts: 5\n\
+         synthetic: {{function: quadratic, epochs: {epochs}, epoch_ms: {epoch_ms}}}\n\
+         parameters:\n  x: {{values: [{}]}}\n",
+        values.join(", ")
+    )
+}
+
+#[test]
+fn a_worker_killed_mid_trial_has_its_trial_rerun_elsewhere() {
+    let dir = tempdir("kill-worker");
+    let (_coord, url) = serve(&dir.join("sweeps.db"), &["--lease-ttl", "1"]);
+    let id = submit(&dir, &url, &synthetic_grid(4, 5, 200));
+    let mut a = worker(&url, 1);
+    wait_for(&url, &id, Duration::from_secs(30), "a running trial", |s| {
+        n(s, "running") == 1
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    a.kill9();
+    let _b = worker(&url, 2);
+    let out = run("coordinator", &["watch", &id, "--coordinator", &url]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = trials(&leaderboard(&url, &id));
+    assert_eq!(
+        t.keys().copied().collect::<Vec<_>>(),
+        vec![1, 2, 3, 4],
+        "every trial once: {t:?}"
+    );
+    assert!(t.values().all(|v| v.0 == "finished"), "{t:?}");
+    let rerun: Vec<_> = t.iter().filter(|(_, v)| v.1 == 2).collect();
+    assert_eq!(rerun.len(), 1, "the killed worker's trial ran twice: {t:?}");
+    let d = json_out(&run(
+        "coordinator",
+        &[
+            "trial",
+            &id,
+            &rerun[0].0.to_string(),
+            "--json",
+            "--coordinator",
+            &url,
+        ],
+    ));
+    assert_eq!(d["attempts"], 2);
+    assert_eq!(
+        d["curve"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["name"] == "loss")
+            .count(),
+        5,
+        "the second attempt's curve replaces the first: {d}"
+    );
+}
+
+#[test]
+fn the_coordinator_killed_again_and_again_loses_nothing() {
+    let dir = tempdir("kill-coordinator");
+    let store = dir.join("sweeps.db");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let (mut coord, url) = serve_at(&addr, &store, &["--lease-ttl", "2"]);
+    let id = submit(&dir, &url, &synthetic_grid(20, 4, 200));
+    let _w1 = worker(&url, 2);
+    let _w2 = worker(&url, 2);
+    // Kill at moments drawn from the clock (printed, so a failure can be replayed by hand).
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    let mut acknowledged: BTreeMap<u64, Option<f64>> = BTreeMap::new();
+    for round in 0..3 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let after = Duration::from_millis(300 + (seed >> 33) % 900);
+        eprintln!("round {round}: killing the coordinator after {after:?}");
+        std::thread::sleep(after);
+        // What the coordinator has acknowledged just before the kill.
+        let out = run(
+            "coordinator",
+            &["leaderboard", &id, "--json", "--coordinator", &url],
+        );
+        if out.status.success() {
+            let lb: Value = serde_json::from_slice(&out.stdout).unwrap();
+            for (k, v) in trials(&lb) {
+                if v.0 == "finished" {
+                    acknowledged.insert(k, v.2);
+                }
+            }
+        }
+        coord.kill9();
+        std::thread::sleep(Duration::from_millis(200));
+        let (c, u) = serve_at(&addr, &store, &["--lease-ttl", "2"]);
+        assert_eq!(u, url);
+        coord = c;
+        // Everything acknowledged before the kill is there after the restart.
+        let now = trials(&leaderboard(&url, &id));
+        for (k, v) in &acknowledged {
+            let got = now
+                .get(k)
+                .unwrap_or_else(|| panic!("trial {k} lost: {now:?}"));
+            assert_eq!(got.0, "finished", "trial {k}: {now:?}");
+            assert_eq!(&got.2, v, "trial {k} changed its value");
+        }
+    }
+    // The workers find the restarted coordinator on their own and the sweep completes.
+    wait_for(
+        &url,
+        &id,
+        Duration::from_secs(60),
+        "the sweep to finish",
+        |s| s["state"] == "finished",
+    );
+    let t = trials(&leaderboard(&url, &id));
+    assert_eq!(
+        t.keys().copied().collect::<Vec<_>>(),
+        (1..=20).collect::<Vec<_>>(),
+        "trial numbers 1..=20, none reused or skipped: {t:?}"
+    );
+    assert!(t.values().all(|v| v.0 == "finished"), "{t:?}");
+    assert!(
+        acknowledged.len() < 20,
+        "the kills all came after the sweep ended"
+    );
+    drop(coord);
+}
+
+#[test]
+fn a_worker_with_corrupt_data_fails_its_trial_and_does_not_crash_loop() {
+    let dir = tempdir("bad-data");
+    let repo_data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data");
+    let bad = dir.join("data/fashion-mnist");
+    std::fs::create_dir_all(&bad).unwrap();
+    for f in std::fs::read_dir(repo_data.join("fashion-mnist")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), bad.join(f.file_name())).unwrap();
+    }
+    // Truncate the training images to a few hundred bytes.
+    let imgs = bad.join("train-images-idx3-ubyte.gz");
+    let bytes = std::fs::read(&imgs).unwrap();
+    std::fs::write(&imgs, &bytes[..300]).unwrap();
+
+    let (_coord, url) = serve(&dir.join("sweeps.db"), &[]);
+    let id = submit(
+        &dir,
+        &url,
+        "name: bad-data\nmethod: grid\nmlp: {train_samples: 500}\n\
+         parameters:\n  epochs: {value: 1}\n  hidden_size: {values: [8, 16, 32]}\n",
+    );
+    let mut broken = worker_with(&url, 1, &["--data-dir", dir.join("data").to_str().unwrap()]);
+    wait_for(&url, &id, Duration::from_secs(60), "a failed trial", |s| {
+        n(s, "failed") == 1
+    });
+    let mut good: Proc = worker(&url, 2);
+    let out = run("coordinator", &["watch", &id, "--coordinator", &url]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lb = leaderboard(&url, &id);
+    let t = trials(&lb);
+    assert_eq!(t.len(), 3, "{t:?}");
+    let failed: Vec<&Value> = lb["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["state"] == "failed")
+        .collect();
+    assert_eq!(
+        failed.len(),
+        1,
+        "only the broken worker's first trial fails: {lb}"
+    );
+    let err = failed[0]["error"].as_str().unwrap();
+    assert!(
+        err.contains("data") && err.contains("train-images-idx3-ubyte.gz"),
+        "the reason names the file: {err}"
+    );
+    assert_eq!(
+        t.values().filter(|v| v.0 == "finished").count(),
+        2,
+        "the sweep goes on: {t:?}"
+    );
+    assert!(broken.alive(), "the broken worker is still up, pausing");
+    assert!(good.alive());
+    assert_eq!(broken.terminate(Duration::from_secs(10)), Some(0));
+}
