@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use coordinator::engine::{Engine, EngineOptions};
+use coordinator::service::ServeOptions;
+use sweep_proto::conn::{channel, ClientOptions, Secret};
 use sweep_proto::pb;
 use tokio_stream::StreamExt;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
@@ -12,17 +14,38 @@ use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
 
 async fn start(name: &str) -> (String, tokio::sync::oneshot::Sender<()>) {
+    start_with(name, ServeOptions::default(), "http").await
+}
+
+async fn start_with(
+    name: &str,
+    opts: ServeOptions,
+    scheme: &str,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
     let p = std::env::temp_dir().join(format!("sweep-grpc-{name}-{}.db", std::process::id()));
     for ext in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{ext}", p.display()));
     }
     let engine = Engine::open(&p, EngineOptions::default()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let port = listener.local_addr().unwrap().port();
+    let url = if scheme == "https" {
+        format!("https://localhost:{port}")
+    } else {
+        format!("http://127.0.0.1:{port}")
+    };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(coordinator::service::serve(engine, listener, async {
-        let _ = rx.await;
-    }));
+    tokio::spawn(async move {
+        coordinator::service::serve(
+            engine,
+            listener,
+            async {
+                let _ = rx.await;
+            },
+            &opts,
+        )
+        .await
+    });
     tokio::time::sleep(Duration::from_millis(50)).await;
     (url, tx)
 }
@@ -153,4 +176,208 @@ async fn garbage_requests_get_a_status() {
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     // The server still serves.
     assert!(s.list_sweeps(pb::ListSweepsRequest {}).await.is_ok());
+}
+
+const SMALL: &str = "method: grid\ntrainer: synthetic\nparameters:\n  x: {values: [1, 2]}\n";
+
+fn sweeps(
+    url: &str,
+    token: Option<&str>,
+) -> pb::sweeps_client::SweepsClient<sweep_proto::conn::AuthChannel> {
+    pb::sweeps_client::SweepsClient::new(
+        channel(&ClientOptions {
+            url: url.into(),
+            token: token.and_then(Secret::new),
+            tls_ca: None,
+        })
+        .unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn every_call_but_health_needs_the_token() {
+    let opts = ServeOptions {
+        token: Secret::new("s3cret-token"),
+        tls: None,
+    };
+    let (url, _stop) = start_with("token", opts, "http").await;
+    for token in [None, Some("wrong"), Some("s3cret-token-and-more")] {
+        let e = sweeps(&url, token)
+            .create_sweep(pb::CreateSweepRequest {
+                config: SMALL.into(),
+                name: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated, "{token:?}");
+        assert!(!e.message().contains("s3cret"), "the token is not echoed");
+        let e = sweeps(&url, token)
+            .list_sweeps(pb::ListSweepsRequest {})
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        let mut w = pb::coordinator_client::CoordinatorClient::new(
+            channel(&ClientOptions {
+                url: url.clone(),
+                token: token.and_then(Secret::new),
+                tls_ca: None,
+            })
+            .unwrap(),
+        );
+        let e = w
+            .lease(pb::LeaseRequest {
+                worker_id: "w".into(),
+                wait_ms: 0,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    }
+    // Reflection is behind the token too; health is not.
+    let ch = tonic::transport::Endpoint::from_shared(url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut r = ServerReflectionClient::new(ch.clone());
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let e = r
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .err()
+        .map(|e| e.code());
+    assert_eq!(e, Some(tonic::Code::Unauthenticated));
+    let mut h = tonic_health::pb::health_client::HealthClient::new(ch);
+    let st = h
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.status, 1, "SERVING");
+    // Nothing changed, and the right token works.
+    let mut ok = sweeps(&url, Some("s3cret-token"));
+    assert!(ok
+        .list_sweeps(pb::ListSweepsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .sweeps
+        .is_empty());
+    ok.create_sweep(pb::CreateSweepRequest {
+        config: SMALL.into(),
+        name: String::new(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        ok.list_sweeps(pb::ListSweepsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .sweeps
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn tls_with_a_self_signed_certificate() {
+    let dir = std::env::temp_dir().join(format!("sweep-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let opts = ServeOptions {
+        token: Secret::new("t"),
+        tls: Some((cert.clone(), key.clone())),
+    };
+    let (url, _stop) = start_with("tls", opts, "https").await;
+    let mut c = pb::sweeps_client::SweepsClient::new(
+        channel(&ClientOptions {
+            url: url.clone(),
+            token: Secret::new("t"),
+            tls_ca: Some(cert.clone()),
+        })
+        .unwrap(),
+    );
+    c.create_sweep(pb::CreateSweepRequest {
+        config: SMALL.into(),
+        name: String::new(),
+    })
+    .await
+    .unwrap();
+    // Plain text to a TLS port fails; so does trusting another certificate.
+    let plain = url.replace("https://", "http://");
+    assert!(sweeps(&plain, Some("t"))
+        .list_sweeps(pb::ListSweepsRequest {})
+        .await
+        .is_err());
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let other_pem = dir.join("other.pem");
+    std::fs::write(&other_pem, other.cert.pem()).unwrap();
+    let mut c2 = pb::sweeps_client::SweepsClient::new(
+        channel(&ClientOptions {
+            url,
+            token: Secret::new("t"),
+            tls_ca: Some(other_pem),
+        })
+        .unwrap(),
+    );
+    let e = c2.list_sweeps(pb::ListSweepsRequest {}).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e}");
+}
+
+#[tokio::test]
+async fn oversized_messages_and_configs_are_refused_and_the_server_goes_on() {
+    let (url, _stop) = start("limits").await;
+    let mut s = sweeps(&url, None).max_encoding_message_size(64 * 1024 * 1024);
+    let huge = format!("# {}\n{SMALL}", "x".repeat(17 * 1024 * 1024));
+    let e = s
+        .create_sweep(pb::CreateSweepRequest {
+            config: huge,
+            name: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::OutOfRange, "{e}");
+    let many: String = (0..300)
+        .map(|i| format!("  p{i}: {{value: 1}}\n"))
+        .collect();
+    let e = s
+        .create_sweep(pb::CreateSweepRequest {
+            config: format!("method: grid\ntrainer: synthetic\nparameters:\n{many}"),
+            name: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().contains("parameters") && e.message().contains("256"),
+        "{e}"
+    );
+    let e = s
+        .create_sweep(pb::CreateSweepRequest {
+            config: "method: grid\nparameters:\n  hidden_size: {values: [64, 16384]}\n  num_layers: {value: 5}\n".into(),
+            name: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().contains("parameters.hidden_size") && e.message().contains("GiB"),
+        "{e}"
+    );
+    assert!(s
+        .list_sweeps(pb::ListSweepsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .sweeps
+        .is_empty());
 }

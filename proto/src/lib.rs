@@ -14,6 +14,7 @@ pub mod pb {
     tonic::include_proto!("sweep.v1");
 }
 
+pub mod conn;
 pub mod json;
 
 /// The encoded `FileDescriptorSet` of sweep.proto.

@@ -272,3 +272,60 @@ fn a_worker_with_corrupt_data_fails_its_trial_and_does_not_crash_loop() {
     assert!(good.alive());
     assert_eq!(broken.terminate(Duration::from_secs(10)), Some(0));
 }
+
+#[test]
+fn a_token_guards_clients_and_workers_and_is_never_logged() {
+    let dir = tempdir("token");
+    let token = "tok-5f2a9c71e0";
+    let (_coord, url) = serve(&dir.join("sweeps.db"), &["--token", token]);
+    let cfg = dir.join("sweep.yaml");
+    std::fs::write(&cfg, synthetic_grid(3, 2, 0)).unwrap();
+    // Without the token (or with a wrong one): refused, exit 2, the reason says why.
+    for extra in [&[][..], &["--token", "nope"][..]] {
+        let mut args = vec!["submit", cfg.to_str().unwrap(), "--coordinator", &url];
+        args.extend_from_slice(extra);
+        let out = run("coordinator", &args);
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("token"), "{err}");
+        assert!(!err.contains(token));
+    }
+    let out = sweep_tests::cmd("coordinator")
+        .args(["submit", cfg.to_str().unwrap(), "--coordinator", &url])
+        .env("SWEEP_TOKEN", token)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    // A worker with the token (from the environment, debug logging on) finishes the sweep.
+    let log = dir.join("worker.log");
+    let _w = Proc(
+        sweep_tests::cmd("worker")
+            .args(["--coordinator", &url, "--slots", "2"])
+            .env("SWEEP_TOKEN", token)
+            .env("RUST_LOG", "debug")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let out = sweep_tests::cmd("coordinator")
+        .args(["watch", &id, "--coordinator", &url, "--token", token])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("registered"), "{text}");
+    assert!(
+        !text.contains(token),
+        "the token leaked into the worker's debug log"
+    );
+}

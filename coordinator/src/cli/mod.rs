@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use sweep_proto::conn::{AuthChannel, ClientOptions, Secret};
 use sweep_proto::pb;
 use sweep_proto::pb::sweeps_client::SweepsClient;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::config::SweepSpec;
 use crate::engine::{Engine, EngineOptions};
@@ -43,6 +43,23 @@ pub struct Conn {
         default_value = "http://127.0.0.1:50051"
     )]
     pub coordinator: String,
+    /// The coordinator's token (sent with every call)
+    #[arg(long, env = "SWEEP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// PEM file of the CA (or self-signed certificate) to trust; needs an https:// URL
+    #[arg(long, env = "SWEEP_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl Conn {
+    /// A connection to `url` with no token and no TLS (the all-in-one `run`).
+    fn local(url: &str) -> Conn {
+        Conn {
+            coordinator: url.to_string(),
+            token: None,
+            tls_ca: None,
+        }
+    }
 }
 
 /// The subcommands.
@@ -59,6 +76,15 @@ pub enum Command {
         /// Seconds a trial's lease lasts without a report or heartbeat
         #[arg(long, default_value_t = 30.0)]
         lease_ttl: f64,
+        /// Token every client and worker must send (all calls but health)
+        #[arg(long, env = "SWEEP_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// PEM certificate chain to serve TLS with (with --tls-key)
+        #[arg(long, env = "SWEEP_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of --tls-cert
+        #[arg(long, env = "SWEEP_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Run a sweep on this machine: a coordinator, local workers, progress, leaderboard, export
     Run {
@@ -207,6 +233,10 @@ fn status_err(url: &str, s: tonic::Status) -> CliError {
         tonic::Code::InvalidArgument | tonic::Code::NotFound | tonic::Code::FailedPrecondition => {
             CliError::Usage(s.message().to_string())
         }
+        tonic::Code::Unauthenticated => CliError::Usage(format!(
+            "{url} refused the call: {} (a wrong or missing token)",
+            s.message()
+        )),
         tonic::Code::Unavailable => CliError::Other(format!(
             "cannot reach the coordinator at {url}: {}",
             s.message()
@@ -215,14 +245,13 @@ fn status_err(url: &str, s: tonic::Status) -> CliError {
     }
 }
 
-async fn client(url: &str) -> Result<SweepsClient<Channel>, CliError> {
-    let ep = Endpoint::from_shared(url.to_string())
-        .map_err(|e| CliError::Usage(format!("--coordinator {url}: {e}")))?;
-    let ch = ep
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .map_err(|e| CliError::Other(format!("cannot reach the coordinator at {url}: {e}")))?;
+async fn client(conn: &Conn) -> Result<SweepsClient<AuthChannel>, CliError> {
+    let ch = sweep_proto::conn::channel(&ClientOptions {
+        url: conn.coordinator.clone(),
+        token: conn.token.clone().and_then(Secret::new),
+        tls_ca: conn.tls_ca.clone(),
+    })
+    .map_err(|e| CliError::Usage(e.to_string()))?;
     Ok(SweepsClient::new(ch)
         .max_decoding_message_size(service::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(service::MAX_MESSAGE_BYTES))
@@ -267,7 +296,14 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
             listen,
             store,
             lease_ttl,
+            token,
+            tls_cert,
+            tls_key,
         } => {
+            let opts = service::ServeOptions {
+                token: token.and_then(Secret::new),
+                tls: tls_cert.zip(tls_key),
+            };
             let engine = Engine::open(&store, engine_options(lease_ttl)?)
                 .map_err(|e| CliError::Other(e.to_string()))?;
             let listener = tokio::net::TcpListener::bind(&listen)
@@ -281,7 +317,7 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
                 "coordinator listening on {addr} (store {})",
                 store.display()
             );
-            service::serve(engine, listener, worker::cli::shutdown_signal())
+            service::serve(engine, listener, worker::cli::shutdown_signal(), &opts)
                 .await
                 .map_err(|e| CliError::Other(e.to_string()))
         }
@@ -295,7 +331,7 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
         } => run_local(&file, workers, store, out, data_dir, lease_ttl).await,
         Command::Submit { file, name, conn } => {
             let (text, _) = read_config(&file)?;
-            let mut c = client(&conn.coordinator).await?;
+            let mut c = client(&conn).await?;
             let r = c
                 .create_sweep(pb::CreateSweepRequest {
                     config: text,
@@ -307,11 +343,11 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::Watch { sweep, conn } => {
-            let mut c = client(&conn.coordinator).await?;
+            let mut c = client(&conn).await?;
             watch(&mut c, &conn.coordinator, &sweep).await
         }
         Command::Status { sweep, json, conn } => {
-            let mut c = client(&conn.coordinator).await?;
+            let mut c = client(&conn).await?;
             let sweeps = match sweep {
                 Some(id) => vec![c
                     .get_sweep(pb::GetSweepRequest { sweep_id: id })
@@ -370,7 +406,7 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
             top,
             conn,
         } => {
-            let mut c = client(&conn.coordinator).await?;
+            let mut c = client(&conn).await?;
             let lb = c
                 .leaderboard(pb::LeaderboardRequest {
                     sweep_id: sweep,
@@ -393,7 +429,7 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::Export { sweep, out, conn } => {
-            let mut c = client(&conn.coordinator).await?;
+            let mut c = client(&conn).await?;
             let files = export_to(&mut c, &conn.coordinator, &sweep, &out).await?;
             for f in files {
                 println!("{}", f.display());
@@ -406,7 +442,7 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
             json,
             conn,
         } => {
-            let mut c = client(&conn.coordinator).await?;
+            let mut c = client(&conn).await?;
             let d = c
                 .get_trial(pb::GetTrialRequest {
                     sweep_id: sweep,
@@ -437,7 +473,7 @@ fn info_json(s: &pb::SweepInfo) -> serde_json::Value {
 }
 
 async fn control(conn: &Conn, sweep: &str, action: pb::Control) -> Result<(), CliError> {
-    let mut c = client(&conn.coordinator).await?;
+    let mut c = client(conn).await?;
     let s = c
         .control_sweep(pb::ControlSweepRequest {
             sweep_id: sweep.to_string(),
@@ -517,7 +553,7 @@ fn print_trial(d: &pb::TrialDetail, json: bool) {
 }
 
 async fn export_to(
-    c: &mut SweepsClient<Channel>,
+    c: &mut SweepsClient<AuthChannel>,
     url: &str,
     sweep: &str,
     out: &Path,
@@ -571,7 +607,7 @@ fn progress_msg(s: &pb::SweepInfo) -> String {
     )
 }
 
-async fn watch(c: &mut SweepsClient<Channel>, url: &str, sweep: &str) -> Result<(), CliError> {
+async fn watch(c: &mut SweepsClient<AuthChannel>, url: &str, sweep: &str) -> Result<(), CliError> {
     let mut stream = c
         .watch(pb::WatchRequest {
             sweep_id: sweep.to_string(),
@@ -644,9 +680,18 @@ async fn run_local(
     let url = service::url_of(addr);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut srx = stop_rx.clone();
-    let server = tokio::spawn(service::serve(engine.clone(), listener, async move {
-        let _ = srx.wait_for(|v| *v).await;
-    }));
+    let engine2 = engine.clone();
+    let server = tokio::spawn(async move {
+        service::serve(
+            engine2,
+            listener,
+            async move {
+                let _ = srx.wait_for(|v| *v).await;
+            },
+            &service::ServeOptions::default(),
+        )
+        .await
+    });
     let name = spec.name.clone();
     let id = engine
         .create_sweep(spec, None)
@@ -669,7 +714,7 @@ async fn run_local(
             let _ = rx.wait_for(|v| *v).await;
         })));
     }
-    let mut c = client(&url).await?;
+    let mut c = client(&Conn::local(&url)).await?;
     let watched = tokio::select! {
         r = watch(&mut c, &url, &id) => r,
         () = worker::cli::shutdown_signal() => {

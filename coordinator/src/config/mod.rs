@@ -182,6 +182,52 @@ const OUR_KEYS: &[&str] = &[
     "bayes",
 ];
 
+/// Most parameters (after flattening nested groups) one sweep may have.
+pub const MAX_PARAMETERS: usize = 256;
+
+/// Most memory one MLP trial may need, by the estimate of [`mlp_trial_bytes`] (4 GiB).
+pub const MAX_TRIAL_BYTES: f64 = 4.0 * 1024.0 * 1024.0 * 1024.0;
+
+/// Estimated peak memory of one MLP trial on 28×28 images and 10 classes: f32 weights, their
+/// gradients, two optimizer moments and a look-ahead copy (5 × parameters), plus activations
+/// and their gradients for one batch (4 × batch × width × layers).
+pub fn mlp_trial_bytes(hidden: f64, layers: f64, batch: f64) -> f64 {
+    let weights = 784.0 * hidden + (layers - 1.0).max(0.0) * hidden * hidden + hidden * 10.0;
+    4.0 * (5.0 * weights + 4.0 * batch * hidden * layers.max(1.0))
+}
+
+/// Refuses a space whose largest network would need more than [`MAX_TRIAL_BYTES`].
+fn check_mlp_memory(parameters: &BTreeMap<String, ParamSpec>) -> Result<(), ConfigError> {
+    let bound = |name: &str, default: f64| -> f64 {
+        parameters
+            .get(name)
+            .and_then(params::upper_bound)
+            .unwrap_or(default)
+    };
+    let (h, l, b) = (
+        bound("hidden_size", 128.0),
+        bound("num_layers", 3.0),
+        bound("batch_size", 64.0),
+    );
+    let bytes = mlp_trial_bytes(h, l, b);
+    if bytes > MAX_TRIAL_BYTES {
+        let field = if parameters.contains_key("hidden_size") {
+            "parameters.hidden_size"
+        } else {
+            "parameters.num_layers"
+        };
+        return Err(ConfigError::new(
+            field,
+            format!(
+                "the largest network (hidden_size {h}, num_layers {l}, batch_size {b}) would need about {:.1} GiB per trial; at most {:.0} GiB is allowed",
+                bytes / (1u64 << 30) as f64,
+                MAX_TRIAL_BYTES / (1u64 << 30) as f64
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Parses YAML or JSON text into a JSON value (YAML is a superset of JSON).
 pub fn parse_text(text: &str) -> Result<Value, ConfigError> {
     let trimmed = text.trim_start();
@@ -267,6 +313,16 @@ impl SweepSpec {
                 "parameters",
                 "expected at least one parameter",
             ));
+        }
+        let n_params = params::flat_sorted(&parameters).len();
+        if n_params > MAX_PARAMETERS {
+            return Err(ConfigError::new(
+                "parameters",
+                format!("{n_params} parameters; at most {MAX_PARAMETERS} are allowed"),
+            ));
+        }
+        if matches!(trainer, Trainer::Mlp { .. }) {
+            check_mlp_memory(&parameters)?;
         }
         let run_cap = match top.get("run_cap") {
             None | Some(Value::Null) => None,

@@ -465,6 +465,28 @@ fn flatten<'a>(
 }
 
 /// Leaf parameters with their paths, sorted by dotted name.
+/// The largest value a parameter can take, where it is bounded and numeric (for the size
+/// limits checked at submit).
+pub(crate) fn upper_bound(spec: &ParamSpec) -> Option<f64> {
+    use Distribution::*;
+    match spec {
+        ParamSpec::Constant(v) => v.as_f64(),
+        ParamSpec::Values { values, .. } => values
+            .iter()
+            .filter_map(Value::as_f64)
+            .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v)))),
+        ParamSpec::Dist { dist, min, max, .. } => match dist {
+            Uniform | IntUniform | QUniform | LogUniformValues | QLogUniformValues
+            | InvLogUniformValues => Some(*max),
+            LogUniform | QLogUniform => Some(max.exp()),
+            InvLogUniform => Some((-min).exp()),
+            Beta | QBeta => Some(1.0),
+            Normal | QNormal | LogNormal | QLogNormal => None,
+        },
+        ParamSpec::Nested(_) => None,
+    }
+}
+
 pub(crate) fn flat_sorted(params: &BTreeMap<String, ParamSpec>) -> Vec<(Vec<String>, &ParamSpec)> {
     let mut flat = Vec::new();
     flatten(params, &[], &mut flat);

@@ -19,7 +19,37 @@ use crate::engine::{Action, Engine, EngineError, Outcome, SweepState};
 use convert::{sweep_info, trial_detail, trial_summary};
 
 /// Largest message either side accepts (a confusion matrix of 1,024 classes fits).
-pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+pub use sweep_proto::conn::MAX_MESSAGE_BYTES;
+
+/// Most concurrent calls (HTTP/2 streams) one connection may have open.
+pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
+
+/// How `serve` guards its door: the token every call but health must carry, and TLS.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// The shared token (`--token` / `SWEEP_TOKEN`); `None` lets every client in.
+    pub token: Option<sweep_proto::conn::Secret>,
+    /// PEM certificate chain and private key files (`--tls-cert`, `--tls-key`).
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+/// Why `serve` could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A TLS file cannot be read or used.
+    #[error("{flag} {path}: {reason}")]
+    Tls {
+        /// The flag that named the file.
+        flag: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The server failed.
+    #[error("server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
 
 impl From<EngineError> for Status {
     fn from(e: EngineError) -> Self {
@@ -362,12 +392,16 @@ where
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-/// Serves both services, health and reflection on `listener` until `shutdown` resolves.
+/// Serves both services, health and reflection on `listener` until `shutdown` resolves. Every
+/// service but health requires `opts.token` when one is set.
 pub async fn serve(
     engine: Engine,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
+    opts: &ServeOptions,
+) -> Result<(), ServeError> {
+    use tonic::service::interceptor::InterceptedService;
+    let auth = sweep_proto::conn::ServerAuth::new(opts.token.as_ref());
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<CoordinatorServer<CoordinatorService>>()
@@ -390,24 +424,45 @@ pub async fn serve(
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let reaper = engine.spawn_reaper();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let mut builder = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(256)
+        .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
         .http2_keepalive_interval(Some(Duration::from_secs(20)));
+    if let Some((cert, key)) = &opts.tls {
+        let read = |flag: &'static str, path: &std::path::PathBuf| {
+            std::fs::read(path).map_err(|e| ServeError::Tls {
+                flag,
+                path: path.clone(),
+                reason: e.to_string(),
+            })
+        };
+        let identity = tonic::transport::Identity::from_pem(
+            read("--tls-cert", cert)?,
+            read("--tls-key", key)?,
+        );
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| ServeError::Tls {
+                flag: "--tls-cert",
+                path: cert.clone(),
+                reason: e.to_string(),
+            })?;
+    }
+    let reaper = engine.spawn_reaper();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let router = builder
         .add_service(health)
-        .add_service(coord)
-        .add_service(sweeps);
+        .add_service(InterceptedService::new(coord, auth.clone()))
+        .add_service(InterceptedService::new(sweeps, auth.clone()));
     let router = match reflection {
-        Some(r) => router.add_service(r),
+        Some(r) => router.add_service(InterceptedService::new(r, auth)),
         None => router,
     };
     let res = router
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     reaper.abort();
-    res
+    Ok(res?)
 }
 
 /// The address a listener is bound to, as a client URL.

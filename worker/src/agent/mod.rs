@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use rand::Rng;
 use serde_json::Value;
+use sweep_proto::conn::{AuthChannel, ClientOptions};
 use sweep_proto::pb;
 use sweep_proto::pb::coordinator_client::CoordinatorClient;
 use tokio::runtime::Handle;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::data;
 use crate::train::{
@@ -27,7 +27,7 @@ const FAULT_PAUSE_MIN: Duration = Duration::from_secs(5);
 const FAULT_PAUSE_MAX: Duration = Duration::from_secs(300);
 
 /// Largest message the agent sends or accepts.
-pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+pub use sweep_proto::conn::MAX_MESSAGE_BYTES;
 
 /// Agent settings.
 #[derive(Debug, Clone)]
@@ -44,6 +44,10 @@ pub struct AgentOptions {
     pub lease_wait: Duration,
     /// Longest pause between reconnection attempts.
     pub max_backoff: Duration,
+    /// The coordinator's token.
+    pub token: Option<sweep_proto::conn::Secret>,
+    /// CA file to trust for an https:// coordinator.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl AgentOptions {
@@ -56,6 +60,8 @@ impl AgentOptions {
             host: hostname(),
             lease_wait: Duration::from_secs(10),
             max_backoff: Duration::from_secs(5),
+            token: None,
+            tls_ca: None,
         }
     }
 }
@@ -73,14 +79,9 @@ fn hostname() -> String {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AgentError {
-    /// The coordinator URL is not a valid URI.
-    #[error("--coordinator {url}: {reason}")]
-    BadUrl {
-        /// The URL given.
-        url: String,
-        /// Why it is invalid.
-        reason: String,
-    },
+    /// The coordinator URL, token or CA file cannot be used.
+    #[error("{0}")]
+    Conn(#[from] sweep_proto::conn::ConnError),
 }
 
 /// Exponential backoff with full jitter, capped.
@@ -111,7 +112,7 @@ impl Backoff {
 /// Shared by the slots of one agent.
 #[derive(Debug)]
 struct Shared {
-    client: CoordinatorClient<Channel>,
+    client: CoordinatorClient<AuthChannel>,
     worker_id: String,
     opts: AgentOptions,
     /// Raised on shutdown: lease nothing more, hand back running trials.
@@ -127,16 +128,12 @@ struct Running {
     abandoned: Arc<AtomicBool>,
 }
 
-fn connect(url: &str) -> Result<CoordinatorClient<Channel>, AgentError> {
-    let ep = Endpoint::from_shared(url.to_string()).map_err(|e| AgentError::BadUrl {
-        url: url.into(),
-        reason: e.to_string(),
+fn connect(opts: &AgentOptions) -> Result<CoordinatorClient<AuthChannel>, AgentError> {
+    let ch = sweep_proto::conn::channel(&ClientOptions {
+        url: opts.coordinator.clone(),
+        token: opts.token.clone(),
+        tls_ca: opts.tls_ca.clone(),
     })?;
-    let ch = ep
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(20))
-        .connect_lazy();
     Ok(CoordinatorClient::new(ch)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
@@ -147,7 +144,7 @@ pub async fn run(
     opts: AgentOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), AgentError> {
-    let mut client = connect(&opts.coordinator)?;
+    let mut client = connect(&opts)?;
     let mut backoff = Backoff::new(opts.max_backoff);
     tokio::pin!(shutdown);
     let reg = loop {

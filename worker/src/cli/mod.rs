@@ -42,6 +42,12 @@ pub struct AgentArgs {
     /// Log format: text or json
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+    /// The coordinator's token (sent with every call)
+    #[arg(long, env = "SWEEP_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// PEM file of the CA (or self-signed certificate) to trust; needs an https:// URL
+    #[arg(long, env = "SWEEP_TLS_CA", value_name = "PEM")]
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 /// The subcommands.
@@ -99,6 +105,8 @@ fn run_agent(a: &AgentArgs) -> Result<(), CliError> {
     if let Some(d) = &a.data_dir {
         opts.data_dir = d.clone();
     }
+    opts.token = a.token.clone().and_then(sweep_proto::conn::Secret::new);
+    opts.tls_ca = a.tls_ca.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
