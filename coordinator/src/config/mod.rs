@@ -25,8 +25,13 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        let mut path = path.into();
+        // An empty key still gets a visible name: `""` (or `parameters.""`).
+        if path.is_empty() || path.ends_with('.') {
+            path.push_str("\"\"");
+        }
         ConfigError {
-            path: path.into(),
+            path,
             message: message.into(),
         }
     }
