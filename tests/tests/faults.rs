@@ -329,3 +329,43 @@ fn a_token_guards_clients_and_workers_and_is_never_logged() {
         "the token leaked into the worker's debug log"
     );
 }
+
+#[test]
+fn sigterm_mid_trial_hands_the_trial_back_and_exits_0() {
+    let dir = tempdir("sigterm");
+    let (_coord, url) = serve(&dir.join("sweeps.db"), &[]);
+    let id = submit(&dir, &url, &synthetic_grid(2, 10, 300));
+    let mut a = worker(&url, 1);
+    wait_for(&url, &id, Duration::from_secs(30), "a running trial", |s| {
+        n(s, "running") == 1
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    let t = Instant::now();
+    assert_eq!(
+        a.terminate(Duration::from_secs(10)),
+        Some(0),
+        "drained and exited 0"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "it did not wait for the trial's 3 s"
+    );
+    // The trial is back in the queue at once (no lease expiry: the default TTL is 30 s).
+    wait_for(
+        &url,
+        &id,
+        Duration::from_secs(3),
+        "the trial handed back",
+        |s| n(s, "running") == 0 && n(s, "queued") == 1,
+    );
+    let _b = worker(&url, 2);
+    let out = run("coordinator", &["watch", &id, "--coordinator", &url]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = trials(&leaderboard(&url, &id));
+    assert_eq!(t.len(), 2);
+    assert!(t.values().all(|v| v.0 == "finished"), "{t:?}");
+}

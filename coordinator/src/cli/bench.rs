@@ -475,3 +475,247 @@ pub fn run_search(a: &SearchBenchArgs) -> Result<(), CliError> {
     }
     Ok(())
 }
+
+/// Many simulated workers against one coordinator for a fixed time (a load benchmark).
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Simulated workers, each with its own connection
+    #[arg(long, default_value_t = 200)]
+    pub workers: usize,
+    /// How long to run, in seconds
+    #[arg(long, default_value_t = 60)]
+    pub seconds: u64,
+    /// Epochs (reports) per trial
+    #[arg(long, default_value_t = 5)]
+    pub epochs: u32,
+    /// Simulated training time per epoch, in milliseconds
+    #[arg(long, default_value_t = 50)]
+    pub epoch_ms: u64,
+}
+
+/// Resident set size of a process in MiB, from /proc.
+fn rss_mib(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = s
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+#[derive(Debug, Default)]
+struct LoadStats {
+    lease_ms: Vec<f64>,
+    report_ms: Vec<f64>,
+    trials: u64,
+    errors: Vec<String>,
+}
+
+/// One simulated worker: register, then lease → report × epochs (with a pause per epoch) →
+/// complete, until `end`.
+async fn simulated_worker(url: String, k: usize, a: LoadArgsCopy, end: Instant) -> LoadStats {
+    let mut st = LoadStats::default();
+    let ch = match tonic::transport::Endpoint::from_shared(url) {
+        Ok(ep) => ep.connect_lazy(),
+        Err(e) => {
+            st.errors.push(e.to_string());
+            return st;
+        }
+    };
+    let mut c = pb::coordinator_client::CoordinatorClient::new(ch);
+    let worker_id = match c
+        .register(pb::RegisterRequest {
+            host: format!("sim-{k}"),
+            cores: 1,
+            slots: 1,
+            version: "bench-load".into(),
+            worker_id: String::new(),
+        })
+        .await
+    {
+        Ok(r) => r.into_inner().worker_id,
+        Err(s) => {
+            st.errors.push(format!("register: {s}"));
+            return st;
+        }
+    };
+    while Instant::now() < end {
+        let t = Instant::now();
+        let trial = match c
+            .lease(pb::LeaseRequest {
+                worker_id: worker_id.clone(),
+                wait_ms: 1000,
+            })
+            .await
+        {
+            Ok(r) => r.into_inner().trial,
+            Err(s) => {
+                st.errors.push(format!("lease: {s}"));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(trial) = trial else { continue };
+        st.lease_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        for e in 1..=a.epochs {
+            tokio::time::sleep(Duration::from_millis(a.epoch_ms)).await;
+            let t = Instant::now();
+            let r = c
+                .report(pb::ReportRequest {
+                    worker_id: worker_id.clone(),
+                    lease_id: trial.lease_id.clone(),
+                    sweep_id: trial.sweep_id.clone(),
+                    trial: trial.trial,
+                    attempt: trial.attempt,
+                    epoch: e,
+                    metrics: [("loss".to_string(), 1.0 / f64::from(e) + k as f64 * 1e-6)].into(),
+                })
+                .await;
+            st.report_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            match r {
+                Ok(r) if r.get_ref().action == pb::Action::Continue as i32 => {}
+                Ok(_) => break,
+                Err(s) => {
+                    st.errors.push(format!("report: {s}"));
+                    break;
+                }
+            }
+        }
+        match c
+            .complete(pb::CompleteRequest {
+                worker_id: worker_id.clone(),
+                lease_id: trial.lease_id.clone(),
+                sweep_id: trial.sweep_id.clone(),
+                trial: trial.trial,
+                attempt: trial.attempt,
+                outcome: pb::TrialOutcome::Finished as i32,
+                metrics: [("loss".to_string(), 0.1)].into(),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(r) if r.get_ref().accepted => st.trials += 1,
+            Ok(r) => st
+                .errors
+                .push(format!("complete refused: {}", r.get_ref().reason)),
+            Err(s) => st.errors.push(format!("complete: {s}")),
+        }
+    }
+    st
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LoadArgsCopy {
+    epochs: u32,
+    epoch_ms: u64,
+}
+
+/// Runs `coordinator bench-load`.
+pub async fn run_load(a: &LoadArgs) -> Result<(), CliError> {
+    if a.workers == 0 || a.seconds == 0 || a.epochs == 0 {
+        return Err(CliError::Usage(
+            "--workers, --seconds and --epochs must be ≥ 1".into(),
+        ));
+    }
+    let dir = std::env::temp_dir().join(format!("sweep-load-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| CliError::Other(e.to_string()))?;
+    let (server, url) = start_server(&dir.join("load.db"))?;
+    let pid = server.0.id();
+    let ch = tonic::transport::Endpoint::from_shared(url.clone())
+        .map_err(|e| CliError::Other(e.to_string()))?
+        .connect()
+        .await
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    let mut sweeps = pb::sweeps_client::SweepsClient::new(ch);
+    // A random sweep with no run cap: work never runs out.
+    let id = sweeps
+        .create_sweep(pb::CreateSweepRequest {
+            config: format!(
+                "name: load\nmethod: random\ntrainer: synthetic\nsynthetic: {{function: quadratic, epochs: {}}}\nparameters:\n  x1: {{min: 0.0, max: 1.0}}\n  x2: {{min: 0.0, max: 1.0}}\n",
+                a.epochs
+            ),
+            name: String::new(),
+        })
+        .await
+        .map_err(|s| CliError::Other(s.to_string()))?
+        .into_inner()
+        .sweep_id;
+    let rss_start = rss_mib(pid).unwrap_or(f64::NAN);
+    let t0 = Instant::now();
+    let end = t0 + Duration::from_secs(a.seconds);
+    let copy = LoadArgsCopy {
+        epochs: a.epochs,
+        epoch_ms: a.epoch_ms,
+    };
+    let tasks: Vec<_> = (0..a.workers)
+        .map(|k| tokio::spawn(simulated_worker(url.clone(), k, copy, end)))
+        .collect();
+    // Sample the coordinator's memory while the load runs.
+    let mut rss_max = rss_start;
+    let mut rss_mid = f64::NAN;
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Some(r) = rss_mib(pid) {
+            rss_max = rss_max.max(r);
+            if rss_mid.is_nan() && t0.elapsed() >= Duration::from_secs(a.seconds / 2) {
+                rss_mid = r;
+            }
+        }
+    }
+    let mut all = LoadStats::default();
+    for t in tasks {
+        let s = t.await.map_err(|e| CliError::Other(e.to_string()))?;
+        all.lease_ms.extend(s.lease_ms);
+        all.report_ms.extend(s.report_ms);
+        all.trials += s.trials;
+        all.errors.extend(s.errors);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let rss_end = rss_mib(pid).unwrap_or(f64::NAN);
+    let info = sweeps
+        .get_sweep(pb::GetSweepRequest { sweep_id: id })
+        .await
+        .map_err(|s| CliError::Other(s.to_string()))?
+        .into_inner();
+    println!(
+        "{} simulated workers, {:.0} s, {} epochs × {} ms per trial, SQLite store:",
+        a.workers, secs, a.epochs, a.epoch_ms
+    );
+    println!(
+        "  {} trials completed ({:.0}/s), {} in the store as finished; {} Lease and {} Report calls",
+        all.trials,
+        all.trials as f64 / secs,
+        info.finished,
+        all.lease_ms.len(),
+        all.report_ms.len()
+    );
+    println!("  errors: {}", all.errors.len());
+    for e in all.errors.iter().take(5) {
+        println!("    {e}");
+    }
+    println!(
+        "  coordinator RSS: start {rss_start:.1} MiB, middle {rss_mid:.1} MiB, end {rss_end:.1} MiB, max {rss_max:.1} MiB"
+    );
+    println!("  latency in ms (p50 / p90 / p99):");
+    for (name, v) in [("Lease", &mut all.lease_ms), ("Report", &mut all.report_ms)] {
+        println!(
+            "    {name:<7} {:.3} / {:.3} / {:.3}",
+            pct(v, 0.5),
+            pct(v, 0.9),
+            pct(v, 0.99)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    if all.errors.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Other(format!(
+            "{} errors under load",
+            all.errors.len()
+        )))
+    }
+}

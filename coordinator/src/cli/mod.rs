@@ -195,6 +195,8 @@ pub enum Command {
     },
     /// Measure end-to-end trials/s and call latency with worker processes (a benchmark)
     Bench(bench::BenchArgs),
+    /// Many simulated workers against one coordinator for a fixed time: errors, memory, latency (a benchmark)
+    BenchLoad(bench::LoadArgs),
     /// Measure Bayesian search quality and suggestion speed, beside Optuna (a benchmark)
     BenchSearch(bench::SearchBenchArgs),
     /// Stop the sweep: no new trials, running ones are told to stop
@@ -458,6 +460,7 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
         Command::Resume { sweep, conn } => control(&conn, &sweep, pb::Control::Resume).await,
         Command::Stop { sweep, conn } => control(&conn, &sweep, pb::Control::Stop).await,
         Command::Bench(a) => bench::run(&a).await,
+        Command::BenchLoad(a) => bench::run_load(&a).await,
         Command::BenchSearch(a) => bench::run_search(&a),
     }
 }
