@@ -202,7 +202,86 @@ fn run_all_in_one() {
             .unwrap();
     assert_eq!(lb["trials"].as_array().unwrap().len(), 3);
     assert!(out_dir.join("confusion_best.csv").is_file());
+    check_report(&out_dir, &lb);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The report files `run` (and `coordinator report`) write: every file there, the PNG decodes
+/// at its size, the HTML has every leaderboard row and fetches nothing, the importances name
+/// every parameter and sum to 1.
+fn check_report(out: &std::path::Path, lb: &Value) {
+    for f in [
+        "confusion_best.png",
+        "confusion_best.svg",
+        "curves.svg",
+        "parallel.svg",
+        "importance.svg",
+        "importance.json",
+        "report.html",
+    ] {
+        let p = out.join(f);
+        assert!(
+            std::fs::metadata(&p).is_ok_and(|m| m.len() > 200),
+            "{} missing or empty",
+            p.display()
+        );
+    }
+    let img = image::open(out.join("confusion_best.png")).expect("the PNG decodes");
+    // 10 classes: 230 + 58·10 + 110 wide, 110 + 58·10 + 150 high.
+    assert_eq!((img.width(), img.height()), (920, 840));
+    for f in [
+        "confusion_best.svg",
+        "curves.svg",
+        "parallel.svg",
+        "importance.svg",
+    ] {
+        let s = std::fs::read_to_string(out.join(f)).unwrap();
+        assert!(
+            s.contains("<svg") && s.trim_end().ends_with("</svg>"),
+            "{f}"
+        );
+    }
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    for t in lb["trials"].as_array().unwrap() {
+        let row = format!("<td class=\"num\">{}</td>", t["trial"]);
+        assert!(html.contains(&row), "trial {} is in the report", t["trial"]);
+    }
+    for external in [
+        "src=\"http",
+        "href=\"http",
+        "url(http",
+        "@import",
+        "<script src",
+        "<link",
+    ] {
+        assert!(!html.contains(external), "the report fetches {external}");
+    }
+    assert!(
+        html.contains("T-shirt/top"),
+        "class names in the confusion matrix"
+    );
+    let imp: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("importance.json")).unwrap())
+            .unwrap();
+    let names: Vec<&str> = imp["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for n in ["epochs", "hidden_size", "learning_rate"] {
+        assert!(names.contains(&n), "{n} in {names:?}");
+    }
+    let sum: f64 = imp["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["importance"].as_f64().unwrap())
+        .sum();
+    assert!(
+        (sum - 1.0).abs() < 1e-9 || sum == 0.0,
+        "importances sum to {sum}"
+    );
 }
 
 #[test]

@@ -8,5 +8,6 @@ pub mod cli;
 pub mod data;
 pub mod nn;
 pub mod optim;
+pub mod plot;
 pub mod synthetic;
 pub mod train;

@@ -164,6 +164,17 @@ pub enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Pictures and a one-file HTML report: confusion matrix, curves, parallel view, importance
+    Report {
+        /// Sweep id
+        sweep: String,
+        /// Output directory
+        #[arg(long)]
+        out: PathBuf,
+        /// Where the coordinator is.
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// One trial: params, curve, state, error or stop reason, confusion matrix
     Trial {
         /// Sweep id
@@ -438,6 +449,14 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
             }
             Ok(())
         }
+        Command::Report { sweep, out, conn } => {
+            let mut c = client(&conn).await?;
+            let files = report_to(&mut c, &conn.coordinator, &sweep, &out).await?;
+            for f in files {
+                println!("{}", f.display());
+            }
+            Ok(())
+        }
         Command::Trial {
             sweep,
             trial,
@@ -583,6 +602,42 @@ async fn export_to(
     };
     export::write_all(out, &lb, best.as_ref())
         .map_err(|e| CliError::Other(format!("{}: {e}", out.display())))
+}
+
+/// Fetches what the report needs (the leaderboard, the top trials' details) and writes it.
+async fn report_to(
+    c: &mut SweepsClient<AuthChannel>,
+    url: &str,
+    sweep: &str,
+    out: &Path,
+) -> Result<Vec<PathBuf>, CliError> {
+    let leaderboard = c
+        .leaderboard(pb::LeaderboardRequest {
+            sweep_id: sweep.to_string(),
+            top: 0,
+        })
+        .await
+        .map_err(|s| status_err(url, s))?
+        .into_inner();
+    let mut top = Vec::new();
+    for t in leaderboard
+        .trials
+        .iter()
+        .filter(|t| t.rank > 0)
+        .take(crate::report::TOP_CURVES)
+    {
+        top.push(
+            c.get_trial(pb::GetTrialRequest {
+                sweep_id: sweep.to_string(),
+                trial: t.trial,
+            })
+            .await
+            .map_err(|s| status_err(url, s))?
+            .into_inner(),
+        );
+    }
+    let data = crate::report::ReportData { leaderboard, top };
+    crate::report::write_report(&data, out).map_err(CliError::Other)
 }
 
 fn progress_bar(total: u64) -> ProgressBar {
@@ -737,7 +792,8 @@ async fn run_local(
     println!();
     print!("{}", export::leaderboard_table(&lb));
     let out = out.unwrap_or_else(|| PathBuf::from("runs").join(name.unwrap_or_else(|| id.clone())));
-    let files = export_to(&mut c, &url, &id, &out).await?;
+    let mut files = export_to(&mut c, &url, &id, &out).await?;
+    files.extend(report_to(&mut c, &url, &id, &out).await?);
     println!(
         "\nwrote {}",
         files

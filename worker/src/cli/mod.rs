@@ -57,6 +57,41 @@ pub enum Command {
     Train(Box<train::TrainArgs>),
     /// Measure training speed (and PyTorch's/NumPy's on the same model, when installed)
     Bench(bench::BenchArgs),
+    /// Draw one sample image per class in a labelled grid (PNG or SVG)
+    Samples(SamplesArgs),
+}
+
+/// Options of `worker samples`.
+#[derive(Debug, clap::Args)]
+pub struct SamplesArgs {
+    /// mnist, fashion_mnist, or a directory with the four IDX files
+    #[arg(long, default_value = "fashion_mnist")]
+    pub dataset: String,
+    /// Output file: .png or .svg
+    #[arg(long)]
+    pub out: std::path::PathBuf,
+    /// Screen pixels per image pixel
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub scale: u32,
+    /// Directory holding mnist/ and fashion-mnist/ [default: the repository's data/]
+    #[arg(long, env = "SWEEP_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+}
+
+fn run_samples(a: &SamplesArgs) -> Result<(), CliError> {
+    let spec: crate::data::DatasetSpec = a
+        .dataset
+        .parse()
+        .map_err(|e| CliError::Usage(format!("--dataset: {e}")))?;
+    let dir = a
+        .data_dir
+        .clone()
+        .unwrap_or_else(crate::data::default_data_dir);
+    let ds = crate::data::load(&spec, &dir).map_err(|e| CliError::Data(e.to_string()))?;
+    crate::plot::samples_picture(&ds, &a.out, a.scale)
+        .map_err(|e| CliError::Other(format!("{}: {e}", a.out.display())))?;
+    println!("wrote {}", a.out.display());
+    Ok(())
 }
 
 /// A failed command, sorted by exit code.
@@ -88,6 +123,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Some(Command::Train(a)) => train::run(&a),
         Some(Command::Bench(a)) => bench::run(&a),
+        Some(Command::Samples(a)) => run_samples(&a),
         None => run_agent(&cli.agent),
     }
 }

@@ -1,0 +1,350 @@
+//! `coordinator report`: the pictures and the one-file HTML report of a sweep, from what the
+//! coordinator stores (the leaderboard, the top trials' curves, the best trial's confusion
+//! matrix). Files: `confusion_best.png` and `.svg`, `curves.svg`, `parallel.svg`,
+//! `importance.svg` and `importance.json`, `report.html` (self-contained: inline SVG and CSS, no
+//! network).
+
+pub mod importance;
+pub mod plots;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use sweep_proto::pb;
+
+use crate::export;
+
+/// Trials whose curves are drawn.
+pub const TOP_CURVES: usize = 8;
+
+/// What a report is made from.
+#[derive(Debug, Clone)]
+pub struct ReportData {
+    /// The leaderboard (sweep info and every trial, ranked).
+    pub leaderboard: pb::LeaderboardResponse,
+    /// Details (curves) of the top trials, best first; the first carries the confusion matrix.
+    pub top: Vec<pb::TrialDetail>,
+}
+
+/// Flat params of a trial.
+fn params_of(t: &pb::TrialSummary) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    flatten(
+        "",
+        &Value::Object(sweep_proto::json::map_to_json(&t.params)),
+        &mut out,
+    );
+    out
+}
+
+fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, x, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.clone());
+        }
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Drops the XML prolog so an SVG document can sit inline in HTML.
+fn inline_svg(svg: &str) -> &str {
+    match svg.find("<svg") {
+        Some(i) => &svg[i..],
+        None => svg,
+    }
+}
+
+/// Writes every file into `out`; returns their paths.
+pub fn write_report(data: &ReportData, out: &Path) -> Result<Vec<PathBuf>, String> {
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let lb = &data.leaderboard;
+    let sweep = lb.sweep.clone().unwrap_or_default();
+    let metric = sweep.metric.clone();
+    let maximize = sweep.goal != "minimize";
+    let mut files = Vec::new();
+    let write = |name: &str, bytes: &[u8], files: &mut Vec<PathBuf>| -> Result<(), String> {
+        let p = out.join(name);
+        std::fs::write(&p, bytes).map_err(|e| format!("{}: {e}", p.display()))?;
+        files.push(p);
+        Ok(())
+    };
+
+    // Rows with the metric: the parallel view and the importances.
+    let rows: Vec<(BTreeMap<String, Value>, f64)> = lb
+        .trials
+        .iter()
+        .filter(|t| t.rank > 0)
+        .filter_map(|t| {
+            let m = t.metrics.get(&metric).copied()?;
+            m.is_finite().then(|| (params_of(t), m))
+        })
+        .collect();
+
+    // Confusion matrix of the best trial.
+    let best = data.top.first();
+    let confusion_svg = match best.and_then(|d| d.confusion.as_ref().map(|c| (d, c))) {
+        Some((d, c)) => {
+            let n = d.summary.as_ref().map_or(0, |s| s.trial);
+            let title = format!(
+                "{}: best trial {n}, test set ({} images)",
+                if sweep.name.is_empty() {
+                    &sweep.id
+                } else {
+                    &sweep.name
+                },
+                c.counts.iter().sum::<u64>()
+            );
+            let size = plots::confusion_size(c.labels.len());
+            let s = plots::svg(size, |root| {
+                plots::confusion(root, &title, &c.labels, &c.counts)
+            })?;
+            write("confusion_best.svg", s.as_bytes(), &mut files)?;
+            let p = out.join("confusion_best.png");
+            plots::png(&p, size, |root| {
+                plots::confusion(root, &title, &c.labels, &c.counts)
+            })?;
+            files.push(p);
+            Some(s)
+        }
+        None => None,
+    };
+
+    // Curves of the top trials: the sweep metric and a loss.
+    let loss_name = if metric.contains("loss") {
+        "loss"
+    } else {
+        "val_loss"
+    };
+    let mut panels = Vec::new();
+    for name in [metric.as_str(), loss_name] {
+        let cs: Vec<plots::Curve> = data
+            .top
+            .iter()
+            .take(TOP_CURVES)
+            .map(|d| plots::Curve {
+                label: format!("trial {}", d.summary.as_ref().map_or(0, |s| s.trial)),
+                points: d
+                    .curve
+                    .iter()
+                    .filter(|p| p.name == name)
+                    .map(|p| (f64::from(p.step), p.value))
+                    .collect(),
+            })
+            .filter(|c| !c.points.is_empty())
+            .collect();
+        if !cs.is_empty() && !panels.iter().any(|(n, _): &(String, _)| n == name) {
+            panels.push((name.to_string(), cs));
+        }
+    }
+    let curves_svg = plots::svg((1200, 460), |root| plots::curves(root, &panels))?;
+    write("curves.svg", curves_svg.as_bytes(), &mut files)?;
+
+    let parallel_svg = plots::svg((1200, 520), |root| {
+        plots::parallel(root, &metric, maximize, &rows)
+    })?;
+    write("parallel.svg", parallel_svg.as_bytes(), &mut files)?;
+
+    let imps = importance::importances(&rows);
+    let imp_json = importance::to_json(&metric, rows.len(), &imps);
+    write(
+        "importance.json",
+        serde_json::to_string_pretty(&imp_json)
+            .unwrap_or_default()
+            .as_bytes(),
+        &mut files,
+    )?;
+    let imp_svg = plots::svg((900, plots::importance_height(imps.len())), |root| {
+        plots::importance(root, &metric, &imps)
+    })?;
+    write("importance.svg", imp_svg.as_bytes(), &mut files)?;
+
+    let html = html(
+        data,
+        &[
+            (
+                "Best trial's confusion matrix (test set)",
+                confusion_svg.as_deref(),
+            ),
+            ("Learning curves of the top trials", Some(&curves_svg)),
+            ("Parameters and the metric", Some(&parallel_svg)),
+            ("Parameter importance", Some(&imp_svg)),
+        ],
+    );
+    write("report.html", html.as_bytes(), &mut files)?;
+    Ok(files)
+}
+
+fn fmt_time(unix: f64) -> String {
+    if unix <= 0.0 {
+        return "—".into();
+    }
+    let secs = unix as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn html(data: &ReportData, figures: &[(&str, Option<&str>)]) -> String {
+    let lb = &data.leaderboard;
+    let s = lb.sweep.clone().unwrap_or_default();
+    let title = if s.name.is_empty() {
+        format!("sweep {}", s.id)
+    } else {
+        format!("{} ({})", s.name, s.id)
+    };
+    let config: Value = serde_json::from_str(&s.config_json).unwrap_or(Value::Null);
+    let busy: f64 = lb.trials.iter().map(|t| t.duration_seconds).sum();
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{t}</title>
+<style>
+body {{ font-family: "DejaVu Sans", Verdana, sans-serif; margin: 2em auto; max-width: 1240px; color: #222; }}
+h1 {{ font-size: 1.6em; }} h2 {{ font-size: 1.25em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }}
+table {{ border-collapse: collapse; font-size: 0.85em; }}
+th, td {{ border: 1px solid #ddd; padding: 3px 7px; text-align: left; }}
+th {{ background: #f4f4f4; }} tr.best td {{ background: #eef7ee; font-weight: bold; }}
+td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+.facts td:first-child {{ color: #666; }}
+pre {{ background: #f7f7f7; padding: 1em; overflow-x: auto; }}
+figure {{ margin: 1em 0; }} svg {{ max-width: 100%; height: auto; }}
+</style></head><body>
+<h1>{t}</h1>
+<table class="facts">
+<tr><td>method</td><td>{method}</td></tr>
+<tr><td>metric</td><td>{metric} ({goal})</td></tr>
+<tr><td>state</td><td>{state}</td></tr>
+<tr><td>trials</td><td>{fin} finished, {stp} stopped early, {fail} failed, {run} running, {q} queued</td></tr>
+<tr><td>best</td><td>{best}</td></tr>
+<tr><td>created</td><td>{created}</td></tr>
+<tr><td>last change</td><td>{updated}</td></tr>
+<tr><td>wall time</td><td>{wall:.1} s</td></tr>
+<tr><td>training time (all trials)</td><td>{busy:.1} s</td></tr>
+</table>
+"#,
+        t = esc(&title),
+        method = esc(&s.method),
+        metric = esc(&s.metric),
+        goal = esc(&s.goal),
+        state = export::state_name(s.state),
+        fin = s.finished,
+        stp = s.stopped,
+        fail = s.failed,
+        run = s.running,
+        q = s.queued,
+        best = s.best.map_or("—".into(), |b| format!(
+            "{b:.4} (trial {})",
+            s.best_trial.unwrap_or(0)
+        )),
+        created = fmt_time(s.created_at),
+        updated = fmt_time(s.updated_at),
+        wall = (s.updated_at - s.created_at).max(0.0),
+    );
+    for (caption, svg) in figures {
+        if let Some(svg) = svg {
+            let _ = write!(
+                h,
+                "<h2>{}</h2>\n<figure>{}</figure>\n",
+                esc(caption),
+                inline_svg(svg)
+            );
+        }
+    }
+    // Leaderboard: every trial.
+    let names: Vec<String> = {
+        let mut set = std::collections::BTreeSet::new();
+        for t in &lb.trials {
+            set.extend(params_of(t).into_keys());
+        }
+        set.into_iter().collect()
+    };
+    let _ = write!(
+        h,
+        "<h2>Leaderboard</h2>\n<div style=\"overflow-x: auto\"><table class=\"leaderboard\">\n<tr><th>rank</th><th>trial</th><th>state</th><th>{}</th><th>test_accuracy</th><th>epochs trained</th><th>seconds</th>",
+        esc(&s.metric)
+    );
+    for n in &names {
+        let _ = write!(h, "<th>{}</th>", esc(n));
+    }
+    h.push_str("</tr>\n");
+    for t in &lb.trials {
+        let p = params_of(t);
+        let num = |k: &str| {
+            t.metrics
+                .get(k)
+                .map_or("—".to_string(), |v| format!("{v:.4}"))
+        };
+        let _ = write!(
+            h,
+            "<tr{}><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{:.1}</td>",
+            if t.rank == 1 { " class=\"best\"" } else { "" },
+            if t.rank > 0 { t.rank.to_string() } else { "—".into() },
+            t.trial,
+            esc(&t.state),
+            num(&s.metric),
+            num("test_accuracy"),
+            t.metrics.get("epochs").map_or("—".into(), |v| format!("{v:.0}")),
+            t.duration_seconds
+        );
+        for n in &names {
+            let v = p.get(n).map_or(String::new(), |v| match v {
+                Value::String(x) => x.clone(),
+                other => other.to_string(),
+            });
+            let _ = write!(h, "<td>{}</td>", esc(&v));
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str("</table></div>\n");
+    let _ = write!(
+        h,
+        "<h2>Sweep config</h2>\n<pre>{}</pre>\n<p>Written by <code>coordinator report</code>. The importance figures are in importance.json.</p>\n</body></html>\n",
+        esc(&serde_json::to_string_pretty(&config).unwrap_or_default())
+    );
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_civil_utc() {
+        assert_eq!(fmt_time(0.5), "1970-01-01 00:00:00 UTC");
+        assert_eq!(fmt_time(1_795_568_358.0), "2026-11-25 00:59:18 UTC");
+        assert_eq!(fmt_time(951_782_400.0), "2000-02-29 00:00:00 UTC");
+    }
+}

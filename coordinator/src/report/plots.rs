@@ -1,0 +1,532 @@
+//! The report's figures, drawn with plotters on any backend (SVG strings, PNG files): the
+//! confusion-matrix heatmap, learning curves, parallel coordinates and parameter importance.
+
+use std::collections::BTreeMap;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::colors::colormaps::ViridisRGB;
+use serde_json::Value;
+
+use super::importance::Importance;
+
+type Area<'a, DB> = DrawingArea<DB, Shift>;
+type Res = Result<(), String>;
+
+fn e<E: std::error::Error + Send + Sync>(err: DrawingAreaErrorKind<E>) -> String {
+    err.to_string()
+}
+
+/// Draws with `f` into an SVG document of `size` and returns it.
+pub fn svg(
+    size: (u32, u32),
+    f: impl FnOnce(&Area<'_, SVGBackend<'_>>) -> Res,
+) -> Result<String, String> {
+    worker::plot::ensure_font();
+    let mut s = String::new();
+    {
+        let root = SVGBackend::with_string(&mut s, size).into_drawing_area();
+        f(&root)?;
+        root.present().map_err(e)?;
+    }
+    Ok(s)
+}
+
+/// Draws with `f` into a PNG file of `size`.
+pub fn png(
+    path: &std::path::Path,
+    size: (u32, u32),
+    f: impl FnOnce(&Area<'_, BitMapBackend<'_>>) -> Res,
+) -> Res {
+    worker::plot::ensure_font();
+    let root = BitMapBackend::new(path, size).into_drawing_area();
+    f(&root)?;
+    root.present().map_err(e)
+}
+
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+/// Size of the confusion figure for `k` classes.
+pub fn confusion_size(k: usize) -> (u32, u32) {
+    let cell = 58u32;
+    (230 + cell * k as u32 + 110, 110 + cell * k as u32 + 150)
+}
+
+/// A heatmap of a confusion matrix: true class down, predicted across, counts in the cells,
+/// per-class accuracy (recall) on the right.
+pub fn confusion<DB: DrawingBackend>(
+    root: &Area<'_, DB>,
+    title: &str,
+    labels: &[String],
+    counts: &[u64],
+) -> Res
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(e)?;
+    let k = labels.len();
+    if k == 0 || counts.len() != k * k {
+        return Err(format!(
+            "confusion matrix of {} counts for {k} classes",
+            counts.len()
+        ));
+    }
+    let cell = 58i32;
+    let (x0, y0) = (230i32, 110i32);
+    let max = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
+    let font = |s: u32| ("sans-serif", s).into_font();
+    root.draw(&Text::new(
+        title.to_string(),
+        (20, 18),
+        font(20).color(&BLACK),
+    ))
+    .map_err(e)?;
+    root.draw(&Text::new(
+        "predicted class →".to_string(),
+        (x0 + cell * k as i32 / 2 - 60, y0 + cell * k as i32 + 110),
+        font(15).color(&BLACK),
+    ))
+    .map_err(e)?;
+    root.draw(&Text::new(
+        "true class ↓".to_string(),
+        (20, y0 - 30),
+        font(15).color(&BLACK),
+    ))
+    .map_err(e)?;
+    root.draw(&Text::new(
+        "accuracy".to_string(),
+        (x0 + cell * k as i32 + 14, y0 - 30),
+        font(15).color(&BLACK),
+    ))
+    .map_err(e)?;
+    for (r, label) in labels.iter().enumerate() {
+        let y = y0 + cell * r as i32;
+        let row: u64 = counts[r * k..(r + 1) * k].iter().sum();
+        root.draw(&Text::new(
+            label.clone(),
+            (20, y + cell / 2 - 8),
+            font(14).color(&BLACK),
+        ))
+        .map_err(e)?;
+        let acc = if row > 0 {
+            counts[r * k + r] as f64 / row as f64 * 100.0
+        } else {
+            0.0
+        };
+        root.draw(&Text::new(
+            format!("{acc:.1}%"),
+            (x0 + cell * k as i32 + 14, y + cell / 2 - 8),
+            font(14).color(&BLACK),
+        ))
+        .map_err(e)?;
+        for c in 0..k {
+            let v = counts[r * k + c];
+            let t = (v as f64 / max).sqrt();
+            let fill = ViridisRGB::get_color_normalized(t, 0.0, 1.0);
+            let x = x0 + cell * c as i32;
+            root.draw(&Rectangle::new(
+                [(x, y), (x + cell, y + cell)],
+                fill.filled(),
+            ))
+            .map_err(e)?;
+            root.draw(&Rectangle::new(
+                [(x, y), (x + cell, y + cell)],
+                WHITE.stroke_width(1),
+            ))
+            .map_err(e)?;
+            let ink = if t > 0.6 { BLACK } else { WHITE };
+            let txt = v.to_string();
+            let w = 7 * txt.len() as i32;
+            root.draw(&Text::new(
+                txt,
+                (x + cell / 2 - w / 2, y + cell / 2 - 7),
+                font(13).color(&ink),
+            ))
+            .map_err(e)?;
+        }
+    }
+    // Column labels, rotated.
+    for (c, label) in labels.iter().enumerate() {
+        let x = x0 + cell * c as i32 + cell / 2 - 6;
+        root.draw(&Text::new(
+            label.clone(),
+            (x, y0 + cell * k as i32 + 8),
+            font(13).transform(FontTransform::Rotate90).color(&BLACK),
+        ))
+        .map_err(e)?;
+    }
+    Ok(())
+}
+
+/// One trial's curve of one metric.
+#[derive(Debug, Clone)]
+pub struct Curve {
+    /// Legend text.
+    pub label: String,
+    /// (epoch, value) points.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Learning curves: one panel per metric (side by side), one line per trial.
+pub fn curves<DB: DrawingBackend>(root: &Area<'_, DB>, panels: &[(String, Vec<Curve>)]) -> Res
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(e)?;
+    let areas = root.split_evenly((1, panels.len().max(1)));
+    for (area, (metric, cs)) in areas.iter().zip(panels) {
+        let pts = cs.iter().flat_map(|c| c.points.iter());
+        let (mut xmax, mut ylo, mut yhi) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
+        for &(x, y) in pts {
+            if y.is_finite() {
+                xmax = xmax.max(x);
+                ylo = ylo.min(y);
+                yhi = yhi.max(y);
+            }
+        }
+        if !ylo.is_finite() {
+            (ylo, yhi) = (0.0, 1.0);
+        }
+        let pad = ((yhi - ylo) * 0.05).max(1e-6);
+        let mut chart = ChartBuilder::on(area)
+            .caption(format!("{metric} per epoch"), ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(1.0..xmax.max(2.0), (ylo - pad)..(yhi + pad))
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc(metric.as_str())
+            .label_style(("sans-serif", 12))
+            .axis_desc_style(("sans-serif", 14))
+            .draw()
+            .map_err(e)?;
+        for (i, c) in cs.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            chart
+                .draw_series(LineSeries::new(
+                    c.points.iter().copied().filter(|p| p.1.is_finite()),
+                    color.stroke_width(2),
+                ))
+                .map_err(e)?
+                .label(c.label.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                });
+            chart
+                .draw_series(
+                    c.points
+                        .iter()
+                        .filter(|p| p.1.is_finite())
+                        .map(|&p| Circle::new(p, 3, color.filled())),
+                )
+                .map_err(e)?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .label_font(("sans-serif", 12))
+            // Accuracy-like curves rise (the upper left stays empty), losses fall (the lower
+            // left does).
+            .position(if metric.contains("loss") {
+                SeriesLabelPosition::LowerLeft
+            } else {
+                SeriesLabelPosition::UpperLeft
+            })
+            .draw()
+            .map_err(e)?;
+    }
+    Ok(())
+}
+
+/// One axis of the parallel-coordinates view.
+#[derive(Debug, Clone)]
+enum Axis {
+    Num { lo: f64, hi: f64, log: bool },
+    Cat(Vec<String>),
+}
+
+fn axis_of(values: &[&Value]) -> Axis {
+    let nums: Option<Vec<f64>> = values.iter().map(|v| v.as_f64()).collect();
+    match nums {
+        Some(xs) if !xs.is_empty() => {
+            let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let log = lo > 0.0 && hi / lo > 100.0;
+            Axis::Num { lo, hi, log }
+        }
+        _ => {
+            let mut cats: Vec<String> = values.iter().map(|v| show(v)).collect();
+            cats.sort();
+            cats.dedup();
+            Axis::Cat(cats)
+        }
+    }
+}
+
+fn show(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn fmt_num(x: f64) -> String {
+    if x != 0.0 && (x.abs() < 1e-3 || x.abs() >= 1e5) {
+        format!("{x:.1e}")
+    } else {
+        let s = format!("{x:.4}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+impl Axis {
+    /// Position in [0, 1] (0 at the bottom).
+    fn pos(&self, v: &Value) -> Option<f64> {
+        match self {
+            Axis::Num { lo, hi, log } => {
+                let x = v.as_f64()?;
+                let (a, b, x) = if *log {
+                    (lo.ln(), hi.ln(), x.ln())
+                } else {
+                    (*lo, *hi, x)
+                };
+                Some(if b > a { (x - a) / (b - a) } else { 0.5 })
+            }
+            Axis::Cat(c) => {
+                let i = c.iter().position(|s| *s == show(v))?;
+                Some(if c.len() > 1 {
+                    i as f64 / (c.len() - 1) as f64
+                } else {
+                    0.5
+                })
+            }
+        }
+    }
+
+    fn ticks(&self) -> Vec<(f64, String)> {
+        match self {
+            Axis::Num { lo, hi, .. } if lo == hi => vec![(0.5, fmt_num(*lo))],
+            Axis::Num { lo, hi, .. } => vec![(0.0, fmt_num(*lo)), (1.0, fmt_num(*hi))],
+            Axis::Cat(c) => c
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let p = if c.len() > 1 {
+                        i as f64 / (c.len() - 1) as f64
+                    } else {
+                        0.5
+                    };
+                    (p, s.clone())
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Parallel coordinates: one vertical axis per parameter and one for the metric, one line per
+/// trial coloured by its metric (viridis, bright = better), the best trial drawn last and bold.
+pub fn parallel<DB: DrawingBackend>(
+    root: &Area<'_, DB>,
+    metric: &str,
+    maximize: bool,
+    rows: &[(BTreeMap<String, Value>, f64)],
+) -> Res
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(e)?;
+    let (w, h) = root.dim_in_pixel();
+    let names: Vec<String> = {
+        let mut s: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        for r in rows {
+            s.extend(r.0.keys().cloned());
+        }
+        s.into_iter().collect()
+    };
+    let metric_vals: Vec<Value> = rows.iter().map(|r| Value::from(r.1)).collect();
+    let mut axes: Vec<(String, Axis)> = names
+        .iter()
+        .map(|n| {
+            let vs: Vec<&Value> = rows.iter().filter_map(|r| r.0.get(n)).collect();
+            (n.clone(), axis_of(&vs))
+        })
+        .collect();
+    axes.push((
+        metric.to_string(),
+        axis_of(&metric_vals.iter().collect::<Vec<_>>()),
+    ));
+    let font = |s: u32| ("sans-serif", s).into_font();
+    root.draw(&Text::new(
+        format!(
+            "parameters → {metric} ({} trials; colour: {metric}, bright = better)",
+            rows.len()
+        ),
+        (20, 14),
+        font(17).color(&BLACK),
+    ))
+    .map_err(e)?;
+    let (left, right, top, bottom) = (70i32, 90i32, 70i32, 50i32);
+    let n_axes = axes.len().max(2);
+    let step = (w as i32 - left - right) as f64 / (n_axes - 1) as f64;
+    let ax_x = |i: usize| left + (step * i as f64) as i32;
+    let ax_y = |p: f64| top + ((1.0 - p) * (h as i32 - top - bottom) as f64) as i32;
+    let (mlo, mhi) = rows
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, hh), r| {
+            (l.min(r.1), hh.max(r.1))
+        });
+    let goodness = |m: f64| {
+        let t = if mhi > mlo {
+            (m - mlo) / (mhi - mlo)
+        } else {
+            1.0
+        };
+        if maximize {
+            t
+        } else {
+            1.0 - t
+        }
+    };
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by(|&a, &b| goodness(rows[a].1).total_cmp(&goodness(rows[b].1)));
+    for (rank, &i) in order.iter().enumerate() {
+        let (params, m) = &rows[i];
+        let pts: Vec<(i32, i32)> = axes
+            .iter()
+            .enumerate()
+            .filter_map(|(k, (name, ax))| {
+                let v = if k + 1 == axes.len() {
+                    Value::from(*m)
+                } else {
+                    params.get(name)?.clone()
+                };
+                Some((ax_x(k), ax_y(ax.pos(&v)?)))
+            })
+            .collect();
+        let color = ViridisRGB::get_color_normalized(goodness(*m), 0.0, 1.0);
+        let best = rank + 1 == order.len();
+        root.draw(&PathElement::new(
+            pts,
+            color
+                .mix(if best { 1.0 } else { 0.75 })
+                .stroke_width(if best { 4 } else { 2 }),
+        ))
+        .map_err(e)?;
+    }
+    for (k, (name, ax)) in axes.iter().enumerate() {
+        let x = ax_x(k);
+        root.draw(&PathElement::new(
+            vec![(x, ax_y(0.0)), (x, ax_y(1.0))],
+            BLACK.stroke_width(1),
+        ))
+        .map_err(e)?;
+        let title_w = 7 * name.len() as i32;
+        root.draw(&Text::new(
+            name.clone(),
+            (x - title_w / 2, top - 26),
+            font(13).color(&BLACK),
+        ))
+        .map_err(e)?;
+        for (p, label) in ax.ticks() {
+            let y = ax_y(p);
+            root.draw(&PathElement::new(
+                vec![(x - 4, y), (x + 4, y)],
+                BLACK.stroke_width(1),
+            ))
+            .map_err(e)?;
+            root.draw(&Text::new(
+                label,
+                (x + 6, y - 6),
+                font(11).color(&BLACK.mix(0.85)),
+            ))
+            .map_err(e)?;
+        }
+    }
+    Ok(())
+}
+
+/// Horizontal bars of each parameter's importance, with its correlation written beside.
+pub fn importance<DB: DrawingBackend>(root: &Area<'_, DB>, metric: &str, imps: &[Importance]) -> Res
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(e)?;
+    let font = |s: u32| ("sans-serif", s).into_font();
+    root.draw(&Text::new(
+        format!("parameter importance for {metric} (share of variance explained)"),
+        (20, 14),
+        font(17).color(&BLACK),
+    ))
+    .map_err(e)?;
+    let (w, _) = root.dim_in_pixel();
+    let (x0, y0, bar_h) = (190i32, 56i32, 30i32);
+    let span = (w as i32 - x0 - 170).max(50) as f64;
+    root.draw(&Text::new(
+        "importance".to_string(),
+        (x0, y0 - 18),
+        font(12).color(&BLACK.mix(0.7)),
+    ))
+    .map_err(e)?;
+    root.draw(&Text::new(
+        "correlation".to_string(),
+        (x0 + span as i32 + 60, y0 - 18),
+        font(12).color(&BLACK.mix(0.7)),
+    ))
+    .map_err(e)?;
+    for (i, imp) in imps.iter().enumerate() {
+        let y = y0 + i as i32 * (bar_h + 8);
+        root.draw(&Text::new(
+            imp.name.clone(),
+            (20, y + 8),
+            font(14).color(&BLACK),
+        ))
+        .map_err(e)?;
+        let len = (imp.importance * span).round() as i32;
+        root.draw(&Rectangle::new(
+            [(x0, y), (x0 + len.max(1), y + bar_h)],
+            PALETTE[0].filled(),
+        ))
+        .map_err(e)?;
+        root.draw(&Text::new(
+            format!("{:.1}%", imp.importance * 100.0),
+            (x0 + len + 6, y + 8),
+            font(12).color(&BLACK),
+        ))
+        .map_err(e)?;
+        let corr = imp
+            .correlation
+            .map_or("—".to_string(), |c| format!("{c:+.2}"));
+        let color = match imp.correlation {
+            Some(c) if c > 0.0 => PALETTE[2],
+            Some(_) => PALETTE[3],
+            None => RGBColor(120, 120, 120),
+        };
+        root.draw(&Text::new(
+            corr,
+            (x0 + span as i32 + 60, y + 8),
+            font(14).color(&color),
+        ))
+        .map_err(e)?;
+    }
+    Ok(())
+}
+
+/// Height of the importance figure for `n` parameters.
+pub fn importance_height(n: usize) -> u32 {
+    70 + 38 * n.max(1) as u32
+}
