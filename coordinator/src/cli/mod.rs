@@ -246,10 +246,9 @@ fn status_err(url: &str, s: tonic::Status) -> CliError {
         tonic::Code::InvalidArgument | tonic::Code::NotFound | tonic::Code::FailedPrecondition => {
             CliError::Usage(s.message().to_string())
         }
-        tonic::Code::Unauthenticated => CliError::Usage(format!(
-            "{url} refused the call: {} (a wrong or missing token)",
-            s.message()
-        )),
+        tonic::Code::Unauthenticated => {
+            CliError::Usage(format!("{url} refused the call: {}", s.message()))
+        }
         tonic::Code::Unavailable => CliError::Other(format!(
             "cannot reach the coordinator at {url}: {}",
             s.message()

@@ -413,7 +413,9 @@ impl SweepSpec {
         }
         for (name, spec) in &self.parameters {
             let path = format!("parameters.{name}");
-            if worker::train::config::canonical_name(name).is_none() {
+            if worker::train::config::canonical_name(name).is_none()
+                && !name.eq_ignore_ascii_case(worker::train::config::PRESET)
+            {
                 return Err(ConfigError::new(
                     path,
                     format!(

@@ -133,14 +133,52 @@ pub fn write_report(data: &ReportData, out: &Path) -> Result<Vec<PathBuf>, Strin
     } else {
         "val_loss"
     };
+    // Legends name the trial and the parameters that differ between the plotted trials.
+    let shown: Vec<BTreeMap<String, Value>> = data
+        .top
+        .iter()
+        .take(TOP_CURVES)
+        .map(|d| d.summary.as_ref().map(params_of).unwrap_or_default())
+        .collect();
+    let varying: Vec<String> = shown
+        .first()
+        .map(|first| {
+            first
+                .keys()
+                .filter(|k| shown.iter().any(|p| p.get(*k) != first.get(*k)))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let label = |i: usize, trial: u64| {
+        let mut l = format!("trial {trial}");
+        let parts: Vec<String> = varying
+            .iter()
+            .take(3)
+            .filter_map(|k| {
+                let v = match shown[i].get(k)? {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                let v: String = v.chars().take(28).collect();
+                Some(format!("{k}={v}"))
+            })
+            .collect();
+        if !parts.is_empty() {
+            l.push_str(": ");
+            l.push_str(&parts.join(", "));
+        }
+        l
+    };
     let mut panels = Vec::new();
     for name in [metric.as_str(), loss_name] {
         let cs: Vec<plots::Curve> = data
             .top
             .iter()
             .take(TOP_CURVES)
-            .map(|d| plots::Curve {
-                label: format!("trial {}", d.summary.as_ref().map_or(0, |s| s.trial)),
+            .enumerate()
+            .map(|(i, d)| plots::Curve {
+                label: label(i, d.summary.as_ref().map_or(0, |s| s.trial)),
                 points: d
                     .curve
                     .iter()

@@ -151,7 +151,14 @@ impl TrainConfig {
 pub struct ConfigBuilder {
     /// Canonical name → value; later sets override earlier ones.
     values: BTreeMap<&'static str, Value>,
+    /// Values from a `preset` mapping: used where no explicit value is set.
+    preset: BTreeMap<&'static str, Value>,
 }
+
+/// The parameter whose value is a mapping of other parameters (our extension, so one sweep can
+/// run a list of whole configurations: `preset: {values: [{...}, {...}]}`). Parameters set
+/// explicitly win over a preset's.
+pub const PRESET: &str = "preset";
 
 /// Turns `Batch-Size`, `batch-size` or `batch_size` into the canonical name.
 pub fn canonical_name(name: &str) -> Option<&'static str> {
@@ -162,6 +169,28 @@ pub fn canonical_name(name: &str) -> Option<&'static str> {
 impl ConfigBuilder {
     /// Sets a parameter. Fails on an unknown name (the message lists the known ones).
     pub fn set(&mut self, name: &str, value: &Value) -> Result<(), ConfigError> {
+        if name.trim().eq_ignore_ascii_case(PRESET) {
+            let Value::Object(map) = value else {
+                return Err(ConfigError::new(
+                    PRESET,
+                    format!(
+                        "expected a mapping of parameter names to values, got {}",
+                        kind(value)
+                    ),
+                ));
+            };
+            self.preset.clear();
+            for (k, v) in map {
+                let key = canonical_name(k).ok_or_else(|| {
+                    ConfigError::new(
+                        &format!("{PRESET}.{k}"),
+                        format!("unknown parameter; expected one of {}", PARAMS.join(", ")),
+                    )
+                })?;
+                self.preset.insert(key, v.clone());
+            }
+            return Ok(());
+        }
         let key = canonical_name(name).ok_or_else(|| {
             ConfigError::new(
                 name,
@@ -192,7 +221,7 @@ impl ConfigBuilder {
     /// Validates every value and fills defaults.
     pub fn build(&self) -> Result<TrainConfig, ConfigError> {
         let d = TrainConfig::default();
-        let get = |k: &str| self.values.get(k);
+        let get = |k: &str| self.values.get(k).or_else(|| self.preset.get(k));
         let dataset = match get("dataset") {
             None => d.dataset,
             Some(v) => text("dataset", v)?
@@ -420,6 +449,21 @@ mod tests {
         let mut b = ConfigBuilder::default();
         b.merge_object(&v)?;
         b.build()
+    }
+
+    #[test]
+    fn a_preset_fills_in_parameters_and_explicit_ones_win() {
+        let c = build(json!({
+            "preset": {"num_layers": 2, "hidden-size": 256, "optimizer": "sgd"},
+            "optimizer": "adam"
+        }))
+        .unwrap();
+        assert_eq!((c.hidden.len(), c.hidden[0]), (2, 256));
+        assert_eq!(c.optimizer, crate::optim::OptimizerKind::Adam);
+        let e = build(json!({"preset": {"width": 3}})).unwrap_err();
+        assert_eq!(e.field, "preset.width");
+        let e = build(json!({"preset": [1, 2]})).unwrap_err();
+        assert_eq!(e.field, "preset");
     }
 
     #[test]
