@@ -192,7 +192,10 @@ pub fn write_report(data: &ReportData, out: &Path) -> Result<Vec<PathBuf>, Strin
             panels.push((name.to_string(), cs));
         }
     }
-    let curves_svg = plots::svg((1200, 460), |root| plots::curves(root, &panels))?;
+    let n_curves = panels.first().map_or(0, |p| p.1.len());
+    let curves_svg = plots::svg((1200, plots::curves_height(n_curves)), |root| {
+        plots::curves(root, &panels)
+    })?;
     write("curves.svg", curves_svg.as_bytes(), &mut files)?;
 
     let parallel_svg = plots::svg((1200, 520), |root| {

@@ -178,13 +178,21 @@ pub struct Curve {
     pub points: Vec<(f64, f64)>,
 }
 
-/// Learning curves: one panel per metric (side by side), one line per trial.
+/// Height of the curves figure: 440 px of charts and a legend row per two trials.
+pub fn curves_height(trials: usize) -> u32 {
+    440 + 24 * trials.div_ceil(2) as u32 + 16
+}
+
+/// Learning curves: one panel per metric (side by side), one line per trial, one legend for all
+/// panels below them (the trials and colours are the same in every panel).
 pub fn curves<DB: DrawingBackend>(root: &Area<'_, DB>, panels: &[(String, Vec<Curve>)]) -> Res
 where
     DB::ErrorType: 'static,
 {
     root.fill(&WHITE).map_err(e)?;
-    let areas = root.split_evenly((1, panels.len().max(1)));
+    let (_, h) = root.dim_in_pixel();
+    let (charts, legend) = root.split_vertically(440.min(h));
+    let areas = charts.split_evenly((1, panels.len().max(1)));
     for (area, (metric, cs)) in areas.iter().zip(panels) {
         let pts = cs.iter().flat_map(|c| c.points.iter());
         let (mut xmax, mut ylo, mut yhi) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
@@ -221,11 +229,7 @@ where
                     c.points.iter().copied().filter(|p| p.1.is_finite()),
                     color.stroke_width(2),
                 ))
-                .map_err(e)?
-                .label(c.label.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-                });
+                .map_err(e)?;
             chart
                 .draw_series(
                     c.points
@@ -235,20 +239,29 @@ where
                 )
                 .map_err(e)?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .label_font(("sans-serif", 12))
-            // Accuracy-like curves rise (the upper left stays empty), losses fall (the lower
-            // left does).
-            .position(if metric.contains("loss") {
-                SeriesLabelPosition::LowerLeft
-            } else {
-                SeriesLabelPosition::UpperLeft
-            })
-            .draw()
-            .map_err(e)?;
+    }
+    // The shared legend, two columns.
+    if let Some((_, cs)) = panels.first() {
+        let (w, _) = legend.dim_in_pixel();
+        let col_w = (w as i32 - 80) / 2;
+        for (i, c) in cs.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            let x = 70 + (i as i32 % 2) * col_w;
+            let y = 8 + (i as i32 / 2) * 24;
+            legend
+                .draw(&PathElement::new(
+                    vec![(x, y + 8), (x + 24, y + 8)],
+                    color.stroke_width(3),
+                ))
+                .map_err(e)?;
+            legend
+                .draw(&Text::new(
+                    c.label.clone(),
+                    (x + 32, y),
+                    ("sans-serif", 13).into_font().color(&BLACK),
+                ))
+                .map_err(e)?;
+        }
     }
     Ok(())
 }
