@@ -269,7 +269,13 @@ where
 /// One axis of the parallel-coordinates view.
 #[derive(Debug, Clone)]
 enum Axis {
-    Num { lo: f64, hi: f64, log: bool },
+    Num {
+        lo: f64,
+        hi: f64,
+        log: bool,
+        /// The distinct values, when few enough to label each.
+        few: Option<Vec<f64>>,
+    },
     Cat(Vec<String>),
 }
 
@@ -280,7 +286,11 @@ fn axis_of(values: &[&Value]) -> Axis {
             let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             let log = lo > 0.0 && hi / lo > 100.0;
-            Axis::Num { lo, hi, log }
+            let mut d = xs.clone();
+            d.sort_by(f64::total_cmp);
+            d.dedup();
+            let few = (d.len() <= 8).then_some(d);
+            Axis::Num { lo, hi, log, few }
         }
         _ => {
             let mut cats: Vec<String> = values.iter().map(|v| show(v)).collect();
@@ -311,7 +321,7 @@ impl Axis {
     /// Position in [0, 1] (0 at the bottom).
     fn pos(&self, v: &Value) -> Option<f64> {
         match self {
-            Axis::Num { lo, hi, log } => {
+            Axis::Num { lo, hi, log, .. } => {
                 let x = v.as_f64()?;
                 let (a, b, x) = if *log {
                     (lo.ln(), hi.ln(), x.ln())
@@ -334,6 +344,10 @@ impl Axis {
     fn ticks(&self) -> Vec<(f64, String)> {
         match self {
             Axis::Num { lo, hi, .. } if lo == hi => vec![(0.5, fmt_num(*lo))],
+            Axis::Num { few: Some(d), .. } => d
+                .iter()
+                .filter_map(|&x| Some((self.pos(&Value::from(x))?, fmt_num(x))))
+                .collect(),
             Axis::Num { lo, hi, .. } => vec![(0.0, fmt_num(*lo)), (1.0, fmt_num(*hi))],
             Axis::Cat(c) => c
                 .iter()
@@ -372,11 +386,13 @@ where
         s.into_iter().collect()
     };
     let metric_vals: Vec<Value> = rows.iter().map(|r| Value::from(r.1)).collect();
+    // Parameters that never change say nothing: no axis for them.
     let mut axes: Vec<(String, Axis)> = names
         .iter()
-        .map(|n| {
+        .filter_map(|n| {
             let vs: Vec<&Value> = rows.iter().filter_map(|r| r.0.get(n)).collect();
-            (n.clone(), axis_of(&vs))
+            let varies = vs.iter().any(|v| *v != vs[0]);
+            varies.then(|| (n.clone(), axis_of(&vs)))
         })
         .collect();
     axes.push((
