@@ -430,6 +430,7 @@ struct Inner {
     opts: EngineOptions,
     work: Notify,
     events: broadcast::Sender<Event>,
+    counters: crate::metrics::EngineCounters,
 }
 
 fn random_id(bytes: usize) -> String {
@@ -529,6 +530,7 @@ impl Engine {
                 opts,
                 work: Notify::new(),
                 events,
+                counters: crate::metrics::EngineCounters::default(),
             }),
         })
     }
@@ -644,6 +646,11 @@ impl Engine {
                 last_seen: 0.0,
             });
         w.last_seen = now();
+    }
+
+    /// Leases granted and expired since this process started (for `/metrics`).
+    pub fn counters(&self) -> &crate::metrics::EngineCounters {
+        &self.inner.counters
     }
 
     /// Workers seen within two lease lifetimes.
@@ -783,6 +790,7 @@ impl Engine {
             };
             if let Some((lease, fut)) = found {
                 fut.await?;
+                self.inner.counters.leases_granted.inc();
                 self.emit(&lease.sweep_id, Some(lease.trial));
                 return Ok(Some(lease));
             }
@@ -1157,6 +1165,7 @@ impl Engine {
                         requeued.push(t.number);
                     }
                     tracing::warn!(sweep = %sw.id, trial = t.number, attempt = t.attempt, worker = %w, state = t.state.name(), "lease expired");
+                    self.inner.counters.leases_expired.inc();
                     rows.push(t.row(&sw.id));
                     changed.push((sw.id.clone(), t.number));
                     any = true;

@@ -199,6 +199,7 @@ async fn every_call_but_health_needs_the_token() {
     let opts = ServeOptions {
         token: Secret::new("s3cret-token"),
         tls: None,
+        ..Default::default()
     };
     let (url, _stop) = start_with("token", opts, "http").await;
     for token in [None, Some("wrong"), Some("s3cret-token-and-more")] {
@@ -296,6 +297,7 @@ async fn tls_with_a_self_signed_certificate() {
     let opts = ServeOptions {
         token: Secret::new("t"),
         tls: Some((cert.clone(), key.clone())),
+        ..Default::default()
     };
     let (url, _stop) = start_with("tls", opts, "https").await;
     let mut c = pb::sweeps_client::SweepsClient::new(

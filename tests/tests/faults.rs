@@ -369,3 +369,92 @@ fn sigterm_mid_trial_hands_the_trial_back_and_exits_0() {
     assert_eq!(t.len(), 2);
     assert!(t.values().all(|v| v.0 == "finished"), "{t:?}");
 }
+
+/// `GET /metrics` over a plain TCP socket (HTTP/1.0, so the server closes when done).
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    // The metrics listener comes up just after the gRPC one: retry briefly.
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut s = loop {
+        match std::net::TcpStream::connect(addr) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() < end => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("metrics port {addr}: {e}"),
+        }
+    };
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(
+        out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200"),
+        "{out}"
+    );
+    out
+}
+
+/// The value of the sample `name` (with its labels, exactly as printed), or 0.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn metrics_are_scraped_and_move_as_a_sweep_runs() {
+    let dir = tempdir("metrics");
+    let (cm, wm) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let (_coord, url) = serve(&dir.join("sweeps.db"), &["--metrics-listen", &cm]);
+    let before = scrape(&cm);
+    assert!(
+        before.contains("# TYPE sweep_leases_granted counter"),
+        "{before}"
+    );
+    assert_eq!(sample(&before, "sweep_leases_granted_total"), 0.0);
+    let id = submit(&dir, &url, &synthetic_grid(4, 3, 50));
+    let _w = worker_with(&url, 2, &["--metrics-listen", &wm]);
+    let out = run("coordinator", &["watch", &id, "--coordinator", &url]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = scrape(&cm);
+    assert_eq!(sample(&after, "sweep_leases_granted_total"), 4.0, "{after}");
+    assert_eq!(sample(&after, "sweep_trials{state=\"finished\"}"), 4.0);
+    assert_eq!(
+        sample(&after, "sweep_rpc_calls_total{method=\"Report\"}"),
+        12.0
+    );
+    assert!(sample(&after, "sweep_rpc_calls_total{method=\"Lease\"}") >= 4.0);
+    assert!(
+        sample(
+            &after,
+            "sweep_rpc_duration_seconds_count{method=\"Complete\"}"
+        ) >= 4.0
+    );
+    assert_eq!(
+        sample(
+            &after,
+            &format!("sweep_sweep_progress_ratio{{sweep=\"{id}\",name=\"faults\"}}")
+        ),
+        1.0
+    );
+    assert_eq!(sample(&after, "sweep_workers_connected"), 1.0);
+    let w = scrape(&wm);
+    assert_eq!(sample(&w, "sweep_worker_epochs_total"), 12.0, "{w}");
+    assert_eq!(
+        sample(
+            &w,
+            "sweep_worker_trials_completed_total{outcome=\"finished\"}"
+        ),
+        4.0
+    );
+    assert_eq!(sample(&w, "sweep_worker_trials_running"), 0.0);
+}

@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod cli;
 pub mod data;
+pub mod metrics;
 pub mod nn;
 pub mod optim;
 pub mod plot;

@@ -85,6 +85,9 @@ pub enum Command {
         /// PEM private key of --tls-cert
         #[arg(long, env = "SWEEP_TLS_KEY", requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// Serve Prometheus metrics at http://ADDR/metrics
+        #[arg(long, env = "SWEEP_METRICS_LISTEN", value_name = "ADDR")]
+        metrics_listen: Option<String>,
     },
     /// Run a sweep on this machine: a coordinator, local workers, progress, leaderboard, export
     Run {
@@ -311,10 +314,12 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
             token,
             tls_cert,
             tls_key,
+            metrics_listen,
         } => {
             let opts = service::ServeOptions {
                 token: token.and_then(Secret::new),
                 tls: tls_cert.zip(tls_key),
+                metrics_listen,
             };
             let engine = Engine::open(&store, engine_options(lease_ttl)?)
                 .map_err(|e| CliError::Other(e.to_string()))?;

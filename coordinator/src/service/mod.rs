@@ -6,6 +6,7 @@ pub mod convert;
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sweep_proto::pb;
@@ -16,6 +17,7 @@ use tonic::{Request, Response, Status};
 
 use crate::config::SweepSpec;
 use crate::engine::{Action, Engine, EngineError, Outcome, SweepState};
+use crate::metrics::CoordinatorMetrics;
 use convert::{sweep_info, trial_detail, trial_summary};
 
 /// Largest message either side accepts (a confusion matrix of 1,024 classes fits).
@@ -31,6 +33,8 @@ pub struct ServeOptions {
     pub token: Option<sweep_proto::conn::Secret>,
     /// PEM certificate chain and private key files (`--tls-cert`, `--tls-key`).
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Where to serve Prometheus metrics (`--metrics-listen`): `http://ADDR/metrics`.
+    pub metrics_listen: Option<String>,
 }
 
 /// Why `serve` could not start or stopped.
@@ -46,6 +50,9 @@ pub enum ServeError {
         /// What went wrong.
         reason: String,
     },
+    /// The metrics listener cannot be bound.
+    #[error("{0}")]
+    Metrics(String),
     /// The server failed.
     #[error("server: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -67,12 +74,14 @@ impl From<EngineError> for Status {
 #[derive(Debug, Clone)]
 pub struct CoordinatorService {
     engine: Engine,
+    metrics: Arc<CoordinatorMetrics>,
 }
 
 /// The people-facing service.
 #[derive(Debug, Clone)]
 pub struct SweepsService {
     engine: Engine,
+    metrics: Arc<CoordinatorMetrics>,
 }
 
 fn id_ok(what: &str, id: &str) -> Result<(), Status> {
@@ -90,6 +99,7 @@ impl Coordinator for CoordinatorService {
         &self,
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let _t = self.metrics.rpc("Register");
         let r = req.into_inner();
         let id = self
             .engine
@@ -113,6 +123,7 @@ impl Coordinator for CoordinatorService {
         &self,
         req: Request<pb::LeaseRequest>,
     ) -> Result<Response<pb::LeaseResponse>, Status> {
+        let _t = self.metrics.rpc("Lease");
         let r = req.into_inner();
         id_ok("worker_id", &r.worker_id)?;
         let lease = self
@@ -137,6 +148,7 @@ impl Coordinator for CoordinatorService {
         &self,
         req: Request<pb::ReportRequest>,
     ) -> Result<Response<pb::ReportResponse>, Status> {
+        let _t = self.metrics.rpc("Report");
         let r = req.into_inner();
         id_ok("sweep_id", &r.sweep_id)?;
         let metrics: Vec<(String, f64)> = r.metrics.into_iter().collect();
@@ -167,6 +179,7 @@ impl Coordinator for CoordinatorService {
         &self,
         req: Request<pb::CompleteRequest>,
     ) -> Result<Response<pb::CompleteResponse>, Status> {
+        let _t = self.metrics.rpc("Complete");
         let r = req.into_inner();
         id_ok("sweep_id", &r.sweep_id)?;
         let outcome = match pb::TrialOutcome::try_from(r.outcome) {
@@ -204,6 +217,7 @@ impl Coordinator for CoordinatorService {
         &self,
         req: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let _t = self.metrics.rpc("Heartbeat");
         let r = req.into_inner();
         Ok(Response::new(pb::HeartbeatResponse {
             drop_lease_ids: self.engine.heartbeat(&r.worker_id, &r.lease_ids),
@@ -219,6 +233,7 @@ impl Sweeps for SweepsService {
         &self,
         req: Request<pb::CreateSweepRequest>,
     ) -> Result<Response<pb::CreateSweepResponse>, Status> {
+        let _t = self.metrics.rpc("CreateSweep");
         let r = req.into_inner();
         let spec =
             SweepSpec::parse(&r.config).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -231,6 +246,7 @@ impl Sweeps for SweepsService {
         &self,
         req: Request<pb::GetSweepRequest>,
     ) -> Result<Response<pb::SweepInfo>, Status> {
+        let _t = self.metrics.rpc("GetSweep");
         let id = req.into_inner().sweep_id;
         let workers = self.engine.live_workers();
         Ok(Response::new(
@@ -242,6 +258,7 @@ impl Sweeps for SweepsService {
         &self,
         _req: Request<pb::ListSweepsRequest>,
     ) -> Result<Response<pb::ListSweepsResponse>, Status> {
+        let _t = self.metrics.rpc("ListSweeps");
         let workers = self.engine.live_workers();
         let sweeps = self
             .engine
@@ -256,6 +273,7 @@ impl Sweeps for SweepsService {
         &self,
         req: Request<pb::ControlSweepRequest>,
     ) -> Result<Response<pb::SweepInfo>, Status> {
+        let _t = self.metrics.rpc("ControlSweep");
         let r = req.into_inner();
         let action = match pb::Control::try_from(r.action) {
             Ok(pb::Control::Pause) => SweepState::Paused,
@@ -279,6 +297,7 @@ impl Sweeps for SweepsService {
         &self,
         req: Request<pb::LeaderboardRequest>,
     ) -> Result<Response<pb::LeaderboardResponse>, Status> {
+        let _t = self.metrics.rpc("Leaderboard");
         let r = req.into_inner();
         let workers = self.engine.live_workers();
         let resp = self.engine.with_sweep(&r.sweep_id, |s| {
@@ -302,6 +321,7 @@ impl Sweeps for SweepsService {
         &self,
         req: Request<pb::GetTrialRequest>,
     ) -> Result<Response<pb::TrialDetail>, Status> {
+        let _t = self.metrics.rpc("GetTrial");
         let r = req.into_inner();
         let detail = self.engine.with_sweep(&r.sweep_id, |s| {
             let rank = s
@@ -324,6 +344,7 @@ impl Sweeps for SweepsService {
         &self,
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let _t = self.metrics.rpc("Watch");
         let id = req.into_inner().sweep_id;
         let engine = self.engine.clone();
         let mut rx = engine.subscribe();
@@ -414,13 +435,16 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .ok();
+    let metrics = CoordinatorMetrics::new(&engine);
     let coord = CoordinatorServer::new(CoordinatorService {
         engine: engine.clone(),
+        metrics: metrics.clone(),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let sweeps = SweepsServer::new(SweepsService {
         engine: engine.clone(),
+        metrics: metrics.clone(),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -448,6 +472,24 @@ pub async fn serve(
                 reason: e.to_string(),
             })?;
     }
+    let metrics_server = match &opts.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| ServeError::Metrics(format!("--metrics-listen {addr}: {e}")))?;
+            if let Ok(local) = listener.local_addr() {
+                tracing::info!(%local, "metrics at /metrics");
+                eprintln!("coordinator metrics on http://{local}/metrics");
+            }
+            let (m, e) = (metrics.clone(), engine.clone());
+            Some(tokio::spawn(worker::metrics::serve(
+                listener,
+                Arc::new(move || m.render(&e)),
+                std::future::pending(),
+            )))
+        }
+        None => None,
+    };
     let reaper = engine.spawn_reaper();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let router = builder
@@ -462,6 +504,9 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     reaper.abort();
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
     Ok(res?)
 }
 

@@ -48,6 +48,8 @@ pub struct AgentOptions {
     pub token: Option<sweep_proto::conn::Secret>,
     /// CA file to trust for an https:// coordinator.
     pub tls_ca: Option<PathBuf>,
+    /// The agent's Prometheus metrics (served by `worker --metrics-listen`).
+    pub metrics: Arc<crate::metrics::AgentMetrics>,
 }
 
 impl AgentOptions {
@@ -62,6 +64,7 @@ impl AgentOptions {
             max_backoff: Duration::from_secs(5),
             token: None,
             tls_ca: None,
+            metrics: Arc::default(),
         }
     }
 }
@@ -303,6 +306,14 @@ async fn run_trial(shared: Arc<Shared>, trial: pb::Trial, slot: usize) -> bool {
 
 /// Runs one trial and completes it; true when it failed for a reason local to this worker.
 async fn run_trial_in_span(shared: Arc<Shared>, trial: pb::Trial, slot: usize) -> bool {
+    shared.opts.metrics.trials_running.inc();
+    let fault = run_trial_counted(&shared, trial, slot).await;
+    shared.opts.metrics.trials_running.dec();
+    fault
+}
+
+async fn run_trial_counted(shared: &Arc<Shared>, trial: pb::Trial, slot: usize) -> bool {
+    let shared = shared.clone();
     let run = Running {
         cancel: Cancel::new(),
         abandoned: Arc::new(AtomicBool::new(false)),
@@ -351,6 +362,20 @@ async fn run_trial_in_span(shared: Arc<Shared>, trial: pb::Trial, slot: usize) -
         return false;
     }
     let local_fault = done.local_fault;
+    let outcome = match done.outcome {
+        pb::TrialOutcome::Finished => "finished",
+        pb::TrialOutcome::Stopped => "stopped",
+        pb::TrialOutcome::Released => "released",
+        _ => "failed",
+    };
+    shared
+        .opts
+        .metrics
+        .trials_completed
+        .get_or_create(&crate::metrics::OutcomeLabel {
+            outcome: outcome.into(),
+        })
+        .inc();
     complete(&shared, &trial, done).await;
     local_fault
 }
@@ -410,6 +435,10 @@ fn report_blocking(
     epoch: usize,
     metrics: HashMap<String, f64>,
 ) -> Control {
+    shared.opts.metrics.epochs.inc();
+    if let Some(&sps) = metrics.get("samples_per_second") {
+        shared.opts.metrics.samples_per_second.set(sps);
+    }
     let mut client = shared.client.clone();
     let mut backoff = Backoff::new(shared.opts.max_backoff);
     let req = pb::ReportRequest {

@@ -48,6 +48,9 @@ pub struct AgentArgs {
     /// PEM file of the CA (or self-signed certificate) to trust; needs an https:// URL
     #[arg(long, env = "SWEEP_TLS_CA", value_name = "PEM")]
     pub tls_ca: Option<std::path::PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics
+    #[arg(long, env = "SWEEP_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
 }
 
 /// The subcommands.
@@ -148,8 +151,25 @@ fn run_agent(a: &AgentArgs) -> Result<(), CliError> {
         .enable_all()
         .build()
         .map_err(|e| CliError::Other(format!("cannot start the async runtime: {e}")))?;
-    rt.block_on(crate::agent::run(opts, shutdown_signal()))
-        .map_err(|e| CliError::Usage(e.to_string()))
+    rt.block_on(async {
+        if let Some(addr) = &a.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| CliError::Usage(format!("--metrics-listen {addr}: {e}")))?;
+            if let Ok(local) = listener.local_addr() {
+                eprintln!("worker metrics on http://{local}/metrics");
+            }
+            let m = opts.metrics.clone();
+            tokio::spawn(crate::metrics::serve(
+                listener,
+                std::sync::Arc::new(move || m.render()),
+                shutdown_signal(),
+            ));
+        }
+        crate::agent::run(opts, shutdown_signal())
+            .await
+            .map_err(|e| CliError::Usage(e.to_string()))
+    })
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
