@@ -447,7 +447,21 @@ fn metrics_are_scraped_and_move_as_a_sweep_runs() {
         1.0
     );
     assert_eq!(sample(&after, "sweep_workers_connected"), 1.0);
-    let w = scrape(&wm);
+    // The sweep ends when the last Complete is committed; the worker's counters follow a moment
+    // later, when that Complete's reply is back.
+    let end = Instant::now() + Duration::from_secs(10);
+    let w = loop {
+        let w = scrape(&wm);
+        let done = sample(
+            &w,
+            "sweep_worker_trials_completed_total{outcome=\"finished\"}",
+        );
+        if (done == 4.0 && sample(&w, "sweep_worker_trials_running") == 0.0) || Instant::now() > end
+        {
+            break w;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(sample(&w, "sweep_worker_epochs_total"), 12.0, "{w}");
     assert_eq!(
         sample(

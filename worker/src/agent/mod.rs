@@ -285,6 +285,15 @@ async fn wait_draining(shared: &Shared) {
     }
 }
 
+/// Decrements the trials-running gauge when dropped (also if the task is cancelled).
+struct TrainingGauge<'a>(&'a crate::metrics::AgentMetrics);
+
+impl Drop for TrainingGauge<'_> {
+    fn drop(&mut self) {
+        self.0.trials_running.dec();
+    }
+}
+
 /// What a trial thread produced.
 #[derive(Debug)]
 struct Finished {
@@ -306,14 +315,14 @@ async fn run_trial(shared: Arc<Shared>, trial: pb::Trial, slot: usize) -> bool {
 
 /// Runs one trial and completes it; true when it failed for a reason local to this worker.
 async fn run_trial_in_span(shared: Arc<Shared>, trial: pb::Trial, slot: usize) -> bool {
-    shared.opts.metrics.trials_running.inc();
-    let fault = run_trial_counted(&shared, trial, slot).await;
-    shared.opts.metrics.trials_running.dec();
-    fault
+    run_trial_counted(&shared, trial, slot).await
 }
 
 async fn run_trial_counted(shared: &Arc<Shared>, trial: pb::Trial, slot: usize) -> bool {
     let shared = shared.clone();
+    // Training now: from the lease until the training thread is done (not while completing).
+    shared.opts.metrics.trials_running.inc();
+    let training = TrainingGauge(&shared.opts.metrics);
     let run = Running {
         cancel: Cancel::new(),
         abandoned: Arc::new(AtomicBool::new(false)),
@@ -357,6 +366,7 @@ async fn run_trial_counted(shared: &Arc<Shared>, trial: pb::Trial, slot: usize) 
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&trial.lease_id);
+    drop(training);
     if run.abandoned.load(Ordering::SeqCst) {
         tracing::warn!("attempt abandoned (stale lease); not completing");
         return false;
