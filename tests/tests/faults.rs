@@ -301,6 +301,17 @@ fn a_token_guards_clients_and_workers_and_is_never_logged() {
         String::from_utf8_lossy(&out.stderr)
     );
     let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    // A worker with a wrong token stops at once with the reason (retrying cannot help).
+    let bad = sweep_tests::cmd("worker")
+        .args(["--coordinator", &url, "--token", "wrong"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("refused this worker") && err.contains("token"),
+        "{err}"
+    );
     // A worker with the token (from the environment, debug logging on) finishes the sweep.
     let log = dir.join("worker.log");
     let _w = Proc(

@@ -88,6 +88,9 @@ pub enum Command {
         /// Serve Prometheus metrics at http://ADDR/metrics
         #[arg(long, env = "SWEEP_METRICS_LISTEN", value_name = "ADDR")]
         metrics_listen: Option<String>,
+        /// Serve the HTTP JSON API (/api/v1/...) and /metrics at http://ADDR
+        #[arg(long, env = "SWEEP_HTTP_LISTEN", value_name = "ADDR")]
+        http_listen: Option<String>,
     },
     /// Run a sweep on this machine: a coordinator, local workers, progress, leaderboard, export
     Run {
@@ -315,11 +318,13 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
             tls_cert,
             tls_key,
             metrics_listen,
+            http_listen,
         } => {
             let opts = service::ServeOptions {
                 token: token.and_then(Secret::new),
                 tls: tls_cert.zip(tls_key),
                 metrics_listen,
+                http_listen,
             };
             let engine = Engine::open(&store, engine_options(lease_ttl)?)
                 .map_err(|e| CliError::Other(e.to_string()))?;
@@ -380,7 +385,7 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
                 }
             };
             if json {
-                let v: Vec<serde_json::Value> = sweeps.iter().map(info_json).collect();
+                let v: Vec<serde_json::Value> = sweeps.iter().map(export::info_json).collect();
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else if sweeps.is_empty() {
                 println!("no sweeps");
@@ -488,16 +493,6 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
     }
 }
 
-fn info_json(s: &pb::SweepInfo) -> serde_json::Value {
-    serde_json::json!({
-        "id": s.id, "name": s.name, "method": s.method, "state": export::state_name(s.state),
-        "metric": s.metric, "goal": s.goal, "total": if s.total > 0 { Some(s.total) } else { None },
-        "queued": s.queued, "running": s.running, "finished": s.finished, "failed": s.failed,
-        "stopped": s.stopped, "best": s.best, "best_trial": s.best_trial, "workers": s.workers,
-        "created_at": s.created_at, "updated_at": s.updated_at,
-    })
-}
-
 async fn control(conn: &Conn, sweep: &str, action: pb::Control) -> Result<(), CliError> {
     let mut c = client(conn).await?;
     let s = c
@@ -515,19 +510,7 @@ async fn control(conn: &Conn, sweep: &str, action: pb::Control) -> Result<(), Cl
 fn print_trial(d: &pb::TrialDetail, json: bool) {
     let s = d.summary.clone().unwrap_or_default();
     if json {
-        let curve: Vec<serde_json::Value> = d
-            .curve
-            .iter()
-            .map(|p| serde_json::json!({"step": p.step, "name": p.name, "value": p.value}))
-            .collect();
-        let v = serde_json::json!({
-            "trial": s.trial, "state": s.state, "rank": s.rank, "attempts": s.attempts,
-            "params": serde_json::Value::Object(sweep_proto::json::map_to_json(&s.params)),
-            "metrics": s.metrics, "best": s.best, "best_step": s.best_step,
-            "worker": s.worker, "error": s.error, "duration_seconds": s.duration_seconds,
-            "curve": curve,
-            "confusion": d.confusion.as_ref().map(|c| export::confusion_json(s.trial, c)),
-        });
+        let v = export::trial_json(d);
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return;
     }

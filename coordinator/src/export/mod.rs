@@ -321,6 +321,35 @@ pub fn leaderboard_table(lb: &pb::LeaderboardResponse) -> String {
     out
 }
 
+/// A sweep's summary as JSON (`status --json`, the HTTP API).
+pub fn info_json(s: &pb::SweepInfo) -> serde_json::Value {
+    serde_json::json!({
+        "id": s.id, "name": s.name, "method": s.method, "state": state_name(s.state),
+        "metric": s.metric, "goal": s.goal, "total": if s.total > 0 { Some(s.total) } else { None },
+        "queued": s.queued, "running": s.running, "finished": s.finished, "failed": s.failed,
+        "stopped": s.stopped, "best": s.best, "best_trial": s.best_trial, "workers": s.workers,
+        "created_at": s.created_at, "updated_at": s.updated_at,
+    })
+}
+
+/// One trial as JSON (`trial --json`, the HTTP API).
+pub fn trial_json(d: &pb::TrialDetail) -> serde_json::Value {
+    let s = d.summary.clone().unwrap_or_default();
+    let curve: Vec<serde_json::Value> = d
+        .curve
+        .iter()
+        .map(|p| serde_json::json!({"step": p.step, "name": p.name, "value": p.value}))
+        .collect();
+    serde_json::json!({
+        "trial": s.trial, "state": s.state, "rank": s.rank, "attempts": s.attempts,
+        "params": serde_json::Value::Object(sweep_proto::json::map_to_json(&s.params)),
+        "metrics": s.metrics, "best": s.best, "best_step": s.best_step,
+        "worker": s.worker, "error": s.error, "duration_seconds": s.duration_seconds,
+        "curve": curve,
+        "confusion": d.confusion.as_ref().map(|c| confusion_json(s.trial, c)),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

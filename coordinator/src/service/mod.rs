@@ -35,6 +35,8 @@ pub struct ServeOptions {
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// Where to serve Prometheus metrics (`--metrics-listen`): `http://ADDR/metrics`.
     pub metrics_listen: Option<String>,
+    /// Where to serve the HTTP JSON API and `/metrics` (`--http-listen`).
+    pub http_listen: Option<String>,
 }
 
 /// Why `serve` could not start or stopped.
@@ -442,12 +444,34 @@ pub async fn serve(
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let sweeps = SweepsServer::new(SweepsService {
+    let sweeps_svc = SweepsService {
         engine: engine.clone(),
         metrics: metrics.clone(),
-    })
-    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    };
+    let http_server = match &opts.http_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| ServeError::Metrics(format!("--http-listen {addr}: {e}")))?;
+            if let Ok(local) = listener.local_addr() {
+                tracing::info!(%local, "HTTP API at /api/v1");
+                eprintln!("coordinator HTTP API on http://{local}/api/v1/sweeps");
+            }
+            let app = crate::http::router(
+                sweeps_svc.clone(),
+                auth.clone(),
+                metrics.clone(),
+                engine.clone(),
+            );
+            Some(tokio::spawn(async move {
+                let _ = axum::serve(listener, app).await;
+            }))
+        }
+        None => None,
+    };
+    let sweeps = SweepsServer::new(sweeps_svc)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let mut builder = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(256)
         .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
@@ -504,8 +528,11 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     reaper.abort();
-    if let Some(m) = metrics_server {
-        m.abort();
+    if let Some(h) = metrics_server {
+        h.abort();
+    }
+    if let Some(h) = http_server {
+        h.abort();
     }
     Ok(res?)
 }

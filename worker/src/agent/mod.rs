@@ -85,6 +85,14 @@ pub enum AgentError {
     /// The coordinator URL, token or CA file cannot be used.
     #[error("{0}")]
     Conn(#[from] sweep_proto::conn::ConnError),
+    /// The coordinator refused this worker's token.
+    #[error("{url} refused this worker: {reason}")]
+    Refused {
+        /// The coordinator.
+        url: String,
+        /// Its message.
+        reason: String,
+    },
 }
 
 /// Exponential backoff with full jitter, capped.
@@ -161,6 +169,13 @@ pub async fn run(
         tokio::select! {
             r = client.register(req) => match r {
                 Ok(r) => break r.into_inner(),
+                // A refused token will not become right by retrying: say so and stop.
+                Err(s) if s.code() == tonic::Code::Unauthenticated => {
+                    return Err(AgentError::Refused {
+                        url: opts.coordinator.clone(),
+                        reason: s.message().to_string(),
+                    });
+                }
                 Err(s) => {
                     tracing::warn!(coordinator = %opts.coordinator, error = %s.message(), "register failed; retrying");
                     tokio::time::sleep(backoff.step()).await;

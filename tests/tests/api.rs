@@ -1,0 +1,168 @@
+//! The HTTP JSON API (`coordinator serve --http-listen`) against a running coordinator with a
+//! real sweep: listing, leaderboard, one trial, pause/resume, the token, errors.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sweep_tests::{free_port, run, serve, tempdir, worker_with};
+
+/// One HTTP/1.0 request; returns the status code and the parsed JSON body.
+fn http(addr: &str, method: &str, path: &str, token: Option<&str>) -> (u16, Value) {
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut s = loop {
+        match std::net::TcpStream::connect(addr) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() < end => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("{addr}: {e}"),
+        }
+    };
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: x\r\n{auth}Content-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP response");
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (
+        code,
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}")),
+    )
+}
+
+#[test]
+fn the_json_api_serves_sweeps_trials_and_control_behind_the_token() {
+    let dir = tempdir("api");
+    let web = format!("127.0.0.1:{}", free_port());
+    let token = "api-token-0912";
+    let (_coord, url) = serve(
+        &dir.join("sweeps.db"),
+        &["--http-listen", &web, "--token", token],
+    );
+    let cfg = dir.join("s.yaml");
+    std::fs::write(
+        &cfg,
+        "name: api\nmethod: grid\ntrainer: synthetic\nsynthetic: {epochs: 3, epoch_ms: 150}\nparameters:\n  x: {values: [1, 2, 3, 4, 5, 6]}\n",
+    )
+    .unwrap();
+    let out = run(
+        "coordinator",
+        &[
+            "submit",
+            cfg.to_str().unwrap(),
+            "--coordinator",
+            &url,
+            "--token",
+            token,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+
+    // No token, or a wrong one: 401 and nothing changes.
+    for t in [None, Some("nope")] {
+        let (code, body) = http(&web, "GET", "/api/v1/sweeps", t);
+        assert_eq!(code, 401, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("token"));
+        let (code, _) = http(&web, "POST", &format!("/api/v1/sweeps/{id}/stop"), t);
+        assert_eq!(code, 401);
+    }
+
+    // Pause before any worker comes: the sweep hands out nothing.
+    let t = Some(token);
+    let (code, s) = http(&web, "POST", &format!("/api/v1/sweeps/{id}/pause"), t);
+    assert_eq!((code, s["state"].as_str()), (200, Some("paused")), "{s}");
+    let _w = worker_with(&url, 2, &["--token", token]);
+    std::thread::sleep(Duration::from_millis(800));
+    let (_, list) = http(&web, "GET", "/api/v1/sweeps", t);
+    let mine = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id.as_str())
+        .expect("the sweep is listed")
+        .clone();
+    assert_eq!(mine["state"], "paused");
+    assert_eq!(mine["running"], 0, "paused: no trial leased");
+    let (code, s) = http(&web, "POST", &format!("/api/v1/sweeps/{id}/resume"), t);
+    assert_eq!((code, s["state"].as_str()), (200, Some("running")));
+
+    // Wait for the end through the API.
+    let end = Instant::now() + Duration::from_secs(60);
+    let lb = loop {
+        let (code, lb) = http(&web, "GET", &format!("/api/v1/sweeps/{id}"), t);
+        assert_eq!(code, 200);
+        if lb["sweep"]["state"] == "finished" {
+            break lb;
+        }
+        assert!(Instant::now() < end, "sweep did not finish: {lb}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(lb["schema_version"], 1);
+    let trials = lb["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 6);
+    assert_eq!(trials[0]["rank"], 1);
+    // The API's leaderboard is the CLI's.
+    let cli = run(
+        "coordinator",
+        &[
+            "leaderboard",
+            &id,
+            "--json",
+            "--coordinator",
+            &url,
+            "--token",
+            token,
+        ],
+    );
+    let cli: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert_eq!(cli["trials"], lb["trials"]);
+
+    let best = trials[0]["trial"].as_u64().unwrap();
+    let (code, tr) = http(
+        &web,
+        "GET",
+        &format!("/api/v1/sweeps/{id}/trials/{best}"),
+        t,
+    );
+    assert_eq!(code, 200);
+    assert_eq!(tr["trial"], best);
+    assert_eq!(tr["state"], "finished");
+    assert_eq!(
+        tr["curve"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["name"] == "loss")
+            .count(),
+        3
+    );
+
+    // Errors: a status and a message, never a crash.
+    assert_eq!(http(&web, "GET", "/api/v1/sweeps/nope", t).0, 404);
+    assert_eq!(
+        http(&web, "GET", &format!("/api/v1/sweeps/{id}/trials/99"), t).0,
+        404
+    );
+    assert_eq!(
+        http(&web, "GET", &format!("/api/v1/sweeps/{id}/trials/x"), t).0,
+        400
+    );
+    assert_eq!(
+        http(&web, "POST", &format!("/api/v1/sweeps/{id}/explode"), t).0,
+        404
+    );
+    let (code, body) = http(&web, "POST", &format!("/api/v1/sweeps/{id}/pause"), t);
+    assert_eq!(code, 400, "a finished sweep cannot change: {body}");
+    assert_eq!(http(&web, "GET", "/api/v1/sweeps", t).0, 200);
+}
