@@ -8,6 +8,7 @@
 //! | `GET /api/v1/sweeps/{id}` | the leaderboard: `{schema_version, sweep, metric, trials}` |
 //! | `GET /api/v1/sweeps/{id}/trials/{n}` | one trial: params, metrics, curve, confusion |
 //! | `POST /api/v1/sweeps/{id}/pause` (`resume`, `stop`) | the sweep's summary after the change |
+//! | `GET /api/v1/sweeps/{id}/events` | server-sent events: `update` with `{sweep, trial}` at once and on every change; the stream ends with the sweep |
 //! | `GET /metrics` | the Prometheus metrics (as `--metrics-listen`) |
 //!
 //! With a token, every `/api/v1` call needs `Authorization: Bearer TOKEN` (401 otherwise).
@@ -49,6 +50,7 @@ pub fn router(
         .route("/api/v1/sweeps", get(list))
         .route("/api/v1/sweeps/{id}", get(leaderboard))
         .route("/api/v1/sweeps/{id}/trials/{n}", get(trial))
+        .route("/api/v1/sweeps/{id}/events", get(events))
         .route("/api/v1/sweeps/{id}/{action}", post(control))
         .route("/metrics", get(render_metrics))
         .with_state(App {
@@ -183,6 +185,37 @@ async fn control(
         Ok(r) => Json(export::info_json(&r.into_inner())).into_response(),
         Err(s) => from_status(s),
     }
+}
+
+/// Live updates as server-sent events, from the same stream as the Watch RPC: one `update`
+/// event per change with the sweep's summary and the trial that changed (or null).
+async fn events(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio_stream::StreamExt;
+    if let Some(r) = reject(&app, &headers) {
+        return r;
+    }
+    let stream = match app
+        .sweeps
+        .watch(Request::new(pb::WatchRequest { sweep_id: id }))
+        .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(s) => return from_status(s),
+    };
+    let sse = stream.map(|ev| {
+        let data = match ev {
+            Ok(ev) => json!({
+                "sweep": ev.sweep.as_ref().map(export::info_json),
+                "trial": ev.trial.as_ref().map(export::summary_json),
+            }),
+            Err(s) => json!({"error": s.message()}),
+        };
+        Ok::<_, std::convert::Infallible>(Event::default().event("update").data(data.to_string()))
+    });
+    Sse::new(sse)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 async fn render_metrics(State(app): State<App>) -> Response {

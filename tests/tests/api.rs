@@ -166,3 +166,55 @@ fn the_json_api_serves_sweeps_trials_and_control_behind_the_token() {
     assert_eq!(code, 400, "a finished sweep cannot change: {body}");
     assert_eq!(http(&web, "GET", "/api/v1/sweeps", t).0, 200);
 }
+
+#[test]
+fn live_updates_arrive_as_server_sent_events_until_the_sweep_ends() {
+    let dir = tempdir("sse");
+    let web = format!("127.0.0.1:{}", free_port());
+    let (_coord, url) = serve(&dir.join("sweeps.db"), &["--http-listen", &web]);
+    let cfg = dir.join("s.yaml");
+    std::fs::write(
+        &cfg,
+        "name: sse\nmethod: grid\ntrainer: synthetic\nsynthetic: {epochs: 4, epoch_ms: 100}\nparameters:\n  x: {values: [1, 2, 3]}\n",
+    )
+    .unwrap();
+    let out = run(
+        "coordinator",
+        &["submit", cfg.to_str().unwrap(), "--coordinator", &url],
+    );
+    assert!(out.status.success());
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut s = loop {
+        match std::net::TcpStream::connect(&web) {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("{web}: {e}"),
+        }
+    };
+    write!(
+        s,
+        "GET /api/v1/sweeps/{id}/events HTTP/1.0\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let _w = sweep_tests::worker(&url, 2);
+    // The stream ends (the server closes) when the sweep is finished.
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert!(text.contains("content-type: text/event-stream"), "{text}");
+    let updates: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(updates.len() >= 6, "{updates:?}");
+    assert_eq!(updates[0]["sweep"]["id"], id.as_str());
+    assert!(
+        updates.iter().any(|u| u["trial"]["state"] == "running"),
+        "a trial seen while it runs"
+    );
+    let last = updates.last().unwrap();
+    assert_eq!(last["sweep"]["state"], "finished", "{last}");
+    assert_eq!(last["sweep"]["finished"], 3);
+}

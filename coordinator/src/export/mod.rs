@@ -35,28 +35,27 @@ fn sorted_metrics(t: &pb::TrialSummary) -> Map<String, Value> {
         .collect()
 }
 
+/// One leaderboard row as JSON (also the `trial` of the HTTP API's live events).
+pub fn summary_json(t: &pb::TrialSummary) -> Value {
+    json!({
+        "rank": if t.rank > 0 { json!(t.rank) } else { Value::Null },
+        "trial": t.trial,
+        "params": params_json(t),
+        "metrics": sorted_metrics(t),
+        "best": t.best.map(|v| json!({"value": v, "step": t.best_step})),
+        "state": t.state,
+        "attempts": t.attempts,
+        "duration_seconds": t.duration_seconds,
+        "worker": t.worker,
+        "error": if t.error.is_empty() { Value::Null } else { json!(t.error) },
+    })
+}
+
 /// The leaderboard as JSON.
 pub fn leaderboard_json(lb: &pb::LeaderboardResponse) -> Value {
     let s = lb.sweep.clone().unwrap_or_default();
     let config: Value = serde_json::from_str(&s.config_json).unwrap_or(Value::Null);
-    let trials: Vec<Value> = lb
-        .trials
-        .iter()
-        .map(|t| {
-            json!({
-                "rank": if t.rank > 0 { json!(t.rank) } else { Value::Null },
-                "trial": t.trial,
-                "params": params_json(t),
-                "metrics": sorted_metrics(t),
-                "best": t.best.map(|v| json!({"value": v, "step": t.best_step})),
-                "state": t.state,
-                "attempts": t.attempts,
-                "duration_seconds": t.duration_seconds,
-                "worker": t.worker,
-                "error": if t.error.is_empty() { Value::Null } else { json!(t.error) },
-            })
-        })
-        .collect();
+    let trials: Vec<Value> = lb.trials.iter().map(summary_json).collect();
     json!({
         "schema_version": SCHEMA_VERSION,
         "sweep": {"id": s.id, "name": s.name, "method": s.method, "state": state_name(s.state), "config": config},
