@@ -222,7 +222,7 @@ async fn render_metrics(State(app): State<App>) -> Response {
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            worker::metrics::CONTENT_TYPE,
         )],
         app.metrics.render(&app.engine),
     )

@@ -117,6 +117,19 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Connects to `addr`, retrying for up to 10 s (an HTTP listener comes up just after the
+/// coordinator prints its gRPC address).
+pub fn connect(addr: &str) -> std::net::TcpStream {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::net::TcpStream::connect(addr) {
+            Ok(s) => return s,
+            Err(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("{addr}: {e}"),
+        }
+    }
+}
+
 /// Starts `coordinator serve` on a free loopback port; returns it and its URL.
 pub fn serve(store: &Path, extra: &[&str]) -> (Proc, String) {
     serve_at("127.0.0.1:0", store, extra)

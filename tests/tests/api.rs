@@ -9,17 +9,7 @@ use sweep_tests::{free_port, run, serve, tempdir, worker_with};
 
 /// One HTTP/1.0 request; returns the status code and the parsed JSON body.
 fn http(addr: &str, method: &str, path: &str, token: Option<&str>) -> (u16, Value) {
-    let end = Instant::now() + Duration::from_secs(10);
-    let mut s = loop {
-        match std::net::TcpStream::connect(addr) {
-            Ok(s) => break s,
-            Err(e) if Instant::now() < end => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => panic!("{addr}: {e}"),
-        }
-    };
+    let mut s = sweep_tests::connect(addr);
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         s,
@@ -184,14 +174,7 @@ fn live_updates_arrive_as_server_sent_events_until_the_sweep_ends() {
     );
     assert!(out.status.success());
     let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let end = Instant::now() + Duration::from_secs(10);
-    let mut s = loop {
-        match std::net::TcpStream::connect(&web) {
-            Ok(s) => break s,
-            Err(_) if Instant::now() < end => std::thread::sleep(Duration::from_millis(50)),
-            Err(e) => panic!("{web}: {e}"),
-        }
-    };
+    let mut s = sweep_tests::connect(&web);
     write!(
         s,
         "GET /api/v1/sweeps/{id}/events HTTP/1.0\r\nHost: x\r\n\r\n"

@@ -384,18 +384,7 @@ fn sigterm_mid_trial_hands_the_trial_back_and_exits_0() {
 /// `GET /metrics` over a plain TCP socket (HTTP/1.0, so the server closes when done).
 fn scrape(addr: &str) -> String {
     use std::io::{Read, Write};
-    // The metrics listener comes up just after the gRPC one: retry briefly.
-    let end = Instant::now() + Duration::from_secs(10);
-    let mut s = loop {
-        match std::net::TcpStream::connect(addr) {
-            Ok(s) => break s,
-            Err(e) if Instant::now() < end => {
-                let _ = e;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => panic!("metrics port {addr}: {e}"),
-        }
-    };
+    let mut s = sweep_tests::connect(addr);
     s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
         .unwrap();
     let mut out = String::new();

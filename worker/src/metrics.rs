@@ -9,6 +9,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+/// The media type of the metrics page.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 /// Renders the metrics text at scrape time (so gauges can be read fresh).
 pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
 
@@ -23,15 +26,7 @@ pub async fn serve(
         "/metrics",
         axum::routing::get(move || {
             let render = render.clone();
-            async move {
-                (
-                    [(
-                        CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    render(),
-                )
-            }
+            async move { ([(CONTENT_TYPE, self::CONTENT_TYPE)], render()) }
         }),
     );
     axum::serve(listener, app)

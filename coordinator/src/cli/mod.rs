@@ -15,6 +15,7 @@ use sweep_proto::pb::sweeps_client::SweepsClient;
 use crate::config::SweepSpec;
 use crate::engine::{Engine, EngineOptions};
 use crate::export;
+use crate::report::TOP_CURVES;
 use crate::service;
 
 /// `coordinator`: holds sweeps and hands their trials to workers.
@@ -452,7 +453,8 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
         }
         Command::Export { sweep, out, conn } => {
             let mut c = client(&conn).await?;
-            let files = export_to(&mut c, &conn.coordinator, &sweep, &out).await?;
+            let data = fetch_sweep(&mut c, &conn.coordinator, &sweep, 1).await?;
+            let files = write_export(&data, &out)?;
             for f in files {
                 println!("{}", f.display());
             }
@@ -460,7 +462,8 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
         }
         Command::Report { sweep, out, conn } => {
             let mut c = client(&conn).await?;
-            let files = report_to(&mut c, &conn.coordinator, &sweep, &out).await?;
+            let data = fetch_sweep(&mut c, &conn.coordinator, &sweep, TOP_CURVES).await?;
+            let files = write_report(&data, &out)?;
             for f in files {
                 println!("{}", f.display());
             }
@@ -561,43 +564,14 @@ fn print_trial(d: &pb::TrialDetail, json: bool) {
     }
 }
 
-async fn export_to(
+/// The leaderboard and the details of its first `details` ranked trials (best first): what the
+/// export (the best one) and the report (the top curves) are made from, fetched once.
+async fn fetch_sweep(
     c: &mut SweepsClient<AuthChannel>,
     url: &str,
     sweep: &str,
-    out: &Path,
-) -> Result<Vec<PathBuf>, CliError> {
-    let lb = c
-        .leaderboard(pb::LeaderboardRequest {
-            sweep_id: sweep.to_string(),
-            top: 0,
-        })
-        .await
-        .map_err(|s| status_err(url, s))?
-        .into_inner();
-    let best = match lb.trials.iter().find(|t| t.rank == 1) {
-        Some(t) => Some(
-            c.get_trial(pb::GetTrialRequest {
-                sweep_id: sweep.to_string(),
-                trial: t.trial,
-            })
-            .await
-            .map_err(|s| status_err(url, s))?
-            .into_inner(),
-        ),
-        None => None,
-    };
-    export::write_all(out, &lb, best.as_ref())
-        .map_err(|e| CliError::Other(format!("{}: {e}", out.display())))
-}
-
-/// Fetches what the report needs (the leaderboard, the top trials' details) and writes it.
-async fn report_to(
-    c: &mut SweepsClient<AuthChannel>,
-    url: &str,
-    sweep: &str,
-    out: &Path,
-) -> Result<Vec<PathBuf>, CliError> {
+    details: usize,
+) -> Result<crate::report::ReportData, CliError> {
     let leaderboard = c
         .leaderboard(pb::LeaderboardRequest {
             sweep_id: sweep.to_string(),
@@ -611,7 +585,7 @@ async fn report_to(
         .trials
         .iter()
         .filter(|t| t.rank > 0)
-        .take(crate::report::TOP_CURVES)
+        .take(details)
     {
         top.push(
             c.get_trial(pb::GetTrialRequest {
@@ -623,8 +597,18 @@ async fn report_to(
             .into_inner(),
         );
     }
-    let data = crate::report::ReportData { leaderboard, top };
-    crate::report::write_report(&data, out).map_err(CliError::Other)
+    Ok(crate::report::ReportData { leaderboard, top })
+}
+
+/// Writes the export files (leaderboard, the best trial's confusion matrix).
+fn write_export(data: &crate::report::ReportData, out: &Path) -> Result<Vec<PathBuf>, CliError> {
+    export::write_all(out, &data.leaderboard, data.top.first())
+        .map_err(|e| CliError::Other(format!("{}: {e}", out.display())))
+}
+
+/// Writes the report files.
+fn write_report(data: &crate::report::ReportData, out: &Path) -> Result<Vec<PathBuf>, CliError> {
+    crate::report::write_report(data, out).map_err(CliError::Other)
 }
 
 fn progress_bar(total: u64) -> ProgressBar {
@@ -779,8 +763,9 @@ async fn run_local(
     println!();
     print!("{}", export::leaderboard_table(&lb));
     let out = out.unwrap_or_else(|| PathBuf::from("runs").join(name.unwrap_or_else(|| id.clone())));
-    let mut files = export_to(&mut c, &url, &id, &out).await?;
-    files.extend(report_to(&mut c, &url, &id, &out).await?);
+    let data = fetch_sweep(&mut c, &url, &id, TOP_CURVES).await?;
+    let mut files = write_export(&data, &out)?;
+    files.extend(write_report(&data, &out)?);
     println!(
         "\nwrote {}",
         files
