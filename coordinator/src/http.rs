@@ -27,9 +27,9 @@ use sweep_proto::pb;
 use sweep_proto::pb::sweeps_server::Sweeps;
 use tonic::Request;
 
-use crate::export;
 use crate::metrics::CoordinatorMetrics;
 use crate::service::SweepsService;
+use crate::{export, report};
 
 #[derive(Clone)]
 struct App {
@@ -52,7 +52,10 @@ pub fn router(
         .route("/api/v1/sweeps/{id}/trials/{n}", get(trial))
         .route("/api/v1/sweeps/{id}/events", get(events))
         .route("/api/v1/sweeps/{id}/{action}", post(control))
+        .route("/api/v1/sweeps/{id}/files/{name}", get(sweep_file))
+        .route("/api/v1/sweeps/{id}/trials/{n}/{name}", get(trial_file))
         .route("/metrics", get(render_metrics))
+        .merge(crate::dashboard::router())
         .with_state(App {
             sweeps,
             auth,
@@ -216,6 +219,233 @@ async fn events(State(app): State<App>, headers: HeaderMap, Path(id): Path<Strin
     Sse::new(sse)
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+/// The content type of a file by its extension.
+fn content_type(name: &str) -> &'static str {
+    match name.rsplit('.').next() {
+        Some("json") => "application/json",
+        Some("csv") => "text/csv; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("html") => "text/html; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+/// A file download: its bytes with the content type and a file name.
+fn download(name: &str, bytes: Vec<u8>) -> Response {
+    use axum::http::header;
+    (
+        [
+            (header::CONTENT_TYPE, content_type(name).to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+            // A report or SVG opened from here runs nothing and loads nothing.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'; img-src data:".to_string(),
+            ),
+        ],
+        bytes,
+    )
+        .into_response()
+}
+
+/// The files of `coordinator export` and `coordinator report`, by name.
+const SWEEP_FILES: [&str; 11] = [
+    "leaderboard.json",
+    "leaderboard.csv",
+    "confusion_best.json",
+    "confusion_best.csv",
+    "confusion_best.png",
+    "confusion_best.svg",
+    "curves.svg",
+    "parallel.svg",
+    "importance.json",
+    "importance.svg",
+    "report.html",
+];
+
+/// The leaderboard and, when `details` > 0, the top trials with curves (best first).
+async fn fetch(app: &App, id: &str, details: usize) -> Result<report::ReportData, Response> {
+    let leaderboard = app
+        .sweeps
+        .leaderboard(Request::new(pb::LeaderboardRequest {
+            sweep_id: id.to_string(),
+            top: 0,
+        }))
+        .await
+        .map_err(from_status)?
+        .into_inner();
+    let mut top = Vec::new();
+    for t in leaderboard
+        .trials
+        .iter()
+        .filter(|t| t.rank > 0)
+        .take(details)
+    {
+        top.push(
+            app.sweeps
+                .get_trial(Request::new(pb::GetTrialRequest {
+                    sweep_id: id.to_string(),
+                    trial: t.trial,
+                }))
+                .await
+                .map_err(from_status)?
+                .into_inner(),
+        );
+    }
+    Ok(report::ReportData { leaderboard, top })
+}
+
+/// `GET /api/v1/sweeps/{id}/files/{name}`: one file of `export` or `report`, made now.
+async fn sweep_file(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path((id, name)): Path<(String, String)>,
+) -> Response {
+    if let Some(r) = reject(&app, &headers) {
+        return r;
+    }
+    if !SWEEP_FILES.contains(&name.as_str()) {
+        return err(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no file {name:?}; expected one of {}",
+                SWEEP_FILES.join(", ")
+            ),
+        );
+    }
+    let details = match name.as_str() {
+        "leaderboard.json" | "leaderboard.csv" | "parallel.svg" | "importance.json"
+        | "importance.svg" => 0,
+        n if n.starts_with("confusion_best") => 1,
+        _ => report::TOP_CURVES,
+    };
+    let data = match fetch(&app, &id, details).await {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let lb = &data.leaderboard;
+    let best = data.top.first();
+    let no_matrix = || {
+        err(
+            StatusCode::NOT_FOUND,
+            "the sweep has no ranked trial with a confusion matrix yet",
+        )
+    };
+    let bytes = match name.as_str() {
+        "leaderboard.json" => {
+            serde_json::to_vec_pretty(&export::leaderboard_json(lb)).unwrap_or_default()
+        }
+        "leaderboard.csv" => export::leaderboard_csv(lb).into_bytes(),
+        "confusion_best.json" | "confusion_best.csv" => {
+            let Some((d, c)) = best.and_then(|d| d.confusion.as_ref().map(|c| (d, c))) else {
+                return no_matrix();
+            };
+            if name.ends_with("json") {
+                let n = d.summary.as_ref().map_or(0, |s| s.trial);
+                serde_json::to_vec_pretty(&export::confusion_json(n, c)).unwrap_or_default()
+            } else {
+                export::confusion_csv(c).into_bytes()
+            }
+        }
+        // Drawing is CPU work: off the async threads.
+        other => {
+            let other = other.to_string();
+            let made = tokio::task::spawn_blocking(move || report::file(&data, &other)).await;
+            match made {
+                Ok(Ok(Some(b))) => b,
+                Ok(Ok(None)) => return no_matrix(),
+                Ok(Err(e)) => return err(StatusCode::INTERNAL_SERVER_ERROR, e),
+                Err(e) => return err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
+    };
+    download(&name, bytes)
+}
+
+/// `GET /api/v1/sweeps/{id}/trials/{n}/confusion.{json,csv,png,svg}`: one trial's matrix.
+async fn trial_file(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path((id, n, name)): Path<(String, String, String)>,
+) -> Response {
+    if let Some(r) = reject(&app, &headers) {
+        return r;
+    }
+    let Some(ext) = name.strip_prefix("confusion.") else {
+        return err(
+            StatusCode::NOT_FOUND,
+            format!("no file {name:?}; expected confusion.json, .csv, .png or .svg"),
+        );
+    };
+    if !["json", "csv", "png", "svg"].contains(&ext) {
+        return err(
+            StatusCode::NOT_FOUND,
+            format!("no file {name:?}; expected confusion.json, .csv, .png or .svg"),
+        );
+    }
+    let Ok(n) = n.parse::<u64>() else {
+        return err(
+            StatusCode::BAD_REQUEST,
+            format!("trial number: expected an integer ≥ 1, got {n:?}"),
+        );
+    };
+    let d = match app
+        .sweeps
+        .get_trial(Request::new(pb::GetTrialRequest {
+            sweep_id: id.clone(),
+            trial: n,
+        }))
+        .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(s) => return from_status(s),
+    };
+    let Some(c) = d.confusion else {
+        return err(
+            StatusCode::NOT_FOUND,
+            format!("trial {n} has no confusion matrix (it has not finished, or its trainer makes none)"),
+        );
+    };
+    let file = format!("confusion_trial{n}.{ext}");
+    let bytes = match ext {
+        "json" => serde_json::to_vec_pretty(&export::confusion_json(n, &c)).unwrap_or_default(),
+        "csv" => export::confusion_csv(&c).into_bytes(),
+        _ => {
+            let sweep = match app
+                .sweeps
+                .leaderboard(Request::new(pb::LeaderboardRequest {
+                    sweep_id: id.clone(),
+                    top: 1,
+                }))
+                .await
+            {
+                Ok(r) => r.into_inner().sweep.unwrap_or_default(),
+                Err(s) => return from_status(s),
+            };
+            let title = report::confusion_title(&sweep, n, false, &c);
+            let png = ext == "png";
+            let made = tokio::task::spawn_blocking(move || {
+                if png {
+                    report::confusion_png(&title, &c)
+                } else {
+                    report::confusion_svg(&title, &c).map(String::into_bytes)
+                }
+            })
+            .await;
+            match made {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => return err(StatusCode::INTERNAL_SERVER_ERROR, e),
+                Err(e) => return err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
+    };
+    download(&file, bytes)
 }
 
 async fn render_metrics(State(app): State<App>) -> Response {

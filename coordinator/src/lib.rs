@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod engine;
 pub mod export;
 pub mod http;

@@ -72,151 +72,48 @@ fn inline_svg(svg: &str) -> &str {
     }
 }
 
+/// The files of a report, in the order they are written.
+pub const FILES: [&str; 7] = [
+    "confusion_best.svg",
+    "confusion_best.png",
+    "curves.svg",
+    "parallel.svg",
+    "importance.json",
+    "importance.svg",
+    "report.html",
+];
+
 /// Writes every file into `out`; returns their paths.
 pub fn write_report(data: &ReportData, out: &Path) -> Result<Vec<PathBuf>, String> {
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let lb = &data.leaderboard;
-    let sweep = lb.sweep.clone().unwrap_or_default();
-    let metric = sweep.metric.clone();
-    let maximize = sweep.goal != "minimize";
     let mut files = Vec::new();
-    let write = |name: &str, bytes: &[u8], files: &mut Vec<PathBuf>| -> Result<(), String> {
+    for (name, bytes) in render(data)? {
         let p = out.join(name);
         std::fs::write(&p, bytes).map_err(|e| format!("{}: {e}", p.display()))?;
         files.push(p);
-        Ok(())
-    };
-
-    // Rows with the metric: the parallel view and the importances.
-    let rows: Vec<(BTreeMap<String, Value>, f64)> = lb
-        .trials
-        .iter()
-        .filter(|t| t.rank > 0)
-        .filter_map(|t| {
-            let m = t.metrics.get(&metric).copied()?;
-            m.is_finite().then(|| (params_of(t), m))
-        })
-        .collect();
-
-    // Confusion matrix of the best trial.
-    let best = data.top.first();
-    let confusion_svg = match best.and_then(|d| d.confusion.as_ref().map(|c| (d, c))) {
-        Some((d, c)) => {
-            let n = d.summary.as_ref().map_or(0, |s| s.trial);
-            let title = format!(
-                "{}: best trial {n}, test set ({} images)",
-                if sweep.name.is_empty() {
-                    &sweep.id
-                } else {
-                    &sweep.name
-                },
-                c.counts.iter().sum::<u64>()
-            );
-            let size = plots::confusion_size(c.labels.len());
-            let s = plots::svg(size, |root| {
-                plots::confusion(root, &title, &c.labels, &c.counts)
-            })?;
-            write("confusion_best.svg", s.as_bytes(), &mut files)?;
-            let p = out.join("confusion_best.png");
-            plots::png(&p, size, |root| {
-                plots::confusion(root, &title, &c.labels, &c.counts)
-            })?;
-            files.push(p);
-            Some(s)
-        }
-        None => None,
-    };
-
-    // Curves of the top trials: the sweep metric and a loss.
-    let loss_name = if metric.contains("loss") {
-        "loss"
-    } else {
-        "val_loss"
-    };
-    // Legends name the trial and the parameters that differ between the plotted trials.
-    let shown: Vec<BTreeMap<String, Value>> = data
-        .top
-        .iter()
-        .take(TOP_CURVES)
-        .map(|d| d.summary.as_ref().map(params_of).unwrap_or_default())
-        .collect();
-    let varying: Vec<String> = shown
-        .first()
-        .map(|first| {
-            first
-                .keys()
-                .filter(|k| shown.iter().any(|p| p.get(*k) != first.get(*k)))
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default();
-    let label = |i: usize, trial: u64| {
-        let mut l = format!("trial {trial}");
-        let parts: Vec<String> = varying
-            .iter()
-            .take(3)
-            .filter_map(|k| {
-                let v = match shown[i].get(k)? {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                let v: String = v.chars().take(28).collect();
-                Some(format!("{k}={v}"))
-            })
-            .collect();
-        if !parts.is_empty() {
-            l.push_str(": ");
-            l.push_str(&parts.join(", "));
-        }
-        l
-    };
-    let mut panels = Vec::new();
-    for name in [metric.as_str(), loss_name] {
-        let cs: Vec<plots::Curve> = data
-            .top
-            .iter()
-            .take(TOP_CURVES)
-            .enumerate()
-            .map(|(i, d)| plots::Curve {
-                label: label(i, d.summary.as_ref().map_or(0, |s| s.trial)),
-                points: d
-                    .curve
-                    .iter()
-                    .filter(|p| p.name == name)
-                    .map(|p| (f64::from(p.step), p.value))
-                    .collect(),
-            })
-            .filter(|c| !c.points.is_empty())
-            .collect();
-        if !cs.is_empty() && !panels.iter().any(|(n, _): &(String, _)| n == name) {
-            panels.push((name.to_string(), cs));
-        }
     }
-    let n_curves = panels.first().map_or(0, |p| p.1.len());
-    let curves_svg = plots::svg((1200, plots::curves_height(n_curves)), |root| {
-        plots::curves(root, &panels)
-    })?;
-    write("curves.svg", curves_svg.as_bytes(), &mut files)?;
+    Ok(files)
+}
 
-    let parallel_svg = plots::svg((1200, 520), |root| {
-        plots::parallel(root, &metric, maximize, &rows)
-    })?;
-    write("parallel.svg", parallel_svg.as_bytes(), &mut files)?;
-
-    let imps = importance::importances(&rows);
-    let imp_json = importance::to_json(&metric, rows.len(), &imps);
-    write(
-        "importance.json",
-        serde_json::to_string_pretty(&imp_json)
-            .unwrap_or_default()
-            .as_bytes(),
-        &mut files,
-    )?;
-    let imp_svg = plots::svg((900, plots::importance_height(imps.len())), |root| {
-        plots::importance(root, &metric, &imps)
-    })?;
-    write("importance.svg", imp_svg.as_bytes(), &mut files)?;
-
+/// Every report file in memory, as `(name, bytes)` in the order of `FILES`; the confusion
+/// matrix files only when the best trial has one.
+pub fn render(data: &ReportData) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
+    let f = Figures::new(data);
+    let mut out = Vec::new();
+    let confusion_svg = f.confusion_svg()?;
+    if let Some(s) = &confusion_svg {
+        out.push(("confusion_best.svg", s.clone().into_bytes()));
+    }
+    if let Some(p) = f.confusion_png()? {
+        out.push(("confusion_best.png", p));
+    }
+    let curves_svg = f.curves_svg()?;
+    out.push(("curves.svg", curves_svg.clone().into_bytes()));
+    let parallel_svg = f.parallel_svg()?;
+    out.push(("parallel.svg", parallel_svg.clone().into_bytes()));
+    out.push(("importance.json", f.importance_json().into_bytes()));
+    let imp_svg = f.importance_svg()?;
+    out.push(("importance.svg", imp_svg.clone().into_bytes()));
     let html = html(
         data,
         &[
@@ -229,8 +126,208 @@ pub fn write_report(data: &ReportData, out: &Path) -> Result<Vec<PathBuf>, Strin
             ("Parameter importance", Some(&imp_svg)),
         ],
     );
-    write("report.html", html.as_bytes(), &mut files)?;
-    Ok(files)
+    out.push(("report.html", html.into_bytes()));
+    Ok(out)
+}
+
+/// One report file by name, drawing only what it needs; `Ok(None)` for a name that is not a
+/// report file, or a confusion file when the best trial has no matrix.
+pub fn file(data: &ReportData, name: &str) -> Result<Option<Vec<u8>>, String> {
+    let f = Figures::new(data);
+    Ok(match name {
+        "confusion_best.svg" => f.confusion_svg()?.map(String::into_bytes),
+        "confusion_best.png" => f.confusion_png()?,
+        "curves.svg" => Some(f.curves_svg()?.into_bytes()),
+        "parallel.svg" => Some(f.parallel_svg()?.into_bytes()),
+        "importance.json" => Some(f.importance_json().into_bytes()),
+        "importance.svg" => Some(f.importance_svg()?.into_bytes()),
+        "report.html" => render(data)?
+            .into_iter()
+            .find(|(n, _)| *n == "report.html")
+            .map(|(_, b)| b),
+        _ => None,
+    })
+}
+
+/// The title and matrix of one trial's confusion figure.
+pub fn confusion_title(
+    sweep: &pb::SweepInfo,
+    trial: u64,
+    best: bool,
+    c: &pb::ConfusionMatrix,
+) -> String {
+    format!(
+        "{}: {}trial {trial}, test set ({} images)",
+        if sweep.name.is_empty() {
+            &sweep.id
+        } else {
+            &sweep.name
+        },
+        if best { "best " } else { "" },
+        c.counts.iter().sum::<u64>()
+    )
+}
+
+/// A confusion matrix drawn as SVG.
+pub fn confusion_svg(title: &str, c: &pb::ConfusionMatrix) -> Result<String, String> {
+    plots::svg(plots::confusion_size(c.labels.len()), |root| {
+        plots::confusion(root, title, &c.labels, &c.counts)
+    })
+}
+
+/// A confusion matrix drawn as PNG.
+pub fn confusion_png(title: &str, c: &pb::ConfusionMatrix) -> Result<Vec<u8>, String> {
+    plots::png(plots::confusion_size(c.labels.len()), |root| {
+        plots::confusion(root, title, &c.labels, &c.counts)
+    })
+}
+
+/// The figures of one report, each drawn on demand.
+struct Figures<'a> {
+    data: &'a ReportData,
+    sweep: pb::SweepInfo,
+    metric: String,
+    maximize: bool,
+    /// Ranked trials with a finite metric: the parallel view and the importances.
+    rows: Vec<(BTreeMap<String, Value>, f64)>,
+}
+
+impl<'a> Figures<'a> {
+    fn new(data: &'a ReportData) -> Self {
+        let lb = &data.leaderboard;
+        let sweep = lb.sweep.clone().unwrap_or_default();
+        let metric = sweep.metric.clone();
+        let maximize = sweep.goal != "minimize";
+        let rows = lb
+            .trials
+            .iter()
+            .filter(|t| t.rank > 0)
+            .filter_map(|t| {
+                let m = t.metrics.get(&metric).copied()?;
+                m.is_finite().then(|| (params_of(t), m))
+            })
+            .collect();
+        Figures {
+            data,
+            sweep,
+            metric,
+            maximize,
+            rows,
+        }
+    }
+
+    /// The best trial's confusion matrix and its title.
+    fn confusion(&self) -> Option<(String, &'a pb::ConfusionMatrix)> {
+        let d = self.data.top.first()?;
+        let c = d.confusion.as_ref()?;
+        let n = d.summary.as_ref().map_or(0, |s| s.trial);
+        Some((confusion_title(&self.sweep, n, true, c), c))
+    }
+
+    fn confusion_svg(&self) -> Result<Option<String>, String> {
+        self.confusion()
+            .map(|(t, c)| confusion_svg(&t, c))
+            .transpose()
+    }
+
+    fn confusion_png(&self) -> Result<Option<Vec<u8>>, String> {
+        self.confusion()
+            .map(|(t, c)| confusion_png(&t, c))
+            .transpose()
+    }
+
+    /// Curves of the top trials: the sweep metric and a loss.
+    fn curves_svg(&self) -> Result<String, String> {
+        let data = self.data;
+        let metric = &self.metric;
+        let loss_name = if metric.contains("loss") {
+            "loss"
+        } else {
+            "val_loss"
+        };
+        // Legends name the trial and the parameters that differ between the plotted trials.
+        let shown: Vec<BTreeMap<String, Value>> = data
+            .top
+            .iter()
+            .take(TOP_CURVES)
+            .map(|d| d.summary.as_ref().map(params_of).unwrap_or_default())
+            .collect();
+        let varying: Vec<String> = shown
+            .first()
+            .map(|first| {
+                first
+                    .keys()
+                    .filter(|k| shown.iter().any(|p| p.get(*k) != first.get(*k)))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let label = |i: usize, trial: u64| {
+            let mut l = format!("trial {trial}");
+            let parts: Vec<String> = varying
+                .iter()
+                .take(3)
+                .filter_map(|k| {
+                    let v = match shown[i].get(k)? {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    let v: String = v.chars().take(28).collect();
+                    Some(format!("{k}={v}"))
+                })
+                .collect();
+            if !parts.is_empty() {
+                l.push_str(": ");
+                l.push_str(&parts.join(", "));
+            }
+            l
+        };
+        let mut panels = Vec::new();
+        for name in [metric.as_str(), loss_name] {
+            let cs: Vec<plots::Curve> = data
+                .top
+                .iter()
+                .take(TOP_CURVES)
+                .enumerate()
+                .map(|(i, d)| plots::Curve {
+                    label: label(i, d.summary.as_ref().map_or(0, |s| s.trial)),
+                    points: d
+                        .curve
+                        .iter()
+                        .filter(|p| p.name == name)
+                        .map(|p| (f64::from(p.step), p.value))
+                        .collect(),
+                })
+                .filter(|c| !c.points.is_empty())
+                .collect();
+            if !cs.is_empty() && !panels.iter().any(|(n, _): &(String, _)| n == name) {
+                panels.push((name.to_string(), cs));
+            }
+        }
+        let n_curves = panels.first().map_or(0, |p| p.1.len());
+        plots::svg((1200, plots::curves_height(n_curves)), |root| {
+            plots::curves(root, &panels)
+        })
+    }
+
+    fn parallel_svg(&self) -> Result<String, String> {
+        plots::svg((1200, 520), |root| {
+            plots::parallel(root, &self.metric, self.maximize, &self.rows)
+        })
+    }
+
+    fn importance_json(&self) -> String {
+        let imps = importance::importances(&self.rows);
+        serde_json::to_string_pretty(&importance::to_json(&self.metric, self.rows.len(), &imps))
+            .unwrap_or_default()
+    }
+
+    fn importance_svg(&self) -> Result<String, String> {
+        let imps = importance::importances(&self.rows);
+        plots::svg((900, plots::importance_height(imps.len())), |root| {
+            plots::importance(root, &self.metric, &imps)
+        })
+    }
 }
 
 fn fmt_time(unix: f64) -> String {

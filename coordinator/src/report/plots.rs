@@ -32,16 +32,24 @@ pub fn svg(
     Ok(s)
 }
 
-/// Draws with `f` into a PNG file of `size`.
+/// Draws with `f` into a PNG image of `size` and returns its bytes.
 pub fn png(
-    path: &std::path::Path,
     size: (u32, u32),
     f: impl FnOnce(&Area<'_, BitMapBackend<'_>>) -> Res,
-) -> Res {
+) -> Result<Vec<u8>, String> {
+    use image::ImageEncoder as _;
     worker::plot::ensure_font();
-    let root = BitMapBackend::new(path, size).into_drawing_area();
-    f(&root)?;
-    root.present().map_err(e)
+    let mut rgb = vec![0u8; size.0 as usize * size.1 as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area();
+        f(&root)?;
+        root.present().map_err(e)?;
+    }
+    let mut out = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut out)
+        .write_image(&rgb, size.0, size.1, image::ColorType::Rgb8)
+        .map_err(|err| format!("PNG encoding: {err}"))?;
+    Ok(out)
 }
 
 const PALETTE: [RGBColor; 10] = [

@@ -1,0 +1,853 @@
+// The sweep dashboard: three pages drawn from the coordinator's JSON API (docs/API.md).
+// Text from the API always goes into the page as text (textContent), never as markup.
+'use strict';
+
+const TOKEN_KEY = 'sweep.token';
+const PALETTE = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2',
+  '#7f7f7f', '#bcbd22', '#17becf'];
+const TERMINAL = new Set(['finished', 'stopped', 'diverged', 'failed']);
+const SWEEP_ENDED = new Set(['finished', 'stopped']);
+const SVGNS = 'http://www.w3.org/2000/svg';
+
+// ---------------------------------------------------------------------------------------------
+// DOM helpers
+
+function add(el, kids) {
+  for (const k of kids.flat(Infinity)) {
+    if (k === null || k === undefined || k === false) continue;
+    el.appendChild(k instanceof Node ? k : document.createTextNode(String(k)));
+  }
+  return el;
+}
+
+function setAttrs(el, attrs) {
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === 'class') el.setAttribute('class', v);
+    else if (k === 'data') Object.assign(el.dataset, v);
+    else if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? '' : String(v));
+  }
+  return el;
+}
+
+function h(tag, attrs, ...kids) {
+  return add(setAttrs(document.createElement(tag), attrs), kids);
+}
+
+function s(tag, attrs, ...kids) {
+  return add(setAttrs(document.createElementNS(SVGNS, tag), attrs), kids);
+}
+
+function $(id) { return document.getElementById(id); }
+
+function fmt(v, digits = 4) {
+  if (v === null || v === undefined || Number.isNaN(v)) return '—';
+  if (typeof v !== 'number') return String(v);
+  if (Number.isInteger(v) && Math.abs(v) < 1e9) return String(v);
+  const a = Math.abs(v);
+  if (a !== 0 && (a < 1e-3 || a >= 1e6)) return v.toExponential(2);
+  if (a >= 1000) return v.toFixed(1);
+  return v.toFixed(digits);
+}
+
+function fmtDuration(sec) {
+  if (!(sec >= 0)) return '—';
+  sec = Math.round(sec);
+  if (sec < 60) return `${sec} s`;
+  const m = Math.floor(sec / 60);
+  if (m < 60) return `${m} min ${sec % 60} s`;
+  return `${Math.floor(m / 60)} h ${m % 60} min`;
+}
+
+function fmtValue(v) {
+  if (v === null || v === undefined) return '';
+  if (typeof v === 'number') return fmt(v, 6).replace(/(\.\d*?)0+$/, '$1').replace(/\.$/, '');
+  if (typeof v === 'object') return JSON.stringify(v);
+  return String(v);
+}
+
+function stateBadge(state) {
+  return h('span', { class: `state ${state}`, data: { state } }, state);
+}
+
+/** Runs `fn` at most once per `ms`, and always once more after the last call. */
+function throttle(fn, ms) {
+  let last = 0;
+  let timer = null;
+  return () => {
+    if (timer) return;
+    const wait = Math.max(0, last + ms - Date.now());
+    timer = setTimeout(() => {
+      timer = null;
+      last = Date.now();
+      fn();
+    }, wait);
+  };
+}
+
+/** Flat `{"a.b": v}` from nested params. */
+function flatten(obj, prefix = '', out = {}) {
+  for (const [k, v] of Object.entries(obj || {})) {
+    const key = prefix ? `${prefix}.${k}` : k;
+    if (v && typeof v === 'object' && !Array.isArray(v)) flatten(v, key, out);
+    else out[key] = v;
+  }
+  return out;
+}
+
+function sweepPath(id) { return `/sweeps/${encodeURIComponent(id)}`; }
+function apiSweep(id) { return `/api/v1/sweeps/${encodeURIComponent(id)}`; }
+
+// ---------------------------------------------------------------------------------------------
+// The token and the API
+
+let token = localStorage.getItem(TOKEN_KEY) || '';
+let tokenPrompt = null;
+
+/** Shows the token dialog once for every caller waiting on it; resolves when one is given. */
+function askToken(message) {
+  if (tokenPrompt) return tokenPrompt;
+  tokenPrompt = new Promise((resolve) => {
+    const dialog = $('token-dialog');
+    const err = $('token-error');
+    err.textContent = message || '';
+    err.classList.toggle('hidden', !message);
+    $('token-input').value = '';
+    $('token-form').onsubmit = (ev) => {
+      ev.preventDefault();
+      token = $('token-input').value.trim();
+      if (!token) return;
+      localStorage.setItem(TOKEN_KEY, token);
+      dialog.close();
+      $('signout').classList.remove('hidden');
+      tokenPrompt = null;
+      resolve();
+    };
+    dialog.addEventListener('cancel', (ev) => ev.preventDefault());
+    dialog.showModal();
+    $('token-input').focus();
+  });
+  return tokenPrompt;
+}
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+/** A fetch of the API with the token; asks for the token on 401 and tries again. */
+async function api(path, opts = {}) {
+  for (;;) {
+    const headers = Object.assign({}, opts.headers || {});
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const r = await fetch(path, Object.assign({}, opts, { headers, cache: 'no-store' }));
+    if (r.status === 401) {
+      const had = token !== '';
+      token = '';
+      localStorage.removeItem(TOKEN_KEY);
+      $('signout').classList.add('hidden');
+      await askToken(had ? 'The coordinator refused that token.' : null);
+      continue;
+    }
+    if (!r.ok) {
+      let msg = r.statusText;
+      try { msg = (await r.json()).error || msg; } catch (_) { /* not JSON */ }
+      throw new ApiError(r.status, msg);
+    }
+    return r;
+  }
+}
+
+async function getJson(path) { return (await api(path)).json(); }
+
+/** Downloads an API file with the token (a plain link could not carry it). */
+async function download(path, name) {
+  try {
+    const blob = await (await api(path)).blob();
+    const url = URL.createObjectURL(blob);
+    const a = h('a', { href: url, download: name });
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+  } catch (e) {
+    alert(`${name}: ${e.message}`);
+  }
+}
+
+function downloadLink(label, path, name) {
+  return h('a', {
+    href: path,
+    data: { download: name },
+    onclick: (ev) => { ev.preventDefault(); download(path, name); },
+  }, label);
+}
+
+/** An <img> of an API image, fetched with the token; replaces the old one when it loads. */
+async function loadImage(holder, path, alt) {
+  try {
+    const blob = await (await api(path)).blob();
+    const url = URL.createObjectURL(blob);
+    const img = h('img', { src: url, alt });
+    img.onload = () => {
+      const old = holder.querySelector('img');
+      if (old) URL.revokeObjectURL(old.src);
+      holder.replaceChildren(img);
+    };
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 404) {
+      holder.replaceChildren(h('p', { class: 'empty' }, e.message));
+    } else {
+      connection.lost();
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The connection indicator
+
+const connection = {
+  state: 'connecting',
+  set(state, text) {
+    this.state = state;
+    const el = $('conn');
+    el.className = `conn ${state}`;
+    el.textContent = text;
+    el.dataset.state = state;
+    $('lost').classList.toggle('hidden', state !== 'lost');
+  },
+  live() { this.set('live', '● live'); },
+  lost() { this.set('lost', 'connection lost — retrying'); },
+  ended() { this.set('ended', 'sweep ended'); },
+};
+
+/**
+ * Reads server-sent events from `path` (fetch, so the token goes in a header), calling
+ * `onEvent(data)` for each `update`; `onOpen()` on every (re)connection. Reconnects after a
+ * loss (0.5 s doubling to 5 s) and when nothing, not even a keep-alive, came for 40 s.
+ * Returns when the stream ends while `ended()` is true.
+ */
+async function stream(path, { onOpen, onEvent, ended }) {
+  let delay = 500;
+  for (;;) {
+    const abort = new AbortController();
+    let watchdog = null;
+    const arm = () => {
+      clearTimeout(watchdog);
+      watchdog = setTimeout(() => abort.abort(), 40000);
+    };
+    try {
+      arm();
+      const r = await api(path, { headers: { Accept: 'text/event-stream' }, signal: abort.signal });
+      connection.live();
+      delay = 500;
+      if (onOpen) onOpen();
+      const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buf = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        arm();
+        buf += value.replace(/\r\n?/g, '\n');
+        let i;
+        while ((i = buf.indexOf('\n\n')) >= 0) {
+          const block = buf.slice(0, i);
+          buf = buf.slice(i + 2);
+          let event = 'message';
+          const data = [];
+          for (const line of block.split('\n')) {
+            if (line.startsWith(':')) continue;
+            const c = line.indexOf(':');
+            const field = c < 0 ? line : line.slice(0, c);
+            const val = c < 0 ? '' : line.slice(c + 1).replace(/^ /, '');
+            if (field === 'event') event = val;
+            else if (field === 'data') data.push(val);
+          }
+          if (event === 'update' && data.length) onEvent(JSON.parse(data.join('\n')));
+        }
+      }
+      clearTimeout(watchdog);
+      if (ended()) {
+        connection.ended();
+        return;
+      }
+    } catch (e) {
+      clearTimeout(watchdog);
+      if (e instanceof ApiError && e.status === 404) throw e;
+    }
+    connection.lost();
+    await new Promise((r) => setTimeout(r, delay));
+    delay = Math.min(delay * 2, 5000);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Charts (SVG, drawn here)
+
+function niceTicks(lo, hi, n) {
+  if (!(hi > lo)) { hi = lo + 1; lo -= 1; }
+  const raw = (hi - lo) / n;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((st) => st >= raw) || raw;
+  const ticks = [];
+  for (let t = Math.ceil(lo / step) * step; t <= hi + step * 1e-9; t += step) ticks.push(+t.toPrecision(12));
+  // Every label with as many decimals as the step needs.
+  const dec = Math.max(0, -Math.floor(Math.log10(step) + 1e-9) + (String(step / mag).includes('.') ? 1 : 0));
+  ticks.label = (t) => (Math.abs(t) >= 1e6 || (t !== 0 && Math.abs(t) < 1e-4) ? t.toExponential(1) : t.toFixed(dec));
+  return ticks;
+}
+
+/**
+ * A line chart: `series` = [{label, color, points: [[x, y]], width}]. Returns an element whose
+ * `data-points` is the number of points drawn.
+ */
+function lineChart(title, series, { width = 620, height = 300, xLabel = 'epoch' } = {}) {
+  const m = { l: 58, r: 14, t: 10, b: 38 };
+  const pts = series.flatMap((se) => se.points).filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
+  const box = h('div', { class: 'chart', data: { points: pts.length, chart: title } },
+    h('div', { class: 'title' }, title));
+  if (!pts.length) {
+    box.appendChild(h('p', { class: 'empty' }, 'no points yet'));
+    return box;
+  }
+  let [x0, x1] = [Math.min(...pts.map((p) => p[0])), Math.max(...pts.map((p) => p[0]))];
+  let [y0, y1] = [Math.min(...pts.map((p) => p[1])), Math.max(...pts.map((p) => p[1]))];
+  if (x1 === x0) { x0 -= 1; x1 += 1; }
+  const pad = (y1 - y0) * 0.06 || Math.abs(y0) * 0.05 || 0.5;
+  y0 -= pad; y1 += pad;
+  const W = width - m.l - m.r;
+  const H = height - m.t - m.b;
+  const X = (x) => m.l + ((x - x0) / (x1 - x0)) * W;
+  const Y = (y) => m.t + H - ((y - y0) / (y1 - y0)) * H;
+  const svg = s('svg', { width, height, viewBox: `0 0 ${width} ${height}`, role: 'img' });
+  svg.appendChild(s('rect', { x: m.l, y: m.t, width: W, height: H, fill: '#fff', stroke: '#d8dee4' }));
+  const yt = niceTicks(y0, y1, 5);
+  for (const t of yt) {
+    if (t < y0 || t > y1) continue;
+    svg.appendChild(s('line', { x1: m.l, x2: m.l + W, y1: Y(t), y2: Y(t), stroke: '#eef1f4' }));
+    svg.appendChild(s('text', { x: m.l - 6, y: Y(t) + 4, 'text-anchor': 'end', 'font-size': 11, fill: '#656d76' }, yt.label(t)));
+  }
+  const xt = niceTicks(x0, x1, 6);
+  for (const t of xt.filter((v) => Number.isInteger(v) || x1 - x0 < 4)) {
+    if (t < x0 || t > x1) continue;
+    svg.appendChild(s('line', { x1: X(t), x2: X(t), y1: m.t + H, y2: m.t + H + 4, stroke: '#8c959f' }));
+    svg.appendChild(s('text', { x: X(t), y: m.t + H + 17, 'text-anchor': 'middle', 'font-size': 11, fill: '#656d76' }, xt.label(t)));
+  }
+  svg.appendChild(s('text', { x: m.l + W / 2, y: height - 4, 'text-anchor': 'middle', 'font-size': 12, fill: '#1f2328' }, xLabel));
+  for (const se of series) {
+    const p = se.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
+    if (!p.length) continue;
+    const d = p.map(([x, y], i) => `${i ? 'L' : 'M'}${X(x).toFixed(1)},${Y(y).toFixed(1)}`).join('');
+    svg.appendChild(s('path', { d, fill: 'none', stroke: se.color, 'stroke-width': se.width || 2 }));
+    for (const [x, y] of p.length <= 40 ? p : [p[p.length - 1]]) {
+      svg.appendChild(s('circle', { cx: X(x), cy: Y(y), r: 2.6, fill: se.color },
+        s('title', {}, `${se.label}: ${xLabel} ${fmt(x, 2)}, ${fmt(y)}`)));
+    }
+  }
+  box.appendChild(svg);
+  box.appendChild(h('div', { class: 'legend' },
+    series.filter((se) => se.points.length).map((se) =>
+      h('span', {}, h('i', { data: { color: se.color } }), se.label))));
+  for (const i of box.querySelectorAll('.legend i')) i.style.background = i.dataset.color;
+  return box;
+}
+
+/** Groups a trial's curve points by metric name: {name: [[step, value]]}. */
+function curveByName(curve) {
+  const out = {};
+  for (const p of curve || []) (out[p.name] = out[p.name] || []).push([p.step, p.value]);
+  for (const v of Object.values(out)) v.sort((a, b) => a[0] - b[0]);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The confusion matrix, as a table with class names
+
+function viridis(t) {
+  const stops = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+  const x = Math.min(Math.max(t, 0), 1) * (stops.length - 1);
+  const i = Math.min(Math.floor(x), stops.length - 2);
+  const f = x - i;
+  const c = stops[i].map((a, k) => Math.round(a + (stops[i + 1][k] - a) * f));
+  return `rgb(${c[0]}, ${c[1]}, ${c[2]})`;
+}
+
+function confusionTable(conf) {
+  const labels = conf.labels;
+  const m = conf.matrix;
+  const max = Math.max(1, ...m.flat());
+  const head = h('tr', {}, h('th', { class: 'axis' }, 'true ↓ / predicted →'),
+    labels.map((l) => h('th', { class: 'col' }, l)), h('th', { class: 'axis' }, 'accuracy'));
+  const rows = m.map((row, r) => {
+    const total = row.reduce((a, b) => a + b, 0);
+    return h('tr', {}, h('th', {}, labels[r]),
+      row.map((v, c) => {
+        const t = Math.sqrt(v / max);
+        const td = h('td', { title: `true ${labels[r]}, predicted ${labels[c]}: ${v}` }, v);
+        td.style.background = viridis(t);
+        td.style.color = t > 0.6 ? '#000' : '#fff';
+        return td;
+      }),
+      h('td', { class: 'num' }, total ? `${((row[r] / total) * 100).toFixed(1)}%` : '—'));
+  });
+  const all = m.flat().reduce((a, b) => a + b, 0);
+  const right = m.reduce((a, row, i) => a + row[i], 0);
+  return h('div', {},
+    h('table', { class: 'confusion', data: { classes: labels.length } }, h('thead', {}, head), h('tbody', {}, rows)),
+    h('p', { class: 'sub' }, `${all} test images, ${right} right (${((right / Math.max(all, 1)) * 100).toFixed(2)}%).`));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Page: every sweep
+
+function progressBar(sw) {
+  const total = sw.total || (sw.queued + sw.running + sw.finished + sw.failed + sw.stopped) || 1;
+  const bar = h('div', { class: 'progress', title: 'finished, stopped early, failed, running' });
+  for (const k of ['finished', 'stopped', 'failed', 'running']) {
+    const span = h('span', { class: k });
+    span.style.width = `${Math.min(100, (sw[k] / total) * 100)}%`;
+    bar.appendChild(span);
+  }
+  const done = sw.finished + sw.stopped + sw.failed;
+  const text = `${done} of ${sw.total || '∞'} done · ${sw.finished} finished, ${sw.stopped} stopped early, `
+    + `${sw.failed} failed · ${sw.running} running · ${sw.queued} queued`;
+  return h('div', {}, bar, h('div', { class: 'progress-text' }, text));
+}
+
+function elapsed(sw) {
+  const end = SWEEP_ENDED.has(sw.state) ? sw.updated_at : Date.now() / 1000;
+  return fmtDuration(end - sw.created_at);
+}
+
+async function pageIndex(main) {
+  $('crumbs').replaceChildren('sweeps');
+  document.title = 'sweeps — sweep';
+  const body = h('tbody');
+  const empty = h('p', { class: 'empty hidden' },
+    'No sweeps yet: coordinator submit SWEEP.yaml (W&B sweep YAML works as it is).');
+  main.replaceChildren(h('h1', {}, 'Sweeps'),
+    h('div', { class: 'scroll' }, h('table', { id: 'sweeps' },
+      h('thead', {}, h('tr', {}, ['sweep', 'method', 'state', 'progress', 'best', 'elapsed', 'workers']
+        .map((c) => h('th', {}, c)))), body)), empty);
+  const draw = (list) => {
+    empty.classList.toggle('hidden', list.length > 0);
+    body.replaceChildren(...list.slice().reverse().map((sw) => h('tr', { data: { sweep: sw.id } },
+      h('td', {}, h('a', { href: sweepPath(sw.id) }, sw.name || sw.id), h('div', { class: 'progress-text' }, sw.id)),
+      h('td', {}, sw.method),
+      h('td', {}, stateBadge(sw.state)),
+      h('td', {}, progressBar(sw)),
+      h('td', { class: 'num' }, sw.best === null ? '—' : fmt(sw.best),
+        h('div', { class: 'progress-text' }, sw.best_trial ? `${sw.metric}, trial ${sw.best_trial}` : sw.metric)),
+      h('td', { class: 'num' }, elapsed(sw)),
+      h('td', { class: 'num' }, sw.workers))));
+  };
+  for (;;) {
+    try {
+      draw(await getJson('/api/v1/sweeps'));
+      connection.live();
+    } catch (e) {
+      connection.lost();
+    }
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Page: one sweep, live
+
+const TOP_CURVES = 5;
+const MAX_RUNNING_CURVES = 8;
+
+async function pageSweep(main, id) {
+  const S = {
+    id,
+    info: null, // the summary (status --json)
+    lb: null, // the leaderboard JSON
+    rows: new Map(), // trial -> leaderboard row
+    curves: new Map(), // trial -> {name: [[step, value]]}
+    sort: { key: 'rank', dir: 1 },
+    bestShown: null,
+  };
+  document.title = `${id} — sweep`;
+  $('crumbs').replaceChildren(h('a', { href: '/' }, 'sweeps'), ' / ', id);
+
+  const el = {
+    title: h('h1', {}, id),
+    sub: h('div', { class: 'sub' }),
+    cards: h('div', { class: 'summary' }),
+    controls: h('div', { class: 'toolbar' }),
+    message: h('span', { class: 'error' }),
+    downloads: h('div', { class: 'toolbar downloads' }),
+    curves: h('div', { class: 'charts', id: 'curves' }),
+    board: h('div', { class: 'scroll' }),
+    parallel: h('div', { class: 'figure', id: 'parallel' }),
+    importance: h('div', { class: 'figure', id: 'importance' }),
+    confusion: h('div', { id: 'confusion' }),
+    config: h('pre', { class: 'config', id: 'config' }),
+  };
+  const buttons = {
+    pause: h('button', { id: 'pause', type: 'button', onclick: () => control('pause') }, 'Pause'),
+    resume: h('button', { id: 'resume', type: 'button', onclick: () => control('resume') }, 'Resume'),
+    stop: h('button', { id: 'stop', type: 'button', class: 'danger', onclick: () => control('stop') }, 'Stop'),
+  };
+  el.controls.append(buttons.pause, buttons.resume, buttons.stop, el.message);
+  const base = apiSweep(id);
+  el.downloads.append('Download: ',
+    downloadLink('leaderboard.json', `${base}/files/leaderboard.json`, `${id}-leaderboard.json`),
+    downloadLink('leaderboard.csv', `${base}/files/leaderboard.csv`, `${id}-leaderboard.csv`),
+    downloadLink('confusion_best.json', `${base}/files/confusion_best.json`, `${id}-confusion_best.json`),
+    downloadLink('confusion_best.csv', `${base}/files/confusion_best.csv`, `${id}-confusion_best.csv`),
+    downloadLink('confusion_best.png', `${base}/files/confusion_best.png`, `${id}-confusion_best.png`),
+    downloadLink('report.html', `${base}/files/report.html`, `${id}-report.html`));
+  main.replaceChildren(el.title, el.sub, el.cards, el.controls, el.downloads,
+    h('h2', {}, 'Learning curves: running and top trials'), el.curves,
+    h('h2', {}, 'Leaderboard'), el.board,
+    h('div', { class: 'cols' },
+      h('div', {}, h('h2', {}, 'Best trial’s confusion matrix (test set)'), el.confusion),
+      h('div', {}, h('h2', {}, 'Parameter importance'), el.importance)),
+    h('h2', {}, 'Parameters and the metric'), el.parallel,
+    h('h2', {}, 'Sweep config'), el.config);
+
+  async function control(action) {
+    if (action === 'stop' && !confirm('Stop the sweep? Running trials are stopped and nothing new starts.')) return;
+    el.message.textContent = '';
+    try {
+      const r = await api(`${base}/${action}`, { method: 'POST' });
+      S.info = await r.json();
+      drawInfo();
+    } catch (e) {
+      el.message.textContent = `${action}: ${e.message}`;
+    }
+  }
+
+  function metricName() { return (S.lb && S.lb.metric.name) || (S.info && S.info.metric) || ''; }
+  function maximize() { return !S.lb || S.lb.metric.goal !== 'minimize'; }
+
+  function drawInfo() {
+    const sw = S.info;
+    if (!sw) return;
+    el.title.textContent = sw.name || sw.id;
+    el.sub.replaceChildren(stateBadge(sw.state), `  ${sw.id} · ${sw.method} · ${sw.metric} (${sw.goal})`);
+    const card = (k, v, extra) => h('div', { class: 'card' }, h('div', { class: 'k' }, k), h('div', { class: 'v' }, v), extra);
+    el.cards.replaceChildren(
+      card('state', sw.state, null),
+      card('progress', `${sw.finished + sw.stopped + sw.failed} / ${sw.total || '∞'}`, progressBar(sw)),
+      card(`best ${sw.metric}`, sw.best === null ? '—' : fmt(sw.best),
+        sw.best_trial ? h('a', { href: `${sweepPath(id)}/trials/${sw.best_trial}` }, `trial ${sw.best_trial}`) : null),
+      card('elapsed', elapsed(sw), null),
+      card('workers', String(sw.workers), null));
+    el.cards.firstChild.dataset.state = sw.state;
+    const ended = SWEEP_ENDED.has(sw.state);
+    buttons.pause.disabled = sw.state !== 'running';
+    buttons.resume.disabled = sw.state !== 'paused';
+    buttons.stop.disabled = ended;
+  }
+
+  // Leaderboard
+  const COLS = [
+    { key: 'rank', label: 'rank', num: true, get: (r) => r.rank },
+    { key: 'trial', label: 'trial', num: true, get: (r) => r.trial },
+    { key: 'state', label: 'state', get: (r) => r.state },
+    { key: 'metric', label: () => metricName(), num: true, get: (r) => r.metrics[metricName()] },
+    { key: 'best', label: 'best (epoch)', num: true, get: (r) => (r.best ? r.best.value : null),
+      show: (r) => (r.best ? `${fmt(r.best.value)} (${r.best.step})` : '—') },
+    { key: 'test_accuracy', label: 'test_accuracy', num: true, get: (r) => r.metrics.test_accuracy },
+    { key: 'epochs', label: 'epochs', num: true, get: (r) => r.metrics.epochs ?? r.metrics.epoch },
+    { key: 'seconds', label: 'seconds', num: true, get: (r) => r.duration_seconds, show: (r) => fmt(r.duration_seconds, 1) },
+    { key: 'worker', label: 'worker', get: (r) => r.worker },
+  ];
+
+  function sortedRows() {
+    const rows = [...S.rows.values()];
+    const col = COLS.find((c) => c.key === S.sort.key);
+    const pget = S.sort.key.startsWith('param:') ? ((r) => flatten(r.params)[S.sort.key.slice(6)]) : null;
+    const get = pget || col.get;
+    const unrankedOrder = { running: 0, queued: 1 };
+    return rows.sort((a, b) => {
+      let va = get(a);
+      let vb = get(b);
+      if (S.sort.key === 'rank') {
+        // Best first; then running, queued, and the rest by trial number.
+        va = va ?? 1e9 + (unrankedOrder[a.state] ?? 2) * 1e6 + a.trial;
+        vb = vb ?? 1e9 + (unrankedOrder[b.state] ?? 2) * 1e6 + b.trial;
+      }
+      const na = va === null || va === undefined || va === '';
+      const nb = vb === null || vb === undefined || vb === '';
+      if (na || nb) return na - nb || a.trial - b.trial;
+      const c = typeof va === 'number' && typeof vb === 'number' ? va - vb : String(va).localeCompare(String(vb));
+      return c * S.sort.dir || a.trial - b.trial;
+    });
+  }
+
+  function varyingParams() {
+    const flat = [...S.rows.values()].map((r) => flatten(r.params));
+    const keys = new Set(flat.flatMap((f) => Object.keys(f)));
+    return [...keys].filter((k) => new Set(flat.map((f) => JSON.stringify(f[k]))).size > 1).sort();
+  }
+
+  function drawBoard() {
+    const params = varyingParams();
+    const cols = COLS.concat(params.map((p) => ({ key: `param:${p}`, label: p, param: p })));
+    const head = h('tr', {}, cols.map((c) => {
+      const th = h('th', {
+        class: [c.num ? 'num' : '', S.sort.key === c.key ? 'sorted' : '', S.sort.key === c.key && S.sort.dir < 0 ? 'desc' : ''].join(' '),
+        data: { key: c.key },
+        onclick: () => {
+          if (S.sort.key === c.key) S.sort.dir = -S.sort.dir;
+          else S.sort = { key: c.key, dir: c.key === 'metric' || c.key === 'best' ? (maximize() ? -1 : 1) : 1 };
+          drawBoard();
+        },
+      }, typeof c.label === 'function' ? c.label() : c.label);
+      return th;
+    }));
+    const body = h('tbody', {}, sortedRows().map((r) => {
+      const flat = flatten(r.params);
+      return h('tr', {
+        class: `clickable${r.rank === 1 ? ' best' : ''}`,
+        data: { trial: r.trial, state: r.state },
+        title: r.error || '',
+        onclick: () => { location.href = `${sweepPath(id)}/trials/${r.trial}`; },
+      }, cols.map((c) => {
+        if (c.param) return h('td', {}, fmtValue(flat[c.param]));
+        if (c.key === 'state') return h('td', {}, stateBadge(r.state));
+        if (c.key === 'trial') return h('td', { class: 'num' }, h('a', { href: `${sweepPath(id)}/trials/${r.trial}` }, r.trial));
+        const v = c.show ? c.show(r) : fmt(c.get(r));
+        return h('td', { class: c.num ? 'num' : '' }, v);
+      }));
+    }));
+    const table = h('table', { class: 'sortable', id: 'leaderboard', data: { rows: S.rows.size } }, h('thead', {}, head), body);
+    if (!S.rows.size) el.board.replaceChildren(h('p', { class: 'empty' }, 'No trials yet.'));
+    else el.board.replaceChildren(table);
+  }
+
+  // Curves of the running trials and the top ranked ones.
+  function curveTrials() {
+    const rows = [...S.rows.values()];
+    const top = rows.filter((r) => r.rank).sort((a, b) => a.rank - b.rank).slice(0, TOP_CURVES);
+    const running = rows.filter((r) => r.state === 'running').sort((a, b) => a.trial - b.trial).slice(0, MAX_RUNNING_CURVES);
+    const seen = new Set();
+    return [...top, ...running].filter((r) => !seen.has(r.trial) && seen.add(r.trial));
+  }
+
+  function drawCurves() {
+    const trials = curveTrials();
+    const metric = metricName();
+    const loss = metric.includes('loss') ? 'train_loss' : 'val_loss';
+    const panels = [metric, loss].map((name) => ({
+      name,
+      series: trials.map((r) => ({
+        label: `trial ${r.trial}${r.state === 'running' ? ' (running)' : r.rank ? ` (rank ${r.rank})` : ''}`,
+        color: PALETTE[(r.trial - 1) % PALETTE.length],
+        width: r.state === 'running' ? 2.6 : 1.6,
+        points: (S.curves.get(r.trial) || {})[name] || [],
+      })),
+    })).filter((p, i) => i === 0 || p.series.some((se) => se.points.length));
+    const charts = panels.map((p) => lineChart(p.name, p.series));
+    el.curves.replaceChildren(...charts);
+    el.curves.dataset.points = charts.reduce((a, c) => a + Number(c.dataset.points), 0);
+  }
+  const drawCurvesSoon = throttle(drawCurves, 250);
+
+  // Trial curves are fetched when their trial changes, at most every 0.7 s per trial.
+  const curveFetchers = new Map();
+  function fetchCurve(trial) {
+    if (!curveFetchers.has(trial)) {
+      curveFetchers.set(trial, throttle(async () => {
+        try {
+          const t = await getJson(`${base}/trials/${trial}`);
+          S.curves.set(trial, curveByName(t.curve));
+          drawCurvesSoon();
+        } catch (_) { /* the stream reports losses */ }
+      }, 700));
+    }
+    curveFetchers.get(trial)();
+  }
+  function fetchMissingCurves() {
+    for (const r of curveTrials()) if (!S.curves.has(r.trial)) fetchCurve(r.trial);
+  }
+
+  async function refreshBoard() {
+    try {
+      S.lb = await getJson(base);
+      S.rows = new Map(S.lb.trials.map((t) => [t.trial, t]));
+      el.config.textContent = JSON.stringify(S.lb.sweep.config, null, 2);
+      drawBoard();
+      fetchMissingCurves();
+      drawCurvesSoon();
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 404) throw e;
+    }
+  }
+  const refreshBoardSoon = throttle(refreshBoard, 1000);
+
+  async function refreshFigures() {
+    loadImage(el.parallel, `${base}/files/parallel.svg`, 'parallel coordinates of the parameters and the metric');
+    loadImage(el.importance, `${base}/files/importance.svg`, 'parameter importance');
+    const best = S.info && S.info.best_trial;
+    if (best && best !== S.bestShown) {
+      try {
+        const t = await getJson(`${base}/trials/${best}`);
+        if (t.confusion) {
+          el.confusion.replaceChildren(
+            h('p', { class: 'sub' }, 'Trial ', h('a', { href: `${sweepPath(id)}/trials/${best}` }, best), ` (${metricName()} ${fmt(S.info.best)})`),
+            confusionTable(t.confusion));
+          S.bestShown = best;
+        } else {
+          el.confusion.replaceChildren(h('p', { class: 'empty' }, `Trial ${best} has no confusion matrix.`));
+        }
+      } catch (_) { /* retried on the next change */ }
+    } else if (!best) {
+      el.confusion.replaceChildren(h('p', { class: 'empty' }, 'No finished trial yet.'));
+    }
+  }
+  const refreshFiguresSoon = throttle(refreshFigures, 3000);
+
+  // Start: the summary, the leaderboard, then live events.
+  try {
+    const list = await getJson('/api/v1/sweeps');
+    S.info = list.find((x) => x.id === id) || null;
+    if (!S.info) throw new ApiError(404, `no sweep ${id}`);
+    drawInfo();
+    await refreshBoard();
+    refreshFigures();
+  } catch (e) {
+    main.replaceChildren(h('h1', {}, id), h('p', { class: 'error' }, e.message), h('p', {}, h('a', { href: '/' }, 'all sweeps')));
+    connection.set('ended', 'no such sweep');
+    return;
+  }
+  setInterval(() => { if (S.info && !SWEEP_ENDED.has(S.info.state)) drawInfo(); }, 1000);
+
+  let terminalCount = S.info.finished + S.info.stopped + S.info.failed;
+  await stream(`${base}/events`, {
+    onOpen: () => { refreshBoardSoon(); refreshFiguresSoon(); },
+    ended: () => S.info && SWEEP_ENDED.has(S.info.state),
+    onEvent: (ev) => {
+      if (ev.sweep) {
+        S.info = ev.sweep;
+        drawInfo();
+        const done = ev.sweep.finished + ev.sweep.stopped + ev.sweep.failed;
+        if (done !== terminalCount) {
+          terminalCount = done;
+          refreshBoardSoon();
+          refreshFiguresSoon();
+        }
+      }
+      const t = ev.trial;
+      if (t) {
+        const old = S.rows.get(t.trial);
+        S.rows.set(t.trial, t);
+        if (!old || old.state !== t.state || TERMINAL.has(t.state)) refreshBoardSoon();
+        drawBoard();
+        if (t.state === 'running' || curveTrials().some((r) => r.trial === t.trial)) fetchCurve(t.trial);
+      }
+    },
+  });
+  refreshBoard();
+  refreshFigures();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Page: one trial
+
+async function pageTrial(main, id, n) {
+  document.title = `trial ${n} of ${id} — sweep`;
+  $('crumbs').replaceChildren(h('a', { href: '/' }, 'sweeps'), ' / ', h('a', { href: sweepPath(id) }, id), ` / trial ${n}`);
+  const base = `${apiSweep(id)}/trials/${n}`;
+  let trial = null;
+  let sweepState = null;
+
+  function draw() {
+    const t = trial;
+    const stopReason = t.state === 'stopped' || t.state === 'diverged' ? 'early-stop reason' : 'error';
+    const facts = [
+      ['state', stateBadge(t.state)],
+      ['rank', t.rank || '—'],
+      ['attempts', t.attempts],
+      ['worker', t.worker || '—'],
+      ['duration', `${fmt(t.duration_seconds, 1)} s`],
+      ['best', t.best === null ? '—' : `${fmt(t.best)} at epoch ${t.best_step}`],
+    ];
+    if (t.error) facts.push([stopReason, h('span', { id: 'reason' }, t.error)]);
+    const flat = flatten(t.params);
+    const byName = curveByName(t.curve);
+    const groups = {};
+    for (const name of Object.keys(byName).sort()) {
+      const g = name.endsWith('accuracy') ? 'accuracy' : name.endsWith('loss') ? 'loss' : name;
+      (groups[g] = groups[g] || []).push(name);
+    }
+    const order = ['accuracy', 'loss'];
+    const charts = Object.keys(groups)
+      .sort((a, b) => (order.indexOf(a) + 1 || 9) - (order.indexOf(b) + 1 || 9) || a.localeCompare(b))
+      .map((g) => lineChart(g, groups[g].map((name, i) => ({ label: name, color: PALETTE[i % PALETTE.length], points: byName[name] }))));
+    const curves = h('div', { class: 'charts', id: 'curves' }, charts);
+    curves.dataset.points = t.curve.length;
+    const metrics = Object.entries(t.metrics || {}).sort(([a], [b]) => a.localeCompare(b));
+    const dl = (ext) => downloadLink(`confusion.${ext}`, `${base}/confusion.${ext}`, `${id}-trial${n}-confusion.${ext}`);
+    main.replaceChildren(
+      h('h1', {}, `Trial ${t.trial}`),
+      h('div', { class: 'sub' }, stateBadge(t.state), `  sweep ${id}`),
+      h('div', { class: 'cols' },
+        h('div', {}, h('h2', {}, 'Trial'), h('table', { class: 'facts', id: 'facts' }, facts.map(([k, v]) => h('tr', {}, h('td', {}, k), h('td', {}, v))))),
+        h('div', {}, h('h2', {}, 'Parameters'), h('table', { class: 'facts', id: 'params' },
+          Object.keys(flat).sort().map((k) => h('tr', {}, h('td', {}, k), h('td', {}, fmtValue(flat[k])))))),
+        h('div', {}, h('h2', {}, 'Final metrics'), h('table', { class: 'facts' },
+          metrics.map(([k, v]) => h('tr', {}, h('td', {}, k), h('td', { class: 'num' }, fmt(v))))))),
+      h('h2', {}, 'Curves'), curves,
+      h('h2', {}, 'Confusion matrix (test set)'),
+      t.confusion
+        ? h('div', { id: 'confusion' }, h('div', { class: 'toolbar downloads' }, 'Download: ', dl('json'), dl('csv'), dl('png')), confusionTable(t.confusion))
+        : h('p', { class: 'empty', id: 'confusion' }, TERMINAL.has(t.state) ? 'This trial has no confusion matrix.' : 'Comes when the trial finishes.'));
+  }
+
+  async function refresh() {
+    trial = await getJson(base);
+    draw();
+  }
+  try {
+    await refresh();
+  } catch (e) {
+    main.replaceChildren(h('h1', {}, `Trial ${n}`), h('p', { class: 'error' }, e.message), h('p', {}, h('a', { href: sweepPath(id) }, 'the sweep')));
+    connection.set('ended', 'no such trial');
+    return;
+  }
+  const refreshSoon = throttle(() => refresh().catch(() => {}), 700);
+  await stream(`${apiSweep(id)}/events`, {
+    onOpen: refreshSoon,
+    ended: () => SWEEP_ENDED.has(sweepState),
+    onEvent: (ev) => {
+      if (ev.sweep) sweepState = ev.sweep.state;
+      if (ev.trial && ev.trial.trial === Number(n)) refreshSoon();
+    },
+  }).catch(() => {});
+  refresh().catch(() => {});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routing
+
+function start() {
+  if (token) $('signout').classList.remove('hidden');
+  $('signout').addEventListener('click', () => {
+    localStorage.removeItem(TOKEN_KEY);
+    token = '';
+    location.reload();
+  });
+  const main = $('main');
+  const parts = location.pathname.split('/').filter(Boolean).map(decodeURIComponent);
+  let page;
+  if (parts.length === 0) page = pageIndex(main);
+  else if (parts[0] === 'sweeps' && parts.length === 2) page = pageSweep(main, parts[1]);
+  else if (parts[0] === 'sweeps' && parts[2] === 'trials' && parts.length === 4) page = pageTrial(main, parts[1], parts[3]);
+  else {
+    main.replaceChildren(h('h1', {}, 'Not found'), h('p', {}, h('a', { href: '/' }, 'all sweeps')));
+    return;
+  }
+  page.catch((e) => {
+    main.appendChild(h('p', { class: 'error' }, `The page stopped: ${e.message}`));
+  });
+}
+
+document.addEventListener('DOMContentLoaded', start);
