@@ -329,40 +329,28 @@ async fn sweep_file(
         Ok(d) => d,
         Err(r) => return r,
     };
-    let lb = &data.leaderboard;
-    let best = data.top.first();
     let no_matrix = || {
         err(
             StatusCode::NOT_FOUND,
             "the sweep has no ranked trial with a confusion matrix yet",
         )
     };
-    let bytes = match name.as_str() {
-        "leaderboard.json" => {
-            serde_json::to_vec_pretty(&export::leaderboard_json(lb)).unwrap_or_default()
-        }
-        "leaderboard.csv" => export::leaderboard_csv(lb).into_bytes(),
-        "confusion_best.json" | "confusion_best.csv" => {
-            let Some((d, c)) = best.and_then(|d| d.confusion.as_ref().map(|c| (d, c))) else {
-                return no_matrix();
-            };
-            if name.ends_with("json") {
-                let n = d.summary.as_ref().map_or(0, |s| s.trial);
-                serde_json::to_vec_pretty(&export::confusion_json(n, c)).unwrap_or_default()
-            } else {
-                export::confusion_csv(c).into_bytes()
-            }
-        }
+    let bytes = if report::FILES.contains(&name.as_str()) {
         // Drawing is CPU work: off the async threads.
-        other => {
-            let other = other.to_string();
-            let made = tokio::task::spawn_blocking(move || report::file(&data, &other)).await;
-            match made {
-                Ok(Ok(Some(b))) => b,
-                Ok(Ok(None)) => return no_matrix(),
-                Ok(Err(e)) => return err(StatusCode::INTERNAL_SERVER_ERROR, e),
-                Err(e) => return err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-            }
+        let n = name.clone();
+        match tokio::task::spawn_blocking(move || report::file(&data, &n)).await {
+            Ok(Ok(Some(b))) => b,
+            Ok(Ok(None)) => return no_matrix(),
+            Ok(Err(e)) => return err(StatusCode::INTERNAL_SERVER_ERROR, e),
+            Err(e) => return err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    } else {
+        match export::files(&data.leaderboard, data.top.first())
+            .into_iter()
+            .find(|(n, _)| *n == name)
+        {
+            Some((_, b)) => b,
+            None => return no_matrix(),
         }
     };
     download(&name, bytes)

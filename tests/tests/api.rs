@@ -201,3 +201,166 @@ fn live_updates_arrive_as_server_sent_events_until_the_sweep_ends() {
     assert_eq!(last["sweep"]["state"], "finished", "{last}");
     assert_eq!(last["sweep"]["finished"], 3);
 }
+
+/// One HTTP/1.0 GET; returns the status code, the head (lower-cased) and the body bytes.
+fn get_raw(addr: &str, path: &str, token: Option<&str>) -> (u16, String, Vec<u8>) {
+    let mut s = sweep_tests::connect(addr);
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n{auth}\r\n").unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP response");
+    let head = String::from_utf8_lossy(&out[..split]).to_lowercase();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, head, out[split + 4..].to_vec())
+}
+
+#[test]
+fn downloads_are_the_cli_files_and_pages_hold_no_data_without_the_token() {
+    let dir = tempdir("api-files");
+    let web = format!("127.0.0.1:{}", free_port());
+    let token = "files-token-77";
+    let (_coord, url) = serve(
+        &dir.join("sweeps.db"),
+        &["--http-listen", &web, "--token", token],
+    );
+    let cfg = dir.join("s.yaml");
+    std::fs::write(
+        &cfg,
+        "name: secret-sweep-name\nmethod: grid\nmlp: {train_samples: 1000}\nparameters:\n  epochs: {value: 2}\n  hidden_size: {values: [16, 32]}\n",
+    )
+    .unwrap();
+    let auth = ["--coordinator", url.as_str(), "--token", token];
+    let out = run(
+        "coordinator",
+        &[&["submit", cfg.to_str().unwrap()][..], &auth].concat(),
+    );
+    assert!(out.status.success());
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let _w = worker_with(&url, 2, &["--token", token]);
+    let end = Instant::now() + Duration::from_secs(120);
+    while http(&web, "GET", &format!("/api/v1/sweeps/{id}"), Some(token)).1["sweep"]["state"]
+        != "finished"
+    {
+        assert!(Instant::now() < end, "the sweep did not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The pages come without the token and carry nothing of the sweep.
+    for page in [
+        "/".to_string(),
+        format!("/sweeps/{id}"),
+        format!("/sweeps/{id}/trials/1"),
+        "/static/app.js".into(),
+        "/static/app.css".into(),
+    ] {
+        let (code, head, body) = get_raw(&web, &page, None);
+        assert_eq!(code, 200, "{page}");
+        assert!(head.contains("content-security-policy: default-src 'none'; script-src 'self'"));
+        let body = String::from_utf8(body).unwrap();
+        assert!(
+            !body.contains("secret-sweep-name") && !body.contains(&id),
+            "{page}"
+        );
+    }
+    let (_, head, _) = get_raw(&web, "/", None);
+    assert!(head.contains("content-type: text/html"), "{head}");
+
+    // Every download is the CLI's file, byte for byte.
+    let cli = dir.join("cli");
+    let cli_s = cli.to_str().unwrap();
+    for c in ["export", "report"] {
+        let o = run(
+            "coordinator",
+            &[&[c, id.as_str(), "--out", cli_s][..], &auth].concat(),
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    for name in [
+        "leaderboard.json",
+        "leaderboard.csv",
+        "confusion_best.json",
+        "confusion_best.csv",
+        "confusion_best.png",
+        "confusion_best.svg",
+        "curves.svg",
+        "parallel.svg",
+        "importance.json",
+        "importance.svg",
+        "report.html",
+    ] {
+        let path = format!("/api/v1/sweeps/{id}/files/{name}");
+        assert_eq!(
+            get_raw(&web, &path, None).0,
+            401,
+            "{name} without the token"
+        );
+        let (code, head, body) = get_raw(&web, &path, Some(token));
+        assert_eq!(code, 200, "{name}: {}", String::from_utf8_lossy(&body));
+        assert!(
+            head.contains(&format!(
+                "content-disposition: attachment; filename=\"{name}\""
+            )),
+            "{head}"
+        );
+        let want = std::fs::read(cli.join(name)).unwrap();
+        assert!(body == want, "{name} differs from the CLI's");
+    }
+    let (_, head, _) = get_raw(
+        &web,
+        &format!("/api/v1/sweeps/{id}/files/confusion_best.png"),
+        Some(token),
+    );
+    assert!(head.contains("content-type: image/png"), "{head}");
+
+    // One trial's matrix in each format; the best trial's is the export's.
+    let best = http(&web, "GET", &format!("/api/v1/sweeps/{id}"), Some(token)).1["trials"][0]
+        ["trial"]
+        .as_u64()
+        .unwrap();
+    let base = format!("/api/v1/sweeps/{id}/trials/{best}");
+    let (code, _, csv) = get_raw(&web, &format!("{base}/confusion.csv"), Some(token));
+    assert_eq!(code, 200);
+    assert_eq!(csv, std::fs::read(cli.join("confusion_best.csv")).unwrap());
+    let (code, _, png) = get_raw(&web, &format!("{base}/confusion.png"), Some(token));
+    assert_eq!(code, 200);
+    let img = image::load_from_memory(&png).expect("the PNG decodes");
+    assert_eq!((img.width(), img.height()), (920, 840));
+    let (code, _, json) = get_raw(&web, &format!("{base}/confusion.json"), Some(token));
+    assert_eq!(code, 200);
+    let json: Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(json["labels"].as_array().unwrap().len(), 10);
+    assert_eq!(
+        get_raw(&web, &format!("{base}/confusion.svg"), Some(token)).0,
+        200
+    );
+
+    // Errors name what was expected.
+    let (code, _, body) = get_raw(
+        &web,
+        &format!("/api/v1/sweeps/{id}/files/x.txt"),
+        Some(token),
+    );
+    assert_eq!(code, 404);
+    assert!(String::from_utf8_lossy(&body).contains("leaderboard.csv"));
+    assert_eq!(
+        get_raw(&web, &format!("{base}/confusion.gif"), Some(token)).0,
+        404
+    );
+    assert_eq!(
+        get_raw(
+            &web,
+            &format!("/api/v1/sweeps/{id}/trials/99/confusion.csv"),
+            Some(token)
+        )
+        .0,
+        404
+    );
+    assert_eq!(
+        get_raw(&web, "/api/v1/sweeps/nope/files/report.html", Some(token)).0,
+        404
+    );
+}

@@ -632,15 +632,29 @@ async function pageSweep(main, id) {
     return [...top, ...running].filter((r) => !seen.has(r.trial) && seen.add(r.trial));
   }
 
+  // A trial keeps its colour while it is drawn; a new one takes a colour no drawn trial has.
+  const colours = new Map();
+  function colourOf(trials) {
+    const shown = new Set(trials.map((r) => r.trial));
+    for (const k of [...colours.keys()]) if (!shown.has(k)) colours.delete(k);
+    for (const r of trials) {
+      if (colours.has(r.trial)) continue;
+      const used = new Set(colours.values());
+      colours.set(r.trial, PALETTE.find((c) => !used.has(c)) || PALETTE[r.trial % PALETTE.length]);
+    }
+    return (trial) => colours.get(trial);
+  }
+
   function drawCurves() {
     const trials = curveTrials();
+    const colour = colourOf(trials);
     const metric = metricName();
     const loss = metric.includes('loss') ? 'train_loss' : 'val_loss';
     const panels = [metric, loss].map((name) => ({
       name,
       series: trials.map((r) => ({
         label: `trial ${r.trial}${r.state === 'running' ? ' (running)' : r.rank ? ` (rank ${r.rank})` : ''}`,
-        color: PALETTE[(r.trial - 1) % PALETTE.length],
+        color: colour(r.trial),
         width: r.state === 'running' ? 2.6 : 1.6,
         points: (S.curves.get(r.trial) || {})[name] || [],
       })),

@@ -205,37 +205,41 @@ pub fn confusion_csv(c: &pb::ConfusionMatrix) -> String {
     s
 }
 
-/// Writes leaderboard.json, leaderboard.csv and, when the best trial has one,
-/// confusion_best.json and confusion_best.csv into `dir`. Returns the files written.
+/// The export files in memory, as `(name, bytes)`: leaderboard.json, leaderboard.csv and, when
+/// the best trial has one, confusion_best.json and confusion_best.csv.
+pub fn files(
+    lb: &pb::LeaderboardResponse,
+    best: Option<&pb::TrialDetail>,
+) -> Vec<(&'static str, Vec<u8>)> {
+    let pretty =
+        |v: &Value| (serde_json::to_string_pretty(v).unwrap_or_default() + "\n").into_bytes();
+    let mut out = vec![
+        ("leaderboard.json", pretty(&leaderboard_json(lb))),
+        ("leaderboard.csv", leaderboard_csv(lb).into_bytes()),
+    ];
+    if let Some(d) = best {
+        if let (Some(c), Some(s)) = (&d.confusion, &d.summary) {
+            out.push(("confusion_best.json", pretty(&confusion_json(s.trial, c))));
+            out.push(("confusion_best.csv", confusion_csv(c).into_bytes()));
+        }
+    }
+    out
+}
+
+/// Writes the export files (`files`) into `dir`. Returns the files written.
 pub fn write_all(
     dir: &Path,
     lb: &pb::LeaderboardResponse,
     best: Option<&pb::TrialDetail>,
 ) -> std::io::Result<Vec<std::path::PathBuf>> {
     std::fs::create_dir_all(dir)?;
-    let mut files = Vec::new();
-    let mut put = |name: &str, text: String| -> std::io::Result<()> {
+    let mut written = Vec::new();
+    for (name, bytes) in files(lb, best) {
         let p = dir.join(name);
-        std::fs::write(&p, text)?;
-        files.push(p);
-        Ok(())
-    };
-    put(
-        "leaderboard.json",
-        serde_json::to_string_pretty(&leaderboard_json(lb)).unwrap_or_default() + "\n",
-    )?;
-    put("leaderboard.csv", leaderboard_csv(lb))?;
-    if let Some(d) = best {
-        if let (Some(c), Some(s)) = (&d.confusion, &d.summary) {
-            put(
-                "confusion_best.json",
-                serde_json::to_string_pretty(&confusion_json(s.trial, c)).unwrap_or_default()
-                    + "\n",
-            )?;
-            put("confusion_best.csv", confusion_csv(c))?;
-        }
+        std::fs::write(&p, bytes)?;
+        written.push(p);
     }
-    Ok(files)
+    Ok(written)
 }
 
 fn short(v: &Value) -> String {
