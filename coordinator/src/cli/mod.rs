@@ -89,7 +89,7 @@ pub enum Command {
         /// Serve Prometheus metrics at http://ADDR/metrics
         #[arg(long, env = "SWEEP_METRICS_LISTEN", value_name = "ADDR")]
         metrics_listen: Option<String>,
-        /// Serve the HTTP JSON API (/api/v1/...) and /metrics at http://ADDR
+        /// Serve the web dashboard (/), the HTTP JSON API (/api/v1/...) and /metrics at http://ADDR
         #[arg(long, env = "SWEEP_HTTP_LISTEN", value_name = "ADDR")]
         http_listen: Option<String>,
     },
@@ -112,6 +112,9 @@ pub enum Command {
         /// Seconds a trial's lease lasts without a report or heartbeat
         #[arg(long, default_value_t = 30.0)]
         lease_ttl: f64,
+        /// Serve the web dashboard at http://ADDR/ while the sweep runs
+        #[arg(long, value_name = "ADDR")]
+        http_listen: Option<String>,
     },
     /// Submit a sweep config; prints the new sweep's id
     Submit {
@@ -351,7 +354,8 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
             out,
             data_dir,
             lease_ttl,
-        } => run_local(&file, workers, store, out, data_dir, lease_ttl).await,
+            http_listen,
+        } => run_local(&file, workers, store, out, data_dir, lease_ttl, http_listen).await,
         Command::Submit { file, name, conn } => {
             let (text, _) = read_config(&file)?;
             let mut c = client(&conn).await?;
@@ -686,6 +690,7 @@ async fn run_local(
     out: Option<PathBuf>,
     data_dir: Option<PathBuf>,
     lease_ttl: f64,
+    http_listen: Option<String>,
 ) -> Result<(), CliError> {
     if workers == 0 {
         return Err(CliError::Usage(
@@ -707,6 +712,22 @@ async fn run_local(
         .local_addr()
         .map_err(|e| CliError::Other(e.to_string()))?;
     let url = service::url_of(addr);
+    // The dashboard's address is checked here, so a port in use is an error before any work.
+    let http_listen = match http_listen {
+        Some(a) => {
+            let l = tokio::net::TcpListener::bind(&a)
+                .await
+                .map_err(|e| CliError::Usage(format!("--http-listen {a}: {e}")))?;
+            let local = l.local_addr().map_err(|e| CliError::Other(e.to_string()))?;
+            drop(l);
+            Some(local.to_string())
+        }
+        None => None,
+    };
+    let serve_opts = service::ServeOptions {
+        http_listen,
+        ..Default::default()
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut srx = stop_rx.clone();
     let engine2 = engine.clone();
@@ -717,7 +738,7 @@ async fn run_local(
             async move {
                 let _ = srx.wait_for(|v| *v).await;
             },
-            &service::ServeOptions::default(),
+            &serve_opts,
         )
         .await
     });

@@ -454,8 +454,8 @@ pub async fn serve(
                 .await
                 .map_err(|e| ServeError::Metrics(format!("--http-listen {addr}: {e}")))?;
             if let Ok(local) = listener.local_addr() {
-                tracing::info!(%local, "HTTP API at /api/v1");
-                eprintln!("coordinator HTTP API on http://{local}/api/v1/sweeps");
+                tracing::info!(%local, "dashboard at /, HTTP API at /api/v1");
+                eprintln!("coordinator dashboard on http://{local}/ (HTTP API at /api/v1)");
             }
             let app = crate::http::router(
                 sweeps_svc.clone(),
