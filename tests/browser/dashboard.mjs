@@ -71,11 +71,30 @@ try {
 
   begin('3. leaderboard rows appear and the curves grow');
   await page.waitForFunction(() => document.querySelectorAll('#leaderboard tbody tr').length >= 2, null, { timeout: T });
-  const points = () => page.evaluate(() => Number(document.getElementById('curves').dataset.points || 0));
   await page.waitForFunction(() => Number(document.getElementById('curves').dataset.points || 0) > 0, null, { timeout: T });
-  const p0 = await points();
-  await page.waitForFunction((p) => Number(document.getElementById('curves').dataset.points || 0) > p, p0, { timeout: T });
-  log(`curve points ${p0} -> ${await points()}`);
+  // A running trial's curve (the metric's panel) followed until it has more points; if it leaves
+  // the chart first (it finished outside the top five), another running trial is followed.
+  const growing = async () => {
+    await page.evaluate(() => { window.followed = {}; });
+    const h = await page.waitForFunction(() => {
+      const w = window.followed;
+      const paths = [...document.querySelectorAll('#curves .chart:first-child path[data-trial]')];
+      if (w.trial) {
+        const p = paths.find((x) => x.dataset.trial === w.trial);
+        if (p && Number(p.dataset.n) > w.n) return `trial ${w.trial}'s curve grew from ${w.n} to ${p.dataset.n} points`;
+        if (p) return false;
+      }
+      const run = paths.filter((x) => x.dataset.running === 'true')
+        .sort((x, y) => Number(x.dataset.n) - Number(y.dataset.n))[0];
+      if (run) {
+        w.trial = run.dataset.trial;
+        w.n = Number(run.dataset.n);
+      }
+      return false;
+    }, null, { timeout: T });
+    log(await h.jsonValue());
+  };
+  await growing();
   if (await page.locator('#conn[data-state="live"]').count() !== 1) throw new Error('not shown as live');
 
   begin('4. the coordinator dies and comes back');
@@ -90,9 +109,8 @@ try {
   }
   await page.locator('#conn[data-state="live"]').waitFor({ timeout: T });
   await page.locator('#lost.hidden').waitFor({ state: 'attached', timeout: T });
-  const p1 = await points();
-  await page.waitForFunction((p) => Number(document.getElementById('curves').dataset.points || 0) > p, p1, { timeout: T });
-  log(`live again; curve points ${p1} -> ${await points()}`);
+  log('live again');
+  await growing();
 
   begin('5. leaderboard.csv downloads with the token');
   const [dl] = await Promise.all([

@@ -62,8 +62,8 @@ fn the_dashboard_follows_a_live_sweep_in_a_browser() {
     let cfg = dir.join("s.yaml");
     std::fs::write(
         &cfg,
-        "name: browser\nmethod: random\nrun_cap: 300\nseed: 11\nmlp: {train_samples: 3000}\n\
-         parameters:\n  epochs: {value: 20}\n  hidden_size: {values: [16, 32]}\n  \
+        "name: browser\nmethod: random\nrun_cap: 300\nseed: 11\nmlp: {train_samples: 30000}\n\
+         parameters:\n  epochs: {value: 30}\n  hidden_size: {values: [16, 32]}\n  \
          optimizer: {values: [adam, nadam]}\n  \
          learning_rate: {distribution: log_uniform_values, min: 0.0005, max: 0.005}\n",
     )

@@ -24,7 +24,9 @@ function setAttrs(el, attrs) {
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === null || v === undefined || v === false) continue;
     if (k === 'class') el.setAttribute('class', v);
-    else if (k === 'data') Object.assign(el.dataset, v);
+    else if (k === 'data') {
+      for (const [dk, dv] of Object.entries(v)) if (dv !== undefined && dv !== null) el.dataset[dk] = String(dv);
+    }
     else if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
     else el.setAttribute(k, v === true ? '' : String(v));
   }
@@ -71,19 +73,45 @@ function stateBadge(state) {
   return h('span', { class: `state ${state}`, data: { state } }, state);
 }
 
-/** Runs `fn` at most once per `ms`, and always once more after the last call. */
-function throttle(fn, ms) {
+/**
+ * Runs `fn` (sync or async) at most once per `gap` ms, counted from the end of the last run, and
+ * always once more after the last call. `gap` may be a function of the last run's duration, so
+ * work that grows with the sweep (a 10,000-trial leaderboard) is asked for less often.
+ */
+function throttle(fn, gap) {
   let last = 0;
+  let took = 0;
   let timer = null;
-  return () => {
-    if (timer) return;
-    const wait = Math.max(0, last + ms - Date.now());
-    timer = setTimeout(() => {
-      timer = null;
+  let running = false;
+  let again = false;
+  const go = async () => {
+    timer = null;
+    running = true;
+    const t0 = Date.now();
+    try {
+      await fn();
+    } catch (_) {
+      // the connection indicator reports losses
+    } finally {
+      running = false;
       last = Date.now();
-      fn();
-    }, wait);
+      took = last - t0;
+      if (again) {
+        again = false;
+        schedule();
+      }
+    }
   };
+  const schedule = () => {
+    if (running) {
+      again = true;
+      return;
+    }
+    if (timer) return;
+    const ms = typeof gap === 'function' ? gap(took) : gap;
+    timer = setTimeout(go, Math.max(0, last + ms - Date.now()));
+  };
+  return schedule;
 }
 
 /** Flat `{"a.b": v}` from nested params. */
@@ -341,7 +369,10 @@ function lineChart(title, series, { width = 620, height = 300, xLabel = 'epoch' 
     const p = se.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
     if (!p.length) continue;
     const d = p.map(([x, y], i) => `${i ? 'L' : 'M'}${X(x).toFixed(1)},${Y(y).toFixed(1)}`).join('');
-    svg.appendChild(s('path', { d, fill: 'none', stroke: se.color, 'stroke-width': se.width || 2 }));
+    svg.appendChild(s('path', {
+      d, fill: 'none', stroke: se.color, 'stroke-width': se.width || 2,
+      data: { n: p.length, trial: se.trial, running: se.running },
+    }));
     for (const [x, y] of p.length <= 40 ? p : [p[p.length - 1]]) {
       svg.appendChild(s('circle', { cx: X(x), cy: Y(y), r: 2.6, fill: se.color },
         s('title', {}, `${se.label}: ${xLabel} ${fmt(x, 2)}, ${fmt(y)}`)));
@@ -459,6 +490,7 @@ async function pageIndex(main) {
 // Page: one sweep, live
 
 const TOP_CURVES = 5;
+const MAX_ROWS = 500;
 const MAX_RUNNING_CURVES = 8;
 
 async function pageSweep(main, id) {
@@ -470,6 +502,7 @@ async function pageSweep(main, id) {
     curves: new Map(), // trial -> {name: [[step, value]]}
     sort: { key: 'rank', dir: 1 },
     bestShown: null,
+    curveSet: new Set(), // trials whose curves are drawn
   };
   document.title = `${id} — sweep`;
   $('crumbs').replaceChildren(h('a', { href: '/' }, 'sweeps'), ' / ', id);
@@ -483,6 +516,7 @@ async function pageSweep(main, id) {
     downloads: h('div', { class: 'toolbar downloads' }),
     curves: h('div', { class: 'charts', id: 'curves' }),
     board: h('div', { class: 'scroll' }),
+    more: h('p', { class: 'sub' }),
     parallel: h('div', { class: 'figure', id: 'parallel' }),
     importance: h('div', { class: 'figure', id: 'importance' }),
     confusion: h('div', { id: 'confusion' }),
@@ -504,7 +538,7 @@ async function pageSweep(main, id) {
     downloadLink('report.html', `${base}/files/report.html`, `${id}-report.html`));
   main.replaceChildren(el.title, el.sub, el.cards, el.controls, el.downloads,
     h('h2', {}, 'Learning curves: running and top trials'), el.curves,
-    h('h2', {}, 'Leaderboard'), el.board,
+    h('h2', {}, 'Leaderboard'), el.board, el.more,
     h('div', { class: 'cols' },
       h('div', {}, h('h2', {}, 'Best trial’s confusion matrix (test set)'), el.confusion),
       h('div', {}, h('h2', {}, 'Parameter importance'), el.importance)),
@@ -545,6 +579,8 @@ async function pageSweep(main, id) {
     buttons.resume.disabled = sw.state !== 'paused';
     buttons.stop.disabled = ended;
   }
+
+  const drawInfoSoon = throttle(drawInfo, 500);
 
   // Leaderboard
   const COLS = [
@@ -603,7 +639,8 @@ async function pageSweep(main, id) {
       }, typeof c.label === 'function' ? c.label() : c.label);
       return th;
     }));
-    const body = h('tbody', {}, sortedRows().map((r) => {
+    const all = sortedRows();
+    const body = h('tbody', {}, all.slice(0, MAX_ROWS).map((r) => {
       const flat = flatten(r.params);
       return h('tr', {
         class: `clickable${r.rank === 1 ? ' best' : ''}`,
@@ -621,6 +658,8 @@ async function pageSweep(main, id) {
     const table = h('table', { class: 'sortable', id: 'leaderboard', data: { rows: S.rows.size } }, h('thead', {}, head), body);
     if (!S.rows.size) el.board.replaceChildren(h('p', { class: 'empty' }, 'No trials yet.'));
     else el.board.replaceChildren(table);
+    el.more.textContent = all.length > MAX_ROWS
+      ? `The first ${MAX_ROWS} of ${all.length} trials in this order; leaderboard.csv has them all.` : '';
   }
 
   // Curves of the running trials and the top ranked ones.
@@ -647,6 +686,11 @@ async function pageSweep(main, id) {
 
   function drawCurves() {
     const trials = curveTrials();
+    // The drawn set, for the event handler's cheap test; curves of trials no longer drawn go.
+    S.curveSet = new Set(trials.map((r) => r.trial));
+    for (const k of [...S.curves.keys()]) if (!S.curveSet.has(k)) S.curves.delete(k);
+    for (const k of [...curveFetchers.keys()]) if (!S.curveSet.has(k)) curveFetchers.delete(k);
+    for (const r of trials) if (!S.curves.has(r.trial)) fetchCurve(r.trial);
     const colour = colourOf(trials);
     const metric = metricName();
     const loss = metric.includes('loss') ? 'train_loss' : 'val_loss';
@@ -656,6 +700,8 @@ async function pageSweep(main, id) {
         label: `trial ${r.trial}${r.state === 'running' ? ' (running)' : r.rank ? ` (rank ${r.rank})` : ''}`,
         color: colour(r.trial),
         width: r.state === 'running' ? 2.6 : 1.6,
+        trial: r.trial,
+        running: r.state === 'running',
         points: (S.curves.get(r.trial) || {})[name] || [],
       })),
     })).filter((p, i) => i === 0 || p.series.some((se) => se.points.length));
@@ -679,9 +725,6 @@ async function pageSweep(main, id) {
     }
     curveFetchers.get(trial)();
   }
-  function fetchMissingCurves() {
-    for (const r of curveTrials()) if (!S.curves.has(r.trial)) fetchCurve(r.trial);
-  }
 
   async function refreshBoard() {
     try {
@@ -689,17 +732,19 @@ async function pageSweep(main, id) {
       S.rows = new Map(S.lb.trials.map((t) => [t.trial, t]));
       el.config.textContent = JSON.stringify(S.lb.sweep.config, null, 2);
       drawBoard();
-      fetchMissingCurves();
       drawCurvesSoon();
     } catch (e) {
       if (e instanceof ApiError && e.status === 404) throw e;
     }
   }
-  const refreshBoardSoon = throttle(refreshBoard, 1000);
+  const refreshBoardSoon = throttle(refreshBoard, (took) => Math.max(1000, 10 * took));
+  const drawBoardSoon = throttle(drawBoard, (took) => Math.max(1000, 10 * took));
 
   async function refreshFigures() {
-    loadImage(el.parallel, `${base}/files/parallel.svg`, 'parallel coordinates of the parameters and the metric');
-    loadImage(el.importance, `${base}/files/importance.svg`, 'parameter importance');
+    await Promise.all([
+      loadImage(el.parallel, `${base}/files/parallel.svg`, 'parallel coordinates of the parameters and the metric'),
+      loadImage(el.importance, `${base}/files/importance.svg`, 'parameter importance'),
+    ]);
     const best = S.info && S.info.best_trial;
     if (best && best !== S.bestShown) {
       try {
@@ -717,7 +762,7 @@ async function pageSweep(main, id) {
       el.confusion.replaceChildren(h('p', { class: 'empty' }, 'No finished trial yet.'));
     }
   }
-  const refreshFiguresSoon = throttle(refreshFigures, 3000);
+  const refreshFiguresSoon = throttle(refreshFigures, (took) => Math.max(5000, 20 * took));
 
   // Start: the summary, the leaderboard, then live events.
   try {
@@ -741,7 +786,7 @@ async function pageSweep(main, id) {
     onEvent: (ev) => {
       if (ev.sweep) {
         S.info = ev.sweep;
-        drawInfo();
+        drawInfoSoon();
         const done = ev.sweep.finished + ev.sweep.stopped + ev.sweep.failed;
         if (done !== terminalCount) {
           terminalCount = done;
@@ -753,9 +798,12 @@ async function pageSweep(main, id) {
       if (t) {
         const old = S.rows.get(t.trial);
         S.rows.set(t.trial, t);
-        if (!old || old.state !== t.state || TERMINAL.has(t.state)) refreshBoardSoon();
-        drawBoard();
-        if (t.state === 'running' || curveTrials().some((r) => r.trial === t.trial)) fetchCurve(t.trial);
+        if (!old || old.state !== t.state) {
+          refreshBoardSoon();
+          drawCurvesSoon();
+        }
+        drawBoardSoon();
+        if (S.curveSet.has(t.trial)) fetchCurve(t.trial);
       }
     },
   });
