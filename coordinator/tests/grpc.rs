@@ -294,9 +294,14 @@ async fn tls_with_a_self_signed_certificate() {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert, ck.cert.pem()).unwrap();
     std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let web = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
     let opts = ServeOptions {
         token: Secret::new("t"),
         tls: Some((cert.clone(), key.clone())),
+        http_listen: Some(web.clone()),
         ..Default::default()
     };
     let (url, _stop) = start_with("tls", opts, "https").await;
@@ -333,6 +338,77 @@ async fn tls_with_a_self_signed_certificate() {
     );
     let e = c2.list_sweeps(pb::ListSweepsRequest {}).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unavailable, "{e}");
+
+    // The dashboard's port speaks HTTPS with the same certificate, behind the same token.
+    let ca = std::fs::read(&cert).unwrap();
+    let ok = https_get(&web, &ca, "/api/v1/sweeps", Some("t"))
+        .await
+        .unwrap();
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(ok.contains("\"method\""), "{ok}");
+    let page = https_get(&web, &ca, "/", None).await.unwrap();
+    assert!(
+        page.starts_with("HTTP/1.1 200") && page.contains("<!DOCTYPE html>"),
+        "{page}"
+    );
+    let no = https_get(&web, &ca, "/api/v1/sweeps", None).await.unwrap();
+    assert!(no.starts_with("HTTP/1.1 401"), "{no}");
+    // Another CA: the handshake fails. Plain HTTP: no HTTP answer.
+    let other_ca = other.cert.pem().into_bytes();
+    assert!(https_get(&web, &other_ca, "/", None).await.is_err());
+    let mut plain = tokio::net::TcpStream::connect(&web).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut got)).await;
+    assert!(
+        !got.starts_with(b"HTTP/"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
+/// One HTTPS/1.1 GET to `addr` as `localhost`, trusting only `ca_pem`; the whole response.
+async fn https_get(
+    addr: &str,
+    ca_pem: &[u8],
+    path: &str,
+    token: Option<&str>,
+) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 #[tokio::test]

@@ -35,7 +35,8 @@ pub struct ServeOptions {
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// Where to serve Prometheus metrics (`--metrics-listen`): `http://ADDR/metrics`.
     pub metrics_listen: Option<String>,
-    /// Where to serve the HTTP JSON API and `/metrics` (`--http-listen`).
+    /// Where to serve the dashboard, the HTTP JSON API and `/metrics` (`--http-listen`); HTTPS
+    /// with `tls` when that is set.
     pub http_listen: Option<String>,
 }
 
@@ -448,14 +449,41 @@ pub async fn serve(
         engine: engine.clone(),
         metrics: metrics.clone(),
     };
+    // The certificate and key, read once: gRPC and the HTTP listener serve the same identity.
+    let tls_pem = match &opts.tls {
+        Some((cert, key)) => {
+            let read = |flag: &'static str, path: &std::path::PathBuf| {
+                std::fs::read(path).map_err(|e| ServeError::Tls {
+                    flag,
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })
+            };
+            Some((read("--tls-cert", cert)?, read("--tls-key", key)?))
+        }
+        None => None,
+    };
     let http_server = match &opts.http_listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| ServeError::Metrics(format!("--http-listen {addr}: {e}")))?;
+            let acceptor = match (&tls_pem, &opts.tls) {
+                (Some((cert, key)), Some((cert_path, _))) => {
+                    Some(crate::http::tls_acceptor(cert, key).map_err(|reason| {
+                        ServeError::Tls {
+                            flag: "--tls-cert",
+                            path: cert_path.clone(),
+                            reason,
+                        }
+                    })?)
+                }
+                _ => None,
+            };
+            let scheme = if acceptor.is_some() { "https" } else { "http" };
             if let Ok(local) = listener.local_addr() {
-                tracing::info!(%local, "dashboard at /, HTTP API at /api/v1");
-                eprintln!("coordinator dashboard on http://{local}/ (HTTP API at /api/v1)");
+                tracing::info!(%local, scheme, "dashboard at /, HTTP API at /api/v1");
+                eprintln!("coordinator dashboard on {scheme}://{local}/ (HTTP API at /api/v1)");
             }
             let app = crate::http::router(
                 sweeps_svc.clone(),
@@ -464,7 +492,12 @@ pub async fn serve(
                 engine.clone(),
             );
             Some(tokio::spawn(async move {
-                let _ = axum::serve(listener, app).await;
+                match acceptor {
+                    Some(a) => crate::http::serve_tls(listener, a, app).await,
+                    None => {
+                        let _ = axum::serve(listener, app).await;
+                    }
+                }
             }))
         }
         None => None,
@@ -476,18 +509,8 @@ pub async fn serve(
         .concurrency_limit_per_connection(256)
         .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
         .http2_keepalive_interval(Some(Duration::from_secs(20)));
-    if let Some((cert, key)) = &opts.tls {
-        let read = |flag: &'static str, path: &std::path::PathBuf| {
-            std::fs::read(path).map_err(|e| ServeError::Tls {
-                flag,
-                path: path.clone(),
-                reason: e.to_string(),
-            })
-        };
-        let identity = tonic::transport::Identity::from_pem(
-            read("--tls-cert", cert)?,
-            read("--tls-key", key)?,
-        );
+    if let (Some((cert_pem, key_pem)), Some((cert, _))) = (&tls_pem, &opts.tls) {
+        let identity = tonic::transport::Identity::from_pem(cert_pem, key_pem);
         builder = builder
             .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
             .map_err(|e| ServeError::Tls {
