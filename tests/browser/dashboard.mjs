@@ -10,7 +10,8 @@
 //  4. the coordinator is killed (STEP_DIR/kill asks the test to; STEP_DIR/restarted says it
 //     is back): the page shows the connection is lost, then live again, and the curves grow;
 //  5. a download of leaderboard.csv carries the token and holds every row;
-//  6. click Pause: the state on the page becomes paused;
+//  6. click Pause: the state on the page becomes paused; a range dragged on the parallel
+//     coordinates' metric axis keeps only the trials in it;
 //  7. a trial's page shows its params, its curves and its state.
 // Exits 0 when every step passed; otherwise prints the failed step and exits 1.
 import { chromium } from 'playwright-core';
@@ -127,6 +128,26 @@ try {
   await page.locator('.card[data-state="paused"]').waitFor({ timeout: T });
   await page.locator('#resume:not([disabled])').waitFor({ timeout: T });
   await page.locator('#pause[disabled]').waitFor({ timeout: T });
+
+  begin('6b. parallel coordinates: a range dragged on the metric axis keeps only its trials');
+  const axis = page.locator('#parallel g.axis').last().locator('rect.hit');
+  await axis.waitFor({ timeout: T });
+  const total = await page.locator('#parallel path[data-trial]').count();
+  if (total < 2) throw new Error(`parallel coordinates draw ${total} trials`);
+  await axis.scrollIntoViewIfNeeded();
+  const box = await axis.boundingBox();
+  await page.mouse.move(box.x + box.width / 2, box.y + 1); // from just above the top: t = 1
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2, { steps: 5 });
+  await page.mouse.up();
+  const kept = Number(await page.locator('#parallel').getAttribute('data-kept'));
+  const dimmed = await page.locator('#parallel path.dim').count();
+  if (!(kept >= 1 && kept < total && kept + dimmed === total)) {
+    throw new Error(`after the drag: ${kept} kept, ${dimmed} dimmed of ${total}`);
+  }
+  log(`brushed the upper half of the metric: ${kept} of ${total} trials kept`);
+  await axis.click();
+  await page.waitForFunction(() => document.querySelectorAll('#parallel path.dim').length === 0, null, { timeout: T });
 
   begin('7. a trial page');
   const first = await page.locator('#leaderboard tbody tr').first().getAttribute('data-trial');

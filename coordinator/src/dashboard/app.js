@@ -432,6 +432,148 @@ function confusionTable(conf) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Parallel coordinates, interactive: hover a line for its trial, click it to open the trial,
+// drag along an axis to keep only the trials in that range (click the axis to clear it).
+
+/** One axis: a numeric (linear, or log over ≥ 2 decades of positive values) or categorical scale. */
+function makeAxis(name, values) {
+  const nums = values.filter((v) => typeof v === 'number' && Number.isFinite(v));
+  if (nums.length === values.length && nums.length) {
+    const lo = Math.min(...nums);
+    const hi = Math.max(...nums);
+    const log = lo > 0 && hi / lo >= 20;
+    const f = log ? Math.log10 : (x) => x;
+    const [a, b] = [f(lo), f(hi)];
+    const distinct = [...new Set(nums)].sort((x, y) => x - y);
+    let ticks;
+    if (b === a) ticks = [lo];
+    else if (distinct.length <= 8) ticks = distinct; // few values: label each
+    else if (log) ticks = [lo, 10 ** ((a + b) / 2), hi];
+    else ticks = [lo, (lo + hi) / 2, hi];
+    return {
+      name, kind: log ? 'log' : 'linear', lo, hi, ticks,
+      pos: (v) => (b === a ? 0.5 : (f(v) - a) / (b - a)),
+    };
+  }
+  const cats = [...new Set(values.map((v) => fmtValue(v)))].sort();
+  return {
+    name, kind: 'category', cats,
+    pos: (v) => (cats.length === 1 ? 0.5 : cats.indexOf(fmtValue(v)) / (cats.length - 1)),
+    ticks: cats,
+  };
+}
+
+/**
+ * Draws `rows` ([{trial, params: flat, metric}]) across `paramNames` and the metric into `holder`.
+ * `brushes` ({axis: [lo, hi] in 0..1 from the bottom}) persists across redraws; `onOpen(trial)`.
+ */
+function parallelChart(holder, rows, paramNames, metric, maximize, brushes, onOpen) {
+  const width = Math.max(720, Math.min(holder.clientWidth || 1200, 1500));
+  const height = 420;
+  const m = { l: 40, r: 90, t: 36, b: 24 };
+  const axes = paramNames.map((p) => makeAxis(p, rows.map((r) => r.params[p])))
+    .concat([makeAxis(metric, rows.map((r) => r.metric))]);
+  for (const k of Object.keys(brushes)) if (!axes.some((a) => a.name === k)) delete brushes[k];
+  const X = (i) => m.l + (axes.length === 1 ? 0 : (i / (axes.length - 1)) * (width - m.l - m.r));
+  const H = height - m.t - m.b;
+  const Y = (t) => m.t + (1 - t) * H;
+  const svg = s('svg', { width, height, viewBox: `0 0 ${width} ${height}`, class: 'parallel' });
+  const mAxis = axes[axes.length - 1];
+  const colourT = (v) => { const t = mAxis.pos(v); return maximize ? t : 1 - t; };
+  const lines = s('g', {});
+  const order = rows.slice().sort((a, b) => colourT(a.metric) - colourT(b.metric)); // best on top
+  const paths = order.map((r) => {
+    const pts = axes.map((a, i) => [X(i), Y(a.pos(i === axes.length - 1 ? r.metric : r.params[a.name]))]);
+    const d = pts.map(([x, y], i) => `${i ? 'L' : 'M'}${x.toFixed(1)},${y.toFixed(1)}`).join('');
+    const path = s('path', { d, stroke: viridis(colourT(r.metric)), data: { trial: r.trial } },
+      s('title', {}, `trial ${r.trial}: ${metric} ${fmt(r.metric)}\n`
+        + paramNames.map((p) => `${p} = ${fmtValue(r.params[p])}`).join('\n')));
+    path.addEventListener('click', () => onOpen(r.trial));
+    path.row = r;
+    lines.appendChild(path);
+    return path;
+  });
+  svg.appendChild(lines);
+  const note = h('p', { class: 'sub' });
+  const apply = () => {
+    let kept = 0;
+    for (const p of paths) {
+      const r = p.row;
+      const ok = axes.every((a, i) => {
+        const b = brushes[a.name];
+        if (!b) return true;
+        const t = a.pos(i === axes.length - 1 ? r.metric : r.params[a.name]);
+        return t >= b[0] - 1e-9 && t <= b[1] + 1e-9;
+      });
+      p.classList.toggle('dim', !ok);
+      kept += ok;
+    }
+    holder.dataset.kept = kept;
+    note.textContent = Object.keys(brushes).length
+      ? `${kept} of ${rows.length} trials in the chosen ranges (click an axis to clear its range).`
+      : `${rows.length} ranked trials${rows.length >= MAX_PARALLEL ? ' (the best)' : ''}; colour: ${metric}, bright = better. Drag along an axis to filter; hover a line for its trial; click it to open the trial.`;
+  };
+  axes.forEach((a, i) => {
+    const x = X(i);
+    const g = s('g', { class: 'axis', data: { axis: a.name } });
+    g.appendChild(s('line', { x1: x, x2: x, y1: m.t, y2: m.t + H, stroke: '#57606a' }));
+    g.appendChild(s('text', { x, y: m.t - 14, 'text-anchor': 'middle', 'font-size': 12, 'font-weight': 600, fill: '#1f2328' }, a.name));
+    const ticks = a.kind === 'category' && a.ticks.length > 12 ? [a.ticks[0], a.ticks[a.ticks.length - 1]] : a.ticks;
+    for (const t of ticks) {
+      const y = Y(a.kind === 'category' ? a.pos(t) : a.pos(t));
+      g.appendChild(s('text', { x: x + 5, y: y + 4, 'font-size': 10.5, fill: '#57606a' },
+        a.kind === 'category' ? String(t).slice(0, 14) : fmt(t, 4)));
+    }
+    const brushRect = s('rect', { x: x - 8, width: 16, class: 'brush' });
+    const showBrush = () => {
+      const b = brushes[a.name];
+      brushRect.setAttribute('y', b ? Y(b[1]) : 0);
+      brushRect.setAttribute('height', b ? Math.max(1, Y(b[0]) - Y(b[1])) : 0);
+    };
+    showBrush();
+    g.appendChild(brushRect);
+    // The grab area: a transparent band along the axis.
+    const hit = s('rect', { x: x - 12, y: m.t - 4, width: 24, height: H + 8, class: 'hit' });
+    const toT = (ev) => {
+      const r = svg.getBoundingClientRect();
+      const y = ((ev.clientY - r.top) / r.height) * height;
+      return Math.min(1, Math.max(0, 1 - (y - m.t) / H));
+    };
+    hit.addEventListener('pointerdown', (ev) => {
+      ev.preventDefault();
+      hit.setPointerCapture(ev.pointerId);
+      holder.dataset.dragging = '1';
+      const t0 = toT(ev);
+      let moved = false;
+      const move = (e) => {
+        const t1 = toT(e);
+        if (Math.abs(t1 - t0) < 0.01 && !moved) return;
+        moved = true;
+        brushes[a.name] = [Math.min(t0, t1), Math.max(t0, t1)];
+        showBrush();
+        apply();
+      };
+      const up = () => {
+        delete holder.dataset.dragging;
+        hit.removeEventListener('pointermove', move);
+        hit.removeEventListener('pointerup', up);
+        if (!moved) {
+          delete brushes[a.name];
+          showBrush();
+          apply();
+        }
+      };
+      hit.addEventListener('pointermove', move);
+      hit.addEventListener('pointerup', up);
+    });
+    g.appendChild(hit);
+    svg.appendChild(g);
+  });
+  apply();
+  holder.replaceChildren(svg, note);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Page: every sweep
 
 function progressBar(sw) {
@@ -473,7 +615,8 @@ async function pageIndex(main) {
       h('td', { class: 'num' }, sw.best === null ? '—' : fmt(sw.best),
         h('div', { class: 'progress-text' }, sw.best_trial ? `${sw.metric}, trial ${sw.best_trial}` : sw.metric)),
       h('td', { class: 'num' }, elapsed(sw)),
-      h('td', { class: 'num' }, sw.workers))));
+      // Workers connected to the coordinator, shown while the sweep can use them.
+      h('td', { class: 'num', title: 'workers connected to the coordinator' }, SWEEP_ENDED.has(sw.state) ? '—' : sw.workers))));
   };
   for (;;) {
     try {
@@ -491,6 +634,7 @@ async function pageIndex(main) {
 
 const TOP_CURVES = 5;
 const MAX_ROWS = 500;
+const MAX_PARALLEL = 2000; // the best ranked trials drawn in parallel coordinates
 const MAX_RUNNING_CURVES = 8;
 
 async function pageSweep(main, id) {
@@ -517,7 +661,7 @@ async function pageSweep(main, id) {
     curves: h('div', { class: 'charts', id: 'curves' }),
     board: h('div', { class: 'scroll' }),
     more: h('p', { class: 'sub' }),
-    parallel: h('div', { class: 'figure', id: 'parallel' }),
+    parallel: h('div', { class: 'chart parallel-box', id: 'parallel' }),
     importance: h('div', { class: 'figure', id: 'importance' }),
     confusion: h('div', { id: 'confusion' }),
     config: h('pre', { class: 'config', id: 'config' }),
@@ -622,6 +766,28 @@ async function pageSweep(main, id) {
     const flat = [...S.rows.values()].map((r) => flatten(r.params));
     const keys = new Set(flat.flatMap((f) => Object.keys(f)));
     return [...keys].filter((k) => new Set(flat.map((f) => JSON.stringify(f[k]))).size > 1).sort();
+  }
+
+  // Parallel coordinates of the ranked trials, drawn here from the leaderboard rows.
+  const brushes = {};
+  function drawParallel() {
+    // Not while a range is being dragged: the new drawing would drop the pointer.
+    if (el.parallel.dataset.dragging) {
+      setTimeout(drawParallel, 500);
+      return;
+    }
+    const metric = metricName();
+    const rows = [...S.rows.values()]
+      .filter((r) => r.rank && Number.isFinite(r.metrics[metric]))
+      .sort((a, b) => a.rank - b.rank)
+      .slice(0, MAX_PARALLEL)
+      .map((r) => ({ trial: r.trial, params: flatten(r.params), metric: r.metrics[metric] }));
+    if (!rows.length) {
+      el.parallel.replaceChildren(h('p', { class: 'empty' }, 'No ranked trial yet.'));
+      return;
+    }
+    parallelChart(el.parallel, rows, varyingParams(), metric, maximize(), brushes,
+      (trial) => { location.href = `${sweepPath(id)}/trials/${trial}`; });
   }
 
   function drawBoard() {
@@ -732,6 +898,7 @@ async function pageSweep(main, id) {
       S.rows = new Map(S.lb.trials.map((t) => [t.trial, t]));
       el.config.textContent = JSON.stringify(S.lb.sweep.config, null, 2);
       drawBoard();
+      drawParallel();
       drawCurvesSoon();
     } catch (e) {
       if (e instanceof ApiError && e.status === 404) throw e;
@@ -741,11 +908,9 @@ async function pageSweep(main, id) {
   const drawBoardSoon = throttle(drawBoard, (took) => Math.max(1000, 10 * took));
 
   async function refreshFigures() {
-    await Promise.all([
-      loadImage(el.parallel, `${base}/files/parallel.svg`, 'parallel coordinates of the parameters and the metric'),
-      loadImage(el.importance, `${base}/files/importance.svg`, 'parameter importance'),
-    ]);
+    if (S.info && S.info.best_trial) await loadImage(el.importance, `${base}/files/importance.svg`, 'parameter importance');
     const best = S.info && S.info.best_trial;
+    if (!best) el.importance.replaceChildren(h('p', { class: 'empty' }, 'No ranked trial yet.'));
     if (best && best !== S.bestShown) {
       try {
         const t = await getJson(`${base}/trials/${best}`);
