@@ -73,8 +73,8 @@ try {
   begin('3. leaderboard rows appear and the curves grow');
   await page.waitForFunction(() => document.querySelectorAll('#leaderboard tbody tr').length >= 2, null, { timeout: T });
   await page.waitForFunction(() => Number(document.getElementById('curves').dataset.points || 0) > 0, null, { timeout: T });
-  // A running trial's curve (the metric's panel) followed until it has more points; if it leaves
-  // the chart first (it finished outside the top five), another running trial is followed.
+  // A running trial's curve (the metric's panel) followed until it has more points; if it ends
+  // or leaves the chart first, another running trial is followed.
   const growing = async () => {
     await page.evaluate(() => { window.followed = {}; });
     const h = await page.waitForFunction(() => {
@@ -83,7 +83,9 @@ try {
       if (w.trial) {
         const p = paths.find((x) => x.dataset.trial === w.trial);
         if (p && Number(p.dataset.n) > w.n) return `trial ${w.trial}'s curve grew from ${w.n} to ${p.dataset.n} points`;
-        if (p) return false;
+        // Still running: wait. Ended (its last epoch may have come before it was followed) or
+        // gone from the chart: follow another.
+        if (p && p.dataset.running === 'true') return false;
       }
       const run = paths.filter((x) => x.dataset.running === 'true')
         .sort((x, y) => Number(x.dataset.n) - Number(y.dataset.n))[0];

@@ -312,6 +312,20 @@ async function stream(path, { onOpen, onEvent, ended }) {
   }
 }
 
+/** Runs `fn` until it succeeds, showing the connection lost meanwhile; a 404 (or any API answer
+ * but 503) is final and thrown. */
+async function untilReachable(fn) {
+  for (;;) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (e instanceof ApiError && e.status !== 503) throw e;
+      connection.lost();
+      await new Promise((r) => setTimeout(r, 2000));
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Charts (SVG, drawn here)
 
@@ -931,11 +945,13 @@ async function pageSweep(main, id) {
 
   // Start: the summary, the leaderboard, then live events.
   try {
-    const list = await getJson('/api/v1/sweeps');
-    S.info = list.find((x) => x.id === id) || null;
-    if (!S.info) throw new ApiError(404, `no sweep ${id}`);
-    drawInfo();
-    await refreshBoard();
+    await untilReachable(async () => {
+      const list = await getJson('/api/v1/sweeps');
+      S.info = list.find((x) => x.id === id) || null;
+      if (!S.info) throw new ApiError(404, `no sweep ${id}`);
+      drawInfo();
+      await refreshBoard();
+    });
     refreshFigures();
   } catch (e) {
     main.replaceChildren(h('h1', {}, id), h('p', { class: 'error' }, e.message), h('p', {}, h('a', { href: '/' }, 'all sweeps')));
@@ -1034,7 +1050,7 @@ async function pageTrial(main, id, n) {
     draw();
   }
   try {
-    await refresh();
+    await untilReachable(refresh);
   } catch (e) {
     main.replaceChildren(h('h1', {}, `Trial ${n}`), h('p', { class: 'error' }, e.message), h('p', {}, h('a', { href: sweepPath(id) }, 'the sweep')));
     connection.set('ended', 'no such trial');
