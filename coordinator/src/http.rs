@@ -254,21 +254,6 @@ fn download(name: &str, bytes: Vec<u8>) -> Response {
         .into_response()
 }
 
-/// The files of `coordinator export` and `coordinator report`, by name.
-const SWEEP_FILES: [&str; 11] = [
-    "leaderboard.json",
-    "leaderboard.csv",
-    "confusion_best.json",
-    "confusion_best.csv",
-    "confusion_best.png",
-    "confusion_best.svg",
-    "curves.svg",
-    "parallel.svg",
-    "importance.json",
-    "importance.svg",
-    "report.html",
-];
-
 /// The leaderboard and, when `details` > 0, the top trials with curves (best first).
 async fn fetch(app: &App, id: &str, details: usize) -> Result<report::ReportData, Response> {
     let leaderboard = app
@@ -310,13 +295,16 @@ async fn sweep_file(
     if let Some(r) = reject(&app, &headers) {
         return r;
     }
-    if !SWEEP_FILES.contains(&name.as_str()) {
+    // The files of `coordinator export` and `coordinator report`, by name.
+    let known: Vec<&str> = export::FILES
+        .iter()
+        .chain(&report::FILES)
+        .copied()
+        .collect();
+    if !known.contains(&name.as_str()) {
         return err(
             StatusCode::NOT_FOUND,
-            format!(
-                "no file {name:?}; expected one of {}",
-                SWEEP_FILES.join(", ")
-            ),
+            format!("no file {name:?}; expected one of {}", known.join(", ")),
         );
     }
     let details = match name.as_str() {

@@ -205,6 +205,14 @@ pub fn confusion_csv(c: &pb::ConfusionMatrix) -> String {
     s
 }
 
+/// The names of the export files (`files`), in the order they are written.
+pub const FILES: [&str; 4] = [
+    "leaderboard.json",
+    "leaderboard.csv",
+    "confusion_best.json",
+    "confusion_best.csv",
+];
+
 /// The export files in memory, as `(name, bytes)`: leaderboard.json, leaderboard.csv and, when
 /// the best trial has one, confusion_best.json and confusion_best.csv.
 pub fn files(
@@ -382,6 +390,22 @@ mod tests {
                 ..Default::default()
             }],
         }
+    }
+
+    #[test]
+    fn files_are_the_named_ones_in_order() {
+        let best = pb::TrialDetail {
+            summary: lb().trials.first().cloned(),
+            curve: vec![],
+            confusion: Some(pb::ConfusionMatrix {
+                labels: vec!["a".into(), "b".into()],
+                counts: vec![3, 1, 0, 4],
+            }),
+        };
+        let names: Vec<&str> = files(&lb(), Some(&best)).iter().map(|f| f.0).collect();
+        assert_eq!(names, FILES);
+        let names: Vec<&str> = files(&lb(), None).iter().map(|f| f.0).collect();
+        assert_eq!(names, FILES[..2]);
     }
 
     #[test]
