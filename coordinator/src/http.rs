@@ -11,7 +11,8 @@
 //! | `GET /api/v1/sweeps/{id}/events` | server-sent events: `update` with `{sweep, trial}` at once and on every change; the stream ends with the sweep |
 //! | `GET /metrics` | the Prometheus metrics (as `--metrics-listen`) |
 //!
-//! With a token, every `/api/v1` call needs `Authorization: Bearer TOKEN` (401 otherwise).
+//! With a token, every `/api/v1` call and `/metrics` need `Authorization: Bearer TOKEN` (401
+//! otherwise); the pages and their two assets carry no data and need none.
 //! Errors are `{"error": "..."}` with 400, 401, 404 or 503.
 
 use std::sync::Arc;
@@ -424,7 +425,12 @@ async fn trial_file(
     download(&file, bytes)
 }
 
-async fn render_metrics(State(app): State<App>) -> Response {
+/// `/metrics` on this port carries sweep ids and names: behind the token like the API (the
+/// `--metrics-listen` port is the one for scrapers without it).
+async fn render_metrics(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Some(r) = reject(&app, &headers) {
+        return r;
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -66,7 +66,15 @@ fn the_json_api_serves_sweeps_trials_and_control_behind_the_token() {
         assert!(body["error"].as_str().unwrap().contains("token"));
         let (code, _) = http(&web, "POST", &format!("/api/v1/sweeps/{id}/stop"), t);
         assert_eq!(code, 401);
+        // The metrics name the sweeps: behind the token on this port too.
+        assert_eq!(get_raw(&web, "/metrics", t).0, 401);
     }
+    let (code, _, body) = get_raw(&web, "/metrics", Some(token));
+    assert_eq!(code, 200);
+    assert!(
+        String::from_utf8_lossy(&body).contains(&id),
+        "the sweep's progress is there"
+    );
 
     // Pause before any worker comes: the sweep hands out nothing.
     let t = Some(token);
