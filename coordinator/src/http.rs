@@ -140,11 +140,9 @@ async fn trial(
     if let Some(r) = reject(&app, &headers) {
         return r;
     }
-    let Ok(n) = n.parse::<u64>() else {
-        return err(
-            StatusCode::BAD_REQUEST,
-            format!("trial number: expected an integer ≥ 1, got {n:?}"),
-        );
+    let n = match trial_number(&n) {
+        Ok(n) => n,
+        Err(m) => return err(StatusCode::BAD_REQUEST, m),
     };
     match app
         .sweeps
@@ -222,6 +220,23 @@ async fn events(State(app): State<App>, headers: HeaderMap, Path(id): Path<Strin
         .into_response()
 }
 
+/// A trial number from the path, or why it is not one (a 400 answer).
+fn trial_number(n: &str) -> Result<u64, String> {
+    n.parse::<u64>()
+        .map_err(|_| format!("trial number: expected an integer ≥ 1, got {n:?}"))
+}
+
+/// Runs a drawing (CPU work) off the async threads; its failure is a 500 answer.
+async fn drawn<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(err(StatusCode::INTERNAL_SERVER_ERROR, e)),
+        Err(e) => Err(err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
 /// The content type of a file by its extension.
 fn content_type(name: &str) -> &'static str {
     match name.rsplit('.').next() {
@@ -266,25 +281,17 @@ async fn fetch(app: &App, id: &str, details: usize) -> Result<report::ReportData
         .await
         .map_err(from_status)?
         .into_inner();
-    let mut top = Vec::new();
-    for t in leaderboard
-        .trials
-        .iter()
-        .filter(|t| t.rank > 0)
-        .take(details)
-    {
-        top.push(
-            app.sweeps
-                .get_trial(Request::new(pb::GetTrialRequest {
-                    sweep_id: id.to_string(),
-                    trial: t.trial,
-                }))
-                .await
-                .map_err(from_status)?
-                .into_inner(),
-        );
-    }
-    Ok(report::ReportData { leaderboard, top })
+    report::gather(leaderboard, details, |trial| async move {
+        app.sweeps
+            .get_trial(Request::new(pb::GetTrialRequest {
+                sweep_id: id.to_string(),
+                trial,
+            }))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(from_status)
+    })
+    .await
 }
 
 /// `GET /api/v1/sweeps/{id}/files/{name}`: one file of `export` or `report`, made now.
@@ -325,13 +332,11 @@ async fn sweep_file(
         )
     };
     let bytes = if report::FILES.contains(&name.as_str()) {
-        // Drawing is CPU work: off the async threads.
         let n = name.clone();
-        match tokio::task::spawn_blocking(move || report::file(&data, &n)).await {
-            Ok(Ok(Some(b))) => b,
-            Ok(Ok(None)) => return no_matrix(),
-            Ok(Err(e)) => return err(StatusCode::INTERNAL_SERVER_ERROR, e),
-            Err(e) => return err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        match drawn(move || report::file(&data, &n)).await {
+            Ok(Some(b)) => b,
+            Ok(None) => return no_matrix(),
+            Err(r) => return r,
         }
     } else {
         match export::files(&data.leaderboard, data.top.first())
@@ -354,23 +359,18 @@ async fn trial_file(
     if let Some(r) = reject(&app, &headers) {
         return r;
     }
-    let Some(ext) = name.strip_prefix("confusion.") else {
+    let ext = name
+        .strip_prefix("confusion.")
+        .filter(|e| ["json", "csv", "png", "svg"].contains(e));
+    let Some(ext) = ext else {
         return err(
             StatusCode::NOT_FOUND,
             format!("no file {name:?}; expected confusion.json, .csv, .png or .svg"),
         );
     };
-    if !["json", "csv", "png", "svg"].contains(&ext) {
-        return err(
-            StatusCode::NOT_FOUND,
-            format!("no file {name:?}; expected confusion.json, .csv, .png or .svg"),
-        );
-    }
-    let Ok(n) = n.parse::<u64>() else {
-        return err(
-            StatusCode::BAD_REQUEST,
-            format!("trial number: expected an integer ≥ 1, got {n:?}"),
-        );
+    let n = match trial_number(&n) {
+        Ok(n) => n,
+        Err(m) => return err(StatusCode::BAD_REQUEST, m),
     };
     let d = match app
         .sweeps
@@ -407,7 +407,7 @@ async fn trial_file(
             };
             let title = report::confusion_title(&sweep, n, false, &c);
             let png = ext == "png";
-            let made = tokio::task::spawn_blocking(move || {
+            let made = drawn(move || {
                 if png {
                     report::confusion_png(&title, &c)
                 } else {
@@ -416,9 +416,8 @@ async fn trial_file(
             })
             .await;
             match made {
-                Ok(Ok(b)) => b,
-                Ok(Err(e)) => return err(StatusCode::INTERNAL_SERVER_ERROR, e),
-                Err(e) => return err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                Ok(b) => b,
+                Err(r) => return r,
             }
         }
     };

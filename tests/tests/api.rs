@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sweep_tests::{free_port, run, serve, tempdir, worker_with};
 
-/// One HTTP/1.0 request; returns the status code and the parsed JSON body.
-fn http(addr: &str, method: &str, path: &str, token: Option<&str>) -> (u16, Value) {
+/// One HTTP/1.0 request; returns the status code, the head (lower-cased) and the body bytes.
+fn request(addr: &str, method: &str, path: &str, token: Option<&str>) -> (u16, String, Vec<u8>) {
     let mut s = sweep_tests::connect(addr);
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
@@ -16,14 +16,30 @@ fn http(addr: &str, method: &str, path: &str, token: Option<&str>) -> (u16, Valu
         "{method} {path} HTTP/1.0\r\nHost: x\r\n{auth}Content-Length: 0\r\n\r\n"
     )
     .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP response");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP response");
+    let head = String::from_utf8_lossy(&out[..split]).to_lowercase();
     let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, head, out[split + 4..].to_vec())
+}
+
+/// One HTTP/1.0 request; returns the status code and the parsed JSON body.
+fn http(addr: &str, method: &str, path: &str, token: Option<&str>) -> (u16, Value) {
+    let (code, _, body) = request(addr, method, path, token);
+    let body = String::from_utf8_lossy(&body);
     (
         code,
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}")),
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}")),
     )
+}
+
+/// One GET; returns the status code, the head (lower-cased) and the body bytes.
+fn get_raw(addr: &str, path: &str, token: Option<&str>) -> (u16, String, Vec<u8>) {
+    request(addr, "GET", path, token)
 }
 
 #[test]
@@ -208,22 +224,6 @@ fn live_updates_arrive_as_server_sent_events_until_the_sweep_ends() {
     let last = updates.last().unwrap();
     assert_eq!(last["sweep"]["state"], "finished", "{last}");
     assert_eq!(last["sweep"]["finished"], 3);
-}
-
-/// One HTTP/1.0 GET; returns the status code, the head (lower-cased) and the body bytes.
-fn get_raw(addr: &str, path: &str, token: Option<&str>) -> (u16, String, Vec<u8>) {
-    let mut s = sweep_tests::connect(addr);
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n{auth}\r\n").unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    let split = out
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("an HTTP response");
-    let head = String::from_utf8_lossy(&out[..split]).to_lowercase();
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (code, head, out[split + 4..].to_vec())
 }
 
 #[test]

@@ -584,24 +584,19 @@ async fn fetch_sweep(
         .await
         .map_err(|s| status_err(url, s))?
         .into_inner();
-    let mut top = Vec::new();
-    for t in leaderboard
-        .trials
-        .iter()
-        .filter(|t| t.rank > 0)
-        .take(details)
-    {
-        top.push(
+    crate::report::gather(leaderboard, details, |trial| {
+        let mut c = c.clone();
+        async move {
             c.get_trial(pb::GetTrialRequest {
                 sweep_id: sweep.to_string(),
-                trial: t.trial,
+                trial,
             })
             .await
-            .map_err(|s| status_err(url, s))?
-            .into_inner(),
-        );
-    }
-    Ok(crate::report::ReportData { leaderboard, top })
+            .map(tonic::Response::into_inner)
+            .map_err(|s| status_err(url, s))
+        }
+    })
+    .await
 }
 
 /// Writes the export files (leaderboard, the best trial's confusion matrix).

@@ -64,6 +64,13 @@ pub fn leaderboard_json(lb: &pb::LeaderboardResponse) -> Value {
     })
 }
 
+/// A trial's params flattened to dotted names (`optimizer.name`), in key order.
+pub fn flat_params(t: &pb::TrialSummary) -> Vec<(String, Value)> {
+    let mut flat = Vec::new();
+    flatten("", &params_json(t), &mut flat);
+    flat
+}
+
 /// Flattens nested params to dotted names.
 fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
     match v {
@@ -106,8 +113,7 @@ pub fn leaderboard_csv(lb: &pb::LeaderboardResponse) -> String {
         .trials
         .iter()
         .map(|t| {
-            let mut flat = Vec::new();
-            flatten("", &params_json(t), &mut flat);
+            let flat = flat_params(t);
             for (k, _) in &flat {
                 pnames.insert(k.clone());
             }
@@ -311,9 +317,7 @@ pub fn leaderboard_table(lb: &pb::LeaderboardResponse) -> String {
                 .map_or("-".to_string(), |v| format!("{v:.4}"));
             let _ = write!(out, "  {ta:>8}");
         }
-        let mut flat = Vec::new();
-        flatten("", &params_json(t), &mut flat);
-        let params: Vec<String> = flat
+        let params: Vec<String> = flat_params(t)
             .iter()
             .map(|(k, v)| format!("{k}={}", short(v)))
             .collect();

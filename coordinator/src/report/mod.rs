@@ -28,33 +28,33 @@ pub struct ReportData {
     pub top: Vec<pb::TrialDetail>,
 }
 
-/// Flat params of a trial.
-fn params_of(t: &pb::TrialSummary) -> BTreeMap<String, Value> {
-    let mut out = BTreeMap::new();
-    flatten(
-        "",
-        &Value::Object(sweep_proto::json::map_to_json(&t.params)),
-        &mut out,
-    );
-    out
+/// A report's data from a leaderboard: `get` fetches one trial's details (over gRPC, or from the
+/// service in process), for the best `details` ranked trials in rank order.
+pub async fn gather<E, Fut>(
+    leaderboard: pb::LeaderboardResponse,
+    details: usize,
+    mut get: impl FnMut(u64) -> Fut,
+) -> Result<ReportData, E>
+where
+    Fut: std::future::Future<Output = Result<pb::TrialDetail, E>>,
+{
+    let ranked: Vec<u64> = leaderboard
+        .trials
+        .iter()
+        .filter(|t| t.rank > 0)
+        .take(details)
+        .map(|t| t.trial)
+        .collect();
+    let mut top = Vec::with_capacity(ranked.len());
+    for n in ranked {
+        top.push(get(n).await?);
+    }
+    Ok(ReportData { leaderboard, top })
 }
 
-fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
-    match v {
-        Value::Object(m) => {
-            for (k, x) in m {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                flatten(&key, x, out);
-            }
-        }
-        other => {
-            out.insert(prefix.to_string(), other.clone());
-        }
-    }
+/// Flat params of a trial (dotted names).
+fn params_of(t: &pb::TrialSummary) -> BTreeMap<String, Value> {
+    export::flat_params(t).into_iter().collect()
 }
 
 fn esc(s: &str) -> String {
