@@ -5,8 +5,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    worker::cli::restore_sigpipe();
     let cli = coordinator::cli::Cli::parse();
+    if cli.command.prints_and_exits() {
+        worker::cli::restore_sigpipe();
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,coordinator=info"));
     let fmt = tracing_subscriber::fmt()

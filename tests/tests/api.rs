@@ -372,3 +372,55 @@ fn downloads_are_the_cli_files_and_pages_hold_no_data_without_the_token() {
         404
     );
 }
+
+/// Clients that vanish mid-stream (a closed browser tab) must not take the coordinator down:
+/// a write to their closed socket is an error for that connection only, never a SIGPIPE for
+/// the process.
+#[test]
+fn clients_that_vanish_from_the_event_stream_do_not_kill_the_coordinator() {
+    let dir = tempdir("sse-vanish");
+    let web = format!("127.0.0.1:{}", free_port());
+    let (mut coord, url) = serve(&dir.join("sweeps.db"), &["--http-listen", &web]);
+    let cfg = dir.join("s.yaml");
+    // Many short trials: a steady stream of events to write to the vanished clients.
+    std::fs::write(
+        &cfg,
+        "name: vanish\nmethod: random\nrun_cap: 100000\ntrainer: synthetic\nsynthetic: {epochs: 20, epoch_ms: 2}\nparameters:\n  x: {min: 0.0, max: 1.0}\n",
+    )
+    .unwrap();
+    let out = run(
+        "coordinator",
+        &["submit", cfg.to_str().unwrap(), "--coordinator", &url],
+    );
+    assert!(out.status.success());
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let _w = sweep_tests::worker(&url, 4);
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..150 {
+        let mut s = sweep_tests::connect(&web);
+        write!(
+            s,
+            "GET /api/v1/sweeps/{id}/events HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        .unwrap();
+        // Read what came, then close with nothing unread (a FIN, as a closed tab sends): the
+        // server's next write meets a closed socket.
+        s.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+        let until = Instant::now() + Duration::from_millis(10 + (i % 7) * 5);
+        let mut buf = [0u8; 65536];
+        while matches!(s.read(&mut buf), Ok(n) if n > 0) && Instant::now() < until {}
+        drop(s);
+        assert!(
+            coord.alive(),
+            "the coordinator died after {} vanished clients",
+            i + 1
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        coord.alive(),
+        "the coordinator died after the vanished clients"
+    );
+    let (code, list) = http(&web, "GET", "/api/v1/sweeps", None);
+    assert_eq!(code, 200, "{list}");
+}

@@ -5,8 +5,11 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    worker::cli::restore_sigpipe();
     let cli = worker::cli::Cli::parse();
+    // The agent (no subcommand) serves metrics and holds streams: it keeps SIGPIPE ignored.
+    if cli.command.is_some() {
+        worker::cli::restore_sigpipe();
+    }
     let default = if cli.command.is_none() {
         "info"
     } else {

@@ -290,6 +290,31 @@ pub fn read_config(file: &Path) -> Result<(String, SweepSpec), CliError> {
     Ok((text, spec))
 }
 
+impl Command {
+    /// Whether the command only makes a few calls, prints and exits — the ones for which a
+    /// closed stdout may end the process by SIGPIPE (`worker::cli::restore_sigpipe`). Not the
+    /// ones that serve (`serve`, `run`, the benchmarks) or hold a stream (`watch`).
+    pub fn prints_and_exits(&self) -> bool {
+        match self {
+            Command::Submit { .. }
+            | Command::Status { .. }
+            | Command::Leaderboard { .. }
+            | Command::Export { .. }
+            | Command::Report { .. }
+            | Command::Trial { .. }
+            | Command::Pause { .. }
+            | Command::Resume { .. }
+            | Command::Stop { .. } => true,
+            Command::Serve { .. }
+            | Command::Run { .. }
+            | Command::Watch { .. }
+            | Command::Bench(_)
+            | Command::BenchLoad(_)
+            | Command::BenchSearch(_) => false,
+        }
+    }
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     let rt = tokio::runtime::Builder::new_multi_thread()

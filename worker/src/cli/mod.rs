@@ -191,6 +191,10 @@ pub async fn shutdown_signal() {
 /// Restores the default action of SIGPIPE, so `worker … | head` (or `coordinator leaderboard |
 /// head`) ends quietly when the reader goes away instead of panicking in `println!`: the Rust
 /// runtime ignores SIGPIPE, which turns a closed pipe into an error every print unwraps.
+///
+/// Only for commands that print and exit, never for one that serves: the disposition is the
+/// whole process's, and a socket write (`writev`, which cannot ask for no signal) to a client
+/// that has gone would then kill the process instead of failing that one connection.
 pub fn restore_sigpipe() {
     #[cfg(unix)]
     // SAFETY: called first thing in `main`, before any thread exists; `signal` with SIG_DFL
