@@ -134,8 +134,15 @@ try {
   begin('6b. parallel coordinates: a range dragged on the metric axis keeps only its trials');
   const axis = page.locator('#parallel g.axis').last().locator('rect.hit');
   await axis.waitFor({ timeout: T });
+  // The paused sweep's running trials still finish: wait for a second ranked trial (a slow
+  // machine may have ranked only one by now) rather than assume how many are done.
+  await page.waitForFunction(() => document.querySelectorAll('#parallel path[data-trial]').length >= 2,
+    null, { timeout: 4 * T })
+    .catch(async () => {
+      const n = await page.locator('#parallel path[data-trial]').count();
+      throw new Error(`parallel coordinates still draw ${n} trials`);
+    });
   const total = await page.locator('#parallel path[data-trial]').count();
-  if (total < 2) throw new Error(`parallel coordinates draw ${total} trials`);
   await axis.scrollIntoViewIfNeeded();
   const box = await axis.boundingBox();
   await page.mouse.move(box.x + box.width / 2, box.y + 1); // from just above the top: t = 1
