@@ -4,6 +4,11 @@
 //! is queued to the store while the lock is held (so the store sees changes in the order they
 //! happened) and the caller awaits the commit before it replies. Reads (leaderboards, sweep
 //! info) come from memory. A reaper re-queues trials whose lease expired.
+//!
+//! A failed commit takes the engine down: every call is refused with the store's cause until
+//! the reaper has read the store back and replaced memory with it, so memory that ran ahead
+//! of the disk is rolled back before anything else is acknowledged, and the engine carries on
+//! by itself once writes succeed again.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -39,6 +44,9 @@ pub enum EngineError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A stored value cannot be read back.
+    #[error("{0}")]
+    Corrupt(String),
 }
 
 /// Sweep states.
@@ -380,6 +388,9 @@ pub enum Outcome {
 /// A sweep row change to persist: (id, state, next trial, updated at).
 type SweepUpdate = (String, String, u64, f64);
 
+/// A queued write whose commit a reply waits for.
+type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send>>;
+
 /// A change, for watchers.
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -415,6 +426,8 @@ struct State {
     /// lease id → (sweep, trial).
     leases: HashMap<String, (String, u64)>,
     workers: HashMap<String, WorkerInfo>,
+    /// Set when a commit failed: calls are refused with it until memory is read back.
+    down: Option<StoreError>,
 }
 
 /// The coordinator's state machine. Cheap to clone (shared).
@@ -431,6 +444,141 @@ struct Inner {
     work: Notify,
     events: broadcast::Sender<Event>,
     counters: crate::metrics::EngineCounters,
+    /// Wait before the next read-back after a failed write; doubles while writes keep failing.
+    recovery: Mutex<(std::time::Instant, Duration)>,
+}
+
+/// The first wait before reading the store back after a failed write, and the longest.
+const RECOVERY_WAIT: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
+
+fn corrupt(
+    path: &str,
+    sweep: &str,
+    trial: u64,
+    column: &str,
+    e: impl std::fmt::Display,
+) -> EngineError {
+    EngineError::Corrupt(format!(
+        "store {path}: sweep {sweep} trial {trial}: the stored {column} is not valid JSON ({e}); \
+         fix or delete that row (sqlite3 {path} \"SELECT {column} FROM trials WHERE sweep_id = '{sweep}' AND trial = {trial}\")"
+    ))
+}
+
+/// Memory rebuilt from what the store holds. Running attempts get a fresh lease: their workers
+/// may still be training and reconnect; if not, the lease expires and the trial is re-queued.
+fn restore(snap: store::Snapshot, path: &str, ttl: f64) -> Result<State, EngineError> {
+    let mut st = State::default();
+    for s in snap.sweeps {
+        let raw: Value = serde_json::from_str(&s.config).map_err(|e| {
+            EngineError::Corrupt(format!(
+                "store {path}: stored config of sweep {}: {e}",
+                s.id
+            ))
+        })?;
+        let spec = SweepSpec::from_value(raw).map_err(|e| {
+            EngineError::Corrupt(format!(
+                "store {path}: stored config of sweep {}: {e}",
+                s.id
+            ))
+        })?;
+        st.order.push(s.id.clone());
+        st.sweeps.insert(
+            s.id.clone(),
+            Sweep {
+                id: s.id,
+                name: s.name,
+                spec,
+                state: SweepState::parse(&s.state),
+                created_at: s.created_at,
+                updated_at: s.updated_at,
+                next_trial: s.next_trial,
+                trials: BTreeMap::new(),
+                queue: VecDeque::new(),
+            },
+        );
+    }
+    for t in snap.trials {
+        let Some(sw) = st.sweeps.get_mut(&t.sweep_id) else {
+            continue;
+        };
+        let state = TrialState::parse(&t.state);
+        let confusion = match t.confusion.as_deref() {
+            None => None,
+            Some(c) => {
+                let v: Value = serde_json::from_str(c)
+                    .map_err(|e| corrupt(path, &sw.id, t.trial, "confusion", e))?;
+                let labels: Vec<String> = serde_json::from_value(v["labels"].clone())
+                    .map_err(|e| corrupt(path, &sw.id, t.trial, "confusion", e))?;
+                let counts: Vec<u64> = serde_json::from_value(v["counts"].clone())
+                    .map_err(|e| corrupt(path, &sw.id, t.trial, "confusion", e))?;
+                Some((labels, counts))
+            }
+        };
+        let params: Value = serde_json::from_str(&t.params)
+            .map_err(|e| corrupt(path, &sw.id, t.trial, "params", e))?;
+        let metrics: BTreeMap<String, f64> = serde_json::from_str(&t.metrics)
+            .map_err(|e| corrupt(path, &sw.id, t.trial, "metrics", e))?;
+        let trial = Trial {
+            number: t.trial,
+            params,
+            state,
+            attempt: t.attempt,
+            completed_attempt: t.completed_attempt,
+            lease_id: t.lease_id.clone(),
+            lease_expires: now() + ttl,
+            worker: t.worker,
+            started_at: t.started_at,
+            ended_at: t.ended_at,
+            duration: t.duration,
+            curve: BTreeMap::new(),
+            metrics,
+            confusion,
+            error: t.error,
+        };
+        if state == TrialState::Queued {
+            sw.queue.push_back(t.trial);
+        }
+        if state == TrialState::Running {
+            if let Some(l) = &t.lease_id {
+                st.leases.insert(l.clone(), (sw.id.clone(), t.trial));
+            }
+        }
+        sw.trials.insert(t.trial, trial);
+    }
+    for (sweep, trial, step, name, value) in snap.points {
+        if let Some(t) = st
+            .sweeps
+            .get_mut(&sweep)
+            .and_then(|s| s.trials.get_mut(&trial))
+        {
+            t.curve.entry(step).or_default().insert(name, value);
+        }
+    }
+    // A trial's metrics are its last reported values overlaid with its Complete's (only the
+    // latter are stored in its row): rebuild the former from its curve.
+    for sw in st.sweeps.values_mut() {
+        for t in sw.trials.values_mut() {
+            let mut m: BTreeMap<String, f64> = BTreeMap::new();
+            for point in t.curve.values() {
+                m.extend(point.iter().map(|(k, v)| (k.clone(), *v)));
+            }
+            m.extend(std::mem::take(&mut t.metrics));
+            t.metrics = m;
+        }
+    }
+    for w in snap.workers {
+        st.workers.insert(
+            w.id,
+            WorkerInfo {
+                host: w.host,
+                cores: w.cores,
+                slots: w.slots,
+                version: w.version,
+                last_seen: 0.0,
+            },
+        );
+    }
+    Ok(st)
 }
 
 fn random_id(bytes: usize) -> String {
@@ -445,83 +593,7 @@ impl Engine {
     /// Opens the store at `path` and restores every sweep from it.
     pub fn open(path: &std::path::Path, opts: EngineOptions) -> Result<Engine, EngineError> {
         let (store, snap) = Store::open(path)?;
-        let mut st = State::default();
-        let ttl = opts.lease_ttl.as_secs_f64();
-        for s in snap.sweeps {
-            let raw: Value = serde_json::from_str(&s.config).map_err(|e| {
-                EngineError::Invalid(format!("stored config of sweep {}: {e}", s.id))
-            })?;
-            let spec = SweepSpec::from_value(raw).map_err(|e| {
-                EngineError::Invalid(format!("stored config of sweep {}: {e}", s.id))
-            })?;
-            st.order.push(s.id.clone());
-            st.sweeps.insert(
-                s.id.clone(),
-                Sweep {
-                    id: s.id,
-                    name: s.name,
-                    spec,
-                    state: SweepState::parse(&s.state),
-                    created_at: s.created_at,
-                    updated_at: s.updated_at,
-                    next_trial: s.next_trial,
-                    trials: BTreeMap::new(),
-                    queue: VecDeque::new(),
-                },
-            );
-        }
-        for t in snap.trials {
-            let Some(sw) = st.sweeps.get_mut(&t.sweep_id) else {
-                continue;
-            };
-            let state = TrialState::parse(&t.state);
-            let confusion = t
-                .confusion
-                .as_deref()
-                .and_then(|c| serde_json::from_str::<Value>(c).ok())
-                .and_then(|v| {
-                    let labels: Vec<String> = serde_json::from_value(v["labels"].clone()).ok()?;
-                    let counts: Vec<u64> = serde_json::from_value(v["counts"].clone()).ok()?;
-                    Some((labels, counts))
-                });
-            let trial = Trial {
-                number: t.trial,
-                params: serde_json::from_str(&t.params).unwrap_or(Value::Null),
-                state,
-                attempt: t.attempt,
-                completed_attempt: t.completed_attempt,
-                lease_id: t.lease_id.clone(),
-                // A running attempt gets a fresh lease: its worker may still be training and
-                // reconnect; if not, the lease expires and the trial is re-queued.
-                lease_expires: now() + ttl,
-                worker: t.worker,
-                started_at: t.started_at,
-                ended_at: t.ended_at,
-                duration: t.duration,
-                curve: BTreeMap::new(),
-                metrics: serde_json::from_str(&t.metrics).unwrap_or_default(),
-                confusion,
-                error: t.error,
-            };
-            if state == TrialState::Queued {
-                sw.queue.push_back(t.trial);
-            }
-            if state == TrialState::Running {
-                if let Some(l) = &t.lease_id {
-                    st.leases.insert(l.clone(), (sw.id.clone(), t.trial));
-                }
-            }
-            sw.trials.insert(t.trial, trial);
-        }
-        for (sweep, trial, step, name, value) in snap.points {
-            if let Some(t) = st
-                .sweeps
-                .get_mut(&sweep)
-                .and_then(|s| s.trials.get_mut(&trial))
-            {
-                t.curve.entry(step).or_default().insert(name, value);
-            }
-        }
+        let st = restore(snap, store.path(), opts.lease_ttl.as_secs_f64())?;
         let (events, _) = broadcast::channel(1024);
         Ok(Engine {
             inner: Arc::new(Inner {
@@ -531,12 +603,114 @@ impl Engine {
                 work: Notify::new(),
                 events,
                 counters: crate::metrics::EngineCounters::default(),
+                recovery: Mutex::new((std::time::Instant::now(), RECOVERY_WAIT.0)),
             }),
         })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Refuses a call while the engine is down (a commit failed; memory is not read back yet).
+    fn up(st: &State) -> Result<(), EngineError> {
+        match &st.down {
+            Some(e) => Err(EngineError::Store(e.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Awaits a queued write. A failure takes the engine down until memory is read back.
+    async fn commit<R>(
+        &self,
+        fut: impl std::future::Future<Output = Result<R, StoreError>>,
+    ) -> Result<R, EngineError> {
+        fut.await.map_err(|e| {
+            if !matches!(e, StoreError::Closed) {
+                let mut st = self.lock();
+                if st.down.is_none() {
+                    tracing::warn!(error = %e, "the engine refuses calls until it has read the store back");
+                    st.down = Some(e.clone());
+                }
+            }
+            EngineError::Store(e)
+        })
+    }
+
+    /// Whether the engine refuses calls now, and why.
+    pub fn down(&self) -> Option<StoreError> {
+        self.lock().down.clone()
+    }
+
+    /// Writes fail as on a full disk once the store grows by more than `extra` pages (`None`
+    /// lifts it); see [`Store::limit_growth`]. For tests.
+    #[doc(hidden)]
+    pub async fn limit_store_growth(&self, extra: Option<u32>) {
+        self.inner.store.limit_growth(extra).await;
+    }
+
+    /// Whether the store accepts writes; follows every change (for health and metrics).
+    pub fn store_health(&self) -> tokio::sync::watch::Receiver<store::Health> {
+        self.inner.store.health()
+    }
+
+    /// After a failed commit: reads the store back, replaces memory with it and serves again.
+    /// Returns whether it did; waits between tries (doubling while writes keep failing).
+    pub async fn recover(&self) -> Result<bool, EngineError> {
+        if self.lock().down.is_none() {
+            return Ok(false);
+        }
+        {
+            let mut r = self
+                .inner
+                .recovery
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let (last, wait) = *r;
+            if last.elapsed() < wait {
+                return Ok(false);
+            }
+            // Writes that kept failing for a while back off; a long good spell resets the wait.
+            let next = if last.elapsed() > RECOVERY_WAIT.1 * 2 {
+                RECOVERY_WAIT.0
+            } else {
+                (wait * 2).min(RECOVERY_WAIT.1)
+            };
+            *r = (std::time::Instant::now(), next);
+        }
+        let snap = match self.inner.store.reload().await {
+            Ok(s) => s,
+            Err(e) => {
+                self.lock().down = Some(e.clone());
+                return Err(e.into());
+            }
+        };
+        let fresh = restore(
+            snap,
+            self.inner.store.path(),
+            self.inner.opts.lease_ttl.as_secs_f64(),
+        )?;
+        let ids = {
+            let mut st = self.lock();
+            let seen: Vec<(String, f64)> = st
+                .workers
+                .iter()
+                .map(|(k, w)| (k.clone(), w.last_seen))
+                .collect();
+            *st = fresh;
+            for (k, t) in seen {
+                if let Some(w) = st.workers.get_mut(&k) {
+                    w.last_seen = t;
+                }
+            }
+            st.order.clone()
+        };
+        tracing::info!("memory read back from the store: serving again");
+        self.inner.work.notify_waiters();
+        for id in ids {
+            self.emit(&id, None);
+        }
+        Ok(true)
     }
 
     /// Engine settings.
@@ -580,13 +754,14 @@ impl Engine {
         let row = sweep.row();
         let fut = {
             let mut st = self.lock();
+            Self::up(&st)?;
             st.order.push(id.clone());
             st.sweeps.insert(id.clone(), sweep);
             self.inner
                 .store
                 .submit(move |tx| store::insert_sweep(tx, &row))
         };
-        fut.await?;
+        self.commit(fut).await?;
         self.inner.work.notify_waiters();
         self.emit(&id, None);
         Ok(id)
@@ -607,6 +782,7 @@ impl Engine {
         let t = now();
         let fut = {
             let mut st = self.lock();
+            Self::up(&st)?;
             st.workers.insert(
                 id.clone(),
                 WorkerInfo {
@@ -622,30 +798,16 @@ impl Engine {
                 .store
                 .submit(move |tx| store::upsert_worker(tx, &wid, &host, cores, slots, &version, t))
         };
-        fut.await?;
+        self.commit(fut).await?;
         Ok(id)
     }
 
+    /// Notes a call from a registered worker (made-up ids are not kept: only a registration
+    /// adds a worker, and registrations are stored, so a restart still knows them).
     fn touch(st: &mut State, worker: &str) {
-        if worker.is_empty() || worker.len() > 64 {
-            return;
-        }
         if let Some(w) = st.workers.get_mut(worker) {
             w.last_seen = now();
-            return;
         }
-        // A worker that registered before a coordinator restart is known again by its calls.
-        let w = st
-            .workers
-            .entry(worker.to_string())
-            .or_insert_with(|| WorkerInfo {
-                host: String::new(),
-                cores: 0,
-                slots: 0,
-                version: String::new(),
-                last_seen: 0.0,
-            });
-        w.last_seen = now();
     }
 
     /// Leases granted and expired since this process started (for `/metrics`).
@@ -777,6 +939,7 @@ impl Engine {
             notified.as_mut().enable();
             let found = {
                 let mut st = self.lock();
+                Self::up(&st)?;
                 Self::touch(&mut st, worker);
                 self.try_lease(&mut st, worker).map(|(lease, row, sweep)| {
                     let fut = self.inner.store.submit(move |tx| {
@@ -789,7 +952,7 @@ impl Engine {
                 })
             };
             if let Some((lease, fut)) = found {
-                fut.await?;
+                self.commit(fut).await?;
                 self.inner.counters.leases_granted.inc();
                 self.emit(&lease.sweep_id, Some(lease.trial));
                 return Ok(Some(lease));
@@ -851,16 +1014,26 @@ impl Engine {
             ));
         }
         let ttl = self.inner.opts.lease_ttl.as_secs_f64();
-        let (action, fut) = {
+        let (action, fut): (Action, Pending) = 'locked: {
             let mut st = self.lock();
+            Self::up(&st)?;
             Self::touch(&mut st, worker);
             let sw = match Self::check_lease(&mut st, sweep, trial, attempt, lease_id) {
                 Ok(sw) => sw,
-                Err(reason) => return Ok(Action::Abandon(reason)),
+                // Said only once what it rests on is committed.
+                Err(reason) => {
+                    break 'locked (
+                        Action::Abandon(reason),
+                        Box::pin(self.inner.store.barrier()),
+                    )
+                }
             };
             let stopped = sw.state.is_terminal();
             let Some(t) = sw.trials.get_mut(&trial) else {
-                return Ok(Action::Abandon("unknown trial".into()));
+                break 'locked (
+                    Action::Abandon("unknown trial".into()),
+                    Box::pin(self.inner.store.barrier()),
+                );
             };
             t.lease_expires = now() + ttl;
             let finite: Vec<(String, f64)> =
@@ -893,10 +1066,12 @@ impl Engine {
                 .inner
                 .store
                 .submit(move |tx| store::insert_points(tx, &s, trial, epoch, &finite));
-            (action, fut)
+            (action, Box::pin(fut))
         };
-        fut.await?;
-        self.emit(sweep, Some(trial));
+        self.commit(fut).await?;
+        if !matches!(action, Action::Abandon(_)) {
+            self.emit(sweep, Some(trial));
+        }
         Ok(action)
     }
 
@@ -986,23 +1161,32 @@ impl Engine {
                 )));
             }
         }
-        let fut = {
+        // What is said without a change is said only once what it rests on is committed.
+        let settled = |answer: (bool, String)| {
+            (
+                answer,
+                None,
+                Box::pin(self.inner.store.barrier()) as Pending,
+            )
+        };
+        let (answer, requeue, fut) = 'locked: {
             let mut st = self.lock();
+            Self::up(&st)?;
             Self::touch(&mut st, worker);
             // Idempotence: the same attempt completing again is accepted and changes nothing.
             if let Some(t) = st.sweeps.get(sweep).and_then(|s| s.trials.get(&trial)) {
                 if t.completed_attempt == Some(attempt) && t.state.is_terminal() {
-                    return Ok((true, "already completed".into()));
+                    break 'locked settled((true, "already completed".into()));
                 }
             }
             let sw = match Self::check_lease(&mut st, sweep, trial, attempt, lease_id) {
                 Ok(sw) => sw,
-                Err(reason) => return Ok((false, reason)),
+                Err(reason) => break 'locked settled((false, reason)),
             };
             let t_now = now();
             let max_attempts = sw.spec.max_attempts;
             let Some(t) = sw.trials.get_mut(&trial) else {
-                return Ok((false, "unknown trial".into()));
+                break 'locked settled((false, "unknown trial".into()));
             };
             let old_lease = t.lease_id.take();
             match outcome {
@@ -1092,15 +1276,21 @@ impl Engine {
                 }
                 store::update_sweep(tx, &srow.0, &srow.1, srow.2, srow.3)
             });
-            (fut, requeue)
+            (
+                (true, String::new()),
+                Some(requeue),
+                Box::pin(fut) as Pending,
+            )
         };
-        let (fut, requeue) = fut;
-        fut.await?;
+        self.commit(fut).await?;
+        let Some(requeue) = requeue else {
+            return Ok(answer);
+        };
         if requeue {
             self.inner.work.notify_waiters();
         }
         self.emit(sweep, Some(trial));
-        Ok((true, String::new()))
+        Ok(answer)
     }
 
     /// Extends the given leases; returns those the worker must drop.
@@ -1133,6 +1323,9 @@ impl Engine {
         let t_now = now();
         let (fut, changed) = {
             let mut st = self.lock();
+            if st.down.is_some() {
+                return Ok(0);
+            }
             let mut rows = Vec::new();
             let mut sweeps = Vec::new();
             let mut changed = Vec::new();
@@ -1198,7 +1391,7 @@ impl Engine {
             });
             (fut, changed)
         };
-        fut.await?;
+        self.commit(fut).await?;
         if !changed.is_empty() {
             self.inner.work.notify_waiters();
         }
@@ -1212,6 +1405,7 @@ impl Engine {
     pub async fn control(&self, sweep: &str, action: SweepState) -> Result<(), EngineError> {
         let fut = {
             let mut st = self.lock();
+            Self::up(&st)?;
             let sw = st
                 .sweeps
                 .get_mut(sweep)
@@ -1259,7 +1453,7 @@ impl Engine {
                 store::update_sweep(tx, &r.0, &r.1, r.2, r.3)
             })
         };
-        fut.await?;
+        self.commit(fut).await?;
         self.inner.work.notify_waiters();
         self.emit(sweep, None);
         Ok(())
@@ -1290,6 +1484,9 @@ impl Engine {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
                 let e = Engine { inner };
+                if let Err(err) = e.recover().await {
+                    tracing::error!(error = %err, "reading the store back");
+                }
                 if let Err(err) = e.reap().await {
                     tracing::error!(error = %err, "lease reaper");
                 }

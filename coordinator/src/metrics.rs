@@ -64,6 +64,7 @@ pub struct CoordinatorMetrics {
     sweeps: Family<StateLabel, Gauge>,
     progress: Family<SweepLabel, Gauge<f64, AtomicU64>>,
     workers: Gauge,
+    store_up: Gauge,
 }
 
 /// Times one RPC: counts it and observes its duration when dropped.
@@ -91,6 +92,7 @@ impl CoordinatorMetrics {
             sweeps: Family::default(),
             progress: Family::default(),
             workers: Gauge::default(),
+            store_up: Gauge::default(),
         };
         r.register(
             "rpc_calls",
@@ -128,6 +130,11 @@ impl CoordinatorMetrics {
             "workers_connected",
             "Workers seen within two lease lifetimes",
             m.workers.clone(),
+        );
+        r.register(
+            "store_up",
+            "1 while the store accepts writes; 0 while it refuses them (a failed write not yet read back, or the store file deleted, replaced or truncated)",
+            m.store_up.clone(),
         );
         Arc::new(CoordinatorMetrics { registry: r, ..m })
     }
@@ -185,6 +192,9 @@ impl CoordinatorMetrics {
                 .set(n);
         }
         self.workers.set(i64::from(engine.live_workers()));
+        self.store_up.set(i64::from(
+            engine.store_health().borrow().problem().is_none(),
+        ));
         worker::metrics::encode(&self.registry)
     }
 }

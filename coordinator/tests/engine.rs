@@ -431,3 +431,74 @@ async fn reaching_the_metric_target_finishes_the_sweep_and_stops_running_trials(
     e.with_sweep(&id, |s| assert_eq!(s.state.name(), "finished"))
         .unwrap();
 }
+
+/// A Complete whose commit fails (the store is full) changes nothing that lasts: its retry is
+/// not answered "already completed" from memory, memory is read back to what the store holds,
+/// and once space returns the same Complete is kept.
+#[tokio::test]
+async fn a_failed_commit_is_rolled_back_and_its_retry_is_not_trusted() {
+    let p = db("diskfull");
+    let e = Engine::open(&p, opts(30_000)).unwrap();
+    let id = e.create_sweep(synthetic("1, 2"), None).await.unwrap();
+    let l = e.lease("w1", Duration::ZERO).await.unwrap().unwrap();
+    e.report(
+        "w1",
+        &id,
+        l.trial,
+        1,
+        &l.lease_id,
+        1,
+        vec![("loss".into(), 3.0)],
+    )
+    .await
+    .unwrap();
+    // A confusion matrix large enough to need new pages in the file.
+    let labels: Vec<String> = (0..60).map(|i| format!("class number {i:04}")).collect();
+    let counts = vec![7u64; 60 * 60];
+    let complete = || {
+        e.complete(
+            "w1",
+            &id,
+            l.trial,
+            1,
+            &l.lease_id,
+            Outcome::Finished,
+            vec![("loss".into(), 0.25)],
+            Some((labels.clone(), counts.clone())),
+            String::new(),
+        )
+    };
+    e.limit_store_growth(Some(0)).await;
+    let err = complete().await.unwrap_err().to_string();
+    assert!(err.contains("database or disk is full"), "{err}");
+    // The retry is refused with the same cause, not accepted from memory.
+    let err = complete().await.unwrap_err().to_string();
+    assert!(err.contains("database or disk is full"), "{err}");
+    assert!(e.down().is_some());
+    // Read back (the disk still full): the trial is running again, as the store has it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !e.recover().await.unwrap() {
+        assert!(std::time::Instant::now() < deadline, "never read back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    e.with_sweep(&id, |s| {
+        let t = &s.trials[&l.trial];
+        assert_eq!(t.state, TrialState::Running);
+        assert_eq!(t.metrics.get("loss"), Some(&3.0));
+        assert!(t.confusion.is_none());
+    })
+    .unwrap();
+    // Space returns: the worker's next retry is kept, and a repeat is idempotent.
+    e.limit_store_growth(None).await;
+    assert_eq!(complete().await.unwrap(), (true, String::new()));
+    assert_eq!(complete().await.unwrap().1, "already completed");
+    drop(e);
+    let e = Engine::open(&p, opts(30_000)).unwrap();
+    e.with_sweep(&id, |s| {
+        let t = &s.trials[&l.trial];
+        assert_eq!(t.state, TrialState::Finished);
+        assert_eq!(t.metrics["loss"], 0.25);
+        assert_eq!(t.confusion.as_ref().unwrap().0.len(), 60);
+    })
+    .unwrap();
+}

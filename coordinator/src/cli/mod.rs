@@ -259,6 +259,9 @@ fn status_err(url: &str, s: tonic::Status) -> CliError {
         tonic::Code::Unauthenticated => {
             CliError::Usage(format!("{url} refused the call: {}", s.message()))
         }
+        tonic::Code::Unavailable if s.message().starts_with(service::STORE_UNAVAILABLE) => {
+            CliError::Other(format!("{url}: {}", s.message()))
+        }
         tonic::Code::Unavailable => CliError::Other(format!(
             "cannot reach the coordinator at {url}: {}",
             s.message()

@@ -61,6 +61,10 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// How an UNAVAILABLE caused by the coordinator's store begins (clients tell it apart from an
+/// unreachable coordinator by it).
+pub const STORE_UNAVAILABLE: &str = "the coordinator cannot keep work now";
+
 impl From<EngineError> for Status {
     fn from(e: EngineError) -> Self {
         match e {
@@ -68,7 +72,8 @@ impl From<EngineError> for Status {
                 Status::not_found(e.to_string())
             }
             EngineError::Invalid(m) => Status::invalid_argument(m),
-            EngineError::Store(s) => Status::unavailable(format!("store: {s}")),
+            EngineError::Store(s) => Status::unavailable(format!("{STORE_UNAVAILABLE}: {s}")),
+            EngineError::Corrupt(m) => Status::data_loss(m),
         }
     }
 }
@@ -433,6 +438,30 @@ pub async fn serve(
     health_reporter
         .set_serving::<SweepsServer<SweepsService>>()
         .await;
+    // Health follows the store: NOT_SERVING while it refuses writes (a failed write not yet
+    // read back, or a store file deleted, replaced or truncated under the coordinator).
+    let health_task = {
+        let mut store_health = engine.store_health();
+        let reporter = health_reporter.clone();
+        tokio::spawn(async move {
+            loop {
+                let status = match store_health.borrow_and_update().problem() {
+                    None => tonic_health::ServingStatus::Serving,
+                    Some(_) => tonic_health::ServingStatus::NotServing,
+                };
+                for name in [
+                    "",
+                    <CoordinatorServer<CoordinatorService> as tonic::server::NamedService>::NAME,
+                    <SweepsServer<SweepsService> as tonic::server::NamedService>::NAME,
+                ] {
+                    reporter.set_service_status(name, status).await;
+                }
+                if store_health.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sweep_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -551,6 +580,7 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     reaper.abort();
+    health_task.abort();
     if let Some(h) = metrics_server {
         h.abort();
     }

@@ -1,29 +1,74 @@
 //! Durable state in SQLite (WAL): sweeps, trials, metric points and workers.
 //!
 //! One writer thread owns the connection. Callers send it closures; it runs every closure that
-//! is waiting in one transaction (group commit, each closure in its own savepoint so one
-//! failure does not undo the others), commits, and only then answers each caller. A reply that
-//! depends on a state change is therefore sent after that change is on disk, and the async
-//! runtime never blocks on disk. State is read once, at startup ([`Store::open`]); after that
-//! the engine serves reads from memory.
+//! is waiting in one transaction (group commit), commits, and only then answers each caller. A
+//! reply that depends on a state change is therefore sent after that change is on disk, and
+//! the async runtime never blocks on disk. State is read at startup ([`Store::open`]) and again
+//! after a failed write ([`Store::reload`]); otherwise the engine serves reads from memory.
+//!
+//! The store is fail-stop. When a write fails (a full disk, a read-only file, an I/O error)
+//! the whole transaction is rolled back, every caller in it is told why, and every later write
+//! is refused with the same cause until the engine has read the store back
+//! ([`Store::reload`]): memory that ran ahead of the disk is replaced by what the disk holds
+//! before anything else is acknowledged. A store file deleted, replaced or truncated under the
+//! coordinator ([`guard::FileWatch`]) is lost for good: every write is refused until restart.
+//! One coordinator at a time: [`Store::open`] takes an exclusive lock ([`guard::StoreLock`]).
 
+pub mod guard;
+
+use std::any::Any;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use tokio::sync::oneshot;
+use rusqlite::{params, Connection, OptionalExtension};
+use tokio::sync::{oneshot, watch};
 
 /// A store failure.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// SQLite refused an operation.
+    /// SQLite refused an operation (while opening or reading).
     #[error("store {path}: {source}")]
     Sqlite {
         /// The database file.
         path: String,
         /// SQLite's error.
-        source: rusqlite::Error,
+        source: Arc<rusqlite::Error>,
+    },
+    /// A write failed, or writes are refused since one failed: nothing of it was kept.
+    #[error("store {path} cannot be written: {cause}; nothing of this request was kept (the coordinator retries by itself; try again later)")]
+    Write {
+        /// The database file.
+        path: String,
+        /// What SQLite or the file system said.
+        cause: String,
+    },
+    /// The file is no longer the store (deleted, replaced, truncated): nothing more is kept.
+    #[error("store {path} {cause}; the coordinator acknowledges no more work: restore the store and restart it")]
+    Lost {
+        /// The database file.
+        path: String,
+        /// What happened to it.
+        cause: String,
+    },
+    /// Another coordinator holds the store.
+    #[error("store {path} is in use by another {holder}; stop it first or give this one another --store")]
+    Locked {
+        /// The database file.
+        path: String,
+        /// Who holds it, as it wrote in the lock file.
+        holder: String,
+    },
+    /// The lock file could not be taken.
+    #[error("store {path}: cannot lock {lock}: {reason}")]
+    Lock {
+        /// The database file.
+        path: String,
+        /// The lock file.
+        lock: String,
+        /// The system's error.
+        reason: String,
     },
     /// The writer thread is gone (the process is shutting down).
     #[error("the store's writer thread has stopped")]
@@ -38,6 +83,27 @@ pub enum StoreError {
         /// Newest version this build knows.
         supported: i64,
     },
+}
+
+/// Whether the store accepts writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// Writes are committed.
+    Ok,
+    /// A write failed; writes are refused until the engine reloads (then tried again).
+    Failing(String),
+    /// The file is no longer the store; writes are refused until restart.
+    Lost(String),
+}
+
+impl Health {
+    /// `None` when writes are accepted, else why not.
+    pub fn problem(&self) -> Option<&str> {
+        match self {
+            Health::Ok => None,
+            Health::Failing(c) | Health::Lost(c) => Some(c),
+        }
+    }
 }
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
@@ -86,18 +152,36 @@ CREATE TABLE workers (
 );
 "#];
 
-type Done = Box<dyn FnOnce(bool) + Send>;
-type Job = Box<dyn FnOnce(&mut Transaction<'_>) -> Done + Send>;
+type Output = Box<dyn Any + Send>;
+type Run = Box<dyn FnOnce(&Connection) -> rusqlite::Result<Output> + Send>;
+
+/// One caller's work for the writer's next transaction.
+struct Job {
+    run: Run,
+    reply: oneshot::Sender<Result<Output, StoreError>>,
+}
+
+enum Msg {
+    Job(Job),
+    /// Read everything back and accept writes again (unless the file is lost).
+    Reload(oneshot::Sender<Result<Snapshot, StoreError>>),
+    /// Fail writes as on a full disk once the file grows by more than this many pages (`None`:
+    /// no limit).
+    Limit(Option<u32>, oneshot::Sender<()>),
+}
 
 /// Handle to the writer thread. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
-    /// Jobs for the writer thread.
-    tx: mpsc::Sender<Job>,
+    /// Work for the writer thread.
+    tx: mpsc::Sender<Msg>,
     /// The database file, for messages.
     path: String,
+    /// Whether writes are accepted; set by the writer thread.
+    health: watch::Receiver<Health>,
+    /// Held while any handle lives.
+    _lock: Arc<guard::StoreLock>,
 }
-
 /// A sweep row as stored.
 #[derive(Debug, Clone)]
 pub struct SweepRow {
@@ -159,19 +243,51 @@ pub struct Snapshot {
     pub trials: Vec<TrialRow>,
     /// Every metric point: (sweep, trial, step, name, value).
     pub points: Vec<(String, u64, u32, String, f64)>,
+    /// Every registered worker.
+    pub workers: Vec<WorkerRow>,
+}
+
+/// A registered worker as stored.
+#[derive(Debug, Clone)]
+pub struct WorkerRow {
+    /// Its id.
+    pub id: String,
+    /// Host name it reported.
+    pub host: String,
+    /// Its cores.
+    pub cores: u32,
+    /// Trials it runs at once.
+    pub slots: u32,
+    /// Its version.
+    pub version: String,
 }
 
 fn sql(path: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
     move |source| StoreError::Sqlite {
         path: path.to_string(),
-        source,
+        source: Arc::new(source),
     }
 }
 
+/// How often the writer looks at the store file when it has nothing to write.
+const WATCH_PERIOD: Duration = Duration::from_secs(1);
+
 impl Store {
-    /// Opens (creating if needed) the database, migrates it, reads it, and starts the writer.
+    /// Locks the database (one coordinator per store), opens it (creating it if needed),
+    /// migrates it, reads it, and starts the writer.
     pub fn open(path: &Path) -> Result<(Store, Snapshot), StoreError> {
         let p = path.display().to_string();
+        let lock = guard::StoreLock::acquire(path).map_err(|e| match e {
+            guard::LockError::Held(holder) => StoreError::Locked {
+                path: p.clone(),
+                holder,
+            },
+            guard::LockError::Io(e) => StoreError::Lock {
+                path: p.clone(),
+                lock: guard::lock_path(path).display().to_string(),
+                reason: e.to_string(),
+            },
+        })?;
         let mut conn = Connection::open(path).map_err(sql(&p))?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
@@ -179,16 +295,44 @@ impl Store {
         .map_err(sql(&p))?;
         migrate(&mut conn, &p)?;
         let snap = read_all(&conn).map_err(sql(&p))?;
-        let (tx, rx) = mpsc::channel::<Job>();
-        let thread_path = p.clone();
+        let watch = guard::FileWatch::new(path).map_err(|e| StoreError::Lost {
+            path: p.clone(),
+            cause: format!("cannot be watched: {e}"),
+        })?;
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let (health_tx, health) = watch::channel(Health::Ok);
+        let mut w = Writer {
+            conn,
+            path: p.clone(),
+            health: health_tx,
+            watch,
+        };
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer(conn, rx, thread_path))
-            .map_err(|e| StoreError::Sqlite {
+            .spawn(move || w.run(rx))
+            .map_err(|e| StoreError::Write {
                 path: p.clone(),
-                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+                cause: format!("cannot start the writer thread: {e}"),
             })?;
-        Ok((Store { tx, path: p }, snap))
+        Ok((
+            Store {
+                tx,
+                path: p,
+                health,
+                _lock: Arc::new(lock),
+            },
+            snap,
+        ))
+    }
+
+    /// The database file, as given.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Whether writes are accepted now; follows every change.
+    pub fn health(&self) -> watch::Receiver<Health> {
+        self.health.clone()
     }
 
     /// Runs `f` in the writer's next transaction; resolves once it is committed.
@@ -201,7 +345,8 @@ impl Store {
     }
 
     /// Queues `f` now (so that jobs are applied in call order) and returns a future of its
-    /// committed result.
+    /// committed result. If `f` or the commit fails, the whole transaction is rolled back and
+    /// every write after it is refused until [`Store::reload`].
     pub fn submit<R, F>(
         &self,
         f: F,
@@ -210,68 +355,190 @@ impl Store {
         F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
         R: Send + 'static,
     {
-        let (otx, orx) = oneshot::channel::<Result<R, StoreError>>();
-        let path = self.path.clone();
-        let job: Job = Box::new(move |tx: &mut Transaction<'_>| {
-            let res = match tx.savepoint() {
-                Ok(mut sp) => {
-                    let r = f(&sp);
-                    match r {
-                        Ok(v) => sp.commit().map(|()| v),
-                        Err(e) => {
-                            let _ = sp.rollback();
-                            Err(e)
-                        }
-                    }
-                }
-                Err(e) => Err(e),
-            };
-            Box::new(move |committed: bool| {
-                let out = match res {
-                    Ok(v) if committed => Ok(v),
-                    Ok(_) => Err(StoreError::Closed),
-                    Err(source) => Err(StoreError::Sqlite { path, source }),
-                };
-                let _ = otx.send(out);
-            })
-        });
-        let sent = self.tx.send(job).is_ok();
+        let (reply, orx) = oneshot::channel();
+        let job = Job {
+            run: Box::new(move |c: &Connection| f(c).map(|v| Box::new(v) as Output)),
+            reply,
+        };
+        let sent = self.tx.send(Msg::Job(job)).is_ok();
         async move {
             if !sent {
                 return Err(StoreError::Closed);
             }
-            orx.await.unwrap_or(Err(StoreError::Closed))
+            let out = orx.await.unwrap_or(Err(StoreError::Closed))?;
+            Ok(*out
+                .downcast::<R>()
+                .expect("a job's output has the type its caller asked for"))
+        }
+    }
+
+    /// Resolves once every write queued before it is committed (or fails as they did).
+    pub fn barrier(&self) -> impl std::future::Future<Output = Result<(), StoreError>> + Send {
+        self.submit(|_| Ok(()))
+    }
+
+    /// Reads the whole store back after a failed write and, if the file is still the store,
+    /// accepts writes again. Every write queued before this call has been refused by then.
+    pub async fn reload(&self) -> Result<Snapshot, StoreError> {
+        let (otx, orx) = oneshot::channel();
+        self.tx
+            .send(Msg::Reload(otx))
+            .map_err(|_| StoreError::Closed)?;
+        orx.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Makes writes fail as on a full disk once the database would grow by more than `extra`
+    /// pages (SQLite's `max_page_count`, so the failure comes through SQLite's own error path);
+    /// `None` lifts the limit. For tests of the disk-full path where no small file system can
+    /// be mounted.
+    #[doc(hidden)]
+    pub async fn limit_growth(&self, extra: Option<u32>) {
+        let (otx, orx) = oneshot::channel();
+        if self.tx.send(Msg::Limit(extra, otx)).is_ok() {
+            let _ = orx.await;
         }
     }
 }
 
-fn writer(mut conn: Connection, rx: mpsc::Receiver<Job>, path: String) {
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < 1024 {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
+/// The writer thread's state.
+struct Writer {
+    conn: Connection,
+    path: String,
+    health: watch::Sender<Health>,
+    watch: guard::FileWatch,
+}
+
+impl Writer {
+    fn run(&mut self, rx: mpsc::Receiver<Msg>) {
+        let mut next: Option<Msg> = None;
+        loop {
+            let first = match next.take() {
+                Some(m) => m,
+                None => match rx.recv_timeout(WATCH_PERIOD) {
+                    Ok(m) => m,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.look_at_the_file();
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                },
+            };
+            let mut jobs = match first {
+                Msg::Job(j) => vec![j],
+                Msg::Reload(reply) => {
+                    let _ = reply.send(self.reload());
+                    continue;
+                }
+                Msg::Limit(extra, done) => {
+                    let pages = match extra {
+                        Some(extra) => self
+                            .conn
+                            .query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0))
+                            .map_or(i64::from(u32::MAX), |n| n + i64::from(extra)),
+                        None => 1_073_741_823,
+                    };
+                    let _ = self
+                        .conn
+                        .execute_batch(&format!("PRAGMA max_page_count = {pages}"));
+                    let _ = done.send(());
+                    continue;
+                }
+            };
+            while jobs.len() < 1024 {
+                match rx.try_recv() {
+                    Ok(Msg::Job(j)) => jobs.push(j),
+                    Ok(other) => {
+                        next = Some(other);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.look_at_the_file();
+            self.commit(jobs);
+        }
+    }
+
+    /// Marks the store lost if its file is no longer the one opened.
+    fn look_at_the_file(&mut self) {
+        if matches!(*self.health.borrow(), Health::Lost(_)) {
+            return;
+        }
+        if let Some(what) = self.watch.check() {
+            tracing::error!(store = %self.path, "the store file {what}: no more work is acknowledged; restore the store and restart the coordinator");
+            self.health.send_replace(Health::Lost(what));
+        }
+    }
+
+    fn refusal(&self) -> Option<StoreError> {
+        match &*self.health.borrow() {
+            Health::Ok => None,
+            Health::Failing(cause) => Some(StoreError::Write {
+                path: self.path.clone(),
+                cause: cause.clone(),
+            }),
+            Health::Lost(cause) => Some(StoreError::Lost {
+                path: self.path.clone(),
+                cause: cause.clone(),
+            }),
+        }
+    }
+
+    /// Runs `jobs` in one transaction; all of them are kept, or none and writes stop.
+    fn commit(&mut self, jobs: Vec<Job>) {
+        if let Some(err) = self.refusal() {
+            for j in jobs {
+                let _ = j.reply.send(Err(err.clone()));
+            }
+            return;
+        }
+        let (runs, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.run, j.reply)).unzip();
+        let conn = &mut self.conn;
+        let result = (move || {
+            let tx = conn.transaction()?;
+            let mut outputs = Vec::with_capacity(runs.len());
+            for run in runs {
+                outputs.push(run(&tx)?);
+            }
+            tx.commit()?;
+            Ok::<_, rusqlite::Error>(outputs)
+        })();
+        match result {
+            Ok(outputs) => {
+                for (r, o) in replies.into_iter().zip(outputs) {
+                    let _ = r.send(Ok(o));
+                }
+            }
+            Err(e) => {
+                // The transaction is rolled back (dropped); nothing of this batch is kept.
+                let cause = e.to_string();
+                tracing::error!(store = %self.path, error = %cause, "a write failed: rolled back, and writes are refused until the engine has read the store back");
+                self.health.send_replace(Health::Failing(cause.clone()));
+                let err = StoreError::Write {
+                    path: self.path.clone(),
+                    cause,
+                };
+                for r in replies {
+                    let _ = r.send(Err(err.clone()));
+                }
             }
         }
-        let mut tx = match conn.transaction() {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(store = %path, error = %e, "cannot begin a transaction");
-                continue;
-            }
-        };
-        let done: Vec<Done> = jobs.into_iter().map(|j| j(&mut tx)).collect();
-        let committed = match tx.commit() {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::error!(store = %path, error = %e, "commit failed");
-                false
-            }
-        };
-        for d in done {
-            d(committed);
+    }
+
+    fn reload(&mut self) -> Result<Snapshot, StoreError> {
+        self.look_at_the_file();
+        if let Some(err @ StoreError::Lost { .. }) = self.refusal() {
+            return Err(err);
         }
+        let snap = read_all(&self.conn).map_err(|e| StoreError::Write {
+            path: self.path.clone(),
+            cause: format!("cannot be read back: {e}"),
+        })?;
+        if self.health.borrow().problem().is_some() {
+            tracing::info!(store = %self.path, "store read back: writes accepted again");
+        }
+        self.health.send_replace(Health::Ok);
+        Ok(snap)
     }
 }
 
@@ -346,6 +613,18 @@ fn read_all(conn: &Connection) -> rusqlite::Result<Snapshot> {
                 r.get(3)?,
                 r.get(4)?,
             ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut q = conn.prepare("SELECT id, host, cores, slots, version FROM workers ORDER BY id")?;
+    s.workers = q
+        .query_map([], |r| {
+            Ok(WorkerRow {
+                id: r.get(0)?,
+                host: r.get(1)?,
+                cores: r.get::<_, i64>(2)? as u32,
+                slots: r.get::<_, i64>(3)? as u32,
+                version: r.get(4)?,
+            })
         })?
         .collect::<rusqlite::Result<_>>()?;
     Ok(s)
@@ -451,35 +730,113 @@ mod tests {
         p
     }
 
+    fn sweep_row(id: &str) -> SweepRow {
+        SweepRow {
+            id: id.into(),
+            name: Some("n".into()),
+            config: "{}".into(),
+            state: "running".into(),
+            created_at: 1.0,
+            updated_at: 1.0,
+            next_trial: 1,
+        }
+    }
+
     #[tokio::test]
-    async fn writes_survive_reopen_and_failures_are_isolated() {
-        let p = temp("reopen");
+    async fn a_failed_write_rolls_back_its_batch_and_stops_writes_until_reload() {
+        let p = temp("failstop");
+        let kept_a;
         {
             let (store, snap) = Store::open(&p).unwrap();
             assert!(snap.sweeps.is_empty());
-            let row = SweepRow {
-                id: "s1".into(),
-                name: Some("n".into()),
-                config: "{}".into(),
-                state: "running".into(),
-                created_at: 1.0,
-                updated_at: 1.0,
-                next_trial: 1,
-            };
-            let r2 = row.clone();
-            // A failing job (duplicate key) queued between two good ones only fails itself.
-            let a = store.submit(move |tx| insert_sweep(tx, &row));
-            let b = store.submit(move |tx| insert_sweep(tx, &r2));
+            store
+                .write(|tx| insert_sweep(tx, &sweep_row("s0")))
+                .await
+                .unwrap();
+            // A failing job (duplicate key) between two good ones: the one after it is not
+            // kept (in its batch, or refused after it); the one before only if the writer had
+            // already committed it in an earlier batch.
+            let a = store.submit(|tx| insert_sweep(tx, &sweep_row("s1")));
+            let b = store.submit(|tx| insert_sweep(tx, &sweep_row("s0")));
             let c = store.submit(|tx| insert_points(tx, "s1", 1, 1, &[("loss".into(), 0.5)]));
-            assert!(a.await.is_ok());
-            assert!(b.await.is_err());
-            assert!(c.await.is_ok());
+            let (a, b, c) = (a.await, b.await, c.await);
+            for r in [&b, &c] {
+                let e = r.as_ref().unwrap_err().to_string();
+                assert!(e.contains("UNIQUE constraint failed"), "{e}");
+            }
+            if let Err(e) = &a {
+                assert!(e.to_string().contains("UNIQUE constraint failed"), "{e}");
+            }
+            kept_a = a.is_ok();
+            assert!(store.health().borrow().problem().is_some());
+            // Refused, not run, until the store has been read back.
+            let d = store.write(|tx| insert_sweep(tx, &sweep_row("s2"))).await;
+            assert!(matches!(d, Err(StoreError::Write { .. })), "{d:?}");
+            let snap = store.reload().await.unwrap();
+            assert_eq!(snap.sweeps.len(), 1 + usize::from(kept_a));
+            assert!(snap.points.is_empty());
+            assert_eq!(*store.health().borrow(), Health::Ok);
+            store
+                .write(|tx| insert_sweep(tx, &sweep_row("s3")))
+                .await
+                .unwrap();
         }
         let (_store, snap) = Store::open(&p).unwrap();
-        assert_eq!(snap.sweeps.len(), 1);
-        assert_eq!(
-            snap.points,
-            vec![("s1".to_string(), 1, 1, "loss".to_string(), 0.5)]
-        );
+        let ids: Vec<&str> = snap.sweeps.iter().map(|s| s.id.as_str()).collect();
+        if kept_a {
+            assert_eq!(ids, ["s0", "s1", "s3"]);
+        } else {
+            assert_eq!(ids, ["s0", "s3"]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_database_is_a_clear_write_error() {
+        let p = temp("full");
+        let (store, _) = Store::open(&p).unwrap();
+        store
+            .write(|tx| insert_sweep(tx, &sweep_row("s0")))
+            .await
+            .unwrap();
+        store.limit_growth(Some(0)).await;
+        let big = "x".repeat(64 * 1024);
+        let e = store
+            .write(move |tx| {
+                let mut r = sweep_row("s1");
+                r.config = big;
+                insert_sweep(tx, &r)
+            })
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("database or disk is full"), "{e}");
+        assert!(e.contains(&p.display().to_string()), "{e}");
+    }
+
+    #[test]
+    fn a_second_open_is_refused_naming_the_holder() {
+        let p = temp("twice");
+        let (_a, _) = Store::open(&p).unwrap();
+        let e = Store::open(&p).unwrap_err().to_string();
+        assert!(e.contains("in use by another coordinator pid"), "{e}");
+        assert!(e.contains(&p.display().to_string()), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_deleted_store_file_stops_writes_for_good() {
+        let p = temp("deleted");
+        let (store, _) = Store::open(&p).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        let mut health = store.health();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            health.wait_for(|h| matches!(h, Health::Lost(_))),
+        )
+        .await
+        .expect("the deletion is seen within the watch period")
+        .unwrap();
+        let e = store.write(|tx| insert_sweep(tx, &sweep_row("s0"))).await;
+        assert!(matches!(e, Err(StoreError::Lost { .. })), "{e:?}");
+        assert!(matches!(store.reload().await, Err(StoreError::Lost { .. })));
     }
 }
