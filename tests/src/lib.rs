@@ -189,3 +189,115 @@ pub fn json_out(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
 }
+
+/// Submits `yaml` and returns the sweep id.
+pub fn submit(dir: &Path, url: &str, yaml: &str) -> String {
+    let cfg = dir.join("sweep.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    let out = run(
+        "coordinator",
+        &["submit", cfg.to_str().unwrap(), "--coordinator", url],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// `leaderboard --json` of a sweep.
+pub fn leaderboard(url: &str, id: &str) -> serde_json::Value {
+    json_out(&run(
+        "coordinator",
+        &["leaderboard", id, "--json", "--coordinator", url],
+    ))
+}
+
+/// Polls `status` until `pred` holds (panics after `timeout`).
+pub fn wait_for(
+    url: &str,
+    id: &str,
+    timeout: Duration,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) {
+    let end = Instant::now() + timeout;
+    loop {
+        let out = run(
+            "coordinator",
+            &["status", id, "--json", "--coordinator", url],
+        );
+        if out.status.success() {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            // `status ID --json` prints a list of one.
+            let v = v.get(0).cloned().unwrap_or(v);
+            if pred(&v) {
+                return;
+            }
+            assert!(Instant::now() < end, "timed out waiting for {what}: {v}");
+        } else {
+            assert!(Instant::now() < end, "timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A count from `status --json` (0 when absent).
+pub fn n(v: &serde_json::Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or(0)
+}
+
+/// trial number → (state, attempts, value of `loss`).
+pub fn trials(
+    lb: &serde_json::Value,
+) -> std::collections::BTreeMap<u64, (String, u64, Option<f64>)> {
+    lb["trials"]
+        .as_array()
+        .expect("trials")
+        .iter()
+        .map(|t| {
+            (
+                t["trial"].as_u64().unwrap(),
+                (
+                    t["state"].as_str().unwrap().to_string(),
+                    t["attempts"].as_u64().unwrap(),
+                    t["metrics"]["loss"].as_f64(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// A grid sweep of the synthetic trainer with `points` values of x.
+pub fn synthetic_grid(points: usize, epochs: u64, epoch_ms: u64) -> String {
+    let values: Vec<String> = (1..=points).map(|i| i.to_string()).collect();
+    format!(
+        "name: faults\nmethod: grid\ntrainer: synthetic\nmax_attempts: 5\n\
+         synthetic: {{function: quadratic, epochs: {epochs}, epoch_ms: {epoch_ms}}}\n\
+         parameters:\n  x: {{values: [{}]}}\n",
+        values.join(", ")
+    )
+}
+
+/// `GET /metrics` over a plain TCP socket (HTTP/1.0, so the server closes when done).
+pub fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = connect(addr);
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(
+        out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200"),
+        "{out}"
+    );
+    out
+}
+
+/// The value of the sample `name` (with its labels, exactly as printed), or 0.
+pub fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}

@@ -7,86 +7,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sweep_tests::{free_port, json_out, run, serve, serve_at, tempdir, worker, worker_with, Proc};
-
-/// Submits `yaml` and returns the sweep id.
-fn submit(dir: &Path, url: &str, yaml: &str) -> String {
-    let cfg = dir.join("sweep.yaml");
-    std::fs::write(&cfg, yaml).unwrap();
-    let out = run(
-        "coordinator",
-        &["submit", cfg.to_str().unwrap(), "--coordinator", url],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn leaderboard(url: &str, id: &str) -> Value {
-    json_out(&run(
-        "coordinator",
-        &["leaderboard", id, "--json", "--coordinator", url],
-    ))
-}
-
-/// Polls `status` until `pred` holds (panics after `timeout`).
-fn wait_for(url: &str, id: &str, timeout: Duration, what: &str, pred: impl Fn(&Value) -> bool) {
-    let end = Instant::now() + timeout;
-    loop {
-        let out = run(
-            "coordinator",
-            &["status", id, "--json", "--coordinator", url],
-        );
-        if out.status.success() {
-            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-            // `status ID --json` prints a list of one.
-            let v = v.get(0).cloned().unwrap_or(v);
-            if pred(&v) {
-                return;
-            }
-            assert!(Instant::now() < end, "timed out waiting for {what}: {v}");
-        } else {
-            assert!(Instant::now() < end, "timed out waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn n(v: &Value, k: &str) -> u64 {
-    v[k].as_u64().unwrap_or(0)
-}
-
-/// trial number → (state, attempts, value of `loss`).
-fn trials(lb: &Value) -> BTreeMap<u64, (String, u64, Option<f64>)> {
-    lb["trials"]
-        .as_array()
-        .expect("trials")
-        .iter()
-        .map(|t| {
-            (
-                t["trial"].as_u64().unwrap(),
-                (
-                    t["state"].as_str().unwrap().to_string(),
-                    t["attempts"].as_u64().unwrap(),
-                    t["metrics"]["loss"].as_f64(),
-                ),
-            )
-        })
-        .collect()
-}
-
-fn synthetic_grid(points: usize, epochs: u64, epoch_ms: u64) -> String {
-    let values: Vec<String> = (1..=points).map(|i| i.to_string()).collect();
-    format!(
-        "name: faults\nmethod: grid\ntrainer: synthetic\nmax_attempts: 5\n\
-         synthetic: {{function: quadratic, epochs: {epochs}, epoch_ms: {epoch_ms}}}\n\
-         parameters:\n  x: {{values: [{}]}}\n",
-        values.join(", ")
-    )
-}
+use sweep_tests::{
+    free_port, json_out, leaderboard, n, run, sample, scrape, serve, serve_at, submit,
+    synthetic_grid, tempdir, trials, wait_for, worker, worker_with, Proc,
+};
 
 #[test]
 fn a_worker_killed_mid_trial_has_its_trial_rerun_elsewhere() {
@@ -379,28 +303,6 @@ fn sigterm_mid_trial_hands_the_trial_back_and_exits_0() {
     let t = trials(&leaderboard(&url, &id));
     assert_eq!(t.len(), 2);
     assert!(t.values().all(|v| v.0 == "finished"), "{t:?}");
-}
-
-/// `GET /metrics` over a plain TCP socket (HTTP/1.0, so the server closes when done).
-fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = sweep_tests::connect(addr);
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    assert!(
-        out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200"),
-        "{out}"
-    );
-    out
-}
-
-/// The value of the sample `name` (with its labels, exactly as printed), or 0.
-fn sample(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[test]
