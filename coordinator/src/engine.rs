@@ -448,6 +448,11 @@ struct Inner {
     recovery: Mutex<(std::time::Instant, Duration)>,
 }
 
+/// Most classes a confusion matrix may have (its picture stays about 2,300 pixels square).
+pub const MAX_CLASSES: usize = 256;
+/// Longest class label, in characters.
+pub const MAX_LABEL_CHARS: usize = 64;
+
 /// The first wait before reading the store back after a failed write, and the longest.
 const RECOVERY_WAIT: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
 
@@ -1152,7 +1157,23 @@ impl Engine {
         error: String,
     ) -> Result<(bool, String), EngineError> {
         if let Some((l, c)) = &confusion {
-            if l.is_empty() || l.len() > 1024 || c.len() != l.len() * l.len() {
+            if l.is_empty() || l.len() > MAX_CLASSES {
+                return Err(EngineError::Invalid(format!(
+                    "confusion matrix: expected 1 to {MAX_CLASSES} class labels, got {}",
+                    l.len()
+                )));
+            }
+            if let Some(bad) = l
+                .iter()
+                .find(|s| s.is_empty() || s.chars().count() > MAX_LABEL_CHARS)
+            {
+                return Err(EngineError::Invalid(format!(
+                    "confusion matrix: a class label must be 1 to {MAX_LABEL_CHARS} characters, got {} ({:?}…)",
+                    bad.chars().count(),
+                    bad.chars().take(20).collect::<String>()
+                )));
+            }
+            if c.len() != l.len() * l.len() {
                 return Err(EngineError::Invalid(format!(
                     "confusion matrix: {} labels need {} counts, got {}",
                     l.len(),

@@ -502,3 +502,34 @@ async fn a_failed_commit_is_rolled_back_and_its_retry_is_not_trusted() {
     })
     .unwrap();
 }
+
+/// Class labels are bounded at the edge (count and length), before anything is kept.
+#[tokio::test]
+async fn a_confusion_matrix_with_too_many_or_too_long_labels_is_refused() {
+    let e = Engine::open(&db("labels"), opts(30_000)).unwrap();
+    let id = e.create_sweep(synthetic("1"), None).await.unwrap();
+    let l = e.lease("w1", Duration::ZERO).await.unwrap().unwrap();
+    let try_labels = |labels: Vec<String>| {
+        let k = labels.len();
+        e.complete(
+            "w1",
+            &id,
+            l.trial,
+            1,
+            &l.lease_id,
+            Outcome::Finished,
+            vec![("loss".into(), 0.5)],
+            Some((labels, vec![1; k * k])),
+            String::new(),
+        )
+    };
+    let many: Vec<String> = (0..1024).map(|i| format!("c{i}")).collect();
+    let err = try_labels(many).await.unwrap_err().to_string();
+    assert!(err.contains("1 to 256 class labels, got 1024"), "{err}");
+    let long = vec!["x".repeat(10_000), "y".into()];
+    let err = try_labels(long).await.unwrap_err().to_string();
+    assert!(err.contains("1 to 64 characters, got 10000"), "{err}");
+    // Nothing was kept: the trial is still running and completes normally.
+    let ok = try_labels(vec!["a".into(), "b".into()]).await.unwrap();
+    assert_eq!(ok, (true, String::new()));
+}

@@ -699,6 +699,9 @@ fn parse_metric(v: Option<&Value>, trainer: &Trainer) -> Result<Metric, ConfigEr
 /// and optional `eta` (> 1, default 3) and `strict` (default true). Our extensions:
 /// `type: asha` (`min_iter`, `eta`, `max_iter`) and `type: median` (`min_trials` default 5,
 /// `warmup_steps` default 0).
+/// Most brackets (`s`) a hyperband rule may have.
+pub const MAX_BANDS: u64 = 100;
+
 fn validate_early_terminate(v: &Value) -> Result<Value, ConfigError> {
     let Value::Object(m) = v else {
         return Err(ConfigError::new(
@@ -744,6 +747,13 @@ fn validate_early_terminate(v: &Value) -> Result<Value, ConfigError> {
     };
     let (min_iter, max_iter) = (int("min_iter", 1)?, int("max_iter", 1)?);
     let s = int("s", 1)?;
+    // Bands are judged on every Report: bound them (W&B's min_iter form makes 100).
+    if let Some(s) = s.filter(|s| *s > MAX_BANDS) {
+        return Err(ConfigError::new(
+            "early_terminate.s",
+            format!("expected an integer from 1 to {MAX_BANDS}, got {s}"),
+        ));
+    }
     int("min_trials", 0)?;
     int("warmup_steps", 0)?;
     if ty == "hyperband" && min_iter.is_none() && (max_iter.is_none() || s.is_none()) {

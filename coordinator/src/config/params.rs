@@ -411,33 +411,63 @@ impl ParamSpec {
         }
     }
 
-    /// The grid points of this (flat) parameter, or `None` if it has none.
-    fn grid_values(&self) -> Option<Vec<Value>> {
+    /// How many grid points this (flat) parameter has, or `None` if it has no grid.
+    /// Counted, never listed: a range of 10¹² integers costs nothing until a point is asked for.
+    fn grid_len(&self) -> Option<u64> {
         match self {
-            ParamSpec::Constant(v) => Some(vec![v.clone()]),
-            ParamSpec::Values { values, .. } => Some(values.clone()),
+            ParamSpec::Constant(_) => Some(1),
+            ParamSpec::Values { values, .. } => Some(values.len() as u64),
             ParamSpec::Dist {
                 dist: Distribution::IntUniform,
                 min,
                 max,
                 ..
-            } => Some(((*min as i64)..=(*max as i64)).map(Value::from).collect()),
+            } => Some(if max >= min {
+                (*max as i64).abs_diff(*min as i64).saturating_add(1)
+            } else {
+                0
+            }),
             ParamSpec::Dist {
                 dist: Distribution::QUniform,
                 min,
                 max,
                 q,
-                int,
                 ..
             } => {
-                // numpy.arange(min, max, q): max excluded, `min + i·q` with float artefacts.
-                let n = ((max - min) / q).ceil().max(0.0) as usize;
-                Some((0..n).map(|i| number(min + i as f64 * q, *int)).collect())
+                // numpy.arange(min, max, q): max excluded.
+                let n = ((max - min) / q).ceil().max(0.0);
+                Some(if n.is_finite() && n < 1.8e19 {
+                    n as u64
+                } else {
+                    u64::MAX
+                })
             }
             _ => None,
         }
     }
+
+    /// Grid point `k` (0-based, `k < grid_len()`) of this (flat) parameter.
+    fn grid_value(&self, k: u64) -> Value {
+        match self {
+            ParamSpec::Constant(v) => v.clone(),
+            ParamSpec::Values { values, .. } => values[k as usize].clone(),
+            ParamSpec::Dist {
+                dist: Distribution::IntUniform,
+                min,
+                ..
+            } => Value::from((*min as i64).saturating_add(k as i64)),
+            ParamSpec::Dist { min, q, int, .. } => {
+                // `min + k·q` with numpy's float artefacts.
+                number(min + k as f64 * q, *int)
+            }
+            ParamSpec::Nested(_) => Value::Null,
+        }
+    }
 }
+
+/// Most points a grid may have: a larger grid would never finish (use `method: random` with
+/// `run_cap`). Points are computed one at a time, so per-call work does not grow with it.
+pub const MAX_GRID_POINTS: u64 = 100_000_000;
 
 /// A JSON number, as an integer when `int` and the value is integral.
 pub(crate) fn number(x: f64, int: bool) -> Value {
@@ -494,24 +524,44 @@ pub(crate) fn flat_sorted(params: &BTreeMap<String, ParamSpec>) -> Vec<(Vec<Stri
     flat
 }
 
-/// Refuses parameters that have no grid (continuous distributions) under `method: grid`.
+/// Refuses parameters that have no grid (continuous distributions) under `method: grid`, and
+/// grids of more than [`MAX_GRID_POINTS`] points.
 pub fn check_grid(params: &BTreeMap<String, ParamSpec>, path: &str) -> Result<(), ConfigError> {
+    let mut largest: Option<(u64, String)> = None;
     for (p, spec) in flat_sorted(params) {
-        if spec.grid_values().is_none() {
+        let Some(n) = spec.grid_len() else {
             return Err(ConfigError::new(
                 format!("{path}.{}", p.join(".")),
                 "method grid needs values, value, int_uniform or q_uniform; a continuous distribution has no grid (use method random)",
             ));
+        };
+        if largest.as_ref().is_none_or(|(m, _)| n > *m) {
+            largest = Some((n, p.join(".")));
         }
+    }
+    let size = grid_size(params);
+    if size > MAX_GRID_POINTS {
+        let (n, name) = largest.unwrap_or_default();
+        let shown = if size == u64::MAX {
+            "more than 10^19".to_string()
+        } else {
+            size.to_string()
+        };
+        return Err(ConfigError::new(
+            path,
+            format!(
+                "the grid has {shown} points, more than the {MAX_GRID_POINTS} allowed ({path}.{name} alone has {n}); narrow it, or use method random with run_cap"
+            ),
+        ));
     }
     Ok(())
 }
 
-/// Number of grid points.
+/// Number of grid points (saturating at `u64::MAX`).
 pub fn grid_size(params: &BTreeMap<String, ParamSpec>) -> u64 {
     flat_sorted(params)
         .iter()
-        .map(|(_, s)| s.grid_values().map_or(0, |v| v.len() as u64))
+        .map(|(_, s)| s.grid_len().unwrap_or(0))
         .fold(1u64, u64::saturating_mul)
 }
 
@@ -530,30 +580,26 @@ pub(crate) fn insert_path(obj: &mut Map<String, Value>, path: &[String], v: Valu
 }
 
 /// The `i`-th grid point (0-based), in W&B's order: the cartesian product over parameters
-/// sorted by (dotted) name, the last one varying fastest. `None` past the end.
+/// sorted by (dotted) name, the last one varying fastest. `None` past the end. Computed from
+/// `i` alone: the grid is never listed.
 pub fn grid_point(params: &BTreeMap<String, ParamSpec>, i: u64) -> Option<Value> {
     let flat = flat_sorted(params);
-    let choices: Vec<Vec<Value>> = flat
+    let lens: Vec<u64> = flat
         .iter()
-        .map(|(_, s)| s.grid_values().unwrap_or_default())
+        .map(|(_, s)| s.grid_len().unwrap_or(0))
         .collect();
-    let total = choices
-        .iter()
-        .map(|c| c.len() as u64)
-        .fold(1u64, u64::saturating_mul);
-    if i >= total {
+    if i >= lens.iter().copied().fold(1u64, u64::saturating_mul) {
         return None;
     }
     let mut rem = i;
-    let mut picks = vec![0usize; choices.len()];
-    for (k, c) in choices.iter().enumerate().rev() {
-        let n = c.len() as u64;
-        picks[k] = (rem % n) as usize;
+    let mut picks = vec![0u64; lens.len()];
+    for (k, &n) in lens.iter().enumerate().rev() {
+        picks[k] = rem % n;
         rem /= n;
     }
     let mut obj = Map::new();
-    for (((path, _), c), &k) in flat.iter().zip(&choices).zip(&picks) {
-        insert_path(&mut obj, path, c[k].clone());
+    for ((path, spec), &k) in flat.iter().zip(&picks) {
+        insert_path(&mut obj, path, spec.grid_value(k));
     }
     Some(Value::Object(obj))
 }

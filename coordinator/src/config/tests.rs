@@ -286,3 +286,54 @@ fn alias_bombs_are_refused() {
     assert!(r.is_err(), "an alias bomb parses?");
     assert!(t.elapsed() < std::time::Duration::from_secs(5));
 }
+
+#[test]
+fn huge_grids_are_refused_and_large_ones_are_never_listed() {
+    // 10¹² integers: refused with the limit and the parameter that makes it so large.
+    let e = SweepSpec::parse(
+        "method: grid\ntrainer: synthetic\nparameters:\n  x: {distribution: int_uniform, min: 0, max: 1000000000000}\n",
+    )
+    .unwrap_err();
+    assert_eq!(e.path, "parameters");
+    assert!(e.message.contains("1000000000001 points"), "{}", e.message);
+    assert!(e.message.contains("parameters.x alone"), "{}", e.message);
+    let e = SweepSpec::parse(
+        "method: grid\ntrainer: synthetic\nparameters:\n  x: {distribution: q_uniform, min: 0, max: 1, q: 1.0e-15}\n",
+    )
+    .unwrap_err();
+    assert!(
+        e.message.contains("more than the 100000000 allowed"),
+        "{}",
+        e.message
+    );
+    // 10⁸ points (two parameters of 10⁴): accepted, and its last point is computed at once.
+    let spec = SweepSpec::parse(
+        "method: grid\ntrainer: synthetic\nparameters:\n  a: {distribution: int_uniform, min: 1, max: 10000}\n  \
+         b: {distribution: q_uniform, min: 0, max: 1, q: 0.0001}\n",
+    )
+    .unwrap();
+    assert_eq!(spec.total(), Some(100_000_000));
+    let t = std::time::Instant::now();
+    for _ in 0..1000 {
+        let last = params::grid_point(&spec.parameters, 99_999_999).unwrap();
+        assert_eq!(last["a"], 10000);
+        assert!((last["b"].as_f64().unwrap() - 0.9999).abs() < 1e-9);
+    }
+    assert!(params::grid_point(&spec.parameters, 100_000_000).is_none());
+    // A listed grid would take seconds per point; computed, a thousand take microseconds each.
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn hyperband_brackets_are_bounded() {
+    let e = err(
+        json!({"method": "random", "parameters": {"x": {"values": [1]}},
+        "early_terminate": {"type": "hyperband", "max_iter": 27, "s": 50000000}}),
+    );
+    assert_eq!(e.path, "early_terminate.s");
+    assert!(e.message.contains("1 to 100"), "{}", e.message);
+}

@@ -67,8 +67,24 @@ const PALETTE: [RGBColor; 10] = [
 
 /// Size of the confusion figure for `k` classes.
 pub fn confusion_size(k: usize) -> (u32, u32) {
-    let cell = 58u32;
+    let cell = confusion_cell(k) as u32;
     (230 + cell * k as u32 + 110, 110 + cell * k as u32 + 150)
+}
+
+/// A cell's side in pixels: 58 for up to 40 classes, smaller above so the picture stays
+/// about 2,300 pixels square at most (256 classes, the most a trial may report).
+fn confusion_cell(k: usize) -> i32 {
+    (2320 / k.max(1) as i32).clamp(8, 58)
+}
+
+/// A label as drawn: at most 24 characters.
+fn short(label: &str) -> String {
+    if label.chars().count() <= 24 {
+        return label.to_string();
+    }
+    let mut s: String = label.chars().take(23).collect();
+    s.push('…');
+    s
 }
 
 /// A heatmap of a confusion matrix: true class down, predicted across, counts in the cells,
@@ -84,13 +100,21 @@ where
 {
     root.fill(&WHITE).map_err(e)?;
     let k = labels.len();
+    if k > crate::engine::MAX_CLASSES {
+        return Err(format!(
+            "confusion matrix of {k} classes: at most {} are drawn",
+            crate::engine::MAX_CLASSES
+        ));
+    }
     if k == 0 || counts.len() != k * k {
         return Err(format!(
             "confusion matrix of {} counts for {k} classes",
             counts.len()
         ));
     }
-    let cell = 58i32;
+    let cell = confusion_cell(k);
+    // Counts are written in the cells while they fit.
+    let numbers = cell >= 40;
     let (x0, y0) = (230i32, 110i32);
     let max = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
     let font = |s: u32| ("sans-serif", s).into_font();
@@ -122,9 +146,9 @@ where
         let y = y0 + cell * r as i32;
         let row: u64 = counts[r * k..(r + 1) * k].iter().sum();
         root.draw(&Text::new(
-            label.clone(),
+            short(label),
             (20, y + cell / 2 - 8),
-            font(14).color(&BLACK),
+            font(14.min(cell as u32)).color(&BLACK),
         ))
         .map_err(e)?;
         let acc = if row > 0 {
@@ -135,7 +159,7 @@ where
         root.draw(&Text::new(
             format!("{acc:.1}%"),
             (x0 + cell * k as i32 + 14, y + cell / 2 - 8),
-            font(14).color(&BLACK),
+            font(14.min(cell as u32)).color(&BLACK),
         ))
         .map_err(e)?;
         for c in 0..k {
@@ -153,6 +177,9 @@ where
                 WHITE.stroke_width(1),
             ))
             .map_err(e)?;
+            if !numbers {
+                continue;
+            }
             let ink = if t > 0.6 { BLACK } else { WHITE };
             let txt = v.to_string();
             let w = 7 * txt.len() as i32;
@@ -168,9 +195,11 @@ where
     for (c, label) in labels.iter().enumerate() {
         let x = x0 + cell * c as i32 + cell / 2 - 6;
         root.draw(&Text::new(
-            label.clone(),
+            short(label),
             (x, y0 + cell * k as i32 + 8),
-            font(13).transform(FontTransform::Rotate90).color(&BLACK),
+            font(13.min(cell as u32))
+                .transform(FontTransform::Rotate90)
+                .color(&BLACK),
         ))
         .map_err(e)?;
     }
@@ -566,4 +595,18 @@ where
 /// Height of the importance figure for `n` parameters.
 pub fn importance_height(n: usize) -> u32 {
     70 + 38 * n.max(1) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_confusion_picture_stays_bounded_for_the_most_classes() {
+        assert_eq!(
+            super::confusion_size(10),
+            (230 + 580 + 110, 110 + 580 + 150)
+        );
+        let (w, h) = super::confusion_size(crate::engine::MAX_CLASSES);
+        assert!(w <= 2700 && h <= 2700, "{w}×{h}");
+        assert_eq!(super::short(&"é".repeat(40)).chars().count(), 24);
+    }
 }
