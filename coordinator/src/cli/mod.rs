@@ -92,6 +92,10 @@ pub enum Command {
         /// Serve the web dashboard (/), the HTTP JSON API (/api/v1/...) and /metrics at http://ADDR
         #[arg(long, env = "SWEEP_HTTP_LISTEN", value_name = "ADDR")]
         http_listen: Option<String>,
+        /// A host name browsers use for the dashboard (repeatable); without a token, only IP
+        /// addresses, localhost, this machine's name and these are answered (DNS rebinding)
+        #[arg(long, value_name = "NAME")]
+        http_allow_host: Vec<String>,
     },
     /// Run a sweep on this machine: a coordinator, local workers, progress, leaderboard, export
     Run {
@@ -284,6 +288,16 @@ async fn client(conn: &Conn) -> Result<SweepsClient<AuthChannel>, CliError> {
 
 /// Reads and validates a sweep config file, so a bad one is refused before anything is sent.
 pub fn read_config(file: &Path) -> Result<(String, SweepSpec), CliError> {
+    let size = std::fs::metadata(file)
+        .map_err(|e| CliError::Usage(format!("{}: cannot read: {e}", file.display())))?
+        .len();
+    if size > crate::config::MAX_CONFIG_BYTES as u64 {
+        return Err(CliError::Usage(format!(
+            "{}: {size} bytes; a sweep config may have at most {} bytes (1 MiB)",
+            file.display(),
+            crate::config::MAX_CONFIG_BYTES
+        )));
+    }
     let text = std::fs::read_to_string(file)
         .map_err(|e| CliError::Usage(format!("{}: cannot read: {e}", file.display())))?;
     let spec =
@@ -351,12 +365,14 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
             tls_key,
             metrics_listen,
             http_listen,
+            http_allow_host,
         } => {
             let opts = service::ServeOptions {
                 token: token.and_then(Secret::new),
                 tls: tls_cert.zip(tls_key),
                 metrics_listen,
                 http_listen,
+                http_allow_hosts: http_allow_host,
             };
             let engine = Engine::open(&store, engine_options(lease_ttl)?)
                 .map_err(|e| CliError::Other(e.to_string()))?;
@@ -439,15 +455,15 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
                     });
                     println!(
                         "{:<10} {:<20} {:<7} {:<9} {:>9} {:>7} {:>6} {:>7}  {} {}",
-                        s.id,
-                        s.name,
-                        s.method,
+                        export::terminal_safe(&s.id),
+                        export::terminal_safe(&s.name),
+                        export::terminal_safe(&s.method),
                         export::state_name(s.state),
                         format!("{done}/{total}"),
                         s.running,
                         s.failed,
                         s.workers,
-                        s.metric,
+                        export::terminal_safe(&s.metric),
                         best
                     );
                 }
@@ -554,7 +570,7 @@ fn print_trial(d: &pb::TrialDetail, json: bool) {
         s.trial, s.state, s.attempts, s.worker, s.duration_seconds
     );
     if !s.error.is_empty() {
-        println!("reason: {}", s.error);
+        println!("reason: {}", export::terminal_safe(&s.error));
     }
     println!(
         "params: {}",
@@ -566,7 +582,7 @@ fn print_trial(d: &pb::TrialDetail, json: bool) {
     if !names.is_empty() {
         print!("{:>5}", "epoch");
         for n in &names {
-            print!(" {n:>14}");
+            print!(" {:>14}", export::terminal_safe(n));
         }
         println!();
         let mut steps: Vec<u32> = d.curve.iter().map(|p| p.step).collect();
@@ -587,7 +603,7 @@ fn print_trial(d: &pb::TrialDetail, json: bool) {
     let mut keys: Vec<&String> = s.metrics.keys().collect();
     keys.sort();
     for k in keys {
-        println!("{k} = {}", s.metrics[k]);
+        println!("{} = {}", export::terminal_safe(k), s.metrics[k]);
     }
     if let Some(c) = &d.confusion {
         let k = c.labels.len().max(1);

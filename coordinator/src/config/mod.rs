@@ -233,8 +233,20 @@ fn check_mlp_memory(parameters: &BTreeMap<String, ParamSpec>) -> Result<(), Conf
     Ok(())
 }
 
+/// Largest sweep config, in bytes (real ones are a few KiB).
+pub const MAX_CONFIG_BYTES: usize = 1 << 20;
+
 /// Parses YAML or JSON text into a JSON value (YAML is a superset of JSON).
 pub fn parse_text(text: &str) -> Result<Value, ConfigError> {
+    if text.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError::new(
+            "config",
+            format!(
+                "{} bytes; a sweep config may have at most {MAX_CONFIG_BYTES} bytes (1 MiB)",
+                text.len()
+            ),
+        ));
+    }
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') {
         if let Ok(v) = serde_json::from_str::<Value>(text) {

@@ -273,9 +273,39 @@ fn short(v: &Value) -> String {
     }
 }
 
-/// The leaderboard as a text table, best first.
+/// Text from clients as a terminal may show it: control characters (escape sequences, line
+/// breaks, C1 codes) and bidirectional overrides are written as escapes (`\u{1b}`, `\n`), so
+/// a sweep or metric name can neither drive the terminal nor break a table's lines.
+pub fn terminal_safe(s: &str) -> std::borrow::Cow<'_, str> {
+    fn unsafe_char(c: char) -> bool {
+        c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// The leaderboard as a text table, best first; client text made [`terminal_safe`].
 pub fn leaderboard_table(lb: &pb::LeaderboardResponse) -> String {
-    let s = lb.sweep.clone().unwrap_or_default();
+    let mut s = lb.sweep.clone().unwrap_or_default();
+    for f in [
+        &mut s.id,
+        &mut s.name,
+        &mut s.method,
+        &mut s.metric,
+        &mut s.goal,
+    ] {
+        *f = terminal_safe(f).into_owned();
+    }
     let mut out = format!(
         "sweep {}{} ({}, {}): {} finished, {} stopped, {} failed, {} running, {} queued; metric {} ({})\n",
         s.id,
@@ -319,17 +349,17 @@ pub fn leaderboard_table(lb: &pb::LeaderboardResponse) -> String {
         }
         let params: Vec<String> = flat_params(t)
             .iter()
-            .map(|(k, v)| format!("{k}={}", short(v)))
+            .map(|(k, v)| terminal_safe(&format!("{k}={}", short(v))).into_owned())
             .collect();
         let _ = write!(
             out,
             "  {:<9} {:>7.1}  {}",
-            t.state,
+            terminal_safe(&t.state),
             t.duration_seconds,
             params.join(" ")
         );
         if !t.error.is_empty() && t.state == "failed" {
-            let _ = write!(out, "  ({})", t.error);
+            let _ = write!(out, "  ({})", terminal_safe(&t.error));
         }
         out.push('\n');
     }
@@ -450,6 +480,18 @@ mod tests {
         assert_eq!(
             confusion_csv(&c),
             "true\\predicted,a,\"b,c\"\na,1,2\n\"b,c\",3,4\n"
+        );
+    }
+}
+
+#[cfg(test)]
+mod terminal_tests {
+    #[test]
+    fn escapes_and_line_breaks_are_shown_not_obeyed() {
+        assert_eq!(super::terminal_safe("plain name"), "plain name");
+        assert_eq!(
+            super::terminal_safe("a\u{1b}[2Jb\nc\u{9b}d\u{202e}e"),
+            "a\\u{1b}[2Jb\\nc\\u{9b}d\\u{202e}e"
         );
     }
 }

@@ -38,6 +38,9 @@ pub struct ServeOptions {
     /// Where to serve the dashboard, the HTTP JSON API and `/metrics` (`--http-listen`); HTTPS
     /// with `tls` when that is set.
     pub http_listen: Option<String>,
+    /// Host names the dashboard port answers to besides IP addresses, `localhost` and this
+    /// machine's name (`--http-allow-host`; checked only without a token).
+    pub http_allow_hosts: Vec<String>,
 }
 
 /// Why `serve` could not start or stopped.
@@ -519,6 +522,7 @@ pub async fn serve(
                 auth.clone(),
                 metrics.clone(),
                 engine.clone(),
+                crate::http::guard::Guard::new(&opts.http_allow_hosts, opts.token.is_some()),
             );
             Some(tokio::spawn(async move {
                 match acceptor {

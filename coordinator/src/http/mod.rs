@@ -15,6 +15,8 @@
 //! otherwise); the pages and their two assets carry no data and need none.
 //! Errors are `{"error": "..."}` with 400, 401, 404 or 503.
 
+pub mod guard;
+
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -46,6 +48,7 @@ pub fn router(
     auth: ServerAuth,
     metrics: Arc<CoordinatorMetrics>,
     engine: crate::engine::Engine,
+    guard: guard::Guard,
 ) -> Router {
     Router::new()
         .route("/api/v1/sweeps", get(list))
@@ -63,6 +66,7 @@ pub fn router(
             metrics,
             engine,
         })
+        .layer(axum::middleware::from_fn_with_state(guard, guard::check))
 }
 
 fn err(code: StatusCode, msg: impl Into<String>) -> Response {
