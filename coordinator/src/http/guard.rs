@@ -45,7 +45,7 @@ impl Guard {
         name == "localhost"
             || name.ends_with(".localhost")
             || name.parse::<std::net::IpAddr>().is_ok()
-            || self.hosts.iter().any(|h| *h == name)
+            || self.hosts.contains(&name)
     }
 }
 
