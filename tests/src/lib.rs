@@ -284,7 +284,7 @@ pub fn synthetic_grid(points: usize, epochs: u64, epoch_ms: u64) -> String {
 pub fn scrape(addr: &str) -> String {
     use std::io::{Read, Write};
     let mut s = connect(addr);
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+    s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
         .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();

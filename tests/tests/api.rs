@@ -13,7 +13,7 @@ fn request(addr: &str, method: &str, path: &str, token: Option<&str>) -> (u16, S
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         s,
-        "{method} {path} HTTP/1.0\r\nHost: x\r\n{auth}Content-Length: 0\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\n\r\n"
     )
     .unwrap();
     let mut out = Vec::new();
@@ -201,7 +201,7 @@ fn live_updates_arrive_as_server_sent_events_until_the_sweep_ends() {
     let mut s = sweep_tests::connect(&web);
     write!(
         s,
-        "GET /api/v1/sweeps/{id}/events HTTP/1.0\r\nHost: x\r\n\r\n"
+        "GET /api/v1/sweeps/{id}/events HTTP/1.0\r\nHost: {web}\r\n\r\n"
     )
     .unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
@@ -400,7 +400,7 @@ fn clients_that_vanish_from_the_event_stream_do_not_kill_the_coordinator() {
         let mut s = sweep_tests::connect(&web);
         write!(
             s,
-            "GET /api/v1/sweeps/{id}/events HTTP/1.1\r\nHost: x\r\n\r\n"
+            "GET /api/v1/sweeps/{id}/events HTTP/1.1\r\nHost: {web}\r\n\r\n"
         )
         .unwrap();
         // Read what came, then close with nothing unread (a FIN, as a closed tab sends): the
