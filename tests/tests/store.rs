@@ -104,9 +104,13 @@ fn a_full_disk_loses_nothing_acknowledged_and_the_sweep_carries_on() {
     std::fs::remove_file(&filler).unwrap();
     // Space is back: the coordinator carries on by itself; the refused pause left no trace.
     wait_store_up(&metrics, true, Duration::from_secs(120));
-    wait_for(&url, &id, Duration::from_secs(120), "more trials", |v| {
-        n(v, "finished") >= 10 && v["state"] == "running"
-    });
+    wait_for(
+        &url,
+        &id,
+        Duration::from_secs(120),
+        "more trials, not paused",
+        |v| n(v, "finished") >= 10 && v["state"] != "paused",
+    );
 
     wait_for(
         &url,

@@ -456,11 +456,18 @@ impl ParamSpec {
                 min,
                 ..
             } => Value::from((*min as i64).saturating_add(k as i64)),
-            ParamSpec::Dist { min, q, int, .. } => {
+            ParamSpec::Dist {
+                dist: Distribution::QUniform,
+                min,
+                q,
+                int,
+                ..
+            } => {
                 // `min + k·q` with numpy's float artefacts.
                 number(min + k as f64 * q, *int)
             }
-            ParamSpec::Nested(_) => Value::Null,
+            // No grid (refused by `check_grid` before any point is asked for).
+            ParamSpec::Dist { .. } | ParamSpec::Nested(_) => Value::Null,
         }
     }
 }
