@@ -446,6 +446,8 @@ struct Inner {
     counters: crate::metrics::EngineCounters,
     /// Wait before the next read-back after a failed write; doubles while writes keep failing.
     recovery: Mutex<(std::time::Instant, Duration)>,
+    /// Set once the coordinator is shutting down: long polls, streams and the reaper end.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// Most classes a confusion matrix may have (its picture stays about 2,300 pixels square).
@@ -609,6 +611,7 @@ impl Engine {
                 events,
                 counters: crate::metrics::EngineCounters::default(),
                 recovery: Mutex::new((std::time::Instant::now(), RECOVERY_WAIT.0)),
+                closing: tokio::sync::watch::channel(false).0,
             }),
         })
     }
@@ -716,6 +719,30 @@ impl Engine {
             self.emit(&id, None);
         }
         Ok(true)
+    }
+
+    /// Starts the shutdown: waiting Lease calls return empty, Watch streams end, the reaper
+    /// stops. Calls already in progress complete as usual.
+    pub fn begin_shutdown(&self) {
+        self.inner.closing.send_replace(true);
+        self.inner.work.notify_waiters();
+    }
+
+    /// Resolves once [`Engine::begin_shutdown`] has been called.
+    pub fn closing(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.inner.closing.subscribe();
+        async move {
+            let _ = rx.wait_for(|c| *c).await;
+        }
+    }
+
+    fn is_closing(&self) -> bool {
+        *self.inner.closing.borrow()
+    }
+
+    /// Leaves the store file self-contained (the write-ahead log copied in and emptied).
+    pub async fn checkpoint(&self) -> Result<(), EngineError> {
+        Ok(self.inner.store.checkpoint().await?)
     }
 
     /// Engine settings.
@@ -942,6 +969,9 @@ impl Engine {
             let notified = self.inner.work.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            if self.is_closing() {
+                return Ok(None);
+            }
             let found = {
                 let mut st = self.lock();
                 Self::up(&st)?;
@@ -1448,7 +1478,14 @@ impl Engine {
                 for n in queued {
                     if let Some(t) = sw.trials.get_mut(&n) {
                         t.state = TrialState::Stopped;
-                        t.error = Some("the sweep was stopped before this trial ran".into());
+                        t.error = Some(if t.attempt == 0 {
+                            "the sweep was stopped before this trial ran".into()
+                        } else {
+                            format!(
+                                "the sweep was stopped while this trial waited to be run again (attempt {} was handed back)",
+                                t.attempt
+                            )
+                        });
                     }
                 }
             }
@@ -1494,15 +1531,21 @@ impl Engine {
         self.lock().order.clone()
     }
 
-    /// Starts the lease reaper; it runs until the engine is dropped everywhere else.
+    /// Starts the lease reaper; it runs until the shutdown begins or the engine is dropped
+    /// everywhere else.
     pub fn spawn_reaper(&self) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(&self.inner);
         let period = (self.inner.opts.lease_ttl / 4)
             .clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let closing = self.closing();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
+            tokio::pin!(closing);
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = &mut closing => return,
+                }
                 let Some(inner) = weak.upgrade() else { return };
                 let e = Engine { inner };
                 if let Err(err) = e.recover().await {

@@ -22,7 +22,9 @@ fn main() -> ExitCode {
     match coordinator::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            if !matches!(e, coordinator::cli::CliError::Interrupted(_)) {
+                eprintln!("error: {e}");
+            }
             ExitCode::from(e.exit_code())
         }
     }

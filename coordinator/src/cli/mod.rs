@@ -243,6 +243,9 @@ pub enum CliError {
     /// Anything else (exit code 1).
     #[error("{0}")]
     Other(String),
+    /// Ended by a signal after a clean shutdown (exit code 128 + the signal's number).
+    #[error("interrupted by signal {0}")]
+    Interrupted(i32),
 }
 
 impl CliError {
@@ -251,8 +254,18 @@ impl CliError {
         match self {
             CliError::Usage(_) => 2,
             CliError::Other(_) => 1,
+            CliError::Interrupted(n) => u8::try_from(128 + n).unwrap_or(1),
         }
     }
+}
+
+/// A second Ctrl-C or SIGTERM during a clean shutdown ends the process at once.
+fn quit_on_second_signal() {
+    tokio::spawn(async {
+        let n = worker::cli::shutdown_signal_number().await;
+        eprintln!("second signal: quitting without waiting");
+        std::process::exit(128 + n);
+    });
 }
 
 fn status_err(url: &str, s: tonic::Status) -> CliError {
@@ -387,9 +400,22 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
                 "coordinator listening on {addr} (store {})",
                 store.display()
             );
-            service::serve(engine, listener, worker::cli::shutdown_signal(), &opts)
+            let (sig_tx, mut sig_rx) = tokio::sync::oneshot::channel();
+            let signal = async move {
+                let n = worker::cli::shutdown_signal_number().await;
+                eprintln!("coordinator: shutting down (signal {n}); again to quit at once");
+                quit_on_second_signal();
+                let _ = sig_tx.send(n);
+            };
+            service::serve(engine, listener, signal, &opts)
                 .await
-                .map_err(|e| CliError::Other(e.to_string()))
+                .map_err(|e| CliError::Other(e.to_string()))?;
+            // SIGTERM is how service managers stop a daemon: a clean stop exits 0 (what
+            // systemd and Kubernetes count as success); Ctrl-C exits 130 as shells expect.
+            match sig_rx.try_recv() {
+                Ok(2) => Err(CliError::Interrupted(2)),
+                _ => Ok(()),
+            }
         }
         Command::Run {
             file,
@@ -767,8 +793,10 @@ async fn run_local(
         http_listen,
         ..Default::default()
     };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut srx = stop_rx.clone();
+    // The local workers stop first (handing back what they hold while the coordinator still
+    // answers), then the coordinator.
+    let (stop_tx, mut srx) = tokio::sync::watch::channel(false);
+    let (agents_stop, agents_rx) = tokio::sync::watch::channel(false);
     let engine2 = engine.clone();
     let server = tokio::spawn(async move {
         service::serve(
@@ -798,20 +826,36 @@ async fn run_local(
         if let Some(d) = &data_dir {
             opts.data_dir = d.clone();
         }
-        let mut rx = stop_rx.clone();
+        let mut rx = agents_rx.clone();
         agents.push(tokio::spawn(worker::agent::run(opts, async move {
             let _ = rx.wait_for(|v| *v).await;
         })));
     }
-    let mut c = client(&Conn::local(&url)).await?;
-    let watched = tokio::select! {
-        r = watch(&mut c, &url, &id) => r,
-        () = worker::cli::shutdown_signal() => {
-            eprintln!("interrupted: stopping the sweep");
-            let _ = engine.control(&id, crate::engine::SweepState::Stopped).await;
-            Ok(())
+    let stop_agents = |agents: Vec<tokio::task::JoinHandle<_>>| {
+        let _ = agents_stop.send(true);
+        async move {
+            for a in agents {
+                let _ = a.await;
+            }
         }
     };
+    let mut c = client(&Conn::local(&url)).await?;
+    let (watched, signal) = tokio::select! {
+        r = watch(&mut c, &url, &id) => (r, None),
+        n = worker::cli::shutdown_signal_number() => (Ok(()), Some(n)),
+    };
+    let mut agents = Some(agents);
+    if signal.is_some() {
+        eprintln!("interrupted: handing the running trials back, then stopping the sweep (again to quit at once)");
+        quit_on_second_signal();
+        if let Some(a) = agents.take() {
+            stop_agents(a).await;
+        }
+        engine
+            .control(&id, crate::engine::SweepState::Stopped)
+            .await
+            .map_err(|e| CliError::Other(e.to_string()))?;
+    }
     let lb = c
         .leaderboard(pb::LeaderboardRequest {
             sweep_id: id.clone(),
@@ -834,10 +878,14 @@ async fn run_local(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let _ = stop_tx.send(true);
-    for a in agents {
-        let _ = a.await;
+    if let Some(a) = agents.take() {
+        stop_agents(a).await;
     }
+    let _ = stop_tx.send(true);
     let _ = server.await;
-    watched
+    watched?;
+    match signal {
+        Some(n) => Err(CliError::Interrupted(n)),
+        None => Ok(()),
+    }
 }

@@ -64,6 +64,12 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// What a stream's last message says when the coordinator shuts down (clients reconnect).
+pub const SHUTTING_DOWN: &str = "the coordinator is shutting down";
+
+/// How long open streams and calls get to end after a shutdown signal before they are cut.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// How an UNAVAILABLE caused by the coordinator's store begins (clients tell it apart from an
 /// unreachable coordinator by it).
 pub const STORE_UNAVAILABLE: &str = "the coordinator cannot keep work now";
@@ -361,7 +367,9 @@ impl Sweeps for SweepsService {
         let mut rx = engine.subscribe();
         let workers = engine.live_workers();
         let first = engine.with_sweep(&id, |s| sweep_info(s, workers))?;
+        let closing = engine.closing();
         let stream = async_stream(move |tx| async move {
+            tokio::pin!(closing);
             let mut info = first;
             if tx
                 .send(Ok(pb::WatchEvent {
@@ -379,7 +387,16 @@ impl Sweeps for SweepsService {
                 if terminal && info.running == 0 {
                     return;
                 }
-                let ev = match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+                let next = tokio::select! {
+                    r = tokio::time::timeout(Duration::from_secs(5), rx.recv()) => r,
+                    () = &mut closing => {
+                        let _ = tx
+                            .send(Err(Status::unavailable(SHUTTING_DOWN)))
+                            .await;
+                        return;
+                    }
+                };
+                let ev = match next {
                     Ok(Ok(ev)) if ev.sweep_id == id => Some(ev),
                     Ok(Ok(_)) => continue,
                     Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) | Err(_) => None,
@@ -524,11 +541,14 @@ pub async fn serve(
                 engine.clone(),
                 crate::http::guard::Guard::new(&opts.http_allow_hosts, opts.token.is_some()),
             );
+            let closing = engine.closing();
             Some(tokio::spawn(async move {
                 match acceptor {
-                    Some(a) => crate::http::serve_tls(listener, a, app).await,
+                    Some(a) => crate::http::serve_tls(listener, a, app, closing).await,
                     None => {
-                        let _ = axum::serve(listener, app).await;
+                        let _ = axum::serve(listener, app)
+                            .with_graceful_shutdown(closing)
+                            .await;
                     }
                 }
             }))
@@ -562,11 +582,14 @@ pub async fn serve(
                 eprintln!("coordinator metrics on http://{local}/metrics");
             }
             let (m, e) = (metrics.clone(), engine.clone());
-            Some(tokio::spawn(worker::metrics::serve(
-                listener,
-                Arc::new(move || m.render(&e)),
-                std::future::pending(),
-            )))
+            let closing = engine.closing();
+            Some(tokio::spawn(async move {
+                if let Err(err) =
+                    worker::metrics::serve(listener, Arc::new(move || m.render(&e)), closing).await
+                {
+                    tracing::warn!(error = %err, "metrics listener");
+                }
+            }))
         }
         None => None,
     };
@@ -580,16 +603,43 @@ pub async fn serve(
         Some(r) => router.add_service(InterceptedService::new(r, auth)),
         None => router,
     };
-    let res = router
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
-    reaper.abort();
-    health_task.abort();
-    if let Some(h) = metrics_server {
-        h.abort();
+    // One shutdown for every listener: the signal starts the engine's shutdown (long polls
+    // return, Watch and event streams end with SHUTTING_DOWN, the reaper stops), gRPC, HTTP
+    // and metrics stop accepting and drain; whatever is still open after SHUTDOWN_GRACE is
+    // cut. Then the store is checkpointed, so its file alone holds everything.
+    let signal = {
+        let engine = engine.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            engine.begin_shutdown();
+        }
+    };
+    let server = router.serve_with_incoming_shutdown(incoming, signal);
+    tokio::pin!(server);
+    let grace = async {
+        engine.closing().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let res = tokio::select! {
+        r = &mut server => r,
+        () = grace => {
+            tracing::warn!("gRPC calls still open {SHUTDOWN_GRACE:?} after the shutdown began: cut");
+            Ok(())
+        }
+    };
+    engine.begin_shutdown();
+    for (what, h) in [("HTTP", http_server), ("metrics", metrics_server)] {
+        let Some(mut h) = h else { continue };
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut h).await.is_err() {
+            tracing::warn!("{what} connections still open after the shutdown grace: cut");
+            h.abort();
+        }
     }
-    if let Some(h) = http_server {
-        h.abort();
+    let _ = reaper.await;
+    health_task.abort();
+    if let Err(e) = engine.checkpoint().await {
+        tracing::warn!(error = %e, "the store's log was not folded into its file");
     }
     Ok(res?)
 }

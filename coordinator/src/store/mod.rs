@@ -168,6 +168,8 @@ enum Msg {
     /// Fail writes as on a full disk once the file grows by more than this many pages (`None`:
     /// no limit).
     Limit(Option<u32>, oneshot::Sender<()>),
+    /// Copy the write-ahead log into the database file and empty it.
+    Checkpoint(oneshot::Sender<Result<(), StoreError>>),
 }
 
 /// Handle to the writer thread. Cheap to clone.
@@ -387,6 +389,16 @@ impl Store {
         orx.await.unwrap_or(Err(StoreError::Closed))
     }
 
+    /// Copies the write-ahead log into the database file and truncates it, so the file alone
+    /// holds everything (for a clean exit: a copy of it then misses nothing).
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        let (otx, orx) = oneshot::channel();
+        self.tx
+            .send(Msg::Checkpoint(otx))
+            .map_err(|_| StoreError::Closed)?;
+        orx.await.unwrap_or(Err(StoreError::Closed))
+    }
+
     /// Makes writes fail as on a full disk once the database would grow by more than `extra`
     /// pages (SQLite's `max_page_count`, so the failure comes through SQLite's own error path);
     /// `None` lifts the limit. For tests of the disk-full path where no small file system can
@@ -427,6 +439,29 @@ impl Writer {
                 Msg::Job(j) => vec![j],
                 Msg::Reload(reply) => {
                     let _ = reply.send(self.reload());
+                    continue;
+                }
+                Msg::Checkpoint(reply) => {
+                    let r = self
+                        .conn
+                        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                            r.get::<_, i64>(0)
+                        })
+                        .map_err(|e| StoreError::Write {
+                            path: self.path.clone(),
+                            cause: format!("checkpoint: {e}"),
+                        })
+                        .and_then(|busy| {
+                            if busy == 0 {
+                                Ok(())
+                            } else {
+                                Err(StoreError::Write {
+                                    path: self.path.clone(),
+                                    cause: "checkpoint: another reader kept the log busy".into(),
+                                })
+                            }
+                        });
+                    let _ = reply.send(r);
                     continue;
                 }
                 Msg::Limit(extra, done) => {

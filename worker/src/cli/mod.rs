@@ -174,18 +174,24 @@ fn run_agent(a: &AgentArgs) -> Result<(), CliError> {
 
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
+    shutdown_signal_number().await;
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT) with the signal's number (15 or 2), so a command
+/// can exit with 128 + it.
+pub async fn shutdown_signal_number() -> i32 {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
         if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
+            return tokio::select! {
+                _ = term.recv() => 15,
+                _ = tokio::signal::ctrl_c() => 2,
+            };
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+    2
 }
 
 /// Restores the default action of SIGPIPE, so `worker … | head` (or `coordinator leaderboard |

@@ -1,0 +1,148 @@
+//! Stopping cleanly, with real processes: Ctrl-C in `coordinator run` hands the running trials
+//! back before the coordinator stops, exits 130 and leaves a store file that holds everything;
+//! SIGTERM to `coordinator serve` with streams open ends them, frees every port and exits 0.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sweep_tests::{
+    cmd, connect, free_port, json_out, n, run, serve_at, submit, synthetic_grid, tempdir, wait_for,
+    worker, Proc,
+};
+
+/// Waits up to `timeout` for the process to exit; its exit code.
+fn exit_code(p: &mut Proc, timeout: Duration) -> Option<i32> {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if let Ok(Some(st)) = p.0.try_wait() {
+            return st.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+fn signal(p: &Proc, sig: &str) {
+    Command::new("kill")
+        .args([sig, &p.0.id().to_string()])
+        .status()
+        .unwrap();
+}
+
+#[test]
+fn ctrl_c_in_run_hands_trials_back_stops_the_sweep_and_exits_130() {
+    let dir = tempdir("ctrlc");
+    let cfg = dir.join("s.yaml");
+    std::fs::write(&cfg, synthetic_grid(8, 400, 100)).unwrap();
+    let store = dir.join("runs").join("sweeps.db");
+    let mut child = cmd("coordinator")
+        .current_dir(&dir)
+        .args(["run", "s.yaml", "--workers", "2", "--store"])
+        .arg(&store)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut err = child.stderr.take().unwrap();
+    let mut p = Proc(child);
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    // "sweep ID on URL with 2 local workers (store …)"
+    let words: Vec<&str> = first.split_whitespace().collect();
+    assert_eq!(words.first(), Some(&"sweep"), "{first}");
+    let (id, url) = (words[1].to_string(), words[3].to_string());
+    wait_for(&url, &id, Duration::from_secs(120), "2 running", |v| {
+        n(v, "running") == 2
+    });
+    signal(&p, "-INT");
+    let code = exit_code(&mut p, Duration::from_secs(120));
+    let mut printed = String::new();
+    out.read_to_string(&mut printed).unwrap();
+    let mut said = String::new();
+    err.read_to_string(&mut said).unwrap();
+    assert_eq!(code, Some(130), "{said}");
+    assert!(printed.contains("(grid, stopped)"), "{printed}");
+    assert!(!said.contains("complete failed"), "{said}");
+    // The store file alone (no -wal beside it) holds the sweep, with nothing left running.
+    let copy = dir.join("copy.db");
+    std::fs::copy(&store, &copy).unwrap();
+    let (_c, url) = serve_at("127.0.0.1:0", &copy, &[]);
+    let s = json_out(&run(
+        "coordinator",
+        &[
+            "status",
+            id.as_str(),
+            "--json",
+            "--coordinator",
+            url.as_str(),
+        ],
+    ));
+    let s = s.get(0).cloned().unwrap_or(s);
+    assert_eq!(s["state"], "stopped", "{s}");
+    assert_eq!((n(&s, "running"), n(&s, "queued")), (0, 0), "{s}");
+    assert!(n(&s, "stopped") >= 2, "{s}");
+}
+
+#[test]
+fn sigterm_to_serve_with_streams_open_ends_them_frees_every_port_and_exits_0() {
+    let dir = tempdir("sigterm");
+    let store = dir.join("s.db");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let web = format!("127.0.0.1:{}", free_port());
+    let args = ["--http-listen", web.as_str()];
+    let (mut coord, url) = serve_at(&listen, &store, &args);
+    let id = submit(&dir, &url, &synthetic_grid(4, 400, 100));
+    let _w = worker(&url, 2);
+    wait_for(&url, &id, Duration::from_secs(120), "running", |v| {
+        n(v, "running") >= 1
+    });
+    // A `watch` and a browser's event stream, open when the signal comes.
+    let mut watcher = Proc(
+        cmd("coordinator")
+            .args(["watch", id.as_str(), "--coordinator", url.as_str()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut sse = connect(&web);
+    write!(
+        sse,
+        "GET /api/v1/sweeps/{id}/events HTTP/1.1\r\nHost: {web}\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 64];
+    let _ = sse.read(&mut head).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(coord.terminate(Duration::from_secs(60)), Some(0));
+    // The streams were ended, with the reason, not left hanging.
+    sse.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut rest = String::new();
+    let _ = sse.read_to_string(&mut rest);
+    assert!(rest.contains("the coordinator is shutting down"), "{rest}");
+    assert!(exit_code(&mut watcher, Duration::from_secs(30)).is_some());
+    let mut said = String::new();
+    watcher
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
+    assert!(said.contains("shutting down"), "{said}");
+    // Both ports are free: a new coordinator starts on them and on the same store.
+    let (_again, url) = serve_at(&listen, &store, &args);
+    let (code, _) = {
+        let mut s = connect(&web);
+        write!(s, "GET /api/v1/sweeps HTTP/1.0\r\nHost: {web}\r\n\r\n").unwrap();
+        let mut t = String::new();
+        s.read_to_string(&mut t).unwrap();
+        (t.split_whitespace().nth(1).map(str::to_string), t)
+    };
+    assert_eq!(code.as_deref(), Some("200"));
+    wait_for(&url, &id, Duration::from_secs(30), "the sweep", |v| {
+        v["state"] == "running"
+    });
+}
