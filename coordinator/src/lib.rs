@@ -12,6 +12,7 @@ pub mod engine;
 pub mod export;
 pub mod http;
 pub mod metrics;
+pub mod net;
 pub mod report;
 pub mod search;
 pub mod service;

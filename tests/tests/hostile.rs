@@ -146,3 +146,58 @@ fn another_site_can_neither_change_a_sweep_nor_read_it_through_a_rebound_name() 
     let (code, body) = request(&web, "POST", &format!("/api/v1/sweeps/{id}/resume"), &[]);
     assert_eq!(code, 200, "{body}");
 }
+
+/// Connections that send a byte a second, `n` to each address, until the server closes them
+/// or `limit` passes; returns how many are still open at the end.
+fn slowloris(addrs: &[&str], n: usize, limit: Duration) -> usize {
+    let mut conns: Vec<std::net::TcpStream> = Vec::new();
+    for a in addrs {
+        for _ in 0..n {
+            let s = connect(a);
+            s.set_nonblocking(true).unwrap();
+            conns.push(s);
+        }
+    }
+    let end = std::time::Instant::now() + limit;
+    let mut open = vec![true; conns.len()];
+    while std::time::Instant::now() < end && open.iter().any(|o| *o) {
+        for (s, o) in conns.iter_mut().zip(open.iter_mut()) {
+            if !*o {
+                continue;
+            }
+            let mut b = [0u8; 256];
+            match s.read(&mut b) {
+                Ok(0) => *o = false,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => *o = false,
+            }
+            if *o && s.write(b"G").is_err() {
+                *o = false;
+            }
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    open.iter().filter(|o| **o).count()
+}
+
+#[test]
+fn clients_that_send_a_byte_at_a_time_are_cut_and_others_are_served_meanwhile() {
+    let dir = tempdir("slowloris");
+    let web = format!("127.0.0.1:{}", free_port());
+    let (_coord, url) = serve(&dir.join("s.db"), &["--http-listen", web.as_str()]);
+    let id = submit(&dir, &url, &synthetic_grid(2, 1, 1));
+    let grpc = url.trim_start_matches("http://").to_string();
+    let (g, w) = (grpc.clone(), web.clone());
+    let attack = std::thread::spawn(move || slowloris(&[&g, &w], 250, Duration::from_secs(120)));
+    // While 500 slow connections are open, real clients are answered on both ports.
+    std::thread::sleep(Duration::from_secs(2));
+    wait_for(&url, &id, Duration::from_secs(60), "status answered", |v| {
+        v["id"] == id.as_str()
+    });
+    let (code, body) = request(&web, "GET", "/api/v1/sweeps", &[]);
+    assert_eq!(code, 200, "{body}");
+    // The slow ones are cut by the server (first bytes within 10 s, headers within 10 s).
+    let still_open = attack.join().unwrap();
+    assert_eq!(still_open, 0, "slow connections the server never closed");
+}

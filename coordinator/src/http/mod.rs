@@ -469,51 +469,59 @@ pub fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> Result<tokio_rustls::Tls
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves `app` over TLS on `listener`: each connection's handshake (at most 10 s) and its
-/// requests in a task of its own; a failed handshake drops only that connection.
-pub async fn serve_tls(
+/// Serves `app` on `listener` (over TLS with `acceptor`) until `shutdown`: at most
+/// [`crate::net::MAX_HTTP_CONNECTIONS`] connections, each of which must send its first bytes
+/// within 10 s, complete its TLS handshake within 10 s and its request headers within 10 s;
+/// each connection in a task of its own, so a slow or failed one holds back only itself.
+/// On shutdown it stops accepting (the event streams end with the engine's shutdown).
+pub async fn serve(
     listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     app: Router,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    const WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+    let mut conns = crate::net::incoming(listener, crate::net::MAX_HTTP_CONNECTIONS);
     tokio::pin!(shutdown);
     loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            // Stop accepting; open connections end with their streams (the event streams end
-            // with the engine's shutdown).
+        let conn = tokio::select! {
+            c = conns.recv() => match c {
+                Some(Ok(c)) => c,
+                Some(Err(_)) => continue,
+                None => return,
+            },
             () = &mut shutdown => return,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(c) => c,
-            Err(e) => {
-                // Out of file descriptors and the like: wait, do not spin.
-                tracing::warn!(error = %e, "HTTPS accept");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
         };
         let (acceptor, app) = (acceptor.clone(), app.clone());
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                acceptor.accept(tcp),
-            )
-            .await
-            {
-                Ok(Ok(t)) => t,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(WITHIN);
             let svc = hyper_util::service::TowerToHyperService::new(app);
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(tls), svc)
-                .await;
+            match acceptor {
+                Some(acceptor) => {
+                    let peer = conn.peer();
+                    let tls = match tokio::time::timeout(WITHIN, acceptor.accept(conn)).await {
+                        Ok(Ok(t)) => t,
+                        Ok(Err(e)) => {
+                            tracing::debug!(?peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let _ = builder
+                        .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                        .await;
+                }
+                None => {
+                    let _ = builder
+                        .serve_connection_with_upgrades(TokioIo::new(conn), svc)
+                        .await;
+                }
+            }
         });
     }
 }

@@ -541,17 +541,12 @@ pub async fn serve(
                 engine.clone(),
                 crate::http::guard::Guard::new(&opts.http_allow_hosts, opts.token.is_some()),
             );
-            let closing = engine.closing();
-            Some(tokio::spawn(async move {
-                match acceptor {
-                    Some(a) => crate::http::serve_tls(listener, a, app, closing).await,
-                    None => {
-                        let _ = axum::serve(listener, app)
-                            .with_graceful_shutdown(closing)
-                            .await;
-                    }
-                }
-            }))
+            Some(tokio::spawn(crate::http::serve(
+                listener,
+                acceptor,
+                app,
+                engine.closing(),
+            )))
         }
         None => None,
     };
@@ -594,7 +589,11 @@ pub async fn serve(
         None => None,
     };
     let reaper = engine.spawn_reaper();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    crate::net::raise_fd_limit();
+    let incoming = tokio_stream::wrappers::ReceiverStream::new(crate::net::incoming(
+        listener,
+        crate::net::MAX_GRPC_CONNECTIONS,
+    ));
     let router = builder
         .add_service(health)
         .add_service(InterceptedService::new(coord, auth.clone()))
