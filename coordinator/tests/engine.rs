@@ -533,3 +533,20 @@ async fn a_confusion_matrix_with_too_many_or_too_long_labels_is_refused() {
     let ok = try_labels(vec!["a".into(), "b".into()]).await.unwrap();
     assert_eq!(ok, (true, String::new()));
 }
+
+/// Calls with made-up worker ids add nobody: only a registration does.
+#[tokio::test]
+async fn heartbeats_from_unknown_workers_are_not_counted_or_kept() {
+    let e = Engine::open(&db("ghosts"), opts(30_000)).unwrap();
+    for i in 0..10_000 {
+        let drop = e.heartbeat(&format!("ghost-{i}"), &[format!("lease-{i}")]);
+        assert_eq!(drop.len(), 1);
+    }
+    assert_eq!(e.live_workers(), 0);
+    let id = e
+        .register(None, "host".into(), 2, 1, "test".into())
+        .await
+        .unwrap();
+    e.heartbeat(&id, &[]);
+    assert_eq!(e.live_workers(), 1);
+}
