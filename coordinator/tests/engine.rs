@@ -550,3 +550,31 @@ async fn heartbeats_from_unknown_workers_are_not_counted_or_kept() {
     e.heartbeat(&id, &[]);
     assert_eq!(e.live_workers(), 1);
 }
+
+/// A sweep submitted while the store cannot grow is refused and leaves no ghost behind once
+/// memory is read back; the next submit, with space, is kept.
+#[tokio::test]
+async fn a_submit_on_a_full_store_leaves_no_ghost_sweep() {
+    let e = Engine::open(&db("ghostsweep"), opts(30_000)).unwrap();
+    let values: Vec<String> = (0..3000).map(|i| i.to_string()).collect();
+    let big = || {
+        SweepSpec::parse(&format!(
+            "method: grid\ntrainer: synthetic\nparameters:\n  x: {{values: [{}]}}\n",
+            values.join(", ")
+        ))
+        .unwrap()
+    };
+    e.limit_store_growth(Some(0)).await;
+    let err = e.create_sweep(big(), None).await.unwrap_err().to_string();
+    assert!(err.contains("database or disk is full"), "{err}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !e.recover().await.unwrap() {
+        assert!(std::time::Instant::now() < deadline, "never read back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(e.sweep_ids().is_empty(), "{:?}", e.sweep_ids());
+    assert!(e.lease("w1", Duration::ZERO).await.unwrap().is_none());
+    e.limit_store_growth(None).await;
+    let id = e.create_sweep(big(), None).await.unwrap();
+    assert_eq!(e.sweep_ids(), [id]);
+}
