@@ -1,5 +1,5 @@
-//! The store under a hostile environment, with real processes: a full disk, a second
-//! coordinator on the same store, the store file deleted while serving.
+//! The store under a hostile environment, with real processes: a full disk, a file system gone
+//! read-only, a second coordinator on the same store, the store file deleted while serving.
 //!
 //! The disk tests put the store on a small tmpfs, which needs root (CI runs as root; elsewhere
 //! they say why they skip, unless `CI` is set, where they fail). The same disk-full path is
@@ -55,6 +55,68 @@ impl Drop for Tmpfs {
     }
 }
 
+/// An ext4 file system on a loop device (a file in `dir`), mounted with
+/// `errors=remount-ro`; unmounted and detached when dropped.
+struct LoopExt4 {
+    dev: String,
+    mnt: PathBuf,
+}
+
+fn sh(args: &[&str]) -> Option<String> {
+    let out = Command::new(args[0]).args(&args[1..]).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+impl LoopExt4 {
+    fn new(dir: &Path) -> Option<LoopExt4> {
+        let img = dir.join("disk.img");
+        std::fs::File::create(&img).ok()?.set_len(32 << 20).ok()?;
+        let dev = sh(&["losetup", "-f", "--show", img.to_str()?])?;
+        let mnt = dir.join("ext4");
+        std::fs::create_dir_all(&mnt).ok()?;
+        let fs = LoopExt4 { dev, mnt };
+        sh(&["mkfs.ext4", "-q", &fs.dev])?;
+        fs.mount()?;
+        Some(fs)
+    }
+
+    fn mount(&self) -> Option<String> {
+        sh(&[
+            "mount",
+            "-o",
+            "errors=remount-ro",
+            &self.dev,
+            self.mnt.to_str()?,
+        ])
+    }
+
+    /// What a failing disk does to ext4: an error that turns the file system read-only at
+    /// once, open files included.
+    fn fail(&self) {
+        let name = Path::new(&self.dev).file_name().unwrap().to_str().unwrap();
+        std::fs::write(format!("/sys/fs/ext4/{name}/trigger_fs_error"), "1").unwrap();
+    }
+
+    /// What an operator does next: unmount, check, mount again.
+    fn repair(&self) {
+        assert!(
+            sh(&["umount", self.mnt.to_str().unwrap()]).is_some(),
+            "umount"
+        );
+        let _ = Command::new("e2fsck").args(["-fy", &self.dev]).output();
+        assert!(self.mount().is_some(), "mount after e2fsck");
+    }
+}
+
+impl Drop for LoopExt4 {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
+    }
+}
+
 /// Waits until the `/metrics` at `addr` shows `sweep_store_up` as `up`.
 fn wait_store_up(addr: &str, up: bool, timeout: Duration) {
     let end = Instant::now() + timeout;
@@ -68,13 +130,13 @@ fn wait_store_up(addr: &str, up: bool, timeout: Duration) {
     }
 }
 
-/// `coordinator pause` while the store refuses writes: a failure that names the cause, and
-/// not "cannot reach".
-fn pause_fails(url: &str, id: &str, cause: &str) {
+/// `coordinator pause` while the store refuses writes: a failure that names the cause (one of
+/// `causes`), and not "cannot reach".
+fn pause_fails(url: &str, id: &str, causes: &[&str]) {
     let out = run("coordinator", &["pause", id, "--coordinator", url]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "pause was accepted: {err}");
-    assert!(err.contains(cause), "{err}");
+    assert!(causes.iter().any(|c| err.contains(c)), "{err}");
     assert!(!err.contains("cannot reach"), "{err}");
 }
 
@@ -99,7 +161,7 @@ fn a_full_disk_loses_nothing_acknowledged_and_the_sweep_carries_on() {
     // The disk fills while trials report and complete.
     let filler = fs.fill();
     wait_store_up(&metrics, false, Duration::from_secs(60));
-    pause_fails(&url, &id, "database or disk is full");
+    pause_fails(&url, &id, &["database or disk is full"]);
     std::thread::sleep(Duration::from_secs(2));
     std::fs::remove_file(&filler).unwrap();
     // Space is back: the coordinator carries on by itself; the refused pause left no trace.
@@ -187,7 +249,11 @@ fn a_deleted_store_file_is_noticed_and_nothing_more_is_acknowledged() {
     wait_store_up(&metrics, true, Duration::from_secs(30));
     std::fs::remove_file(&store).unwrap();
     wait_store_up(&metrics, false, Duration::from_secs(60));
-    pause_fails(&url, &id, "was deleted while the coordinator was using it");
+    pause_fails(
+        &url,
+        &id,
+        &["was deleted while the coordinator was using it"],
+    );
     // A new sweep is refused too: nothing is acknowledged that could not be kept.
     let cfg = dir.join("again.yaml");
     std::fs::write(&cfg, synthetic_grid(2, 1, 1)).unwrap();
@@ -204,5 +270,53 @@ fn a_deleted_store_file_is_noticed_and_nothing_more_is_acknowledged() {
     assert!(
         !out.status.success() && err.contains("was deleted"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_store_file_system_gone_read_only_is_refused_with_its_cause_and_the_sweep_finishes_after_repair(
+) {
+    let dir = tempdir("readonly");
+    // Loop devices are not everywhere (a container may have none): then say so and pass.
+    let Some(fs) = LoopExt4::new(&dir) else {
+        eprintln!("SKIPPED: cannot make an ext4 file system on a loop device here");
+        return;
+    };
+    let store = fs.mnt.join("s.db");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{}", free_port());
+    let args = ["--lease-ttl", "3", "--metrics-listen", metrics.as_str()];
+    let (mut coord, url) = serve_at(&listen, &store, &args);
+    let points = 40;
+    let id = submit(&dir, &url, &synthetic_grid(points, 5, 60));
+    let _w = worker(&url, 2);
+    wait_for(&url, &id, Duration::from_secs(120), "5 finished", |v| {
+        n(v, "finished") >= 5
+    });
+    // What the kernel had written back survives the failure; what it had not is lost as in a
+    // power cut (the store commits with synchronous = NORMAL): write everything back first, so
+    // the sweep itself is on the disk when it fails.
+    assert!(sh(&["sync"]).is_some());
+    fs.fail();
+    wait_store_up(&metrics, false, Duration::from_secs(60));
+    pause_fails(&url, &id, &["readonly", "read-only", "disk I/O error"]);
+    // The operator stops the coordinator, repairs the file system and starts it again: the
+    // sweep finishes, every trial once (any not yet written back is run again).
+    coord.kill9();
+    fs.repair();
+    let (_coord, url) = serve_at(&listen, &store, &[]);
+    wait_for(
+        &url,
+        &id,
+        Duration::from_secs(300),
+        "the sweep to finish",
+        |v| v["state"] == "finished",
+    );
+    let t = trials(&leaderboard(&url, &id));
+    assert_eq!(t.len(), points, "{t:?}");
+    assert!(
+        t.values()
+            .all(|(state, _, loss)| state == "finished" && loss.is_some()),
+        "{t:?}"
     );
 }
