@@ -831,26 +831,21 @@ async fn run_local(
             let _ = rx.wait_for(|v| *v).await;
         })));
     }
-    let stop_agents = |agents: Vec<tokio::task::JoinHandle<_>>| {
-        let _ = agents_stop.send(true);
-        async move {
-            for a in agents {
-                let _ = a.await;
-            }
-        }
-    };
     let mut c = client(&Conn::local(&url)).await?;
     let (watched, signal) = tokio::select! {
         r = watch(&mut c, &url, &id) => (r, None),
         n = worker::cli::shutdown_signal_number() => (Ok(()), Some(n)),
     };
-    let mut agents = Some(agents);
     if signal.is_some() {
         eprintln!("interrupted: handing the running trials back, then stopping the sweep (again to quit at once)");
         quit_on_second_signal();
-        if let Some(a) = agents.take() {
-            stop_agents(a).await;
-        }
+    }
+    // The sweep is over or interrupted: the local workers hand back what they still hold.
+    let _ = agents_stop.send(true);
+    for a in agents {
+        let _ = a.await;
+    }
+    if signal.is_some() {
         engine
             .control(&id, crate::engine::SweepState::Stopped)
             .await
@@ -878,9 +873,6 @@ async fn run_local(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    if let Some(a) = agents.take() {
-        stop_agents(a).await;
-    }
     let _ = stop_tx.send(true);
     let _ = server.await;
     watched?;
