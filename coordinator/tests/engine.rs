@@ -578,3 +578,39 @@ async fn a_submit_on_a_full_store_leaves_no_ghost_sweep() {
     let id = e.create_sweep(big(), None).await.unwrap();
     assert_eq!(e.sweep_ids(), [id]);
 }
+
+/// A stored cell that is not JSON stops the start with the sweep, trial and column named,
+/// instead of turning into an empty value.
+#[tokio::test]
+async fn corrupt_json_in_the_store_is_an_error_naming_the_cell() {
+    let p = db("corrupt");
+    let id = {
+        let e = Engine::open(&p, opts(30_000)).unwrap();
+        let id = e.create_sweep(synthetic("1"), None).await.unwrap();
+        let l = e.lease("w1", Duration::ZERO).await.unwrap().unwrap();
+        e.complete(
+            "w1",
+            &id,
+            1,
+            1,
+            &l.lease_id,
+            Outcome::Finished,
+            vec![("loss".into(), 0.5)],
+            None,
+            String::new(),
+        )
+        .await
+        .unwrap();
+        id
+    };
+    let c = rusqlite::Connection::open(&p).unwrap();
+    c.execute(
+        "UPDATE trials SET metrics = '{\"loss\": 0.' WHERE trial = 1",
+        [],
+    )
+    .unwrap();
+    drop(c);
+    let err = Engine::open(&p, opts(30_000)).unwrap_err().to_string();
+    assert!(err.contains(&format!("sweep {id} trial 1")), "{err}");
+    assert!(err.contains("stored metrics is not valid JSON"), "{err}");
+}
