@@ -10,5 +10,6 @@ pub mod metrics;
 pub mod nn;
 pub mod optim;
 pub mod plot;
+pub mod program;
 pub mod synthetic;
 pub mod train;

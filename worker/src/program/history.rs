@@ -1,0 +1,456 @@
+//! What a user's program tells its worker, one JSON object per line (docs/PROGRAMS.md), and
+//! the trial's history built from it: the steps the coordinator's stopping rules count and
+//! the final values W&B's summary rules give.
+//!
+//! A line is one object with one of these keys:
+//! - `{"log": {"loss": 0.3, "val/accuracy": 0.9}}`: one history row (W&B's `wandb.log`);
+//! - `{"summary": {"val_accuracy": 0.91}}`: final values set by the program;
+//! - `{"define_metric": {"name": "val_acc", "summary": "max"}}`: how a key's final value is
+//!   made from its history (`min`, `max`, `mean`, `first`, `last`, `none`);
+//! - `{"confusion": {"labels": ["cat", "dog"], "counts": [[5, 1], [0, 6]]}}`;
+//! - `{"notice": "text"}` and `{"config": {…}}`, kept in the trial's output.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{Map, Value};
+
+/// Longest line a program may write; a longer one is skipped with a notice.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+/// Most distinct metric names one trial may log; later names are ignored with a notice.
+pub const MAX_KEYS: usize = 1024;
+/// Most steps the coordinator takes for one trial (its Report limit).
+pub const MAX_STEPS: u32 = 1_000_000;
+/// Most labels a confusion matrix may have.
+pub const MAX_LABELS: usize = 256;
+
+/// How a key's final value is made from its logged values (`define_metric(summary=…)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SummaryRule {
+    /// The last value (W&B's default).
+    Last,
+    /// The first value.
+    First,
+    /// The smallest value.
+    Min,
+    /// The largest value.
+    Max,
+    /// The mean of all values.
+    Mean,
+    /// No final value.
+    None,
+}
+
+impl SummaryRule {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "last" | "copy" => SummaryRule::Last,
+            "first" => SummaryRule::First,
+            "min" => SummaryRule::Min,
+            "max" => SummaryRule::Max,
+            "mean" => SummaryRule::Mean,
+            "none" => SummaryRule::None,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Stats {
+    first: f64,
+    last: f64,
+    min: f64,
+    max: f64,
+    sum: f64,
+    count: u64,
+}
+
+impl Stats {
+    fn new(v: f64) -> Self {
+        Stats {
+            first: v,
+            last: v,
+            min: v,
+            max: v,
+            sum: v,
+            count: 1,
+        }
+    }
+    fn add(&mut self, v: f64) {
+        self.last = v;
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        self.sum += v;
+        self.count += 1;
+    }
+    fn apply(&self, rule: SummaryRule) -> Option<f64> {
+        match rule {
+            SummaryRule::Last => Some(self.last),
+            SummaryRule::First => Some(self.first),
+            SummaryRule::Min => Some(self.min),
+            SummaryRule::Max => Some(self.max),
+            SummaryRule::Mean => Some(self.sum / self.count as f64),
+            SummaryRule::None => None,
+        }
+    }
+}
+
+/// One step for the coordinator: the n-th logged value of the sweep metric, with every other
+/// value logged since the step before.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// 1-based.
+    pub step: u32,
+    /// Values by name.
+    pub metrics: HashMap<String, f64>,
+}
+
+/// A confusion matrix sent by the program.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Confusion {
+    /// Class names.
+    pub labels: Vec<String>,
+    /// Row-major counts, rows = true class.
+    pub counts: Vec<u64>,
+}
+
+/// The history of one trial, fed line by line.
+#[derive(Debug)]
+pub struct History {
+    metric: String,
+    stats: BTreeMap<String, Stats>,
+    /// Names in the order they were first logged (for the "never logged" message).
+    order: Vec<String>,
+    rules: HashMap<String, SummaryRule>,
+    summary: BTreeMap<String, f64>,
+    pending: HashMap<String, f64>,
+    steps: u32,
+    rows: u64,
+    /// The last confusion matrix sent.
+    pub confusion: Option<Confusion>,
+    /// Notices for the trial's output (bad lines, ignored keys), each said once.
+    pub notices: Vec<String>,
+}
+
+impl History {
+    /// An empty history for a sweep whose metric is `metric`.
+    pub fn new(metric: &str) -> Self {
+        History {
+            metric: metric.to_string(),
+            stats: BTreeMap::new(),
+            order: Vec::new(),
+            rules: HashMap::new(),
+            summary: BTreeMap::new(),
+            pending: HashMap::new(),
+            steps: 0,
+            rows: 0,
+            confusion: None,
+            notices: Vec::new(),
+        }
+    }
+
+    fn notice(&mut self, text: String) {
+        if self.notices.len() < 100 && !self.notices.contains(&text) {
+            self.notices.push(text);
+        }
+    }
+
+    /// Takes one line; returns the step to report when the line logged the sweep metric.
+    pub fn line(&mut self, line: &str) -> Option<Step> {
+        let line = line.trim();
+        if line.is_empty() {
+            return None;
+        }
+        let obj = match serde_json::from_str::<Value>(line) {
+            Ok(Value::Object(o)) => o,
+            Ok(_) | Err(_) => {
+                let shown: String = line.chars().take(80).collect();
+                self.notice(format!(
+                    "skipped a report line that is not a JSON object: {shown}"
+                ));
+                return None;
+            }
+        };
+        let mut step = None;
+        for (k, v) in &obj {
+            match (k.as_str(), v) {
+                ("log", Value::Object(m)) => step = self.log(m),
+                ("summary", Value::Object(m)) => {
+                    for (name, v) in m {
+                        if let Some(x) = number(v) {
+                            if self.known(name) {
+                                self.summary.insert(name.clone(), x);
+                            }
+                        }
+                    }
+                }
+                ("define_metric", Value::Object(m)) => self.define_metric(m),
+                ("confusion", Value::Object(m)) => self.confusion(m),
+                ("notice", Value::String(s)) => {
+                    let s: String = s.chars().take(500).collect();
+                    self.notice(s)
+                }
+                ("config" | "step", _) => {}
+                (other, _) => {
+                    let other: String = other.chars().take(40).collect();
+                    self.notice(format!(
+                        "ignored a report line with key {other:?}; expected log, summary, define_metric, confusion, notice or config"
+                    ))
+                }
+            }
+        }
+        step
+    }
+
+    /// Whether `name` may be kept (a new name beyond [`MAX_KEYS`] is not).
+    fn known(&mut self, name: &str) -> bool {
+        if self.stats.contains_key(name) || self.summary.contains_key(name) {
+            return true;
+        }
+        if name.is_empty() || name.len() > 128 {
+            self.notice(format!(
+                "ignored a metric name of {} bytes; names have 1 to 128",
+                name.len()
+            ));
+            return false;
+        }
+        if self.stats.len() + self.summary.len() >= MAX_KEYS {
+            self.notice(format!("ignored metrics beyond the first {MAX_KEYS} names"));
+            return false;
+        }
+        true
+    }
+
+    fn log(&mut self, row: &Map<String, Value>) -> Option<Step> {
+        self.rows += 1;
+        let mut has_metric = false;
+        for (name, v) in row {
+            let Some(x) = number(v) else { continue };
+            if !self.known(name) {
+                continue;
+            }
+            match self.stats.get_mut(name) {
+                Some(s) => s.add(x),
+                None => {
+                    self.stats.insert(name.clone(), Stats::new(x));
+                    self.order.push(name.clone());
+                }
+            }
+            self.pending.insert(name.clone(), x);
+            has_metric |= *name == self.metric;
+        }
+        if !has_metric || self.steps >= MAX_STEPS {
+            return None;
+        }
+        self.steps += 1;
+        Some(Step {
+            step: self.steps,
+            metrics: std::mem::take(&mut self.pending),
+        })
+    }
+
+    fn define_metric(&mut self, m: &Map<String, Value>) {
+        let Some(name) = m.get("name").and_then(Value::as_str) else {
+            return;
+        };
+        let Some(rule) = m.get("summary").and_then(Value::as_str) else {
+            return;
+        };
+        // W&B's `summary="best"` follows `goal`; several comma-separated rules keep the first.
+        let rule = rule.split(',').next().unwrap_or("").trim();
+        let rule = match (rule, m.get("goal").and_then(Value::as_str)) {
+            ("best", Some("maximize")) => Some(SummaryRule::Max),
+            ("best", _) => Some(SummaryRule::Min),
+            (r, _) => SummaryRule::parse(r),
+        };
+        match rule {
+            Some(r) if self.rules.len() < MAX_KEYS => {
+                self.rules.insert(name.to_string(), r);
+            }
+            Some(_) => {}
+            None => self.notice(format!(
+                "define_metric({name:?}): unknown summary {rule:?}; expected min, max, mean, best, first, last or none"
+            )),
+        }
+    }
+
+    fn confusion(&mut self, m: &Map<String, Value>) {
+        let labels: Vec<String> = match m.get("labels") {
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => s.chars().take(64).collect(),
+                    v => v.to_string(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let n = labels.len();
+        let rows: Vec<Vec<u64>> = match m.get("counts") {
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|r| match r {
+                    Value::Array(r) => r.iter().map(|x| x.as_u64().unwrap_or(u64::MAX)).collect(),
+                    _ => Vec::new(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        if n == 0
+            || n > MAX_LABELS
+            || rows.len() != n
+            || rows.iter().any(|r| r.len() != n || r.contains(&u64::MAX))
+        {
+            self.notice(format!(
+                "ignored a confusion matrix: expected 1 to {MAX_LABELS} labels and as many rows of as many counts (integers ≥ 0)"
+            ));
+            return;
+        }
+        self.confusion = Some(Confusion {
+            labels,
+            counts: rows.into_iter().flatten().collect(),
+        });
+    }
+
+    /// Steps reported so far.
+    pub fn steps(&self) -> u32 {
+        self.steps
+    }
+
+    /// History rows logged so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Values logged since the last step (sent with the final result).
+    pub fn take_pending(&mut self) -> HashMap<String, f64> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Final values: each logged key by its summary rule (default: the last value), then the
+    /// values the program set itself.
+    pub fn summary(&self) -> HashMap<String, f64> {
+        let mut out: HashMap<String, f64> = self
+            .stats
+            .iter()
+            .filter_map(|(k, s)| {
+                let rule = self.rules.get(k).copied().unwrap_or(SummaryRule::Last);
+                s.apply(rule).map(|v| (k.clone(), v))
+            })
+            .collect();
+        out.extend(self.summary.iter().map(|(k, v)| (k.clone(), *v)));
+        out
+    }
+
+    /// When the sweep metric never appeared: the message naming the keys that did.
+    pub fn missing_metric(&self) -> Option<String> {
+        if self.stats.contains_key(&self.metric) || self.summary.contains_key(&self.metric) {
+            return None;
+        }
+        let mut keys: Vec<&str> = self.order.iter().map(String::as_str).collect();
+        for k in self.summary.keys() {
+            if !keys.contains(&k.as_str()) {
+                keys.push(k);
+            }
+        }
+        let shown = if keys.is_empty() {
+            "nothing".to_string()
+        } else if keys.len() > 20 {
+            format!("{}, … ({} names)", keys[..20].join(", "), keys.len())
+        } else {
+            keys.join(", ")
+        };
+        Some(format!(
+            "metric {:?} was never logged; logged: {shown}",
+            self.metric
+        ))
+    }
+}
+
+/// A logged value as a number: numbers, and booleans as 0/1 (W&B charts them so); anything
+/// else (text, images, tables) is not a metric.
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+        // W&B logs NaN/inf from Python; our shim sends them as strings.
+        Value::String(s) => match s.as_str() {
+            "NaN" | "nan" => Some(f64::NAN),
+            "Infinity" | "inf" => Some(f64::INFINITY),
+            "-Infinity" | "-inf" => Some(f64::NEG_INFINITY),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_logged_metric_value_is_one_step() {
+        let mut h = History::new("val/acc");
+        assert_eq!(h.line(r#"{"log": {"loss": 1.0, "epoch": 0}}"#), None);
+        let s = h.line(r#"{"log": {"val/acc": 0.5, "epoch": 1}}"#).unwrap();
+        assert_eq!(s.step, 1);
+        assert_eq!(s.metrics["loss"], 1.0);
+        assert_eq!(s.metrics["val/acc"], 0.5);
+        let s = h.line(r#"{"log": {"val/acc": 0.7}}"#).unwrap();
+        assert_eq!((s.step, s.metrics.len()), (2, 1));
+        assert_eq!(h.rows(), 3);
+        assert_eq!(h.summary()["val/acc"], 0.7);
+    }
+
+    #[test]
+    fn summary_rules_and_explicit_values() {
+        let mut h = History::new("acc");
+        h.line(r#"{"define_metric": {"name": "acc", "summary": "max"}}"#);
+        h.line(r#"{"define_metric": {"name": "loss", "summary": "best", "goal": "minimize"}}"#);
+        for (a, l) in [(0.5, 3.0), (0.9, 1.0), (0.7, 2.0)] {
+            h.line(&format!(
+                r#"{{"log": {{"acc": {a}, "loss": {l}, "m": {a}}}}}"#
+            ));
+        }
+        h.line(r#"{"define_metric": {"name": "m", "summary": "mean"}}"#);
+        let s = h.summary();
+        assert_eq!((s["acc"], s["loss"]), (0.9, 1.0));
+        assert!((s["m"] - 0.7).abs() < 1e-12);
+        h.line(r#"{"summary": {"acc": 0.1}}"#);
+        assert_eq!(h.summary()["acc"], 0.1);
+    }
+
+    #[test]
+    fn a_missing_metric_names_what_was_logged() {
+        let mut h = History::new("val_acc");
+        h.line(r#"{"log": {"val_accuracy": 0.5, "val_loss": 1, "epoch": 1, "img": {"_type": "image"}}}"#);
+        assert_eq!(
+            h.missing_metric().unwrap(),
+            r#"metric "val_acc" was never logged; logged: epoch, val_accuracy, val_loss"#
+        );
+        h.line(r#"{"summary": {"val_acc": 1}}"#);
+        assert_eq!(h.missing_metric(), None);
+    }
+
+    #[test]
+    fn bad_lines_are_notices_not_errors() {
+        let mut h = History::new("m");
+        assert_eq!(h.line("not json"), None);
+        assert_eq!(h.line("[1, 2]"), None);
+        h.line(r#"{"confusion": {"labels": ["a", "b"], "counts": [[1, 2]]}}"#);
+        h.line(r#"{"bogus": 1}"#);
+        assert_eq!(h.notices.len(), 4, "{:?}", h.notices);
+        assert!(h.confusion.is_none());
+        h.line(r#"{"confusion": {"labels": ["a", "b"], "counts": [[1, 2], [0, 3]]}}"#);
+        assert_eq!(h.confusion.as_ref().unwrap().counts, vec![1, 2, 0, 3]);
+    }
+
+    #[test]
+    fn names_are_bounded() {
+        let mut h = History::new("m");
+        for i in 0..(MAX_KEYS + 10) {
+            h.line(&format!(r#"{{"log": {{"k{i}": 1}}}}"#));
+        }
+        assert_eq!(h.summary().len(), MAX_KEYS);
+        assert_eq!(h.notices.len(), 1);
+    }
+}
