@@ -161,8 +161,11 @@ pub struct Trial {
     pub metrics: BTreeMap<String, f64>,
     /// Class names and row-major counts.
     pub confusion: Option<(Vec<String>, Vec<u64>)>,
-    /// Why it failed, or why it was stopped.
+    /// Why it failed, or why it was stopped; for a finished program trial, a note such as
+    /// the metric it never logged.
     pub error: Option<String>,
+    /// The tail of a program trial's output.
+    pub output: Option<String>,
 }
 
 impl Trial {
@@ -185,6 +188,7 @@ impl Trial {
                 .as_ref()
                 .map(|(l, c)| json!({"labels": l, "counts": c}).to_string()),
             error: self.error.clone(),
+            output: self.output.clone(),
         }
     }
 
@@ -235,6 +239,11 @@ pub struct Sweep {
     pub trials: BTreeMap<u64, Trial>,
     /// Re-queued trials, oldest first.
     queue: VecDeque<u64>,
+    /// Last time a worker asked for work that it could not take from this sweep (it does not
+    /// run the sweep's trainer), Unix seconds.
+    pub refused_at: Option<f64>,
+    /// Last time a worker that runs this sweep's trainer asked for work, Unix seconds.
+    pub polled_at: Option<f64>,
 }
 
 impl Sweep {
@@ -309,6 +318,45 @@ impl Sweep {
             .into_iter()
             .find(|(r, _)| *r == 1)
             .map(|(_, t)| t)
+    }
+
+    /// What a person should know: the config's notices, trials that never logged the metric,
+    /// and work that no connected worker can take.
+    pub fn notices(&self) -> Vec<String> {
+        let mut out = self.spec.notices.clone();
+        let metric = &self.spec.metric.name;
+        if !metric.is_empty() {
+            let mut unranked = self.trials.values().filter(|t| {
+                matches!(t.state, TrialState::Finished | TrialState::Stopped)
+                    && t.final_value(metric).is_none()
+            });
+            if let Some(first) = unranked.next() {
+                let n = 1 + unranked.count();
+                let why = first
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| format!("metric {metric:?} was never reported"));
+                out.push(format!(
+                    "{n} trial{} ended without the metric {metric:?} and {} not ranked (trial {}: {why})",
+                    if n == 1 { "" } else { "s" },
+                    if n == 1 { "is" } else { "are" },
+                    first.number
+                ));
+            }
+        }
+        let waiting = self.state == SweepState::Running
+            && (self.can_create() || !self.queue.is_empty())
+            && !self.trials.values().any(|t| t.state == TrialState::Running);
+        let t = now();
+        // Idle workers poll at least every max_lease_wait (10 s by default).
+        let recent = |at: Option<f64>| at.is_some_and(|a| t - a <= 30.0);
+        if waiting && recent(self.refused_at) && !recent(self.polled_at) {
+            out.push(match self.spec.trainer {
+                Trainer::Program(_) => "waiting: no connected worker runs programs; start workers with --allow-programs (see docs/PROGRAMS.md)".to_string(),
+                ref t => format!("waiting: no connected worker runs the {} trainer", t.name()),
+            });
+        }
+        out
     }
 
     fn maybe_finish(&mut self) -> bool {
@@ -501,6 +549,8 @@ fn restore(snap: store::Snapshot, path: &str, ttl: f64) -> Result<State, EngineE
                 next_trial: s.next_trial,
                 trials: BTreeMap::new(),
                 queue: VecDeque::new(),
+                refused_at: None,
+                polled_at: None,
             },
         );
     }
@@ -541,6 +591,7 @@ fn restore(snap: store::Snapshot, path: &str, ttl: f64) -> Result<State, EngineE
             metrics,
             confusion,
             error: t.error,
+            output: t.output,
         };
         if state == TrialState::Queued {
             sw.queue.push_back(t.trial);
@@ -586,6 +637,26 @@ fn restore(snap: store::Snapshot, path: &str, ttl: f64) -> Result<State, EngineE
         );
     }
     Ok(st)
+}
+
+/// Bytes of a program's output kept per trial.
+pub const MAX_OUTPUT_BYTES: usize = 16 * 1024;
+
+/// The last `max` bytes of `s`, cut at a character boundary.
+fn truncate_tail(s: &str, max: usize) -> String {
+    let mut from = s.len().saturating_sub(max);
+    while !s.is_char_boundary(from) {
+        from += 1;
+    }
+    s[from..].to_string()
+}
+
+/// Whether a worker that lists `trainers` runs `trainer` (an empty list: mlp and synthetic).
+fn runs(trainers: &[String], trainer: &str) -> bool {
+    if trainers.is_empty() {
+        return matches!(trainer, "mlp" | "synthetic");
+    }
+    trainers.iter().any(|t| t == trainer)
 }
 
 fn random_id(bytes: usize) -> String {
@@ -782,6 +853,8 @@ impl Engine {
             next_trial: 1,
             trials: BTreeMap::new(),
             queue: VecDeque::new(),
+            refused_at: None,
+            polled_at: None,
         };
         let row = sweep.row();
         let fut = {
@@ -861,9 +934,11 @@ impl Engine {
         &self,
         st: &mut State,
         worker: &str,
+        trainers: &[String],
     ) -> Option<(Lease, TrialRow, Option<SweepUpdate>)> {
         let ttl = self.inner.opts.lease_ttl.as_secs_f64();
         let order = st.order.clone();
+        let t_poll = now();
         for sid in order {
             let Some(sw) = st.sweeps.get_mut(&sid) else {
                 continue;
@@ -871,6 +946,11 @@ impl Engine {
             if sw.state != SweepState::Running {
                 continue;
             }
+            if !runs(trainers, sw.spec.trainer.name()) {
+                sw.refused_at = Some(t_poll);
+                continue;
+            }
+            sw.polled_at = Some(t_poll);
             let number = if let Some(n) = sw.queue.pop_front() {
                 n
             } else if sw.can_create() {
@@ -912,6 +992,7 @@ impl Engine {
                         metrics: BTreeMap::new(),
                         confusion: None,
                         error: None,
+                        output: None,
                     },
                 );
                 n
@@ -922,6 +1003,7 @@ impl Engine {
             let t = now();
             let seed = search::trial_seed(sw.spec.seed, number);
             let trainer = match &sw.spec.trainer {
+                Trainer::Program(p) => ("program".to_string(), p.options()),
                 Trainer::Mlp { train_samples } => (
                     "mlp".to_string(),
                     json!({"seed": seed, "train_samples": train_samples}),
@@ -963,7 +1045,13 @@ impl Engine {
     }
 
     /// Long poll for work: a lease at once if any sweep has work, else waits up to `wait`.
-    pub async fn lease(&self, worker: &str, wait: Duration) -> Result<Option<Lease>, EngineError> {
+    /// `trainers`: what the worker runs (empty: mlp and synthetic, as workers before programs).
+    pub async fn lease(
+        &self,
+        worker: &str,
+        trainers: &[String],
+        wait: Duration,
+    ) -> Result<Option<Lease>, EngineError> {
         let deadline = tokio::time::Instant::now() + wait.min(self.inner.opts.max_lease_wait);
         loop {
             let notified = self.inner.work.notified();
@@ -976,15 +1064,16 @@ impl Engine {
                 let mut st = self.lock();
                 Self::up(&st)?;
                 Self::touch(&mut st, worker);
-                self.try_lease(&mut st, worker).map(|(lease, row, sweep)| {
-                    let fut = self.inner.store.submit(move |tx| {
-                        if let Some((id, state, next, t)) = &sweep {
-                            store::update_sweep(tx, id, state, *next, *t)?;
-                        }
-                        store::upsert_trial(tx, &row)
-                    });
-                    (lease, fut)
-                })
+                self.try_lease(&mut st, worker, trainers)
+                    .map(|(lease, row, sweep)| {
+                        let fut = self.inner.store.submit(move |tx| {
+                            if let Some((id, state, next, t)) = &sweep {
+                                store::update_sweep(tx, id, state, *next, *t)?;
+                            }
+                            store::upsert_trial(tx, &row)
+                        });
+                        (lease, fut)
+                    })
             };
             if let Some((lease, fut)) = found {
                 self.commit(fut).await?;
@@ -1185,6 +1274,7 @@ impl Engine {
         metrics: Vec<(String, f64)>,
         confusion: Option<(Vec<String>, Vec<u64>)>,
         error: String,
+        output: String,
     ) -> Result<(bool, String), EngineError> {
         if let Some((l, c)) = &confusion {
             if l.is_empty() || l.len() > MAX_CLASSES {
@@ -1256,6 +1346,8 @@ impl Engine {
                         t.metrics.insert(n, v);
                     }
                     t.confusion = confusion;
+                    t.output =
+                        (!output.is_empty()).then(|| truncate_tail(&output, MAX_OUTPUT_BYTES));
                     t.completed_attempt = Some(attempt);
                     t.ended_at = Some(t_now);
                     t.duration = t.started_at.map_or(0.0, |s| (t_now - s).max(0.0));
@@ -1281,7 +1373,8 @@ impl Engine {
                         } else {
                             error
                         })),
-                        _ => None,
+                        // A finished trial's note (a program that never logged the metric).
+                        _ => (!error.is_empty()).then_some(error),
                     };
                 }
             }

@@ -229,6 +229,7 @@ async fn every_call_but_health_needs_the_token() {
             .lease(pb::LeaseRequest {
                 worker_id: "w".into(),
                 wait_ms: 0,
+                trainers: Vec::new(),
             })
             .await
             .unwrap_err();

@@ -169,6 +169,7 @@ pub async fn run(a: &BenchArgs) -> Result<(), CliError> {
             .lease(pb::LeaseRequest {
                 worker_id: reg.worker_id.clone(),
                 wait_ms: 0,
+                trainers: Vec::new(),
             })
             .await
             .map_err(|s| CliError::Other(s.to_string()))?
@@ -548,6 +549,7 @@ async fn simulated_worker(url: String, k: usize, a: LoadArgsCopy, end: Instant) 
             .lease(pb::LeaseRequest {
                 worker_id: worker_id.clone(),
                 wait_ms: 1000,
+                trainers: Vec::new(),
             })
             .await
         {

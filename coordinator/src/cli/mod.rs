@@ -317,6 +317,9 @@ pub fn read_config(file: &Path) -> Result<(String, SweepSpec), CliError> {
         SweepSpec::parse(&text).map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
     spec.check_trainer()
         .map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
+    for n in &spec.notices {
+        eprintln!("note: {}: {n}", file.display());
+    }
     Ok((text, spec))
 }
 
@@ -427,7 +430,13 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
             http_listen,
         } => run_local(&file, workers, store, out, data_dir, lease_ttl, http_listen).await,
         Command::Submit { file, name, conn } => {
-            let (text, _) = read_config(&file)?;
+            let (text, spec) = read_config(&file)?;
+            if let crate::config::Trainer::Program(p) = &spec.trainer {
+                eprintln!(
+                    "note: trials run {} on workers started with --allow-programs, in their --workdir",
+                    p.program.as_deref().map_or("the config's command".to_string(), |p| format!("program {p}"))
+                );
+            }
             let mut c = client(&conn).await?;
             let r = c
                 .create_sweep(pb::CreateSweepRequest {
@@ -492,6 +501,15 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
                         export::terminal_safe(&s.metric),
                         best
                     );
+                }
+                for s in &sweeps {
+                    for n in &s.notices {
+                        println!(
+                            "{}: {}",
+                            export::terminal_safe(&s.id),
+                            export::terminal_safe(n)
+                        );
+                    }
                 }
             }
             Ok(())
@@ -635,6 +653,14 @@ fn print_trial(d: &pb::TrialDetail, json: bool) {
         let k = c.labels.len().max(1);
         let m: Vec<Vec<u64>> = c.counts.chunks(k).map(<[u64]>::to_vec).collect();
         print!("{}", worker::cli::train::format_confusion(&c.labels, &m));
+    }
+    if !d.output.is_empty() {
+        let lines: Vec<&str> = d.output.lines().collect();
+        let from = lines.len().saturating_sub(40);
+        println!("output (last {} lines):", lines.len() - from);
+        for l in &lines[from..] {
+            println!("  {}", export::terminal_safe(l));
+        }
     }
 }
 
@@ -810,6 +836,7 @@ async fn run_local(
         .await
     });
     let name = spec.name.clone();
+    let spec_trainer = spec.trainer.clone();
     let id = engine
         .create_sweep(spec, None)
         .await
@@ -819,9 +846,21 @@ async fn run_local(
         store.display()
     );
     let mut agents = Vec::new();
+    // The person who runs `run` on their own config runs its program: the local workers may.
+    let programs = worker::program::ProgramOptions {
+        allow: true,
+        workdir: std::env::current_dir()
+            .map_err(|e| CliError::Other(format!("the current directory: {e}")))?,
+        threads: (std::thread::available_parallelism().map_or(1, |n| n.get()) / workers).max(1),
+        ..Default::default()
+    };
+    let runs_program = matches!(spec_trainer, crate::config::Trainer::Program(_));
     for _ in 0..workers {
         let mut opts = worker::agent::AgentOptions::new(url.clone());
         opts.slots = 1;
+        if runs_program {
+            opts.programs = programs.clone();
+        }
         opts.lease_wait = Duration::from_millis(500);
         if let Some(d) = &data_dir {
             opts.data_dir = d.clone();

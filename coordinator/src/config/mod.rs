@@ -2,9 +2,11 @@
 //!
 //! Raw text → `serde_json::Value` → [`SweepSpec::from_value`], which checks every key and names
 //! the offending one by its path (`parameters.lr.min`). Our extensions live under their own
-//! top-level keys: `seed`, `max_attempts`, `trainer`, `synthetic`, `mlp`.
+//! top-level keys: `seed`, `max_attempts`, `trainer`, `synthetic`, `mlp`, `bayes`,
+//! `program_options`.
 
 pub mod params;
+pub mod program;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -12,6 +14,7 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 pub use params::{Distribution, ParamSpec};
+pub use program::ProgramSpec;
 
 /// A config error: where (a dotted path) and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -128,6 +131,19 @@ pub enum Trainer {
         /// Sleep per epoch, milliseconds.
         epoch_ms: u64,
     },
+    /// The user's own program (W&B's `program` / `command`), run by workers that allow it.
+    Program(ProgramSpec),
+}
+
+impl Trainer {
+    /// The name workers know it by (`Trial.trainer`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Trainer::Mlp { .. } => "mlp",
+            Trainer::Synthetic { .. } => "synthetic",
+            Trainer::Program(_) => "program",
+        }
+    }
 }
 
 /// A validated sweep.
@@ -159,6 +175,9 @@ pub struct SweepSpec {
     pub stopping: Option<crate::stopping::Rule>,
     /// The config as given (JSON), for storage and display.
     pub raw: Value,
+    /// What a person should know about the config though it is valid (a metric named like an
+    /// accuracy that is minimized, a program a trainer key overrides, no metric).
+    pub notices: Vec<String>,
 }
 
 /// Top-level keys W&B's schema allows, and ours.
@@ -185,6 +204,7 @@ const OUR_KEYS: &[&str] = &[
     "synthetic",
     "mlp",
     "bayes",
+    "program_options",
 ];
 
 /// Most parameters (after flattening nested groups) one sweep may have.
@@ -314,8 +334,23 @@ impl SweepSpec {
                 ))
             }
         };
-        let trainer = parse_trainer(top)?;
-        let metric = parse_metric(top.get("metric"), &trainer)?;
+        let mut notices = Vec::new();
+        let trainer = parse_trainer(top, &mut notices)?;
+        let metric = parse_metric(top.get("metric"), &trainer, &mut notices)?;
+        if metric.name.is_empty() {
+            if method == Method::Bayes {
+                return Err(ConfigError::new(
+                    "metric",
+                    "missing; method bayes needs a metric to optimize, e.g. {name: val_loss, goal: minimize}",
+                ));
+            }
+            if top.contains_key("early_terminate") {
+                return Err(ConfigError::new(
+                    "metric",
+                    "missing; early_terminate needs a metric to compare trials by",
+                ));
+            }
+        }
         let parameters = match top.get("parameters") {
             None => {
                 return Err(ConfigError::new(
@@ -402,6 +437,7 @@ impl SweepSpec {
             },
             early_terminate,
             raw,
+            notices,
         })
     }
 
@@ -505,17 +541,44 @@ fn parse_bayes(v: Option<&Value>) -> Result<crate::search::tpe::TpeOptions, Conf
     Ok(o)
 }
 
-fn parse_trainer(top: &Map<String, Value>) -> Result<Trainer, ConfigError> {
-    let name = match top.get("trainer") {
-        None => "mlp",
-        Some(Value::String(s)) => s.as_str(),
-        Some(v) => {
+fn parse_trainer(
+    top: &Map<String, Value>,
+    notices: &mut Vec<String>,
+) -> Result<Trainer, ConfigError> {
+    let program = program::parse(top)?;
+    if program.is_none() && top.contains_key("program_options") {
+        return Err(ConfigError::new(
+            "program_options",
+            "the config has no program or command for these options to apply to",
+        ));
+    }
+    let name = match (top.get("trainer"), &program) {
+        (None, Some(_)) => "program",
+        (None, None) => "mlp",
+        (Some(Value::String(s)), _) => s.as_str(),
+        (Some(v), _) => {
             return Err(ConfigError::new(
                 "trainer",
-                format!("expected mlp or synthetic, got {}", show(v)),
+                format!("expected mlp, synthetic or program, got {}", show(v)),
             ))
         }
     };
+    match (name, program) {
+        ("program", Some(p)) => return Ok(Trainer::Program(p)),
+        ("program", None) => {
+            return Err(ConfigError::new(
+                "trainer",
+                "program needs the config's program (e.g. program: train.py) or command",
+            ))
+        }
+        (other, Some(p)) => notices.push(format!(
+            "trainer: {other} runs our built-in trainer; the config's {} is not run",
+            p.program
+                .map(|p| format!("program {p}"))
+                .unwrap_or_else(|| "command".into())
+        )),
+        _ => {}
+    }
     match name {
         "mlp" => {
             let mut train_samples = None;
@@ -617,12 +680,98 @@ fn parse_trainer(top: &Map<String, Value>) -> Result<Trainer, ConfigError> {
         }
         other => Err(ConfigError::new(
             "trainer",
-            format!("expected mlp or synthetic, got {other:?}"),
+            format!("expected mlp, synthetic or program, got {other:?}"),
         )),
     }
 }
 
-fn parse_metric(v: Option<&Value>, trainer: &Trainer) -> Result<Metric, ConfigError> {
+/// What the built-in MLP trainer reports, each epoch and at the end.
+pub const MLP_METRICS: &[&str] = &[
+    "val_accuracy",
+    "val_loss",
+    "accuracy",
+    "loss",
+    "test_accuracy",
+    "test_loss",
+    "epoch_seconds",
+    "samples_per_second",
+    "epochs",
+];
+
+fn parse_metric(
+    v: Option<&Value>,
+    trainer: &Trainer,
+    notices: &mut Vec<String>,
+) -> Result<Metric, ConfigError> {
+    let metric = parse_metric_key(v, trainer)?;
+    if let Trainer::Mlp { .. } = trainer {
+        if !MLP_METRICS.contains(&metric.name.as_str()) {
+            let hint = closest(&metric.name, MLP_METRICS)
+                .map(|c| format!("did you mean {c}? "))
+                .unwrap_or_default();
+            return Err(ConfigError::new(
+                "metric.name",
+                format!(
+                    "the mlp trainer never reports {:?}, so no trial would be ranked; {hint}it reports {}",
+                    metric.name,
+                    MLP_METRICS.join(", ")
+                ),
+            ));
+        }
+    }
+    let goal_given = matches!(v, Some(Value::Object(m)) if m.contains_key("goal"));
+    let lower = metric.name.to_ascii_lowercase();
+    if !goal_given
+        && v.is_some()
+        && ["acc", "f1", "auc", "precision", "recall", "score", "reward"]
+            .iter()
+            .any(|w| lower.contains(w))
+    {
+        notices.push(format!(
+            "metric {} has no goal, so it is minimized (W&B's default); add goal: maximize if larger is better",
+            metric.name
+        ));
+    }
+    if metric.name.is_empty() {
+        notices
+            .push("the config has no metric: trials run and are listed, but none is ranked".into());
+    }
+    Ok(metric)
+}
+
+/// The name in `names` nearest to `name` (a prefix, or at most a third of it edited).
+fn closest<'a>(name: &str, names: &[&'a str]) -> Option<&'a str> {
+    let lower = name.to_ascii_lowercase();
+    if let Some(n) = names
+        .iter()
+        .find(|n| !lower.is_empty() && (n.starts_with(&lower) || lower.starts_with(**n)))
+    {
+        return Some(n);
+    }
+    names
+        .iter()
+        .map(|n| (edit_distance(&lower, n), *n))
+        .filter(|(d, _)| *d <= lower.len().max(3) / 3)
+        .min()
+        .map(|(_, n)| n)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn parse_metric_key(v: Option<&Value>, trainer: &Trainer) -> Result<Metric, ConfigError> {
     let default = match trainer {
         Trainer::Mlp { .. } => Metric {
             name: "val_accuracy".into(),
@@ -632,6 +781,13 @@ fn parse_metric(v: Option<&Value>, trainer: &Trainer) -> Result<Metric, ConfigEr
         },
         Trainer::Synthetic { .. } => Metric {
             name: "loss".into(),
+            goal: Goal::Minimize,
+            target: None,
+            impute: Impute::Worst,
+        },
+        // W&B runs a grid or random sweep without a metric; nothing is ranked then.
+        Trainer::Program(_) => Metric {
+            name: String::new(),
             goal: Goal::Minimize,
             target: None,
             impute: Impute::Worst,

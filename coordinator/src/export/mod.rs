@@ -435,6 +435,7 @@ mod tests {
                 labels: vec!["a".into(), "b".into()],
                 counts: vec![3, 1, 0, 4],
             }),
+            output: String::new(),
         };
         let names: Vec<&str> = files(&lb(), Some(&best)).iter().map(|f| f.0).collect();
         assert_eq!(names, FILES);

@@ -37,6 +37,7 @@ pub fn sweep_info(s: &Sweep, workers: u32) -> pb::SweepInfo {
         created_at: s.created_at,
         updated_at: s.updated_at,
         workers,
+        notices: s.notices(),
     }
 }
 
@@ -81,5 +82,6 @@ pub fn trial_detail(s: &Sweep, t: &Trial, rank: u32) -> pb::TrialDetail {
                 labels: labels.clone(),
                 counts: counts.clone(),
             }),
+        output: t.output.clone().unwrap_or_default(),
     }
 }

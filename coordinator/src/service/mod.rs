@@ -143,9 +143,14 @@ impl Coordinator for CoordinatorService {
         let _t = self.metrics.rpc("Lease");
         let r = req.into_inner();
         id_ok("worker_id", &r.worker_id)?;
+        if r.trainers.len() > 16 || r.trainers.iter().any(|t| t.len() > 32) {
+            return Err(Status::invalid_argument(
+                "trainers: at most 16 names of at most 32 bytes",
+            ));
+        }
         let lease = self
             .engine
-            .lease(&r.worker_id, Duration::from_millis(r.wait_ms))
+            .lease(&r.worker_id, &r.trainers, Duration::from_millis(r.wait_ms))
             .await?;
         Ok(Response::new(pb::LeaseResponse {
             trial: lease.map(|l| pb::Trial {
@@ -225,6 +230,7 @@ impl Coordinator for CoordinatorService {
                 r.metrics.into_iter().collect(),
                 confusion,
                 r.error,
+                r.output,
             )
             .await?;
         Ok(Response::new(pb::CompleteResponse { accepted, reason }))

@@ -107,7 +107,8 @@ impl Health {
 }
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE sweeps (
     id TEXT PRIMARY KEY,
     name TEXT,
@@ -150,7 +151,11 @@ CREATE TABLE workers (
     version TEXT NOT NULL,
     registered_at REAL NOT NULL
 );
-"#];
+"#,
+    r#"
+ALTER TABLE trials ADD COLUMN output TEXT;
+"#,
+];
 
 type Output = Box<dyn Any + Send>;
 type Run = Box<dyn FnOnce(&Connection) -> rusqlite::Result<Output> + Send>;
@@ -234,6 +239,8 @@ pub struct TrialRow {
     pub confusion: Option<String>,
     /// Why it failed or stopped.
     pub error: Option<String>,
+    /// The tail of a program's output.
+    pub output: Option<String>,
 }
 
 /// Everything in the store, read at startup.
@@ -616,7 +623,7 @@ fn read_all(conn: &Connection) -> rusqlite::Result<Snapshot> {
         })?
         .collect::<rusqlite::Result<_>>()?;
     let mut q = conn.prepare(
-        "SELECT sweep_id, trial, params, state, attempt, completed_attempt, lease_id, worker, started_at, ended_at, duration, metrics, confusion, error FROM trials ORDER BY sweep_id, trial",
+        "SELECT sweep_id, trial, params, state, attempt, completed_attempt, lease_id, worker, started_at, ended_at, duration, metrics, confusion, error, output FROM trials ORDER BY sweep_id, trial",
     )?;
     s.trials = q
         .query_map([], |r| {
@@ -635,6 +642,7 @@ fn read_all(conn: &Connection) -> rusqlite::Result<Snapshot> {
                 metrics: r.get(11)?,
                 confusion: r.get(12)?,
                 error: r.get(13)?,
+                output: r.get(14)?,
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -692,8 +700,8 @@ pub fn update_sweep(
 /// Inserts or replaces a trial row.
 pub fn upsert_trial(tx: &Connection, t: &TrialRow) -> rusqlite::Result<()> {
     tx.execute(
-        "INSERT OR REPLACE INTO trials (sweep_id, trial, params, state, attempt, completed_attempt, lease_id, worker, started_at, ended_at, duration, metrics, confusion, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        "INSERT OR REPLACE INTO trials (sweep_id, trial, params, state, attempt, completed_attempt, lease_id, worker, started_at, ended_at, duration, metrics, confusion, error, output)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         params![
             t.sweep_id,
             t.trial as i64,
@@ -708,7 +716,8 @@ pub fn upsert_trial(tx: &Connection, t: &TrialRow) -> rusqlite::Result<()> {
             t.duration,
             t.metrics,
             t.confusion,
-            t.error
+            t.error,
+            t.output
         ],
     )?;
     Ok(())

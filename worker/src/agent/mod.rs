@@ -50,6 +50,8 @@ pub struct AgentOptions {
     pub tls_ca: Option<PathBuf>,
     /// The agent's Prometheus metrics (served by `worker --metrics-listen`).
     pub metrics: Arc<crate::metrics::AgentMetrics>,
+    /// Whether and how this worker runs users' programs.
+    pub programs: crate::program::ProgramOptions,
 }
 
 impl AgentOptions {
@@ -65,6 +67,7 @@ impl AgentOptions {
             token: None,
             tls_ca: None,
             metrics: Arc::default(),
+            programs: crate::program::ProgramOptions::default(),
         }
     }
 }
@@ -130,6 +133,10 @@ struct Shared {
     draining: AtomicBool,
     /// Running attempts by lease id.
     running: Mutex<HashMap<String, Running>>,
+    /// What this worker runs (sent with each Lease).
+    trainers: Vec<String>,
+    /// Where our `wandb` module was written for programs' `PYTHONPATH`.
+    shim_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -185,12 +192,26 @@ pub async fn run(
         }
     };
     tracing::info!(worker = %reg.worker_id, slots = opts.slots, "registered");
+    let mut trainers = vec!["mlp".to_string(), "synthetic".to_string()];
+    let mut shim_dir = None;
+    if opts.programs.allow {
+        trainers.push("program".into());
+        match crate::program::shim::install(&std::env::temp_dir()) {
+            Ok(d) => shim_dir = Some(d),
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %std::env::temp_dir().display(), "cannot write the wandb module for programs; they run with the PYTHONPATH they have")
+            }
+        }
+        tracing::info!(workdir = %opts.programs.workdir.display(), only_under = ?opts.programs.only_under, "this worker runs programs from sweep configs");
+    }
     let shared = Arc::new(Shared {
         client,
         worker_id: reg.worker_id,
         opts: opts.clone(),
         draining: AtomicBool::new(false),
         running: Mutex::new(HashMap::new()),
+        trainers,
+        shim_dir,
     });
     let hb_every = Duration::from_millis(reg.heartbeat_interval_ms.clamp(100, 60_000));
     let hb = tokio::spawn(heartbeat(shared.clone(), hb_every));
@@ -259,6 +280,7 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize) {
         let req = pb::LeaseRequest {
             worker_id: shared.worker_id.clone(),
             wait_ms: shared.opts.lease_wait.as_millis() as u64,
+            trainers: shared.trainers.clone(),
         };
         let resp = tokio::select! {
             r = client.lease(req) => r,
@@ -318,6 +340,8 @@ struct Finished {
     error: String,
     /// The failure is this worker's (its data files), not the trial's: pause before leasing.
     local_fault: bool,
+    /// The tail of a program's output.
+    output: String,
 }
 
 async fn run_trial(shared: Arc<Shared>, trial: pb::Trial, slot: usize) -> bool {
@@ -367,6 +391,7 @@ async fn run_trial_counted(shared: &Arc<Shared>, trial: pb::Trial, slot: usize) 
             confusion: None,
             error: "the training thread panicked".into(),
             local_fault: false,
+            output: String::new(),
         }),
         Err(e) => Finished {
             outcome: pb::TrialOutcome::Released,
@@ -374,6 +399,7 @@ async fn run_trial_counted(shared: &Arc<Shared>, trial: pb::Trial, slot: usize) 
             confusion: None,
             error: format!("cannot start a training thread: {e}"),
             local_fault: false,
+            output: String::new(),
         },
     };
     shared
@@ -418,6 +444,7 @@ async fn complete(shared: &Shared, trial: &pb::Trial, done: Finished) {
         metrics: done.metrics,
         confusion: done.confusion,
         error: done.error,
+        output: done.output,
     };
     // A finished result is retried until the coordinator answers (it may be restarting);
     // a hand-back during shutdown is tried for a few seconds only.
@@ -557,6 +584,74 @@ fn failed(error: String) -> Finished {
         confusion: None,
         error,
         local_fault: false,
+        output: String::new(),
+    }
+}
+
+/// A program trial: the user's command as a child process, its reports forwarded.
+fn program_blocking(
+    shared: &Shared,
+    trial: &pb::Trial,
+    run: &Running,
+    handle: &Handle,
+    params: serde_json::Map<String, Value>,
+    opts: &serde_json::Map<String, Value>,
+) -> Finished {
+    use crate::program::{self, Ending, ProgramTrial};
+    let t = match ProgramTrial::from_lease(
+        &trial.sweep_id,
+        trial.trial,
+        trial.attempt,
+        &trial.metric,
+        params,
+        opts,
+    ) {
+        Ok(t) => t,
+        Err(e) => return failed(e),
+    };
+    if !shared.opts.programs.allow {
+        // A coordinator that does not know this worker's trainers handed it a program.
+        return Finished {
+            local_fault: true,
+            ..released()
+        };
+    }
+    let out = program::run(
+        &t,
+        &shared.opts.programs,
+        shared.shim_dir.as_deref(),
+        &run.cancel,
+        |step| {
+            report_blocking(
+                shared,
+                trial,
+                run,
+                handle,
+                step.step as usize,
+                step.metrics.clone(),
+            )
+        },
+    );
+    let confusion = out.confusion.map(|c| pb::ConfusionMatrix {
+        labels: c.labels,
+        counts: c.counts,
+    });
+    let (outcome, error) = match out.ending {
+        Ending::Released => return released(),
+        Ending::Finished => (
+            pb::TrialOutcome::Finished,
+            out.missing_metric.unwrap_or_default(),
+        ),
+        Ending::Stopped(why) => (pb::TrialOutcome::Stopped, why),
+        Ending::Failed(why) => (pb::TrialOutcome::Failed, why),
+    };
+    Finished {
+        outcome,
+        metrics: out.metrics,
+        confusion,
+        error,
+        local_fault: false,
+        output: out.output,
     }
 }
 
@@ -565,6 +660,12 @@ fn train_blocking(shared: &Shared, trial: &pb::Trial, run: &Running, handle: &Ha
     let opts = sweep_proto::json::map_to_json(&trial.trainer_options);
     let seed = opts.get("seed").and_then(Value::as_u64).unwrap_or(0);
     match trial.trainer.as_str() {
+        "program" => {
+            let Value::Object(p) = params else {
+                return failed("params must be a mapping".into());
+            };
+            program_blocking(shared, trial, run, handle, p, &opts)
+        }
         "synthetic" => {
             let Value::Object(p) = params else {
                 return failed("params must be a mapping".into());
@@ -606,6 +707,7 @@ fn train_blocking(shared: &Shared, trial: &pb::Trial, run: &Running, handle: &Ha
                     confusion: None,
                     error: String::new(),
                     local_fault: false,
+                    output: String::new(),
                 },
             }
         }
@@ -693,10 +795,11 @@ fn train_blocking(shared: &Shared, trial: &pb::Trial, run: &Running, handle: &Ha
                 confusion,
                 error,
                 local_fault: false,
+                output: String::new(),
             }
         }
         other => failed(format!(
-            "unknown trainer {other:?}; this worker runs mlp and synthetic"
+            "unknown trainer {other:?}; this worker runs mlp, synthetic and (with --allow-programs) program"
         )),
     }
 }
@@ -708,5 +811,6 @@ fn released() -> Finished {
         confusion: None,
         error: "the worker shut down".into(),
         local_fault: false,
+        output: String::new(),
     }
 }

@@ -51,6 +51,19 @@ pub struct AgentArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics
     #[arg(long, env = "SWEEP_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<String>,
+    /// Run the programs sweep configs name (W&B program/command): anyone who can submit a
+    /// sweep can then run commands on this machine. With DIR, only programs inside DIR
+    #[arg(long, env = "SWEEP_ALLOW_PROGRAMS", value_name = "DIR", num_args = 0..=1, default_missing_value = "")]
+    pub allow_programs: Option<std::path::PathBuf>,
+    /// Where programs run (their working directory) [default: where the worker was started]
+    #[arg(long, env = "SWEEP_WORKDIR", value_name = "DIR")]
+    pub workdir: Option<std::path::PathBuf>,
+    /// Seconds between SIGTERM and SIGKILL when a program is stopped
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    pub kill_grace: f64,
+    /// Do not copy programs' output to this worker's stderr (the coordinator keeps its tail)
+    #[arg(long)]
+    pub quiet_programs: bool,
 }
 
 /// The subcommands.
@@ -95,6 +108,50 @@ fn run_samples(a: &SamplesArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Other(format!("{}: {e}", a.out.display())))?;
     println!("wrote {}", a.out.display());
     Ok(())
+}
+
+fn program_options(
+    a: &AgentArgs,
+    slots: usize,
+) -> Result<crate::program::ProgramOptions, CliError> {
+    if !(a.kill_grace.is_finite() && (0.0..=3600.0).contains(&a.kill_grace)) {
+        return Err(CliError::Usage(format!(
+            "invalid value for --kill-grace: expected seconds from 0 to 3600, got {}",
+            a.kill_grace
+        )));
+    }
+    let workdir = match &a.workdir {
+        Some(d) => d.clone(),
+        None => std::env::current_dir()
+            .map_err(|e| CliError::Other(format!("the current directory: {e}")))?,
+    };
+    if a.workdir.is_some() && !workdir.is_dir() {
+        return Err(CliError::Usage(format!(
+            "--workdir {}: not a directory",
+            workdir.display()
+        )));
+    }
+    let only_under = a
+        .allow_programs
+        .clone()
+        .filter(|d| !d.as_os_str().is_empty());
+    if let Some(d) = &only_under {
+        if !d.is_dir() {
+            return Err(CliError::Usage(format!(
+                "--allow-programs {}: not a directory",
+                d.display()
+            )));
+        }
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Ok(crate::program::ProgramOptions {
+        allow: a.allow_programs.is_some(),
+        only_under,
+        workdir,
+        kill_grace: std::time::Duration::from_secs_f64(a.kill_grace),
+        threads: (cores / slots.max(1)).max(1),
+        echo: !a.quiet_programs,
+    })
 }
 
 /// A failed command, sorted by exit code.
@@ -146,6 +203,7 @@ fn run_agent(a: &AgentArgs) -> Result<(), CliError> {
     }
     opts.token = a.token.clone().and_then(sweep_proto::conn::Secret::new);
     opts.tls_ca = a.tls_ca.clone();
+    opts.programs = program_options(a, opts.slots)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -1,0 +1,144 @@
+//! W&B's `program` and `command` keys: a sweep whose trials run the user's own program, and
+//! our `program_options` beside them (`time_limit`, `wandb_shim`).
+
+use serde_json::{Map, Value};
+
+use super::{show, ConfigError};
+
+/// Longest `command` list.
+pub const MAX_COMMAND_WORDS: usize = 1024;
+
+/// What runs each trial of a program sweep (built into argv on the worker, as W&B's agent does).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgramSpec {
+    /// `program`: the script, relative to the worker's working directory.
+    pub program: Option<String>,
+    /// `command`: words with macros (`${env}`, `${interpreter}`, `${program}`, `${args}`, …);
+    /// `None` means W&B's default `${env} ${interpreter} ${program} ${args}`.
+    pub command: Option<Vec<String>>,
+    /// `program_options.time_limit`: seconds a trial may run before it is stopped.
+    pub time_limit_s: Option<f64>,
+    /// `program_options.wandb_shim` (default true): put our `wandb` module first on the
+    /// program's `PYTHONPATH`.
+    pub wandb_shim: bool,
+}
+
+impl ProgramSpec {
+    /// What a lease carries to the worker (`Trial.trainer_options`).
+    pub fn options(&self) -> Value {
+        serde_json::json!({
+            "program": self.program,
+            "command": self.command,
+            "time_limit_s": self.time_limit_s,
+            "wandb_shim": self.wandb_shim,
+        })
+    }
+}
+
+/// The program part of a config, if it has `program` or `command`.
+pub fn parse(top: &Map<String, Value>) -> Result<Option<ProgramSpec>, ConfigError> {
+    let program = match top.get("program") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 4096 => Some(s.clone()),
+        Some(v) => {
+            return Err(ConfigError::new(
+                "program",
+                format!(
+                    "expected the path of the training script (e.g. train.py), got {}",
+                    show(v)
+                ),
+            ))
+        }
+    };
+    let command = match top.get("command") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(words)) => {
+            if words.len() > MAX_COMMAND_WORDS {
+                return Err(ConfigError::new(
+                    "command",
+                    format!("{} words; at most {MAX_COMMAND_WORDS}", words.len()),
+                ));
+            }
+            let mut out = Vec::with_capacity(words.len());
+            for (i, w) in words.iter().enumerate() {
+                out.push(match w {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    Value::Bool(b) => if *b { "True" } else { "False" }.to_string(),
+                    v => {
+                        return Err(ConfigError::new(
+                            format!("command[{i}]"),
+                            format!("expected a word (a string), got {}", show(v)),
+                        ))
+                    }
+                });
+            }
+            Some(out)
+        }
+        Some(v) => {
+            return Err(ConfigError::new(
+                "command",
+                format!(
+                    "expected a list of words, e.g. [\"${{env}}\", \"python\", \"${{program}}\", \"${{args}}\"], got {}",
+                    show(v)
+                ),
+            ))
+        }
+    };
+    if program.is_none() && command.is_none() {
+        return Ok(None);
+    }
+    let words = command.as_deref().unwrap_or_default();
+    if program.is_none() && (words.is_empty() || words.iter().any(|w| w == "${program}")) {
+        return Err(ConfigError::new(
+            "program",
+            "missing; the command uses ${program} (or is empty, which means W&B's default ${env} ${interpreter} ${program} ${args})",
+        ));
+    }
+    let mut spec = ProgramSpec {
+        program,
+        command: command.filter(|c| !c.is_empty()),
+        time_limit_s: None,
+        wandb_shim: true,
+    };
+    if let Some(o) = top.get("program_options") {
+        let Value::Object(o) = o else {
+            return Err(ConfigError::new(
+                "program_options",
+                "expected a mapping, e.g. {time_limit: 3600, wandb_shim: true}",
+            ));
+        };
+        for (k, v) in o {
+            let p = format!("program_options.{k}");
+            match k.as_str() {
+                "time_limit" => {
+                    spec.time_limit_s = Some(
+                        v.as_f64()
+                            .filter(|s| *s > 0.0 && *s <= 30.0 * 86_400.0)
+                            .ok_or_else(|| {
+                                ConfigError::new(
+                                    p,
+                                    format!(
+                                        "expected seconds, more than 0 and at most 2592000 (30 days), got {}",
+                                        show(v)
+                                    ),
+                                )
+                            })?,
+                    )
+                }
+                "wandb_shim" => {
+                    spec.wandb_shim = v.as_bool().ok_or_else(|| {
+                        ConfigError::new(p, format!("expected true or false, got {}", show(v)))
+                    })?
+                }
+                _ => {
+                    return Err(ConfigError::new(
+                        p,
+                        "unknown key; expected time_limit, wandb_shim",
+                    ))
+                }
+            }
+        }
+    }
+    Ok(Some(spec))
+}
