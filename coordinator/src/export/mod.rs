@@ -373,7 +373,7 @@ pub fn info_json(s: &pb::SweepInfo) -> serde_json::Value {
         "metric": s.metric, "goal": s.goal, "total": if s.total > 0 { Some(s.total) } else { None },
         "queued": s.queued, "running": s.running, "finished": s.finished, "failed": s.failed,
         "stopped": s.stopped, "best": s.best, "best_trial": s.best_trial, "workers": s.workers,
-        "created_at": s.created_at, "updated_at": s.updated_at,
+        "created_at": s.created_at, "updated_at": s.updated_at, "notices": s.notices,
     })
 }
 
@@ -392,6 +392,7 @@ pub fn trial_json(d: &pb::TrialDetail) -> serde_json::Value {
         "worker": s.worker, "error": s.error, "duration_seconds": s.duration_seconds,
         "curve": curve,
         "confusion": d.confusion.as_ref().map(|c| confusion_json(s.trial, c)),
+        "output": d.output,
     })
 }
 

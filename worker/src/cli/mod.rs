@@ -53,8 +53,8 @@ pub struct AgentArgs {
     pub metrics_listen: Option<String>,
     /// Run the programs sweep configs name (W&B program/command): anyone who can submit a
     /// sweep can then run commands on this machine. With DIR, only programs inside DIR
-    #[arg(long, env = "SWEEP_ALLOW_PROGRAMS", value_name = "DIR", num_args = 0..=1, default_missing_value = "")]
-    pub allow_programs: Option<std::path::PathBuf>,
+    #[arg(long, env = "SWEEP_ALLOW_PROGRAMS", value_name = "DIR", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    pub allow_programs: Option<String>,
     /// Where programs run (their working directory) [default: where the worker was started]
     #[arg(long, env = "SWEEP_WORKDIR", value_name = "DIR")]
     pub workdir: Option<std::path::PathBuf>,
@@ -133,8 +133,9 @@ fn program_options(
     }
     let only_under = a
         .allow_programs
-        .clone()
-        .filter(|d| !d.as_os_str().is_empty());
+        .as_deref()
+        .filter(|d| !d.is_empty())
+        .map(std::path::PathBuf::from);
     if let Some(d) = &only_under {
         if !d.is_dir() {
             return Err(CliError::Usage(format!(

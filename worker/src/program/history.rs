@@ -118,8 +118,6 @@ pub struct Confusion {
 pub struct History {
     metric: String,
     stats: BTreeMap<String, Stats>,
-    /// Names in the order they were first logged (for the "never logged" message).
-    order: Vec<String>,
     rules: HashMap<String, SummaryRule>,
     summary: BTreeMap<String, f64>,
     pending: HashMap<String, f64>,
@@ -137,7 +135,6 @@ impl History {
         History {
             metric: metric.to_string(),
             stats: BTreeMap::new(),
-            order: Vec::new(),
             rules: HashMap::new(),
             summary: BTreeMap::new(),
             pending: HashMap::new(),
@@ -232,7 +229,6 @@ impl History {
                 Some(s) => s.add(x),
                 None => {
                     self.stats.insert(name.clone(), Stats::new(x));
-                    self.order.push(name.clone());
                 }
             }
             self.pending.insert(name.clone(), x);
@@ -346,12 +342,14 @@ impl History {
         if self.stats.contains_key(&self.metric) || self.summary.contains_key(&self.metric) {
             return None;
         }
-        let mut keys: Vec<&str> = self.order.iter().map(String::as_str).collect();
-        for k in self.summary.keys() {
-            if !keys.contains(&k.as_str()) {
-                keys.push(k);
-            }
-        }
+        let mut keys: Vec<&str> = self
+            .stats
+            .keys()
+            .chain(self.summary.keys())
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
         let shown = if keys.is_empty() {
             "nothing".to_string()
         } else if keys.len() > 20 {

@@ -1,0 +1,36 @@
+"""A program that behaves as its --mode says; run by tests/tests/programs.rs."""
+import argparse
+import os
+import signal
+import sys
+import time
+
+import wandb
+
+p = argparse.ArgumentParser()
+p.add_argument("--mode", default="ok")
+p.add_argument("--x", type=float, default=1.0)
+p.add_argument("--steps", type=int, default=5)
+p.add_argument("--pause", type=float, default=0.0)
+a = p.parse_args()
+
+pidfile = os.environ.get("PIDFILE_DIR")
+if pidfile:
+    with open(os.path.join(pidfile, "%s-%s.pid" % (os.environ["SWEEP_TRIAL"], os.environ["SWEEP_ATTEMPT"])), "w") as f:
+        f.write(str(os.getpid()))
+if a.mode == "stubborn":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+wandb.init()
+for step in range(a.steps):
+    if a.mode == "crash" and step == 2:
+        print("about to divide", flush=True)
+        1 / 0
+    if a.mode == "silent":
+        wandb.log({"val_accuracy": 0.5, "val_loss": 1.0, "epoch": step})
+    else:
+        wandb.log({"loss": a.x + 1.0 / (step + 1), "epoch": step})
+    # "hang": the first attempt writes nothing after its first step (it cannot notice a dead
+    # worker through a broken pipe) and sleeps; a later attempt runs at once.
+    if a.mode != "hang" or os.environ["SWEEP_ATTEMPT"] == "1":
+        time.sleep(a.pause)
+wandb.finish()

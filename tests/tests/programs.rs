@@ -1,0 +1,464 @@
+//! Sweeps of a user's own program (W&B `program` / `command`), with real processes: the `wandb`
+//! module's calls against a real worker, a crash, a metric never logged, a program that ignores
+//! SIGTERM, hyperband stopping a program, a worker SIGKILLed mid-trial (no orphan), the
+//! coordinator restarted mid-trial, a worker without `--allow-programs`, and a program in
+//! another language on the line protocol. The programs are in `tests/programs/`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sweep_tests::{
+    free_port, json_out, leaderboard, n, run, serve, serve_at, submit, tempdir, wait_for,
+    worker_with, Proc,
+};
+
+/// A working directory holding the test programs (as a user's checkout would).
+fn workdir(name: &str) -> PathBuf {
+    let dir = tempdir(name);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("programs");
+    for f in std::fs::read_dir(&src).expect("tests/programs") {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+fn program_worker(url: &str, dir: &Path, slots: usize, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "--allow-programs",
+        "--workdir",
+        dir.to_str().unwrap(),
+        "--quiet-programs",
+    ];
+    args.extend_from_slice(extra);
+    worker_with(url, slots, &args)
+}
+
+fn trial(url: &str, id: &str, t: u64) -> Value {
+    json_out(&run(
+        "coordinator",
+        &["trial", id, &t.to_string(), "--json", "--coordinator", url],
+    ))
+}
+
+fn done(s: &Value) -> bool {
+    s["state"] == "finished" || s["state"] == "stopped"
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie has exited; only its entry is left until it is reaped.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.split(") ").nth(1).unwrap_or("").starts_with('Z'))
+        .unwrap_or(false)
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_script_using_the_wandb_api_reports_to_the_worker() {
+    let dir = workdir("prog-api");
+    let (_c, url) = serve(&dir.join("sweeps.db"), &[]);
+    // W&B's default command: /usr/bin/env python api.py --act=… --hidden=… --layers=… --lr=…
+    let id = submit(
+        &dir,
+        &url,
+        "program: api.py\nmethod: grid\nmetric: {name: val_accuracy, goal: maximize}\n\
+         parameters:\n  lr: {values: [0.5, 1.0]}\n  layers: {value: 2}\n  act: {value: ReLU}\n  \
+         hidden: {value: [64, 32]}\n",
+    );
+    let _w = program_worker(&url, &dir, 2, &[]);
+    wait_for(
+        &url,
+        &id,
+        Duration::from_secs(120),
+        "the sweep to finish",
+        done,
+    );
+    let lb = leaderboard(&url, &id);
+    for t in lb["trials"].as_array().unwrap() {
+        let d = trial(&url, &id, t["trial"].as_u64().unwrap());
+        assert_eq!(d["state"], "finished", "{d}");
+        let lr = d["params"]["lr"].as_f64().unwrap();
+        let m = &d["metrics"];
+        // define_metric(summary="max") over 0.2, 0.9, 0.5 (× lr) and a final 0.0.
+        assert_eq!(m["val_accuracy"].as_f64(), Some(0.9 * lr), "{d}");
+        assert_eq!(m["chosen"].as_f64(), Some(0.25));
+        assert_eq!(m["also"].as_f64(), Some(1.0));
+        assert_eq!(m["extra_metric"].as_f64(), Some(2.0));
+        assert_eq!(m["nested.x"].as_f64(), Some(2.0));
+        // Four values of the metric: four steps.
+        let steps: Vec<u64> = d["curve"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["name"] == "val_accuracy")
+            .map(|p| p["step"].as_u64().unwrap())
+            .collect();
+        assert_eq!(steps, vec![1, 2, 3, 4], "{d}");
+        assert_eq!(
+            d["confusion"]["labels"],
+            serde_json::json!(["cat", "dog", "emu"])
+        );
+        assert_eq!(
+            d["confusion"]["matrix"],
+            serde_json::json!([[1, 0, 0], [0, 0, 1], [0, 0, 2]])
+        );
+        let out = d["output"].as_str().unwrap();
+        assert!(out.contains("api-ok renamed"), "{out}");
+        assert!(
+            out.contains("wandb.Image is accepted and not kept"),
+            "{out}"
+        );
+    }
+    let best = &lb["trials"][0];
+    assert_eq!(best["params"]["lr"].as_f64(), Some(1.0), "{lb}");
+}
+
+#[test]
+fn crashes_and_a_metric_never_logged_are_said_plainly() {
+    let dir = workdir("prog-fail");
+    let (_c, url) = serve(&dir.join("sweeps.db"), &[]);
+    let id = submit(
+        &dir,
+        &url,
+        "program: behave.py\ncommand: [python3, \"${program}\", \"${args}\"]\nmethod: grid\n\
+         metric: {name: val_acc, goal: maximize}\nmax_attempts: 1\n\
+         parameters:\n  mode: {values: [crash, silent]}\n",
+    );
+    let _w = program_worker(&url, &dir, 2, &[]);
+    wait_for(
+        &url,
+        &id,
+        Duration::from_secs(120),
+        "the sweep to finish",
+        done,
+    );
+    let crash = trial(&url, &id, 1);
+    assert_eq!(crash["state"], "failed", "{crash}");
+    let why = crash["error"].as_str().unwrap();
+    assert!(why.contains("exited with status 1"), "{why}");
+    assert!(why.contains("ZeroDivisionError"), "{why}");
+    assert!(crash["output"]
+        .as_str()
+        .unwrap()
+        .contains("about to divide"));
+    let silent = trial(&url, &id, 2);
+    assert_eq!(silent["state"], "finished", "{silent}");
+    assert_eq!(
+        silent["error"],
+        "metric \"val_acc\" was never logged; logged: epoch, val_accuracy, val_loss"
+    );
+    let st = json_out(&run(
+        "coordinator",
+        &["status", &id, "--json", "--coordinator", &url],
+    ));
+    let notices = st[0]["notices"].to_string();
+    assert!(
+        notices.contains("1 trial ended without the metric \\\"val_acc\\\""),
+        "{notices}"
+    );
+}
+
+#[test]
+fn stopping_ends_a_program_that_ignores_sigterm_and_time_limits_hold() {
+    let dir = workdir("prog-stop");
+    let (_c, url) = serve(&dir.join("sweeps.db"), &[]);
+    std::fs::create_dir_all(dir.join("pids")).unwrap();
+    // Trial 1 ignores SIGTERM and would run ~10 minutes; trial 2 has a 1 s time limit.
+    let id = submit(
+        &dir,
+        &url,
+        "program: behave.py\ncommand: [python3, \"${program}\", \"${args}\"]\nmethod: grid\n\
+         metric: {name: loss}\nparameters:\n  mode: {value: stubborn}\n  steps: {value: 6000}\n  \
+         pause: {value: 0.1}\n",
+    );
+    let pids = dir.join("pids");
+    let mut w = cmd_worker(&url, &dir, &pids);
+    wait_until("trial 1 to start", Duration::from_secs(60), || {
+        pids.join("1-1.pid").exists()
+    });
+    wait_for(&url, &id, Duration::from_secs(60), "two steps", |_| {
+        trial(&url, &id, 1)["curve"]
+            .as_array()
+            .is_some_and(|c| c.len() >= 2)
+    });
+    let pid: u32 = std::fs::read_to_string(pids.join("1-1.pid"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let out = run("coordinator", &["stop", &id, "--coordinator", &url]);
+    assert!(out.status.success());
+    let t0 = Instant::now();
+    // The program ignores SIGTERM: it is killed after the 1 s grace.
+    wait_until(
+        "the stubborn program to be killed",
+        Duration::from_secs(60),
+        || !alive(pid),
+    );
+    wait_for(&url, &id, Duration::from_secs(60), "nothing running", |s| {
+        n(s, "running") == 0
+    });
+    let d = trial(&url, &id, 1);
+    assert_eq!(d["state"], "stopped", "{d}");
+    eprintln!("stubborn program gone {:?} after stop", t0.elapsed());
+    w.terminate(Duration::from_secs(30));
+
+    let id = submit(
+        &dir,
+        &url,
+        "program: behave.py\ncommand: [python3, \"${program}\", \"${args}\"]\nmethod: grid\n\
+         metric: {name: loss}\nprogram_options: {time_limit: 1}\n\
+         parameters:\n  steps: {value: 6000}\n  pause: {value: 0.1}\n",
+    );
+    let _w = cmd_worker(&url, &dir, &pids);
+    wait_for(
+        &url,
+        &id,
+        Duration::from_secs(120),
+        "the sweep to finish",
+        done,
+    );
+    let d = trial(&url, &id, 1);
+    assert_eq!(d["state"], "stopped", "{d}");
+    assert_eq!(d["error"], "ran past the time limit of 1 s", "{d}");
+}
+
+fn cmd_worker(url: &str, dir: &Path, pids: &Path) -> Proc {
+    let child = sweep_tests::cmd("worker")
+        .args([
+            "--coordinator",
+            url,
+            "--slots",
+            "1",
+            "--allow-programs",
+            "--quiet-programs",
+        ])
+        .args(["--kill-grace", "1", "--workdir"])
+        .arg(dir)
+        .env("PIDFILE_DIR", pids)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("worker starts");
+    Proc(child)
+}
+
+#[test]
+fn hyperband_stops_programs_by_the_values_they_log() {
+    let dir = workdir("prog-hyperband");
+    let (_c, url) = serve(&dir.join("sweeps.db"), &[]);
+    // One slot: trial 1 (the best) runs first; the others are worse at every step.
+    let id = submit(
+        &dir,
+        &url,
+        "program: behave.py\ncommand: [python3, \"${program}\", \"${args}\"]\nmethod: grid\n\
+         metric: {name: loss, goal: minimize}\n\
+         early_terminate: {type: hyperband, min_iter: 2, eta: 2}\n\
+         parameters:\n  x: {values: [1, 2, 3, 4]}\n  steps: {value: 12}\n",
+    );
+    let _w = program_worker(&url, &dir, 1, &[]);
+    wait_for(
+        &url,
+        &id,
+        Duration::from_secs(120),
+        "the sweep to finish",
+        done,
+    );
+    let first = trial(&url, &id, 1);
+    assert_eq!(first["state"], "finished", "{first}");
+    let stopped: Vec<Value> = (2..=4)
+        .map(|t| trial(&url, &id, t))
+        .filter(|d| d["state"] == "stopped")
+        .collect();
+    assert!(!stopped.is_empty(), "hyperband stopped no program");
+    for d in &stopped {
+        assert!(d["error"].as_str().unwrap().contains("hyperband"), "{d}");
+        let steps = d["curve"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["name"] == "loss")
+            .count();
+        assert!(steps < 12, "a stopped program ran every step: {d}");
+    }
+}
+
+#[test]
+fn a_killed_worker_leaves_no_orphan_and_the_program_reruns() {
+    let dir = workdir("prog-kill");
+    let (_c, url) = serve(&dir.join("sweeps.db"), &["--lease-ttl", "2"]);
+    let pids = dir.join("pids");
+    std::fs::create_dir_all(&pids).unwrap();
+    let id = submit(
+        &dir,
+        &url,
+        "program: behave.py\ncommand: [python3, \"${program}\", \"${args}\"]\nmethod: grid\n\
+         metric: {name: loss}\nparameters:\n  mode: {value: hang}\n  steps: {value: 3}\n  \
+         pause: {value: 600}\n",
+    );
+    let mut w = cmd_worker(&url, &dir, &pids);
+    wait_until("the program to start", Duration::from_secs(60), || {
+        pids.join("1-1.pid").exists()
+    });
+    let pid: u32 = std::fs::read_to_string(pids.join("1-1.pid"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(alive(pid));
+    w.kill9();
+    wait_until(
+        "the orphaned program to die",
+        Duration::from_secs(10),
+        || !alive(pid),
+    );
+    let _w2 = cmd_worker(&url, &dir, &pids);
+    wait_for(
+        &url,
+        &id,
+        Duration::from_secs(120),
+        "the sweep to finish",
+        done,
+    );
+    let d = trial(&url, &id, 1);
+    assert_eq!(d["state"], "finished", "{d}");
+    assert_eq!(d["attempts"], 2, "{d}");
+}
+
+#[test]
+fn a_restarted_coordinator_gets_the_running_programs_reports() {
+    let dir = workdir("prog-restart");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let store = dir.join("sweeps.db");
+    let (mut c, url) = serve_at(&listen, &store, &[]);
+    let pids = dir.join("pids");
+    std::fs::create_dir_all(&pids).unwrap();
+    let id = submit(
+        &dir,
+        &url,
+        "program: behave.py\ncommand: [python3, \"${program}\", \"${args}\"]\nmethod: grid\n\
+         metric: {name: loss}\nparameters:\n  steps: {value: 15}\n  pause: {value: 0.2}\n",
+    );
+    let _w = cmd_worker(&url, &dir, &pids);
+    wait_for(&url, &id, Duration::from_secs(60), "three steps", |_| {
+        trial(&url, &id, 1)["curve"]
+            .as_array()
+            .is_some_and(|c| c.len() >= 6)
+    });
+    c.kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    let (_c2, url) = serve_at(&listen, &store, &[]);
+    wait_for(
+        &url,
+        &id,
+        Duration::from_secs(120),
+        "the sweep to finish",
+        done,
+    );
+    let d = trial(&url, &id, 1);
+    assert_eq!(d["state"], "finished", "{d}");
+    assert_eq!(d["attempts"], 1, "the program ran once: {d}");
+    let steps = d["curve"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"] == "loss")
+        .count();
+    assert_eq!(steps, 15, "every step landed: {d}");
+}
+
+#[test]
+fn a_worker_without_the_opt_in_runs_no_program() {
+    let dir = workdir("prog-optin");
+    let (_c, url) = serve(&dir.join("sweeps.db"), &[]);
+    let marker = dir.join("ran");
+    std::fs::write(
+        dir.join("touch.py"),
+        format!("open({:?}, 'w').write('x')\n", marker.display().to_string()),
+    )
+    .unwrap();
+    let id = submit(
+        &dir,
+        &url,
+        "program: touch.py\ncommand: [python3, \"${program}\"]\nmethod: grid\n\
+         parameters:\n  x: {value: 1}\n",
+    );
+    let mut plain = worker_with(&url, 1, &[]);
+    wait_for(&url, &id, Duration::from_secs(60), "the notice", |s| {
+        s["notices"]
+            .to_string()
+            .contains("no connected worker runs programs")
+    });
+    assert!(
+        !marker.exists(),
+        "a worker without --allow-programs ran the program"
+    );
+    assert_eq!(
+        n(
+            &json_out(&run(
+                "coordinator",
+                &["status", &id, "--json", "--coordinator", &url]
+            ))[0],
+            "queued"
+        ),
+        0
+    );
+    plain.terminate(Duration::from_secs(30));
+    let _w = program_worker(&url, &dir, 1, &[]);
+    wait_for(
+        &url,
+        &id,
+        Duration::from_secs(60),
+        "the sweep to finish",
+        done,
+    );
+    assert!(marker.exists());
+}
+
+#[test]
+fn a_shell_program_reports_on_the_line_protocol() {
+    let dir = workdir("prog-shell");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::copy(
+        root.join("examples/programs/train.sh"),
+        dir.join("train.sh"),
+    )
+    .unwrap();
+    let (_c, url) = serve(&dir.join("sweeps.db"), &[]);
+    let id = submit(
+        &dir,
+        &url,
+        "program: train.sh\ncommand: [bash, \"${program}\", \"${args_no_equals}\"]\nmethod: grid\n\
+         metric: {name: score, goal: maximize}\n\
+         parameters:\n  rate: {values: [1, 3]}\n  epochs: {value: 4}\n",
+    );
+    let _w = program_worker(&url, &dir, 2, &[]);
+    wait_for(
+        &url,
+        &id,
+        Duration::from_secs(60),
+        "the sweep to finish",
+        done,
+    );
+    let lb = leaderboard(&url, &id);
+    let best = &lb["trials"][0];
+    assert_eq!(best["params"]["rate"], 3, "{lb}");
+    assert_eq!(best["metrics"]["score"].as_f64(), Some(12.0), "{lb}");
+    let d = trial(&url, &id, 2);
+    assert_eq!(
+        d["curve"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["name"] == "score")
+            .count(),
+        4
+    );
+    assert_eq!(d["confusion"]["labels"], serde_json::json!(["no", "yes"]));
+}
