@@ -462,3 +462,88 @@ fn a_shell_program_reports_on_the_line_protocol() {
     );
     assert_eq!(d["confusion"]["labels"], serde_json::json!(["no", "yes"]));
 }
+
+/// Whether `python3 -c "import numpy"` works; CI sets SWEEP_REQUIRE_NUMPY=1 so that a missing
+/// numpy fails there instead of skipping.
+fn have_numpy() -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("SWEEP_REQUIRE_NUMPY").is_none(),
+            "SWEEP_REQUIRE_NUMPY is set but python3 cannot import numpy"
+        );
+        eprintln!("SKIPPED: python3 cannot import numpy");
+    }
+    ok
+}
+
+#[test]
+fn the_numpy_assignment_script_runs_unchanged_in_a_sweep() {
+    if !have_numpy() {
+        return;
+    }
+    let dir = tempdir("prog-numpy");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = root.canonicalize().unwrap();
+    // A checkout of the example (the worker writes W&B's parameter files under its workdir).
+    std::fs::create_dir_all(dir.join("examples/programs")).unwrap();
+    std::fs::copy(
+        root.join("examples/programs/train.py"),
+        dir.join("examples/programs/train.py"),
+    )
+    .unwrap();
+    let (_c, url) = serve(&dir.join("sweeps.db"), &[]);
+    // The example's own config, with a smaller space.
+    let id = submit(
+        &dir,
+        &url,
+        "program: examples/programs/train.py\nmethod: grid\n\
+         metric: {name: val_accuracy, goal: maximize}\nparameters:\n  epochs: {value: 1}\n  \
+         optimizer: {values: [sgd, adam]}\n  num_layers: {value: 1}\n  hidden_size: {value: 32}\n  \
+         train_samples: {value: 3000}\n",
+    );
+    let child = sweep_tests::cmd("worker")
+        .args([
+            "--coordinator",
+            &url,
+            "--slots",
+            "2",
+            "--allow-programs",
+            "--quiet-programs",
+        ])
+        .arg("--workdir")
+        .arg(&dir)
+        .env("SWEEP_DATA_DIR", root.join("data"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("worker starts");
+    let _w = Proc(child);
+    wait_for(
+        &url,
+        &id,
+        Duration::from_secs(300),
+        "the sweep to finish",
+        done,
+    );
+    let lb = leaderboard(&url, &id);
+    let best = &lb["trials"][0];
+    assert_eq!(best["state"], "finished", "{lb}");
+    assert_eq!(best["params"]["optimizer"], "adam", "{lb}");
+    assert!(
+        best["metrics"]["val_accuracy"].as_f64().unwrap() > 0.6,
+        "{lb}"
+    );
+    let d = trial(&url, &id, best["trial"].as_u64().unwrap());
+    assert_eq!(d["confusion"]["labels"][9], "Ankle boot", "{d}");
+    let total: u64 = d["confusion"]["matrix"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|c| c.as_u64().unwrap()))
+        .sum();
+    assert_eq!(total, 10_000, "the test set");
+}
