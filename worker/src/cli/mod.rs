@@ -53,7 +53,7 @@ pub struct AgentArgs {
     pub metrics_listen: Option<String>,
     /// Run the programs sweep configs name (W&B program/command): anyone who can submit a
     /// sweep can then run commands on this machine. With DIR, only programs inside DIR
-    #[arg(long, env = "SWEEP_ALLOW_PROGRAMS", value_name = "DIR", num_args = 0..=1, require_equals = true, default_missing_value = "")]
+    #[arg(long, value_name = "DIR", num_args = 0..=1, require_equals = true, default_missing_value = "")]
     pub allow_programs: Option<String>,
     /// Where programs run (their working directory) [default: where the worker was started]
     #[arg(long, env = "SWEEP_WORKDIR", value_name = "DIR")]
