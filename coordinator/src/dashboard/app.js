@@ -669,6 +669,7 @@ async function pageSweep(main, id) {
     title: h('h1', {}, id),
     sub: h('div', { class: 'sub' }),
     cards: h('div', { class: 'summary' }),
+    notices: h('ul', { class: 'notices', id: 'notices' }),
     controls: h('div', { class: 'toolbar' }),
     message: h('span', { class: 'error' }),
     downloads: h('div', { class: 'toolbar downloads' }),
@@ -694,7 +695,7 @@ async function pageSweep(main, id) {
     downloadLink('confusion_best.csv', `${base}/files/confusion_best.csv`, `${id}-confusion_best.csv`),
     downloadLink('confusion_best.png', `${base}/files/confusion_best.png`, `${id}-confusion_best.png`),
     downloadLink('report.html', `${base}/files/report.html`, `${id}-report.html`));
-  main.replaceChildren(el.title, el.sub, el.cards, el.controls, el.downloads,
+  main.replaceChildren(el.title, el.sub, el.cards, el.notices, el.controls, el.downloads,
     h('h2', {}, 'Learning curves: running and top trials'), el.curves,
     h('h2', {}, 'Leaderboard'), el.board, el.more,
     h('div', { class: 'cols' },
@@ -732,6 +733,8 @@ async function pageSweep(main, id) {
       card('elapsed', elapsed(sw), null),
       card('workers', String(sw.workers), null));
     el.cards.firstChild.dataset.state = sw.state;
+    // What the coordinator wants a person to know (config warnings, unranked trials, no worker).
+    el.notices.replaceChildren(...(sw.notices || []).map((n) => h('li', {}, n)));
     const ended = SWEEP_ENDED.has(sw.state);
     buttons.pause.disabled = sw.state !== 'running';
     buttons.resume.disabled = sw.state !== 'paused';
@@ -1042,7 +1045,9 @@ async function pageTrial(main, id, n) {
       h('h2', {}, 'Confusion matrix (test set)'),
       t.confusion
         ? h('div', { id: 'confusion' }, h('div', { class: 'toolbar downloads' }, 'Download: ', dl('json'), dl('csv'), dl('png')), confusionTable(t.confusion))
-        : h('p', { class: 'empty', id: 'confusion' }, TERMINAL.has(t.state) ? 'This trial has no confusion matrix.' : 'Comes when the trial finishes.'));
+        : h('p', { class: 'empty', id: 'confusion' }, TERMINAL.has(t.state) ? 'This trial has no confusion matrix.' : 'Comes when the trial finishes.'),
+      // A program trial's stdout and stderr, the last 16 KiB.
+      ...(t.output ? [h('h2', {}, 'Program output (the end)'), h('pre', { class: 'config output', id: 'output' }, t.output)] : []));
   }
 
   async function refresh() {

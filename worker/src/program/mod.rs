@@ -577,10 +577,11 @@ pub fn run(
                 _ => "ended abnormally".to_string(),
             };
             let tail = last_lines();
+            let who = t.program.as_deref().unwrap_or(exe);
             Ending::Failed(if tail.is_empty() {
-                format!("{exe} {how}")
+                format!("{who} {how}")
             } else {
-                format!("{exe} {how}; its last output:\n{tail}")
+                format!("{who} {how}; its last output:\n{tail}")
             })
         }
     };
