@@ -353,6 +353,7 @@ impl Sweep {
         if waiting && recent(self.refused_at) && !recent(self.polled_at) {
             out.push(match self.spec.trainer {
                 Trainer::Program(_) => "waiting: no connected worker runs programs; start workers with --allow-programs (see docs/PROGRAMS.md)".to_string(),
+                Trainer::Agent => format!("waiting for an agent: wandb.agent(\"{}\", function=…) in Python, or worker --sweep {} --program FILE (see docs/PROGRAMS.md)", self.id, self.id),
                 ref t => format!("waiting: no connected worker runs the {} trainer", t.name()),
             });
         }
@@ -935,6 +936,7 @@ impl Engine {
         st: &mut State,
         worker: &str,
         trainers: &[String],
+        only: Option<&str>,
     ) -> Option<(Lease, TrialRow, Option<SweepUpdate>)> {
         let ttl = self.inner.opts.lease_ttl.as_secs_f64();
         let order = st.order.clone();
@@ -943,7 +945,7 @@ impl Engine {
             let Some(sw) = st.sweeps.get_mut(&sid) else {
                 continue;
             };
-            if sw.state != SweepState::Running {
+            if sw.state != SweepState::Running || only.is_some_and(|o| o != sid) {
                 continue;
             }
             if !runs(trainers, sw.spec.trainer.name()) {
@@ -1004,6 +1006,7 @@ impl Engine {
             let seed = search::trial_seed(sw.spec.seed, number);
             let trainer = match &sw.spec.trainer {
                 Trainer::Program(p) => ("program".to_string(), p.options()),
+                Trainer::Agent => ("agent".to_string(), json!({"seed": seed})),
                 Trainer::Mlp { train_samples } => (
                     "mlp".to_string(),
                     json!({"seed": seed, "train_samples": train_samples}),
@@ -1045,11 +1048,13 @@ impl Engine {
     }
 
     /// Long poll for work: a lease at once if any sweep has work, else waits up to `wait`.
-    /// `trainers`: what the worker runs (empty: mlp and synthetic, as workers before programs).
+    /// `trainers`: what the worker runs (empty: mlp and synthetic, as workers before programs);
+    /// `only`: take work from this sweep alone (an agent of one sweep).
     pub async fn lease(
         &self,
         worker: &str,
         trainers: &[String],
+        only: Option<&str>,
         wait: Duration,
     ) -> Result<Option<Lease>, EngineError> {
         let deadline = tokio::time::Instant::now() + wait.min(self.inner.opts.max_lease_wait);
@@ -1064,7 +1069,12 @@ impl Engine {
                 let mut st = self.lock();
                 Self::up(&st)?;
                 Self::touch(&mut st, worker);
-                self.try_lease(&mut st, worker, trainers)
+                if let Some(o) = only {
+                    if st.sweeps.get(o).is_none_or(|s| s.state.is_terminal()) {
+                        return Ok(None);
+                    }
+                }
+                self.try_lease(&mut st, worker, trainers, only)
                     .map(|(lease, row, sweep)| {
                         let fut = self.inner.store.submit(move |tx| {
                             if let Some((id, state, next, t)) = &sweep {
@@ -1310,7 +1320,7 @@ impl Engine {
                 Box::pin(self.inner.store.barrier()) as Pending,
             )
         };
-        let (answer, requeue, fut) = 'locked: {
+        let (answer, wake, fut) = 'locked: {
             let mut st = self.lock();
             Self::up(&st)?;
             Self::touch(&mut st, worker);
@@ -1404,6 +1414,8 @@ impl Engine {
                 }
             }
             sw.maybe_finish();
+            // Lease waiters look again: a trial to take, or (agents of one sweep) its end.
+            let wake = requeue || sw.state.is_terminal();
             let srow = (
                 sw.id.clone(),
                 sw.state.name().to_string(),
@@ -1420,17 +1432,13 @@ impl Engine {
                 }
                 store::update_sweep(tx, &srow.0, &srow.1, srow.2, srow.3)
             });
-            (
-                (true, String::new()),
-                Some(requeue),
-                Box::pin(fut) as Pending,
-            )
+            ((true, String::new()), Some(wake), Box::pin(fut) as Pending)
         };
         self.commit(fut).await?;
-        let Some(requeue) = requeue else {
+        let Some(wake) = wake else {
             return Ok(answer);
         };
-        if requeue {
+        if wake {
             self.inner.work.notify_waiters();
         }
         self.emit(sweep, Some(trial));

@@ -31,7 +31,11 @@ fn synthetic(grid: &str) -> SweepSpec {
 async fn stale_attempts_are_fenced_and_complete_is_idempotent() {
     let e = Engine::open(&db("fence"), opts(100)).unwrap();
     let id = e.create_sweep(synthetic("1"), None).await.unwrap();
-    let l1 = e.lease("w1", &[], Duration::ZERO).await.unwrap().unwrap();
+    let l1 = e
+        .lease("w1", &[], None, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((l1.trial, l1.attempt), (1, 1));
     let a = e
         .report("w1", &id, 1, 1, &l1.lease_id, 1, vec![("loss".into(), 3.0)])
@@ -41,7 +45,11 @@ async fn stale_attempts_are_fenced_and_complete_is_idempotent() {
     // The lease expires: the trial is re-queued and leased again as attempt 2.
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(e.reap().await.unwrap(), 1);
-    let l2 = e.lease("w2", &[], Duration::ZERO).await.unwrap().unwrap();
+    let l2 = e
+        .lease("w2", &[], None, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((l2.trial, l2.attempt), (1, 2));
     // The partitioned worker comes back: its report and completion are refused.
     let a = e
@@ -99,12 +107,20 @@ async fn a_trial_fails_after_max_attempts_and_the_sweep_goes_on() {
     let e = Engine::open(&db("attempts"), opts(50)).unwrap();
     let id = e.create_sweep(synthetic("1, 2"), None).await.unwrap();
     for attempt in 1..=2 {
-        let l = e.lease("w", &[], Duration::ZERO).await.unwrap().unwrap();
+        let l = e
+            .lease("w", &[], None, Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((l.trial, l.attempt), (1, attempt));
         tokio::time::sleep(Duration::from_millis(80)).await;
         e.reap().await.unwrap();
     }
-    let l = e.lease("w", &[], Duration::ZERO).await.unwrap().unwrap();
+    let l = e
+        .lease("w", &[], None, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(l.trial, 2, "trial 1 is failed, trial 2 runs");
     e.with_sweep(&id, |s| {
         assert_eq!(s.trials[&1].state, TrialState::Failed);
@@ -131,7 +147,7 @@ async fn concurrent_leases_never_hand_out_a_point_twice() {
         tasks.push(tokio::spawn(async move {
             let mut got = Vec::new();
             while let Some(l) = e
-                .lease(&format!("w{w}"), &[], Duration::from_millis(50))
+                .lease(&format!("w{w}"), &[], None, Duration::from_millis(50))
                 .await
                 .unwrap()
             {
@@ -150,7 +166,7 @@ async fn concurrent_leases_never_hand_out_a_point_twice() {
     assert_eq!(trials.len(), 200);
     assert_eq!(points.len(), 200);
     assert!(e
-        .lease("late", &[], Duration::ZERO)
+        .lease("late", &[], None, Duration::ZERO)
         .await
         .unwrap()
         .is_none());
@@ -167,7 +183,11 @@ async fn state_survives_reopening_the_store() {
             .create_sweep(synthetic("1, 2, 3"), Some("kept".into()))
             .await
             .unwrap();
-        let l1 = e.lease("w", &[], Duration::ZERO).await.unwrap().unwrap();
+        let l1 = e
+            .lease("w", &[], None, Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
         e.report("w", &id, 1, 1, &l1.lease_id, 1, vec![("loss".into(), 0.25)])
             .await
             .unwrap();
@@ -185,7 +205,11 @@ async fn state_survives_reopening_the_store() {
         )
         .await
         .unwrap();
-        let l2 = e.lease("w", &[], Duration::ZERO).await.unwrap().unwrap();
+        let l2 = e
+            .lease("w", &[], None, Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
         (id, l2.lease_id)
     };
     let e = Engine::open(&p, opts(30_000)).unwrap();
@@ -204,7 +228,11 @@ async fn state_survives_reopening_the_store() {
         .unwrap();
     assert_eq!(a, Action::Continue);
     // And the next trial number is never reused.
-    let l = e.lease("w", &[], Duration::ZERO).await.unwrap().unwrap();
+    let l = e
+        .lease("w", &[], None, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(l.trial, 3);
 }
 
@@ -216,8 +244,16 @@ async fn early_termination_is_decided_on_report_and_its_reason_is_kept() {
     )
     .unwrap();
     let id = e.create_sweep(spec, None).await.unwrap();
-    let l1 = e.lease("w", &[], Duration::ZERO).await.unwrap().unwrap();
-    let l2 = e.lease("w", &[], Duration::ZERO).await.unwrap().unwrap();
+    let l1 = e
+        .lease("w", &[], None, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    let l2 = e
+        .lease("w", &[], None, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
     let a = e
         .report("w", &id, 1, 1, &l1.lease_id, 1, vec![("loss".into(), 1.0)])
         .await
@@ -273,7 +309,7 @@ async fn bayes_never_hands_out_a_config_twice_to_concurrent_workers() {
         for w in 0..8 {
             let e = e.clone();
             tasks.push(tokio::spawn(async move {
-                e.lease(&format!("w{w}"), &[], Duration::ZERO)
+                e.lease(&format!("w{w}"), &[], None, Duration::ZERO)
                     .await
                     .unwrap()
             }));
@@ -326,7 +362,11 @@ async fn a_restarted_coordinator_makes_the_same_next_suggestion() {
         let e = Engine::open(&p, opts(30_000)).unwrap();
         let id = e.create_sweep(spec, None).await.unwrap();
         for _ in 0..4 {
-            let l = e.lease("w", &[], Duration::ZERO).await.unwrap().unwrap();
+            let l = e
+                .lease("w", &[], None, Duration::ZERO)
+                .await
+                .unwrap()
+                .unwrap();
             let y = worker::synthetic::branin(
                 l.params["x1"].as_f64().unwrap(),
                 l.params["x2"].as_f64().unwrap(),
@@ -359,7 +399,11 @@ async fn a_restarted_coordinator_makes_the_same_next_suggestion() {
         }
         assert_eq!(e.with_sweep(&id, |s| s.trials.len()).unwrap(), 4);
         // Trial 5 is handed out and still running when the coordinator dies.
-        let l = e.lease("w", &[], Duration::ZERO).await.unwrap().unwrap();
+        let l = e
+            .lease("w", &[], None, Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
         (id, l.params)
     };
     // Two coordinators restarted from identical copies of the store (one kept running, one
@@ -379,13 +423,13 @@ async fn a_restarted_coordinator_makes_the_same_next_suggestion() {
     }
     let a = Engine::open(&p, opts(30_000))
         .unwrap()
-        .lease("w", &[], Duration::ZERO)
+        .lease("w", &[], None, Duration::ZERO)
         .await
         .unwrap()
         .unwrap();
     let b = Engine::open(&snapshot, opts(30_000))
         .unwrap()
-        .lease("w", &[], Duration::ZERO)
+        .lease("w", &[], None, Duration::ZERO)
         .await
         .unwrap()
         .unwrap();
@@ -405,8 +449,16 @@ async fn reaching_the_metric_target_finishes_the_sweep_and_stops_running_trials(
     )
     .unwrap();
     let id = e.create_sweep(spec, None).await.unwrap();
-    let a = e.lease("w", &[], Duration::ZERO).await.unwrap().unwrap();
-    let b = e.lease("w", &[], Duration::ZERO).await.unwrap().unwrap();
+    let a = e
+        .lease("w", &[], None, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    let b = e
+        .lease("w", &[], None, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
     e.complete(
         "w",
         &id,
@@ -438,7 +490,10 @@ async fn reaching_the_metric_target_finishes_the_sweep_and_stops_running_trials(
         "{act:?}"
     );
     assert!(
-        e.lease("w", &[], Duration::ZERO).await.unwrap().is_none(),
+        e.lease("w", &[], None, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_none(),
         "no new trials after the target"
     );
     e.with_sweep(&id, |s| assert_eq!(s.state.name(), "finished"))
@@ -453,7 +508,11 @@ async fn a_failed_commit_is_rolled_back_and_its_retry_is_not_trusted() {
     let p = db("diskfull");
     let e = Engine::open(&p, opts(30_000)).unwrap();
     let id = e.create_sweep(synthetic("1, 2"), None).await.unwrap();
-    let l = e.lease("w1", &[], Duration::ZERO).await.unwrap().unwrap();
+    let l = e
+        .lease("w1", &[], None, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
     e.report(
         "w1",
         &id,
@@ -522,7 +581,11 @@ async fn a_failed_commit_is_rolled_back_and_its_retry_is_not_trusted() {
 async fn a_confusion_matrix_with_too_many_or_too_long_labels_is_refused() {
     let e = Engine::open(&db("labels"), opts(30_000)).unwrap();
     let id = e.create_sweep(synthetic("1"), None).await.unwrap();
-    let l = e.lease("w1", &[], Duration::ZERO).await.unwrap().unwrap();
+    let l = e
+        .lease("w1", &[], None, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
     let try_labels = |labels: Vec<String>| {
         let k = labels.len();
         e.complete(
@@ -588,7 +651,11 @@ async fn a_submit_on_a_full_store_leaves_no_ghost_sweep() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(e.sweep_ids().is_empty(), "{:?}", e.sweep_ids());
-    assert!(e.lease("w1", &[], Duration::ZERO).await.unwrap().is_none());
+    assert!(e
+        .lease("w1", &[], None, Duration::ZERO)
+        .await
+        .unwrap()
+        .is_none());
     e.limit_store_growth(None).await;
     let id = e.create_sweep(big(), None).await.unwrap();
     assert_eq!(e.sweep_ids(), [id]);
@@ -602,7 +669,11 @@ async fn corrupt_json_in_the_store_is_an_error_naming_the_cell() {
     let id = {
         let e = Engine::open(&p, opts(30_000)).unwrap();
         let id = e.create_sweep(synthetic("1"), None).await.unwrap();
-        let l = e.lease("w1", &[], Duration::ZERO).await.unwrap().unwrap();
+        let l = e
+            .lease("w1", &[], None, Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
         e.complete(
             "w1",
             &id,

@@ -230,6 +230,7 @@ async fn every_call_but_health_needs_the_token() {
                 worker_id: "w".into(),
                 wait_ms: 0,
                 trainers: Vec::new(),
+                sweep_id: String::new(),
             })
             .await
             .unwrap_err();

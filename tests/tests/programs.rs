@@ -42,6 +42,21 @@ fn trial(url: &str, id: &str, t: u64) -> Value {
     ))
 }
 
+/// The trial's steps of `name` so far (0 while the trial does not exist yet).
+fn steps(url: &str, id: &str, t: u64, name: &str) -> usize {
+    let out = run(
+        "coordinator",
+        &["trial", id, &t.to_string(), "--json", "--coordinator", url],
+    );
+    if !out.status.success() {
+        return 0;
+    }
+    let d: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    d["curve"]
+        .as_array()
+        .map_or(0, |c| c.iter().filter(|p| p["name"] == name).count())
+}
+
 fn done(s: &Value) -> bool {
     s["state"] == "finished" || s["state"] == "stopped"
 }
@@ -185,9 +200,7 @@ fn stopping_ends_a_program_that_ignores_sigterm_and_time_limits_hold() {
         pids.join("1-1.pid").exists()
     });
     wait_for(&url, &id, Duration::from_secs(60), "two steps", |_| {
-        trial(&url, &id, 1)["curve"]
-            .as_array()
-            .is_some_and(|c| c.len() >= 2)
+        steps(&url, &id, 1, "loss") >= 2
     });
     let pid: u32 = std::fs::read_to_string(pids.join("1-1.pid"))
         .unwrap()
@@ -347,9 +360,7 @@ fn a_restarted_coordinator_gets_the_running_programs_reports() {
     );
     let _w = cmd_worker(&url, &dir, &pids);
     wait_for(&url, &id, Duration::from_secs(60), "three steps", |_| {
-        trial(&url, &id, 1)["curve"]
-            .as_array()
-            .is_some_and(|c| c.len() >= 6)
+        steps(&url, &id, 1, "loss") >= 3
     });
     c.kill9();
     std::thread::sleep(Duration::from_millis(500));
@@ -546,4 +557,76 @@ fn the_numpy_assignment_script_runs_unchanged_in_a_sweep() {
         .flat_map(|r| r.as_array().unwrap().iter().map(|c| c.as_u64().unwrap()))
         .sum();
     assert_eq!(total, 10_000, "the test set");
+}
+
+/// `python3 tests/programs/driven.py ARGS` with our `wandb` module and binaries.
+fn driven(url: &str, args: &[&str]) -> std::process::Command {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut c = std::process::Command::new("python3");
+    c.arg(here.join("programs/driven.py"))
+        .args(args)
+        .env("PYTHONPATH", here.join("../clients/python"))
+        .env("SWEEP_COORDINATOR", url)
+        .env("SWEEP_WORKER_BIN", sweep_tests::bin_dir().join("worker"))
+        .env(
+            "SWEEP_COORDINATOR_BIN",
+            sweep_tests::bin_dir().join("coordinator"),
+        );
+    c
+}
+
+#[test]
+fn wandb_sweep_and_agents_on_two_processes_share_one_sweep() {
+    let dir = tempdir("prog-driven");
+    let (_c, url) = serve(&dir.join("sweeps.db"), &[]);
+    let out = driven(&url, &["create"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    // The first agent takes one trial and returns (count=1); two more share the rest.
+    let one = driven(&url, &["agent", &id, "1"]).output().unwrap();
+    assert!(
+        one.status.success(),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+    let a = driven(&url, &["agent", &id])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let b = driven(&url, &["agent", &id])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(
+        a.status.success() && b.status.success(),
+        "agents exit 0 when the sweep is over"
+    );
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&a.stdout),
+        String::from_utf8_lossy(&b.stdout)
+    );
+    let lb = leaderboard(&url, &id);
+    let t = lb["trials"].as_array().unwrap();
+    assert_eq!(t.len(), 6, "{lb}");
+    assert_eq!(t[0]["params"]["lr"].as_f64(), Some(0.01), "{lb}");
+    assert_eq!(t[0]["params"]["hidden_layer_size"], 32, "{lb}");
+    assert!(
+        t.iter().all(|t| t["attempts"] == 1),
+        "each trial once: {lb}"
+    );
+    let stopped: Vec<&Value> = t.iter().filter(|t| t["state"] == "stopped").collect();
+    let finished = t.iter().filter(|t| t["state"] == "finished").count();
+    assert_eq!(stopped.len() + finished, 6, "{lb}");
+    // Hyperband stopped some functions mid-run: they saw wandb's stop, not a crash.
+    assert!(!stopped.is_empty(), "{lb}");
+    assert!(said.contains("SweepStop"), "{said}");
+    for s in stopped {
+        assert!(s["error"].as_str().unwrap().contains("hyperband"), "{s}");
+    }
 }

@@ -11,6 +11,7 @@ import sys
 import time
 
 from . import _transport, plot, sklearn  # noqa: F401  (wandb.plot, wandb.sklearn)
+from ._agent import agent, sweep  # noqa: F401
 
 __version__ = "0.1.0+sweep"
 
@@ -429,20 +430,6 @@ def use_artifact(*args, **kwargs):
 
 def alert(*args, **kwargs):
     pass
-
-
-def sweep(sweep, entity=None, project=None, prior_runs=None):
-    raise Error(
-        "wandb.sweep is not available in this version of sweep's wandb module; submit the "
-        "config with `coordinator submit` and give the script a program: key"
-    )
-
-
-def agent(sweep_id, function=None, entity=None, project=None, count=None):
-    raise Error(
-        "wandb.agent is not available in this version of sweep's wandb module; run "
-        "`worker --allow-programs` with the sweep's program: key instead"
-    )
 
 
 def __getattr__(name):

@@ -36,6 +36,12 @@ def _open():
     return _out
 
 
+def use(stream):
+    """Send to `stream` from now on (wandb.agent's socket to its worker)."""
+    global _out, _opened
+    _out, _opened = stream, True
+
+
 def connected():
     """Whether a worker is listening."""
     return _open() is not None

@@ -170,6 +170,7 @@ pub async fn run(a: &BenchArgs) -> Result<(), CliError> {
                 worker_id: reg.worker_id.clone(),
                 wait_ms: 0,
                 trainers: Vec::new(),
+                sweep_id: String::new(),
             })
             .await
             .map_err(|s| CliError::Other(s.to_string()))?
@@ -550,6 +551,7 @@ async fn simulated_worker(url: String, k: usize, a: LoadArgsCopy, end: Instant) 
                 worker_id: worker_id.clone(),
                 wait_ms: 1000,
                 trainers: Vec::new(),
+                sweep_id: String::new(),
             })
             .await
         {

@@ -133,6 +133,9 @@ pub enum Trainer {
     },
     /// The user's own program (W&B's `program` / `command`), run by workers that allow it.
     Program(ProgramSpec),
+    /// A sweep for agents (W&B's `wandb.agent`): the config names no program; an agent that
+    /// brings its own (a Python function, `worker --sweep ID --program FILE`) runs the trials.
+    Agent,
 }
 
 impl Trainer {
@@ -142,6 +145,7 @@ impl Trainer {
             Trainer::Mlp { .. } => "mlp",
             Trainer::Synthetic { .. } => "synthetic",
             Trainer::Program(_) => "program",
+            Trainer::Agent => "agent",
         }
     }
 }
@@ -335,22 +339,6 @@ impl SweepSpec {
             }
         };
         let mut notices = Vec::new();
-        let trainer = parse_trainer(top, &mut notices)?;
-        let metric = parse_metric(top.get("metric"), &trainer, &mut notices)?;
-        if metric.name.is_empty() {
-            if method == Method::Bayes {
-                return Err(ConfigError::new(
-                    "metric",
-                    "missing; method bayes needs a metric to optimize, e.g. {name: val_loss, goal: minimize}",
-                ));
-            }
-            if top.contains_key("early_terminate") {
-                return Err(ConfigError::new(
-                    "metric",
-                    "missing; early_terminate needs a metric to compare trials by",
-                ));
-            }
-        }
         let parameters = match top.get("parameters") {
             None => {
                 return Err(ConfigError::new(
@@ -360,6 +348,9 @@ impl SweepSpec {
             }
             Some(v) => params::parse_parameters(v, "parameters")?,
         };
+        let trainer = parse_trainer(top, &parameters, &mut notices)?;
+        let metric = parse_metric(top.get("metric"), &trainer, &mut notices)?;
+
         if parameters.is_empty() {
             return Err(ConfigError::new(
                 "parameters",
@@ -413,6 +404,20 @@ impl SweepSpec {
         if method == Method::Grid {
             params::check_grid(&parameters, "parameters")?;
         }
+        if metric.name.is_empty() {
+            if method == Method::Bayes {
+                return Err(ConfigError::new(
+                    "metric",
+                    "missing; method bayes needs a metric to optimize, e.g. {name: val_loss, goal: minimize}",
+                ));
+            }
+            if top.contains_key("early_terminate") {
+                return Err(ConfigError::new(
+                    "metric",
+                    "missing; early_terminate needs a metric to compare trials by",
+                ));
+            }
+        }
         if let Some(n) = top.get("name") {
             if !n.is_string() {
                 return Err(ConfigError::new(
@@ -461,9 +466,7 @@ impl SweepSpec {
         }
         for (name, spec) in &self.parameters {
             let path = format!("parameters.{name}");
-            if worker::train::config::canonical_name(name).is_none()
-                && !name.eq_ignore_ascii_case(worker::train::config::PRESET)
-            {
+            if !mlp_knows(name) {
                 return Err(ConfigError::new(
                     path,
                     format!(
@@ -541,8 +544,15 @@ fn parse_bayes(v: Option<&Value>) -> Result<crate::search::tpe::TpeOptions, Conf
     Ok(o)
 }
 
+/// Whether the built-in MLP trainer knows the parameter `name`.
+fn mlp_knows(name: &str) -> bool {
+    worker::train::config::canonical_name(name).is_some()
+        || name.eq_ignore_ascii_case(worker::train::config::PRESET)
+}
+
 fn parse_trainer(
     top: &Map<String, Value>,
+    parameters: &BTreeMap<String, ParamSpec>,
     notices: &mut Vec<String>,
 ) -> Result<Trainer, ConfigError> {
     let program = program::parse(top)?;
@@ -552,18 +562,46 @@ fn parse_trainer(
             "the config has no program or command for these options to apply to",
         ));
     }
+    // As in W&B, a config without program or command whose parameters are someone's own is a
+    // sweep for agents (`wandb.agent`), not an error.
+    let foreign: Vec<&str> = parameters
+        .keys()
+        .map(String::as_str)
+        .filter(|n| !mlp_knows(n))
+        .collect();
     let name = match (top.get("trainer"), &program) {
         (None, Some(_)) => "program",
+        (None, None) if !foreign.is_empty() => {
+            let shown = if foreign.len() > 5 {
+                format!("{}, …", foreign[..5].join(", "))
+            } else {
+                foreign.join(", ")
+            };
+            notices.push(format!(
+                "no program, and parameters the mlp trainer does not have ({shown}): this is a sweep for agents — wandb.agent(SWEEP_ID, function=…) in Python, or worker --sweep SWEEP_ID --program train.py; add trainer: mlp to run the built-in MLP instead"
+            ));
+            "agent"
+        }
         (None, None) => "mlp",
         (Some(Value::String(s)), _) => s.as_str(),
         (Some(v), _) => {
             return Err(ConfigError::new(
                 "trainer",
-                format!("expected mlp, synthetic or program, got {}", show(v)),
+                format!("expected mlp, synthetic, program or agent, got {}", show(v)),
             ))
         }
     };
     match (name, program) {
+        ("agent", None) => return Ok(Trainer::Agent),
+        ("agent", Some(p)) => {
+            notices.push(format!(
+                "trainer: agent: the config's {} is not run by the coordinator's workers; agents bring their own",
+                p.program
+                    .map(|p| format!("program {p}"))
+                    .unwrap_or_else(|| "command".into())
+            ));
+            return Ok(Trainer::Agent);
+        }
         ("program", Some(p)) => return Ok(Trainer::Program(p)),
         ("program", None) => {
             return Err(ConfigError::new(
@@ -680,7 +718,7 @@ fn parse_trainer(
         }
         other => Err(ConfigError::new(
             "trainer",
-            format!("expected mlp, synthetic or program, got {other:?}"),
+            format!("expected mlp, synthetic, program or agent, got {other:?}"),
         )),
     }
 }
@@ -786,7 +824,7 @@ fn parse_metric_key(v: Option<&Value>, trainer: &Trainer) -> Result<Metric, Conf
             impute: Impute::Worst,
         },
         // W&B runs a grid or random sweep without a metric; nothing is ranked then.
-        Trainer::Program(_) => Metric {
+        Trainer::Program(_) | Trainer::Agent => Metric {
             name: String::new(),
             goal: Goal::Minimize,
             target: None,

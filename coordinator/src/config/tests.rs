@@ -50,8 +50,10 @@ fn validation_agrees_with_wandb_wherever_it_refuses() {
             let e = ours.expect_err(&format!("W&B refuses {cfg}, so must we"));
             assert!(!e.path.is_empty() && !e.message.is_empty());
         } else if let Err(e) = ours {
-            // We refuse more only where the method does: a continuous distribution has no grid.
-            let allowed = cfg["method"] == "grid" && e.message.contains("no grid");
+            // We refuse more only where the method does: a continuous distribution has no grid,
+            // and W&B's bayes search raises without a metric (its schema alone lets it pass).
+            let allowed = (cfg["method"] == "grid" && e.message.contains("no grid"))
+                || (cfg["method"] == "bayes" && e.path == "metric");
             assert!(allowed, "W&B accepts {cfg} but we refuse: {e}");
         }
     }
@@ -75,13 +77,13 @@ fn errors_name_the_path() {
     let e = err(json!({"method": "random", "parameters": {"a": {"value": 1, "vlaues": [2]}}}));
     assert_eq!(e.path, "parameters.a.vlaues");
     let gp = SweepSpec::from_value(
-        json!({"method": "bayes", "bayes": {"engine": "gp", "startup_trials": 4}, "parameters": {"a": {"value": 1}}}),
+        json!({"method": "bayes", "metric": {"name": "loss"}, "bayes": {"engine": "gp", "startup_trials": 4}, "parameters": {"a": {"value": 1}}}),
     )
     .unwrap();
     assert_eq!(gp.tpe.engine, crate::search::tpe::BayesEngine::Gp);
     assert_eq!(gp.tpe.startup_trials, 4);
     let e = err(
-        json!({"method": "bayes", "bayes": {"engine": "smac"}, "parameters": {"a": {"value": 1}}}),
+        json!({"method": "bayes", "metric": {"name": "loss"}, "bayes": {"engine": "smac"}, "parameters": {"a": {"value": 1}}}),
     );
     assert_eq!(e.path, "bayes.engine");
     let e = err(
@@ -106,12 +108,93 @@ fn the_mlp_trainer_checks_names_and_listed_values() {
             .unwrap();
     let e = bad.check_trainer().unwrap_err();
     assert_eq!(e.path, "parameters.optimizer.values[1]");
-    let bad = SweepSpec::parse("method: grid\nparameters:\n  lr: {values: [0.1]}\n").unwrap();
+    let bad = SweepSpec::parse("method: grid\ntrainer: mlp\nparameters:\n  lr: {values: [0.1]}\n")
+        .unwrap();
     assert!(bad
         .check_trainer()
         .unwrap_err()
         .message
         .contains("no parameter \"lr\""));
+    // Without `trainer: mlp`, someone's own names make a sweep for agents, as in W&B.
+    let agents = SweepSpec::parse(
+        "method: grid\nparameters:\n  lr: {values: [0.1]}\n  hidden_layer_size: {value: 32}\n",
+    )
+    .unwrap();
+    assert_eq!(agents.trainer, Trainer::Agent);
+    agents.check_trainer().unwrap();
+    assert!(
+        agents.notices[0]
+            .contains("parameters the mlp trainer does not have (hidden_layer_size, lr)"),
+        "{:?}",
+        agents.notices
+    );
+}
+
+#[test]
+fn programs_and_their_options_are_checked() {
+    let p =
+        SweepSpec::parse("program: train.py\nmethod: random\nparameters:\n  lr: {values: [0.1]}\n")
+            .unwrap();
+    let Trainer::Program(spec) = &p.trainer else {
+        panic!("{:?}", p.trainer)
+    };
+    assert_eq!(spec.program.as_deref(), Some("train.py"));
+    assert_eq!(spec.command, None);
+    assert_eq!(p.metric.name, "", "no metric: nothing ranked");
+    let e = err(
+        json!({"method": "grid", "command": ["python", "${program}"], "parameters": {"a": {"value": 1}}}),
+    );
+    assert_eq!(e.path, "program");
+    let e = err(
+        json!({"method": "grid", "program": "t.py", "command": "python t.py", "parameters": {"a": {"value": 1}}}),
+    );
+    assert_eq!(e.path, "command");
+    let e = err(
+        json!({"method": "grid", "program": "t.py", "program_options": {"time_limit": -1}, "parameters": {"a": {"value": 1}}}),
+    );
+    assert_eq!(e.path, "program_options.time_limit");
+    let e = err(
+        json!({"method": "grid", "program_options": {"time_limit": 5}, "parameters": {"a": {"value": 1}}}),
+    );
+    assert_eq!(e.path, "program_options");
+    let e = err(
+        json!({"method": "random", "program": "t.py", "early_terminate": {"type": "hyperband", "min_iter": 1}, "parameters": {"a": {"value": 1}}}),
+    );
+    assert_eq!(e.path, "metric");
+    // A command without ${program} needs no program.
+    SweepSpec::from_value(json!({"method": "grid", "command": ["bash", "run.sh", "${args}"], "parameters": {"a": {"value": 1}}})).unwrap();
+    // trainer: mlp keeps the built-in trainer and says the program is not run.
+    let m = SweepSpec::parse(
+        "program: train.py\ntrainer: mlp\nmethod: grid\nparameters:\n  epochs: {value: 1}\n",
+    )
+    .unwrap();
+    assert_eq!(m.trainer.name(), "mlp");
+    assert!(
+        m.notices[0].contains("program train.py is not run"),
+        "{:?}",
+        m.notices
+    );
+}
+
+#[test]
+fn metric_names_the_mlp_never_reports_are_refused_with_a_hint() {
+    let e = err(
+        json!({"method": "grid", "metric": {"name": "val_acc", "goal": "maximize"}, "parameters": {"epochs": {"value": 1}}}),
+    );
+    assert_eq!(e.path, "metric.name");
+    assert!(e.message.contains("did you mean val_accuracy?"), "{e}");
+    let e = err(
+        json!({"method": "grid", "metric": {"name": "validation_acuracy"}, "parameters": {"epochs": {"value": 1}}}),
+    );
+    assert!(!e.message.contains("did you mean"), "no near name: {e}");
+    let s = SweepSpec::from_value(json!({"method": "grid", "metric": {"name": "val_accuracy"}, "parameters": {"epochs": {"value": 1}}})).unwrap();
+    assert!(
+        s.notices[0].contains("has no goal, so it is minimized"),
+        "{:?}",
+        s.notices
+    );
+    let s = SweepSpec::from_value(json!({"method": "grid", "metric": {"name": "val_loss"}, "parameters": {"epochs": {"value": 1}}})).unwrap();
+    assert!(s.notices.is_empty(), "{:?}", s.notices);
 }
 
 #[test]

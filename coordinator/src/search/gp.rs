@@ -462,7 +462,7 @@ mod tests {
 
     #[test]
     fn gp_beats_random_on_branin_over_seeds() {
-        let spec = SweepSpec::parse("method: bayes\nparameters:\n  x1: {min: -5.0, max: 10.0}\n  x2: {min: 0.0, max: 15.0}\n").unwrap();
+        let spec = SweepSpec::parse("method: bayes\nmetric: {name: loss}\nparameters:\n  x1: {min: -5.0, max: 10.0}\n  x2: {min: 0.0, max: 15.0}\n").unwrap();
         let mut g: Vec<f64> = (0..8).map(|s| best(&spec, true, s, 30)).collect();
         let mut r: Vec<f64> = (0..8).map(|s| best(&spec, false, s, 30)).collect();
         g.sort_by(f64::total_cmp);

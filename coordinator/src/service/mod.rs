@@ -148,11 +148,32 @@ impl Coordinator for CoordinatorService {
                 "trainers: at most 16 names of at most 32 bytes",
             ));
         }
+        let only = (!r.sweep_id.is_empty()).then_some(r.sweep_id.as_str());
+        // An agent of one sweep learns that it is over instead of polling forever.
+        let ended = |engine: &Engine| -> Result<bool, Status> {
+            match only {
+                None => Ok(false),
+                Some(id) => Ok(engine.with_sweep(id, |s| s.state.is_terminal())?),
+            }
+        };
+        if ended(&self.engine)? {
+            return Ok(Response::new(pb::LeaseResponse {
+                trial: None,
+                sweep_ended: true,
+            }));
+        }
         let lease = self
             .engine
-            .lease(&r.worker_id, &r.trainers, Duration::from_millis(r.wait_ms))
+            .lease(
+                &r.worker_id,
+                &r.trainers,
+                only,
+                Duration::from_millis(r.wait_ms),
+            )
             .await?;
+        let sweep_ended = lease.is_none() && ended(&self.engine)?;
         Ok(Response::new(pb::LeaseResponse {
+            sweep_ended,
             trial: lease.map(|l| pb::Trial {
                 sweep_id: l.sweep_id,
                 trial: l.trial,

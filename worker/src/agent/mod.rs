@@ -52,6 +52,16 @@ pub struct AgentOptions {
     pub metrics: Arc<crate::metrics::AgentMetrics>,
     /// Whether and how this worker runs users' programs.
     pub programs: crate::program::ProgramOptions,
+    /// Take trials of this sweep only (`--sweep`); the agent ends when the sweep does.
+    pub sweep: Option<String>,
+    /// End after this many trials (`--count`, W&B's `count`).
+    pub max_trials: Option<u64>,
+    /// Run the trials of agent sweeps (configs without a program) with this program
+    /// (`--program`): this worker's operator chose it, so it needs no `--allow-programs`.
+    pub agent_program: Option<String>,
+    /// Hand each trial to a function of the process that started this worker
+    /// (`--function-fd`, used by `wandb.agent`).
+    pub function: Option<Arc<crate::program::function::FunctionConn>>,
 }
 
 impl AgentOptions {
@@ -68,6 +78,10 @@ impl AgentOptions {
             tls_ca: None,
             metrics: Arc::default(),
             programs: crate::program::ProgramOptions::default(),
+            sweep: None,
+            max_trials: None,
+            agent_program: None,
+            function: None,
         }
     }
 }
@@ -137,6 +151,12 @@ struct Shared {
     trainers: Vec<String>,
     /// Where our `wandb` module was written for programs' `PYTHONPATH`.
     shim_dir: Option<PathBuf>,
+    /// Trials leased so far (for `max_trials`).
+    leased: std::sync::atomic::AtomicU64,
+    /// Slot loops that ended on their own (count reached, sweep over).
+    ended: std::sync::atomic::AtomicUsize,
+    /// Told when every slot loop has ended on its own.
+    all_ended: tokio::sync::Notify,
 }
 
 #[derive(Debug, Clone)]
@@ -193,9 +213,17 @@ pub async fn run(
     };
     tracing::info!(worker = %reg.worker_id, slots = opts.slots, "registered");
     let mut trainers = vec!["mlp".to_string(), "synthetic".to_string()];
+    if opts.function.is_some() {
+        // wandb.agent: the function runs whatever the sweep is (W&B ignores its program then).
+        trainers = vec!["agent".to_string(), "program".to_string()];
+    } else if opts.agent_program.is_some() {
+        trainers.push("agent".into());
+    }
     let mut shim_dir = None;
-    if opts.programs.allow {
-        trainers.push("program".into());
+    if opts.programs.allow || opts.agent_program.is_some() {
+        if opts.programs.allow && opts.function.is_none() {
+            trainers.push("program".into());
+        }
         match crate::program::shim::install(&std::env::temp_dir()) {
             Ok(d) => shim_dir = Some(d),
             Err(e) => {
@@ -212,14 +240,38 @@ pub async fn run(
         running: Mutex::new(HashMap::new()),
         trainers,
         shim_dir,
+        leased: Default::default(),
+        ended: Default::default(),
+        all_ended: tokio::sync::Notify::new(),
     });
     let hb_every = Duration::from_millis(reg.heartbeat_interval_ms.clamp(100, 60_000));
     let hb = tokio::spawn(heartbeat(shared.clone(), hb_every));
     let mut slots = Vec::new();
-    for slot in 0..opts.slots.max(1) {
-        slots.push(tokio::spawn(slot_loop(shared.clone(), slot)));
+    let n_slots = opts.slots.max(1);
+    for slot in 0..n_slots {
+        let sh = shared.clone();
+        slots.push(tokio::spawn(async move {
+            let on_its_own = slot_loop(sh.clone(), slot).await;
+            if on_its_own && sh.ended.fetch_add(1, Ordering::SeqCst) + 1 == n_slots {
+                sh.all_ended.notify_one();
+            }
+        }));
     }
-    shutdown.await;
+    let gone = async {
+        match &opts.function {
+            Some(f) => {
+                while !f.gone.is_cancelled() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = shutdown => {}
+        () = shared.all_ended.notified() => tracing::info!("no more trials for this agent"),
+        () = gone => tracing::info!("the process that started this worker is gone"),
+    }
     tracing::info!("shutting down: handing back running trials");
     shared.draining.store(true, Ordering::SeqCst);
     for r in shared
@@ -270,26 +322,44 @@ async fn heartbeat(shared: Arc<Shared>, every: Duration) {
     }
 }
 
-async fn slot_loop(shared: Arc<Shared>, slot: usize) {
+/// Leases and runs trials until the agent drains (false) or has nothing more to do: its count
+/// is reached or its sweep is over (true).
+async fn slot_loop(shared: Arc<Shared>, slot: usize) -> bool {
     let mut client = shared.client.clone();
     let mut backoff = Backoff::new(shared.opts.max_backoff);
     // After a trial failed on this worker's own fault (unreadable data), wait before the next
     // lease, longer each time, so a broken worker does not drain the queue by failing it.
     let mut fault_pause = FAULT_PAUSE_MIN;
     while !shared.draining.load(Ordering::SeqCst) {
+        if let Some(max) = shared.opts.max_trials {
+            if shared.leased.load(Ordering::SeqCst) >= max {
+                return true;
+            }
+        }
         let req = pb::LeaseRequest {
             worker_id: shared.worker_id.clone(),
             wait_ms: shared.opts.lease_wait.as_millis() as u64,
             trainers: shared.trainers.clone(),
+            sweep_id: shared.opts.sweep.clone().unwrap_or_default(),
         };
         let resp = tokio::select! {
             r = client.lease(req) => r,
             () = wait_draining(&shared) => break,
         };
         match resp {
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                tracing::error!(error = %s.message(), "the sweep this agent serves does not exist");
+                return true;
+            }
             Ok(r) => {
                 backoff.reset();
-                if let Some(trial) = r.into_inner().trial {
+                let r = r.into_inner();
+                if r.sweep_ended {
+                    tracing::info!(sweep = ?shared.opts.sweep, "the sweep is over");
+                    return true;
+                }
+                if let Some(trial) = r.trial {
+                    shared.leased.fetch_add(1, Ordering::SeqCst);
                     if run_trial(shared.clone(), trial, slot).await {
                         tracing::error!(
                             slot,
@@ -314,6 +384,7 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize) {
             }
         }
     }
+    false
 }
 
 async fn wait_draining(shared: &Shared) {
@@ -609,29 +680,52 @@ fn program_blocking(
         Ok(t) => t,
         Err(e) => return failed(e),
     };
-    if !shared.opts.programs.allow {
+    let report = |step: &program::Step| {
+        report_blocking(
+            shared,
+            trial,
+            run,
+            handle,
+            step.step as usize,
+            step.metrics.clone(),
+        )
+    };
+    let out = if let Some(f) = &shared.opts.function {
+        program::function::run(f, &t, &run.cancel, report)
+    } else if trial.trainer == "agent" {
+        let Some(p) = &shared.opts.agent_program else {
+            return Finished {
+                local_fault: true,
+                ..released()
+            };
+        };
+        // The operator's own program: allowed without --allow-programs, run W&B's default way.
+        let t = ProgramTrial {
+            program: Some(p.clone()),
+            command: None,
+            ..t
+        };
+        let o = program::ProgramOptions {
+            allow: true,
+            only_under: None,
+            ..shared.opts.programs.clone()
+        };
+        program::run(&t, &o, shared.shim_dir.as_deref(), &run.cancel, report)
+    } else if !shared.opts.programs.allow {
         // A coordinator that does not know this worker's trainers handed it a program.
         return Finished {
             local_fault: true,
             ..released()
         };
-    }
-    let out = program::run(
-        &t,
-        &shared.opts.programs,
-        shared.shim_dir.as_deref(),
-        &run.cancel,
-        |step| {
-            report_blocking(
-                shared,
-                trial,
-                run,
-                handle,
-                step.step as usize,
-                step.metrics.clone(),
-            )
-        },
-    );
+    } else {
+        program::run(
+            &t,
+            &shared.opts.programs,
+            shared.shim_dir.as_deref(),
+            &run.cancel,
+            report,
+        )
+    };
     let confusion = out.confusion.map(|c| pb::ConfusionMatrix {
         labels: c.labels,
         counts: c.counts,
@@ -660,7 +754,7 @@ fn train_blocking(shared: &Shared, trial: &pb::Trial, run: &Running, handle: &Ha
     let opts = sweep_proto::json::map_to_json(&trial.trainer_options);
     let seed = opts.get("seed").and_then(Value::as_u64).unwrap_or(0);
     match trial.trainer.as_str() {
-        "program" => {
+        "program" | "agent" => {
             let Value::Object(p) = params else {
                 return failed("params must be a mapping".into());
             };

@@ -64,6 +64,20 @@ pub struct AgentArgs {
     /// Do not copy programs' output to this worker's stderr (the coordinator keeps its tail)
     #[arg(long)]
     pub quiet_programs: bool,
+    /// Take trials of this sweep only, and exit when it is over (W&B's `wandb agent SWEEP_ID`)
+    #[arg(long, value_name = "SWEEP_ID")]
+    pub sweep: Option<String>,
+    /// Exit after this many trials (W&B's `--count`)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Run the trials of sweeps that name no program (sweeps for agents) with this program,
+    /// e.g. `--sweep ID --program train.py`; needs no --allow-programs (you chose it)
+    #[arg(long, value_name = "FILE")]
+    pub program: Option<String>,
+    /// Hand each trial to the process that started this worker over this socket (what
+    /// `wandb.agent` in our Python module uses; docs/PROGRAMS.md)
+    #[arg(long, value_name = "FD", hide = true, conflicts_with = "program")]
+    pub function_fd: Option<i32>,
 }
 
 /// The subcommands.
@@ -205,6 +219,21 @@ fn run_agent(a: &AgentArgs) -> Result<(), CliError> {
     opts.token = a.token.clone().and_then(sweep_proto::conn::Secret::new);
     opts.tls_ca = a.tls_ca.clone();
     opts.programs = program_options(a, opts.slots)?;
+    opts.sweep = a.sweep.clone();
+    opts.max_trials = a.count;
+    opts.agent_program = a.program.clone();
+    if let Some(fd) = a.function_fd {
+        if fd < 3 {
+            return Err(CliError::Usage(format!(
+                "invalid value for --function-fd: expected an inherited socket (3 or more), got {fd}"
+            )));
+        }
+        // SAFETY: the descriptor was passed to us for this purpose and nothing else uses it.
+        let conn = unsafe { crate::program::function::FunctionConn::from_fd(fd) }
+            .map_err(|e| CliError::Usage(format!("--function-fd {fd}: {e}")))?;
+        opts.function = Some(std::sync::Arc::new(conn));
+        opts.slots = 1;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -9,6 +9,7 @@
 //! trial with the tail of its output.
 
 pub mod command;
+pub mod function;
 pub mod history;
 pub mod shim;
 
@@ -97,7 +98,7 @@ pub struct ProgramTrial {
 
 impl ProgramTrial {
     /// Reads the trial from a lease's parameters and trainer options (`program`, `command`,
-    /// `time_limit_s`, `wandb_shim`).
+    /// `time_limit_s`, `wandb_shim`; an agent sweep's trials have neither program nor command).
     pub fn from_lease(
         sweep_id: &str,
         trial: u64,
@@ -122,9 +123,6 @@ impl ProgramTrial {
             ),
             Some(_) => return Err("command: expected a list of words".into()),
         };
-        if program.is_none() && command.is_none() {
-            return Err("the sweep names neither a program nor a command".into());
-        }
         Ok(ProgramTrial {
             sweep_id: sweep_id.to_string(),
             trial,
@@ -310,6 +308,12 @@ pub fn run(
         output: hist.notices.join("\n"),
         missing_metric: None,
     };
+    if t.program.is_none() && t.command.is_none() {
+        return fail(
+            "the sweep names neither a program nor a command".into(),
+            &hist,
+        );
+    }
     if let Some(why) = refusal(t, o) {
         return fail(why, &hist);
     }

@@ -15,6 +15,10 @@ pub const FILES: &[(&str, &str)] = &[
         include_str!("../../../clients/python/wandb/__init__.py"),
     ),
     (
+        "wandb/_agent.py",
+        include_str!("../../../clients/python/wandb/_agent.py"),
+    ),
+    (
         "wandb/_transport.py",
         include_str!("../../../clients/python/wandb/_transport.py"),
     ),

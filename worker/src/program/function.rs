@@ -1,0 +1,186 @@
+//! Trials run by a function in the process that started this worker: W&B's
+//! `wandb.agent(sweep_id, function=train)`. Our `wandb` module starts `worker --sweep ID
+//! --function-fd N` with one end of a socket pair; the worker leases the trials as usual and
+//! hands each to the Python process over the socket, which runs the function and writes back
+//! the same report lines a program writes ([`super::history`]), then `{"done": …}`.
+//!
+//! Worker → Python: `{"trial": {sweep_id, trial, attempt, run_id, metric, params}}` and, when
+//! the coordinator stops the trial or the worker shuts down, `{"stop": "reason"}`.
+//! Python → worker: report lines, then `{"done": {"error": "traceback…" | null}}`.
+//! When the Python process goes away (its end closes), the worker hands back what it holds and
+//! exits.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::history::{self, History, Step};
+use super::{Ending, Outcome, ProgramTrial};
+use crate::train::{Cancel, Control};
+
+/// The socket to the Python process, shared by the agent's one slot.
+#[derive(Debug)]
+pub struct FunctionConn {
+    writer: Mutex<UnixStream>,
+    lines: Mutex<mpsc::Receiver<String>>,
+    /// Raised when the Python process has closed its end.
+    pub gone: Cancel,
+}
+
+impl FunctionConn {
+    /// Takes the socket at descriptor `fd` (inherited from the Python process).
+    ///
+    /// # Safety
+    /// `fd` must be an open Unix stream socket that nothing else in this process owns.
+    pub unsafe fn from_fd(fd: i32) -> std::io::Result<Self> {
+        // SAFETY: the caller guarantees `fd` is an open socket we now own.
+        let sock = unsafe { UnixStream::from_raw_fd(fd) };
+        // Not inherited by the programs this worker might start.
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+        let reader = sock.try_clone()?;
+        let (tx, rx) = mpsc::sync_channel(256);
+        let gone = Cancel::new();
+        let gone2 = gone.clone();
+        std::thread::Builder::new()
+            .name("function-reader".into())
+            .spawn(move || {
+                let mut r = BufReader::new(reader);
+                let mut buf = Vec::new();
+                loop {
+                    buf.clear();
+                    match r
+                        .by_ref()
+                        .take(history::MAX_LINE_BYTES as u64 + 1)
+                        .read_until(b'\n', &mut buf)
+                    {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) if n > history::MAX_LINE_BYTES => {
+                            let mut skip = Vec::new();
+                            let _ = r.read_until(b'\n', &mut skip);
+                        }
+                        Ok(_) => {
+                            if tx.send(String::from_utf8_lossy(&buf).into_owned()).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                gone2.cancel();
+            })?;
+        Ok(FunctionConn {
+            writer: Mutex::new(sock),
+            lines: Mutex::new(rx),
+            gone,
+        })
+    }
+
+    fn send(&self, v: &Value) -> bool {
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        writeln!(w, "{v}").and_then(|()| w.flush()).is_ok()
+    }
+}
+
+/// Hands one trial to the function and relays its reports until it is done.
+pub fn run(
+    conn: &FunctionConn,
+    t: &ProgramTrial,
+    cancel: &Cancel,
+    mut report: impl FnMut(&Step) -> Control,
+) -> Outcome {
+    let started = Instant::now();
+    let mut hist = History::new(&t.metric);
+    let released = |hist: &History| Outcome {
+        ending: Ending::Released,
+        metrics: hist.summary(),
+        confusion: None,
+        output: String::new(),
+        missing_metric: None,
+    };
+    let params: serde_json::Map<String, Value> = t.params.iter().cloned().collect();
+    if !conn.send(&json!({"trial": {
+        "sweep_id": t.sweep_id, "trial": t.trial, "attempt": t.attempt,
+        "run_id": t.run_id(), "metric": t.metric, "params": params,
+    }})) {
+        conn.gone.cancel();
+        return released(&hist);
+    }
+    let rx = conn.lines.lock().unwrap_or_else(|p| p.into_inner());
+    let mut stop: Option<(String, bool)> = None; // (reason, hand back)
+    let done = loop {
+        if stop.is_none() {
+            let why = if cancel.is_cancelled() || conn.gone.is_cancelled() {
+                Some(("the worker is shutting down".to_string(), true))
+            } else {
+                t.time_limit.filter(|l| started.elapsed() >= *l).map(|l| {
+                    (
+                        format!("ran past the time limit of {} s", l.as_secs_f64()),
+                        false,
+                    )
+                })
+            };
+            if let Some((reason, back)) = why {
+                conn.send(&json!({"stop": reason}));
+                stop = Some((reason, back));
+            }
+        }
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(line) => {
+                if let Ok(Value::Object(o)) = serde_json::from_str::<Value>(line.trim()) {
+                    if let Some(d) = o.get("done") {
+                        break Some(d.clone());
+                    }
+                }
+                if let Some(step) = hist.line(&line) {
+                    if stop.is_none() && report(&step) == Control::Stop {
+                        let back = cancel.is_cancelled();
+                        let reason = "stopped by the coordinator".to_string();
+                        conn.send(&json!({"stop": reason}));
+                        stop = Some((reason, back));
+                    }
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break None,
+        }
+    };
+    let Some(done) = done else {
+        conn.gone.cancel();
+        return released(&hist);
+    };
+    let error = done
+        .get("error")
+        .and_then(Value::as_str)
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            e.chars()
+                .rev()
+                .take(4000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<String>()
+        });
+    let ending = match (stop, error) {
+        (Some((_, true)), _) => Ending::Released,
+        (Some((reason, false)), _) => Ending::Stopped(reason),
+        (None, Some(e)) => Ending::Failed(format!("the function raised: {e}")),
+        (None, None) => Ending::Finished,
+    };
+    let mut metrics = hist.summary();
+    metrics.insert("runtime_seconds".into(), started.elapsed().as_secs_f64());
+    Outcome {
+        ending,
+        metrics,
+        confusion: hist.confusion.take(),
+        output: hist.notices.join("\n"),
+        missing_metric: hist.missing_metric(),
+    }
+}
