@@ -630,3 +630,61 @@ fn wandb_sweep_and_agents_on_two_processes_share_one_sweep() {
         assert!(s["error"].as_str().unwrap().contains("hyperband"), "{s}");
     }
 }
+
+#[test]
+fn a_sweep_for_agents_is_accepted_and_served_by_a_worker_told_its_program() {
+    let dir = workdir("prog-agentsweep");
+    let (_c, url) = serve(&dir.join("sweeps.db"), &[]);
+    // No program, and names that are not the MLP's: W&B's sweep for agents.
+    let cfg = dir.join("agents.yaml");
+    std::fs::write(
+        &cfg,
+        "method: grid\nmetric: {name: loss, goal: minimize}\n\
+         parameters:\n  x: {values: [3, 1, 2]}\n  steps: {value: 2}\n",
+    )
+    .unwrap();
+    let out = run(
+        "coordinator",
+        &["submit", cfg.to_str().unwrap(), "--coordinator", &url],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("this is a sweep for agents"), "{said}");
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    // A worker for everything else does not take it, and the sweep says what it waits for.
+    let _plain = worker_with(&url, 1, &["--allow-programs"]);
+    wait_for(&url, &id, Duration::from_secs(60), "the notice", |s| {
+        s["notices"].to_string().contains("waiting for an agent")
+    });
+    // `worker --sweep ID --program FILE` runs it with the worker's program, then exits.
+    let out = sweep_tests::cmd("worker")
+        .args([
+            "--coordinator",
+            &url,
+            "--sweep",
+            &id,
+            "--program",
+            "behave.py",
+        ])
+        .args(["--quiet-programs", "--workdir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lb = leaderboard(&url, &id);
+    assert_eq!(lb["sweep"]["state"], "finished", "{lb}");
+    assert_eq!(lb["trials"][0]["params"]["x"], 1, "{lb}");
+    assert_eq!(
+        lb["trials"][0]["metrics"]["loss"].as_f64(),
+        Some(1.5),
+        "{lb}"
+    );
+}
