@@ -119,6 +119,10 @@ pub enum Command {
         /// Serve the web dashboard at http://ADDR/ while the sweep runs
         #[arg(long, value_name = "ADDR")]
         http_listen: Option<String>,
+        /// Run the config on this trainer whatever it names (as `trainer:` in the file):
+        /// `mlp` runs someone's own sweep config on the built-in MLP
+        #[arg(long, value_parser = ["mlp", "synthetic", "program", "agent"])]
+        trainer: Option<String>,
     },
     /// Submit a sweep config; prints the new sweep's id
     Submit {
@@ -127,6 +131,9 @@ pub enum Command {
         /// Name (overrides the config's `name`)
         #[arg(long)]
         name: Option<String>,
+        /// Run the config on this trainer whatever it names (as `trainer:` in the file)
+        #[arg(long, value_parser = ["mlp", "synthetic", "program", "agent"])]
+        trainer: Option<String>,
         /// Where the coordinator is.
         #[command(flatten)]
         conn: Conn,
@@ -300,7 +307,8 @@ async fn client(conn: &Conn) -> Result<SweepsClient<AuthChannel>, CliError> {
 }
 
 /// Reads and validates a sweep config file, so a bad one is refused before anything is sent.
-pub fn read_config(file: &Path) -> Result<(String, SweepSpec), CliError> {
+/// `trainer` sets (or replaces) its `trainer` key; the text sent is then JSON.
+pub fn read_config(file: &Path, trainer: Option<&str>) -> Result<(String, SweepSpec), CliError> {
     let size = std::fs::metadata(file)
         .map_err(|e| CliError::Usage(format!("{}: cannot read: {e}", file.display())))?
         .len();
@@ -311,8 +319,16 @@ pub fn read_config(file: &Path) -> Result<(String, SweepSpec), CliError> {
             crate::config::MAX_CONFIG_BYTES
         )));
     }
-    let text = std::fs::read_to_string(file)
+    let mut text = std::fs::read_to_string(file)
         .map_err(|e| CliError::Usage(format!("{}: cannot read: {e}", file.display())))?;
+    if let Some(t) = trainer {
+        let mut v = crate::config::parse_text(&text)
+            .map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
+        if let Some(m) = v.as_object_mut() {
+            m.insert("trainer".into(), serde_json::Value::from(t));
+        }
+        text = v.to_string();
+    }
     let spec =
         SweepSpec::parse(&text).map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
     spec.check_trainer()
@@ -428,9 +444,27 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
             data_dir,
             lease_ttl,
             http_listen,
-        } => run_local(&file, workers, store, out, data_dir, lease_ttl, http_listen).await,
-        Command::Submit { file, name, conn } => {
-            let (text, spec) = read_config(&file)?;
+            trainer,
+        } => {
+            run_local(
+                &file,
+                trainer.as_deref(),
+                workers,
+                store,
+                out,
+                data_dir,
+                lease_ttl,
+                http_listen,
+            )
+            .await
+        }
+        Command::Submit {
+            file,
+            name,
+            trainer,
+            conn,
+        } => {
+            let (text, spec) = read_config(&file, trainer.as_deref())?;
             if let crate::config::Trainer::Program(p) = &spec.trainer {
                 eprintln!(
                     "note: trials run {} on workers started with --allow-programs, in their --workdir",
@@ -774,8 +808,10 @@ async fn watch(c: &mut SweepsClient<AuthChannel>, url: &str, sweep: &str) -> Res
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_local(
     file: &Path,
+    trainer: Option<&str>,
     workers: usize,
     store: Option<PathBuf>,
     out: Option<PathBuf>,
@@ -788,7 +824,7 @@ async fn run_local(
             "invalid value for --workers: expected an integer ≥ 1, got 0".into(),
         ));
     }
-    let (_, spec) = read_config(file)?;
+    let (_, spec) = read_config(file, trainer)?;
     let store = store.unwrap_or_else(|| PathBuf::from("runs/sweeps.db"));
     if let Some(dir) = store.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)

@@ -5,8 +5,10 @@
 //! top-level keys: `seed`, `max_attempts`, `trainer`, `synthetic`, `mlp`, `bayes`,
 //! `program_options`.
 
+pub mod mlp;
 pub mod params;
 pub mod program;
+pub mod yaml;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -262,6 +264,11 @@ pub const MAX_CONFIG_BYTES: usize = 1 << 20;
 
 /// Parses YAML or JSON text into a JSON value (YAML is a superset of JSON).
 pub fn parse_text(text: &str) -> Result<Value, ConfigError> {
+    parse_text_noting(text, &mut Vec::new())
+}
+
+/// [`parse_text`], with what the YAML reader noticed (duplicate keys) added to `notices`.
+pub fn parse_text_noting(text: &str, notices: &mut Vec<String>) -> Result<Value, ConfigError> {
     if text.len() > MAX_CONFIG_BYTES {
         return Err(ConfigError::new(
             "config",
@@ -277,14 +284,19 @@ pub fn parse_text(text: &str) -> Result<Value, ConfigError> {
             return Ok(v);
         }
     }
-    serde_saphyr::from_str::<Value>(text)
-        .map_err(|e| ConfigError::new("config", format!("not valid YAML or JSON: {e}")))
+    // As W&B reads it (PyYAML): see `yaml`.
+    yaml::load(text, notices)
 }
 
 impl SweepSpec {
     /// Parses and validates YAML or JSON text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        Self::from_value(parse_text(text)?)
+        let mut read = Vec::new();
+        let v = parse_text_noting(text, &mut read)?;
+        let mut spec = Self::from_value(v)?;
+        read.append(&mut spec.notices);
+        spec.notices = read;
+        Ok(spec)
     }
 
     /// Validates a parsed config.
@@ -349,6 +361,15 @@ impl SweepSpec {
             Some(v) => params::parse_parameters(v, "parameters")?,
         };
         let trainer = parse_trainer(top, &parameters, &mut notices)?;
+        let parameters = if matches!(trainer, Trainer::Mlp { .. }) {
+            let rename = match top.get("mlp").and_then(|m| m.get("rename")) {
+                Some(r) => mlp::parse_rename(r)?,
+                None => BTreeMap::new(),
+            };
+            mlp::adapt(parameters, &rename, &mut notices)?
+        } else {
+            parameters
+        };
         let metric = parse_metric(top.get("metric"), &trainer, &mut notices)?;
 
         if parameters.is_empty() {
@@ -629,6 +650,10 @@ fn parse_trainer(
                 };
                 for (k, v) in m {
                     match k.as_str() {
+                        // Applied to the parameters by `mlp::adapt`.
+                        "rename" => {
+                            mlp::parse_rename(v)?;
+                        }
                         "train_samples" => {
                             train_samples =
                                 Some(v.as_u64().filter(|n| *n > 0).ok_or_else(|| {
@@ -641,7 +666,7 @@ fn parse_trainer(
                         _ => {
                             return Err(ConfigError::new(
                                 format!("mlp.{k}"),
-                                "unknown key; expected train_samples",
+                                "unknown key; expected train_samples, rename",
                             ))
                         }
                     }

@@ -167,9 +167,16 @@ fn num(m: &Map<String, Value>, k: &str, path: &str) -> Result<Option<f64>, Confi
             .filter(|x| x.is_finite())
             .map(Some)
             .ok_or_else(|| {
+                // `1e-4` is text to PyYAML, which W&B reads configs with: say how to write it.
+                let hint = match v.as_str() {
+                    Some(t) if t.parse::<f64>().is_ok() => {
+                        " (YAML as W&B reads it takes 1e-4 as text: write 1.0e-4 or 0.0001)"
+                    }
+                    _ => "",
+                };
                 ConfigError::new(
                     format!("{path}.{k}"),
-                    format!("expected a number, got {}", show(v)),
+                    format!("expected a number, got {}{hint}", show(v)),
                 )
             }),
     }

@@ -108,13 +108,10 @@ fn the_mlp_trainer_checks_names_and_listed_values() {
             .unwrap();
     let e = bad.check_trainer().unwrap_err();
     assert_eq!(e.path, "parameters.optimizer.values[1]");
-    let bad = SweepSpec::parse("method: grid\ntrainer: mlp\nparameters:\n  lr: {values: [0.1]}\n")
-        .unwrap();
-    assert!(bad
-        .check_trainer()
-        .unwrap_err()
-        .message
-        .contains("no parameter \"lr\""));
+    let e =
+        SweepSpec::parse("method: grid\ntrainer: mlp\nparameters:\n  keep_prob: {values: [0.1]}\n")
+            .unwrap_err();
+    assert!(e.message.contains("no parameter \"keep_prob\""), "{e}");
     // Without `trainer: mlp`, someone's own names make a sweep for agents, as in W&B.
     let agents = SweepSpec::parse(
         "method: grid\nparameters:\n  lr: {values: [0.1]}\n  hidden_layer_size: {value: 32}\n",
