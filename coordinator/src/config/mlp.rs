@@ -243,7 +243,6 @@ pub fn adapt(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::config::{SweepSpec, Trainer};
 
     #[test]
