@@ -688,3 +688,48 @@ fn a_sweep_for_agents_is_accepted_and_served_by_a_worker_told_its_program() {
         "{lb}"
     );
 }
+
+#[test]
+fn sigterm_to_a_worker_ends_its_program_and_hands_the_trial_back() {
+    let dir = workdir("prog-sigterm");
+    let (_c, url) = serve(&dir.join("sweeps.db"), &[]);
+    let pids = dir.join("pids");
+    std::fs::create_dir_all(&pids).unwrap();
+    let id = submit(
+        &dir,
+        &url,
+        "program: behave.py\ncommand: [python3, \"${program}\", \"${args}\"]\nmethod: grid\n\
+         metric: {name: loss}\nparameters:\n  steps: {value: 30}\n  pause: {value: 0.2}\n",
+    );
+    let mut w = cmd_worker(&url, &dir, &pids);
+    wait_until("the program to start", Duration::from_secs(60), || {
+        pids.join("1-1.pid").exists()
+    });
+    let pid: u32 = std::fs::read_to_string(pids.join("1-1.pid"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // As Slurm or Kubernetes do before they take a node.
+    assert_eq!(
+        w.terminate(Duration::from_secs(30)),
+        Some(0),
+        "the worker exits 0"
+    );
+    assert!(!alive(pid), "the program ended with its worker");
+    let d = trial(&url, &id, 1);
+    assert_eq!(d["state"], "queued", "handed back, queued at once: {d}");
+    let _w2 = cmd_worker(&url, &dir, &pids);
+    wait_for(
+        &url,
+        &id,
+        Duration::from_secs(120),
+        "the sweep to finish",
+        done,
+    );
+    let d = trial(&url, &id, 1);
+    assert_eq!(
+        (d["state"].as_str(), d["attempts"].as_u64()),
+        (Some("finished"), Some(2)),
+        "{d}"
+    );
+}

@@ -202,6 +202,8 @@ const WANDB_KEYS: &[&str] = &[
     "controller",
     "job",
     "image_uri",
+    "metrics",
+    "scheduler",
 ];
 const OUR_KEYS: &[&str] = &[
     "seed",
@@ -330,12 +332,9 @@ impl SweepSpec {
                 "grid" => Method::Grid,
                 "random" => Method::Random,
                 "bayes" => Method::Bayes,
-                "custom" => {
-                    return Err(ConfigError::new(
-                        "method",
-                        "custom is not supported; expected grid or random",
-                    ))
-                }
+                // W&B's custom method hands the search to an optimizer engine (`scheduler:`);
+                // ours is the model-based search, said plainly below.
+                "custom" => Method::Bayes,
                 other => {
                     return Err(ConfigError::new(
                         "method",
@@ -351,6 +350,8 @@ impl SweepSpec {
             }
         };
         let mut notices = Vec::new();
+        let custom = top.get("method").and_then(Value::as_str) == Some("custom");
+        check_wandb_extras(top, custom, &mut notices)?;
         let parameters = match top.get("parameters") {
             None => {
                 return Err(ConfigError::new(
@@ -370,7 +371,17 @@ impl SweepSpec {
         } else {
             parameters
         };
-        let metric = parse_metric(top.get("metric"), &trainer, &mut notices)?;
+        // `metrics:` (W&B's multi-objective list, method custom): we optimize the first.
+        let first_of_metrics = top
+            .get("metrics")
+            .and_then(Value::as_array)
+            .and_then(|m| m.first())
+            .filter(|_| !top.contains_key("metric"));
+        let metric = parse_metric(
+            top.get("metric").or(first_of_metrics),
+            &trainer,
+            &mut notices,
+        )?;
 
         if parameters.is_empty() {
             return Err(ConfigError::new(
@@ -422,9 +433,12 @@ impl SweepSpec {
             None => None,
             Some(v) => Some(validate_early_terminate(v)?),
         };
+        let mut parameters = parameters;
         if method == Method::Grid {
             params::check_grid(&parameters, "parameters")?;
+            params::dedupe_for_grid(&mut parameters);
         }
+        params::exponent_notices(&parameters, "parameters", &mut notices);
         if metric.name.is_empty() {
             if method == Method::Bayes {
                 return Err(ConfigError::new(
@@ -511,6 +525,84 @@ impl SweepSpec {
         }
         Ok(())
     }
+}
+
+/// W&B keys we take but do not act on as W&B does: `controller`, `metrics`, `scheduler`
+/// (its custom method). Checked as W&B's schema checks them; what we do instead is a notice.
+fn check_wandb_extras(
+    top: &Map<String, Value>,
+    custom: bool,
+    notices: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    if let Some(c) = top.get("controller") {
+        let t = c.get("type").and_then(Value::as_str);
+        if !matches!(t, Some("local" | "cloud")) {
+            return Err(ConfigError::new(
+                "controller.type",
+                format!(
+                    "expected local or cloud (W&B's controllers), got {}",
+                    c.get("type").map_or("nothing".into(), show)
+                ),
+            ));
+        }
+        notices.push(
+            "controller: the coordinator is this sweep's controller, whatever the type".into(),
+        );
+    }
+    if let Some(m) = top.get("metrics") {
+        if !custom {
+            return Err(ConfigError::new(
+                "metrics",
+                "needs method: custom (W&B's rule); use metric: for one metric",
+            ));
+        }
+        if top.contains_key("metric") {
+            return Err(ConfigError::new(
+                "metrics",
+                "cannot be used together with metric (W&B's rule)",
+            ));
+        }
+        let Some(list) = m.as_array().filter(|l| l.len() >= 2) else {
+            return Err(ConfigError::new(
+                "metrics",
+                "expected a list of at least two metrics, each {name, goal}",
+            ));
+        };
+        let names: Vec<String> = list
+            .iter()
+            .map(|x| x.get("name").map_or("?".into(), show))
+            .collect();
+        notices.push(format!(
+            "metrics: sweep optimizes one metric, the first ({}); the others ({}) are reported, not optimized",
+            names[0],
+            names[1..].join(", ")
+        ));
+    }
+    if let Some(s) = top.get("scheduler") {
+        if !custom {
+            return Err(ConfigError::new(
+                "scheduler",
+                "needs method: custom (W&B's rule)",
+            ));
+        }
+        if top.contains_key("early_terminate") {
+            return Err(ConfigError::new(
+                "scheduler",
+                "cannot be used together with early_terminate (W&B's rule)",
+            ));
+        }
+        let engine = s.get("engine").and_then(Value::as_str).unwrap_or("?");
+        notices.push(format!(
+            "scheduler: W&B's {engine} engine is not run here; the coordinator's own bayes search (TPE) chooses the trials"
+        ));
+    }
+    if custom {
+        notices.push(
+            "method custom: runs as method bayes, the coordinator's model-based search (TPE)"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 fn parse_bayes(v: Option<&Value>) -> Result<crate::search::tpe::TpeOptions, ConfigError> {

@@ -124,8 +124,12 @@ pub enum ParamSpec {
         a: f64,
         /// Beta's b, default 1.
         b: f64,
-        /// Whether draws are integers (`int_uniform`, or integer bounds and quantum).
+        /// Whether draws are integers: `int_uniform`, or a quantized distribution whose `q` is
+        /// written as an integer (W&B's rule: `q: 1` gives ints, `q: 1.0` or no `q` floats).
         int: bool,
+        /// Whether `q_uniform`'s grid points are integers (numpy's `arange` of integer
+        /// `min`, `max` and `q`).
+        grid_int: bool,
     },
     /// `parameters: {...}`: a nested group.
     Nested(BTreeMap<String, ParamSpec>),
@@ -388,10 +392,8 @@ fn parse_param(v: &Value, path: &str) -> Result<ParamSpec, ConfigError> {
                     format!("beta needs a > 0 and b > 0, got {a} and {b}"),
                 ));
             }
-            let int = d == Distribution::IntUniform
-                || (d.quantized()
-                    && q.fract() == 0.0
-                    && (!d.bounded() || (min.fract() == 0.0 && max.fract() == 0.0)));
+            let int = d == Distribution::IntUniform || (d.quantized() && is_int(m.get("q")));
+            let grid_int = q.fract() == 0.0 && min.fract() == 0.0 && max.fract() == 0.0;
             Ok(ParamSpec::Dist {
                 dist: d,
                 min,
@@ -402,6 +404,7 @@ fn parse_param(v: &Value, path: &str) -> Result<ParamSpec, ConfigError> {
                 a,
                 b,
                 int,
+                grid_int,
             })
         }
     }
@@ -467,11 +470,11 @@ impl ParamSpec {
                 dist: Distribution::QUniform,
                 min,
                 q,
-                int,
+                grid_int,
                 ..
             } => {
                 // `min + k·q` with numpy's float artefacts.
-                number(min + k as f64 * q, *int)
+                number(min + k as f64 * q, *grid_int)
             }
             // No grid (refused by `check_grid` before any point is asked for).
             ParamSpec::Dist { .. } | ParamSpec::Nested(_) => Value::Null,
@@ -508,7 +511,6 @@ fn flatten<'a>(
     }
 }
 
-/// Leaf parameters with their paths, sorted by dotted name.
 /// The largest value a parameter can take, where it is bounded and numeric (for the size
 /// limits checked at submit).
 pub(crate) fn upper_bound(spec: &ParamSpec) -> Option<f64> {
@@ -531,11 +533,73 @@ pub(crate) fn upper_bound(spec: &ParamSpec) -> Option<f64> {
     }
 }
 
+/// Leaf parameters in W&B's order: depth first, each level sorted by name (so a group `a`'s
+/// parameters come before a parameter `a-x`, as in W&B, though `a.b` sorts after `a-x`).
 pub(crate) fn flat_sorted(params: &BTreeMap<String, ParamSpec>) -> Vec<(Vec<String>, &ParamSpec)> {
     let mut flat = Vec::new();
     flatten(params, &[], &mut flat);
-    flat.sort_by_key(|a| a.0.join("."));
     flat
+}
+
+/// W&B's grid takes each distinct value of a list once: `[a, b, c, a]` is three points, at the
+/// place of the first and with the last of equal values (`3000000` and `3000000.0` are one
+/// value, mappings equal up to key order are one). Applied to `method: grid` only: random
+/// search draws duplicates more often, as W&B's does.
+pub fn dedupe_for_grid(params: &mut BTreeMap<String, ParamSpec>) {
+    for spec in params.values_mut() {
+        match spec {
+            ParamSpec::Nested(inner) => dedupe_for_grid(inner),
+            ParamSpec::Values { values, .. } => {
+                let mut at: std::collections::HashMap<String, usize> = Default::default();
+                let mut out: Vec<Value> = Vec::with_capacity(values.len());
+                for v in values.drain(..) {
+                    match at.entry(grid_key(&v)) {
+                        std::collections::hash_map::Entry::Occupied(e) => out[*e.get()] = v,
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(out.len());
+                            out.push(v);
+                        }
+                    }
+                }
+                *values = out;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What makes two grid values one for W&B (its `yaml_hash`): the value with mapping keys
+/// sorted (serde_json's maps are) and an integral float written as an integer.
+fn grid_key(v: &Value) -> String {
+    if let Some(f) = v.as_f64().filter(|_| v.is_f64()) {
+        if f.fract() == 0.0 && f.abs() < 9.0e15 {
+            return (f as i64).to_string();
+        }
+    }
+    v.to_string()
+}
+
+/// W&B's note on the distributions whose `min`/`max` are exponents (they run as written).
+pub fn exponent_notices(params: &BTreeMap<String, ParamSpec>, prefix: &str, out: &mut Vec<String>) {
+    for (name, spec) in params {
+        let path = format!("{prefix}.{name}");
+        match spec {
+            ParamSpec::Nested(inner) => exponent_notices(inner, &path, out),
+            ParamSpec::Dist { dist, .. } => {
+                let replacement = match dist {
+                    Distribution::LogUniform => ("log_uniform", "log_uniform_values"),
+                    Distribution::QLogUniform => ("q_log_uniform", "q_log_uniform_values"),
+                    Distribution::InvLogUniform => ("inv_log_uniform", "inv_log_uniform_values"),
+                    _ => continue,
+                };
+                out.push(format!(
+                    "{path} uses {}, where min/max specify base-e exponents. Use {} to specify limit values.",
+                    replacement.0, replacement.1
+                ));
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Refuses parameters that have no grid (continuous distributions) under `method: grid`, and
@@ -543,6 +607,16 @@ pub(crate) fn flat_sorted(params: &BTreeMap<String, ParamSpec>) -> Vec<(Vec<Stri
 pub fn check_grid(params: &BTreeMap<String, ParamSpec>, path: &str) -> Result<(), ConfigError> {
     let mut largest: Option<(u64, String)> = None;
     for (p, spec) in flat_sorted(params) {
+        if let ParamSpec::Values {
+            probabilities: Some(_),
+            ..
+        } = spec
+        {
+            return Err(ConfigError::new(
+                format!("{path}.{}.probabilities", p.join(".")),
+                "method grid takes every value once; probabilities are for method random (W&B refuses them too)",
+            ));
+        }
         let Some(n) = spec.grid_len() else {
             return Err(ConfigError::new(
                 format!("{path}.{}", p.join(".")),
@@ -665,6 +739,7 @@ fn sample_one<R: Rng + ?Sized>(spec: &ParamSpec, rng: &mut R) -> Value {
             a,
             b,
             int,
+            ..
         } => {
             let u = |rng: &mut R, lo: f64, hi: f64| lo + (hi - lo) * rng.random::<f64>();
             let quant = |x: f64| (x / q).round() * q;

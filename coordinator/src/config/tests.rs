@@ -417,3 +417,88 @@ fn hyperband_brackets_are_bounded() {
     assert_eq!(e.path, "early_terminate.s");
     assert!(e.message.contains("1 to 100"), "{}", e.message);
 }
+
+/// Where W&B's own engine (`wandb/sweeps`) and its test suite disagreed with us before.
+#[test]
+fn wandb_parity_grid_duplicates_order_and_types() {
+    // [a, b, c, a] is three points; equal values keep the place of the first and the last value.
+    let s = SweepSpec::from_value(json!({"method": "grid", "parameters": {
+        "x": {"values": ["a", "b", "c", "a"]},
+        "n": {"values": [3000000, 7, 3000000.0]},
+        "d": {"values": [{"p": 1, "q": 2}, {"q": 2, "p": 1}]},
+    }}))
+    .unwrap();
+    assert_eq!(s.total(), Some(3 * 2 * 1));
+    let n: Vec<Value> = (0..6)
+        .map(|i| params::grid_point(&s.parameters, i).unwrap()["n"].clone())
+        .collect();
+    assert_eq!(n[0], json!(3000000.0), "the last of equal values");
+    // A group `a` sorts before `a-x` at its level, as W&B walks each level sorted.
+    let s = SweepSpec::from_value(json!({"method": "grid", "parameters": {
+        "a-x": {"values": [1, 2]},
+        "a": {"parameters": {"b": {"values": [3, 4]}}},
+    }}))
+    .unwrap();
+    let p1 = params::grid_point(&s.parameters, 1).unwrap();
+    assert_eq!(p1, json!({"a": {"b": 3}, "a-x": 2}), "a-x varies fastest");
+    // Quantized draws are integers exactly when q is written as one.
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let s = SweepSpec::from_value(json!({"method": "random", "parameters": {
+        "qi": {"distribution": "q_log_uniform_values", "min": 1.5, "max": 300.5, "q": 2},
+        "qf": {"distribution": "q_uniform", "min": 0, "max": 10, "q": 1.0},
+        "qb": {"distribution": "q_beta", "a": 2, "b": 2},
+    }}))
+    .unwrap();
+    for _ in 0..20 {
+        let v = params::sample(&s.parameters, &mut rng);
+        assert!(v["qi"].is_i64(), "{v}");
+        assert!(v["qf"].is_f64(), "{v}");
+        assert!(v["qb"].is_f64(), "{v}");
+    }
+}
+
+#[test]
+fn wandb_parity_what_it_refuses_and_what_it_accepts() {
+    let e = err(
+        json!({"method": "grid", "parameters": {"x": {"values": [1, 2], "probabilities": [0.5, 0.5]}}}),
+    );
+    assert_eq!(e.path, "parameters.x.probabilities");
+    let e = err(
+        json!({"method": "random", "controller": {"type": "remote"}, "parameters": {"x": {"value": 1}}}),
+    );
+    assert_eq!(e.path, "controller.type");
+    let s = SweepSpec::from_value(json!({"method": "random", "controller": {"type": "local"}, "parameters": {"x": {"value": 1}}})).unwrap();
+    assert!(
+        s.notices.iter().any(|n| n.contains("controller")),
+        "{:?}",
+        s.notices
+    );
+    // W&B's custom method with several metrics and a scheduler: accepted, said plainly.
+    let s = SweepSpec::from_value(json!({"method": "custom",
+        "metrics": [{"name": "loss", "goal": "minimize"}, {"name": "latency", "goal": "minimize"}],
+        "scheduler": {"engine": "optuna"},
+        "parameters": {"x": {"min": 0.0, "max": 1.0}}}))
+    .unwrap();
+    assert_eq!(s.method, Method::Bayes);
+    assert_eq!(s.metric.name, "loss");
+    let all = s.notices.join("\n");
+    for want in [
+        "the first (\"loss\")",
+        "optuna engine is not run",
+        "method custom: runs as method bayes",
+    ] {
+        assert!(all.contains(want), "{want}: {all}");
+    }
+    let e = err(
+        json!({"method": "random", "scheduler": {"engine": "optuna"}, "parameters": {"x": {"value": 1}}}),
+    );
+    assert_eq!(e.path, "scheduler");
+    // Exponent-bound distributions run as written, with W&B's own note.
+    let s = SweepSpec::from_value(json!({"method": "random", "metric": {"name": "loss"}, "parameters": {"lr": {"distribution": "log_uniform", "min": -9, "max": -2}}})).unwrap();
+    assert!(
+        s.notices.iter().any(|n| n == "parameters.lr uses log_uniform, where min/max specify base-e exponents. Use log_uniform_values to specify limit values."),
+        "{:?}",
+        s.notices
+    );
+}
