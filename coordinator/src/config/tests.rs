@@ -428,7 +428,8 @@ fn wandb_parity_grid_duplicates_order_and_types() {
         "d": {"values": [{"p": 1, "q": 2}, {"q": 2, "p": 1}]},
     }}))
     .unwrap();
-    assert_eq!(s.total(), Some(3 * 2 * 1));
+    // x: 3 distinct, n: 2 distinct, d: 1 distinct.
+    assert_eq!(s.total(), Some(6));
     let n: Vec<Value> = (0..6)
         .map(|i| params::grid_point(&s.parameters, i).unwrap()["n"].clone())
         .collect();
