@@ -1,6 +1,7 @@
 """A Python-driven sweep as W&B users write one: wandb.sweep(config) + wandb.agent(id,
 function=train). `driven.py create` prints a new sweep's id; `driven.py agent ID [COUNT]`
 serves it. Run by tests/tests/programs.rs."""
+import os
 import sys
 import time
 
@@ -25,7 +26,7 @@ def train():
     try:
         for epoch in range(12):
             wandb.log({"val_loss": cfg.lr / cfg.hidden_layer_size, "epoch": epoch})
-            time.sleep(0.05)
+            time.sleep(float(os.environ.get("DRIVEN_PAUSE", "0.05")))
     except BaseException as e:  # the coordinator's stop arrives as wandb's SweepStop
         stopped.append(type(e).__name__)
         raise

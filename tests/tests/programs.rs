@@ -733,3 +733,56 @@ fn sigterm_to_a_worker_ends_its_program_and_hands_the_trial_back() {
         "{d}"
     );
 }
+
+#[test]
+fn an_agent_process_that_dies_takes_its_worker_with_it_and_the_trial_is_handed_back() {
+    let dir = tempdir("prog-agentdies");
+    let (_c, url) = serve(&dir.join("sweeps.db"), &[]);
+    let out = driven(&url, &["create"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let mut agent = Proc(
+        driven(&url, &["agent", &id])
+            .env("DRIVEN_PAUSE", "5")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(&url, &id, Duration::from_secs(60), "a running trial", |s| {
+        n(s, "running") == 1
+    });
+    // The worker wandb.agent started is the Python process's child.
+    let python = agent.0.id();
+    let worker = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit(") ")
+                        .next()?
+                        .split(' ')
+                        .nth(1)?
+                        .parse::<u32>()
+                        .ok()
+                })
+                == Some(python)
+        })
+        .expect("the agent's worker");
+    agent.kill9();
+    wait_until("the worker to exit", Duration::from_secs(30), || {
+        !alive(worker)
+    });
+    let d = trial(&url, &id, 1);
+    assert_eq!(
+        d["state"], "queued",
+        "handed back at once, not after its lease: {d}"
+    );
+    assert_eq!(d["attempts"], 1, "{d}");
+}

@@ -331,6 +331,12 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize) -> bool {
     // lease, longer each time, so a broken worker does not drain the queue by failing it.
     let mut fault_pause = FAULT_PAUSE_MIN;
     while !shared.draining.load(Ordering::SeqCst) {
+        // wandb.agent's process is gone: nothing is left to run trials for.
+        if let Some(f) = &shared.opts.function {
+            if f.gone.is_cancelled() {
+                return true;
+            }
+        }
         if let Some(max) = shared.opts.max_trials {
             if shared.leased.load(Ordering::SeqCst) >= max {
                 return true;
