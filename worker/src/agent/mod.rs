@@ -212,26 +212,29 @@ pub async fn run(
         }
     };
     tracing::info!(worker = %reg.worker_id, slots = opts.slots, "registered");
-    let mut trainers = vec!["mlp".to_string(), "synthetic".to_string()];
-    if opts.function.is_some() {
+    let trainers: Vec<String> = if opts.function.is_some() {
         // wandb.agent: the function runs whatever the sweep is (W&B ignores its program then).
-        trainers = vec!["agent".to_string(), "program".to_string()];
-    } else if opts.agent_program.is_some() {
-        trainers.push("agent".into());
-    }
-    let mut shim_dir = None;
-    if opts.programs.allow || opts.agent_program.is_some() {
-        if opts.programs.allow && opts.function.is_none() {
-            trainers.push("program".into());
+        vec!["agent".into(), "program".into()]
+    } else {
+        let mut t = vec!["mlp".to_string(), "synthetic".to_string()];
+        if opts.programs.allow {
+            t.push("program".into());
         }
-        match crate::program::shim::install(&std::env::temp_dir()) {
-            Ok(d) => shim_dir = Some(d),
-            Err(e) => {
-                tracing::warn!(error = %e, dir = %std::env::temp_dir().display(), "cannot write the wandb module for programs; they run with the PYTHONPATH they have")
-            }
+        if opts.agent_program.is_some() {
+            t.push("agent".into());
         }
-        tracing::info!(workdir = %opts.programs.workdir.display(), only_under = ?opts.programs.only_under, "this worker runs programs from sweep configs");
-    }
+        t
+    };
+    let runs_programs =
+        opts.function.is_none() && (opts.programs.allow || opts.agent_program.is_some());
+    let shim_dir = if runs_programs {
+        tracing::info!(workdir = %opts.programs.workdir.display(), only_under = ?opts.programs.only_under, agent_program = ?opts.agent_program, "this worker runs programs");
+        crate::program::shim::install(&std::env::temp_dir())
+            .inspect_err(|e| tracing::warn!(error = %e, dir = %std::env::temp_dir().display(), "cannot write the wandb module for programs; they run with the PYTHONPATH they have"))
+            .ok()
+    } else {
+        None
+    };
     let shared = Arc::new(Shared {
         client,
         worker_id: reg.worker_id,

@@ -232,7 +232,8 @@ impl History {
                 }
             }
             self.pending.insert(name.clone(), x);
-            has_metric |= *name == self.metric;
+            // Without a sweep metric every row is a step (the curves still show).
+            has_metric |= *name == self.metric || self.metric.is_empty();
         }
         if !has_metric || self.steps >= MAX_STEPS {
             return None;
@@ -339,7 +340,10 @@ impl History {
 
     /// When the sweep metric never appeared: the message naming the keys that did.
     pub fn missing_metric(&self) -> Option<String> {
-        if self.stats.contains_key(&self.metric) || self.summary.contains_key(&self.metric) {
+        if self.metric.is_empty()
+            || self.stats.contains_key(&self.metric)
+            || self.summary.contains_key(&self.metric)
+        {
             return None;
         }
         let mut keys: Vec<&str> = self
@@ -426,6 +430,14 @@ mod tests {
             r#"metric "val_acc" was never logged; logged: epoch, val_accuracy, val_loss"#
         );
         h.line(r#"{"summary": {"val_acc": 1}}"#);
+        assert_eq!(h.missing_metric(), None);
+    }
+
+    #[test]
+    fn without_a_sweep_metric_every_row_is_a_step() {
+        let mut h = History::new("");
+        assert_eq!(h.line(r#"{"log": {"loss": 1.0}}"#).unwrap().step, 1);
+        assert_eq!(h.line(r#"{"log": {"acc": 0.5}}"#).unwrap().step, 2);
         assert_eq!(h.missing_metric(), None);
     }
 
