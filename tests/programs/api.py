@@ -55,7 +55,11 @@ wandb.summary.update({"also": 1})
 wandb.log({"table": wandb.Table(columns=["a"]), "hist": wandb.Histogram([1, 2])})
 wandb.watch(None)
 wandb.save("*.pt")
-wandb.log({"cm": wandb.plot.confusion_matrix(y_true=[0, 1, 2, 2], preds=[0, 2, 2, 2],
-                                              class_names=["cat", "dog", "emu"])})
+if args.lr == 1.0:
+    # scikit-learn's way: classes are the distinct values, sorted; labels name them.
+    wandb.sklearn.plot_confusion_matrix(["c", "a", "b", "b"], ["c", "b", "b", "b"], labels=["cat", "dog", "emu"])
+else:
+    wandb.log({"cm": wandb.plot.confusion_matrix(y_true=[0, 1, 2, 2], preds=[0, 2, 2, 2],
+                                                  class_names=["cat", "dog", "emu"])})
 print("api-ok", run.name, flush=True)
 wandb.finish()
