@@ -22,7 +22,7 @@ CLASSES = {
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def parse_args():
+def parser():
     p = argparse.ArgumentParser(description="Train a feed-forward network with NumPy")
     p.add_argument("-wp", "--wandb_project", default="assignment")
     p.add_argument("-we", "--wandb_entity", default=None)
@@ -46,7 +46,15 @@ def parse_args():
     p.add_argument("--train_samples", type=int, default=0, help="use only the first N training images")
     p.add_argument("--data_dir", default=os.environ.get("SWEEP_DATA_DIR", os.path.join(HERE, "..", "..", "data")))
     p.add_argument("--seed", type=int, default=0)
-    return p.parse_args()
+    return p
+
+
+def parse_args_from(values):
+    """The defaults of the command line with `values` set (for a caller such as wandb.agent)."""
+    args = parser().parse_args([])
+    for k, v in values.items():
+        setattr(args, k, v)
+    return args
 
 
 def idx(path):
@@ -157,11 +165,17 @@ def evaluate(net, x, y, kind):
 
 
 def main():
-    args = parse_args()
+    args = parser().parse_args()
     wandb.init(project=args.wandb_project, entity=args.wandb_entity, config=vars(args))
     cfg = wandb.config
     wandb.run.name = "hl_%d_sz_%d_bs_%d_ac_%s_%s" % (
         cfg.num_layers, cfg.hidden_size, cfg.batch_size, cfg.activation, cfg.optimizer)
+    fit(args)
+    wandb.finish()
+
+
+def fit(args):
+    """Trains, logging each epoch and the test confusion matrix to the current wandb run."""
     rng = np.random.default_rng(args.seed)
     x, y, xt, yt = load(args.dataset, args.data_dir)
     n_val = len(x) // 10
@@ -193,7 +207,6 @@ def main():
     wandb.log({"test_accuracy": test_acc, "test_loss": test_loss,
                "confusion_matrix": wandb.plot.confusion_matrix(
                    y_true=yt, preds=preds, class_names=CLASSES[args.dataset])})
-    wandb.finish()
 
 
 if __name__ == "__main__":

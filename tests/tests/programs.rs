@@ -789,3 +789,50 @@ fn an_agent_process_that_dies_takes_its_worker_with_it_and_the_trial_is_handed_b
     );
     assert_eq!(d["attempts"], 1, "{d}");
 }
+
+#[test]
+fn the_python_driven_example_makes_and_runs_its_sweep() {
+    if !have_numpy() {
+        return;
+    }
+    let dir = tempdir("prog-example-agent");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap();
+    for f in ["train.py", "sweep_agent.py"] {
+        std::fs::copy(root.join("examples/programs").join(f), dir.join(f)).unwrap();
+    }
+    let (_c, url) = serve(&dir.join("sweeps.db"), &[]);
+    let out = std::process::Command::new("python3")
+        .arg(dir.join("sweep_agent.py"))
+        .current_dir(&dir)
+        .env("PYTHONPATH", root.join("clients/python"))
+        .env("SWEEP_DATA_DIR", root.join("data"))
+        .env("SWEEP_COORDINATOR", &url)
+        .env("SWEEP_WORKER_BIN", sweep_tests::bin_dir().join("worker"))
+        .env(
+            "SWEEP_COORDINATOR_BIN",
+            sweep_tests::bin_dir().join("coordinator"),
+        )
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = said
+        .lines()
+        .find_map(|l| l.strip_prefix("sweep ")?.strip_suffix(" done"))
+        .expect("the sweep id")
+        .to_string();
+    let lb = leaderboard(&url, &id);
+    assert_eq!(lb["sweep"]["state"], "finished", "{lb}");
+    let t = lb["trials"].as_array().unwrap();
+    assert_eq!(t.len(), 6, "{lb}");
+    assert!(t.iter().all(|t| t["state"] == "finished"), "{lb}");
+    let d = trial(&url, &id, t[0]["trial"].as_u64().unwrap());
+    assert_eq!(d["confusion"]["labels"][0], "T-shirt/top", "{d}");
+}

@@ -64,6 +64,9 @@ pub struct AgentArgs {
     /// Do not copy programs' output to this worker's stderr (the coordinator keeps its tail)
     #[arg(long)]
     pub quiet_programs: bool,
+    /// Leave programs' PYTHONPATH alone: `import wandb` gets whatever is installed
+    #[arg(long)]
+    pub no_wandb_shim: bool,
     /// Take trials of this sweep only, and exit when it is over (W&B's `wandb agent SWEEP_ID`)
     #[arg(long, value_name = "SWEEP_ID")]
     pub sweep: Option<String>,
@@ -166,6 +169,7 @@ fn program_options(
         kill_grace: std::time::Duration::from_secs_f64(a.kill_grace),
         threads: (cores / slots.max(1)).max(1),
         echo: !a.quiet_programs,
+        wandb_shim: !a.no_wandb_shim,
     })
 }
 

@@ -58,6 +58,9 @@ pub struct ProgramOptions {
     pub threads: usize,
     /// Forward each line of a program's output to the worker's stderr.
     pub echo: bool,
+    /// Put our `wandb` module first on programs' `PYTHONPATH` (`--no-wandb-shim` turns it off
+    /// for every sweep; `program_options.wandb_shim: false` for one).
+    pub wandb_shim: bool,
 }
 
 impl Default for ProgramOptions {
@@ -69,6 +72,7 @@ impl Default for ProgramOptions {
             kill_grace: Duration::from_secs(10),
             threads: 1,
             echo: true,
+            wandb_shim: true,
         }
     }
 }
@@ -373,7 +377,7 @@ pub fn run(
             cmd.env(var, o.threads.max(1).to_string());
         }
     }
-    if t.shim {
+    if t.shim && o.wandb_shim {
         if let Some(p) = python_path(shim_dir) {
             cmd.env("PYTHONPATH", p);
         }
