@@ -836,3 +836,45 @@ fn the_python_driven_example_makes_and_runs_its_sweep() {
     let d = trial(&url, &id, t[0]["trial"].as_u64().unwrap());
     assert_eq!(d["confusion"]["labels"][0], "T-shirt/top", "{d}");
 }
+
+#[test]
+fn a_process_left_holding_the_pipes_does_not_hold_up_the_trial() {
+    let dir = tempdir("prog-setsid");
+    let (_c, url) = serve(&dir.join("sweeps.db"), &[]);
+    let marker = format!("sweep-setsid-{}", std::process::id());
+    // The program starts a process in a session of its own that keeps its stdout, stderr and
+    // report pipe open for ten minutes, logs once and exits.
+    let id = submit(
+        &dir,
+        &url,
+        &format!(
+            "command: [bash, -c, \"setsid bash -c 'sleep 600; true {marker}' & echo '{{\\\"log\\\": {{\\\"m\\\": 1}}}}' >&$SWEEP_REPORT_FD\"]\n\
+             method: grid\nmetric: {{name: m}}\nparameters:\n  x: {{value: 1}}\n"
+        ),
+    );
+    let _w = program_worker(&url, &dir, 1, &[]);
+    wait_for(
+        &url,
+        &id,
+        Duration::from_secs(120),
+        "the sweep to finish",
+        done,
+    );
+    let still_there = std::process::Command::new("pgrep")
+        .args(["-f", &marker])
+        .output()
+        .unwrap();
+    // It leads its own process group (setsid): end the group, the sleep in it included.
+    for pid in String::from_utf8_lossy(&still_there.stdout).split_whitespace() {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pid}")])
+            .output();
+    }
+    assert!(
+        still_there.status.success(),
+        "the leftover process was expected to outlive the trial"
+    );
+    let d = trial(&url, &id, 1);
+    assert_eq!(d["state"], "finished", "{d}");
+    assert_eq!(d["metrics"]["m"].as_f64(), Some(1.0), "{d}");
+}

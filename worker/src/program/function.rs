@@ -62,10 +62,7 @@ impl FunctionConn {
                         .read_until(b'\n', &mut buf)
                     {
                         Ok(0) | Err(_) => break,
-                        Ok(n) if n > history::MAX_LINE_BYTES => {
-                            let mut skip = Vec::new();
-                            let _ = r.read_until(b'\n', &mut skip);
-                        }
+                        Ok(n) if n > history::MAX_LINE_BYTES => history::skip_line(&mut r),
                         Ok(_) => {
                             if tx.send(String::from_utf8_lossy(&buf).into_owned()).is_err() {
                                 break;

@@ -23,6 +23,21 @@ pub const MAX_STEPS: u32 = 1_000_000;
 /// Most labels a confusion matrix may have.
 pub const MAX_LABELS: usize = 256;
 
+/// Reads past the rest of an over-long line in bounded pieces (a program that never writes a
+/// line break cannot make the worker hold more than one piece).
+pub fn skip_line(r: &mut impl std::io::BufRead) {
+    use std::io::{BufRead, Read};
+    let mut piece = Vec::new();
+    loop {
+        piece.clear();
+        match r.by_ref().take(64 * 1024).read_until(b'\n', &mut piece) {
+            Ok(0) | Err(_) => return,
+            Ok(_) if piece.ends_with(b"\n") => return,
+            Ok(_) => {}
+        }
+    }
+}
+
 /// How a key's final value is made from its logged values (`define_metric(summary=…)`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SummaryRule {
@@ -452,6 +467,17 @@ mod tests {
         assert!(h.confusion.is_none());
         h.line(r#"{"confusion": {"labels": ["a", "b"], "counts": [[1, 2], [0, 3]]}}"#);
         assert_eq!(h.confusion.as_ref().unwrap().counts, vec![1, 2, 0, 3]);
+    }
+
+    #[test]
+    fn an_over_long_line_is_skipped_in_pieces() {
+        let mut long = vec![b'x'; 3 * 1024 * 1024];
+        long.extend_from_slice(b"\nnext\n");
+        let mut r = std::io::BufReader::new(&long[..]);
+        skip_line(&mut r);
+        let mut rest = String::new();
+        std::io::BufRead::read_line(&mut r, &mut rest).unwrap();
+        assert_eq!(rest, "next\n");
     }
 
     #[test]

@@ -413,7 +413,8 @@ pub fn run(
     let pgid = child.id();
     let tail = Arc::new(Mutex::new(Tail::default()));
     let prefix = format!("[{} #{}] ", t.sweep_id, t.trial);
-    let mut readers = Vec::new();
+    // Each reader thread holds a clone of `done_tx` until it ends; see the wait below.
+    let (done_tx, done_rx) = mpsc::channel::<()>();
     for stream in [
         child
             .stdout
@@ -430,7 +431,9 @@ pub fn run(
         let tail = tail.clone();
         let prefix = prefix.clone();
         let echo = o.echo;
-        readers.push(std::thread::spawn(move || {
+        let done = done_tx.clone();
+        std::thread::spawn(move || {
+            let _done = done;
             let mut r = BufReader::new(stream);
             let mut line = Vec::new();
             loop {
@@ -450,12 +453,14 @@ pub fn run(
                     }
                 }
             }
-        }));
+        });
     }
     // Lines from the report pipe, bounded: a program that logs faster than the coordinator
     // takes reports waits on its pipe instead of growing our memory.
     let (tx, rx) = mpsc::sync_channel::<Result<String, String>>(256);
-    let report_reader = std::thread::spawn(move || {
+    let done = done_tx.clone();
+    std::thread::spawn(move || {
+        let _done = done;
         let mut r = BufReader::new(std::fs::File::from(report_r));
         let mut buf = Vec::new();
         loop {
@@ -467,9 +472,7 @@ pub fn run(
             {
                 Ok(0) | Err(_) => break,
                 Ok(n) if n > history::MAX_LINE_BYTES => {
-                    // Skip to the end of the over-long line.
-                    let mut skip = Vec::new();
-                    let _ = r.read_until(b'\n', &mut skip);
+                    history::skip_line(&mut r);
                     if tx
                         .send(Err(format!(
                             "skipped a report line longer than {} bytes",
@@ -559,10 +562,10 @@ pub fn run(
         }
     }
     drop(rx);
-    let _ = report_reader.join();
-    for r in readers {
-        let _ = r.join();
-    }
+    // The readers end at end of file, which a process the program started in a session of its
+    // own (still holding the pipes) can put off forever: wait for them a little, not for it.
+    drop(done_tx);
+    let _ = done_rx.recv_timeout(Duration::from_secs(2));
     hist.notices.extend(extra_notices);
     let mut output = tail.lock().unwrap_or_else(|p| p.into_inner()).text();
     for n in &hist.notices {
