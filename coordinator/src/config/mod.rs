@@ -579,12 +579,6 @@ fn check_wandb_extras(
         ));
     }
     if let Some(s) = top.get("scheduler") {
-        if !custom {
-            return Err(ConfigError::new(
-                "scheduler",
-                "needs method: custom (W&B's rule)",
-            ));
-        }
         if top.contains_key("early_terminate") {
             return Err(ConfigError::new(
                 "scheduler",
@@ -592,8 +586,15 @@ fn check_wandb_extras(
             ));
         }
         let engine = s.get("engine").and_then(Value::as_str).unwrap_or("?");
+        let search = match top.get("method").and_then(Value::as_str) {
+            Some("custom") | Some("bayes") => {
+                "the coordinator's own bayes search (TPE)".to_string()
+            }
+            Some(m) => format!("method {m}"),
+            None => "the method".to_string(),
+        };
         notices.push(format!(
-            "scheduler: W&B's {engine} engine is not run here; the coordinator's own bayes search (TPE) chooses the trials"
+            "scheduler: W&B's {engine} engine is not run here; {search} chooses the trials"
         ));
     }
     if custom {

@@ -266,7 +266,8 @@ fn parse_param(v: &Value, path: &str) -> Result<ParamSpec, ConfigError> {
             })?;
             Ok(ParamSpec::Constant(v.clone()))
         }
-        "categorical" => {
+        // W&B's schema also names a list with probabilities this way.
+        "categorical" | "categorical_w_probabilities" => {
             let values = match m.get("values") {
                 Some(Value::Array(a)) if !a.is_empty() => a.clone(),
                 Some(Value::Array(_)) => {
@@ -473,8 +474,10 @@ impl ParamSpec {
                 grid_int,
                 ..
             } => {
-                // `min + k·q` with numpy's float artefacts.
-                number(min + k as f64 * q, *grid_int)
+                // numpy's `arange` fills `min + k·delta` with `delta = (min + q) - min`, the
+                // step as it comes out in floating point (9.517, not 9.517000000000001).
+                let delta = (min + q) - min;
+                number(min + k as f64 * delta, *grid_int)
             }
             // No grid (refused by `check_grid` before any point is asked for).
             ParamSpec::Dist { .. } | ParamSpec::Nested(_) => Value::Null,

@@ -491,8 +491,19 @@ fn wandb_parity_what_it_refuses_and_what_it_accepts() {
     ] {
         assert!(all.contains(want), "{want}: {all}");
     }
-    let e = err(
+    // W&B's engine takes a scheduler beside any method (its test suite says so); so do we.
+    let s = SweepSpec::from_value(
         json!({"method": "random", "scheduler": {"engine": "optuna"}, "parameters": {"x": {"value": 1}}}),
+    )
+    .unwrap();
+    assert!(
+        s.notices[0].contains("method random chooses the trials"),
+        "{:?}",
+        s.notices
+    );
+    let e = err(
+        json!({"method": "random", "scheduler": {"engine": "optuna"}, "metric": {"name": "l"},
+               "early_terminate": {"type": "hyperband", "min_iter": 1}, "parameters": {"x": {"value": 1}}}),
     );
     assert_eq!(e.path, "scheduler");
     // Exponent-bound distributions run as written, with W&B's own note.
