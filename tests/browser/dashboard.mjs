@@ -142,17 +142,25 @@ try {
       const n = await page.locator('#parallel path[data-trial]').count();
       throw new Error(`parallel coordinates still draw ${n} trials`);
     });
-  const total = await page.locator('#parallel path[data-trial]').count();
-  await axis.scrollIntoViewIfNeeded();
-  const box = await axis.boundingBox();
-  await page.mouse.move(box.x + box.width / 2, box.y + 1); // from just above the top: t = 1
-  await page.mouse.down();
-  await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2, { steps: 5 });
-  await page.mouse.up();
-  const kept = Number(await page.locator('#parallel').getAttribute('data-kept'));
-  const dimmed = await page.locator('#parallel path.dim').count();
-  if (!(kept >= 1 && kept < total && kept + dimmed === total)) {
-    throw new Error(`after the drag: ${kept} kept, ${dimmed} dimmed of ${total}`);
+  // Trials of the paused sweep still finish and redraw the chart: a redraw between finding
+  // the axis and releasing the mouse loses the drag, so drag again until one lands.
+  let total, kept, dimmed;
+  for (let attempt = 1; ; attempt++) {
+    total = await page.locator('#parallel path[data-trial]').count();
+    await axis.scrollIntoViewIfNeeded().catch(() => {});
+    const box = await axis.boundingBox();
+    if (box) {
+      await page.mouse.move(box.x + box.width / 2, box.y + 1); // from just above the top: t = 1
+      await page.mouse.down();
+      await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2, { steps: 5 });
+      await page.mouse.up();
+      kept = Number(await page.locator('#parallel').getAttribute('data-kept'));
+      dimmed = await page.locator('#parallel path.dim').count();
+      total = await page.locator('#parallel path[data-trial]').count();
+      if (kept >= 1 && kept < total && kept + dimmed === total) break;
+    }
+    if (attempt === 10) throw new Error(`after ${attempt} drags: ${kept} kept, ${dimmed} dimmed of ${total}`);
+    await page.waitForTimeout(200);
   }
   log(`brushed the upper half of the metric: ${kept} of ${total} trials kept`);
   await axis.click();
