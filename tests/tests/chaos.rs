@@ -160,7 +160,7 @@ fn random_kills_of_workers_and_the_coordinator_lose_nothing_acknowledged() {
                 sweeps.push(id);
             }
         }
-        // `watch` ends with its sweep or with the coordinator: follow the newest sweep again.
+        // `watch` ends with its sweep (it rides out the coordinator's kills): follow the newest.
         if !watcher.alive() {
             watcher = start_watch(&url, sweeps.last().unwrap());
             watch_restarts += 1;

@@ -374,3 +374,42 @@ fn metrics_are_scraped_and_move_as_a_sweep_runs() {
     );
     assert_eq!(sample(&w, "sweep_worker_trials_running"), 0.0);
 }
+
+#[test]
+fn watch_carries_on_across_a_coordinator_restart() {
+    let dir = tempdir("watch-restart");
+    let store = dir.join("sweeps.db");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let (mut coord, url) = serve_at(&addr, &store, &["--lease-ttl", "2"]);
+    let id = submit(&dir, &url, &synthetic_grid(8, 4, 150));
+    let watcher = sweep_tests::cmd("coordinator")
+        .args(["watch", &id, "--coordinator", &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _w = worker(&url, 2);
+    wait_for(&url, &id, Duration::from_secs(60), "two trials done", |s| {
+        n(s, "finished") >= 2
+    });
+    coord.kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    let (_c, u) = serve_at(&addr, &store, &["--lease-ttl", "2"]);
+    assert_eq!(u, url);
+    let out = watcher.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "watch failed:\n{stderr}");
+    assert!(stderr.contains("reconnecting"), "{stderr}");
+    assert!(stdout.contains(&format!("sweep {id} finished")), "{stdout}");
+    // Every trial is printed once, those that ended while it was away included.
+    for t in 1..=8 {
+        let lines = stdout
+            .lines()
+            .filter(|l| l.starts_with(&format!("trial {t:>4} ")))
+            .count();
+        assert_eq!(lines, 1, "trial {t}:\n{stdout}");
+    }
+}

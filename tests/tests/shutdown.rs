@@ -122,16 +122,27 @@ fn sigterm_to_serve_with_streams_open_ends_them_frees_every_port_and_exits_0() {
     let mut rest = String::new();
     let _ = sse.read_to_string(&mut rest);
     assert!(rest.contains("the coordinator is shutting down"), "{rest}");
-    assert!(exit_code(&mut watcher, Duration::from_secs(30)).is_some());
-    let mut said = String::new();
-    watcher
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut said)
-        .unwrap();
-    assert!(said.contains("shutting down"), "{said}");
+    // `watch` says why its stream ended and waits for the coordinator to come back.
+    let stderr = watcher.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let said = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("watch says the stream ended");
+    assert!(
+        said.contains("shutting down") && said.contains("reconnecting"),
+        "{said}"
+    );
+    assert!(
+        watcher.alive(),
+        "watch waits for the coordinator to come back"
+    );
     // Both ports are free: a new coordinator starts on them and on the same store.
     let (_again, url) = serve_at(&listen, &store, &args);
     let (code, _) = {

@@ -2,12 +2,14 @@
 //! (`submit`, `watch`, `status`, `leaderboard`, `export`, `trial`, `pause`, `resume`, `stop`).
 
 pub mod bench;
+mod watch;
+
+use watch::watch;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 use sweep_proto::conn::{AuthChannel, ClientOptions, Secret};
 use sweep_proto::pb;
 use sweep_proto::pb::sweeps_client::SweepsClient;
@@ -738,74 +740,6 @@ fn write_export(data: &crate::report::ReportData, out: &Path) -> Result<Vec<Path
 /// Writes the report files.
 fn write_report(data: &crate::report::ReportData, out: &Path) -> Result<Vec<PathBuf>, CliError> {
     crate::report::write_report(data, out).map_err(CliError::Other)
-}
-
-fn progress_bar(total: u64) -> ProgressBar {
-    let pb = if total > 0 {
-        ProgressBar::new(total)
-    } else {
-        ProgressBar::new_spinner()
-    };
-    pb.set_style(
-        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} trials  {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    pb.enable_steady_tick(Duration::from_millis(200));
-    pb
-}
-
-fn progress_msg(s: &pb::SweepInfo) -> String {
-    let best = s.best.map_or("-".into(), |b| {
-        format!("{b:.4} (trial {})", s.best_trial.unwrap_or(0))
-    });
-    format!(
-        "{} running, {} failed, best {} {}",
-        s.running, s.failed, s.metric, best
-    )
-}
-
-async fn watch(c: &mut SweepsClient<AuthChannel>, url: &str, sweep: &str) -> Result<(), CliError> {
-    let mut stream = c
-        .watch(pb::WatchRequest {
-            sweep_id: sweep.to_string(),
-        })
-        .await
-        .map_err(|s| status_err(url, s))?
-        .into_inner();
-    let mut bar: Option<ProgressBar> = None;
-    let mut last = None;
-    while let Some(ev) = stream.message().await.map_err(|s| status_err(url, s))? {
-        let Some(s) = ev.sweep else { continue };
-        let b = bar.get_or_insert_with(|| progress_bar(s.total));
-        b.set_position(s.finished + s.stopped + s.failed);
-        b.set_message(progress_msg(&s));
-        if let Some(t) = ev.trial {
-            if matches!(t.state.as_str(), "finished" | "stopped" | "failed") {
-                let v = t
-                    .metrics
-                    .get(&s.metric)
-                    .map_or("-".into(), |v| format!("{v:.4}"));
-                b.println(format!(
-                    "trial {:>4} {:<8} {} {}",
-                    t.trial, t.state, s.metric, v
-                ));
-            }
-        }
-        last = Some(s);
-    }
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
-    if let Some(s) = last {
-        println!(
-            "sweep {} {}: {}",
-            s.id,
-            export::state_name(s.state),
-            progress_msg(&s)
-        );
-    }
-    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

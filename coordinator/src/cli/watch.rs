@@ -1,0 +1,199 @@
+//! `coordinator watch` (and `run`'s progress): a sweep's live progress from its Watch stream,
+//! carried across coordinator restarts. When the stream breaks after it was up, the client says
+//! it is reconnecting, retries with backoff (0.2 s doubling to 5 s) and resumes: the new stream
+//! starts with a snapshot, and trials that ended while it was away are printed from the
+//! leaderboard, so none is missed or printed twice. A refusal (unknown sweep, wrong token) or ten
+//! minutes without the coordinator end it with the error.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use sweep_proto::conn::AuthChannel;
+use sweep_proto::pb;
+use sweep_proto::pb::sweeps_client::SweepsClient;
+
+use super::{status_err, CliError};
+use crate::export;
+
+/// How long `watch` keeps trying to get the coordinator back.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
+
+fn progress_bar(total: u64) -> ProgressBar {
+    let pb = if total > 0 {
+        ProgressBar::new(total)
+    } else {
+        ProgressBar::new_spinner()
+    };
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} trials  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.enable_steady_tick(Duration::from_millis(200));
+    pb
+}
+
+fn progress_msg(s: &pb::SweepInfo) -> String {
+    let best = s.best.map_or("-".into(), |b| {
+        format!("{b:.4} (trial {})", s.best_trial.unwrap_or(0))
+    });
+    format!(
+        "{} running, {} failed, best {} {}",
+        s.running, s.failed, s.metric, best
+    )
+}
+
+/// Whether a broken stream may come back: the coordinator restarting, shutting down, or the
+/// connection cut. Refusals are final.
+fn transient(s: &tonic::Status) -> bool {
+    !matches!(
+        s.code(),
+        tonic::Code::NotFound
+            | tonic::Code::InvalidArgument
+            | tonic::Code::Unauthenticated
+            | tonic::Code::PermissionDenied
+            | tonic::Code::FailedPrecondition
+    )
+}
+
+struct Printer {
+    bar: Option<ProgressBar>,
+    printed: HashSet<u64>,
+    last: Option<pb::SweepInfo>,
+}
+
+impl Printer {
+    /// The bar, where it is drawn (on a terminal); elsewhere lines are printed as they are.
+    fn drawn(&self) -> Option<&ProgressBar> {
+        self.bar.as_ref().filter(|b| !b.is_hidden())
+    }
+
+    fn say(&self, line: String) {
+        match self.drawn() {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn trial(&mut self, metric: &str, t: &pb::TrialSummary) {
+        if matches!(
+            t.state.as_str(),
+            "finished" | "stopped" | "failed" | "diverged"
+        ) && self.printed.insert(t.trial)
+        {
+            let v = t
+                .metrics
+                .get(metric)
+                .map_or("-".into(), |v| format!("{v:.4}"));
+            let line = format!("trial {:>4} {:<8} {} {}", t.trial, t.state, metric, v);
+            match self.drawn() {
+                Some(b) => b.println(line),
+                None => println!("{line}"),
+            }
+        }
+    }
+
+    fn sweep(&mut self, s: pb::SweepInfo) {
+        let b = self.bar.get_or_insert_with(|| progress_bar(s.total));
+        b.set_position(s.finished + s.stopped + s.failed);
+        b.set_message(progress_msg(&s));
+        self.last = Some(s);
+    }
+}
+
+/// Follows `sweep` until it ends; see the module documentation.
+pub(super) async fn watch(
+    c: &mut SweepsClient<AuthChannel>,
+    url: &str,
+    sweep: &str,
+) -> Result<(), CliError> {
+    let mut p = Printer {
+        bar: None,
+        printed: HashSet::new(),
+        last: None,
+    };
+    let mut connected_once = false;
+    let mut lost_since: Option<Instant> = None;
+    let mut pause = Duration::from_millis(200);
+    loop {
+        let opened = c
+            .watch(pb::WatchRequest {
+                sweep_id: sweep.to_string(),
+            })
+            .await;
+        let mut stream = match opened {
+            Ok(s) => s.into_inner(),
+            Err(s) if connected_once && transient(&s) => {
+                if lost_since.is_some_and(|t| t.elapsed() > GIVE_UP_AFTER) {
+                    return Err(status_err(url, s));
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+                continue;
+            }
+            Err(s) => return Err(status_err(url, s)),
+        };
+        if lost_since.take().is_some() {
+            p.say(format!("reconnected to {url}"));
+            // Trials that ended while the stream was down.
+            if let Ok(lb) = c
+                .leaderboard(pb::LeaderboardRequest {
+                    sweep_id: sweep.to_string(),
+                    top: 0,
+                })
+                .await
+            {
+                let lb = lb.into_inner();
+                let metric = lb
+                    .sweep
+                    .as_ref()
+                    .map(|s| s.metric.clone())
+                    .unwrap_or_default();
+                let mut ended: Vec<&pb::TrialSummary> = lb.trials.iter().collect();
+                ended.sort_by_key(|t| t.trial);
+                for t in ended {
+                    p.trial(&metric, t);
+                }
+            }
+        }
+        connected_once = true;
+        pause = Duration::from_millis(200);
+        let broke = loop {
+            match stream.message().await {
+                Ok(Some(ev)) => {
+                    let Some(s) = ev.sweep else { continue };
+                    if let Some(t) = &ev.trial {
+                        p.trial(&s.metric, t);
+                    }
+                    p.sweep(s);
+                }
+                Ok(None) => break None,
+                Err(s) => break Some(s),
+            }
+        };
+        match broke {
+            None => break,
+            Some(s) if transient(&s) => {
+                p.say(format!(
+                    "lost the coordinator at {url} ({}); reconnecting…",
+                    s.message()
+                ));
+                lost_since = Some(Instant::now());
+            }
+            Some(s) => return Err(status_err(url, s)),
+        }
+    }
+    if let Some(b) = p.bar.take() {
+        b.finish_and_clear();
+    }
+    if let Some(s) = p.last {
+        println!(
+            "sweep {} {}: {}",
+            s.id,
+            export::state_name(s.state),
+            progress_msg(&s)
+        );
+    }
+    Ok(())
+}
