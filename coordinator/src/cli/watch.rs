@@ -2,7 +2,8 @@
 //! carried across coordinator restarts. When the stream breaks after it was up, the client says
 //! it is reconnecting, retries with backoff (0.2 s doubling to 5 s) and resumes: the new stream
 //! starts with a snapshot, and trials that ended while it was away are printed from the
-//! leaderboard, so none is missed or printed twice. A refusal (unknown sweep, wrong token) or ten
+//! leaderboard, so none is missed or printed twice (so are any whose own event was merged into
+//! a later one under load, when the sweep ends). A refusal (unknown sweep, wrong token) or ten
 //! minutes without the coordinator end it with the error.
 
 use std::collections::HashSet;
@@ -102,6 +103,30 @@ impl Printer {
     }
 }
 
+/// Prints the ended trials not printed yet, from the leaderboard, in trial order.
+async fn catch_up(c: &mut SweepsClient<AuthChannel>, sweep: &str, p: &mut Printer) {
+    let Ok(lb) = c
+        .leaderboard(pb::LeaderboardRequest {
+            sweep_id: sweep.to_string(),
+            top: 0,
+        })
+        .await
+    else {
+        return;
+    };
+    let lb = lb.into_inner();
+    let metric = lb
+        .sweep
+        .as_ref()
+        .map(|s| s.metric.clone())
+        .unwrap_or_default();
+    let mut ended: Vec<&pb::TrialSummary> = lb.trials.iter().collect();
+    ended.sort_by_key(|t| t.trial);
+    for t in ended {
+        p.trial(&metric, t);
+    }
+}
+
 /// Follows `sweep` until it ends; see the module documentation.
 pub(super) async fn watch(
     c: &mut SweepsClient<AuthChannel>,
@@ -137,25 +162,7 @@ pub(super) async fn watch(
         if lost_since.take().is_some() {
             p.say(format!("reconnected to {url}"));
             // Trials that ended while the stream was down.
-            if let Ok(lb) = c
-                .leaderboard(pb::LeaderboardRequest {
-                    sweep_id: sweep.to_string(),
-                    top: 0,
-                })
-                .await
-            {
-                let lb = lb.into_inner();
-                let metric = lb
-                    .sweep
-                    .as_ref()
-                    .map(|s| s.metric.clone())
-                    .unwrap_or_default();
-                let mut ended: Vec<&pb::TrialSummary> = lb.trials.iter().collect();
-                ended.sort_by_key(|t| t.trial);
-                for t in ended {
-                    p.trial(&metric, t);
-                }
-            }
+            catch_up(c, sweep, &mut p).await;
         }
         connected_once = true;
         pause = Duration::from_millis(200);
@@ -173,7 +180,12 @@ pub(super) async fn watch(
             }
         };
         match broke {
-            None => break,
+            None => {
+                // Events may be merged under load (the stream carries the newest state): the
+                // trials whose own event did not come are printed from the leaderboard.
+                catch_up(c, sweep, &mut p).await;
+                break;
+            }
             Some(s) if transient(&s) => {
                 p.say(format!(
                     "lost the coordinator at {url} ({}); reconnecting…",
