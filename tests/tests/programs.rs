@@ -25,14 +25,28 @@ fn workdir(name: &str) -> PathBuf {
 }
 
 fn program_worker(url: &str, dir: &Path, slots: usize, extra: &[&str]) -> Proc {
-    let mut args = vec![
-        "--allow-programs",
-        "--workdir",
-        dir.to_str().unwrap(),
-        "--quiet-programs",
-    ];
-    args.extend_from_slice(extra);
-    worker_with(url, slots, &args)
+    program_worker_env(url, dir, slots, extra, &[])
+}
+
+/// A worker that runs programs in `dir`, with extra arguments and environment variables.
+fn program_worker_env(
+    url: &str,
+    dir: &Path,
+    slots: usize,
+    extra: &[&str],
+    env: &[(&str, &Path)],
+) -> Proc {
+    let mut c = sweep_tests::cmd("worker");
+    c.args(["--coordinator", url, "--slots", &slots.to_string()])
+        .args(["--allow-programs", "--quiet-programs", "--workdir"])
+        .arg(dir)
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    Proc(c.spawn().expect("worker starts"))
 }
 
 fn trial(url: &str, id: &str, t: u64) -> Value {
@@ -246,24 +260,15 @@ fn stopping_ends_a_program_that_ignores_sigterm_and_time_limits_hold() {
     assert_eq!(d["error"], "ran past the time limit of 1 s", "{d}");
 }
 
+/// One slot, a 1 s kill grace, and `PIDFILE_DIR` for the programs that write their pid.
 fn cmd_worker(url: &str, dir: &Path, pids: &Path) -> Proc {
-    let child = sweep_tests::cmd("worker")
-        .args([
-            "--coordinator",
-            url,
-            "--slots",
-            "1",
-            "--allow-programs",
-            "--quiet-programs",
-        ])
-        .args(["--kill-grace", "1", "--workdir"])
-        .arg(dir)
-        .env("PIDFILE_DIR", pids)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("worker starts");
-    Proc(child)
+    program_worker_env(
+        url,
+        dir,
+        1,
+        &["--kill-grace", "1"],
+        &[("PIDFILE_DIR", pids)],
+    )
 }
 
 #[test]
@@ -519,23 +524,8 @@ fn the_numpy_assignment_script_runs_unchanged_in_a_sweep() {
          optimizer: {values: [sgd, adam]}\n  num_layers: {value: 1}\n  hidden_size: {value: 32}\n  \
          train_samples: {value: 3000}\n",
     );
-    let child = sweep_tests::cmd("worker")
-        .args([
-            "--coordinator",
-            &url,
-            "--slots",
-            "2",
-            "--allow-programs",
-            "--quiet-programs",
-        ])
-        .arg("--workdir")
-        .arg(&dir)
-        .env("SWEEP_DATA_DIR", root.join("data"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("worker starts");
-    let _w = Proc(child);
+    let data = root.join("data");
+    let _w = program_worker_env(&url, &dir, 2, &[], &[("SWEEP_DATA_DIR", &data)]);
     wait_for(
         &url,
         &id,
@@ -578,17 +568,22 @@ fn driven(url: &str, args: &[&str]) -> std::process::Command {
     c
 }
 
-#[test]
-fn wandb_sweep_and_agents_on_two_processes_share_one_sweep() {
-    let dir = tempdir("prog-driven");
-    let (_c, url) = serve(&dir.join("sweeps.db"), &[]);
-    let out = driven(&url, &["create"]).output().unwrap();
+/// `driven.py create`: a new sweep made by wandb.sweep; its id.
+fn create_driven(url: &str) -> String {
+    let out = driven(url, &["create"]).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn wandb_sweep_and_agents_on_two_processes_share_one_sweep() {
+    let dir = tempdir("prog-driven");
+    let (_c, url) = serve(&dir.join("sweeps.db"), &[]);
+    let id = create_driven(&url);
     // The first agent takes one trial and returns (count=1); two more share the rest.
     let one = driven(&url, &["agent", &id, "1"]).output().unwrap();
     assert!(
@@ -741,13 +736,7 @@ fn sigterm_to_a_worker_ends_its_program_and_hands_the_trial_back() {
 fn an_agent_process_that_dies_takes_its_worker_with_it_and_the_trial_is_handed_back() {
     let dir = tempdir("prog-agentdies");
     let (_c, url) = serve(&dir.join("sweeps.db"), &[]);
-    let out = driven(&url, &["create"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let id = create_driven(&url);
     let mut agent = Proc(
         driven(&url, &["agent", &id])
             .env("DRIVEN_PAUSE", "5")

@@ -134,19 +134,30 @@ pub fn args_json(params: &[(String, Value)]) -> String {
 }
 
 fn py_json(out: &mut String, v: &Value) {
+    flow(out, v, json_number);
+}
+
+/// A number as Python's `json.dumps` writes it (`NaN`, `Infinity` for what JSON lacks).
+fn json_number(out: &mut String, n: &serde_json::Number) {
+    match (n.as_i64(), n.as_u64(), n.as_f64()) {
+        (Some(i), _, _) => out.push_str(&i.to_string()),
+        (None, Some(u), _) => out.push_str(&u.to_string()),
+        (_, _, Some(f)) if f.is_nan() => out.push_str("NaN"),
+        (_, _, Some(f)) if f.is_infinite() => {
+            out.push_str(if f > 0.0 { "Infinity" } else { "-Infinity" })
+        }
+        (_, _, Some(f)) => out.push_str(&py_float(f)),
+        _ => out.push_str("null"),
+    }
+}
+
+/// JSON-style flow text (`[1, 2]`, `{"a": 1}`, Python's separators, ASCII strings) with
+/// numbers written by `number`: what `json.dumps` writes, and flow YAML that PyYAML reads.
+fn flow(out: &mut String, v: &Value, number: fn(&mut String, &serde_json::Number)) {
     match v {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-            (Some(i), _, _) => out.push_str(&i.to_string()),
-            (None, Some(u), _) => out.push_str(&u.to_string()),
-            (_, _, Some(f)) if f.is_nan() => out.push_str("NaN"),
-            (_, _, Some(f)) if f.is_infinite() => {
-                out.push_str(if f > 0.0 { "Infinity" } else { "-Infinity" })
-            }
-            (_, _, Some(f)) => out.push_str(&py_float(f)),
-            _ => out.push_str("null"),
-        },
+        Value::Number(n) => number(out, n),
         Value::String(s) => py_json_str(out, s),
         Value::Array(a) => {
             out.push('[');
@@ -154,7 +165,7 @@ fn py_json(out: &mut String, v: &Value) {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                py_json(out, x);
+                flow(out, x, number);
             }
             out.push(']');
         }
@@ -166,7 +177,7 @@ fn py_json(out: &mut String, v: &Value) {
                 }
                 py_json_str(out, k);
                 out.push_str(": ");
-                py_json(out, x);
+                flow(out, x, number);
             }
             out.push('}');
         }
@@ -334,47 +345,26 @@ pub fn param_file_yaml(params: &[(String, Value)]) -> String {
 }
 
 fn yaml_flow(out: &mut String, v: &Value) {
-    match v {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) if n.is_f64() => {
-            let f = n.as_f64().unwrap_or(f64::NAN);
-            if f.is_nan() {
-                out.push_str(".nan");
-            } else if f.is_infinite() {
-                out.push_str(if f > 0.0 { ".inf" } else { "-.inf" });
-            } else {
-                // PyYAML reads a float only with a dot and a signed exponent: 1.0e-05.
-                let r = py_float(f);
-                match r.split_once('e') {
-                    Some((m, e)) if !m.contains('.') => out.push_str(&format!("{m}.0e{e}")),
-                    _ => out.push_str(&r),
-                }
-            }
-        }
-        Value::Number(n) => out.push_str(&n.to_string()),
-        Value::String(s) => py_json_str(out, s),
-        Value::Array(a) => {
-            out.push('[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                yaml_flow(out, x);
-            }
-            out.push(']');
-        }
-        Value::Object(m) => {
-            out.push('{');
-            for (i, (k, x)) in m.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                py_json_str(out, k);
-                out.push_str(": ");
-                yaml_flow(out, x);
-            }
-            out.push('}');
+    flow(out, v, yaml_number);
+}
+
+/// A number as PyYAML reads it back: a float always with a dot and a signed exponent
+/// (`1.0e-05`), `.nan`, `.inf`.
+fn yaml_number(out: &mut String, n: &serde_json::Number) {
+    if !n.is_f64() {
+        out.push_str(&n.to_string());
+        return;
+    }
+    let f = n.as_f64().unwrap_or(f64::NAN);
+    if f.is_nan() {
+        out.push_str(".nan");
+    } else if f.is_infinite() {
+        out.push_str(if f > 0.0 { ".inf" } else { "-.inf" });
+    } else {
+        let r = py_float(f);
+        match r.split_once('e') {
+            Some((m, e)) if !m.contains('.') => out.push_str(&format!("{m}.0e{e}")),
+            _ => out.push_str(&r),
         }
     }
 }

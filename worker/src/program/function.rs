@@ -10,7 +10,7 @@
 //! When the Python process goes away (its end closes), the worker hands back what it holds and
 //! exits.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
@@ -52,24 +52,11 @@ impl FunctionConn {
         std::thread::Builder::new()
             .name("function-reader".into())
             .spawn(move || {
-                let mut r = BufReader::new(reader);
-                let mut buf = Vec::new();
-                loop {
-                    buf.clear();
-                    match r
-                        .by_ref()
-                        .take(history::MAX_LINE_BYTES as u64 + 1)
-                        .read_until(b'\n', &mut buf)
-                    {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) if n > history::MAX_LINE_BYTES => history::skip_line(&mut r),
-                        Ok(_) => {
-                            if tx.send(String::from_utf8_lossy(&buf).into_owned()).is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
+                // Over-long lines are dropped; the Python side never writes one.
+                history::read_lines(reader, |line| match line {
+                    Ok(l) => tx.send(l).is_ok(),
+                    Err(_) => true,
+                });
                 gone2.cancel();
             })?;
         Ok(FunctionConn {

@@ -23,9 +23,37 @@ pub const MAX_STEPS: u32 = 1_000_000;
 /// Most labels a confusion matrix may have.
 pub const MAX_LABELS: usize = 256;
 
+/// Reads report lines from `r` until its end, giving each to `each` (`Err` with a notice for a
+/// line over [`MAX_LINE_BYTES`], which is skipped); stops early when `each` returns false.
+pub fn read_lines(r: impl std::io::Read, mut each: impl FnMut(Result<String, String>) -> bool) {
+    use std::io::{BufRead, Read};
+    let mut r = std::io::BufReader::new(r);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let line = match r
+            .by_ref()
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut buf)
+        {
+            Ok(0) | Err(_) => return,
+            Ok(n) if n > MAX_LINE_BYTES => {
+                skip_line(&mut r);
+                Err(format!(
+                    "skipped a report line longer than {MAX_LINE_BYTES} bytes"
+                ))
+            }
+            Ok(_) => Ok(String::from_utf8_lossy(&buf).into_owned()),
+        };
+        if !each(line) {
+            return;
+        }
+    }
+}
+
 /// Reads past the rest of an over-long line in bounded pieces (a program that never writes a
 /// line break cannot make the worker hold more than one piece).
-pub fn skip_line(r: &mut impl std::io::BufRead) {
+fn skip_line(r: &mut impl std::io::BufRead) {
     use std::io::{BufRead, Read};
     let mut piece = Vec::new();
     loop {

@@ -461,38 +461,7 @@ pub fn run(
     let done = done_tx.clone();
     std::thread::spawn(move || {
         let _done = done;
-        let mut r = BufReader::new(std::fs::File::from(report_r));
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match r
-                .by_ref()
-                .take(history::MAX_LINE_BYTES as u64 + 1)
-                .read_until(b'\n', &mut buf)
-            {
-                Ok(0) | Err(_) => break,
-                Ok(n) if n > history::MAX_LINE_BYTES => {
-                    history::skip_line(&mut r);
-                    if tx
-                        .send(Err(format!(
-                            "skipped a report line longer than {} bytes",
-                            history::MAX_LINE_BYTES
-                        )))
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-                Ok(_) => {
-                    if tx
-                        .send(Ok(String::from_utf8_lossy(&buf).into_owned()))
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-            }
-        }
+        history::read_lines(std::fs::File::from(report_r), |line| tx.send(line).is_ok());
     });
 
     let started = Instant::now();
