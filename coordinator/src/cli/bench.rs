@@ -18,6 +18,8 @@ use sweep_proto::pb;
 
 use super::CliError;
 
+mod observers;
+
 /// Measure trials/s and Lease/Report/Complete latency of a coordinator under load.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -33,6 +35,13 @@ pub struct BenchArgs {
     /// Epochs (reports) per trial
     #[arg(long, default_value_t = 5)]
     pub epochs: u64,
+    /// Also run the sweep with this many `watch` streams open and compare
+    #[arg(long, default_value_t = 0)]
+    pub watchers: usize,
+    /// Also run the sweep with this many dashboard pages open (simulated: the page's event
+    /// stream and the requests it makes) and compare
+    #[arg(long, default_value_t = 0)]
+    pub pages: usize,
     /// Skip the Optuna comparison
     #[arg(long)]
     pub no_reference: bool,
@@ -74,11 +83,12 @@ fn sibling(name: &str) -> Result<PathBuf, CliError> {
     Ok(p)
 }
 
-fn start_server(store: &Path) -> Result<(Kill, String), CliError> {
+fn start_server(store: &Path, extra: &[String]) -> Result<(Kill, String), CliError> {
     let exe = std::env::current_exe().map_err(|e| CliError::Other(e.to_string()))?;
     let mut child = Command::new(exe)
         .args(["serve", "--listen", "127.0.0.1:0", "--store"])
         .arg(store)
+        .args(extra)
         .env("RUST_LOG", "error")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -104,17 +114,46 @@ fn start_server(store: &Path) -> Result<(Kill, String), CliError> {
     Ok((Kill(child), url))
 }
 
-/// Runs `coordinator bench`.
-pub async fn run(a: &BenchArgs) -> Result<(), CliError> {
-    if a.trials == 0 || a.workers == 0 || a.slots == 0 || a.epochs == 0 {
-        return Err(CliError::Usage(
-            "--trials, --workers, --slots and --epochs must be ≥ 1".into(),
-        ));
-    }
-    let dir = std::env::temp_dir().join(format!("sweep-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| CliError::Other(e.to_string()))?;
-    let (_server, url) = start_server(&dir.join("bench.db"))?;
+/// One run's figures.
+struct Throughput {
+    secs: f64,
+    rate: f64,
+    info: pb::SweepInfo,
+    probe_trials: u64,
+    lease_ms: Vec<f64>,
+    report_ms: Vec<f64>,
+    complete_ms: Vec<f64>,
+    /// Watch events received by all watchers, page requests made by all pages.
+    observed: (u64, u64),
+}
+
+/// A free loopback port (for the HTTP listener of the pages).
+fn free_port() -> Result<u16, CliError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| CliError::Other(e.to_string()))
+}
+
+/// Starts a coordinator (with an HTTP listener when pages watch), the worker processes and
+/// the observers, runs one sweep to its end and measures it.
+async fn one_run(
+    a: &BenchArgs,
+    dir: &Path,
+    watchers: usize,
+    pages: usize,
+) -> Result<Throughput, CliError> {
+    let http = if pages > 0 {
+        Some(format!("127.0.0.1:{}", free_port()?))
+    } else {
+        None
+    };
+    let store = dir.join(format!("bench-{watchers}-{pages}.db"));
+    let extra: Vec<String> = http
+        .iter()
+        .flat_map(|h| ["--http-listen".to_string(), h.clone()])
+        .collect();
+    let (_server, url) = start_server(&store, &extra)?;
     let worker_bin = sibling("worker")?;
     let mut workers = Vec::new();
     for _ in 0..a.workers {
@@ -151,6 +190,7 @@ pub async fn run(a: &BenchArgs) -> Result<(), CliError> {
         "name: bench\nmethod: random\nrun_cap: {}\ntrainer: synthetic\nsynthetic: {{function: quadratic, epochs: {}, epoch_ms: 0}}\nparameters:\n  x1: {{min: 0.0, max: 1.0}}\n  x2: {{min: 0.0, max: 1.0}}\n",
         a.trials, a.epochs
     );
+    // The clock starts before the sweep exists: opening the observers counts against them.
     let t0 = Instant::now();
     let id = sweeps
         .create_sweep(pb::CreateSweepRequest {
@@ -161,6 +201,7 @@ pub async fn run(a: &BenchArgs) -> Result<(), CliError> {
         .map_err(|s| CliError::Other(s.to_string()))?
         .into_inner()
         .sweep_id;
+    let observers = observers::start(&url, http.as_deref(), &id, watchers, pages).await?;
     let (mut lease_ms, mut report_ms, mut complete_ms) = (Vec::new(), Vec::new(), Vec::new());
     let mut probe_trials = 0u64;
     loop {
@@ -222,34 +263,82 @@ pub async fn run(a: &BenchArgs) -> Result<(), CliError> {
         if s.state == pb::SweepState::Finished as i32 {
             break s;
         }
-        if t0.elapsed() > Duration::from_secs(600) {
+        if t0.elapsed() > Duration::from_secs(3600) {
             return Err(CliError::Other(
-                "the sweep did not finish within 10 minutes".into(),
+                "the sweep did not finish within an hour".into(),
             ));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     let secs = t0.elapsed().as_secs_f64();
-    let rate = a.trials as f64 / secs;
+    let observed = observers.finish().await?;
+    drop(workers);
+    Ok(Throughput {
+        secs,
+        rate: a.trials as f64 / secs,
+        info,
+        probe_trials,
+        lease_ms,
+        report_ms,
+        complete_ms,
+        observed,
+    })
+}
+
+fn print_run(a: &BenchArgs, r: &mut Throughput, observers: &str) {
     println!(
-        "{} trials × {} reports, {} workers × {} slots (+1 probe), SQLite store: {:.2} s, {:.0} trials/s ({} finished, {} failed)",
-        a.trials, a.epochs, a.workers, a.slots, secs, rate, info.finished, info.failed
+        "{} trials × {} reports, {} workers × {} slots (+1 probe), SQLite store{observers}: {:.2} s, {:.0} trials/s ({} finished, {} failed)",
+        a.trials, a.epochs, a.workers, a.slots, r.secs, r.rate, r.info.finished, r.info.failed
     );
-    println!("probe ran {probe_trials} trials under that load; latency in ms (p50 / p90 / p99):");
+    println!(
+        "  probe ran {} trials under that load; latency in ms (p50 / p90 / p99):",
+        r.probe_trials
+    );
     for (name, v) in [
-        ("Lease", &mut lease_ms),
-        ("Report", &mut report_ms),
-        ("Complete", &mut complete_ms),
+        ("Lease", &mut r.lease_ms),
+        ("Report", &mut r.report_ms),
+        ("Complete", &mut r.complete_ms),
     ] {
         println!(
-            "  {name:<8} {:.3} / {:.3} / {:.3}  ({} calls)",
+            "    {name:<8} {:.3} / {:.3} / {:.3}  ({} calls)",
             pct(v, 0.5),
             pct(v, 0.9),
             pct(v, 0.99),
             v.len()
         );
     }
-    drop(workers);
+}
+
+/// Runs `coordinator bench`.
+pub async fn run(a: &BenchArgs) -> Result<(), CliError> {
+    if a.trials == 0 || a.workers == 0 || a.slots == 0 || a.epochs == 0 {
+        return Err(CliError::Usage(
+            "--trials, --workers, --slots and --epochs must be ≥ 1".into(),
+        ));
+    }
+    let dir = std::env::temp_dir().join(format!("sweep-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| CliError::Other(e.to_string()))?;
+    let mut alone = one_run(a, &dir, 0, 0).await?;
+    print_run(a, &mut alone, "");
+    let rate = alone.rate;
+    if a.watchers > 0 || a.pages > 0 {
+        let mut watched = one_run(a, &dir, a.watchers, a.pages).await?;
+        print_run(
+            a,
+            &mut watched,
+            &format!(
+                ", {} watch streams and {} dashboard pages",
+                a.watchers, a.pages
+            ),
+        );
+        println!(
+            "  observers received {} watch events and made {} page requests; throughput {:.1}% of the run without observers",
+            watched.observed.0,
+            watched.observed.1,
+            100.0 * watched.rate / rate
+        );
+    }
     if !a.no_reference && python_imports("optuna") {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/optuna_throughput.py");
         let n = a.trials.min(1000);
@@ -627,7 +716,7 @@ pub async fn run_load(a: &LoadArgs) -> Result<(), CliError> {
     let dir = std::env::temp_dir().join(format!("sweep-load-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| CliError::Other(e.to_string()))?;
-    let (server, url) = start_server(&dir.join("load.db"))?;
+    let (server, url) = start_server(&dir.join("load.db"), &[])?;
     let pid = server.0.id();
     let ch = tonic::transport::Endpoint::from_shared(url.clone())
         .map_err(|e| CliError::Other(e.to_string()))?

@@ -1,0 +1,257 @@
+//! The observers of `coordinator bench --watchers N --pages M`: `watch` streams and dashboard
+//! pages, so that the cost of looking at a sweep is measured against the same sweep unwatched.
+//!
+//! A watcher is what `coordinator watch` is to the server: its own connection and one Watch
+//! stream, read to its end. A page is what the dashboard's sweep page (dashboard/app.js) asks
+//! of the HTTP API, simulated without a browser: the sweep list, the leaderboard and the
+//! figures once, then the event stream; on each event, what app.js does with it — the
+//! leaderboard again when the count of ended trials changed (at most once per
+//! max(1 s, 10 × its last duration)), the importance figure (max(5 s, 20 × duration)), and the
+//! detail of a drawn running trial that changed (at most every 0.7 s per trial) unless the
+//! event carries its new points.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sweep_proto::pb;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::cli::CliError;
+
+/// Running trials whose curves a page draws (app.js MAX_RUNNING_CURVES).
+const RUNNING_CURVES: usize = 8;
+
+/// The observers of one run.
+pub(super) struct Observers {
+    tasks: Vec<JoinHandle<Result<(), String>>>,
+    events: Arc<AtomicU64>,
+    requests: Arc<AtomicU64>,
+    stop: Arc<Notify>,
+}
+
+/// Opens `watchers` Watch streams and `pages` pages on sweep `id`.
+pub(super) async fn start(
+    url: &str,
+    http: Option<&str>,
+    id: &str,
+    watchers: usize,
+    pages: usize,
+) -> Result<Observers, CliError> {
+    let o = Observers {
+        tasks: Vec::new(),
+        events: Arc::new(AtomicU64::new(0)),
+        requests: Arc::new(AtomicU64::new(0)),
+        stop: Arc::new(Notify::new()),
+    };
+    let mut o = o;
+    for _ in 0..watchers {
+        let ch = tonic::transport::Endpoint::from_shared(url.to_string())
+            .map_err(|e| CliError::Other(e.to_string()))?
+            .connect()
+            .await
+            .map_err(|e| CliError::Other(e.to_string()))?;
+        let mut c = pb::sweeps_client::SweepsClient::new(ch);
+        let mut stream = c
+            .watch(pb::WatchRequest {
+                sweep_id: id.to_string(),
+            })
+            .await
+            .map_err(|s| CliError::Other(format!("watch: {s}")))?
+            .into_inner();
+        let events = o.events.clone();
+        o.tasks.push(tokio::spawn(async move {
+            while let Some(ev) = stream.message().await.map_err(|s| s.to_string())? {
+                std::hint::black_box(&ev);
+                events.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        }));
+    }
+    if pages > 0 {
+        let http = http.ok_or_else(|| CliError::Other("pages need an HTTP listener".into()))?;
+        for _ in 0..pages {
+            let page = Page {
+                addr: http.to_string(),
+                base: format!("/api/v1/sweeps/{id}"),
+                requests: o.requests.clone(),
+            };
+            let events = o.events.clone();
+            let stop = o.stop.clone();
+            o.tasks.push(tokio::spawn(async move {
+                tokio::select! {
+                    r = page.run(events) => r,
+                    () = stop.notified() => Ok(()),
+                }
+            }));
+        }
+    }
+    Ok(o)
+}
+
+impl Observers {
+    /// Waits for the watch streams to end (they do when the sweep has), closes the pages and
+    /// returns (watch and page events received, page requests made).
+    pub(super) async fn finish(self) -> Result<(u64, u64), CliError> {
+        self.stop.notify_waiters();
+        for t in self.tasks {
+            tokio::time::timeout(Duration::from_secs(60), t)
+                .await
+                .map_err(|_| CliError::Other("an observer did not end with the sweep".into()))?
+                .map_err(|e| CliError::Other(e.to_string()))?
+                .map_err(|e| CliError::Other(format!("an observer failed: {e}")))?;
+        }
+        Ok((
+            self.events.load(Ordering::Relaxed),
+            self.requests.load(Ordering::Relaxed),
+        ))
+    }
+}
+
+/// One simulated dashboard page.
+#[derive(Clone)]
+struct Page {
+    addr: String,
+    base: String,
+    requests: Arc<AtomicU64>,
+}
+
+/// Runs `f` when asked, at most once per `gap(last duration)` counted from the end of the
+/// last run, and once more after the last ask (app.js `throttle`).
+fn throttled<F, Fut>(gap: fn(Duration) -> Duration, f: F) -> Arc<Notify>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let ask = Arc::new(Notify::new());
+    let wait = ask.clone();
+    tokio::spawn(async move {
+        let mut took = Duration::ZERO;
+        let mut last = Instant::now() - Duration::from_secs(3600);
+        loop {
+            wait.notified().await;
+            tokio::time::sleep_until((last + gap(took)).into()).await;
+            let t = Instant::now();
+            f().await;
+            took = t.elapsed();
+            last = Instant::now();
+        }
+    });
+    ask
+}
+
+impl Page {
+    /// One GET over its own connection; the body's length.
+    async fn get(&self, path: &str) -> Result<usize, String> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut s = TcpStream::connect(&self.addr)
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        let req = format!("GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.addr);
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        let mut body = Vec::new();
+        s.read_to_end(&mut body)
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        if !body.starts_with(b"HTTP/1.0 200") && !body.starts_with(b"HTTP/1.1 200") {
+            let head = String::from_utf8_lossy(&body[..body.len().min(200)]).to_string();
+            return Err(format!("GET {path}: {head}"));
+        }
+        Ok(body.len())
+    }
+
+    async fn run(self, events: Arc<AtomicU64>) -> Result<(), String> {
+        self.get("/api/v1/sweeps").await?;
+        self.get(&self.base).await?;
+        let (p1, p2, p3) = (self.clone(), self.clone(), self.clone());
+        let board = throttled(
+            |took| (10 * took).max(Duration::from_secs(1)),
+            move || {
+                let p = p1.clone();
+                async move {
+                    let _ = p.get(&p.base).await;
+                }
+            },
+        );
+        let figures = throttled(
+            |took| (20 * took).max(Duration::from_secs(5)),
+            move || {
+                let p = p2.clone();
+                async move {
+                    let _ = p.get(&format!("{}/files/importance.svg", p.base)).await;
+                }
+            },
+        );
+        figures.notify_one();
+        // The event stream.
+        let mut s = TcpStream::connect(&self.addr)
+            .await
+            .map_err(|e| format!("events: {e}"))?;
+        let req = format!(
+            "GET {}/events HTTP/1.0\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
+            self.base, self.addr
+        );
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| format!("events: {e}"))?;
+        let mut lines = BufReader::new(s).lines();
+        let mut done = u64::MAX;
+        let mut running: BTreeSet<u64> = BTreeSet::new();
+        let mut curve_fetch: HashMap<u64, Instant> = HashMap::new();
+        while let Some(line) = lines
+            .next_line()
+            .await
+            .map_err(|e| format!("events: {e}"))?
+        {
+            let Some(data) = line.strip_prefix("data:") else {
+                continue;
+            };
+            events.fetch_add(1, Ordering::Relaxed);
+            let Ok(ev) = serde_json::from_str::<serde_json::Value>(data.trim()) else {
+                continue;
+            };
+            let sw = &ev["sweep"];
+            let ended = ["finished", "stopped", "failed"]
+                .iter()
+                .map(|k| sw[k].as_u64().unwrap_or(0))
+                .sum::<u64>();
+            if ended != done {
+                done = ended;
+                board.notify_one();
+                figures.notify_one();
+            }
+            let t = &ev["trial"];
+            if let Some(n) = t["trial"].as_u64() {
+                if t["state"] == "running" {
+                    running.insert(n);
+                } else {
+                    running.remove(&n);
+                }
+                let drawn = running.iter().take(RUNNING_CURVES).any(|&r| r == n);
+                let carried = ev.get("points").is_some_and(|p| !p.is_null());
+                if drawn && !carried {
+                    let due = curve_fetch
+                        .get(&n)
+                        .is_none_or(|at| at.elapsed() >= Duration::from_millis(700));
+                    if due {
+                        curve_fetch.insert(n, Instant::now());
+                        let p = p3.clone();
+                        tokio::spawn(async move {
+                            let _ = p.get(&format!("{}/trials/{n}", p.base)).await;
+                        });
+                    }
+                }
+            }
+            if sw["state"] == "finished" && sw["running"].as_u64() == Some(0) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
