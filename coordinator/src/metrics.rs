@@ -158,8 +158,9 @@ impl CoordinatorMetrics {
         self.progress.clear();
         for id in engine.sweep_ids() {
             let _ = engine.with_sweep(&id, |s| {
-                let (q, r, f, fail, st) = s.counts();
-                for (k, v) in [q, r, f, fail, st].into_iter().enumerate() {
+                let c = s.counts();
+                let (f, fail, st) = (c.finished, c.failed, c.stopped);
+                for (k, v) in [c.queued, c.running, f, fail, st].into_iter().enumerate() {
                     trials[k] += v as i64;
                 }
                 *sweeps.entry(s.state.name()).or_default() += 1;

@@ -93,10 +93,10 @@ async fn stale_attempts_are_fenced_and_complete_is_idempotent() {
         assert!(ok);
     }
     e.with_sweep(&id, |s| {
-        let t = &s.trials[&1];
+        let t = &s.trials()[&1];
         assert_eq!(t.state, TrialState::Finished);
         assert_eq!(t.metrics["loss"], 0.5);
-        assert_eq!(s.counts().2, 1);
+        assert_eq!(s.counts().finished, 1);
         assert_eq!(s.state.name(), "finished");
     })
     .unwrap();
@@ -123,8 +123,8 @@ async fn a_trial_fails_after_max_attempts_and_the_sweep_goes_on() {
         .unwrap();
     assert_eq!(l.trial, 2, "trial 1 is failed, trial 2 runs");
     e.with_sweep(&id, |s| {
-        assert_eq!(s.trials[&1].state, TrialState::Failed);
-        assert!(s.trials[&1]
+        assert_eq!(s.trials()[&1].state, TrialState::Failed);
+        assert!(s.trials()[&1]
             .error
             .as_deref()
             .unwrap_or("")
@@ -215,9 +215,9 @@ async fn state_survives_reopening_the_store() {
     let e = Engine::open(&p, opts(30_000)).unwrap();
     e.with_sweep(&id, |s| {
         assert_eq!(s.name.as_deref(), Some("kept"));
-        assert_eq!(s.trials[&1].state, TrialState::Finished);
-        assert_eq!(s.trials[&1].curve[&1]["loss"], 0.25);
-        assert_eq!(s.trials[&2].state, TrialState::Running);
+        assert_eq!(s.trials()[&1].state, TrialState::Finished);
+        assert_eq!(s.trials()[&1].curve[&1]["loss"], 0.25);
+        assert_eq!(s.trials()[&2].state, TrialState::Running);
         assert_eq!(s.next_trial, 3);
     })
     .unwrap();
@@ -285,8 +285,8 @@ async fn early_termination_is_decided_on_report_and_its_reason_is_kept() {
     .await
     .unwrap();
     e.with_sweep(&id, |s| {
-        assert_eq!(s.trials[&2].state, TrialState::Stopped);
-        assert_eq!(s.trials[&2].error.as_deref(), Some(why.as_str()));
+        assert_eq!(s.trials()[&2].state, TrialState::Stopped);
+        assert_eq!(s.trials()[&2].error.as_deref(), Some(why.as_str()));
     })
     .unwrap();
 }
@@ -397,7 +397,7 @@ async fn a_restarted_coordinator_makes_the_same_next_suggestion() {
             .await
             .unwrap();
         }
-        assert_eq!(e.with_sweep(&id, |s| s.trials.len()).unwrap(), 4);
+        assert_eq!(e.with_sweep(&id, |s| s.trials().len()).unwrap(), 4);
         // Trial 5 is handed out and still running when the coordinator dies.
         let l = e
             .lease("w", &[], None, Duration::ZERO)
@@ -412,7 +412,7 @@ async fn a_restarted_coordinator_makes_the_same_next_suggestion() {
     let e1 = Engine::open(&p, opts(30_000)).unwrap();
     let snapshot = p.with_extension("copy.db");
     let _ = std::fs::remove_file(&snapshot);
-    e1.with_sweep(&id, |s| assert_eq!(s.trials[&5].params, next))
+    e1.with_sweep(&id, |s| assert_eq!(s.trials()[&5].params, next))
         .unwrap();
     drop(e1);
     for ext in ["", "-wal", "-shm"] {
@@ -555,7 +555,7 @@ async fn a_failed_commit_is_rolled_back_and_its_retry_is_not_trusted() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     e.with_sweep(&id, |s| {
-        let t = &s.trials[&l.trial];
+        let t = &s.trials()[&l.trial];
         assert_eq!(t.state, TrialState::Running);
         assert_eq!(t.metrics.get("loss"), Some(&3.0));
         assert!(t.confusion.is_none());
@@ -568,7 +568,7 @@ async fn a_failed_commit_is_rolled_back_and_its_retry_is_not_trusted() {
     drop(e);
     let e = Engine::open(&p, opts(30_000)).unwrap();
     e.with_sweep(&id, |s| {
-        let t = &s.trials[&l.trial];
+        let t = &s.trials()[&l.trial];
         assert_eq!(t.state, TrialState::Finished);
         assert_eq!(t.metrics["loss"], 0.25);
         assert_eq!(t.confusion.as_ref().unwrap().0.len(), 60);

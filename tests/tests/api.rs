@@ -218,7 +218,9 @@ fn live_updates_arrive_as_server_sent_events_until_the_sweep_ends() {
     assert!(updates.len() >= 6, "{updates:?}");
     assert_eq!(updates[0]["sweep"]["id"], id.as_str());
     assert!(
-        updates.iter().any(|u| u["trial"]["state"] == "running"),
+        updates.iter().any(|u| u["changes"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["trial"]["state"] == "running"))),
         "a trial seen while it runs"
     );
     let last = updates.last().unwrap();

@@ -125,6 +125,8 @@ struct Throughput {
     complete_ms: Vec<f64>,
     /// Watch events received by all watchers, page requests made by all pages.
     observed: (u64, u64),
+    /// CPU seconds the coordinator spent from submit to the sweep's end.
+    cpu: f64,
 }
 
 /// A free loopback port (for the HTTP listener of the pages).
@@ -153,7 +155,8 @@ async fn one_run(
         .iter()
         .flat_map(|h| ["--http-listen".to_string(), h.clone()])
         .collect();
-    let (_server, url) = start_server(&store, &extra)?;
+    let (server, url) = start_server(&store, &extra)?;
+    let cpu0 = cpu_seconds(server.0.id()).unwrap_or(f64::NAN);
     let worker_bin = sibling("worker")?;
     let mut workers = Vec::new();
     for _ in 0..a.workers {
@@ -271,6 +274,7 @@ async fn one_run(
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(server.0.id()).unwrap_or(f64::NAN) - cpu0;
     let observed = observers.finish().await?;
     drop(workers);
     Ok(Throughput {
@@ -282,6 +286,7 @@ async fn one_run(
         report_ms,
         complete_ms,
         observed,
+        cpu,
     })
 }
 
@@ -291,7 +296,9 @@ fn print_run(a: &BenchArgs, r: &mut Throughput, observers: &str) {
         a.trials, a.epochs, a.workers, a.slots, r.secs, r.rate, r.info.finished, r.info.failed
     );
     println!(
-        "  probe ran {} trials under that load; latency in ms (p50 / p90 / p99):",
+        "  coordinator CPU {:.2} s ({:.0} µs per trial); the probe ran {} trials under that load; latency in ms (p50 / p90 / p99):",
+        r.cpu,
+        r.cpu * 1e6 / a.trials as f64,
         r.probe_trials
     );
     for (name, v) in [
@@ -582,6 +589,17 @@ pub struct LoadArgs {
     /// Simulated training time per epoch, in milliseconds
     #[arg(long, default_value_t = 50)]
     pub epoch_ms: u64,
+}
+
+/// CPU seconds (user + system) a process has used, from /proc.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // sysconf(_SC_CLK_TCK) is 100 on Linux.
+    Some(ticks / 100.0)
 }
 
 /// Resident set size of a process in MiB, from /proc.

@@ -562,6 +562,7 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
                 .leaderboard(pb::LeaderboardRequest {
                     sweep_id: sweep,
                     top: top.unwrap_or(0),
+                    ..Default::default()
                 })
                 .await
                 .map_err(|s| status_err(&conn.coordinator, s))?
@@ -712,6 +713,7 @@ async fn fetch_sweep(
         .leaderboard(pb::LeaderboardRequest {
             sweep_id: sweep.to_string(),
             top: 0,
+            ..Default::default()
         })
         .await
         .map_err(|s| status_err(url, s))?
@@ -864,6 +866,7 @@ async fn run_local(
         .leaderboard(pb::LeaderboardRequest {
             sweep_id: id.clone(),
             top: 0,
+            ..Default::default()
         })
         .await
         .map_err(|s| status_err(&url, s))?

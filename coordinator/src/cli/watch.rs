@@ -109,6 +109,7 @@ async fn catch_up(c: &mut SweepsClient<AuthChannel>, sweep: &str, p: &mut Printe
         .leaderboard(pb::LeaderboardRequest {
             sweep_id: sweep.to_string(),
             top: 0,
+            ..Default::default()
         })
         .await
     else {
@@ -145,6 +146,7 @@ pub(super) async fn watch(
         let opened = c
             .watch(pb::WatchRequest {
                 sweep_id: sweep.to_string(),
+                detail: pb::WatchDetail::Ended as i32,
             })
             .await;
         let mut stream = match opened {
@@ -170,8 +172,10 @@ pub(super) async fn watch(
             match stream.message().await {
                 Ok(Some(ev)) => {
                     let Some(s) = ev.sweep else { continue };
-                    if let Some(t) = &ev.trial {
-                        p.trial(&s.metric, t);
+                    for c in &ev.changes {
+                        if let Some(t) = &c.trial {
+                            p.trial(&s.metric, t);
+                        }
                     }
                     p.sweep(s);
                 }

@@ -408,6 +408,17 @@ function curveByName(curve) {
   return out;
 }
 
+/** Adds `[step, name, value]` points to a curve from `curveByName`; a step seen before is replaced. */
+function addPoints(curve, points) {
+  for (const [step, name, value] of points) {
+    const series = (curve[name] = curve[name] || []);
+    const i = series.findIndex((p) => p[0] >= step);
+    if (i < 0) series.push([step, value]);
+    else if (series[i][0] === step) series[i] = [step, value];
+    else series.splice(i, 0, [step, value]);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The confusion matrix, as a table with class names
 
@@ -647,6 +658,9 @@ async function pageIndex(main) {
 // Page: one sweep, live
 
 const TOP_CURVES = 5;
+// Sweeps of up to this many trials come whole; larger ones as the best MAX_ROWS and the running
+// trials, so that a page costs the same at a million trials as at a thousand.
+const FULL_BOARD = 2000;
 const MAX_ROWS = 500;
 const MAX_PARALLEL = 2000; // the best ranked trials drawn in parallel coordinates
 const MAX_RUNNING_CURVES = 8;
@@ -841,8 +855,12 @@ async function pageSweep(main, id) {
     const table = h('table', { class: 'sortable', id: 'leaderboard', data: { rows: S.rows.size } }, h('thead', {}, head), body);
     if (!S.rows.size) el.board.replaceChildren(h('p', { class: 'empty' }, 'No trials yet.'));
     else el.board.replaceChildren(table);
-    el.more.textContent = all.length > MAX_ROWS
-      ? `The first ${MAX_ROWS} of ${all.length} trials in this order; leaderboard.csv has them all.` : '';
+    const i = S.info;
+    const total = i ? i.queued + i.running + i.finished + i.failed + i.stopped : all.length;
+    el.more.textContent = S.partial
+      ? `The best ${MAX_ROWS} of ${total} trials and the running ones; leaderboard.csv has them all.`
+      : all.length > MAX_ROWS
+        ? `The first ${MAX_ROWS} of ${all.length} trials in this order; leaderboard.csv has them all.` : '';
   }
 
   // Curves of the running trials and the top ranked ones.
@@ -871,7 +889,11 @@ async function pageSweep(main, id) {
     const trials = curveTrials();
     // The drawn set, for the event handler's cheap test; curves of trials no longer drawn go.
     S.curveSet = new Set(trials.map((r) => r.trial));
-    for (const k of [...S.curves.keys()]) if (!S.curveSet.has(k)) S.curves.delete(k);
+    for (const k of [...S.curves.keys()]) {
+      // Running trials keep theirs (built from the events) until they end.
+      const r = S.rows.get(k);
+      if (!S.curveSet.has(k) && !(r && r.state === 'running')) S.curves.delete(k);
+    }
     for (const k of [...curveFetchers.keys()]) if (!S.curveSet.has(k)) curveFetchers.delete(k);
     for (const r of trials) if (!S.curves.has(r.trial)) fetchCurve(r.trial);
     const colour = colourOf(trials);
@@ -894,7 +916,8 @@ async function pageSweep(main, id) {
   }
   const drawCurvesSoon = throttle(drawCurves, 250);
 
-  // Trial curves are fetched when their trial changes, at most every 0.7 s per trial.
+  // A trial's curve is fetched when it is first drawn (at most every 0.7 s per trial); its later
+  // points come with the events.
   const curveFetchers = new Map();
   function fetchCurve(trial) {
     if (!curveFetchers.has(trial)) {
@@ -911,7 +934,9 @@ async function pageSweep(main, id) {
 
   async function refreshBoard() {
     try {
-      S.lb = await getJson(base);
+      const i = S.info;
+      S.partial = !!i && i.queued + i.running + i.finished + i.failed + i.stopped > FULL_BOARD;
+      S.lb = await getJson(S.partial ? `${base}?top=${MAX_ROWS}&running=true` : base);
       S.rows = new Map(S.lb.trials.map((t) => [t.trial, t]));
       el.config.textContent = JSON.stringify(S.lb.sweep.config, null, 2);
       drawBoard();
@@ -978,8 +1003,9 @@ async function pageSweep(main, id) {
           refreshFiguresSoon();
         }
       }
-      const t = ev.trial;
-      if (t) {
+      for (const { trial: t, points } of ev.changes || []) {
+        // A partial board keeps its rows and the running trials; the next refresh brings the rest.
+        if (!t || (S.partial && t.state !== 'running' && !S.rows.has(t.trial))) continue;
         const old = S.rows.get(t.trial);
         S.rows.set(t.trial, t);
         if (!old || old.state !== t.state) {
@@ -987,7 +1013,21 @@ async function pageSweep(main, id) {
           drawCurvesSoon();
         }
         drawBoardSoon();
-        if (S.curveSet.has(t.trial)) fetchCurve(t.trial);
+        // Changes carry the trial's new points. A trial seen from its first attempt's start has
+        // its whole curve from them; one seen later is fetched once, when it is drawn.
+        const curve = S.curves.get(t.trial);
+        if (curve) {
+          if (points && points.length) {
+            addPoints(curve, points);
+            if (S.curveSet.has(t.trial)) drawCurvesSoon();
+          }
+        } else if (!old && t.state === 'running' && t.attempts === 1) {
+          const c = {};
+          addPoints(c, points || []);
+          S.curves.set(t.trial, c);
+        } else if (S.curveSet.has(t.trial)) {
+          fetchCurve(t.trial);
+        }
       }
     },
   });
@@ -1067,7 +1107,7 @@ async function pageTrial(main, id, n) {
     ended: () => SWEEP_ENDED.has(sweepState),
     onEvent: (ev) => {
       if (ev.sweep) sweepState = ev.sweep.state;
-      if (ev.trial && ev.trial.trial === Number(n)) refreshSoon();
+      if ((ev.changes || []).some((c) => c.trial && c.trial.trial === Number(n))) refreshSoon();
     },
   }).catch(() => {});
   refresh().catch(() => {});

@@ -5,10 +5,10 @@
 //! | method and path | answer |
 //! |---|---|
 //! | `GET /api/v1/sweeps` | every sweep's summary, oldest first |
-//! | `GET /api/v1/sweeps/{id}` | the leaderboard: `{schema_version, sweep, metric, trials}` |
+//! | `GET /api/v1/sweeps/{id}` | the leaderboard: `{schema_version, sweep, metric, trials}`; `?top=N` the best N only, `&running=true` and the running trials |
 //! | `GET /api/v1/sweeps/{id}/trials/{n}` | one trial: params, metrics, curve, confusion |
 //! | `POST /api/v1/sweeps/{id}/pause` (`resume`, `stop`) | the sweep's summary after the change |
-//! | `GET /api/v1/sweeps/{id}/events` | server-sent events: `update` with `{sweep, trial}` at once and on every change; the stream ends with the sweep |
+//! | `GET /api/v1/sweeps/{id}/events` | server-sent events: `update` with `{sweep, changes: [{trial, points}]}` at once and on every change (at most about ten a second: changes close together come together); the stream ends with the sweep |
 //! | `GET /metrics` | the Prometheus metrics (as `--metrics-listen`) |
 //!
 //! With a token, every `/api/v1` call and `/metrics` need `Authorization: Bearer TOKEN` (401
@@ -19,7 +19,8 @@ pub mod guard;
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -115,19 +116,42 @@ async fn list(State(app): State<App>, headers: HeaderMap) -> Response {
     }
 }
 
+/// `?top=N&running=true` of the leaderboard: the best N and the running trials only.
+#[derive(Debug, Default, serde::Deserialize)]
+struct BoardQuery {
+    #[serde(default)]
+    top: u32,
+    #[serde(default)]
+    running: bool,
+}
+
 async fn leaderboard(
     State(app): State<App>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    query: Result<Query<BoardQuery>, QueryRejection>,
 ) -> Response {
     if let Some(r) = reject(&app, &headers) {
         return r;
     }
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{} (expected ?top=N with N ≥ 0 and running=true or false)",
+                    e.body_text()
+                ),
+            )
+        }
+    };
     match app
         .sweeps
         .leaderboard(Request::new(pb::LeaderboardRequest {
             sweep_id: id,
-            top: 0,
+            top: q.top,
+            running: q.running,
         }))
         .await
     {
@@ -194,7 +218,9 @@ async fn control(
 }
 
 /// Live updates as server-sent events, from the same stream as the Watch RPC: one `update`
-/// event per change with the sweep's summary and the trial that changed (or null).
+/// event per look (at most about ten a second) with the sweep's summary (its config in the
+/// first event only) and `changes`: each trial that changed and its new metric points as
+/// `[step, name, value]`.
 async fn events(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use tokio_stream::StreamExt;
@@ -203,7 +229,10 @@ async fn events(State(app): State<App>, headers: HeaderMap, Path(id): Path<Strin
     }
     let stream = match app
         .sweeps
-        .watch(Request::new(pb::WatchRequest { sweep_id: id }))
+        .watch(Request::new(pb::WatchRequest {
+            sweep_id: id,
+            detail: pb::WatchDetail::All as i32,
+        }))
         .await
     {
         Ok(r) => r.into_inner(),
@@ -213,7 +242,10 @@ async fn events(State(app): State<App>, headers: HeaderMap, Path(id): Path<Strin
         let data = match ev {
             Ok(ev) => json!({
                 "sweep": ev.sweep.as_ref().map(export::info_json),
-                "trial": ev.trial.as_ref().map(export::summary_json),
+                "changes": ev.changes.iter().map(|c| json!({
+                    "trial": c.trial.as_ref().map(export::summary_json),
+                    "points": c.points.iter().map(|p| json!([p.step, p.name, p.value])).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
             }),
             Err(s) => json!({"error": s.message()}),
         };
@@ -281,6 +313,7 @@ async fn fetch(app: &App, id: &str, details: usize) -> Result<report::ReportData
         .leaderboard(Request::new(pb::LeaderboardRequest {
             sweep_id: id.to_string(),
             top: 0,
+            ..Default::default()
         }))
         .await
         .map_err(from_status)?
@@ -403,6 +436,7 @@ async fn trial_file(
                 .leaderboard(Request::new(pb::LeaderboardRequest {
                     sweep_id: id.clone(),
                     top: 1,
+                    ..Default::default()
                 }))
                 .await
             {

@@ -16,22 +16,22 @@ pub fn state(s: SweepState) -> pb::SweepState {
 
 /// A sweep's summary.
 pub fn sweep_info(s: &Sweep, workers: u32) -> pb::SweepInfo {
-    let (queued, running, finished, failed, stopped) = s.counts();
+    let c = s.counts();
     let best = s.best();
     pb::SweepInfo {
         id: s.id.clone(),
         name: s.name.clone().unwrap_or_default(),
         method: s.spec.method.name().into(),
         state: state(s.state) as i32,
-        config_json: s.spec.raw.to_string(),
+        config_json: s.config_json.clone(),
         metric: s.spec.metric.name.clone(),
         goal: s.spec.metric.goal.name().into(),
         total: s.spec.total().unwrap_or(0),
-        queued,
-        running,
-        finished,
-        failed,
-        stopped,
+        queued: c.queued,
+        running: c.running,
+        finished: c.finished,
+        failed: c.failed,
+        stopped: c.stopped,
         best: best.and_then(|t| t.final_value(&s.spec.metric.name)),
         best_trial: best.map(|t| t.number),
         created_at: s.created_at,
@@ -57,6 +57,21 @@ pub fn trial_summary(s: &Sweep, t: &Trial, rank: u32) -> pb::TrialSummary {
         worker: t.worker.clone().unwrap_or_default(),
         error: t.error.clone().unwrap_or_default(),
         rank,
+    }
+}
+
+/// What a log of results needs of an ended trial: a summary without parameters, best value
+/// or rank.
+pub fn trial_result(t: &Trial) -> pb::TrialSummary {
+    pb::TrialSummary {
+        trial: t.number,
+        state: t.state.name().into(),
+        metrics: t.metrics.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        attempts: t.attempt,
+        duration_seconds: t.duration,
+        worker: t.worker.clone().unwrap_or_default(),
+        error: t.error.clone().unwrap_or_default(),
+        ..Default::default()
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod convert;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,13 +13,14 @@ use std::time::Duration;
 use sweep_proto::pb;
 use sweep_proto::pb::coordinator_server::{Coordinator, CoordinatorServer};
 use sweep_proto::pb::sweeps_server::{Sweeps, SweepsServer};
+use tokio::sync::broadcast;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::config::SweepSpec;
 use crate::engine::{Action, Engine, EngineError, Outcome, SweepState};
 use crate::metrics::CoordinatorMetrics;
-use convert::{sweep_info, trial_detail, trial_summary};
+use convert::{sweep_info, trial_detail, trial_result, trial_summary};
 
 /// Largest message either side accepts (a confusion matrix of 1,024 classes fits).
 pub use sweep_proto::conn::MAX_MESSAGE_BYTES;
@@ -345,14 +347,25 @@ impl Sweeps for SweepsService {
         let r = req.into_inner();
         let workers = self.engine.live_workers();
         let resp = self.engine.with_sweep(&r.sweep_id, |s| {
-            let mut trials: Vec<pb::TrialSummary> = s
-                .ranked()
-                .into_iter()
-                .map(|(rank, t)| trial_summary(s, t, rank))
-                .collect();
-            if r.top > 0 {
-                trials.retain(|t| t.rank >= 1 && t.rank <= r.top);
-            }
+            let trials: Vec<pb::TrialSummary> = if r.top > 0 {
+                let mut top: Vec<pb::TrialSummary> = s
+                    .ranked()
+                    .take_while(|(rank, _)| *rank >= 1 && *rank <= r.top)
+                    .map(|(rank, t)| trial_summary(s, t, rank))
+                    .collect();
+                if r.running {
+                    top.extend(
+                        s.running()
+                            .filter_map(|n| s.trial(n))
+                            .map(|t| trial_summary(s, t, 0)),
+                    );
+                }
+                top
+            } else {
+                s.ranked()
+                    .map(|(rank, t)| trial_summary(s, t, rank))
+                    .collect()
+            };
             pb::LeaderboardResponse {
                 sweep: Some(sweep_info(s, workers)),
                 trials,
@@ -368,14 +381,8 @@ impl Sweeps for SweepsService {
         let _t = self.metrics.rpc("GetTrial");
         let r = req.into_inner();
         let detail = self.engine.with_sweep(&r.sweep_id, |s| {
-            let rank = s
-                .ranked()
-                .into_iter()
-                .find(|(_, t)| t.number == r.trial)
-                .map(|(rank, _)| rank);
-            s.trials
-                .get(&r.trial)
-                .map(|t| trial_detail(s, t, rank.unwrap_or(0)))
+            s.trial(r.trial)
+                .map(|t| trial_detail(s, t, s.rank_of(r.trial)))
         })?;
         detail.map(Response::new).ok_or_else(|| {
             Status::not_found(format!("sweep {} has no trial {}", r.sweep_id, r.trial))
@@ -389,7 +396,9 @@ impl Sweeps for SweepsService {
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let _t = self.metrics.rpc("Watch");
-        let id = req.into_inner().sweep_id;
+        let req = req.into_inner();
+        let ended_only = req.detail() == pb::WatchDetail::Ended;
+        let id = req.sweep_id;
         let engine = self.engine.clone();
         let mut rx = engine.subscribe();
         let workers = engine.live_workers();
@@ -398,10 +407,11 @@ impl Sweeps for SweepsService {
         let stream = async_stream(move |tx| async move {
             tokio::pin!(closing);
             let mut info = first;
+            let mut last_look = tokio::time::Instant::now();
             if tx
                 .send(Ok(pb::WatchEvent {
                     sweep: Some(info.clone()),
-                    trial: None,
+                    changes: Vec::new(),
                 }))
                 .await
                 .is_err()
@@ -423,37 +433,115 @@ impl Sweeps for SweepsService {
                         return;
                     }
                 };
-                let ev = match next {
-                    Ok(Ok(ev)) if ev.sweep_id == id => Some(ev),
-                    Ok(Ok(_)) => continue,
-                    Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) | Err(_) => None,
+                // Changes close together are merged: a stream looks at the sweep at most once
+                // per WATCH_INTERVAL and answers every change waiting in one event, whatever
+                // the size of the sweep.
+                let mut changed = Changes::default();
+                match next {
+                    Ok(Ok(ev)) => changed.add(&id, ev),
+                    Ok(Err(broadcast::error::RecvError::Lagged(_))) | Err(_) => {
+                        changed.sweep = true;
+                    }
                     Ok(Err(_)) => return,
-                };
+                }
+                if !changed.sweep && changed.trials.is_empty() {
+                    continue;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep_until(last_look + WATCH_INTERVAL) => {}
+                    () = &mut closing => {
+                        let _ = tx
+                            .send(Err(Status::unavailable(SHUTTING_DOWN)))
+                            .await;
+                        return;
+                    }
+                }
+                last_look = tokio::time::Instant::now();
+                for _ in 0..MAX_MERGED_EVENTS {
+                    match rx.try_recv() {
+                        Ok(ev) => changed.add(&id, ev),
+                        Err(broadcast::error::TryRecvError::Lagged(_)) => changed.sweep = true,
+                        Err(_) => break,
+                    }
+                }
                 let workers = engine.live_workers();
-                let Ok((new_info, trial)) = engine.with_sweep(&id, |s| {
-                    let trial = ev
-                        .as_ref()
-                        .and_then(|e| e.trial)
-                        .and_then(|n| s.trials.get(&n))
-                        .map(|t| trial_summary(s, t, 0));
-                    (sweep_info(s, workers), trial)
+                let Ok((new_info, changes)) = engine.with_sweep(&id, |s| {
+                    let changes: Vec<pb::TrialChange> = changed
+                        .trials
+                        .iter()
+                        .filter_map(|(n, steps)| {
+                            let t = s.trial(*n)?;
+                            if ended_only {
+                                return t.state.is_terminal().then(|| pb::TrialChange {
+                                    trial: Some(trial_result(t)),
+                                    points: Vec::new(),
+                                });
+                            }
+                            let points = steps
+                                .iter()
+                                .filter_map(|step| t.curve.get(step).map(|m| (step, m)))
+                                .flat_map(|(step, m)| {
+                                    m.iter().map(|(name, value)| pb::MetricPoint {
+                                        step: *step,
+                                        name: name.clone(),
+                                        value: *value,
+                                    })
+                                })
+                                .collect();
+                            Some(pb::TrialChange {
+                                trial: Some(trial_summary(s, t, 0)),
+                                points,
+                            })
+                        })
+                        .collect();
+                    (sweep_info(s, workers), changes)
                 }) else {
                     return;
                 };
                 info = new_info;
-                if tx
-                    .send(Ok(pb::WatchEvent {
-                        sweep: Some(info.clone()),
-                        trial,
-                    }))
-                    .await
-                    .is_err()
-                {
+                // The config never changes: only the first event carries it.
+                info.config_json.clear();
+                let ev = pb::WatchEvent {
+                    sweep: Some(info.clone()),
+                    changes,
+                };
+                if tx.send(Ok(ev)).await.is_err() {
                     return;
                 }
             }
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Most engine events one Watch stream merges into one look at the sweep.
+const MAX_MERGED_EVENTS: usize = 16_384;
+
+/// The shortest time between two looks at the sweep by one Watch stream: a burst of changes
+/// (thousands of trials a second) becomes ten events a second for each watcher.
+const WATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// What changed in one sweep since a Watch stream last looked.
+#[derive(Debug, Default)]
+struct Changes {
+    /// The sweep itself (or events were missed): its summary is due.
+    sweep: bool,
+    /// Changed trials and the steps they reported.
+    trials: BTreeMap<u64, BTreeSet<u32>>,
+}
+
+impl Changes {
+    fn add(&mut self, id: &str, ev: crate::engine::Event) {
+        if *ev.sweep_id != *id {
+            return;
+        }
+        match ev.trial {
+            Some(n) => {
+                let steps = self.trials.entry(n).or_default();
+                steps.extend(ev.step);
+            }
+            None => self.sweep = true,
+        }
     }
 }
 

@@ -6,11 +6,12 @@
 //! of the HTTP API, simulated without a browser: the sweep list, the leaderboard and the
 //! figures once, then the event stream; on each event, what app.js does with it — the
 //! leaderboard again when the count of ended trials changed (at most once per
-//! max(1 s, 10 × its last duration)), the importance figure (max(5 s, 20 × duration)), and the
-//! detail of a drawn running trial that changed (at most every 0.7 s per trial) unless the
-//! event carries its new points.
+//! max(1 s, 10 × its last duration); the best 500 and the running trials once the sweep has
+//! more than 2,000), the importance figure (max(5 s, 20 × duration)), and the curve of a
+//! running trial when it is drawn and the page did not see it start (points come with the
+//! events).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +26,10 @@ use crate::cli::CliError;
 
 /// Running trials whose curves a page draws (app.js MAX_RUNNING_CURVES).
 const RUNNING_CURVES: usize = 8;
+/// Rows a page shows (app.js MAX_ROWS) and the sweep size from which it asks for no more
+/// (FULL_BOARD).
+const MAX_ROWS: u64 = 500;
+const FULL_BOARD: u64 = 2000;
 
 /// The observers of one run.
 pub(super) struct Observers {
@@ -59,6 +64,7 @@ pub(super) async fn start(
         let mut stream = c
             .watch(pb::WatchRequest {
                 sweep_id: id.to_string(),
+                detail: pb::WatchDetail::Ended as i32,
             })
             .await
             .map_err(|s| CliError::Other(format!("watch: {s}")))?
@@ -170,12 +176,20 @@ impl Page {
         self.get("/api/v1/sweeps").await?;
         self.get(&self.base).await?;
         let (p1, p2, p3) = (self.clone(), self.clone(), self.clone());
+        let total = Arc::new(AtomicU64::new(0));
+        let size = total.clone();
         let board = throttled(
             |took| (10 * took).max(Duration::from_secs(1)),
             move || {
                 let p = p1.clone();
+                let partial = size.load(Ordering::Relaxed) > FULL_BOARD;
                 async move {
-                    let _ = p.get(&p.base).await;
+                    let path = if partial {
+                        format!("{}?top={MAX_ROWS}&running=true", p.base)
+                    } else {
+                        p.base.clone()
+                    };
+                    let _ = p.get(&path).await;
                 }
             },
         );
@@ -203,7 +217,9 @@ impl Page {
         let mut lines = BufReader::new(s).lines();
         let mut done = u64::MAX;
         let mut running: BTreeSet<u64> = BTreeSet::new();
-        let mut curve_fetch: HashMap<u64, Instant> = HashMap::new();
+        // Trials whose curve the page has, and every trial it has seen.
+        let mut curves: HashSet<u64> = HashSet::new();
+        let mut seen: HashSet<u64> = HashSet::new();
         while let Some(line) = lines
             .next_line()
             .await
@@ -217,35 +233,48 @@ impl Page {
                 continue;
             };
             let sw = &ev["sweep"];
-            let ended = ["finished", "stopped", "failed"]
-                .iter()
-                .map(|k| sw[k].as_u64().unwrap_or(0))
-                .sum::<u64>();
-            if ended != done {
-                done = ended;
-                board.notify_one();
-                figures.notify_one();
+            if !sw.is_null() {
+                let count = |keys: &[&str]| {
+                    keys.iter()
+                        .map(|k| sw[*k].as_u64().unwrap_or(0))
+                        .sum::<u64>()
+                };
+                total.store(
+                    count(&["queued", "running", "finished", "stopped", "failed"]),
+                    Ordering::Relaxed,
+                );
+                let ended = count(&["finished", "stopped", "failed"]);
+                if ended != done {
+                    done = ended;
+                    board.notify_one();
+                    figures.notify_one();
+                }
             }
-            let t = &ev["trial"];
-            if let Some(n) = t["trial"].as_u64() {
+            let changes = ev["changes"].as_array().cloned().unwrap_or_default();
+            for c in &changes {
+                let t = &c["trial"];
+                let Some(n) = t["trial"].as_u64() else {
+                    continue;
+                };
+                let first_sight = seen.insert(n);
                 if t["state"] == "running" {
                     running.insert(n);
+                    if first_sight && t["attempts"] == 1 {
+                        // Its whole curve comes with the events.
+                        curves.insert(n);
+                    }
                 } else {
                     running.remove(&n);
                 }
                 let drawn = running.iter().take(RUNNING_CURVES).any(|&r| r == n);
-                let carried = ev.get("points").is_some_and(|p| !p.is_null());
-                if drawn && !carried {
-                    let due = curve_fetch
-                        .get(&n)
-                        .is_none_or(|at| at.elapsed() >= Duration::from_millis(700));
-                    if due {
-                        curve_fetch.insert(n, Instant::now());
-                        let p = p3.clone();
-                        tokio::spawn(async move {
-                            let _ = p.get(&format!("{}/trials/{n}", p.base)).await;
-                        });
-                    }
+                if drawn && curves.insert(n) {
+                    let p = p3.clone();
+                    tokio::spawn(async move {
+                        let _ = p.get(&format!("{}/trials/{n}", p.base)).await;
+                    });
+                }
+                if !running.contains(&n) {
+                    curves.remove(&n);
                 }
             }
             if sw["state"] == "finished" && sw["running"].as_u64() == Some(0) {

@@ -10,7 +10,7 @@
 //! of the disk is rolled back before anything else is acknowledged, and the engine carries on
 //! by itself once writes succeed again.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,7 +19,11 @@ use tokio::sync::{broadcast, Notify};
 
 use crate::config::{Goal, SweepSpec, Trainer};
 use crate::search;
-use crate::store::{self, Store, StoreError, SweepRow, TrialRow};
+use crate::store::{self, Store, StoreError, TrialRow};
+
+mod sweep;
+
+pub use sweep::{Counts, Sweep, SweepState, Trial, TrialState};
 
 /// Seconds since the Unix epoch.
 pub fn now() -> f64 {
@@ -47,331 +51,6 @@ pub enum EngineError {
     /// A stored value cannot be read back.
     #[error("{0}")]
     Corrupt(String),
-}
-
-/// Sweep states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SweepState {
-    /// Handing out trials.
-    Running,
-    /// Not handing out trials; running ones go on.
-    Paused,
-    /// Stopped by a person; running trials are told to stop.
-    Stopped,
-    /// Every trial is done.
-    Finished,
-}
-
-impl SweepState {
-    /// Stored name.
-    pub fn name(self) -> &'static str {
-        match self {
-            SweepState::Running => "running",
-            SweepState::Paused => "paused",
-            SweepState::Stopped => "stopped",
-            SweepState::Finished => "finished",
-        }
-    }
-    fn parse(s: &str) -> Self {
-        match s {
-            "paused" => SweepState::Paused,
-            "stopped" => SweepState::Stopped,
-            "finished" => SweepState::Finished,
-            _ => SweepState::Running,
-        }
-    }
-    /// Whether the sweep will hand out no more work.
-    pub fn is_terminal(self) -> bool {
-        matches!(self, SweepState::Stopped | SweepState::Finished)
-    }
-}
-
-/// Trial states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TrialState {
-    /// Waiting for a worker (re-queued after a lost or released attempt).
-    Queued,
-    /// Leased to a worker.
-    Running,
-    /// Trained every epoch.
-    Finished,
-    /// Stopped early (early termination or the sweep was stopped); metrics are valid.
-    Stopped,
-    /// Diverged, errored, or ran out of attempts; `error` says why.
-    Failed,
-}
-
-impl TrialState {
-    /// Stored name.
-    pub fn name(self) -> &'static str {
-        match self {
-            TrialState::Queued => "queued",
-            TrialState::Running => "running",
-            TrialState::Finished => "finished",
-            TrialState::Stopped => "stopped",
-            TrialState::Failed => "failed",
-        }
-    }
-    fn parse(s: &str) -> Self {
-        match s {
-            "queued" => TrialState::Queued,
-            "running" => TrialState::Running,
-            "finished" => TrialState::Finished,
-            "stopped" => TrialState::Stopped,
-            _ => TrialState::Failed,
-        }
-    }
-    /// Whether the trial is done.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            TrialState::Finished | TrialState::Stopped | TrialState::Failed
-        )
-    }
-}
-
-/// One trial in memory.
-#[derive(Debug, Clone)]
-pub struct Trial {
-    /// 1-based number within the sweep; never reused.
-    pub number: u64,
-    /// Parameters.
-    pub params: Value,
-    /// State.
-    pub state: TrialState,
-    /// Current attempt, 1-based.
-    pub attempt: u32,
-    /// The attempt whose Complete was accepted (for idempotent Complete).
-    pub completed_attempt: Option<u32>,
-    /// Fencing token of the current attempt.
-    pub lease_id: Option<String>,
-    /// When the current lease expires (Unix seconds).
-    pub lease_expires: f64,
-    /// Worker of the current or last attempt.
-    pub worker: Option<String>,
-    /// When the current attempt started.
-    pub started_at: Option<f64>,
-    /// When the trial ended.
-    pub ended_at: Option<f64>,
-    /// Seconds of the accepted attempt.
-    pub duration: f64,
-    /// Per-epoch metrics: step → name → value.
-    pub curve: BTreeMap<u32, BTreeMap<String, f64>>,
-    /// Final metrics (last epoch's values overlaid with the Complete message's).
-    pub metrics: BTreeMap<String, f64>,
-    /// Class names and row-major counts.
-    pub confusion: Option<(Vec<String>, Vec<u64>)>,
-    /// Why it failed, or why it was stopped; for a finished program trial, a note such as
-    /// the metric it never logged.
-    pub error: Option<String>,
-    /// The tail of a program trial's output.
-    pub output: Option<String>,
-}
-
-impl Trial {
-    fn row(&self, sweep: &str) -> TrialRow {
-        TrialRow {
-            sweep_id: sweep.to_string(),
-            trial: self.number,
-            params: self.params.to_string(),
-            state: self.state.name().into(),
-            attempt: self.attempt,
-            completed_attempt: self.completed_attempt,
-            lease_id: self.lease_id.clone(),
-            worker: self.worker.clone(),
-            started_at: self.started_at,
-            ended_at: self.ended_at,
-            duration: self.duration,
-            metrics: serde_json::to_string(&self.metrics).unwrap_or_else(|_| "{}".into()),
-            confusion: self
-                .confusion
-                .as_ref()
-                .map(|(l, c)| json!({"labels": l, "counts": c}).to_string()),
-            error: self.error.clone(),
-            output: self.output.clone(),
-        }
-    }
-
-    /// Best value of `metric` over the epochs, and its step.
-    pub fn best(&self, metric: &str, goal: Goal) -> Option<(f64, u32)> {
-        let mut best: Option<(f64, u32)> = None;
-        for (step, m) in &self.curve {
-            if let Some(&v) = m.get(metric) {
-                if v.is_finite() && best.is_none_or(|(b, _)| goal.better(v, b)) {
-                    best = Some((v, *step));
-                }
-            }
-        }
-        if best.is_none() {
-            if let Some(&v) = self.metrics.get(metric) {
-                if v.is_finite() {
-                    best = Some((v, self.curve.keys().last().copied().unwrap_or(0)));
-                }
-            }
-        }
-        best
-    }
-
-    /// The value the leaderboard ranks by: the final value of the metric (W&B's summary).
-    pub fn final_value(&self, metric: &str) -> Option<f64> {
-        self.metrics.get(metric).copied().filter(|v| v.is_finite())
-    }
-}
-
-/// One sweep in memory.
-#[derive(Debug)]
-pub struct Sweep {
-    /// Id.
-    pub id: String,
-    /// Display name.
-    pub name: Option<String>,
-    /// Validated config.
-    pub spec: SweepSpec,
-    /// State.
-    pub state: SweepState,
-    /// Unix seconds.
-    pub created_at: f64,
-    /// Unix seconds.
-    pub updated_at: f64,
-    /// Next trial number to create.
-    pub next_trial: u64,
-    /// Trials by number.
-    pub trials: BTreeMap<u64, Trial>,
-    /// Re-queued trials, oldest first.
-    queue: VecDeque<u64>,
-    /// Last time a worker asked for work that it could not take from this sweep (it does not
-    /// run the sweep's trainer), Unix seconds.
-    pub refused_at: Option<f64>,
-    /// Last time a worker that runs this sweep's trainer asked for work, Unix seconds.
-    pub polled_at: Option<f64>,
-}
-
-impl Sweep {
-    fn row(&self) -> SweepRow {
-        SweepRow {
-            id: self.id.clone(),
-            name: self.name.clone(),
-            config: self.spec.raw.to_string(),
-            state: self.state.name().into(),
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            next_trial: self.next_trial,
-        }
-    }
-
-    fn can_create(&self) -> bool {
-        self.spec.total().is_none_or(|t| self.next_trial <= t)
-    }
-
-    /// Counts of trials by state: (queued, running, finished, failed, stopped).
-    pub fn counts(&self) -> (u64, u64, u64, u64, u64) {
-        let mut c = (0, 0, 0, 0, 0);
-        for t in self.trials.values() {
-            match t.state {
-                TrialState::Queued => c.0 += 1,
-                TrialState::Running => c.1 += 1,
-                TrialState::Finished => c.2 += 1,
-                TrialState::Failed => c.3 += 1,
-                TrialState::Stopped => c.4 += 1,
-            }
-        }
-        c
-    }
-
-    /// Ranked trials (finished or stopped with the metric) best first, then the rest by number.
-    pub fn ranked(&self) -> Vec<(u32, &Trial)> {
-        let m = &self.spec.metric;
-        let mut ranked: Vec<(&Trial, f64)> = self
-            .trials
-            .values()
-            .filter(|t| matches!(t.state, TrialState::Finished | TrialState::Stopped))
-            .filter_map(|t| t.final_value(&m.name).map(|v| (t, v)))
-            .collect();
-        ranked.sort_by(|a, b| {
-            let ord = a.1.total_cmp(&b.1);
-            let ord = if m.goal == Goal::Maximize {
-                ord.reverse()
-            } else {
-                ord
-            };
-            ord.then(a.0.number.cmp(&b.0.number))
-        });
-        let mut out: Vec<(u32, &Trial)> = ranked
-            .iter()
-            .enumerate()
-            .map(|(i, (t, _))| (i as u32 + 1, *t))
-            .collect();
-        let ranked_ids: std::collections::HashSet<u64> =
-            ranked.iter().map(|(t, _)| t.number).collect();
-        out.extend(
-            self.trials
-                .values()
-                .filter(|t| !ranked_ids.contains(&t.number))
-                .map(|t| (0, t)),
-        );
-        out
-    }
-
-    /// The best ranked trial.
-    pub fn best(&self) -> Option<&Trial> {
-        self.ranked()
-            .into_iter()
-            .find(|(r, _)| *r == 1)
-            .map(|(_, t)| t)
-    }
-
-    /// What a person should know: the config's notices, trials that never logged the metric,
-    /// and work that no connected worker can take.
-    pub fn notices(&self) -> Vec<String> {
-        let mut out = self.spec.notices.clone();
-        let metric = &self.spec.metric.name;
-        if !metric.is_empty() {
-            let mut unranked = self.trials.values().filter(|t| {
-                matches!(t.state, TrialState::Finished | TrialState::Stopped)
-                    && t.final_value(metric).is_none()
-            });
-            if let Some(first) = unranked.next() {
-                let n = 1 + unranked.count();
-                let why = first
-                    .error
-                    .clone()
-                    .unwrap_or_else(|| format!("metric {metric:?} was never reported"));
-                out.push(format!(
-                    "{n} trial{} ended without the metric {metric:?} and {} not ranked (trial {}: {why})",
-                    if n == 1 { "" } else { "s" },
-                    if n == 1 { "is" } else { "are" },
-                    first.number
-                ));
-            }
-        }
-        let waiting = self.state == SweepState::Running
-            && (self.can_create() || !self.queue.is_empty())
-            && !self.trials.values().any(|t| t.state == TrialState::Running);
-        let t = now();
-        // Idle workers poll at least every max_lease_wait (10 s by default).
-        let recent = |at: Option<f64>| at.is_some_and(|a| t - a <= 30.0);
-        if waiting && recent(self.refused_at) && !recent(self.polled_at) {
-            out.push(match self.spec.trainer {
-                Trainer::Program(_) => "waiting: no connected worker runs programs; start workers with --allow-programs (see docs/PROGRAMS.md)".to_string(),
-                Trainer::Agent => format!("waiting for an agent: wandb.agent(\"{}\", function=…) in Python, or worker --sweep {} --program FILE (see docs/PROGRAMS.md)", self.id, self.id),
-                ref t => format!("waiting: no connected worker runs the {} trainer", t.name()),
-            });
-        }
-        out
-    }
-
-    fn maybe_finish(&mut self) -> bool {
-        if self.state == SweepState::Running
-            && !self.can_create()
-            && self.queue.is_empty()
-            && self.trials.values().all(|t| t.state.is_terminal())
-        {
-            self.state = SweepState::Finished;
-            self.updated_at = now();
-            return true;
-        }
-        false
-    }
 }
 
 /// A registered worker.
@@ -440,13 +119,19 @@ type SweepUpdate = (String, String, u64, f64);
 /// A queued write whose commit a reply waits for.
 type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send>>;
 
+/// Changes kept for watchers that have not looked yet; one that falls further behind is told
+/// it lagged (and looks at the whole sweep again).
+const EVENT_BACKLOG: usize = 16_384;
+
 /// A change, for watchers.
 #[derive(Debug, Clone)]
 pub struct Event {
     /// The sweep that changed.
-    pub sweep_id: String,
+    pub sweep_id: Arc<str>,
     /// The trial that changed, if one did.
     pub trial: Option<u64>,
+    /// The step it reported, when the change was a report.
+    pub step: Option<u32>,
 }
 
 /// Engine settings.
@@ -538,44 +223,41 @@ fn restore(snap: store::Snapshot, path: &str, ttl: f64) -> Result<State, EngineE
             ))
         })?;
         st.order.push(s.id.clone());
-        st.sweeps.insert(
+        let mut sw = Sweep::new(
             s.id.clone(),
-            Sweep {
-                id: s.id,
-                name: s.name,
-                spec,
-                state: SweepState::parse(&s.state),
-                created_at: s.created_at,
-                updated_at: s.updated_at,
-                next_trial: s.next_trial,
-                trials: BTreeMap::new(),
-                queue: VecDeque::new(),
-                refused_at: None,
-                polled_at: None,
-            },
+            s.name,
+            spec,
+            SweepState::parse(&s.state),
+            s.created_at,
+            s.next_trial,
         );
+        sw.updated_at = s.updated_at;
+        st.sweeps.insert(s.id, sw);
     }
+    // Trials are put together (row, then curve, then metrics) before they join their sweep.
+    let mut trials: HashMap<String, BTreeMap<u64, Trial>> = HashMap::new();
     for t in snap.trials {
-        let Some(sw) = st.sweeps.get_mut(&t.sweep_id) else {
+        if !st.sweeps.contains_key(&t.sweep_id) {
             continue;
-        };
+        }
+        let sweep = t.sweep_id.as_str();
         let state = TrialState::parse(&t.state);
         let confusion = match t.confusion.as_deref() {
             None => None,
             Some(c) => {
                 let v: Value = serde_json::from_str(c)
-                    .map_err(|e| corrupt(path, &sw.id, t.trial, "confusion", e))?;
+                    .map_err(|e| corrupt(path, sweep, t.trial, "confusion", e))?;
                 let labels: Vec<String> = serde_json::from_value(v["labels"].clone())
-                    .map_err(|e| corrupt(path, &sw.id, t.trial, "confusion", e))?;
+                    .map_err(|e| corrupt(path, sweep, t.trial, "confusion", e))?;
                 let counts: Vec<u64> = serde_json::from_value(v["counts"].clone())
-                    .map_err(|e| corrupt(path, &sw.id, t.trial, "confusion", e))?;
+                    .map_err(|e| corrupt(path, sweep, t.trial, "confusion", e))?;
                 Some((labels, counts))
             }
         };
         let params: Value = serde_json::from_str(&t.params)
-            .map_err(|e| corrupt(path, &sw.id, t.trial, "params", e))?;
+            .map_err(|e| corrupt(path, sweep, t.trial, "params", e))?;
         let metrics: BTreeMap<String, f64> = serde_json::from_str(&t.metrics)
-            .map_err(|e| corrupt(path, &sw.id, t.trial, "metrics", e))?;
+            .map_err(|e| corrupt(path, sweep, t.trial, "metrics", e))?;
         let trial = Trial {
             number: t.trial,
             params,
@@ -594,35 +276,35 @@ fn restore(snap: store::Snapshot, path: &str, ttl: f64) -> Result<State, EngineE
             error: t.error,
             output: t.output,
         };
-        if state == TrialState::Queued {
-            sw.queue.push_back(t.trial);
-        }
         if state == TrialState::Running {
             if let Some(l) = &t.lease_id {
-                st.leases.insert(l.clone(), (sw.id.clone(), t.trial));
+                st.leases.insert(l.clone(), (t.sweep_id.clone(), t.trial));
             }
         }
-        sw.trials.insert(t.trial, trial);
+        trials.entry(t.sweep_id).or_default().insert(t.trial, trial);
     }
     for (sweep, trial, step, name, value) in snap.points {
-        if let Some(t) = st
-            .sweeps
-            .get_mut(&sweep)
-            .and_then(|s| s.trials.get_mut(&trial))
-        {
+        if let Some(t) = trials.get_mut(&sweep).and_then(|s| s.get_mut(&trial)) {
             t.curve.entry(step).or_default().insert(name, value);
         }
     }
-    // A trial's metrics are its last reported values overlaid with its Complete's (only the
-    // latter are stored in its row): rebuild the former from its curve.
-    for sw in st.sweeps.values_mut() {
-        for t in sw.trials.values_mut() {
+    for (id, ts) in trials {
+        let Some(sw) = st.sweeps.get_mut(&id) else {
+            continue;
+        };
+        for (n, mut t) in ts {
+            // A trial's metrics are its last reported values overlaid with its Complete's
+            // (only the latter are stored in its row): rebuild the former from its curve.
             let mut m: BTreeMap<String, f64> = BTreeMap::new();
             for point in t.curve.values() {
                 m.extend(point.iter().map(|(k, v)| (k.clone(), *v)));
             }
             m.extend(std::mem::take(&mut t.metrics));
             t.metrics = m;
+            if t.state == TrialState::Queued {
+                sw.queue.push_back(n);
+            }
+            sw.insert(t);
         }
     }
     for w in snap.workers {
@@ -673,7 +355,7 @@ impl Engine {
     pub fn open(path: &std::path::Path, opts: EngineOptions) -> Result<Engine, EngineError> {
         let (store, snap) = Store::open(path)?;
         let st = restore(snap, store.path(), opts.lease_ttl.as_secs_f64())?;
-        let (events, _) = broadcast::channel(1024);
+        let (events, _) = broadcast::channel(EVENT_BACKLOG);
         Ok(Engine {
             inner: Arc::new(Inner {
                 state: Mutex::new(st),
@@ -828,9 +510,14 @@ impl Engine {
     }
 
     fn emit(&self, sweep_id: &str, trial: Option<u64>) {
+        self.emit_step(sweep_id, trial, None);
+    }
+
+    fn emit_step(&self, sweep_id: &str, trial: Option<u64>, step: Option<u32>) {
         let _ = self.inner.events.send(Event {
-            sweep_id: sweep_id.to_string(),
+            sweep_id: Arc::from(sweep_id),
             trial,
+            step,
         });
     }
 
@@ -844,19 +531,8 @@ impl Engine {
             .map_err(|e| EngineError::Invalid(e.to_string()))?;
         let id = random_id(4);
         let t = now();
-        let sweep = Sweep {
-            id: id.clone(),
-            name: name.or_else(|| spec.name.clone()),
-            spec,
-            state: SweepState::Running,
-            created_at: t,
-            updated_at: t,
-            next_trial: 1,
-            trials: BTreeMap::new(),
-            queue: VecDeque::new(),
-            refused_at: None,
-            polled_at: None,
-        };
+        let name = name.or_else(|| spec.name.clone());
+        let sweep = Sweep::new(id.clone(), name, spec, SweepState::Running, t, 1);
         let row = sweep.row();
         let fut = {
             let mut st = self.lock();
@@ -960,7 +636,7 @@ impl Engine {
                 let suggestion = if sw.spec.method == crate::config::Method::Bayes {
                     let losses = Self::model_losses(sw);
                     let hist: Vec<search::tpe::Observation<'_>> = sw
-                        .trials
+                        .trials()
                         .values()
                         .zip(&losses)
                         .map(|(t, l)| search::tpe::Observation {
@@ -976,27 +652,24 @@ impl Engine {
                     continue;
                 };
                 sw.next_trial += 1;
-                sw.trials.insert(
-                    n,
-                    Trial {
-                        number: n,
-                        params,
-                        state: TrialState::Queued,
-                        attempt: 0,
-                        completed_attempt: None,
-                        lease_id: None,
-                        lease_expires: 0.0,
-                        worker: None,
-                        started_at: None,
-                        ended_at: None,
-                        duration: 0.0,
-                        curve: BTreeMap::new(),
-                        metrics: BTreeMap::new(),
-                        confusion: None,
-                        error: None,
-                        output: None,
-                    },
-                );
+                sw.insert(Trial {
+                    number: n,
+                    params,
+                    state: TrialState::Queued,
+                    attempt: 0,
+                    completed_attempt: None,
+                    lease_id: None,
+                    lease_expires: 0.0,
+                    worker: None,
+                    started_at: None,
+                    ended_at: None,
+                    duration: 0.0,
+                    curve: BTreeMap::new(),
+                    metrics: BTreeMap::new(),
+                    confusion: None,
+                    error: None,
+                    output: None,
+                });
                 n
             } else {
                 continue;
@@ -1022,22 +695,23 @@ impl Engine {
             };
             let metric = sw.spec.metric.name.clone();
             let sweep_update = (sw.id.clone(), sw.state.name().to_string(), sw.next_trial, t);
-            let trial = sw.trials.get_mut(&number)?;
-            trial.state = TrialState::Running;
-            trial.attempt += 1;
-            trial.lease_id = Some(lease_id.clone());
-            trial.lease_expires = t + ttl;
-            trial.worker = Some(worker.to_string());
-            trial.started_at = Some(t);
-            // A reason from an earlier attempt (an expired lease) does not describe this one.
-            trial.error = None;
-            let row = trial.row(&sid);
+            let (row, attempt, params) = sw.edit(number, |trial| {
+                trial.state = TrialState::Running;
+                trial.attempt += 1;
+                trial.lease_id = Some(lease_id.clone());
+                trial.lease_expires = t + ttl;
+                trial.worker = Some(worker.to_string());
+                trial.started_at = Some(t);
+                // A reason from an earlier attempt (an expired lease) does not describe this one.
+                trial.error = None;
+                (trial.row(&sid), trial.attempt, trial.params.clone())
+            })?;
             let lease = Lease {
                 sweep_id: sid.clone(),
                 trial: number,
-                attempt: trial.attempt,
+                attempt,
                 lease_id: lease_id.clone(),
-                params: trial.params.clone(),
+                params,
                 trainer,
                 metric,
             };
@@ -1109,8 +783,7 @@ impl Engine {
             .get_mut(sweep)
             .ok_or_else(|| format!("no sweep {sweep:?}"))?;
         let t = sw
-            .trials
-            .get(&trial)
+            .trial(trial)
             .ok_or_else(|| format!("sweep {sweep} has no trial {trial}"))?;
         if t.state != TrialState::Running
             || t.attempt != attempt
@@ -1163,19 +836,21 @@ impl Engine {
                 }
             };
             let stopped = sw.state.is_terminal();
-            let Some(t) = sw.trials.get_mut(&trial) else {
+            let finite: Vec<(String, f64)> =
+                metrics.into_iter().filter(|(_, v)| v.is_finite()).collect();
+            let known = sw.edit(trial, |t| {
+                t.lease_expires = now() + ttl;
+                let point = t.curve.entry(epoch).or_default();
+                for (n, v) in &finite {
+                    point.insert(n.clone(), *v);
+                    t.metrics.insert(n.clone(), *v);
+                }
+            });
+            if known.is_none() {
                 break 'locked (
                     Action::Abandon("unknown trial".into()),
                     Box::pin(self.inner.store.barrier()),
                 );
-            };
-            t.lease_expires = now() + ttl;
-            let finite: Vec<(String, f64)> =
-                metrics.into_iter().filter(|(_, v)| v.is_finite()).collect();
-            let point = t.curve.entry(epoch).or_default();
-            for (n, v) in &finite {
-                point.insert(n.clone(), *v);
-                t.metrics.insert(n.clone(), *v);
             }
             let mut action = if stopped {
                 Action::Stop(if sw.state == SweepState::Finished {
@@ -1189,9 +864,7 @@ impl Engine {
             if action == Action::Continue {
                 if let Some(reason) = Self::early_stop(sw, trial) {
                     tracing::info!(sweep = %sw.id, trial, epoch, %reason, "early termination");
-                    if let Some(t) = sw.trials.get_mut(&trial) {
-                        t.error = Some(reason.clone());
-                    }
+                    sw.edit(trial, |t| t.error = Some(reason.clone()));
                     action = Action::Stop(reason);
                 }
             }
@@ -1204,7 +877,7 @@ impl Engine {
         };
         self.commit(fut).await?;
         if !matches!(action, Action::Abandon(_)) {
-            self.emit(sweep, Some(trial));
+            self.emit_step(sweep, Some(trial), Some(epoch));
         }
         Ok(action)
     }
@@ -1215,7 +888,7 @@ impl Engine {
         let m = &sw.spec.metric;
         let sign = if m.goal == Goal::Maximize { -1.0 } else { 1.0 };
         let observed: Vec<f64> = sw
-            .trials
+            .trials()
             .values()
             .filter(|t| matches!(t.state, TrialState::Finished | TrialState::Stopped))
             .filter_map(|t| t.final_value(&m.name))
@@ -1223,7 +896,7 @@ impl Engine {
             .collect();
         let worst = observed.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let best = observed.iter().copied().fold(f64::INFINITY, f64::min);
-        sw.trials
+        sw.trials()
             .values()
             .map(|t| match t.state {
                 TrialState::Finished | TrialState::Stopped => t
@@ -1255,10 +928,10 @@ impl Engine {
                 .filter(|v| v.is_finite())
                 .collect()
         };
-        let numbers: Vec<u64> = sw.trials.keys().copied().collect();
-        let histories: Vec<Vec<f64>> = sw.trials.values().map(hist).collect();
+        let numbers: Vec<u64> = sw.trials().keys().copied().collect();
+        let histories: Vec<Vec<f64>> = sw.trials().values().map(hist).collect();
         let views: Vec<crate::stopping::TrialView<'_>> = sw
-            .trials
+            .trials()
             .values()
             .zip(&histories)
             .map(|(t, h)| crate::stopping::TrialView {
@@ -1325,7 +998,7 @@ impl Engine {
             Self::up(&st)?;
             Self::touch(&mut st, worker);
             // Idempotence: the same attempt completing again is accepted and changes nothing.
-            if let Some(t) = st.sweeps.get(sweep).and_then(|s| s.trials.get(&trial)) {
+            if let Some(t) = st.sweeps.get(sweep).and_then(|s| s.trial(trial)) {
                 if t.completed_attempt == Some(attempt) && t.state.is_terminal() {
                     break 'locked settled((true, "already completed".into()));
                 }
@@ -1336,65 +1009,76 @@ impl Engine {
             };
             let t_now = now();
             let max_attempts = sw.spec.max_attempts;
-            let Some(t) = sw.trials.get_mut(&trial) else {
+            let (metric, goal, target) = (
+                sw.spec.metric.name.clone(),
+                sw.spec.metric.goal,
+                sw.spec.metric.target,
+            );
+            let edited = sw.edit(trial, |t| {
+                let old_lease = t.lease_id.take();
+                match outcome {
+                    Outcome::Released => {
+                        t.state = TrialState::Queued;
+                        t.worker = None;
+                        t.error = Some(format!("attempt {attempt} handed back by its worker"));
+                        if t.attempt >= max_attempts.saturating_mul(4) {
+                            t.state = TrialState::Failed;
+                            t.error = Some(format!("handed back {} times", t.attempt));
+                            t.ended_at = Some(t_now);
+                        }
+                    }
+                    _ => {
+                        for (n, v) in metrics.into_iter().filter(|(_, v)| v.is_finite()) {
+                            t.metrics.insert(n, v);
+                        }
+                        t.confusion = confusion;
+                        t.output =
+                            (!output.is_empty()).then(|| truncate_tail(&output, MAX_OUTPUT_BYTES));
+                        t.completed_attempt = Some(attempt);
+                        t.ended_at = Some(t_now);
+                        t.duration = t.started_at.map_or(0.0, |s| (t_now - s).max(0.0));
+                        t.state = match outcome {
+                            Outcome::Finished => TrialState::Finished,
+                            Outcome::Stopped => TrialState::Stopped,
+                            _ => TrialState::Failed,
+                        };
+                        t.error = match outcome {
+                            Outcome::Diverged => Some(if error.is_empty() {
+                                "diverged".into()
+                            } else {
+                                format!("diverged: {error}")
+                            }),
+                            Outcome::Failed => Some(if error.is_empty() {
+                                "failed".into()
+                            } else {
+                                error
+                            }),
+                            // Keep the coordinator's own reason (rule, band, threshold, value).
+                            Outcome::Stopped => t.error.clone().or(Some(if error.is_empty() {
+                                "stopped".into()
+                            } else {
+                                error
+                            })),
+                            // A finished trial's note (a program that never logged the metric).
+                            _ => (!error.is_empty()).then_some(error),
+                        };
+                    }
+                }
+                let reached = matches!(t.state, TrialState::Finished | TrialState::Stopped)
+                    && match (target, t.final_value(&metric)) {
+                        (Some(target), Some(v)) => v == target || goal.better(v, target),
+                        _ => false,
+                    };
+                (
+                    old_lease,
+                    t.state == TrialState::Queued,
+                    t.row(sweep),
+                    reached,
+                )
+            });
+            let Some((old_lease, requeue, row, reached)) = edited else {
                 break 'locked settled((false, "unknown trial".into()));
             };
-            let old_lease = t.lease_id.take();
-            match outcome {
-                Outcome::Released => {
-                    t.state = TrialState::Queued;
-                    t.worker = None;
-                    t.error = Some(format!("attempt {attempt} handed back by its worker"));
-                    if t.attempt >= max_attempts.saturating_mul(4) {
-                        t.state = TrialState::Failed;
-                        t.error = Some(format!("handed back {} times", t.attempt));
-                        t.ended_at = Some(t_now);
-                    }
-                }
-                _ => {
-                    for (n, v) in metrics.into_iter().filter(|(_, v)| v.is_finite()) {
-                        t.metrics.insert(n, v);
-                    }
-                    t.confusion = confusion;
-                    t.output =
-                        (!output.is_empty()).then(|| truncate_tail(&output, MAX_OUTPUT_BYTES));
-                    t.completed_attempt = Some(attempt);
-                    t.ended_at = Some(t_now);
-                    t.duration = t.started_at.map_or(0.0, |s| (t_now - s).max(0.0));
-                    t.state = match outcome {
-                        Outcome::Finished => TrialState::Finished,
-                        Outcome::Stopped => TrialState::Stopped,
-                        _ => TrialState::Failed,
-                    };
-                    t.error = match outcome {
-                        Outcome::Diverged => Some(if error.is_empty() {
-                            "diverged".into()
-                        } else {
-                            format!("diverged: {error}")
-                        }),
-                        Outcome::Failed => Some(if error.is_empty() {
-                            "failed".into()
-                        } else {
-                            error
-                        }),
-                        // Keep the coordinator's own reason (rule, band, threshold, value).
-                        Outcome::Stopped => t.error.clone().or(Some(if error.is_empty() {
-                            "stopped".into()
-                        } else {
-                            error
-                        })),
-                        // A finished trial's note (a program that never logged the metric).
-                        _ => (!error.is_empty()).then_some(error),
-                    };
-                }
-            }
-            let requeue = t.state == TrialState::Queued;
-            let row = t.row(sweep);
-            let reached = matches!(t.state, TrialState::Finished | TrialState::Stopped)
-                && match (sw.spec.metric.target, t.final_value(&sw.spec.metric.name)) {
-                    (Some(target), Some(v)) => v == target || sw.spec.metric.goal.better(v, target),
-                    _ => false,
-                };
             if requeue {
                 sw.queue.push_back(trial);
             }
@@ -1404,13 +1088,14 @@ impl Engine {
                 tracing::info!(sweep = %sw.id, trial, "metric target reached: the sweep is finished");
                 sw.state = SweepState::Finished;
                 for n in sw.queue.drain(..).collect::<Vec<_>>() {
-                    if let Some(q) = sw.trials.get_mut(&n) {
+                    let row = sw.edit(n, |q| {
                         q.state = TrialState::Stopped;
                         q.error = Some(
                             "the sweep reached its metric target before this trial ran".into(),
                         );
-                        extra_rows.push(q.row(sweep));
-                    }
+                        q.row(sweep)
+                    });
+                    extra_rows.extend(row);
                 }
             }
             sw.maybe_finish();
@@ -1460,11 +1145,15 @@ impl Engine {
                 drop.push(l.clone());
                 continue;
             };
-            match sw.trials.get_mut(&n) {
-                Some(t) if t.state == TrialState::Running && t.lease_id.as_deref() == Some(l) => {
+            let held = sw.edit(n, |t| {
+                let held = t.state == TrialState::Running && t.lease_id.as_deref() == Some(l);
+                if held {
                     t.lease_expires = now() + ttl;
                 }
-                _ => drop.push(l.clone()),
+                held
+            });
+            if held != Some(true) {
+                drop.push(l.clone());
             }
         }
         drop
@@ -1486,33 +1175,42 @@ impl Engine {
                 let mut any = false;
                 let max = sw.spec.max_attempts;
                 let mut requeued = Vec::new();
-                for t in sw.trials.values_mut() {
-                    if t.state != TrialState::Running || t.lease_expires > t_now {
+                let expired: Vec<u64> = sw
+                    .running()
+                    .filter(|n| sw.trial(*n).is_some_and(|t| t.lease_expires <= t_now))
+                    .collect();
+                for n in expired {
+                    let id = sw.id.clone();
+                    let row = sw.edit(n, |t| {
+                        let lease = t.lease_id.take();
+                        let w = t.worker.clone().unwrap_or_default();
+                        if t.attempt >= max {
+                            t.state = TrialState::Failed;
+                            t.ended_at = Some(t_now);
+                            t.error = Some(format!(
+                                "lease expired on attempt {} of {max} (last worker {w})",
+                                t.attempt
+                            ));
+                        } else {
+                            t.state = TrialState::Queued;
+                            t.error = Some(format!(
+                                "lease of attempt {} expired (worker {w})",
+                                t.attempt
+                            ));
+                        }
+                        tracing::warn!(sweep = %id, trial = t.number, attempt = t.attempt, worker = %w, state = t.state.name(), "lease expired");
+                        (lease, t.state == TrialState::Queued, t.row(&id))
+                    });
+                    let Some((lease, queued, row)) = row else {
                         continue;
+                    };
+                    dropped.extend(lease);
+                    if queued {
+                        requeued.push(n);
                     }
-                    if let Some(l) = t.lease_id.take() {
-                        dropped.push(l);
-                    }
-                    let w = t.worker.clone().unwrap_or_default();
-                    if t.attempt >= max {
-                        t.state = TrialState::Failed;
-                        t.ended_at = Some(t_now);
-                        t.error = Some(format!(
-                            "lease expired on attempt {} of {max} (last worker {w})",
-                            t.attempt
-                        ));
-                    } else {
-                        t.state = TrialState::Queued;
-                        t.error = Some(format!(
-                            "lease of attempt {} expired (worker {w})",
-                            t.attempt
-                        ));
-                        requeued.push(t.number);
-                    }
-                    tracing::warn!(sweep = %sw.id, trial = t.number, attempt = t.attempt, worker = %w, state = t.state.name(), "lease expired");
                     self.inner.counters.leases_expired.inc();
-                    rows.push(t.row(&sw.id));
-                    changed.push((sw.id.clone(), t.number));
+                    rows.push(row);
+                    changed.push((id, n));
                     any = true;
                 }
                 sw.queue.extend(requeued);
@@ -1577,7 +1275,7 @@ impl Engine {
                 // Queued trials will not run; running ones are told to stop on their next Report.
                 let queued: Vec<u64> = sw.queue.drain(..).collect();
                 for n in queued {
-                    if let Some(t) = sw.trials.get_mut(&n) {
+                    sw.edit(n, |t| {
                         t.state = TrialState::Stopped;
                         t.error = Some(if t.attempt == 0 {
                             "the sweep was stopped before this trial ran".into()
@@ -1587,14 +1285,14 @@ impl Engine {
                                 t.attempt
                             )
                         });
-                    }
+                    });
                 }
             }
             if action == SweepState::Running {
                 sw.maybe_finish();
             }
             let rows: Vec<TrialRow> = sw
-                .trials
+                .trials()
                 .values()
                 .filter(|t| t.state == TrialState::Stopped && t.completed_attempt.is_none())
                 .map(|t| t.row(&sw.id))
