@@ -38,6 +38,9 @@ pub struct BenchArgs {
     /// Also run the sweep with this many `watch` streams open and compare
     #[arg(long, default_value_t = 0)]
     pub watchers: usize,
+    /// Runs (pairs of runs, with observers) to take the median of
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
     /// Also run the sweep with this many dashboard pages open (simulated: the page's event
     /// stream and the requests it makes) and compare
     #[arg(long, default_value_t = 0)]
@@ -326,24 +329,42 @@ pub async fn run(a: &BenchArgs) -> Result<(), CliError> {
     let dir = std::env::temp_dir().join(format!("sweep-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| CliError::Other(e.to_string()))?;
-    let mut alone = one_run(a, &dir, 0, 0).await?;
-    print_run(a, &mut alone, "");
-    let rate = alone.rate;
-    if a.watchers > 0 || a.pages > 0 {
-        let mut watched = one_run(a, &dir, a.watchers, a.pages).await?;
-        print_run(
-            a,
-            &mut watched,
-            &format!(
-                ", {} watch streams and {} dashboard pages",
-                a.watchers, a.pages
-            ),
-        );
+    // With observers, runs without and with them alternate, so that drift in the machine
+    // falls on both; the medians are compared.
+    let observed = a.watchers > 0 || a.pages > 0;
+    let (mut alone_rates, mut watched_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..a.repeat.max(1) {
+        let mut alone = one_run(a, &dir, 0, 0).await?;
+        print_run(a, &mut alone, "");
+        alone_rates.push(alone.rate);
+        if observed {
+            let mut watched = one_run(a, &dir, a.watchers, a.pages).await?;
+            print_run(
+                a,
+                &mut watched,
+                &format!(
+                    ", {} watch streams and {} dashboard pages",
+                    a.watchers, a.pages
+                ),
+            );
+            println!(
+                "  observers received {} watch events and made {} page requests; throughput {:.1}% of the run without observers",
+                watched.observed.0,
+                watched.observed.1,
+                100.0 * watched.rate / alone.rate
+            );
+            watched_rates.push(watched.rate);
+            ratios.push(watched.rate / alone.rate);
+        }
+    }
+    let rate = median(alone_rates);
+    if observed && a.repeat > 1 {
         println!(
-            "  observers received {} watch events and made {} page requests; throughput {:.1}% of the run without observers",
-            watched.observed.0,
-            watched.observed.1,
-            100.0 * watched.rate / rate
+            "median of {} pairs: {:.0} trials/s without observers, {:.0} with; {:.1}% (median of the pairs' ratios)",
+            ratios.len(),
+            rate,
+            median(watched_rates),
+            100.0 * median(ratios)
         );
     }
     if !a.no_reference && python_imports("optuna") {

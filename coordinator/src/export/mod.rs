@@ -372,7 +372,7 @@ pub fn info_json(s: &pb::SweepInfo) -> serde_json::Value {
         "id": s.id, "name": s.name, "method": s.method, "state": state_name(s.state),
         "metric": s.metric, "goal": s.goal, "total": if s.total > 0 { Some(s.total) } else { None },
         "queued": s.queued, "running": s.running, "finished": s.finished, "failed": s.failed,
-        "stopped": s.stopped, "best": s.best, "best_trial": s.best_trial, "workers": s.workers,
+        "stopped": s.stopped, "ranked": s.ranked, "best": s.best, "best_trial": s.best_trial, "workers": s.workers,
         "created_at": s.created_at, "updated_at": s.updated_at, "notices": s.notices,
     })
 }

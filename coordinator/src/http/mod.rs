@@ -41,6 +41,48 @@ struct App {
     auth: ServerAuth,
     metrics: Arc<CoordinatorMetrics>,
     engine: crate::engine::Engine,
+    figures: Arc<std::sync::Mutex<Figures>>,
+}
+
+/// The figures of many trials (`parallel.svg`, `importance.*`) as they were last made, shared
+/// by every page that asks: each dashboard page asks every few seconds while a sweep runs.
+#[derive(Debug, Default)]
+struct Figures {
+    made: std::collections::HashMap<(String, String), Figure>,
+}
+
+#[derive(Debug)]
+struct Figure {
+    /// Trials ended (and the sweep's state) when it was made: the same means the same figure.
+    ended: (u64, i32),
+    at: std::time::Instant,
+    bytes: Vec<u8>,
+}
+
+/// How long a figure of a sweep that has changed since is still served.
+const FIGURE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Figures {
+    fn get(&self, key: &(String, String), ended: (u64, i32)) -> Option<Vec<u8>> {
+        self.made
+            .get(key)
+            .filter(|f| f.ended == ended || f.at.elapsed() < FIGURE_MAX_AGE)
+            .map(|f| f.bytes.clone())
+    }
+
+    fn put(&mut self, key: (String, String), ended: (u64, i32), bytes: Vec<u8>) {
+        // Bounded: figures not asked for in a minute go.
+        self.made
+            .retain(|_, f| f.at.elapsed() < std::time::Duration::from_secs(60));
+        self.made.insert(
+            key,
+            Figure {
+                ended,
+                at: std::time::Instant::now(),
+                bytes,
+            },
+        );
+    }
 }
 
 /// The API router.
@@ -66,6 +108,7 @@ pub fn router(
             auth,
             metrics,
             engine,
+            figures: Arc::default(),
         })
         .layer(axum::middleware::from_fn_with_state(guard, guard::check))
 }
@@ -152,6 +195,7 @@ async fn leaderboard(
             sweep_id: id,
             top: q.top,
             running: q.running,
+            sample: 0,
         }))
         .await
     {
@@ -222,38 +266,69 @@ async fn control(
 /// first event only) and `changes`: each trial that changed and its new metric points as
 /// `[step, name, value]`.
 async fn events(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    use crate::service::watch::Next;
     use axum::response::sse::{Event, KeepAlive, Sse};
-    use tokio_stream::StreamExt;
     if let Some(r) = reject(&app, &headers) {
         return r;
     }
-    let stream = match app
-        .sweeps
-        .watch(Request::new(pb::WatchRequest {
-            sweep_id: id,
-            detail: pb::WatchDetail::All as i32,
-        }))
-        .await
-    {
-        Ok(r) => r.into_inner(),
+    let (first, mut follower) = match app.sweeps.follow(&id) {
+        Ok(f) => f,
         Err(s) => return from_status(s),
     };
-    let sse = stream.map(|ev| {
-        let data = match ev {
-            Ok(ev) => json!({
-                "sweep": ev.sweep.as_ref().map(export::info_json),
-                "changes": ev.changes.iter().map(|c| json!({
-                    "trial": c.trial.as_ref().map(export::summary_json),
-                    "points": c.points.iter().map(|p| json!([p.step, p.name, p.value])).collect::<Vec<_>>(),
-                })).collect::<Vec<_>>(),
-            }),
-            Err(s) => json!({"error": s.message()}),
-        };
-        Ok::<_, std::convert::Infallible>(Event::default().event("update").data(data.to_string()))
+    let update = |data: String| {
+        Ok::<_, std::convert::Infallible>(Event::default().event("update").data(data))
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let closing = app.engine.closing();
+    tokio::spawn(async move {
+        tokio::pin!(closing);
+        let over = crate::service::watch::is_over(&first);
+        if tx.send(update(event_json(&first, &[]))).await.is_err() || over {
+            return;
+        }
+        loop {
+            let next = tokio::select! {
+                n = follower.next() => n,
+                () = &mut closing => {
+                    let data = json!({"error": crate::service::SHUTTING_DOWN}).to_string();
+                    let _ = tx.send(update(data)).await;
+                    return;
+                }
+            };
+            let (data, over) = match next {
+                // Made once per look, for every page that follows the sweep.
+                Next::Look(look) => (
+                    look.text
+                        .get_or_init(|| event_json(&look.info, &look.changes))
+                        .clone(),
+                    crate::service::watch::is_over(&look.info),
+                ),
+                Next::Behind(info) => (
+                    event_json(&info, &[]),
+                    crate::service::watch::is_over(&info),
+                ),
+                Next::End => return,
+            };
+            if tx.send(update(data)).await.is_err() || over {
+                return;
+            }
+        }
     });
-    Sse::new(sse)
+    Sse::new(tokio_stream::wrappers::ReceiverStream::new(rx))
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+/// One event of the dashboard's stream: `{sweep, changes: [{trial, points}]}`.
+fn event_json(info: &pb::SweepInfo, changes: &[pb::TrialChange]) -> String {
+    json!({
+        "sweep": export::info_json(info),
+        "changes": changes.iter().map(|c| json!({
+            "trial": c.trial.as_ref().map(export::summary_json),
+            "points": c.points.iter().map(|p| json!([p.step, p.name, p.value])).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+    .to_string()
 }
 
 /// A trial number from the path, or why it is not one (a 400 answer).
@@ -306,13 +381,20 @@ fn download(name: &str, bytes: Vec<u8>) -> Response {
         .into_response()
 }
 
-/// The leaderboard and, when `details` > 0, the top trials with curves (best first).
-async fn fetch(app: &App, id: &str, details: usize) -> Result<report::ReportData, Response> {
+/// The leaderboard (all of it, or an even sample of `sample` ranked trials) and, when
+/// `details` > 0, the top trials with curves (best first).
+async fn fetch(
+    app: &App,
+    id: &str,
+    details: usize,
+    sample: u32,
+) -> Result<report::ReportData, Response> {
     let leaderboard = app
         .sweeps
         .leaderboard(Request::new(pb::LeaderboardRequest {
             sweep_id: id.to_string(),
             top: 0,
+            sample,
             ..Default::default()
         }))
         .await
@@ -358,7 +440,36 @@ async fn sweep_file(
         n if n.starts_with("confusion_best") => 1,
         _ => report::TOP_CURVES,
     };
-    let data = match fetch(&app, &id, details).await {
+    // The figures of many trials use an even sample of the ranked ones (report::sample): asked
+    // for as such, a sweep of a million trials is not copied for them; and they are shared.
+    let many = matches!(
+        name.as_str(),
+        "parallel.svg" | "importance.json" | "importance.svg"
+    );
+    let sample = if many {
+        report::MAX_FIGURE_TRIALS as u32
+    } else {
+        0
+    };
+    let key = (id.clone(), name.clone());
+    let ended = app
+        .engine
+        .with_sweep(&id, |s| {
+            let c = s.counts();
+            (c.finished + c.stopped + c.failed, s.state as i32)
+        })
+        .unwrap_or_default();
+    if many {
+        let cached = app
+            .figures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key, ended);
+        if let Some(bytes) = cached {
+            return download(&name, bytes);
+        }
+    }
+    let data = match fetch(&app, &id, details, sample).await {
         Ok(d) => d,
         Err(r) => return r,
     };
@@ -384,6 +495,12 @@ async fn sweep_file(
             None => return no_matrix(),
         }
     };
+    if many {
+        app.figures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(key, ended, bytes.clone());
+    }
     download(&name, bytes)
 }
 

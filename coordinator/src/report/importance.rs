@@ -146,12 +146,14 @@ fn pearson(xy: &[(f64, f64)]) -> Option<f64> {
     (sxx > 0.0 && syy > 0.0).then(|| sxy / (sxx * syy).sqrt())
 }
 
-/// The JSON written beside `importance.svg`.
-pub fn to_json(metric: &str, trials: usize, imps: &[Importance]) -> Value {
+/// The JSON written beside `importance.svg`: over `trials` of the sweep's `ranked` trials
+/// (all of them, or a sample evenly spaced by rank).
+pub fn to_json(metric: &str, trials: usize, ranked: usize, imps: &[Importance]) -> Value {
     json!({
         "schema_version": 1,
         "metric": metric,
         "trials": trials,
+        "ranked_trials": ranked,
         "method": "first-order variance decomposition: eta_squared is the share of the metric's variance explained by the parameter's groups (its values, or 5 quantile bins of a numeric parameter); importance is eta_squared normalised to sum to 1; correlation is Pearson's r of the value (log when it spans > 100x) with the metric",
         "parameters": imps.iter().map(|i| json!({
             "name": i.name,
@@ -203,7 +205,7 @@ mod tests {
         assert!(b.eta_squared < 0.1 && b.kind == "categorical");
         let sum: f64 = imps.iter().map(|i| i.importance).sum();
         assert!((sum - 1.0).abs() < 1e-12);
-        let j = to_json("loss", 40, &imps);
+        let j = to_json("loss", 40, 40, &imps);
         assert_eq!(j["parameters"].as_array().unwrap().len(), 3);
     }
 

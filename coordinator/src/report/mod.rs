@@ -182,6 +182,19 @@ pub fn confusion_png(title: &str, c: &pb::ConfusionMatrix) -> Result<Vec<u8>, St
     })
 }
 
+/// Most ranked trials the parallel view and the importances use; more are sampled evenly by
+/// rank (the statistics need no more, and the pictures cannot show more).
+pub const MAX_FIGURE_TRIALS: usize = 10_000;
+
+/// Which of `n` ranked trials (by position, 0 the best) a figure of at most `k` uses: all of
+/// them, or `k` evenly spaced from the best.
+pub fn sample(n: usize, k: usize) -> std::collections::BTreeSet<usize> {
+    if n <= k {
+        return (0..n).collect();
+    }
+    (0..k).map(|j| j * n / k).collect()
+}
+
 /// The figures of one report, each drawn on demand.
 struct Figures<'a> {
     data: &'a ReportData,
@@ -198,11 +211,13 @@ impl<'a> Figures<'a> {
         let sweep = lb.sweep.clone().unwrap_or_default();
         let metric = sweep.metric.clone();
         let maximize = sweep.goal != "minimize";
-        let rows = lb
-            .trials
-            .iter()
-            .filter(|t| t.rank > 0)
-            .filter_map(|t| {
+        let ranked: Vec<&pb::TrialSummary> = lb.trials.iter().filter(|t| t.rank > 0).collect();
+        let keep = sample(ranked.len(), MAX_FIGURE_TRIALS);
+        let rows = ranked
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| keep.contains(i))
+            .filter_map(|(_, t)| {
                 let m = t.metrics.get(&metric).copied()?;
                 m.is_finite().then(|| (params_of(t), m))
             })
@@ -318,8 +333,14 @@ impl<'a> Figures<'a> {
 
     fn importance_json(&self) -> String {
         let imps = importance::importances(&self.rows);
-        serde_json::to_string_pretty(&importance::to_json(&self.metric, self.rows.len(), &imps))
-            .unwrap_or_default()
+        let ranked = (self.sweep.ranked as usize).max(self.rows.len());
+        serde_json::to_string_pretty(&importance::to_json(
+            &self.metric,
+            self.rows.len(),
+            ranked,
+            &imps,
+        ))
+        .unwrap_or_default()
     }
 
     fn importance_svg(&self) -> Result<String, String> {

@@ -38,6 +38,7 @@ pub fn sweep_info(s: &Sweep, workers: u32) -> pb::SweepInfo {
         updated_at: s.updated_at,
         workers,
         notices: s.notices(),
+        ranked: s.ranked_len() as u64,
     }
 }
 
@@ -57,21 +58,6 @@ pub fn trial_summary(s: &Sweep, t: &Trial, rank: u32) -> pb::TrialSummary {
         worker: t.worker.clone().unwrap_or_default(),
         error: t.error.clone().unwrap_or_default(),
         rank,
-    }
-}
-
-/// What a log of results needs of an ended trial: a summary without parameters, best value
-/// or rank.
-pub fn trial_result(t: &Trial) -> pb::TrialSummary {
-    pb::TrialSummary {
-        trial: t.number,
-        state: t.state.name().into(),
-        metrics: t.metrics.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-        attempts: t.attempt,
-        duration_seconds: t.duration,
-        worker: t.worker.clone().unwrap_or_default(),
-        error: t.error.clone().unwrap_or_default(),
-        ..Default::default()
     }
 }
 

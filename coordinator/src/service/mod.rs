@@ -3,8 +3,8 @@
 //! `tonic::Status` exactly once, here.
 
 pub mod convert;
+pub mod watch;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,14 +13,13 @@ use std::time::Duration;
 use sweep_proto::pb;
 use sweep_proto::pb::coordinator_server::{Coordinator, CoordinatorServer};
 use sweep_proto::pb::sweeps_server::{Sweeps, SweepsServer};
-use tokio::sync::broadcast;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::config::SweepSpec;
 use crate::engine::{Action, Engine, EngineError, Outcome, SweepState};
 use crate::metrics::CoordinatorMetrics;
-use convert::{sweep_info, trial_detail, trial_result, trial_summary};
+use convert::{sweep_info, trial_detail, trial_summary};
 
 /// Largest message either side accepts (a confusion matrix of 1,024 classes fits).
 pub use sweep_proto::conn::MAX_MESSAGE_BYTES;
@@ -101,6 +100,16 @@ pub struct CoordinatorService {
 pub struct SweepsService {
     engine: Engine,
     metrics: Arc<CoordinatorMetrics>,
+    hubs: watch::Hubs,
+}
+
+impl SweepsService {
+    /// Follows sweep `id` (the Watch RPC and the dashboard's event stream): its summary now,
+    /// with the config, and the shared looks from then on.
+    pub fn follow(&self, id: &str) -> Result<(pb::SweepInfo, watch::Follower), Status> {
+        id_ok("sweep_id", id)?;
+        watch::Follower::start(&self.hubs, &self.engine, id)
+    }
 }
 
 fn id_ok(what: &str, id: &str) -> Result<(), Status> {
@@ -347,7 +356,15 @@ impl Sweeps for SweepsService {
         let r = req.into_inner();
         let workers = self.engine.live_workers();
         let resp = self.engine.with_sweep(&r.sweep_id, |s| {
-            let trials: Vec<pb::TrialSummary> = if r.top > 0 {
+            let trials: Vec<pb::TrialSummary> = if r.top == 0 && r.sample > 0 {
+                let keep = crate::report::sample(s.ranked_len(), r.sample as usize);
+                s.ranked()
+                    .take_while(|(rank, _)| *rank >= 1)
+                    .enumerate()
+                    .filter(|(i, _)| keep.contains(i))
+                    .map(|(_, (rank, t))| trial_summary(s, t, rank))
+                    .collect()
+            } else if r.top > 0 {
                 let mut top: Vec<pb::TrialSummary> = s
                     .ranked()
                     .take_while(|(rank, _)| *rank >= 1 && *rank <= r.top)
@@ -397,151 +414,42 @@ impl Sweeps for SweepsService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let _t = self.metrics.rpc("Watch");
         let req = req.into_inner();
-        let ended_only = req.detail() == pb::WatchDetail::Ended;
-        let id = req.sweep_id;
-        let engine = self.engine.clone();
-        let mut rx = engine.subscribe();
-        let workers = engine.live_workers();
-        let first = engine.with_sweep(&id, |s| sweep_info(s, workers))?;
-        let closing = engine.closing();
+        let detail = req.detail();
+        let (first, mut follower) = self.follow(&req.sweep_id)?;
+        let closing = self.engine.closing();
         let stream = async_stream(move |tx| async move {
             tokio::pin!(closing);
-            let mut info = first;
-            let mut last_look = tokio::time::Instant::now();
-            if tx
-                .send(Ok(pb::WatchEvent {
-                    sweep: Some(info.clone()),
-                    changes: Vec::new(),
-                }))
-                .await
-                .is_err()
-            {
+            let over = watch::is_over(&first);
+            let first = pb::WatchEvent {
+                sweep: Some(first),
+                changes: Vec::new(),
+            };
+            if tx.send(Ok(first)).await.is_err() || over {
                 return;
             }
             loop {
-                let terminal = info.state == pb::SweepState::Finished as i32
-                    || info.state == pb::SweepState::Stopped as i32;
-                if terminal && info.running == 0 {
-                    return;
-                }
                 let next = tokio::select! {
-                    r = tokio::time::timeout(Duration::from_secs(5), rx.recv()) => r,
+                    n = follower.next() => n,
                     () = &mut closing => {
-                        let _ = tx
-                            .send(Err(Status::unavailable(SHUTTING_DOWN)))
-                            .await;
+                        let _ = tx.send(Err(Status::unavailable(SHUTTING_DOWN))).await;
                         return;
                     }
                 };
-                // Changes close together are merged: a stream looks at the sweep at most once
-                // per WATCH_INTERVAL and answers every change waiting in one event, whatever
-                // the size of the sweep.
-                let mut changed = Changes::default();
-                match next {
-                    Ok(Ok(ev)) => changed.add(&id, ev),
-                    Ok(Err(broadcast::error::RecvError::Lagged(_))) | Err(_) => {
-                        changed.sweep = true;
-                    }
-                    Ok(Err(_)) => return,
-                }
-                if !changed.sweep && changed.trials.is_empty() {
-                    continue;
-                }
-                tokio::select! {
-                    () = tokio::time::sleep_until(last_look + WATCH_INTERVAL) => {}
-                    () = &mut closing => {
-                        let _ = tx
-                            .send(Err(Status::unavailable(SHUTTING_DOWN)))
-                            .await;
-                        return;
-                    }
-                }
-                last_look = tokio::time::Instant::now();
-                for _ in 0..MAX_MERGED_EVENTS {
-                    match rx.try_recv() {
-                        Ok(ev) => changed.add(&id, ev),
-                        Err(broadcast::error::TryRecvError::Lagged(_)) => changed.sweep = true,
-                        Err(_) => break,
-                    }
-                }
-                let workers = engine.live_workers();
-                let Ok((new_info, changes)) = engine.with_sweep(&id, |s| {
-                    let changes: Vec<pb::TrialChange> = changed
-                        .trials
-                        .iter()
-                        .filter_map(|(n, steps)| {
-                            let t = s.trial(*n)?;
-                            if ended_only {
-                                return t.state.is_terminal().then(|| pb::TrialChange {
-                                    trial: Some(trial_result(t)),
-                                    points: Vec::new(),
-                                });
-                            }
-                            let points = steps
-                                .iter()
-                                .filter_map(|step| t.curve.get(step).map(|m| (step, m)))
-                                .flat_map(|(step, m)| {
-                                    m.iter().map(|(name, value)| pb::MetricPoint {
-                                        step: *step,
-                                        name: name.clone(),
-                                        value: *value,
-                                    })
-                                })
-                                .collect();
-                            Some(pb::TrialChange {
-                                trial: Some(trial_summary(s, t, 0)),
-                                points,
-                            })
-                        })
-                        .collect();
-                    (sweep_info(s, workers), changes)
-                }) else {
-                    return;
+                let ev = match next {
+                    watch::Next::Look(look) => look.event(detail),
+                    watch::Next::Behind(info) => pb::WatchEvent {
+                        sweep: Some(*info),
+                        changes: Vec::new(),
+                    },
+                    watch::Next::End => return,
                 };
-                info = new_info;
-                // The config never changes: only the first event carries it.
-                info.config_json.clear();
-                let ev = pb::WatchEvent {
-                    sweep: Some(info.clone()),
-                    changes,
-                };
-                if tx.send(Ok(ev)).await.is_err() {
+                let over = ev.sweep.as_ref().is_some_and(watch::is_over);
+                if tx.send(Ok(ev)).await.is_err() || over {
                     return;
                 }
             }
         });
         Ok(Response::new(Box::pin(stream)))
-    }
-}
-
-/// Most engine events one Watch stream merges into one look at the sweep.
-const MAX_MERGED_EVENTS: usize = 16_384;
-
-/// The shortest time between two looks at the sweep by one Watch stream: a burst of changes
-/// (thousands of trials a second) becomes ten events a second for each watcher.
-const WATCH_INTERVAL: Duration = Duration::from_millis(100);
-
-/// What changed in one sweep since a Watch stream last looked.
-#[derive(Debug, Default)]
-struct Changes {
-    /// The sweep itself (or events were missed): its summary is due.
-    sweep: bool,
-    /// Changed trials and the steps they reported.
-    trials: BTreeMap<u64, BTreeSet<u32>>,
-}
-
-impl Changes {
-    fn add(&mut self, id: &str, ev: crate::engine::Event) {
-        if *ev.sweep_id != *id {
-            return;
-        }
-        match ev.trial {
-            Some(n) => {
-                let steps = self.trials.entry(n).or_default();
-                steps.extend(ev.step);
-            }
-            None => self.sweep = true,
-        }
     }
 }
 
@@ -612,6 +520,7 @@ pub async fn serve(
     let sweeps_svc = SweepsService {
         engine: engine.clone(),
         metrics: metrics.clone(),
+        hubs: watch::Hubs::default(),
     };
     // The certificate and key, read once: gRPC and the HTTP listener serve the same identity.
     let tls_pem = match &opts.tls {
