@@ -121,6 +121,16 @@ pub fn channel(opts: &ClientOptions) -> Result<AuthChannel, ConnError> {
         url: opts.url.clone(),
         reason,
     };
+    if !opts.url.starts_with("http://") && !opts.url.starts_with("https://") {
+        let guess = if opts.url.contains("://") {
+            String::new()
+        } else {
+            format!("; did you mean http://{}?", opts.url)
+        };
+        return Err(bad(format!(
+            "expected http://HOST:PORT (or https:// with --tls-ca){guess}"
+        )));
+    }
     let mut ep = Endpoint::from_shared(opts.url.clone()).map_err(|e| bad(e.to_string()))?;
     let https = opts.url.starts_with("https://");
     if let Some(ca) = &opts.tls_ca {
@@ -202,6 +212,19 @@ impl Interceptor for ServerAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_without_a_scheme_is_explained() {
+        let opts = |url: &str| ClientOptions {
+            url: url.into(),
+            token: None,
+            tls_ca: None,
+        };
+        let e = channel(&opts("127.0.0.1:50051")).unwrap_err().to_string();
+        assert!(e.contains("did you mean http://127.0.0.1:50051?"), "{e}");
+        let e = channel(&opts("grpc://h:1")).unwrap_err().to_string();
+        assert!(e.contains("expected http://HOST:PORT"), "{e}");
+    }
 
     #[test]
     fn the_token_is_checked_and_never_printed() {

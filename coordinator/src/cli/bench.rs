@@ -130,6 +130,8 @@ struct Throughput {
     observed: (u64, u64),
     /// CPU seconds the coordinator spent from submit to the sweep's end.
     cpu: f64,
+    /// CPU seconds this process (the probe and the observers' clients) spent meanwhile.
+    own: f64,
 }
 
 /// A free loopback port (for the HTTP listener of the pages).
@@ -160,6 +162,7 @@ async fn one_run(
         .collect();
     let (server, url) = start_server(&store, &extra)?;
     let cpu0 = cpu_seconds(server.0.id()).unwrap_or(f64::NAN);
+    let own0 = cpu_seconds(std::process::id()).unwrap_or(f64::NAN);
     let worker_bin = sibling("worker")?;
     let mut workers = Vec::new();
     for _ in 0..a.workers {
@@ -278,6 +281,7 @@ async fn one_run(
     };
     let secs = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds(server.0.id()).unwrap_or(f64::NAN) - cpu0;
+    let own = cpu_seconds(std::process::id()).unwrap_or(f64::NAN) - own0;
     let observed = observers.finish().await?;
     drop(workers);
     Ok(Throughput {
@@ -290,6 +294,7 @@ async fn one_run(
         complete_ms,
         observed,
         cpu,
+        own,
     })
 }
 
@@ -299,9 +304,10 @@ fn print_run(a: &BenchArgs, r: &mut Throughput, observers: &str) {
         a.trials, a.epochs, a.workers, a.slots, r.secs, r.rate, r.info.finished, r.info.failed
     );
     println!(
-        "  coordinator CPU {:.2} s ({:.0} µs per trial); the probe ran {} trials under that load; latency in ms (p50 / p90 / p99):",
+        "  CPU: coordinator {:.2} s ({:.0} µs per trial), bench process (probe, observers' clients) {:.2} s; the probe ran {} trials under that load; latency in ms (p50 / p90 / p99):",
         r.cpu,
         r.cpu * 1e6 / a.trials as f64,
+        r.own,
         r.probe_trials
     );
     for (name, v) in [

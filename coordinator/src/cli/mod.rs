@@ -510,33 +510,50 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
             } else if sweeps.is_empty() {
                 println!("no sweeps");
             } else {
-                println!(
-                    "{:<10} {:<20} {:<7} {:<9} {:>9} {:>7} {:>6} {:>7}  best",
-                    "id", "name", "method", "state", "done/total", "running", "failed", "workers"
-                );
-                for s in &sweeps {
-                    let done = s.finished + s.stopped + s.failed;
-                    let total = if s.total > 0 {
-                        s.total.to_string()
-                    } else {
-                        "∞".into()
-                    };
-                    let best = s.best.map_or("-".into(), |b| {
-                        format!("{b:.4} (trial {})", s.best_trial.unwrap_or(0))
-                    });
-                    println!(
-                        "{:<10} {:<20} {:<7} {:<9} {:>9} {:>7} {:>6} {:>7}  {} {}",
-                        export::terminal_safe(&s.id),
-                        export::terminal_safe(&s.name),
-                        export::terminal_safe(&s.method),
-                        export::state_name(s.state),
-                        format!("{done}/{total}"),
-                        s.running,
-                        s.failed,
-                        s.workers,
-                        export::terminal_safe(&s.metric),
-                        best
-                    );
+                // Columns as wide as their longest entry (names of any length line up).
+                let rows: Vec<[String; 10]> = sweeps
+                    .iter()
+                    .map(|s| {
+                        let done = s.finished + s.stopped + s.failed;
+                        let total = if s.total > 0 {
+                            s.total.to_string()
+                        } else {
+                            "∞".into()
+                        };
+                        let best = s.best.map_or("-".into(), |b| {
+                            format!("{b:.4} (trial {})", s.best_trial.unwrap_or(0))
+                        });
+                        [
+                            export::terminal_safe(&s.id).into_owned(),
+                            export::terminal_safe(&s.name).into_owned(),
+                            export::terminal_safe(&s.method).into_owned(),
+                            export::state_name(s.state).to_string(),
+                            format!("{done}/{total}"),
+                            s.running.to_string(),
+                            s.failed.to_string(),
+                            s.workers.to_string(),
+                            export::terminal_safe(&s.metric).into_owned(),
+                            best,
+                        ]
+                    })
+                    .collect();
+                let head = [
+                    "id",
+                    "name",
+                    "method",
+                    "state",
+                    "done/total",
+                    "running",
+                    "failed",
+                    "workers",
+                    "metric",
+                    "best",
+                ]
+                .map(String::from);
+                let w = widths(&[&[head.clone()][..], &rows].concat());
+                println!("{}", table_line(&head, &w));
+                for r in &rows {
+                    println!("{}", table_line(r, &w));
                 }
                 for s in &sweeps {
                     for n in &s.notices {
@@ -892,4 +909,39 @@ async fn run_local(
         Some(n) => Err(CliError::Interrupted(n)),
         None => Ok(()),
     }
+}
+
+/// The width of each column of `status`'s table: its widest entry, in characters.
+fn widths(rows: &[[String; 10]]) -> [usize; 10] {
+    let mut w = [0; 10];
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    w
+}
+
+/// One line of `status`'s table: the counts right-aligned, the rest left-aligned, the last
+/// column unpadded.
+fn table_line(cells: &[String; 10], widths: &[usize; 10]) -> String {
+    let mut line = String::new();
+    for (i, c) in cells.iter().enumerate() {
+        let pad = " ".repeat(widths[i].saturating_sub(c.chars().count()));
+        if i > 0 {
+            line.push_str(if i == 8 { "  " } else { " " });
+        }
+        match i {
+            4..=7 => {
+                line.push_str(&pad);
+                line.push_str(c);
+            }
+            9 => line.push_str(c),
+            _ => {
+                line.push_str(c);
+                line.push_str(&pad);
+            }
+        }
+    }
+    line.trim_end().to_string()
 }

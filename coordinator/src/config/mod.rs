@@ -166,7 +166,8 @@ pub struct SweepSpec {
     pub parameters: BTreeMap<String, ParamSpec>,
     /// Most trials to run (`run_cap`).
     pub run_cap: Option<u64>,
-    /// Seed for random draws and trial seeds (extension; default 0).
+    /// Seed for random draws and trial seeds (extension; drawn per sweep when the config has
+    /// none, and written into the stored config).
     pub seed: u64,
     /// Attempts per trial before it is failed (extension; default 3).
     pub max_attempts: u32,
@@ -491,6 +492,19 @@ impl SweepSpec {
             }
             Method::Random | Method::Bayes => self.run_cap,
         }
+    }
+
+    /// The spec with `seed` written into its config when the config names none: a sweep
+    /// submitted again without a seed draws new trials, and the stored config says how to
+    /// repeat any sweep (put its seed in the file).
+    pub fn with_seed_if_unset(mut self, seed: u64) -> SweepSpec {
+        if let Value::Object(m) = &mut self.raw {
+            if !m.contains_key("seed") {
+                m.insert("seed".into(), seed.into());
+                self.seed = seed;
+            }
+        }
+        self
     }
 
     /// Checks that the built-in MLP trainer understands every parameter and every listed value,

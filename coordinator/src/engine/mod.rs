@@ -529,6 +529,7 @@ impl Engine {
     ) -> Result<String, EngineError> {
         spec.check_trainer()
             .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        let spec = spec.with_seed_if_unset(u64::from(rand::random::<u32>()));
         let id = random_id(4);
         let t = now();
         let name = name.or_else(|| spec.name.clone());

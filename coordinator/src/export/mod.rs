@@ -256,21 +256,85 @@ pub fn write_all(
     Ok(written)
 }
 
-fn short(v: &Value) -> String {
-    match v {
-        Value::Number(n) => {
-            let f = n.as_f64().unwrap_or(0.0);
-            if n.is_f64() && (f.abs() < 1e-3 && f != 0.0) {
-                format!("{f:.0e}")
-            } else if n.is_f64() {
-                format!("{}", (f * 1e6).round() / 1e6)
-            } else {
-                n.to_string()
-            }
+/// `f` with `digits` significant digits, trailing zeros dropped: `0.000968`, `0.1235`, `1.5e-7`.
+fn significant(f: f64, digits: usize) -> String {
+    if f == 0.0 || !f.is_finite() {
+        return f.to_string();
+    }
+    let exp = f.abs().log10().floor() as i32;
+    let trim = |t: String| -> String {
+        if t.contains('.') {
+            t.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            t
         }
+    };
+    if !(-5..6).contains(&exp) {
+        let t = format!("{:.*e}", digits.saturating_sub(1), f);
+        match t.split_once('e') {
+            Some((m, e)) => format!("{}e{e}", trim(m.to_string())),
+            None => t,
+        }
+    } else {
+        let decimals = (digits as i32 - 1 - exp).max(0) as usize;
+        trim(format!("{f:.decimals$}"))
+    }
+}
+
+/// A parameter's value in a text table; floats with `digits` significant digits.
+fn short(v: &Value, digits: usize) -> String {
+    match v {
+        Value::Number(n) if n.is_f64() => significant(n.as_f64().unwrap_or(0.0), digits),
+        Value::Number(n) => n.to_string(),
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
+}
+
+/// How the parameters of a table's trials are shown: those that vary, each with the fewest
+/// significant digits (at least 3) that tell its values apart, and those every trial shares.
+struct ParamColumns {
+    varying: Vec<(String, usize)>,
+    same: Vec<(String, Value)>,
+}
+
+fn param_columns(rows: &[Vec<(String, Value)>]) -> ParamColumns {
+    let mut keys: Vec<String> = Vec::new();
+    for r in rows {
+        for (k, _) in r {
+            if !keys.contains(k) {
+                keys.push(k.clone());
+            }
+        }
+    }
+    let mut cols = ParamColumns {
+        varying: Vec::new(),
+        same: Vec::new(),
+    };
+    for k in keys {
+        let values: Vec<Option<&Value>> = rows
+            .iter()
+            .map(|r| r.iter().find(|(n, _)| *n == k).map(|(_, v)| v))
+            .collect();
+        let first = values[0];
+        if rows.len() > 1 && first.is_some() && values.iter().all(|v| *v == first) {
+            cols.same.push((k, first.cloned().unwrap_or(Value::Null)));
+            continue;
+        }
+        let mut distinct: Vec<&Value> = values.iter().flatten().copied().collect();
+        distinct.sort_by_key(|v| v.to_string());
+        distinct.dedup();
+        let digits = (3..=17)
+            .find(|&d| {
+                let mut shown: Vec<String> = distinct.iter().map(|v| short(v, d)).collect();
+                shown.sort();
+                shown.dedup();
+                shown.len() == distinct.len()
+            })
+            .unwrap_or(17);
+        cols.varying.push((k, digits));
+    }
+    cols
 }
 
 /// Text from clients as a terminal may show it: control characters (escape sequences, line
@@ -306,8 +370,12 @@ pub fn leaderboard_table(lb: &pb::LeaderboardResponse) -> String {
     ] {
         *f = terminal_safe(f).into_owned();
     }
+    let seed = serde_json::from_str::<Value>(&s.config_json)
+        .ok()
+        .and_then(|c| c["seed"].as_u64())
+        .map_or(String::new(), |n| format!(", seed {n}"));
     let mut out = format!(
-        "sweep {}{} ({}, {}): {} finished, {} stopped, {} failed, {} running, {} queued; metric {} ({})\n",
+        "sweep {}{} ({}, {}{seed}): {} finished, {} stopped, {} failed, {} running, {} queued; metric {} ({})\n",
         s.id,
         if s.name.is_empty() { String::new() } else { format!(" \"{}\"", s.name) },
         s.method,
@@ -324,12 +392,22 @@ pub fn leaderboard_table(lb: &pb::LeaderboardResponse) -> String {
         .trials
         .iter()
         .any(|t| t.metrics.contains_key("test_accuracy"));
+    let flat: Vec<Vec<(String, Value)>> = lb.trials.iter().map(flat_params).collect();
+    let cols = param_columns(&flat);
+    if !cols.same.is_empty() {
+        let same: Vec<String> = cols
+            .same
+            .iter()
+            .map(|(k, v)| terminal_safe(&format!("{k}={}", short(v, 6))).into_owned())
+            .collect();
+        let _ = writeln!(out, "the same in every trial: {}", same.join(" "));
+    }
     let _ = write!(out, "{:>4}  {:>5}  {:>12}", "rank", "trial", s.metric);
     if has_test {
         let _ = write!(out, "  {:>8}", "test_acc");
     }
     let _ = writeln!(out, "  {:<9} {:>7}  params", "state", "seconds");
-    for t in &lb.trials {
+    for (t, flat) in lb.trials.iter().zip(&flat) {
         let value = t
             .metrics
             .get(&s.metric)
@@ -347,9 +425,13 @@ pub fn leaderboard_table(lb: &pb::LeaderboardResponse) -> String {
                 .map_or("-".to_string(), |v| format!("{v:.4}"));
             let _ = write!(out, "  {ta:>8}");
         }
-        let params: Vec<String> = flat_params(t)
+        let params: Vec<String> = cols
+            .varying
             .iter()
-            .map(|(k, v)| terminal_safe(&format!("{k}={}", short(v))).into_owned())
+            .filter_map(|(k, digits)| {
+                let (_, v) = flat.iter().find(|(n, _)| n == k)?;
+                Some(terminal_safe(&format!("{k}={}", short(v, *digits))).into_owned())
+            })
             .collect();
         let _ = write!(
             out,
@@ -399,6 +481,35 @@ pub fn trial_json(d: &pb::TrialDetail) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_values_have_the_digits_that_tell_them_apart() {
+        assert_eq!(significant(9.68e-4, 3), "0.000968");
+        assert_eq!(significant(0.1, 3), "0.1");
+        assert_eq!(significant(123.456, 3), "123");
+        assert_eq!(significant(1.5e-7, 3), "1.5e-7");
+        assert_eq!(significant(2.5e7, 3), "2.5e7");
+        let rows = |vals: &[f64]| -> Vec<Vec<(String, Value)>> {
+            vals.iter()
+                .map(|v| {
+                    vec![
+                        ("lr".to_string(), json!(v)),
+                        ("epochs".to_string(), json!(5)),
+                    ]
+                })
+                .collect()
+        };
+        // The learning rates a table once showed as 1e-3, 2e-4, 2e-4.
+        let cols = param_columns(&rows(&[9.68e-4, 2.21e-4, 1.72e-4]));
+        assert_eq!(cols.varying, vec![("lr".to_string(), 3)]);
+        assert_eq!(cols.same, vec![("epochs".to_string(), json!(5))]);
+        let cols = param_columns(&rows(&[0.1, 0.1000001]));
+        assert_eq!(cols.varying, vec![("lr".to_string(), 7)]);
+        assert_eq!(short(&json!(0.1000001), 7), "0.1000001");
+        // One trial: nothing is "the same in every trial".
+        let cols = param_columns(&rows(&[0.5]));
+        assert_eq!(cols.varying.len(), 2);
+    }
 
     fn lb() -> pb::LeaderboardResponse {
         let p =
