@@ -617,7 +617,7 @@ async fn a_confusion_matrix_with_too_many_or_too_long_labels_is_refused() {
 async fn heartbeats_from_unknown_workers_are_not_counted_or_kept() {
     let e = Engine::open(&db("ghosts"), opts(30_000)).unwrap();
     for i in 0..10_000 {
-        let drop = e.heartbeat(&format!("ghost-{i}"), &[format!("lease-{i}")]);
+        let drop = e.heartbeat(&format!("ghost-{i}"), &[format!("lease-{i}")], false);
         assert_eq!(drop.len(), 1);
     }
     assert_eq!(e.live_workers(), 0);
@@ -625,7 +625,7 @@ async fn heartbeats_from_unknown_workers_are_not_counted_or_kept() {
         .register(None, "host".into(), 2, 1, "test".into())
         .await
         .unwrap();
-    e.heartbeat(&id, &[]);
+    e.heartbeat(&id, &[], false);
     assert_eq!(e.live_workers(), 1);
 }
 

@@ -63,7 +63,7 @@ fn ctrl_c_in_run_hands_trials_back_stops_the_sweep_and_exits_130() {
     let mut said = String::new();
     err.read_to_string(&mut said).unwrap();
     assert_eq!(code, Some(130), "{said}");
-    assert!(printed.contains("(grid, stopped)"), "{printed}");
+    assert!(printed.contains("(grid, stopped, seed "), "{printed}");
     assert!(!said.contains("complete failed"), "{said}");
     // The store file alone (no -wal beside it) holds the sweep, with nothing left running.
     let copy = dir.join("copy.db");
@@ -156,4 +156,26 @@ fn sigterm_to_serve_with_streams_open_ends_them_frees_every_port_and_exits_0() {
     wait_for(&url, &id, Duration::from_secs(30), "the sweep", |v| {
         v["state"] == "running"
     });
+}
+
+#[test]
+fn a_worker_that_exits_cleanly_is_no_longer_counted() {
+    let dir = tempdir("leaving");
+    let (_coord, url) = serve_at("127.0.0.1:0", &dir.join("sweeps.db"), &[]);
+    // Long trials: the worker is busy when it is told to stop, and hands its trial back.
+    let id = submit(&dir, &url, &synthetic_grid(4, 1000, 200));
+    let mut w = worker(&url, 1);
+    wait_for(&url, &id, Duration::from_secs(120), "1 running", |v| {
+        n(v, "running") == 1 && n(v, "workers") == 1
+    });
+    signal(&w, "-TERM");
+    assert_eq!(exit_code(&mut w, Duration::from_secs(120)), Some(0));
+    // Without the worker saying it leaves, it would be counted for two lease lifetimes (60 s).
+    wait_for(
+        &url,
+        &id,
+        Duration::from_secs(20),
+        "no worker counted",
+        |v| n(v, "workers") == 0,
+    );
 }

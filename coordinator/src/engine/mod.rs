@@ -1132,10 +1132,16 @@ impl Engine {
     }
 
     /// Extends the given leases; returns those the worker must drop.
-    pub fn heartbeat(&self, worker: &str, lease_ids: &[String]) -> Vec<String> {
+    /// `leaving`: the worker is exiting cleanly; it is no longer counted as connected.
+    pub fn heartbeat(&self, worker: &str, lease_ids: &[String], leaving: bool) -> Vec<String> {
         let ttl = self.inner.opts.lease_ttl.as_secs_f64();
         let mut st = self.lock();
         Self::touch(&mut st, worker);
+        if leaving {
+            if let Some(w) = st.workers.get_mut(worker) {
+                w.last_seen = 0.0;
+            }
+        }
         let mut drop = Vec::new();
         for l in lease_ids {
             let Some((s, n)) = st.leases.get(l).cloned() else {

@@ -275,7 +275,7 @@ impl Coordinator for CoordinatorService {
         let _t = self.metrics.rpc("Heartbeat");
         let r = req.into_inner();
         Ok(Response::new(pb::HeartbeatResponse {
-            drop_lease_ids: self.engine.heartbeat(&r.worker_id, &r.lease_ids),
+            drop_lease_ids: self.engine.heartbeat(&r.worker_id, &r.lease_ids, r.leaving),
         }))
     }
 }

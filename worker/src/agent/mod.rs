@@ -289,6 +289,18 @@ pub async fn run(
         let _ = s.await;
     }
     hb.abort();
+    // Said once the trials are handed back: the coordinator stops counting this worker at
+    // once instead of two lease lifetimes later. Best effort: it may be gone too.
+    let mut client = shared.client.clone();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.heartbeat(pb::HeartbeatRequest {
+            worker_id: shared.worker_id.clone(),
+            lease_ids: Vec::new(),
+            leaving: true,
+        }),
+    )
+    .await;
     Ok(())
 }
 
@@ -310,6 +322,7 @@ async fn heartbeat(shared: Arc<Shared>, every: Duration) {
             .heartbeat(pb::HeartbeatRequest {
                 worker_id: shared.worker_id.clone(),
                 lease_ids: ids,
+                leaving: false,
             })
             .await
         {
