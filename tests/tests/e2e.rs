@@ -206,6 +206,44 @@ fn run_all_in_one() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[test]
+fn run_refuses_an_out_it_cannot_write_before_anything_trains() {
+    let dir = tempdir("run-out");
+    let cfg = dir.join("tiny.yaml");
+    std::fs::write(
+        &cfg,
+        "name: tiny\nmethod: grid\ntrainer: synthetic\nsynthetic: {epochs: 2}\nparameters:\n  x: {values: [1, 2]}\n",
+    )
+    .unwrap();
+    // A file where a directory must go (root may write anywhere, but not under a file).
+    std::fs::write(dir.join("taken"), "").unwrap();
+    let out_dir = dir.join("taken").join("out");
+    let store = dir.join("s.db");
+    let out = run(
+        "coordinator",
+        &[
+            "run",
+            cfg.to_str().unwrap(),
+            "--workers",
+            "1",
+            "--store",
+            store.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--out")
+            && stderr.contains("cannot write there")
+            && stderr.contains("nothing was run"),
+        "{stderr}"
+    );
+    assert!(!store.exists(), "no sweep was stored");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// The report files `run` (and `coordinator report`) write: every file there, the PNG decodes
 /// at its size, the HTML has every leaderboard row and fetches nothing, the importances name
 /// every parameter and sum to 1.

@@ -778,6 +778,22 @@ async fn run_local(
         ));
     }
     let (_, spec) = read_config(file, trainer)?;
+    // Where the files go is checked before anything trains, not found unwritable at the end.
+    let out_dir = out.clone().unwrap_or_else(|| match &spec.name {
+        Some(n) => PathBuf::from("runs").join(n),
+        None => PathBuf::from("runs"),
+    });
+    writable(&out_dir).map_err(|e| {
+        let what = if out.is_some() {
+            "--out"
+        } else {
+            "output directory"
+        };
+        CliError::Usage(format!(
+            "{what} {}: cannot write there ({e}); nothing was run",
+            out_dir.display()
+        ))
+    })?;
     let store = store.unwrap_or_else(|| PathBuf::from("runs/sweeps.db"));
     if let Some(dir) = store.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
@@ -804,6 +820,7 @@ async fn run_local(
         }
         None => None,
     };
+    let dashboard_at = http_listen.clone();
     let serve_opts = service::ServeOptions {
         http_listen,
         ..Default::default()
@@ -902,6 +919,13 @@ async fn run_local(
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if let Some(a) = &dashboard_at {
+        // The dashboard ends with `run`; the store keeps everything it showed.
+        println!(
+            "the dashboard closes with this run; to look at the sweep again: coordinator serve --store {} --http-listen {a}",
+            store.display()
+        );
+    }
     let _ = stop_tx.send(true);
     let _ = server.await;
     watched?;
@@ -944,4 +968,12 @@ fn table_line(cells: &[String; 10], widths: &[usize; 10]) -> String {
         }
     }
     line.trim_end().to_string()
+}
+
+/// Whether files can be written in `dir` (made if missing): a file is made there and removed.
+fn writable(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let probe = dir.join(format!(".sweep-write-check-{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
 }

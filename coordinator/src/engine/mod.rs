@@ -653,24 +653,7 @@ impl Engine {
                     continue;
                 };
                 sw.next_trial += 1;
-                sw.insert(Trial {
-                    number: n,
-                    params,
-                    state: TrialState::Queued,
-                    attempt: 0,
-                    completed_attempt: None,
-                    lease_id: None,
-                    lease_expires: 0.0,
-                    worker: None,
-                    started_at: None,
-                    ended_at: None,
-                    duration: 0.0,
-                    curve: BTreeMap::new(),
-                    metrics: BTreeMap::new(),
-                    confusion: None,
-                    error: None,
-                    output: None,
-                });
+                sw.insert(Trial::new(n, params));
                 n
             } else {
                 continue;

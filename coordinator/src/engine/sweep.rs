@@ -133,6 +133,28 @@ pub struct Trial {
 }
 
 impl Trial {
+    /// A new trial with `params`, waiting for its first attempt.
+    pub(super) fn new(number: u64, params: Value) -> Trial {
+        Trial {
+            number,
+            params,
+            state: TrialState::Queued,
+            attempt: 0,
+            completed_attempt: None,
+            lease_id: None,
+            lease_expires: 0.0,
+            worker: None,
+            started_at: None,
+            ended_at: None,
+            duration: 0.0,
+            curve: BTreeMap::new(),
+            metrics: BTreeMap::new(),
+            confusion: None,
+            error: None,
+            output: None,
+        }
+    }
+
     pub(super) fn row(&self, sweep: &str) -> TrialRow {
         TrialRow {
             sweep_id: sweep.to_string(),
@@ -520,24 +542,7 @@ mod tests {
     }
 
     fn trial(n: u64) -> Trial {
-        Trial {
-            number: n,
-            params: json!({"x": n}),
-            state: TrialState::Queued,
-            attempt: 0,
-            completed_attempt: None,
-            lease_id: None,
-            lease_expires: 0.0,
-            worker: None,
-            started_at: None,
-            ended_at: None,
-            duration: 0.0,
-            curve: BTreeMap::new(),
-            metrics: BTreeMap::new(),
-            confusion: None,
-            error: None,
-            output: None,
-        }
+        Trial::new(n, json!({"x": n}))
     }
 
     /// The ranking as the leaderboard defined it before it was kept incrementally: a sort of
