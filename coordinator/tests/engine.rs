@@ -6,7 +6,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use coordinator::config::SweepSpec;
-use coordinator::engine::{Action, Engine, EngineOptions, Outcome, TrialState};
+use coordinator::engine::{
+    Action, Attempt, Complete, Engine, EngineOptions, Outcome, Report, TrialState,
+};
 
 fn db(name: &str) -> std::path::PathBuf {
     let p = std::env::temp_dir().join(format!("sweep-engine-{name}-{}.db", std::process::id()));
@@ -38,7 +40,17 @@ async fn stale_attempts_are_fenced_and_complete_is_idempotent() {
         .unwrap();
     assert_eq!((l1.trial, l1.attempt), (1, 1));
     let a = e
-        .report("w1", &id, 1, 1, &l1.lease_id, 1, vec![("loss".into(), 3.0)])
+        .report(Report {
+            attempt: Attempt {
+                worker: "w1",
+                sweep: &id,
+                trial: 1,
+                attempt: 1,
+                lease_id: &l1.lease_id,
+            },
+            epoch: 1,
+            metrics: vec![("loss".into(), 3.0)],
+        })
         .await
         .unwrap();
     assert_eq!(a, Action::Continue);
@@ -53,41 +65,55 @@ async fn stale_attempts_are_fenced_and_complete_is_idempotent() {
     assert_eq!((l2.trial, l2.attempt), (1, 2));
     // The partitioned worker comes back: its report and completion are refused.
     let a = e
-        .report("w1", &id, 1, 1, &l1.lease_id, 2, vec![("loss".into(), 2.0)])
+        .report(Report {
+            attempt: Attempt {
+                worker: "w1",
+                sweep: &id,
+                trial: 1,
+                attempt: 1,
+                lease_id: &l1.lease_id,
+            },
+            epoch: 2,
+            metrics: vec![("loss".into(), 2.0)],
+        })
         .await
         .unwrap();
     assert!(matches!(a, Action::Abandon(_)), "{a:?}");
     let (ok, why) = e
-        .complete(
-            "w1",
-            &id,
-            1,
-            1,
-            &l1.lease_id,
-            Outcome::Finished,
-            vec![("loss".into(), 1.0)],
-            None,
-            String::new(),
-            String::new(),
-        )
+        .complete(Complete {
+            attempt: Attempt {
+                worker: "w1",
+                sweep: &id,
+                trial: 1,
+                attempt: 1,
+                lease_id: &l1.lease_id,
+            },
+            outcome: Outcome::Finished,
+            metrics: vec![("loss".into(), 1.0)],
+            confusion: None,
+            error: String::new(),
+            output: String::new(),
+        })
         .await
         .unwrap();
     assert!(!ok && why.contains("stale"), "{why}");
     // The current attempt completes, twice (a retry): accepted both times, counted once.
     for _ in 0..2 {
         let (ok, _) = e
-            .complete(
-                "w2",
-                &id,
-                1,
-                2,
-                &l2.lease_id,
-                Outcome::Finished,
-                vec![("loss".into(), 0.5)],
-                None,
-                String::new(),
-                String::new(),
-            )
+            .complete(Complete {
+                attempt: Attempt {
+                    worker: "w2",
+                    sweep: &id,
+                    trial: 1,
+                    attempt: 2,
+                    lease_id: &l2.lease_id,
+                },
+                outcome: Outcome::Finished,
+                metrics: vec![("loss".into(), 0.5)],
+                confusion: None,
+                error: String::new(),
+                output: String::new(),
+            })
             .await
             .unwrap();
         assert!(ok);
@@ -188,21 +214,33 @@ async fn state_survives_reopening_the_store() {
             .await
             .unwrap()
             .unwrap();
-        e.report("w", &id, 1, 1, &l1.lease_id, 1, vec![("loss".into(), 0.25)])
-            .await
-            .unwrap();
-        e.complete(
-            "w",
-            &id,
-            1,
-            1,
-            &l1.lease_id,
-            Outcome::Finished,
-            vec![],
-            None,
-            String::new(),
-            String::new(),
-        )
+        e.report(Report {
+            attempt: Attempt {
+                worker: "w",
+                sweep: &id,
+                trial: 1,
+                attempt: 1,
+                lease_id: &l1.lease_id,
+            },
+            epoch: 1,
+            metrics: vec![("loss".into(), 0.25)],
+        })
+        .await
+        .unwrap();
+        e.complete(Complete {
+            attempt: Attempt {
+                worker: "w",
+                sweep: &id,
+                trial: 1,
+                attempt: 1,
+                lease_id: &l1.lease_id,
+            },
+            outcome: Outcome::Finished,
+            metrics: vec![],
+            confusion: None,
+            error: String::new(),
+            output: String::new(),
+        })
         .await
         .unwrap();
         let l2 = e
@@ -223,7 +261,17 @@ async fn state_survives_reopening_the_store() {
     .unwrap();
     // The running attempt's worker can carry on after the restart.
     let a = e
-        .report("w", &id, 2, 1, &lease_id, 1, vec![("loss".into(), 0.1)])
+        .report(Report {
+            attempt: Attempt {
+                worker: "w",
+                sweep: &id,
+                trial: 2,
+                attempt: 1,
+                lease_id: &lease_id,
+            },
+            epoch: 1,
+            metrics: vec![("loss".into(), 0.1)],
+        })
         .await
         .unwrap();
     assert_eq!(a, Action::Continue);
@@ -255,12 +303,32 @@ async fn early_termination_is_decided_on_report_and_its_reason_is_kept() {
         .unwrap()
         .unwrap();
     let a = e
-        .report("w", &id, 1, 1, &l1.lease_id, 1, vec![("loss".into(), 1.0)])
+        .report(Report {
+            attempt: Attempt {
+                worker: "w",
+                sweep: &id,
+                trial: 1,
+                attempt: 1,
+                lease_id: &l1.lease_id,
+            },
+            epoch: 1,
+            metrics: vec![("loss".into(), 1.0)],
+        })
         .await
         .unwrap();
     assert_eq!(a, Action::Continue, "alone at the rung");
     let a = e
-        .report("w", &id, 2, 1, &l2.lease_id, 1, vec![("loss".into(), 5.0)])
+        .report(Report {
+            attempt: Attempt {
+                worker: "w",
+                sweep: &id,
+                trial: 2,
+                attempt: 1,
+                lease_id: &l2.lease_id,
+            },
+            epoch: 1,
+            metrics: vec![("loss".into(), 5.0)],
+        })
         .await
         .unwrap();
     let Action::Stop(why) = a else {
@@ -270,18 +338,20 @@ async fn early_termination_is_decided_on_report_and_its_reason_is_kept() {
         why.contains("asha: rung 1") && why.contains("value 5"),
         "{why}"
     );
-    e.complete(
-        "w",
-        &id,
-        2,
-        1,
-        &l2.lease_id,
-        Outcome::Stopped,
-        vec![],
-        None,
-        "stopped by the coordinator".into(),
-        String::new(),
-    )
+    e.complete(Complete {
+        attempt: Attempt {
+            worker: "w",
+            sweep: &id,
+            trial: 2,
+            attempt: 1,
+            lease_id: &l2.lease_id,
+        },
+        outcome: Outcome::Stopped,
+        metrics: vec![],
+        confusion: None,
+        error: "stopped by the coordinator".into(),
+        output: String::new(),
+    })
     .await
     .unwrap();
     e.with_sweep(&id, |s| {
@@ -329,18 +399,20 @@ async fn bayes_never_hands_out_a_config_twice_to_concurrent_workers() {
             assert_eq!(leases.len(), 8);
             for l in leases {
                 let loss = l.params["a"].as_f64().unwrap();
-                e.complete(
-                    "w",
-                    &id,
-                    l.trial,
-                    l.attempt,
-                    &l.lease_id,
-                    Outcome::Finished,
-                    vec![("loss".into(), loss)],
-                    None,
-                    String::new(),
-                    String::new(),
-                )
+                e.complete(Complete {
+                    attempt: Attempt {
+                        worker: "w",
+                        sweep: &id,
+                        trial: l.trial,
+                        attempt: l.attempt,
+                        lease_id: &l.lease_id,
+                    },
+                    outcome: Outcome::Finished,
+                    metrics: vec![("loss".into(), loss)],
+                    confusion: None,
+                    error: String::new(),
+                    output: String::new(),
+                })
                 .await
                 .unwrap();
             }
@@ -371,29 +443,33 @@ async fn a_restarted_coordinator_makes_the_same_next_suggestion() {
                 l.params["x1"].as_f64().unwrap(),
                 l.params["x2"].as_f64().unwrap(),
             );
-            e.report(
-                "w",
-                &id,
-                l.trial,
-                l.attempt,
-                &l.lease_id,
-                1,
-                vec![("loss".into(), y)],
-            )
+            e.report(Report {
+                attempt: Attempt {
+                    worker: "w",
+                    sweep: &id,
+                    trial: l.trial,
+                    attempt: l.attempt,
+                    lease_id: &l.lease_id,
+                },
+                epoch: 1,
+                metrics: vec![("loss".into(), y)],
+            })
             .await
             .unwrap();
-            e.complete(
-                "w",
-                &id,
-                l.trial,
-                l.attempt,
-                &l.lease_id,
-                Outcome::Finished,
-                vec![],
-                None,
-                String::new(),
-                String::new(),
-            )
+            e.complete(Complete {
+                attempt: Attempt {
+                    worker: "w",
+                    sweep: &id,
+                    trial: l.trial,
+                    attempt: l.attempt,
+                    lease_id: &l.lease_id,
+                },
+                outcome: Outcome::Finished,
+                metrics: vec![],
+                confusion: None,
+                error: String::new(),
+                output: String::new(),
+            })
             .await
             .unwrap();
         }
@@ -459,30 +535,34 @@ async fn reaching_the_metric_target_finishes_the_sweep_and_stops_running_trials(
         .await
         .unwrap()
         .unwrap();
-    e.complete(
-        "w",
-        &id,
-        a.trial,
-        1,
-        &a.lease_id,
-        Outcome::Finished,
-        vec![("loss".into(), 0.4)],
-        None,
-        String::new(),
-        String::new(),
-    )
+    e.complete(Complete {
+        attempt: Attempt {
+            worker: "w",
+            sweep: &id,
+            trial: a.trial,
+            attempt: 1,
+            lease_id: &a.lease_id,
+        },
+        outcome: Outcome::Finished,
+        metrics: vec![("loss".into(), 0.4)],
+        confusion: None,
+        error: String::new(),
+        output: String::new(),
+    })
     .await
     .unwrap();
     let act = e
-        .report(
-            "w",
-            &id,
-            b.trial,
-            1,
-            &b.lease_id,
-            1,
-            vec![("loss".into(), 0.9)],
-        )
+        .report(Report {
+            attempt: Attempt {
+                worker: "w",
+                sweep: &id,
+                trial: b.trial,
+                attempt: 1,
+                lease_id: &b.lease_id,
+            },
+            epoch: 1,
+            metrics: vec![("loss".into(), 0.9)],
+        })
         .await
         .unwrap();
     assert!(
@@ -513,33 +593,37 @@ async fn a_failed_commit_is_rolled_back_and_its_retry_is_not_trusted() {
         .await
         .unwrap()
         .unwrap();
-    e.report(
-        "w1",
-        &id,
-        l.trial,
-        1,
-        &l.lease_id,
-        1,
-        vec![("loss".into(), 3.0)],
-    )
+    e.report(Report {
+        attempt: Attempt {
+            worker: "w1",
+            sweep: &id,
+            trial: l.trial,
+            attempt: 1,
+            lease_id: &l.lease_id,
+        },
+        epoch: 1,
+        metrics: vec![("loss".into(), 3.0)],
+    })
     .await
     .unwrap();
     // A confusion matrix large enough to need new pages in the file.
     let labels: Vec<String> = (0..60).map(|i| format!("class number {i:04}")).collect();
     let counts = vec![7u64; 60 * 60];
     let complete = || {
-        e.complete(
-            "w1",
-            &id,
-            l.trial,
-            1,
-            &l.lease_id,
-            Outcome::Finished,
-            vec![("loss".into(), 0.25)],
-            Some((labels.clone(), counts.clone())),
-            String::new(),
-            String::new(),
-        )
+        e.complete(Complete {
+            attempt: Attempt {
+                worker: "w1",
+                sweep: &id,
+                trial: l.trial,
+                attempt: 1,
+                lease_id: &l.lease_id,
+            },
+            outcome: Outcome::Finished,
+            metrics: vec![("loss".into(), 0.25)],
+            confusion: Some((labels.clone(), counts.clone())),
+            error: String::new(),
+            output: String::new(),
+        })
     };
     e.limit_store_growth(Some(0)).await;
     let err = complete().await.unwrap_err().to_string();
@@ -588,18 +672,20 @@ async fn a_confusion_matrix_with_too_many_or_too_long_labels_is_refused() {
         .unwrap();
     let try_labels = |labels: Vec<String>| {
         let k = labels.len();
-        e.complete(
-            "w1",
-            &id,
-            l.trial,
-            1,
-            &l.lease_id,
-            Outcome::Finished,
-            vec![("loss".into(), 0.5)],
-            Some((labels, vec![1; k * k])),
-            String::new(),
-            String::new(),
-        )
+        e.complete(Complete {
+            attempt: Attempt {
+                worker: "w1",
+                sweep: &id,
+                trial: l.trial,
+                attempt: 1,
+                lease_id: &l.lease_id,
+            },
+            outcome: Outcome::Finished,
+            metrics: vec![("loss".into(), 0.5)],
+            confusion: Some((labels, vec![1; k * k])),
+            error: String::new(),
+            output: String::new(),
+        })
     };
     let many: Vec<String> = (0..1024).map(|i| format!("c{i}")).collect();
     let err = try_labels(many).await.unwrap_err().to_string();
@@ -674,18 +760,20 @@ async fn corrupt_json_in_the_store_is_an_error_naming_the_cell() {
             .await
             .unwrap()
             .unwrap();
-        e.complete(
-            "w1",
-            &id,
-            1,
-            1,
-            &l.lease_id,
-            Outcome::Finished,
-            vec![("loss".into(), 0.5)],
-            None,
-            String::new(),
-            String::new(),
-        )
+        e.complete(Complete {
+            attempt: Attempt {
+                worker: "w1",
+                sweep: &id,
+                trial: 1,
+                attempt: 1,
+                lease_id: &l.lease_id,
+            },
+            outcome: Outcome::Finished,
+            metrics: vec![("loss".into(), 0.5)],
+            confusion: None,
+            error: String::new(),
+            output: String::new(),
+        })
         .await
         .unwrap();
         id

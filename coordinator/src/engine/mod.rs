@@ -98,6 +98,49 @@ pub struct Lease {
     pub metric: String,
 }
 
+/// Which attempt a worker speaks for: the attempt of `trial` in `sweep` it holds `lease_id` for.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    /// The worker's id.
+    pub worker: &'a str,
+    /// Sweep id.
+    pub sweep: &'a str,
+    /// Trial number.
+    pub trial: u64,
+    /// Attempt number.
+    pub attempt: u32,
+    /// Fencing token of the attempt.
+    pub lease_id: &'a str,
+}
+
+/// One epoch's metrics of a leased attempt.
+#[derive(Debug, Clone)]
+pub struct Report<'a> {
+    /// Whose.
+    pub attempt: Attempt<'a>,
+    /// 1-based epoch (step).
+    pub epoch: u32,
+    /// Metric name and value; non-finite values are dropped.
+    pub metrics: Vec<(String, f64)>,
+}
+
+/// The end of a leased attempt.
+#[derive(Debug, Clone)]
+pub struct Complete<'a> {
+    /// Whose.
+    pub attempt: Attempt<'a>,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Final metrics (overlaid on the last report's).
+    pub metrics: Vec<(String, f64)>,
+    /// Class names and row-major counts.
+    pub confusion: Option<(Vec<String>, Vec<u64>)>,
+    /// Why it failed or stopped (empty: none).
+    pub error: String,
+    /// The tail of a program's output (empty: none).
+    pub output: String,
+}
+
 /// How a worker ended an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -783,17 +826,19 @@ impl Engine {
     }
 
     /// Records one epoch's metrics of a leased attempt and says whether to go on.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn report(
-        &self,
-        worker: &str,
-        sweep: &str,
-        trial: u64,
-        attempt: u32,
-        lease_id: &str,
-        epoch: u32,
-        metrics: Vec<(String, f64)>,
-    ) -> Result<Action, EngineError> {
+    pub async fn report(&self, r: Report<'_>) -> Result<Action, EngineError> {
+        let Report {
+            attempt:
+                Attempt {
+                    worker,
+                    sweep,
+                    trial,
+                    attempt,
+                    lease_id,
+                },
+            epoch,
+            metrics,
+        } = r;
         if epoch == 0 || epoch > 1_000_000 {
             return Err(EngineError::Invalid(format!(
                 "epoch {epoch} is out of range (1-based, at most 1000000)"
@@ -929,20 +974,22 @@ impl Engine {
     }
 
     /// Ends a leased attempt. Returns whether the result was accepted (false: stale attempt).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn complete(
-        &self,
-        worker: &str,
-        sweep: &str,
-        trial: u64,
-        attempt: u32,
-        lease_id: &str,
-        outcome: Outcome,
-        metrics: Vec<(String, f64)>,
-        confusion: Option<(Vec<String>, Vec<u64>)>,
-        error: String,
-        output: String,
-    ) -> Result<(bool, String), EngineError> {
+    pub async fn complete(&self, c: Complete<'_>) -> Result<(bool, String), EngineError> {
+        let Complete {
+            attempt:
+                Attempt {
+                    worker,
+                    sweep,
+                    trial,
+                    attempt,
+                    lease_id,
+                },
+            outcome,
+            metrics,
+            confusion,
+            error,
+            output,
+        } = c;
         if let Some((l, c)) = &confusion {
             if l.is_empty() || l.len() > MAX_CLASSES {
                 return Err(EngineError::Invalid(format!(

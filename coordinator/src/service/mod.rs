@@ -17,7 +17,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::config::SweepSpec;
-use crate::engine::{Action, Engine, EngineError, Outcome, SweepState};
+use crate::engine::{Action, Attempt, Complete, Engine, EngineError, Outcome, Report, SweepState};
 use crate::metrics::CoordinatorMetrics;
 use convert::{sweep_info, trial_detail, trial_summary};
 
@@ -208,15 +208,17 @@ impl Coordinator for CoordinatorService {
         let metrics: Vec<(String, f64)> = r.metrics.into_iter().collect();
         let action = self
             .engine
-            .report(
-                &r.worker_id,
-                &r.sweep_id,
-                r.trial,
-                r.attempt,
-                &r.lease_id,
-                r.epoch,
+            .report(Report {
+                attempt: Attempt {
+                    worker: &r.worker_id,
+                    sweep: &r.sweep_id,
+                    trial: r.trial,
+                    attempt: r.attempt,
+                    lease_id: &r.lease_id,
+                },
+                epoch: r.epoch,
                 metrics,
-            )
+            })
             .await?;
         let (action, reason) = match action {
             Action::Continue => (pb::Action::Continue, String::new()),
@@ -252,18 +254,20 @@ impl Coordinator for CoordinatorService {
         let confusion = r.confusion.map(|c| (c.labels, c.counts));
         let (accepted, reason) = self
             .engine
-            .complete(
-                &r.worker_id,
-                &r.sweep_id,
-                r.trial,
-                r.attempt,
-                &r.lease_id,
+            .complete(Complete {
+                attempt: Attempt {
+                    worker: &r.worker_id,
+                    sweep: &r.sweep_id,
+                    trial: r.trial,
+                    attempt: r.attempt,
+                    lease_id: &r.lease_id,
+                },
                 outcome,
-                r.metrics.into_iter().collect(),
+                metrics: r.metrics.into_iter().collect(),
                 confusion,
-                r.error,
-                r.output,
-            )
+                error: r.error,
+                output: r.output,
+            })
             .await?;
         Ok(Response::new(pb::CompleteResponse { accepted, reason }))
     }
