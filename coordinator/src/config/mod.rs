@@ -18,14 +18,29 @@ use serde_json::{Map, Value};
 pub use params::{Distribution, ParamSpec};
 pub use program::ProgramSpec;
 
-/// A config error: where (a dotted path) and what was expected.
+/// A config error: where (a dotted path) and what was expected, and the other errors found in
+/// the same pass, so that a config is fixed in one go rather than one error per try.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {message}")]
 pub struct ConfigError {
     /// Dotted path of the offending key (`parameters.lr.min`), or `config` for the whole.
     pub path: String,
     /// What is wrong and what was expected.
     pub message: String,
+    /// Further errors found in the same pass, in the order of the config.
+    pub more: Vec<ConfigError>,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.more.is_empty() {
+            return write!(f, "{}: {}", self.path, self.message);
+        }
+        write!(f, "{} problems:", self.count())?;
+        for e in std::iter::once(self).chain(&self.more) {
+            write!(f, "\n  {}: {}", e.path, e.message)?;
+        }
+        Ok(())
+    }
 }
 
 impl ConfigError {
@@ -38,7 +53,27 @@ impl ConfigError {
         ConfigError {
             path,
             message: message.into(),
+            more: Vec::new(),
         }
+    }
+
+    /// The first of `errors` carrying the rest (flattened), or `None` when there are none.
+    pub(crate) fn all(errors: Vec<ConfigError>) -> Option<ConfigError> {
+        let mut flat = Vec::new();
+        for mut e in errors {
+            let more = std::mem::take(&mut e.more);
+            flat.push(e);
+            flat.extend(more);
+        }
+        let mut it = flat.into_iter();
+        let mut first = it.next()?;
+        first.more = it.collect();
+        Some(first)
+    }
+
+    /// How many errors this is, itself included.
+    pub fn count(&self) -> usize {
+        1 + self.more.len()
     }
 }
 
@@ -310,9 +345,12 @@ impl SweepSpec {
                 "expected a mapping with method, parameters and optional metric, run_cap, early_terminate",
             ));
         };
+        // The keys, the method and every parameter are checked before any error is returned:
+        // each is independent of the others.
+        let mut errors = Vec::new();
         for k in top.keys() {
             if !WANDB_KEYS.contains(&k.as_str()) && !OUR_KEYS.contains(&k.as_str()) {
-                return Err(ConfigError::new(
+                errors.push(ConfigError::new(
                     k.as_str(),
                     format!(
                         "unknown top-level key; expected one of {}, {}",
@@ -323,45 +361,46 @@ impl SweepSpec {
             }
         }
         let method = match top.get("method") {
-            None => {
-                return Err(ConfigError::new(
-                    "method",
-                    "missing; expected grid, random or bayes",
-                ))
-            }
+            None => Err(ConfigError::new(
+                "method",
+                "missing; expected grid, random or bayes",
+            )),
             Some(Value::String(s)) => match s.as_str() {
-                "grid" => Method::Grid,
-                "random" => Method::Random,
-                "bayes" => Method::Bayes,
+                "grid" => Ok(Method::Grid),
+                "random" => Ok(Method::Random),
+                "bayes" => Ok(Method::Bayes),
                 // W&B's custom method hands the search to an optimizer engine (`scheduler:`);
                 // ours is the model-based search, said plainly below.
-                "custom" => Method::Bayes,
-                other => {
-                    return Err(ConfigError::new(
-                        "method",
-                        format!("expected one of grid, random, bayes; got {other:?}"),
-                    ))
-                }
-            },
-            Some(v) => {
-                return Err(ConfigError::new(
+                "custom" => Ok(Method::Bayes),
+                other => Err(ConfigError::new(
                     "method",
-                    format!("expected a string, got {}", kind(v)),
-                ))
+                    format!("expected one of grid, random, bayes; got {other:?}"),
+                )),
+            },
+            Some(v) => Err(ConfigError::new(
+                "method",
+                format!("expected a string, got {}", kind(v)),
+            )),
+        };
+        let parameters = match top.get("parameters") {
+            None => Err(ConfigError::new(
+                "parameters",
+                "missing; expected a mapping of parameter names",
+            )),
+            Some(v) => params::parse_parameters(v, "parameters"),
+        };
+        let (method, parameters) = match (method, parameters) {
+            (Ok(m), Ok(p)) if errors.is_empty() => (m, p),
+            (m, p) => {
+                errors.extend(m.err());
+                errors.extend(p.err());
+                return Err(ConfigError::all(errors)
+                    .unwrap_or_else(|| ConfigError::new("config", "is not valid")));
             }
         };
         let mut notices = Vec::new();
         let custom = top.get("method").and_then(Value::as_str) == Some("custom");
         check_wandb_extras(top, custom, &mut notices)?;
-        let parameters = match top.get("parameters") {
-            None => {
-                return Err(ConfigError::new(
-                    "parameters",
-                    "missing; expected a mapping of parameter names",
-                ))
-            }
-            Some(v) => params::parse_parameters(v, "parameters")?,
-        };
         let trainer = parse_trainer(top, &parameters, &mut notices)?;
         let parameters = if matches!(trainer, Trainer::Mlp { .. }) {
             let rename = match top.get("mlp").and_then(|m| m.get("rename")) {

@@ -149,18 +149,29 @@ pub fn parse_parameters(v: &Value, path: &str) -> Result<BTreeMap<String, ParamS
             format!("expected a mapping of parameter names, got {}", kind(v)),
         ));
     };
+    // Every parameter is checked; their errors come together.
     let mut out = BTreeMap::new();
+    let mut errors = Vec::new();
     for (name, spec) in m {
         let p = format!("{path}.{name}");
         if !valid_name(name) {
-            return Err(ConfigError::new(
+            errors.push(ConfigError::new(
                 p,
                 "a parameter name starts with a letter or _ and holds only letters, digits, _ . -",
             ));
+            continue;
         }
-        out.insert(name.clone(), parse_param(spec, &p)?);
+        match parse_param(spec, &p) {
+            Ok(ps) => {
+                out.insert(name.clone(), ps);
+            }
+            Err(e) => errors.push(e),
+        }
     }
-    Ok(out)
+    match ConfigError::all(errors) {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }
 
 fn num(m: &Map<String, Value>, k: &str, path: &str) -> Result<Option<f64>, ConfigError> {

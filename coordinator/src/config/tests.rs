@@ -514,3 +514,31 @@ fn wandb_parity_what_it_refuses_and_what_it_accepts() {
         s.notices
     );
 }
+
+#[test]
+fn every_independent_error_comes_at_once() {
+    let e = err(json!({
+        "methd": "grid",
+        "method": "gird",
+        "parameters": {
+            "lr": {"min": 0.1},
+            "layers": {"values": [1, 2]},
+            "act": {"distribution": "normal_ish", "values": ["relu"]},
+        },
+    }));
+    let paths: Vec<&str> = std::iter::once(e.path.as_str())
+        .chain(e.more.iter().map(|m| m.path.as_str()))
+        .collect();
+    assert_eq!(e.count(), 4, "{e}");
+    assert_eq!(paths[0], "methd");
+    assert_eq!(paths[1], "method");
+    assert!(paths.iter().any(|p| p.starts_with("parameters.lr")), "{e}");
+    assert!(paths.iter().any(|p| p.starts_with("parameters.act")), "{e}");
+    // A count, then one error per line, each with its path.
+    let text = e.to_string();
+    assert!(
+        text.starts_with("4 problems:\n  methd: unknown top-level key"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 5, "{text}");
+}
