@@ -288,12 +288,14 @@ async fn events(State(app): State<App>, headers: HeaderMap, Path(id): Path<Strin
         }
         loop {
             let next = tokio::select! {
-                n = follower.next() => n,
+                // Closing first: the hub ends at shutdown too, and the stream must say why it ends.
+                biased;
                 () = &mut closing => {
                     let data = json!({"error": crate::service::SHUTTING_DOWN}).to_string();
                     let _ = tx.send(update(data)).await;
                     return;
                 }
+                n = follower.next() => n,
             };
             let (data, over) = match next {
                 // Made once per look, for every page that follows the sweep.
@@ -635,44 +637,61 @@ pub async fn serve(
     const WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
     let mut conns = crate::net::incoming(listener, crate::net::MAX_HTTP_CONNECTIONS);
     tokio::pin!(shutdown);
+    // Open connections drain at shutdown: each is asked to finish its response (event streams
+    // end with the coordinator's shutdown message) and is awaited, up to WITHIN.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut open = tokio::task::JoinSet::new();
     loop {
+        while open.try_join_next().is_some() {}
         let conn = tokio::select! {
             c = conns.recv() => match c {
                 Some(Ok(c)) => c,
                 Some(Err(_)) => continue,
-                None => return,
+                None => break,
             },
-            () = &mut shutdown => return,
+            () = &mut shutdown => break,
         };
         let (acceptor, app) = (acceptor.clone(), app.clone());
-        tokio::spawn(async move {
+        let mut stopped = stopped.clone();
+        open.spawn(async move {
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(WITHIN);
             let svc = hyper_util::service::TowerToHyperService::new(app);
-            match acceptor {
+            let io: Box<dyn Io> = match acceptor {
                 Some(acceptor) => {
                     let peer = conn.peer();
-                    let tls = match tokio::time::timeout(WITHIN, acceptor.accept(conn)).await {
-                        Ok(Ok(t)) => t,
+                    match tokio::time::timeout(WITHIN, acceptor.accept(conn)).await {
+                        Ok(Ok(t)) => Box::new(t),
                         Ok(Err(e)) => {
                             tracing::debug!(?peer, error = %e, "TLS handshake failed");
                             return;
                         }
                         Err(_) => return,
-                    };
-                    let _ = builder
-                        .serve_connection_with_upgrades(TokioIo::new(tls), svc)
-                        .await;
+                    }
                 }
-                None => {
-                    let _ = builder
-                        .serve_connection_with_upgrades(TokioIo::new(conn), svc)
-                        .await;
+                None => Box::new(conn),
+            };
+            let served = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+            tokio::pin!(served);
+            let stop = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            tokio::select! {
+                _ = served.as_mut() => {}
+                () = stop => {
+                    served.as_mut().graceful_shutdown();
+                    let _ = served.await;
                 }
             }
         });
     }
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(WITHIN, async { while open.join_next().await.is_some() {} }).await;
 }
+
+/// A connection's byte stream, plain or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}

@@ -433,11 +433,13 @@ impl Sweeps for SweepsService {
             }
             loop {
                 let next = tokio::select! {
-                    n = follower.next() => n,
+                    // Closing first: the hub ends at shutdown too, and the stream must say why it ends.
+                    biased;
                     () = &mut closing => {
                         let _ = tx.send(Err(Status::unavailable(SHUTTING_DOWN))).await;
                         return;
                     }
+                    n = follower.next() => n,
                 };
                 let ev = match next {
                     watch::Next::Look(look) => look.event(detail),
