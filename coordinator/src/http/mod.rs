@@ -454,13 +454,17 @@ async fn sweep_file(
         0
     };
     let key = (id.clone(), name.clone());
-    let ended = app
-        .engine
-        .with_sweep(&id, |s| {
-            let c = s.counts();
-            (c.finished + c.stopped + c.failed, s.state as i32)
-        })
-        .unwrap_or_default();
+    // What a cached figure is valid for; only the shared figures need it.
+    let ended = if many {
+        app.engine
+            .with_sweep(&id, |s| {
+                let c = s.counts();
+                (c.finished + c.stopped + c.failed, s.state as i32)
+            })
+            .unwrap_or_default()
+    } else {
+        (0, 0)
+    };
     if many {
         let cached = app
             .figures
