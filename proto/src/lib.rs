@@ -17,6 +17,16 @@ pub mod pb {
 pub mod conn;
 pub mod json;
 
+impl pb::SweepInfo {
+    /// Whether the sweep will change no more: finished or stopped with nothing running. A Watch
+    /// stream ends by itself then, and only then.
+    pub fn is_over(&self) -> bool {
+        (self.state == pb::SweepState::Finished as i32
+            || self.state == pb::SweepState::Stopped as i32)
+            && self.running == 0
+    }
+}
+
 /// The encoded `FileDescriptorSet` of sweep.proto.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/sweep_descriptor.bin"));

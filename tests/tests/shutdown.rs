@@ -7,8 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sweep_tests::{
-    cmd, connect, free_port, json_out, n, run, serve_at, submit, synthetic_grid, tempdir, wait_for,
-    worker, Proc,
+    cmd, connect, free_port, json_out, n, run, sample, scrape, serve_at, submit, synthetic_grid,
+    tempdir, wait_for, worker, Proc,
 };
 
 /// Waits up to `timeout` for the process to exit; its exit code.
@@ -102,7 +102,7 @@ fn sigterm_to_serve_with_streams_open_ends_them_frees_every_port_and_exits_0() {
     let mut watcher = Proc(
         cmd("coordinator")
             .args(["watch", id.as_str(), "--coordinator", url.as_str()])
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
@@ -115,7 +115,12 @@ fn sigterm_to_serve_with_streams_open_ends_them_frees_every_port_and_exits_0() {
     .unwrap();
     let mut head = [0u8; 64];
     let _ = sse.read(&mut head).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // The signal comes once `watch`'s stream is open (its call answered, its first event sent).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sample(&scrape(&web), "sweep_rpc_calls_total{method=\"Watch\"}") < 1.0 {
+        assert!(Instant::now() < deadline, "watch never opened its stream");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_eq!(coord.terminate(Duration::from_secs(60)), Some(0));
     // The streams were ended, with the reason, not left hanging.
     sse.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -134,7 +139,14 @@ fn sigterm_to_serve_with_streams_open_ends_them_frees_every_port_and_exits_0() {
     });
     let said = rx
         .recv_timeout(Duration::from_secs(30))
-        .expect("watch says the stream ended");
+        .unwrap_or_else(|e| {
+            let code = exit_code(&mut watcher, Duration::from_secs(1));
+            let mut out = String::new();
+            if let Some(mut o) = watcher.0.stdout.take() {
+                let _ = o.read_to_string(&mut out);
+            }
+            panic!("watch said nothing on stderr ({e}); exit {code:?}, stdout: {out}")
+        });
     assert!(
         said.contains("shutting down") && said.contains("reconnecting"),
         "{said}"

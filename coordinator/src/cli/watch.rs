@@ -183,6 +183,14 @@ pub(super) async fn watch(
                 Err(s) => break Some(s),
             }
         };
+        // A stream ends by itself only once the sweep is over; one that ends before (a proxy,
+        // a shutdown cut short) was lost like a broken one.
+        let broke = match broke {
+            None if !p.last.as_ref().is_some_and(pb::SweepInfo::is_over) => Some(
+                tonic::Status::unavailable("the stream ended while the sweep runs"),
+            ),
+            b => b,
+        };
         match broke {
             None => {
                 // Events may be merged under load (the stream carries the newest state): the

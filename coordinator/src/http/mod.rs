@@ -282,7 +282,7 @@ async fn events(State(app): State<App>, headers: HeaderMap, Path(id): Path<Strin
     let closing = app.engine.closing();
     tokio::spawn(async move {
         tokio::pin!(closing);
-        let over = crate::service::watch::is_over(&first);
+        let over = first.is_over();
         if tx.send(update(event_json(&first, &[]))).await.is_err() || over {
             return;
         }
@@ -303,12 +303,9 @@ async fn events(State(app): State<App>, headers: HeaderMap, Path(id): Path<Strin
                     look.text
                         .get_or_init(|| event_json(&look.info, &look.changes))
                         .clone(),
-                    crate::service::watch::is_over(&look.info),
+                    look.info.is_over(),
                 ),
-                Next::Behind(info) => (
-                    event_json(&info, &[]),
-                    crate::service::watch::is_over(&info),
-                ),
+                Next::Behind(info) => (event_json(&info, &[]), info.is_over()),
                 Next::End => return,
             };
             if tx.send(update(data)).await.is_err() || over {

@@ -423,7 +423,7 @@ impl Sweeps for SweepsService {
         let closing = self.engine.closing();
         let stream = async_stream(move |tx| async move {
             tokio::pin!(closing);
-            let over = watch::is_over(&first);
+            let over = first.is_over();
             let first = pb::WatchEvent {
                 sweep: Some(first),
                 changes: Vec::new(),
@@ -449,7 +449,7 @@ impl Sweeps for SweepsService {
                     },
                     watch::Next::End => return,
                 };
-                let over = ev.sweep.as_ref().is_some_and(watch::is_over);
+                let over = ev.sweep.as_ref().is_some_and(pb::SweepInfo::is_over);
                 if tx.send(Ok(ev)).await.is_err() || over {
                     return;
                 }

@@ -213,16 +213,10 @@ async fn hub(engine: Engine, id: String, tx: broadcast::Sender<Arc<Look>>, hubs:
             hubs.leave(&id, &tx, true);
             return;
         };
-        over = is_over(&look.info);
+        over = look.info.is_over();
         // No receiver: the next turn ends the hub.
         let _ = tx.send(Arc::new(look));
     }
-}
-
-/// Whether a sweep will change no more: finished or stopped with nothing running.
-pub fn is_over(info: &pb::SweepInfo) -> bool {
-    (info.state == pb::SweepState::Finished as i32 || info.state == pb::SweepState::Stopped as i32)
-        && info.running == 0
 }
 
 /// What a stream sends next.
