@@ -119,9 +119,9 @@ async fn stale_attempts_are_fenced_and_complete_is_idempotent() {
         assert!(ok);
     }
     e.with_sweep(&id, |s| {
-        let t = &s.trials()[&1];
+        let t = &s.trial(1).unwrap();
         assert_eq!(t.state, TrialState::Finished);
-        assert_eq!(t.metrics["loss"], 0.5);
+        assert_eq!(t.metrics.get("loss").unwrap(), 0.5);
         assert_eq!(s.counts().finished, 1);
         assert_eq!(s.state.name(), "finished");
     })
@@ -149,8 +149,10 @@ async fn a_trial_fails_after_max_attempts_and_the_sweep_goes_on() {
         .unwrap();
     assert_eq!(l.trial, 2, "trial 1 is failed, trial 2 runs");
     e.with_sweep(&id, |s| {
-        assert_eq!(s.trials()[&1].state, TrialState::Failed);
-        assert!(s.trials()[&1]
+        assert_eq!(s.trial(1).unwrap().state, TrialState::Failed);
+        assert!(s
+            .trial(1)
+            .unwrap()
             .error
             .as_deref()
             .unwrap_or("")
@@ -253,9 +255,18 @@ async fn state_survives_reopening_the_store() {
     let e = Engine::open(&p, opts(30_000)).unwrap();
     e.with_sweep(&id, |s| {
         assert_eq!(s.name.as_deref(), Some("kept"));
-        assert_eq!(s.trials()[&1].state, TrialState::Finished);
-        assert_eq!(s.trials()[&1].curve[&1]["loss"], 0.25);
-        assert_eq!(s.trials()[&2].state, TrialState::Running);
+        assert_eq!(s.trial(1).unwrap().state, TrialState::Finished);
+        assert_eq!(
+            s.trial(1)
+                .unwrap()
+                .curve
+                .at(1)
+                .find(|p| &*p.name == "loss")
+                .unwrap()
+                .value,
+            0.25
+        );
+        assert_eq!(s.trial(2).unwrap().state, TrialState::Running);
         assert_eq!(s.next_trial, 3);
     })
     .unwrap();
@@ -355,8 +366,8 @@ async fn early_termination_is_decided_on_report_and_its_reason_is_kept() {
     .await
     .unwrap();
     e.with_sweep(&id, |s| {
-        assert_eq!(s.trials()[&2].state, TrialState::Stopped);
-        assert_eq!(s.trials()[&2].error.as_deref(), Some(why.as_str()));
+        assert_eq!(s.trial(2).unwrap().state, TrialState::Stopped);
+        assert_eq!(s.trial(2).unwrap().error.as_deref(), Some(why.as_str()));
     })
     .unwrap();
 }
@@ -473,7 +484,7 @@ async fn a_restarted_coordinator_makes_the_same_next_suggestion() {
             .await
             .unwrap();
         }
-        assert_eq!(e.with_sweep(&id, |s| s.trials().len()).unwrap(), 4);
+        assert_eq!(e.with_sweep(&id, |s| s.len()).unwrap(), 4);
         // Trial 5 is handed out and still running when the coordinator dies.
         let l = e
             .lease("w", &[], None, Duration::ZERO)
@@ -488,8 +499,10 @@ async fn a_restarted_coordinator_makes_the_same_next_suggestion() {
     let e1 = Engine::open(&p, opts(30_000)).unwrap();
     let snapshot = p.with_extension("copy.db");
     let _ = std::fs::remove_file(&snapshot);
-    e1.with_sweep(&id, |s| assert_eq!(s.trials()[&5].params, next))
-        .unwrap();
+    e1.with_sweep(&id, |s| {
+        assert_eq!(s.trial(5).unwrap().params.to_value(), next)
+    })
+    .unwrap();
     drop(e1);
     for ext in ["", "-wal", "-shm"] {
         let from = format!("{}{ext}", p.display());
@@ -639,9 +652,9 @@ async fn a_failed_commit_is_rolled_back_and_its_retry_is_not_trusted() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     e.with_sweep(&id, |s| {
-        let t = &s.trials()[&l.trial];
+        let t = &s.trial(l.trial).unwrap();
         assert_eq!(t.state, TrialState::Running);
-        assert_eq!(t.metrics.get("loss"), Some(&3.0));
+        assert_eq!(t.metrics.get("loss"), Some(3.0));
         assert!(t.confusion.is_none());
     })
     .unwrap();
@@ -652,9 +665,9 @@ async fn a_failed_commit_is_rolled_back_and_its_retry_is_not_trusted() {
     drop(e);
     let e = Engine::open(&p, opts(30_000)).unwrap();
     e.with_sweep(&id, |s| {
-        let t = &s.trials()[&l.trial];
+        let t = &s.trial(l.trial).unwrap();
         assert_eq!(t.state, TrialState::Finished);
-        assert_eq!(t.metrics["loss"], 0.25);
+        assert_eq!(t.metrics.get("loss").unwrap(), 0.25);
         assert_eq!(t.confusion.as_ref().unwrap().0.len(), 60);
     })
     .unwrap();
@@ -788,4 +801,76 @@ async fn corrupt_json_in_the_store_is_an_error_naming_the_cell() {
     let err = Engine::open(&p, opts(30_000)).unwrap_err().to_string();
     assert!(err.contains(&format!("sweep {id} trial 1")), "{err}");
     assert!(err.contains("stored metrics is not valid JSON"), "{err}");
+}
+
+#[tokio::test]
+async fn an_ended_trials_curve_output_and_matrix_leave_memory_and_are_read_from_the_store() {
+    let e = Engine::open(&db("trimmed"), opts(60_000)).unwrap();
+    let values: Vec<String> = (1..=1100).map(|v| v.to_string()).collect();
+    let spec = SweepSpec::parse(&format!(
+        "method: grid\ntrainer: synthetic\nmetric: {{name: loss, goal: minimize}}\nparameters:\n  x: {{values: [{}]}}\n",
+        values.join(", ")
+    ))
+    .unwrap();
+    let id = e.create_sweep(spec, None).await.unwrap();
+    while let Some(l) = e.lease("w", &[], None, Duration::ZERO).await.unwrap() {
+        let attempt = Attempt {
+            worker: "w",
+            sweep: &id,
+            trial: l.trial,
+            attempt: l.attempt,
+            lease_id: &l.lease_id,
+        };
+        for (epoch, loss) in [(1, 0.9), (2, 0.2), (3, 0.4)] {
+            let metrics = vec![("loss".into(), loss), ("acc".into(), 1.0 - loss)];
+            e.report(Report {
+                attempt,
+                epoch,
+                metrics,
+            })
+            .await
+            .unwrap();
+        }
+        let (ok, _) = e
+            .complete(Complete {
+                attempt,
+                outcome: Outcome::Finished,
+                metrics: vec![("test_acc".into(), 0.5)],
+                confusion: Some((vec!["a".into(), "b".into()], vec![3, 1, 0, 4])),
+                error: String::new(),
+                output: format!("trial {} says hello", l.trial),
+            })
+            .await
+            .unwrap();
+        assert!(ok);
+    }
+    // The first trials are trimmed, the last ones still whole; both rank and summarise alike.
+    e.with_sweep(&id, |s| {
+        assert_eq!(s.counts().finished, 1100);
+        let (old, new) = (s.trial(1).unwrap(), s.trial(1100).unwrap());
+        assert!(!old.is_whole() && new.is_whole());
+        assert!(old.output.is_none() && old.confusion.is_none());
+        assert_eq!(old.curve.points().len(), 0, "no stopping rule reads it");
+        let goal = coordinator::config::Goal::Minimize;
+        assert_eq!(old.best("loss", goal), Some((0.2, 2)));
+        assert_eq!(old.best("loss", goal), new.best("loss", goal));
+        assert_eq!(old.metrics.get("test_acc"), Some(0.5));
+        assert_eq!(old.metrics.get("acc"), Some(0.6));
+    })
+    .unwrap();
+    let f = e.trial_files(&id, 1).await.unwrap();
+    let got: Vec<(u32, &str, f64)> = f.points.iter().map(|p| (p.0, p.1.as_str(), p.2)).collect();
+    assert_eq!(
+        got,
+        [
+            (1, "acc", 0.09999999999999998),
+            (1, "loss", 0.9),
+            (2, "acc", 0.8),
+            (2, "loss", 0.2),
+            (3, "acc", 0.6),
+            (3, "loss", 0.4)
+        ]
+    );
+    assert_eq!(f.output.as_deref(), Some("trial 1 says hello"));
+    assert!(f.confusion.unwrap().contains("[3,1,0,4]"));
 }

@@ -132,6 +132,8 @@ struct Throughput {
     cpu: f64,
     /// CPU seconds this process (the probe and the observers' clients) spent meanwhile.
     own: f64,
+    /// The coordinator's resident memory at the end and at its peak, MiB.
+    rss: (f64, f64),
 }
 
 /// A free loopback port (for the HTTP listener of the pages).
@@ -282,6 +284,10 @@ async fn one_run(
     let secs = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds(server.0.id()).unwrap_or(f64::NAN) - cpu0;
     let own = cpu_seconds(std::process::id()).unwrap_or(f64::NAN) - own0;
+    let rss = (
+        rss_mib(server.0.id()).unwrap_or(f64::NAN),
+        peak_rss_mib(server.0.id()).unwrap_or(f64::NAN),
+    );
     let observed = observers.finish().await?;
     drop(workers);
     Ok(Throughput {
@@ -295,6 +301,7 @@ async fn one_run(
         observed,
         cpu,
         own,
+        rss,
     })
 }
 
@@ -309,6 +316,12 @@ fn print_run(a: &BenchArgs, r: &mut Throughput, observers: &str) {
         r.cpu * 1e6 / a.trials as f64,
         r.own,
         r.probe_trials
+    );
+    println!(
+        "  coordinator memory: {:.0} MiB resident at the end, {:.0} MiB at most ({:.2} KiB per trial)",
+        r.rss.0,
+        r.rss.1,
+        r.rss.1 * 1024.0 / a.trials as f64
     );
     for (name, v) in [
         ("Lease", &mut r.lease_ms),
@@ -631,10 +644,19 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
 
 /// Resident set size of a process in MiB, from /proc.
 fn rss_mib(pid: u32) -> Option<f64> {
+    status_mib(pid, "VmRSS:")
+}
+
+/// The most a process has had resident, in MiB, from /proc.
+fn peak_rss_mib(pid: u32) -> Option<f64> {
+    status_mib(pid, "VmHWM:")
+}
+
+fn status_mib(pid: u32, field: &str) -> Option<f64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: f64 = s
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
         .parse()

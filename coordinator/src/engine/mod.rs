@@ -22,8 +22,10 @@ use crate::search;
 use crate::store::{self, Store, StoreError, TrialRow};
 
 mod sweep;
+mod trial;
 
-pub use sweep::{Counts, Sweep, SweepState, Trial, TrialState};
+pub use sweep::{Counts, Sweep, SweepState};
+pub use trial::{Curve, Metrics, Params, Point, Trial, TrialState};
 
 /// Seconds since the Unix epoch.
 pub fn now() -> f64 {
@@ -280,10 +282,17 @@ fn restore(snap: store::Snapshot, path: &str, ttl: f64) -> Result<State, EngineE
     // Trials are put together (row, then curve, then metrics) before they join their sweep.
     let mut trials: HashMap<String, BTreeMap<u64, Trial>> = HashMap::new();
     for t in snap.trials {
-        if !st.sweeps.contains_key(&t.sweep_id) {
+        let Some(sw) = st.sweeps.get_mut(&t.sweep_id) else {
             continue;
-        }
+        };
         let sweep = t.sweep_id.as_str();
+        if t.trial == 0 || t.trial >= sw.next_trial {
+            return Err(EngineError::Corrupt(format!(
+                "store {path}: sweep {sweep} has a trial {} but hands out trials 1 to {} only; fix or delete that row",
+                t.trial,
+                sw.next_trial.saturating_sub(1)
+            )));
+        }
         let state = TrialState::parse(&t.state);
         let confusion = match t.confusion.as_deref() {
             None => None,
@@ -294,31 +303,29 @@ fn restore(snap: store::Snapshot, path: &str, ttl: f64) -> Result<State, EngineE
                     .map_err(|e| corrupt(path, sweep, t.trial, "confusion", e))?;
                 let counts: Vec<u64> = serde_json::from_value(v["counts"].clone())
                     .map_err(|e| corrupt(path, sweep, t.trial, "confusion", e))?;
-                Some((labels, counts))
+                Some(Box::new((labels, counts)))
             }
         };
         let params: Value = serde_json::from_str(&t.params)
             .map_err(|e| corrupt(path, sweep, t.trial, "params", e))?;
-        let metrics: BTreeMap<String, f64> = serde_json::from_str(&t.metrics)
+        let stored: BTreeMap<String, f64> = serde_json::from_str(&t.metrics)
             .map_err(|e| corrupt(path, sweep, t.trial, "metrics", e))?;
-        let trial = Trial {
-            number: t.trial,
-            params,
-            state,
-            attempt: t.attempt,
-            completed_attempt: t.completed_attempt,
-            lease_id: t.lease_id.clone(),
-            lease_expires: now() + ttl,
-            worker: t.worker,
-            started_at: t.started_at,
-            ended_at: t.ended_at,
-            duration: t.duration,
-            curve: BTreeMap::new(),
-            metrics,
-            confusion,
-            error: t.error,
-            output: t.output,
-        };
+        let mut trial = Trial::new(t.trial, Params::new(params, &mut sw.names));
+        trial.state = state;
+        trial.attempt = t.attempt;
+        trial.completed_attempt = t.completed_attempt;
+        trial.lease_id = t.lease_id.clone();
+        trial.lease_expires = now() + ttl;
+        trial.worker = t.worker.as_deref().map(|w| sw.names.get(w));
+        trial.started_at = t.started_at;
+        trial.ended_at = t.ended_at;
+        trial.duration = t.duration;
+        for (k, v) in stored {
+            trial.metrics.insert(sw.names.get(&k), v);
+        }
+        trial.confusion = confusion;
+        trial.error = t.error;
+        trial.output = t.output.map(String::into_boxed_str);
         if state == TrialState::Running {
             if let Some(l) = &t.lease_id {
                 st.leases.insert(l.clone(), (t.sweep_id.clone(), t.trial));
@@ -327,9 +334,13 @@ fn restore(snap: store::Snapshot, path: &str, ttl: f64) -> Result<State, EngineE
         trials.entry(t.sweep_id).or_default().insert(t.trial, trial);
     }
     for (sweep, trial, step, name, value) in snap.points {
-        if let Some(t) = trials.get_mut(&sweep).and_then(|s| s.get_mut(&trial)) {
-            t.curve.entry(step).or_default().insert(name, value);
-        }
+        let (Some(sw), Some(t)) = (
+            st.sweeps.get_mut(&sweep),
+            trials.get_mut(&sweep).and_then(|s| s.get_mut(&trial)),
+        ) else {
+            continue;
+        };
+        t.curve.set(step, sw.names.get(&name), value);
     }
     for (id, ts) in trials {
         let Some(sw) = st.sweeps.get_mut(&id) else {
@@ -338,12 +349,13 @@ fn restore(snap: store::Snapshot, path: &str, ttl: f64) -> Result<State, EngineE
         for (n, mut t) in ts {
             // A trial's metrics are its last reported values overlaid with its Complete's
             // (only the latter are stored in its row): rebuild the former from its curve.
-            let mut m: BTreeMap<String, f64> = BTreeMap::new();
-            for point in t.curve.values() {
-                m.extend(point.iter().map(|(k, v)| (k.clone(), *v)));
+            let completed = std::mem::take(&mut t.metrics);
+            for p in t.curve.points() {
+                t.metrics.insert(p.name.clone(), p.value);
             }
-            m.extend(std::mem::take(&mut t.metrics));
-            t.metrics = m;
+            for (k, v) in completed.iter() {
+                t.metrics.insert(sw.names.get(k), v);
+            }
             if t.state == TrialState::Queued {
                 sw.queue.push_back(n);
             }
@@ -679,12 +691,12 @@ impl Engine {
                 let n = sw.next_trial;
                 let suggestion = if sw.spec.method == crate::config::Method::Bayes {
                     let losses = Self::model_losses(sw);
-                    let hist: Vec<search::tpe::Observation<'_>> = sw
-                        .trials()
-                        .values()
+                    let params: Vec<Value> = sw.trials().map(|t| t.params.to_value()).collect();
+                    let hist: Vec<search::tpe::Observation<'_>> = params
+                        .iter()
                         .zip(&losses)
-                        .map(|(t, l)| search::tpe::Observation {
-                            params: &t.params,
+                        .map(|(p, l)| search::tpe::Observation {
+                            params: p,
                             loss: *l,
                         })
                         .collect();
@@ -696,6 +708,7 @@ impl Engine {
                     continue;
                 };
                 sw.next_trial += 1;
+                let params = Params::new(params, &mut sw.names);
                 sw.insert(Trial::new(n, params));
                 n
             } else {
@@ -722,16 +735,17 @@ impl Engine {
             };
             let metric = sw.spec.metric.name.clone();
             let sweep_update = (sw.id.clone(), sw.state.name().to_string(), sw.next_trial, t);
+            let worker_name = sw.names.get(worker);
             let (row, attempt, params) = sw.edit(number, |trial| {
                 trial.state = TrialState::Running;
                 trial.attempt += 1;
                 trial.lease_id = Some(lease_id.clone());
                 trial.lease_expires = t + ttl;
-                trial.worker = Some(worker.to_string());
+                trial.worker = Some(worker_name);
                 trial.started_at = Some(t);
                 // A reason from an earlier attempt (an expired lease) does not describe this one.
                 trial.error = None;
-                (trial.row(&sid), trial.attempt, trial.params.clone())
+                (trial.row(&sid), trial.attempt, trial.params.to_value())
             })?;
             let lease = Lease {
                 sweep_id: sid.clone(),
@@ -867,11 +881,12 @@ impl Engine {
             let stopped = sw.state.is_terminal();
             let finite: Vec<(String, f64)> =
                 metrics.into_iter().filter(|(_, v)| v.is_finite()).collect();
+            let named: Vec<(Arc<str>, f64)> =
+                finite.iter().map(|(n, v)| (sw.names.get(n), *v)).collect();
             let known = sw.edit(trial, |t| {
                 t.lease_expires = now() + ttl;
-                let point = t.curve.entry(epoch).or_default();
-                for (n, v) in &finite {
-                    point.insert(n.clone(), *v);
+                for (n, v) in &named {
+                    t.curve.set(epoch, n.clone(), *v);
                     t.metrics.insert(n.clone(), *v);
                 }
             });
@@ -918,7 +933,6 @@ impl Engine {
         let sign = if m.goal == Goal::Maximize { -1.0 } else { 1.0 };
         let observed: Vec<f64> = sw
             .trials()
-            .values()
             .filter(|t| matches!(t.state, TrialState::Finished | TrialState::Stopped))
             .filter_map(|t| t.final_value(&m.name))
             .map(|v| sign * v)
@@ -926,7 +940,6 @@ impl Engine {
         let worst = observed.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let best = observed.iter().copied().fold(f64::INFINITY, f64::min);
         sw.trials()
-            .values()
             .map(|t| match t.state {
                 TrialState::Finished | TrialState::Stopped => t
                     .final_value(&m.name)
@@ -949,19 +962,11 @@ impl Engine {
     fn early_stop(sw: &Sweep, trial: u64) -> Option<String> {
         let rule = sw.spec.stopping.as_ref()?;
         let metric = &sw.spec.metric.name;
-        let hist = |t: &Trial| -> Vec<f64> {
-            t.curve
-                .values()
-                .filter_map(|m| m.get(metric))
-                .copied()
-                .filter(|v| v.is_finite())
-                .collect()
-        };
-        let numbers: Vec<u64> = sw.trials().keys().copied().collect();
-        let histories: Vec<Vec<f64>> = sw.trials().values().map(hist).collect();
+        let hist = |t: &Trial| -> Vec<f64> { t.curve.history(metric).collect() };
+        let numbers: Vec<u64> = sw.trials().map(|t| t.number).collect();
+        let histories: Vec<Vec<f64>> = sw.trials().map(hist).collect();
         let views: Vec<crate::stopping::TrialView<'_>> = sw
             .trials()
-            .values()
             .zip(&histories)
             .map(|(t, h)| crate::stopping::TrialView {
                 running: t.state == TrialState::Running,
@@ -1045,6 +1050,11 @@ impl Engine {
                 sw.spec.metric.goal,
                 sw.spec.metric.target,
             );
+            let named: Vec<(Arc<str>, f64)> = metrics
+                .into_iter()
+                .filter(|(_, v)| v.is_finite())
+                .map(|(n, v)| (sw.names.get(&n), v))
+                .collect();
             let edited = sw.edit(trial, |t| {
                 let old_lease = t.lease_id.take();
                 match outcome {
@@ -1059,12 +1069,12 @@ impl Engine {
                         }
                     }
                     _ => {
-                        for (n, v) in metrics.into_iter().filter(|(_, v)| v.is_finite()) {
+                        for (n, v) in named {
                             t.metrics.insert(n, v);
                         }
-                        t.confusion = confusion;
-                        t.output =
-                            (!output.is_empty()).then(|| truncate_tail(&output, MAX_OUTPUT_BYTES));
+                        t.confusion = confusion.map(Box::new);
+                        t.output = (!output.is_empty())
+                            .then(|| truncate_tail(&output, MAX_OUTPUT_BYTES).into_boxed_str());
                         t.completed_attempt = Some(attempt);
                         t.ended_at = Some(t_now);
                         t.duration = t.started_at.map_or(0.0, |s| (t_now - s).max(0.0));
@@ -1330,7 +1340,6 @@ impl Engine {
             }
             let rows: Vec<TrialRow> = sw
                 .trials()
-                .values()
                 .filter(|t| t.state == TrialState::Stopped && t.completed_attempt.is_none())
                 .map(|t| t.row(&sw.id))
                 .collect();
@@ -1360,6 +1369,21 @@ impl Engine {
             .get(id)
             .map(f)
             .ok_or_else(|| EngineError::UnknownSweep(id.into()))
+    }
+
+    /// What the store keeps of trial `trial` beyond what memory holds of it once trimmed (see
+    /// [`Trial::is_whole`]): its curve, confusion matrix and output.
+    pub async fn trial_files(
+        &self,
+        sweep: &str,
+        trial: u64,
+    ) -> Result<store::TrialFiles, EngineError> {
+        let sweep = sweep.to_string();
+        Ok(self
+            .inner
+            .store
+            .read(move |c| store::trial_files(c, &sweep, trial))
+            .await?)
     }
 
     /// Ids of every sweep, oldest first.

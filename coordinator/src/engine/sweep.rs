@@ -4,14 +4,18 @@
 //! million trials as at ten. Every change to a trial goes through [`Sweep::edit`], which takes
 //! the trial out of those indexes and puts it back as it is after the change.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-
-use serde_json::{json, Value};
+use std::collections::{BTreeSet, VecDeque};
 
 use crate::config::{Goal, SweepSpec, Trainer};
-use crate::store::{SweepRow, TrialRow};
+use crate::store::SweepRow;
 
 use super::now;
+use super::trial::{Names, Trial, TrialState};
+
+/// Ended trials kept whole (curve, output, confusion matrix) in memory, the most recent ones:
+/// watchers are sent the last points of a trial that just ended from memory. Older ended
+/// trials are trimmed (see [`Trial::trim`]).
+const RECENT_WHOLE: usize = 1024;
 
 /// Sweep states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,160 +51,6 @@ impl SweepState {
     /// Whether the sweep will hand out no more work.
     pub fn is_terminal(self) -> bool {
         matches!(self, SweepState::Stopped | SweepState::Finished)
-    }
-}
-
-/// Trial states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TrialState {
-    /// Waiting for a worker (re-queued after a lost or released attempt).
-    Queued,
-    /// Leased to a worker.
-    Running,
-    /// Trained every epoch.
-    Finished,
-    /// Stopped early (early termination or the sweep was stopped); metrics are valid.
-    Stopped,
-    /// Diverged, errored, or ran out of attempts; `error` says why.
-    Failed,
-}
-
-impl TrialState {
-    /// Stored name.
-    pub fn name(self) -> &'static str {
-        match self {
-            TrialState::Queued => "queued",
-            TrialState::Running => "running",
-            TrialState::Finished => "finished",
-            TrialState::Stopped => "stopped",
-            TrialState::Failed => "failed",
-        }
-    }
-    pub(super) fn parse(s: &str) -> Self {
-        match s {
-            "queued" => TrialState::Queued,
-            "running" => TrialState::Running,
-            "finished" => TrialState::Finished,
-            "stopped" => TrialState::Stopped,
-            _ => TrialState::Failed,
-        }
-    }
-    /// Whether the trial is done.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            TrialState::Finished | TrialState::Stopped | TrialState::Failed
-        )
-    }
-}
-
-/// One trial in memory.
-#[derive(Debug, Clone)]
-pub struct Trial {
-    /// 1-based number within the sweep; never reused.
-    pub number: u64,
-    /// Parameters.
-    pub params: Value,
-    /// State.
-    pub state: TrialState,
-    /// Current attempt, 1-based.
-    pub attempt: u32,
-    /// The attempt whose Complete was accepted (for idempotent Complete).
-    pub completed_attempt: Option<u32>,
-    /// Fencing token of the current attempt.
-    pub lease_id: Option<String>,
-    /// When the current lease expires (Unix seconds).
-    pub lease_expires: f64,
-    /// Worker of the current or last attempt.
-    pub worker: Option<String>,
-    /// When the current attempt started.
-    pub started_at: Option<f64>,
-    /// When the trial ended.
-    pub ended_at: Option<f64>,
-    /// Seconds of the accepted attempt.
-    pub duration: f64,
-    /// Per-epoch metrics: step → name → value.
-    pub curve: BTreeMap<u32, BTreeMap<String, f64>>,
-    /// Final metrics (last epoch's values overlaid with the Complete message's).
-    pub metrics: BTreeMap<String, f64>,
-    /// Class names and row-major counts.
-    pub confusion: Option<(Vec<String>, Vec<u64>)>,
-    /// Why it failed, or why it was stopped; for a finished program trial, a note such as
-    /// the metric it never logged.
-    pub error: Option<String>,
-    /// The tail of a program trial's output.
-    pub output: Option<String>,
-}
-
-impl Trial {
-    /// A new trial with `params`, waiting for its first attempt.
-    pub(super) fn new(number: u64, params: Value) -> Trial {
-        Trial {
-            number,
-            params,
-            state: TrialState::Queued,
-            attempt: 0,
-            completed_attempt: None,
-            lease_id: None,
-            lease_expires: 0.0,
-            worker: None,
-            started_at: None,
-            ended_at: None,
-            duration: 0.0,
-            curve: BTreeMap::new(),
-            metrics: BTreeMap::new(),
-            confusion: None,
-            error: None,
-            output: None,
-        }
-    }
-
-    pub(super) fn row(&self, sweep: &str) -> TrialRow {
-        TrialRow {
-            sweep_id: sweep.to_string(),
-            trial: self.number,
-            params: self.params.to_string(),
-            state: self.state.name().into(),
-            attempt: self.attempt,
-            completed_attempt: self.completed_attempt,
-            lease_id: self.lease_id.clone(),
-            worker: self.worker.clone(),
-            started_at: self.started_at,
-            ended_at: self.ended_at,
-            duration: self.duration,
-            metrics: serde_json::to_string(&self.metrics).unwrap_or_else(|_| "{}".into()),
-            confusion: self
-                .confusion
-                .as_ref()
-                .map(|(l, c)| json!({"labels": l, "counts": c}).to_string()),
-            error: self.error.clone(),
-            output: self.output.clone(),
-        }
-    }
-
-    /// Best value of `metric` over the epochs, and its step.
-    pub fn best(&self, metric: &str, goal: Goal) -> Option<(f64, u32)> {
-        let mut best: Option<(f64, u32)> = None;
-        for (step, m) in &self.curve {
-            if let Some(&v) = m.get(metric) {
-                if v.is_finite() && best.is_none_or(|(b, _)| goal.better(v, b)) {
-                    best = Some((v, *step));
-                }
-            }
-        }
-        if best.is_none() {
-            if let Some(&v) = self.metrics.get(metric) {
-                if v.is_finite() {
-                    best = Some((v, self.curve.keys().last().copied().unwrap_or(0)));
-                }
-            }
-        }
-        best
-    }
-
-    /// The value the leaderboard ranks by: the final value of the metric (W&B's summary).
-    pub fn final_value(&self, metric: &str) -> Option<f64> {
-        self.metrics.get(metric).copied().filter(|v| v.is_finite())
     }
 }
 
@@ -290,8 +140,14 @@ pub struct Sweep {
     pub updated_at: f64,
     /// Next trial number to create.
     pub next_trial: u64,
-    /// Trials by number.
-    trials: BTreeMap<u64, Trial>,
+    /// Trials by number (trial `n` at `n - 1`).
+    trials: Vec<Option<Trial>>,
+    /// How many of `trials` are there.
+    len: usize,
+    /// The names the trials use.
+    pub(super) names: Names,
+    /// Ended trials still whole, oldest first.
+    recent: VecDeque<u64>,
     /// Re-queued trials, oldest first.
     pub(super) queue: VecDeque<u64>,
     /// Last time a worker asked for work that it could not take from this sweep (it does not
@@ -321,7 +177,10 @@ impl Sweep {
             created_at,
             updated_at: created_at,
             next_trial,
-            trials: BTreeMap::new(),
+            trials: Vec::new(),
+            len: 0,
+            names: Names::default(),
+            recent: VecDeque::new(),
             queue: VecDeque::new(),
             refused_at: None,
             polled_at: None,
@@ -346,13 +205,29 @@ impl Sweep {
     }
 
     /// Every trial, by number.
-    pub fn trials(&self) -> &BTreeMap<u64, Trial> {
-        &self.trials
+    pub fn trials(&self) -> impl DoubleEndedIterator<Item = &Trial> + '_ {
+        self.trials.iter().flatten()
+    }
+
+    /// How many trials the sweep has.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the sweep has no trial yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// Trial `n`.
     pub fn trial(&self, n: u64) -> Option<&Trial> {
-        self.trials.get(&n)
+        let i = usize::try_from(n.checked_sub(1)?).ok()?;
+        self.trials.get(i)?.as_ref()
+    }
+
+    fn slot(&mut self, n: u64) -> Option<&mut Option<Trial>> {
+        let i = usize::try_from(n.checked_sub(1)?).ok()?;
+        self.trials.get_mut(i)
     }
 
     fn place(&self, t: &Trial) -> Place {
@@ -361,20 +236,60 @@ impl Sweep {
 
     /// Adds a trial (a new one, or one read back from the store).
     pub(super) fn insert(&mut self, t: Trial) {
-        if let Some(old) = self.trials.remove(&t.number) {
-            self.index.remove(&old, self.place(&old));
+        let Some(i) = t
+            .number
+            .checked_sub(1)
+            .and_then(|i| usize::try_from(i).ok())
+        else {
+            return;
+        };
+        if self.trials.len() <= i {
+            self.trials.resize_with(i + 1, || None);
         }
-        self.index.add(&t, self.place(&t));
-        self.trials.insert(t.number, t);
+        match self.trials[i].take() {
+            Some(old) => self.index.remove(&old, place(&self.spec, &old)),
+            None => self.len += 1,
+        }
+        self.index.add(&t, place(&self.spec, &t));
+        let ended = t.state.is_terminal();
+        let n = t.number;
+        self.trials[i] = Some(t);
+        if ended {
+            self.ended(n);
+        }
     }
 
     /// Changes trial `n` with `f`, keeping the indexes true; `None` if there is no such trial.
     pub(super) fn edit<R>(&mut self, n: u64, f: impl FnOnce(&mut Trial) -> R) -> Option<R> {
-        let t = self.trials.get_mut(&n)?;
-        self.index.remove(t, place(&self.spec, t));
+        let spec = &self.spec;
+        let index = &mut self.index;
+        let i = usize::try_from(n.checked_sub(1)?).ok()?;
+        let t = self.trials.get_mut(i)?.as_mut()?;
+        let was_ended = t.state.is_terminal();
+        index.remove(t, place(spec, t));
         let r = f(t);
-        self.index.add(t, place(&self.spec, t));
+        index.add(t, place(spec, t));
+        if !was_ended && t.state.is_terminal() {
+            self.ended(n);
+        }
         Some(r)
+    }
+
+    /// Trial `n` has just ended: it joins the recent ones, and the oldest of those is trimmed.
+    fn ended(&mut self, n: u64) {
+        self.recent.push_back(n);
+        while self.recent.len() > RECENT_WHOLE {
+            let Some(old) = self.recent.pop_front() else {
+                break;
+            };
+            let metric = self.spec.metric.name.clone();
+            let (goal, histories) = (self.spec.metric.goal, self.spec.stopping.is_some());
+            if let Some(Some(t)) = self.slot(old) {
+                if t.state.is_terminal() {
+                    t.trim(&metric, goal, histories);
+                }
+            }
+        }
     }
 
     /// Counts of trials by state.
@@ -395,10 +310,9 @@ impl Sweep {
             .ranking
             .iter()
             .enumerate()
-            .filter_map(|(i, k)| self.trials.get(&k.1).map(|t| (i as u32 + 1, t)));
+            .filter_map(|(i, k)| self.trial(k.1).map(|t| (i as u32 + 1, t)));
         let rest = self
-            .trials
-            .values()
+            .trials()
             .filter(|t| !matches!(self.place(t), Place::Ranked(_)))
             .map(|t| (0, t));
         ranked.chain(rest)
@@ -411,7 +325,7 @@ impl Sweep {
 
     /// Trial `n`'s rank (1 is the best), 0 if it is not ranked. Walks the ranking down to it.
     pub fn rank_of(&self, n: u64) -> u32 {
-        match self.trials.get(&n).map(|t| self.place(t)) {
+        match self.trial(n).map(|t| self.place(t)) {
             Some(Place::Ranked(k)) => self.index.ranking.range(..k).count() as u32 + 1,
             _ => 0,
         }
@@ -419,10 +333,7 @@ impl Sweep {
 
     /// The best ranked trial.
     pub fn best(&self) -> Option<&Trial> {
-        self.index
-            .ranking
-            .first()
-            .and_then(|k| self.trials.get(&k.1))
+        self.index.ranking.first().and_then(|k| self.trial(k.1))
     }
 
     /// What a person should know: the config's notices, trials that never logged the metric,
@@ -431,7 +342,7 @@ impl Sweep {
         let mut out = self.spec.notices.clone();
         let metric = &self.spec.metric.name;
         if !metric.is_empty() {
-            if let Some(first) = self.index.unranked.first().and_then(|n| self.trials.get(n)) {
+            if let Some(first) = self.index.unranked.first().and_then(|n| self.trial(*n)) {
                 let n = self.index.unranked.len();
                 let why = first
                     .error
@@ -530,6 +441,7 @@ impl Index {
 
 #[cfg(test)]
 mod tests {
+    use super::super::trial::Params;
     use super::*;
     use rand::{Rng, SeedableRng};
 
@@ -541,8 +453,8 @@ mod tests {
         Sweep::new("s".into(), None, spec, SweepState::Running, 0.0, 1)
     }
 
-    fn trial(n: u64) -> Trial {
-        Trial::new(n, json!({"x": n}))
+    fn trial(s: &mut Sweep, n: u64) -> Trial {
+        Trial::new(n, Params::new(serde_json::json!({"x": n}), &mut s.names))
     }
 
     /// The ranking as the leaderboard defined it before it was kept incrementally: a sort of
@@ -551,7 +463,6 @@ mod tests {
         let m = &s.spec.metric;
         let mut ranked: Vec<(&Trial, f64)> = s
             .trials()
-            .values()
             .filter(|t| matches!(t.state, TrialState::Finished | TrialState::Stopped))
             .filter_map(|t| t.final_value(&m.name).map(|v| (t, v)))
             .collect();
@@ -572,9 +483,9 @@ mod tests {
         let ids: BTreeSet<u64> = out.iter().map(|x| x.1).collect();
         out.extend(
             s.trials()
-                .keys()
+                .map(|t| t.number)
                 .filter(|n| !ids.contains(n))
-                .map(|n| (0, *n)),
+                .map(|n| (0, n)),
         );
         out
     }
@@ -585,7 +496,8 @@ mod tests {
             let mut rng = rand::rngs::StdRng::seed_from_u64(7);
             let mut s = sweep(goal);
             for n in 1..=60 {
-                s.insert(trial(n));
+                let t = trial(&mut s, n);
+                s.insert(t);
             }
             let states = [
                 TrialState::Queued,
@@ -618,13 +530,12 @@ mod tests {
                 let got: Vec<(u32, u64)> = s.ranked().map(|(r, t)| (r, t.number)).collect();
                 assert_eq!(got, ranked_by_sorting(&s), "{goal}, step {step}");
                 let mut c = Counts::default();
-                for t in s.trials().values() {
+                for t in s.trials() {
                     *c.slot(t.state) += 1;
                 }
                 assert_eq!(s.counts(), c);
                 let running: Vec<u64> = s
                     .trials()
-                    .values()
                     .filter(|t| t.state == TrialState::Running)
                     .map(|t| t.number)
                     .collect();
@@ -636,7 +547,6 @@ mod tests {
                 }
                 let unranked = s
                     .trials()
-                    .values()
                     .filter(|t| {
                         matches!(t.state, TrialState::Finished | TrialState::Stopped)
                             && t.final_value("loss").is_none()
@@ -652,8 +562,10 @@ mod tests {
         let mut s = sweep("minimize");
         s.next_trial = 3;
         s.spec.run_cap = Some(2);
-        s.insert(trial(1));
-        s.insert(trial(2));
+        for n in [1, 2] {
+            let t = trial(&mut s, n);
+            s.insert(t);
+        }
         s.edit(1, |t| t.state = TrialState::Finished);
         assert!(!s.maybe_finish(), "trial 2 is queued");
         s.edit(2, |t| t.state = TrialState::Running);

@@ -49,13 +49,17 @@ pub fn trial_summary(s: &Sweep, t: &Trial, rank: u32) -> pb::TrialSummary {
     pb::TrialSummary {
         trial: t.number,
         state: t.state.name().into(),
-        params: sweep_proto::json::object_to_pb(&t.params),
-        metrics: t.metrics.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        params: t
+            .params
+            .iter()
+            .map(|(k, v)| (k.to_string(), sweep_proto::json::to_pb(v)))
+            .collect(),
+        metrics: t.metrics.iter().map(|(k, v)| (k.to_string(), v)).collect(),
         best: best.map(|b| b.0),
         best_step: best.map_or(0, |b| b.1),
         attempts: t.attempt,
         duration_seconds: t.duration,
-        worker: t.worker.clone().unwrap_or_default(),
+        worker: t.worker.as_deref().unwrap_or_default().to_string(),
         error: t.error.clone().unwrap_or_default(),
         rank,
     }
@@ -67,22 +71,44 @@ pub fn trial_detail(s: &Sweep, t: &Trial, rank: u32) -> pb::TrialDetail {
         summary: Some(trial_summary(s, t, rank)),
         curve: t
             .curve
+            .points()
             .iter()
-            .flat_map(|(step, m)| {
-                m.iter().map(move |(name, value)| pb::MetricPoint {
-                    step: *step,
-                    name: name.clone(),
-                    value: *value,
-                })
+            .map(|p| pb::MetricPoint {
+                step: p.step,
+                name: p.name.to_string(),
+                value: p.value,
             })
             .collect(),
-        confusion: t
-            .confusion
-            .as_ref()
-            .map(|(labels, counts)| pb::ConfusionMatrix {
-                labels: labels.clone(),
-                counts: counts.clone(),
-            }),
-        output: t.output.clone().unwrap_or_default(),
+        confusion: t.confusion.as_ref().map(|c| pb::ConfusionMatrix {
+            labels: c.0.clone(),
+            counts: c.1.clone(),
+        }),
+        output: t.output.as_deref().unwrap_or_default().to_string(),
     }
+}
+
+/// Fills a trial's detail with what the store keeps of it: its curve, confusion matrix and
+/// output.
+pub fn add_files(d: &mut pb::TrialDetail, f: crate::store::TrialFiles) -> Result<(), String> {
+    d.curve = f
+        .points
+        .into_iter()
+        .map(|(step, name, value)| pb::MetricPoint { step, name, value })
+        .collect();
+    d.confusion = match f.confusion {
+        None => None,
+        Some(text) => {
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| format!("the stored confusion matrix is not valid JSON: {e}"))?;
+            let field = |k: &str| v.get(k).cloned().unwrap_or_default();
+            Some(pb::ConfusionMatrix {
+                labels: serde_json::from_value(field("labels"))
+                    .map_err(|e| format!("the stored confusion matrix's labels: {e}"))?,
+                counts: serde_json::from_value(field("counts"))
+                    .map_err(|e| format!("the stored confusion matrix's counts: {e}"))?,
+            })
+        }
+    };
+    d.output = f.output.unwrap_or_default();
+    Ok(())
 }

@@ -403,11 +403,20 @@ impl Sweeps for SweepsService {
         let r = req.into_inner();
         let detail = self.engine.with_sweep(&r.sweep_id, |s| {
             s.trial(r.trial)
-                .map(|t| trial_detail(s, t, s.rank_of(r.trial)))
+                .map(|t| (trial_detail(s, t, s.rank_of(r.trial)), t.is_whole()))
         })?;
-        detail.map(Response::new).ok_or_else(|| {
-            Status::not_found(format!("sweep {} has no trial {}", r.sweep_id, r.trial))
-        })
+        let Some((mut detail, whole)) = detail else {
+            return Err(Status::not_found(format!(
+                "sweep {} has no trial {}",
+                r.sweep_id, r.trial
+            )));
+        };
+        if !whole {
+            // An ended trial's curve, confusion matrix and output are in the store only.
+            let files = self.engine.trial_files(&r.sweep_id, r.trial).await?;
+            convert::add_files(&mut detail, files).map_err(Status::internal)?;
+        }
+        Ok(Response::new(detail))
     }
 
     type WatchStream = WatchStream;

@@ -186,13 +186,11 @@ async fn hub(engine: Engine, id: String, tx: broadcast::Sender<Arc<Look>>, hubs:
                     let t = s.trial(*n)?;
                     let points = steps
                         .iter()
-                        .filter_map(|step| t.curve.get(step).map(|m| (step, m)))
-                        .flat_map(|(step, m)| {
-                            m.iter().map(|(name, value)| pb::MetricPoint {
-                                step: *step,
-                                name: name.clone(),
-                                value: *value,
-                            })
+                        .flat_map(|step| t.curve.at(*step))
+                        .map(|p| pb::MetricPoint {
+                            step: p.step,
+                            name: p.name.to_string(),
+                            value: p.value,
                         })
                         .collect();
                     Some(pb::TrialChange {

@@ -4,7 +4,9 @@
 //! is waiting in one transaction (group commit), commits, and only then answers each caller. A
 //! reply that depends on a state change is therefore sent after that change is on disk, and
 //! the async runtime never blocks on disk. State is read at startup ([`Store::open`]) and again
-//! after a failed write ([`Store::reload`]); otherwise the engine serves reads from memory.
+//! after a failed write ([`Store::reload`]); otherwise the engine serves reads from memory,
+//! except what it no longer holds of ended trials (their curves, outputs and confusion
+//! matrices), which [`Store::read`] reads on a second, read-only connection.
 //!
 //! The store is fail-stop. When a write fails (a full disk, a read-only file, an I/O error)
 //! the whole transaction is rolled back, every caller in it is told why, and every later write
@@ -186,6 +188,8 @@ pub struct Store {
     path: String,
     /// Whether writes are accepted; set by the writer thread.
     health: watch::Receiver<Health>,
+    /// The read-only connection of [`Store::read`].
+    reader: Arc<std::sync::Mutex<Connection>>,
     /// Held while any handle lives.
     _lock: Arc<guard::StoreLock>,
 }
@@ -241,6 +245,9 @@ pub struct TrialRow {
     pub error: Option<String>,
     /// The tail of a program's output.
     pub output: Option<String>,
+    /// Whether the stored confusion matrix and output stay as they are (the trial's memory
+    /// no longer holds them; `confusion` and `output` are then ignored).
+    pub keep_files: bool,
 }
 
 /// Everything in the store, read at startup.
@@ -304,6 +311,12 @@ impl Store {
         .map_err(sql(&p))?;
         migrate(&mut conn, &p)?;
         let snap = read_all(&conn).map_err(sql(&p))?;
+        let reader = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .and_then(|c| c.execute_batch("PRAGMA busy_timeout = 5000;").map(|()| c))
+        .map_err(sql(&p))?;
         let watch = guard::FileWatch::new(path).map_err(|e| StoreError::Lost {
             path: p.clone(),
             cause: format!("cannot be watched: {e}"),
@@ -328,6 +341,7 @@ impl Store {
                 tx,
                 path: p,
                 health,
+                reader: Arc::new(std::sync::Mutex::new(reader)),
                 _lock: Arc::new(lock),
             },
             snap,
@@ -379,6 +393,23 @@ impl Store {
                 .downcast::<R>()
                 .expect("a job's output has the type its caller asked for"))
         }
+    }
+
+    /// Runs `f` on the read-only connection, off the async runtime. It sees every committed
+    /// write.
+    pub async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let reader = self.reader.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
+            f(&conn).map_err(sql(&path))
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
     }
 
     /// Resolves once every write queued before it is committed (or fails as they did).
@@ -643,6 +674,7 @@ fn read_all(conn: &Connection) -> rusqlite::Result<Snapshot> {
                 confusion: r.get(12)?,
                 error: r.get(13)?,
                 output: r.get(14)?,
+                keep_files: false,
             })
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -699,27 +731,35 @@ pub fn update_sweep(
 
 /// Inserts or replaces a trial row.
 pub fn upsert_trial(tx: &Connection, t: &TrialRow) -> rusqlite::Result<()> {
-    tx.execute(
-        "INSERT OR REPLACE INTO trials (sweep_id, trial, params, state, attempt, completed_attempt, lease_id, worker, started_at, ended_at, duration, metrics, confusion, error, output)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-        params![
-            t.sweep_id,
-            t.trial as i64,
-            t.params,
-            t.state,
-            t.attempt,
-            t.completed_attempt,
-            t.lease_id,
-            t.worker,
-            t.started_at,
-            t.ended_at,
-            t.duration,
-            t.metrics,
-            t.confusion,
-            t.error,
-            t.output
-        ],
+    let mut q = tx.prepare_cached(
+        "INSERT INTO trials (sweep_id, trial, params, state, attempt, completed_attempt, lease_id, worker, started_at, ended_at, duration, metrics, confusion, error, output)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+         ON CONFLICT (sweep_id, trial) DO UPDATE SET params = excluded.params, state = excluded.state,
+           attempt = excluded.attempt, completed_attempt = excluded.completed_attempt,
+           lease_id = excluded.lease_id, worker = excluded.worker, started_at = excluded.started_at,
+           ended_at = excluded.ended_at, duration = excluded.duration, metrics = excluded.metrics,
+           confusion = CASE WHEN ?16 THEN trials.confusion ELSE excluded.confusion END,
+           error = excluded.error,
+           output = CASE WHEN ?16 THEN trials.output ELSE excluded.output END",
     )?;
+    q.execute(params![
+        t.sweep_id,
+        t.trial as i64,
+        t.params,
+        t.state,
+        t.attempt,
+        t.completed_attempt,
+        t.lease_id,
+        t.worker,
+        t.started_at,
+        t.ended_at,
+        t.duration,
+        t.metrics,
+        t.confusion,
+        t.error,
+        t.output,
+        t.keep_files
+    ])?;
     Ok(())
 }
 
@@ -736,6 +776,39 @@ pub fn insert_points(
         q.execute(params![sweep, trial as i64, step, name, value])?;
     }
     Ok(())
+}
+
+/// What the store keeps of an ended trial beyond its row in memory.
+#[derive(Debug, Default)]
+pub struct TrialFiles {
+    /// Every metric point: (step, name, value), by step then name.
+    pub points: Vec<(u32, String, f64)>,
+    /// Confusion matrix, JSON.
+    pub confusion: Option<String>,
+    /// The tail of a program's output.
+    pub output: Option<String>,
+}
+
+/// Trial `trial` of sweep `sweep`'s curve, confusion matrix and output.
+pub fn trial_files(conn: &Connection, sweep: &str, trial: u64) -> rusqlite::Result<TrialFiles> {
+    let mut q = conn.prepare_cached(
+        "SELECT step, name, value FROM metric_points WHERE sweep_id = ?1 AND trial = ?2 ORDER BY step, name",
+    )?;
+    let points = q
+        .query_map(params![sweep, trial as i64], |r| {
+            Ok((r.get::<_, i64>(0)? as u32, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let (confusion, output) = conn
+        .prepare_cached("SELECT confusion, output FROM trials WHERE sweep_id = ?1 AND trial = ?2")?
+        .query_row(params![sweep, trial as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .unwrap_or((None, None));
+    Ok(TrialFiles {
+        points,
+        confusion,
+        output,
+    })
 }
 
 /// Records a worker's registration.

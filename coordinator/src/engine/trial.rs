@@ -1,0 +1,418 @@
+//! One trial in memory, kept small: a sweep of a million trials holds a million of these.
+//!
+//! Names (parameters, metrics, workers) are shared per sweep ([`Names`]); a trial's curve is a
+//! flat list of points; once a trial has ended and is no longer among the sweep's most recent
+//! ended trials, it is *trimmed*: its curve shrinks to what the sweep still needs (its best
+//! point, and the metric's history where a stopping rule compares trials), and its output and
+//! confusion matrix leave memory. The store keeps everything; a trimmed trial's detail is read
+//! from there.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::{json, Map, Value};
+
+use crate::config::Goal;
+use crate::store::TrialRow;
+
+/// Trial states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrialState {
+    /// Waiting for a worker (re-queued after a lost or released attempt).
+    Queued,
+    /// Leased to a worker.
+    Running,
+    /// Trained every epoch.
+    Finished,
+    /// Stopped early (early termination or the sweep was stopped); metrics are valid.
+    Stopped,
+    /// Diverged, errored, or ran out of attempts; `error` says why.
+    Failed,
+}
+
+impl TrialState {
+    /// Stored name.
+    pub fn name(self) -> &'static str {
+        match self {
+            TrialState::Queued => "queued",
+            TrialState::Running => "running",
+            TrialState::Finished => "finished",
+            TrialState::Stopped => "stopped",
+            TrialState::Failed => "failed",
+        }
+    }
+    pub(super) fn parse(s: &str) -> Self {
+        match s {
+            "queued" => TrialState::Queued,
+            "running" => TrialState::Running,
+            "finished" => TrialState::Finished,
+            "stopped" => TrialState::Stopped,
+            _ => TrialState::Failed,
+        }
+    }
+    /// Whether the trial is done.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TrialState::Finished | TrialState::Stopped | TrialState::Failed
+        )
+    }
+}
+
+/// Most names one sweep shares; past it a name is still kept, only not shared (a client that
+/// invents metric names cannot grow the table without bound).
+const MAX_SHARED_NAMES: usize = 65_536;
+
+/// The names a sweep's trials use, each held once.
+#[derive(Debug, Default)]
+pub struct Names(HashSet<Arc<str>>);
+
+impl Names {
+    /// The shared copy of `name`.
+    pub fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(n) = self.0.get(name) {
+            return n.clone();
+        }
+        let n: Arc<str> = Arc::from(name);
+        if self.0.len() < MAX_SHARED_NAMES {
+            self.0.insert(n.clone());
+        }
+        n
+    }
+}
+
+/// A trial's parameters, in the order the search made them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Params(Box<[(Arc<str>, Value)]>);
+
+impl Params {
+    /// From a JSON object (anything else: no parameters).
+    pub fn new(v: Value, names: &mut Names) -> Params {
+        match v {
+            Value::Object(m) => Params(m.into_iter().map(|(k, v)| (names.get(&k), v)).collect()),
+            _ => Params::default(),
+        }
+    }
+
+    /// Every parameter, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> + '_ {
+        self.0.iter().map(|(k, v)| (&**k, v))
+    }
+
+    /// As a JSON object.
+    pub fn to_value(&self) -> Value {
+        Value::Object(self.to_map())
+    }
+
+    /// As a JSON map.
+    pub fn to_map(&self) -> Map<String, Value> {
+        self.0
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+}
+
+/// One metric value at one step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    /// The epoch (1-based).
+    pub step: u32,
+    /// The metric.
+    pub name: Arc<str>,
+    /// Its value.
+    pub value: f64,
+}
+
+/// Per-epoch metrics, ordered by step, then name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Curve(Vec<Point>);
+
+impl Curve {
+    /// Sets `name` at `step` (replacing a value reported before for the same step).
+    pub fn set(&mut self, step: u32, name: Arc<str>, value: f64) {
+        let key = (step, &*name);
+        match self.0.binary_search_by(|p| (p.step, &*p.name).cmp(&key)) {
+            Ok(i) => self.0[i].value = value,
+            Err(i) => self.0.insert(i, Point { step, name, value }),
+        }
+    }
+
+    /// Every point, by step then name.
+    pub fn points(&self) -> &[Point] {
+        &self.0
+    }
+
+    /// The points of `step`.
+    pub fn at(&self, step: u32) -> impl Iterator<Item = &Point> + '_ {
+        let from = self.0.partition_point(|p| p.step < step);
+        self.0[from..].iter().take_while(move |p| p.step == step)
+    }
+
+    /// The last step with a point.
+    pub fn last_step(&self) -> Option<u32> {
+        self.0.last().map(|p| p.step)
+    }
+
+    /// The finite values of `metric`, by step.
+    pub fn history<'a>(&'a self, metric: &'a str) -> impl Iterator<Item = f64> + 'a {
+        self.0
+            .iter()
+            .filter(move |p| *p.name == *metric && p.value.is_finite())
+            .map(|p| p.value)
+    }
+
+    fn keep(&mut self, f: impl FnMut(&Point) -> bool) {
+        self.0.retain(f);
+        self.0.shrink_to_fit();
+    }
+}
+
+/// Final metrics by name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metrics(Vec<(Arc<str>, f64)>);
+
+impl Metrics {
+    /// The value of `name`.
+    pub fn get(&self, name: &str) -> Option<f64> {
+        self.find(name).ok().map(|i| self.0[i].1)
+    }
+
+    /// Sets `name`.
+    pub fn insert(&mut self, name: Arc<str>, value: f64) {
+        match self.find(&name) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (name, value)),
+        }
+    }
+
+    /// Removes `name`.
+    pub fn remove(&mut self, name: &str) {
+        if let Ok(i) = self.find(name) {
+            self.0.remove(i);
+        }
+    }
+
+    /// Every metric, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> + '_ {
+        self.0.iter().map(|(k, v)| (&**k, *v))
+    }
+
+    /// As a JSON object.
+    pub fn to_json(&self) -> String {
+        let m: Map<String, Value> = self
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        Value::Object(m).to_string()
+    }
+
+    fn find(&self, name: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| (**k).cmp(name))
+    }
+}
+
+/// One trial in memory.
+#[derive(Debug, Clone)]
+pub struct Trial {
+    /// 1-based number within the sweep; never reused.
+    pub number: u64,
+    /// Parameters.
+    pub params: Params,
+    /// State.
+    pub state: TrialState,
+    /// Current attempt, 1-based.
+    pub attempt: u32,
+    /// The attempt whose Complete was accepted (for idempotent Complete).
+    pub completed_attempt: Option<u32>,
+    /// Fencing token of the current attempt.
+    pub lease_id: Option<String>,
+    /// When the current lease expires (Unix seconds).
+    pub lease_expires: f64,
+    /// Worker of the current or last attempt.
+    pub worker: Option<Arc<str>>,
+    /// When the current attempt started.
+    pub started_at: Option<f64>,
+    /// When the trial ended.
+    pub ended_at: Option<f64>,
+    /// Seconds of the accepted attempt.
+    pub duration: f64,
+    /// Per-epoch metrics (of a trimmed trial: only what the sweep still needs).
+    pub curve: Curve,
+    /// Final metrics (last epoch's values overlaid with the Complete message's).
+    pub metrics: Metrics,
+    /// Class names and row-major counts (a trimmed trial's are in the store only).
+    pub confusion: Option<Box<(Vec<String>, Vec<u64>)>>,
+    /// Why it failed, or why it was stopped; for a finished program trial, a note such as
+    /// the metric it never logged.
+    pub error: Option<String>,
+    /// The tail of a program trial's output (a trimmed trial's is in the store only).
+    pub output: Option<Box<str>>,
+    /// The best value of the sweep's metric and its step, kept when the trial was trimmed.
+    kept_best: Option<(f64, u32)>,
+    /// Whether the curve, output and confusion matrix are partly in the store only.
+    trimmed: bool,
+}
+
+impl Trial {
+    /// A new trial with `params`, waiting for its first attempt.
+    pub(super) fn new(number: u64, params: Params) -> Trial {
+        Trial {
+            number,
+            params,
+            state: TrialState::Queued,
+            attempt: 0,
+            completed_attempt: None,
+            lease_id: None,
+            lease_expires: 0.0,
+            worker: None,
+            started_at: None,
+            ended_at: None,
+            duration: 0.0,
+            curve: Curve::default(),
+            metrics: Metrics::default(),
+            confusion: None,
+            error: None,
+            output: None,
+            kept_best: None,
+            trimmed: false,
+        }
+    }
+
+    /// Whether the curve, output and confusion matrix are whole in memory (a trimmed trial's
+    /// are read from the store).
+    pub fn is_whole(&self) -> bool {
+        !self.trimmed
+    }
+
+    /// Leaves in memory only what the sweep needs of an ended trial: the best point of
+    /// `metric`, its whole history when `histories` (a stopping rule compares trials), and
+    /// no output or confusion matrix.
+    pub(super) fn trim(&mut self, metric: &str, goal: Goal, histories: bool) {
+        if self.trimmed {
+            return;
+        }
+        self.kept_best = self.best(metric, goal);
+        if histories {
+            self.curve.keep(|p| *p.name == *metric);
+        } else {
+            self.curve = Curve::default();
+        }
+        self.output = None;
+        self.confusion = None;
+        self.trimmed = true;
+    }
+
+    /// The row the store keeps. A trimmed trial's row leaves the stored output and confusion
+    /// matrix as they are.
+    pub(super) fn row(&self, sweep: &str) -> TrialRow {
+        TrialRow {
+            sweep_id: sweep.to_string(),
+            trial: self.number,
+            params: self.params.to_value().to_string(),
+            state: self.state.name().into(),
+            attempt: self.attempt,
+            completed_attempt: self.completed_attempt,
+            lease_id: self.lease_id.clone(),
+            worker: self.worker.as_deref().map(str::to_string),
+            started_at: self.started_at,
+            ended_at: self.ended_at,
+            duration: self.duration,
+            metrics: self.metrics.to_json(),
+            confusion: self
+                .confusion
+                .as_ref()
+                .map(|c| json!({"labels": c.0, "counts": c.1}).to_string()),
+            error: self.error.clone(),
+            output: self.output.as_deref().map(str::to_string),
+            keep_files: self.trimmed,
+        }
+    }
+
+    /// Best value of `metric` over the epochs, and its step (of a trimmed trial: for the
+    /// sweep's metric only).
+    pub fn best(&self, metric: &str, goal: Goal) -> Option<(f64, u32)> {
+        if self.trimmed {
+            return self.kept_best;
+        }
+        let mut best: Option<(f64, u32)> = None;
+        for p in self.curve.points() {
+            if *p.name == *metric
+                && p.value.is_finite()
+                && best.is_none_or(|(b, _)| goal.better(p.value, b))
+            {
+                best = Some((p.value, p.step));
+            }
+        }
+        if best.is_none() {
+            if let Some(v) = self.metrics.get(metric) {
+                if v.is_finite() {
+                    best = Some((v, self.curve.last_step().unwrap_or(0)));
+                }
+            }
+        }
+        best
+    }
+
+    /// The value the leaderboard ranks by: the final value of the metric (W&B's summary).
+    pub fn final_value(&self, metric: &str) -> Option<f64> {
+        self.metrics.get(metric).filter(|v| v.is_finite())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_curve_keeps_its_points_ordered_and_one_per_step_and_name() {
+        let mut names = Names::default();
+        let mut c = Curve::default();
+        for (step, name, v) in [
+            (2, "loss", 0.5),
+            (1, "val", 0.9),
+            (1, "loss", 1.0),
+            (2, "loss", 0.4),
+        ] {
+            c.set(step, names.get(name), v);
+        }
+        let got: Vec<(u32, &str, f64)> = c
+            .points()
+            .iter()
+            .map(|p| (p.step, &*p.name, p.value))
+            .collect();
+        assert_eq!(got, [(1, "loss", 1.0), (1, "val", 0.9), (2, "loss", 0.4)]);
+        assert_eq!(c.at(1).count(), 2);
+        assert_eq!(c.at(3).count(), 0);
+        assert_eq!(c.history("loss").collect::<Vec<_>>(), [1.0, 0.4]);
+        assert!(Arc::ptr_eq(&names.get("loss"), &c.points()[0].name));
+    }
+
+    #[test]
+    fn a_trimmed_trial_keeps_its_best_and_what_stopping_rules_read() {
+        let mut names = Names::default();
+        let mut t = Trial::new(1, Params::new(json!({"x": 1}), &mut names));
+        for (step, loss) in [(1, 0.9), (2, 0.3), (3, 0.5)] {
+            t.curve.set(step, names.get("loss"), loss);
+            t.curve.set(step, names.get("acc"), 1.0 - loss);
+        }
+        t.metrics.insert(names.get("loss"), 0.5);
+        t.output = Some("hello".into());
+        t.state = TrialState::Finished;
+        let whole = t.clone();
+        t.trim("loss", Goal::Minimize, true);
+        assert_eq!(t.best("loss", Goal::Minimize), Some((0.3, 2)));
+        assert_eq!(t.curve.history("loss").collect::<Vec<_>>(), [0.9, 0.3, 0.5]);
+        assert_eq!(t.curve.history("acc").count(), 0);
+        assert!(t.output.is_none() && !t.is_whole());
+        assert!(t.row("s").keep_files && !whole.row("s").keep_files);
+        let mut u = whole.clone();
+        u.trim("loss", Goal::Minimize, false);
+        assert!(u.curve.points().is_empty());
+        assert_eq!(
+            u.best("loss", Goal::Minimize),
+            whole.best("loss", Goal::Minimize)
+        );
+        assert_eq!(u.params.to_value(), json!({"x": 1}));
+    }
+}
