@@ -256,20 +256,13 @@ async fn state_survives_reopening_the_store() {
     e.with_sweep(&id, |s| {
         assert_eq!(s.name.as_deref(), Some("kept"));
         assert_eq!(s.trial(1).unwrap().state, TrialState::Finished);
-        assert_eq!(
-            s.trial(1)
-                .unwrap()
-                .curve
-                .at(1)
-                .find(|p| &*p.name == "loss")
-                .unwrap()
-                .value,
-            0.25
-        );
         assert_eq!(s.trial(2).unwrap().state, TrialState::Running);
         assert_eq!(s.next_trial, 3);
     })
     .unwrap();
+    // An ended trial's curve is read from the store.
+    let f = e.trial_files(&id, 1).await.unwrap();
+    assert!(f.points.contains(&(1, "loss".to_string(), 0.25)), "{f:?}");
     // The running attempt's worker can carry on after the restart.
     let a = e
         .report(Report {
@@ -668,9 +661,11 @@ async fn a_failed_commit_is_rolled_back_and_its_retry_is_not_trusted() {
         let t = &s.trial(l.trial).unwrap();
         assert_eq!(t.state, TrialState::Finished);
         assert_eq!(t.metrics.get("loss").unwrap(), 0.25);
-        assert_eq!(t.confusion.as_ref().unwrap().0.len(), 60);
     })
     .unwrap();
+    let f = e.trial_files(&id, l.trial).await.unwrap();
+    let m: serde_json::Value = serde_json::from_str(&f.confusion.unwrap()).unwrap();
+    assert_eq!(m["labels"].as_array().unwrap().len(), 60);
 }
 
 /// Class labels are bounded at the edge (count and length), before anything is kept.
@@ -805,7 +800,8 @@ async fn corrupt_json_in_the_store_is_an_error_naming_the_cell() {
 
 #[tokio::test]
 async fn an_ended_trials_curve_output_and_matrix_leave_memory_and_are_read_from_the_store() {
-    let e = Engine::open(&db("trimmed"), opts(60_000)).unwrap();
+    let p = db("trimmed");
+    let e = Engine::open(&p, opts(60_000)).unwrap();
     let values: Vec<String> = (1..=1100).map(|v| v.to_string()).collect();
     let spec = SweepSpec::parse(&format!(
         "method: grid\ntrainer: synthetic\nmetric: {{name: loss, goal: minimize}}\nparameters:\n  x: {{values: [{}]}}\n",
@@ -873,4 +869,27 @@ async fn an_ended_trials_curve_output_and_matrix_leave_memory_and_are_read_from_
     );
     assert_eq!(f.output.as_deref(), Some("trial 1 says hello"));
     assert!(f.confusion.unwrap().contains("[3,1,0,4]"));
+    // A restart reads ended trials without their points: each row keeps its best point. A row
+    // written before it did (trial 2 here) has it worked out from the metric's points.
+    drop(e);
+    let c = rusqlite::Connection::open(&p).unwrap();
+    c.execute(
+        "UPDATE trials SET best = NULL, best_step = NULL WHERE trial = 2",
+        [],
+    )
+    .unwrap();
+    drop(c);
+    let e = Engine::open(&p, opts(60_000)).unwrap();
+    e.with_sweep(&id, |s| {
+        let goal = coordinator::config::Goal::Minimize;
+        for n in [1, 2, 1100] {
+            let t = s.trial(n).unwrap();
+            assert!(!t.is_whole());
+            assert_eq!(t.best("loss", goal), Some((0.2, 2)), "trial {n}");
+            assert_eq!(t.metrics.get("acc"), Some(0.6), "trial {n}");
+        }
+        assert_eq!(s.ranked_len(), 1100);
+    })
+    .unwrap();
+    assert_eq!(e.trial_files(&id, 1100).await.unwrap().points.len(), 6);
 }

@@ -21,6 +21,7 @@ use crate::config::{Goal, SweepSpec, Trainer};
 use crate::search;
 use crate::store::{self, Store, StoreError, TrialRow};
 
+mod load;
 mod sweep;
 mod trial;
 
@@ -237,146 +238,6 @@ pub const MAX_LABEL_CHARS: usize = 64;
 /// The first wait before reading the store back after a failed write, and the longest.
 const RECOVERY_WAIT: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
 
-fn corrupt(
-    path: &str,
-    sweep: &str,
-    trial: u64,
-    column: &str,
-    e: impl std::fmt::Display,
-) -> EngineError {
-    EngineError::Corrupt(format!(
-        "store {path}: sweep {sweep} trial {trial}: the stored {column} is not valid JSON ({e}); \
-         fix or delete that row (sqlite3 {path} \"SELECT {column} FROM trials WHERE sweep_id = '{sweep}' AND trial = {trial}\")"
-    ))
-}
-
-/// Memory rebuilt from what the store holds. Running attempts get a fresh lease: their workers
-/// may still be training and reconnect; if not, the lease expires and the trial is re-queued.
-fn restore(snap: store::Snapshot, path: &str, ttl: f64) -> Result<State, EngineError> {
-    let mut st = State::default();
-    for s in snap.sweeps {
-        let raw: Value = serde_json::from_str(&s.config).map_err(|e| {
-            EngineError::Corrupt(format!(
-                "store {path}: stored config of sweep {}: {e}",
-                s.id
-            ))
-        })?;
-        let spec = SweepSpec::from_value(raw).map_err(|e| {
-            EngineError::Corrupt(format!(
-                "store {path}: stored config of sweep {}: {e}",
-                s.id
-            ))
-        })?;
-        st.order.push(s.id.clone());
-        let mut sw = Sweep::new(
-            s.id.clone(),
-            s.name,
-            spec,
-            SweepState::parse(&s.state),
-            s.created_at,
-            s.next_trial,
-        );
-        sw.updated_at = s.updated_at;
-        st.sweeps.insert(s.id, sw);
-    }
-    // Trials are put together (row, then curve, then metrics) before they join their sweep.
-    let mut trials: HashMap<String, BTreeMap<u64, Trial>> = HashMap::new();
-    for t in snap.trials {
-        let Some(sw) = st.sweeps.get_mut(&t.sweep_id) else {
-            continue;
-        };
-        let sweep = t.sweep_id.as_str();
-        if t.trial == 0 || t.trial >= sw.next_trial {
-            return Err(EngineError::Corrupt(format!(
-                "store {path}: sweep {sweep} has a trial {} but hands out trials 1 to {} only; fix or delete that row",
-                t.trial,
-                sw.next_trial.saturating_sub(1)
-            )));
-        }
-        let state = TrialState::parse(&t.state);
-        let confusion = match t.confusion.as_deref() {
-            None => None,
-            Some(c) => {
-                let v: Value = serde_json::from_str(c)
-                    .map_err(|e| corrupt(path, sweep, t.trial, "confusion", e))?;
-                let labels: Vec<String> = serde_json::from_value(v["labels"].clone())
-                    .map_err(|e| corrupt(path, sweep, t.trial, "confusion", e))?;
-                let counts: Vec<u64> = serde_json::from_value(v["counts"].clone())
-                    .map_err(|e| corrupt(path, sweep, t.trial, "confusion", e))?;
-                Some(Box::new((labels, counts)))
-            }
-        };
-        let params: Value = serde_json::from_str(&t.params)
-            .map_err(|e| corrupt(path, sweep, t.trial, "params", e))?;
-        let stored: BTreeMap<String, f64> = serde_json::from_str(&t.metrics)
-            .map_err(|e| corrupt(path, sweep, t.trial, "metrics", e))?;
-        let mut trial = Trial::new(t.trial, Params::new(params, &mut sw.names));
-        trial.state = state;
-        trial.attempt = t.attempt;
-        trial.completed_attempt = t.completed_attempt;
-        trial.lease_id = t.lease_id.clone();
-        trial.lease_expires = now() + ttl;
-        trial.worker = t.worker.as_deref().map(|w| sw.names.get(w));
-        trial.started_at = t.started_at;
-        trial.ended_at = t.ended_at;
-        trial.duration = t.duration;
-        for (k, v) in stored {
-            trial.metrics.insert(sw.names.get(&k), v);
-        }
-        trial.confusion = confusion;
-        trial.error = t.error;
-        trial.output = t.output.map(String::into_boxed_str);
-        if state == TrialState::Running {
-            if let Some(l) = &t.lease_id {
-                st.leases.insert(l.clone(), (t.sweep_id.clone(), t.trial));
-            }
-        }
-        trials.entry(t.sweep_id).or_default().insert(t.trial, trial);
-    }
-    for (sweep, trial, step, name, value) in snap.points {
-        let (Some(sw), Some(t)) = (
-            st.sweeps.get_mut(&sweep),
-            trials.get_mut(&sweep).and_then(|s| s.get_mut(&trial)),
-        ) else {
-            continue;
-        };
-        t.curve.set(step, sw.names.get(&name), value);
-    }
-    for (id, ts) in trials {
-        let Some(sw) = st.sweeps.get_mut(&id) else {
-            continue;
-        };
-        for (n, mut t) in ts {
-            // A trial's metrics are its last reported values overlaid with its Complete's
-            // (only the latter are stored in its row): rebuild the former from its curve.
-            let completed = std::mem::take(&mut t.metrics);
-            for p in t.curve.points() {
-                t.metrics.insert(p.name.clone(), p.value);
-            }
-            for (k, v) in completed.iter() {
-                t.metrics.insert(sw.names.get(k), v);
-            }
-            if t.state == TrialState::Queued {
-                sw.queue.push_back(n);
-            }
-            sw.insert(t);
-        }
-    }
-    for w in snap.workers {
-        st.workers.insert(
-            w.id,
-            WorkerInfo {
-                host: w.host,
-                cores: w.cores,
-                slots: w.slots,
-                version: w.version,
-                last_seen: 0.0,
-            },
-        );
-    }
-    Ok(st)
-}
-
 /// Bytes of a program's output kept per trial.
 pub const MAX_OUTPUT_BYTES: usize = 16 * 1024;
 
@@ -408,8 +269,9 @@ fn random_id(bytes: usize) -> String {
 impl Engine {
     /// Opens the store at `path` and restores every sweep from it.
     pub fn open(path: &std::path::Path, opts: EngineOptions) -> Result<Engine, EngineError> {
-        let (store, snap) = Store::open(path)?;
-        let st = restore(snap, store.path(), opts.lease_ttl.as_secs_f64())?;
+        let mut load = load::Loader::new(&path.display().to_string(), opts.lease_ttl.as_secs_f64());
+        let store = Store::open(path, &mut load)?;
+        let st = load.finish()?;
         let (events, _) = broadcast::channel(EVENT_BACKLOG);
         Ok(Engine {
             inner: Arc::new(Inner {
@@ -495,18 +357,17 @@ impl Engine {
             };
             *r = (std::time::Instant::now(), next);
         }
-        let snap = match self.inner.store.reload().await {
-            Ok(s) => s,
+        let load = load::Loader::new(
+            self.inner.store.path(),
+            self.inner.opts.lease_ttl.as_secs_f64(),
+        );
+        let fresh = match self.inner.store.reload(load).await {
+            Ok(l) => l.finish()?,
             Err(e) => {
                 self.lock().down = Some(e.clone());
                 return Err(e.into());
             }
         };
-        let fresh = restore(
-            snap,
-            self.inner.store.path(),
-            self.inner.opts.lease_ttl.as_secs_f64(),
-        )?;
         let ids = {
             let mut st = self.lock();
             let seen: Vec<(String, f64)> = st
@@ -736,7 +597,7 @@ impl Engine {
             let metric = sw.spec.metric.name.clone();
             let sweep_update = (sw.id.clone(), sw.state.name().to_string(), sw.next_trial, t);
             let worker_name = sw.names.get(worker);
-            let (row, attempt, params) = sw.edit(number, |trial| {
+            let (attempt, params) = sw.edit(number, |trial| {
                 trial.state = TrialState::Running;
                 trial.attempt += 1;
                 trial.lease_id = Some(lease_id.clone());
@@ -745,8 +606,9 @@ impl Engine {
                 trial.started_at = Some(t);
                 // A reason from an earlier attempt (an expired lease) does not describe this one.
                 trial.error = None;
-                (trial.row(&sid), trial.attempt, trial.params.to_value())
+                (trial.attempt, trial.params.to_value())
             })?;
+            let row = sw.trial_row(number)?;
             let lease = Lease {
                 sweep_id: sid.clone(),
                 trial: number,
@@ -1110,14 +972,10 @@ impl Engine {
                         (Some(target), Some(v)) => v == target || goal.better(v, target),
                         _ => false,
                     };
-                (
-                    old_lease,
-                    t.state == TrialState::Queued,
-                    t.row(sweep),
-                    reached,
-                )
+                (old_lease, t.state == TrialState::Queued, reached)
             });
-            let Some((old_lease, requeue, row, reached)) = edited else {
+            let (Some((old_lease, requeue, reached)), Some(row)) = (edited, sw.trial_row(trial))
+            else {
                 break 'locked settled((false, "unknown trial".into()));
             };
             if requeue {
@@ -1129,14 +987,13 @@ impl Engine {
                 tracing::info!(sweep = %sw.id, trial, "metric target reached: the sweep is finished");
                 sw.state = SweepState::Finished;
                 for n in sw.queue.drain(..).collect::<Vec<_>>() {
-                    let row = sw.edit(n, |q| {
+                    sw.edit(n, |q| {
                         q.state = TrialState::Stopped;
                         q.error = Some(
                             "the sweep reached its metric target before this trial ran".into(),
                         );
-                        q.row(sweep)
                     });
-                    extra_rows.extend(row);
+                    extra_rows.extend(sw.trial_row(n));
                 }
             }
             sw.maybe_finish();
@@ -1246,9 +1103,9 @@ impl Engine {
                             ));
                         }
                         tracing::warn!(sweep = %id, trial = t.number, attempt = t.attempt, worker = %w, state = t.state.name(), "lease expired");
-                        (lease, t.state == TrialState::Queued, t.row(&id))
+                        (lease, t.state == TrialState::Queued)
                     });
-                    let Some((lease, queued, row)) = row else {
+                    let (Some((lease, queued)), Some(row)) = (row, sw.trial_row(n)) else {
                         continue;
                     };
                     dropped.extend(lease);
@@ -1341,7 +1198,7 @@ impl Engine {
             let rows: Vec<TrialRow> = sw
                 .trials()
                 .filter(|t| t.state == TrialState::Stopped && t.completed_attempt.is_none())
-                .map(|t| t.row(&sw.id))
+                .map(|t| sw.row_of(t))
                 .collect();
             let r = (
                 sw.id.clone(),

@@ -7,7 +7,7 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use crate::config::{Goal, SweepSpec, Trainer};
-use crate::store::SweepRow;
+use crate::store::{SweepRow, TrialRow};
 
 use super::now;
 use super::trial::{Names, Trial, TrialState};
@@ -225,6 +225,16 @@ impl Sweep {
         self.trials.get(i)?.as_ref()
     }
 
+    /// The store's row of `t`, a trial of this sweep.
+    pub(super) fn row_of(&self, t: &Trial) -> TrialRow {
+        t.row(&self.id, &self.spec.metric.name, self.spec.metric.goal)
+    }
+
+    /// The store's row of trial `n`.
+    pub(super) fn trial_row(&self, n: u64) -> Option<TrialRow> {
+        self.trial(n).map(|t| self.row_of(t))
+    }
+
     fn slot(&mut self, n: u64) -> Option<&mut Option<Trial>> {
         let i = usize::try_from(n.checked_sub(1)?).ok()?;
         self.trials.get_mut(i)
@@ -251,7 +261,7 @@ impl Sweep {
             None => self.len += 1,
         }
         self.index.add(&t, place(&self.spec, &t));
-        let ended = t.state.is_terminal();
+        let ended = t.state.is_terminal() && t.is_whole();
         let n = t.number;
         self.trials[i] = Some(t);
         if ended {

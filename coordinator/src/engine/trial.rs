@@ -289,10 +289,15 @@ impl Trial {
     /// `metric`, its whole history when `histories` (a stopping rule compares trials), and
     /// no output or confusion matrix.
     pub(super) fn trim(&mut self, metric: &str, goal: Goal, histories: bool) {
-        if self.trimmed {
-            return;
+        if !self.trimmed {
+            let best = self.best(metric, goal);
+            self.trim_to(best, metric, histories);
         }
-        self.kept_best = self.best(metric, goal);
+    }
+
+    /// Trims the trial (see [`Trial::trim`]) knowing its best point (read back from the store).
+    pub(super) fn trim_to(&mut self, best: Option<(f64, u32)>, metric: &str, histories: bool) {
+        self.kept_best = best;
         if histories {
             self.curve.keep(|p| *p.name == *metric);
         } else {
@@ -303,9 +308,9 @@ impl Trial {
         self.trimmed = true;
     }
 
-    /// The row the store keeps. A trimmed trial's row leaves the stored output and confusion
-    /// matrix as they are.
-    pub(super) fn row(&self, sweep: &str) -> TrialRow {
+    /// The row the store keeps, with the best point of the sweep's `metric`. A trimmed
+    /// trial's row leaves the stored output and confusion matrix as they are.
+    pub(super) fn row(&self, sweep: &str, metric: &str, goal: Goal) -> TrialRow {
         TrialRow {
             sweep_id: sweep.to_string(),
             trial: self.number,
@@ -325,6 +330,10 @@ impl Trial {
                 .map(|c| json!({"labels": c.0, "counts": c.1}).to_string()),
             error: self.error.clone(),
             output: self.output.as_deref().map(str::to_string),
+            best: Some(match self.best(metric, goal) {
+                Some((v, step)) => (Some(v), step),
+                None => (None, 0),
+            }),
             keep_files: self.trimmed,
         }
     }
@@ -405,7 +414,9 @@ mod tests {
         assert_eq!(t.curve.history("loss").collect::<Vec<_>>(), [0.9, 0.3, 0.5]);
         assert_eq!(t.curve.history("acc").count(), 0);
         assert!(t.output.is_none() && !t.is_whole());
-        assert!(t.row("s").keep_files && !whole.row("s").keep_files);
+        let row = t.row("s", "loss", Goal::Minimize);
+        assert!(row.keep_files && !whole.row("s", "loss", Goal::Minimize).keep_files);
+        assert_eq!(row.best, Some((Some(0.3), 2)));
         let mut u = whole.clone();
         u.trim("loss", Goal::Minimize, false);
         assert!(u.curve.points().is_empty());

@@ -157,6 +157,12 @@ CREATE TABLE workers (
     r#"
 ALTER TABLE trials ADD COLUMN output TEXT;
 "#,
+    // The best value of the sweep's metric and its step, so that a restart need not read an
+    // ended trial's points (a row written before has best_step NULL).
+    r#"
+ALTER TABLE trials ADD COLUMN best REAL;
+ALTER TABLE trials ADD COLUMN best_step INTEGER;
+"#,
 ];
 
 type Output = Box<dyn Any + Send>;
@@ -170,8 +176,9 @@ struct Job {
 
 enum Msg {
     Job(Job),
-    /// Read everything back and accept writes again (unless the file is lost).
-    Reload(oneshot::Sender<Result<Snapshot, StoreError>>),
+    /// Read everything back (with the closure) and accept writes again (unless the file is
+    /// lost).
+    Reload(Run, oneshot::Sender<Result<Output, StoreError>>),
     /// Fail writes as on a full disk once the file grows by more than this many pages (`None`:
     /// no limit).
     Limit(Option<u32>, oneshot::Sender<()>),
@@ -190,8 +197,26 @@ pub struct Store {
     health: watch::Receiver<Health>,
     /// The read-only connection of [`Store::read`].
     reader: Arc<std::sync::Mutex<Connection>>,
-    /// Held while any handle lives.
+    /// Joins the writer thread when the last handle goes (after `tx`, so that it ends).
+    _writer: Arc<Joiner>,
+    /// Held while any handle lives (released after the writer has closed the file).
     _lock: Arc<guard::StoreLock>,
+}
+
+/// The writer thread, joined when the last [`Store`] handle is dropped: a dropped store is
+/// closed (SQLite folds its log into the file and removes it) before its lock is released, so
+/// the file alone holds everything once the handle is gone.
+#[derive(Debug)]
+struct Joiner(Option<std::thread::JoinHandle<()>>);
+
+impl Drop for Joiner {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+    }
 }
 /// A sweep row as stored.
 #[derive(Debug, Clone)]
@@ -245,12 +270,42 @@ pub struct TrialRow {
     pub error: Option<String>,
     /// The tail of a program's output.
     pub output: Option<String>,
+    /// The best value of the sweep's metric over the epochs, and its step (step 0: none).
+    /// Read back as `None` from rows written before it was kept.
+    pub best: Option<(Option<f64>, u32)>,
     /// Whether the stored confusion matrix and output stay as they are (the trial's memory
     /// no longer holds them; `confusion` and `output` are then ignored).
     pub keep_files: bool,
 }
 
-/// Everything in the store, read at startup.
+/// What a reader of the whole store needs of a trial's metric points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Need {
+    /// None.
+    Nothing,
+    /// Those of one metric.
+    Metric(String),
+    /// Every one.
+    All,
+}
+
+/// Takes the store's rows as they are read back, one at a time (a store of a million trials is
+/// never held twice in memory): every sweep, then every trial by sweep and number with the
+/// points it asks for, then every worker. Ended trials are read without their confusion
+/// matrix and output ([`trial_files`] reads them).
+pub trait Load {
+    /// A sweep.
+    fn sweep(&mut self, s: SweepRow);
+    /// Which of the points of trial `t` to read.
+    fn need(&mut self, t: &TrialRow) -> Need;
+    /// A trial, with the points asked for: (step, name, value), by step then name.
+    fn trial(&mut self, t: TrialRow, points: Vec<(u32, String, f64)>);
+    /// A registered worker.
+    fn worker(&mut self, w: WorkerRow);
+}
+
+/// Everything in the store, in memory at once (for tests and small tools; the engine loads
+/// row by row).
 #[derive(Debug, Default)]
 pub struct Snapshot {
     /// Every sweep.
@@ -261,6 +316,26 @@ pub struct Snapshot {
     pub points: Vec<(String, u64, u32, String, f64)>,
     /// Every registered worker.
     pub workers: Vec<WorkerRow>,
+}
+
+impl Load for Snapshot {
+    fn sweep(&mut self, s: SweepRow) {
+        self.sweeps.push(s);
+    }
+    fn need(&mut self, _: &TrialRow) -> Need {
+        Need::All
+    }
+    fn trial(&mut self, t: TrialRow, points: Vec<(u32, String, f64)>) {
+        self.points.extend(
+            points
+                .into_iter()
+                .map(|(step, name, v)| (t.sweep_id.clone(), t.trial, step, name, v)),
+        );
+        self.trials.push(t);
+    }
+    fn worker(&mut self, w: WorkerRow) {
+        self.workers.push(w);
+    }
 }
 
 /// A registered worker as stored.
@@ -290,8 +365,8 @@ const WATCH_PERIOD: Duration = Duration::from_secs(1);
 
 impl Store {
     /// Locks the database (one coordinator per store), opens it (creating it if needed),
-    /// migrates it, reads it, and starts the writer.
-    pub fn open(path: &Path) -> Result<(Store, Snapshot), StoreError> {
+    /// migrates it, reads it into `into`, and starts the writer.
+    pub fn open(path: &Path, into: &mut impl Load) -> Result<Store, StoreError> {
         let p = path.display().to_string();
         let lock = guard::StoreLock::acquire(path).map_err(|e| match e {
             guard::LockError::Held(holder) => StoreError::Locked {
@@ -310,7 +385,7 @@ impl Store {
         )
         .map_err(sql(&p))?;
         migrate(&mut conn, &p)?;
-        let snap = read_all(&conn).map_err(sql(&p))?;
+        read_all(&conn, into).map_err(sql(&p))?;
         let reader = Connection::open_with_flags(
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -329,23 +404,21 @@ impl Store {
             health: health_tx,
             watch,
         };
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || w.run(rx))
             .map_err(|e| StoreError::Write {
                 path: p.clone(),
                 cause: format!("cannot start the writer thread: {e}"),
             })?;
-        Ok((
-            Store {
-                tx,
-                path: p,
-                health,
-                reader: Arc::new(std::sync::Mutex::new(reader)),
-                _lock: Arc::new(lock),
-            },
-            snap,
-        ))
+        Ok(Store {
+            tx,
+            path: p,
+            health,
+            reader: Arc::new(std::sync::Mutex::new(reader)),
+            _writer: Arc::new(Joiner(Some(writer))),
+            _lock: Arc::new(lock),
+        })
     }
 
     /// The database file, as given.
@@ -417,14 +490,22 @@ impl Store {
         self.submit(|_| Ok(()))
     }
 
-    /// Reads the whole store back after a failed write and, if the file is still the store,
-    /// accepts writes again. Every write queued before this call has been refused by then.
-    pub async fn reload(&self) -> Result<Snapshot, StoreError> {
+    /// Reads the whole store back into `into` after a failed write and, if the file is still
+    /// the store, accepts writes again. Every write queued before this call has been refused
+    /// by then.
+    pub async fn reload<L: Load + Send + 'static>(&self, mut into: L) -> Result<L, StoreError> {
         let (otx, orx) = oneshot::channel();
+        let run: Run = Box::new(move |c: &Connection| {
+            read_all(c, &mut into)?;
+            Ok(Box::new(into) as Output)
+        });
         self.tx
-            .send(Msg::Reload(otx))
+            .send(Msg::Reload(run, otx))
             .map_err(|_| StoreError::Closed)?;
-        orx.await.unwrap_or(Err(StoreError::Closed))
+        let out = orx.await.unwrap_or(Err(StoreError::Closed))?;
+        Ok(*out
+            .downcast::<L>()
+            .expect("a reload's output is the loader it was given"))
     }
 
     /// Copies the write-ahead log into the database file and truncates it, so the file alone
@@ -475,8 +556,8 @@ impl Writer {
             };
             let mut jobs = match first {
                 Msg::Job(j) => vec![j],
-                Msg::Reload(reply) => {
-                    let _ = reply.send(self.reload());
+                Msg::Reload(run, reply) => {
+                    let _ = reply.send(self.reload(run));
                     continue;
                 }
                 Msg::Checkpoint(reply) => {
@@ -598,12 +679,12 @@ impl Writer {
         }
     }
 
-    fn reload(&mut self) -> Result<Snapshot, StoreError> {
+    fn reload(&mut self, run: Run) -> Result<Output, StoreError> {
         self.look_at_the_file();
         if let Some(err @ StoreError::Lost { .. }) = self.refusal() {
             return Err(err);
         }
-        let snap = read_all(&self.conn).map_err(|e| StoreError::Write {
+        let snap = run(&self.conn).map_err(|e| StoreError::Write {
             path: self.path.clone(),
             cause: format!("cannot be read back: {e}"),
         })?;
@@ -637,72 +718,82 @@ fn migrate(conn: &mut Connection, path: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn read_all(conn: &Connection) -> rusqlite::Result<Snapshot> {
-    let mut s = Snapshot::default();
+fn read_all(conn: &Connection, into: &mut impl Load) -> rusqlite::Result<()> {
     let mut q = conn.prepare("SELECT id, name, config, state, created_at, updated_at, next_trial FROM sweeps ORDER BY created_at, id")?;
-    s.sweeps = q
-        .query_map([], |r| {
-            Ok(SweepRow {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                config: r.get(2)?,
-                state: r.get(3)?,
-                created_at: r.get(4)?,
-                updated_at: r.get(5)?,
-                next_trial: r.get::<_, i64>(6)? as u64,
-            })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
+    let mut rows = q.query([])?;
+    while let Some(r) = rows.next()? {
+        into.sweep(SweepRow {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            config: r.get(2)?,
+            state: r.get(3)?,
+            created_at: r.get(4)?,
+            updated_at: r.get(5)?,
+            next_trial: r.get::<_, i64>(6)? as u64,
+        });
+    }
     let mut q = conn.prepare(
-        "SELECT sweep_id, trial, params, state, attempt, completed_attempt, lease_id, worker, started_at, ended_at, duration, metrics, confusion, error, output FROM trials ORDER BY sweep_id, trial",
+        "SELECT sweep_id, trial, params, state, attempt, completed_attempt, lease_id, worker, started_at, ended_at, duration, metrics,
+           CASE WHEN state IN ('queued', 'running') THEN confusion END,
+           error,
+           CASE WHEN state IN ('queued', 'running') THEN output END,
+           best, best_step
+         FROM trials ORDER BY sweep_id, trial",
     )?;
-    s.trials = q
-        .query_map([], |r| {
-            Ok(TrialRow {
-                sweep_id: r.get(0)?,
-                trial: r.get::<_, i64>(1)? as u64,
-                params: r.get(2)?,
-                state: r.get(3)?,
-                attempt: r.get::<_, i64>(4)? as u32,
-                completed_attempt: r.get::<_, Option<i64>>(5)?.map(|a| a as u32),
-                lease_id: r.get(6)?,
-                worker: r.get(7)?,
-                started_at: r.get(8)?,
-                ended_at: r.get(9)?,
-                duration: r.get(10)?,
-                metrics: r.get(11)?,
-                confusion: r.get(12)?,
-                error: r.get(13)?,
-                output: r.get(14)?,
-                keep_files: false,
-            })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut q = conn.prepare("SELECT sweep_id, trial, step, name, value FROM metric_points ORDER BY sweep_id, trial, step, name")?;
-    s.points = q
-        .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                r.get::<_, i64>(1)? as u64,
-                r.get::<_, i64>(2)? as u32,
-                r.get(3)?,
-                r.get(4)?,
-            ))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
+    let mut all = conn.prepare(
+        "SELECT step, name, value FROM metric_points WHERE sweep_id = ?1 AND trial = ?2 ORDER BY step, name",
+    )?;
+    let mut one = conn.prepare(
+        "SELECT step, name, value FROM metric_points WHERE sweep_id = ?1 AND trial = ?2 AND name = ?3 ORDER BY step",
+    )?;
+    let point = |r: &rusqlite::Row<'_>| Ok((r.get::<_, i64>(0)? as u32, r.get(1)?, r.get(2)?));
+    let mut rows = q.query([])?;
+    while let Some(r) = rows.next()? {
+        let t = TrialRow {
+            sweep_id: r.get(0)?,
+            trial: r.get::<_, i64>(1)? as u64,
+            params: r.get(2)?,
+            state: r.get(3)?,
+            attempt: r.get::<_, i64>(4)? as u32,
+            completed_attempt: r.get::<_, Option<i64>>(5)?.map(|a| a as u32),
+            lease_id: r.get(6)?,
+            worker: r.get(7)?,
+            started_at: r.get(8)?,
+            ended_at: r.get(9)?,
+            duration: r.get(10)?,
+            metrics: r.get(11)?,
+            confusion: r.get(12)?,
+            error: r.get(13)?,
+            output: r.get(14)?,
+            best: r
+                .get::<_, Option<i64>>(16)?
+                .map(|step| Ok::<_, rusqlite::Error>((r.get(15)?, step as u32)))
+                .transpose()?,
+            keep_files: false,
+        };
+        let points = match into.need(&t) {
+            Need::Nothing => Vec::new(),
+            Need::All => all
+                .query_map(params![t.sweep_id, t.trial as i64], point)?
+                .collect::<rusqlite::Result<_>>()?,
+            Need::Metric(m) => one
+                .query_map(params![t.sweep_id, t.trial as i64, m], point)?
+                .collect::<rusqlite::Result<_>>()?,
+        };
+        into.trial(t, points);
+    }
     let mut q = conn.prepare("SELECT id, host, cores, slots, version FROM workers ORDER BY id")?;
-    s.workers = q
-        .query_map([], |r| {
-            Ok(WorkerRow {
-                id: r.get(0)?,
-                host: r.get(1)?,
-                cores: r.get::<_, i64>(2)? as u32,
-                slots: r.get::<_, i64>(3)? as u32,
-                version: r.get(4)?,
-            })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(s)
+    let mut rows = q.query([])?;
+    while let Some(r) = rows.next()? {
+        into.worker(WorkerRow {
+            id: r.get(0)?,
+            host: r.get(1)?,
+            cores: r.get::<_, i64>(2)? as u32,
+            slots: r.get::<_, i64>(3)? as u32,
+            version: r.get(4)?,
+        });
+    }
+    Ok(())
 }
 
 /// Inserts a new sweep.
@@ -732,15 +823,16 @@ pub fn update_sweep(
 /// Inserts or replaces a trial row.
 pub fn upsert_trial(tx: &Connection, t: &TrialRow) -> rusqlite::Result<()> {
     let mut q = tx.prepare_cached(
-        "INSERT INTO trials (sweep_id, trial, params, state, attempt, completed_attempt, lease_id, worker, started_at, ended_at, duration, metrics, confusion, error, output)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+        "INSERT INTO trials (sweep_id, trial, params, state, attempt, completed_attempt, lease_id, worker, started_at, ended_at, duration, metrics, confusion, error, output, best, best_step)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?17, ?18)
          ON CONFLICT (sweep_id, trial) DO UPDATE SET params = excluded.params, state = excluded.state,
            attempt = excluded.attempt, completed_attempt = excluded.completed_attempt,
            lease_id = excluded.lease_id, worker = excluded.worker, started_at = excluded.started_at,
            ended_at = excluded.ended_at, duration = excluded.duration, metrics = excluded.metrics,
            confusion = CASE WHEN ?16 THEN trials.confusion ELSE excluded.confusion END,
            error = excluded.error,
-           output = CASE WHEN ?16 THEN trials.output ELSE excluded.output END",
+           output = CASE WHEN ?16 THEN trials.output ELSE excluded.output END,
+           best = excluded.best, best_step = excluded.best_step",
     )?;
     q.execute(params![
         t.sweep_id,
@@ -758,7 +850,9 @@ pub fn upsert_trial(tx: &Connection, t: &TrialRow) -> rusqlite::Result<()> {
         t.confusion,
         t.error,
         t.output,
-        t.keep_files
+        t.keep_files,
+        t.best.and_then(|b| b.0),
+        t.best.map(|b| b.1)
     ])?;
     Ok(())
 }
@@ -864,7 +958,8 @@ mod tests {
         let p = temp("failstop");
         let kept_a;
         {
-            let (store, snap) = Store::open(&p).unwrap();
+            let mut snap = Snapshot::default();
+            let store = Store::open(&p, &mut snap).unwrap();
             assert!(snap.sweeps.is_empty());
             store
                 .write(|tx| insert_sweep(tx, &sweep_row("s0")))
@@ -889,7 +984,7 @@ mod tests {
             // Refused, not run, until the store has been read back.
             let d = store.write(|tx| insert_sweep(tx, &sweep_row("s2"))).await;
             assert!(matches!(d, Err(StoreError::Write { .. })), "{d:?}");
-            let snap = store.reload().await.unwrap();
+            let snap = store.reload(Snapshot::default()).await.unwrap();
             assert_eq!(snap.sweeps.len(), 1 + usize::from(kept_a));
             assert!(snap.points.is_empty());
             assert_eq!(*store.health().borrow(), Health::Ok);
@@ -898,7 +993,8 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let (_store, snap) = Store::open(&p).unwrap();
+        let mut snap = Snapshot::default();
+        let _store = Store::open(&p, &mut snap).unwrap();
         let ids: Vec<&str> = snap.sweeps.iter().map(|s| s.id.as_str()).collect();
         if kept_a {
             assert_eq!(ids, ["s0", "s1", "s3"]);
@@ -910,7 +1006,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_database_is_a_clear_write_error() {
         let p = temp("full");
-        let (store, _) = Store::open(&p).unwrap();
+        let store = Store::open(&p, &mut Snapshot::default()).unwrap();
         store
             .write(|tx| insert_sweep(tx, &sweep_row("s0")))
             .await
@@ -933,8 +1029,10 @@ mod tests {
     #[test]
     fn a_second_open_is_refused_naming_the_holder() {
         let p = temp("twice");
-        let (_a, _) = Store::open(&p).unwrap();
-        let e = Store::open(&p).unwrap_err().to_string();
+        let _a = Store::open(&p, &mut Snapshot::default()).unwrap();
+        let e = Store::open(&p, &mut Snapshot::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("in use by another coordinator pid"), "{e}");
         assert!(e.contains(&p.display().to_string()), "{e}");
     }
@@ -942,7 +1040,7 @@ mod tests {
     #[tokio::test]
     async fn a_deleted_store_file_stops_writes_for_good() {
         let p = temp("deleted");
-        let (store, _) = Store::open(&p).unwrap();
+        let store = Store::open(&p, &mut Snapshot::default()).unwrap();
         std::fs::remove_file(&p).unwrap();
         let mut health = store.health();
         tokio::time::timeout(
@@ -954,6 +1052,9 @@ mod tests {
         .unwrap();
         let e = store.write(|tx| insert_sweep(tx, &sweep_row("s0"))).await;
         assert!(matches!(e, Err(StoreError::Lost { .. })), "{e:?}");
-        assert!(matches!(store.reload().await, Err(StoreError::Lost { .. })));
+        assert!(matches!(
+            store.reload(Snapshot::default()).await,
+            Err(StoreError::Lost { .. })
+        ));
     }
 }

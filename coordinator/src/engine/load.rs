@@ -1,0 +1,212 @@
+//! Memory rebuilt from the store, row by row, at startup and after a failed write.
+//!
+//! An ended trial is read without its points, confusion matrix or output: its row holds its
+//! final metrics and its best point, and it joins its sweep trimmed (only a sweep with a
+//! stopping rule reads the metric's history of every trial). Queued and running trials are
+//! read whole. Running attempts get a fresh lease: their workers may still be training and
+//! reconnect; if not, the lease expires and the trial is re-queued.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::{now, EngineError, State, Sweep, SweepState, Trial, TrialState, WorkerInfo};
+use crate::config::SweepSpec;
+use crate::engine::trial::Params;
+use crate::store::{Load, Need, SweepRow, TrialRow, WorkerRow};
+
+/// Builds the engine's [`State`] from the rows the store reads back.
+pub(super) struct Loader {
+    st: State,
+    path: String,
+    ttl: f64,
+    /// The first row that could not be read back; the rest is skipped.
+    err: Option<EngineError>,
+}
+
+fn corrupt(
+    path: &str,
+    sweep: &str,
+    trial: u64,
+    column: &str,
+    e: impl std::fmt::Display,
+) -> EngineError {
+    EngineError::Corrupt(format!(
+        "store {path}: sweep {sweep} trial {trial}: the stored {column} is not valid JSON ({e}); \
+         fix or delete that row (sqlite3 {path} \"SELECT {column} FROM trials WHERE sweep_id = '{sweep}' AND trial = {trial}\")"
+    ))
+}
+
+impl Loader {
+    pub(super) fn new(path: &str, ttl: f64) -> Loader {
+        Loader {
+            st: State::default(),
+            path: path.to_string(),
+            ttl,
+            err: None,
+        }
+    }
+
+    /// The state read, or the first row that could not be read back.
+    pub(super) fn finish(self) -> Result<State, EngineError> {
+        match self.err {
+            Some(e) => Err(e),
+            None => Ok(self.st),
+        }
+    }
+
+    fn add_sweep(&mut self, s: SweepRow) -> Result<(), EngineError> {
+        let path = &self.path;
+        let raw: Value = serde_json::from_str(&s.config).map_err(|e| {
+            EngineError::Corrupt(format!(
+                "store {path}: stored config of sweep {}: {e}",
+                s.id
+            ))
+        })?;
+        let spec = SweepSpec::from_value(raw).map_err(|e| {
+            EngineError::Corrupt(format!(
+                "store {path}: stored config of sweep {}: {e}",
+                s.id
+            ))
+        })?;
+        self.st.order.push(s.id.clone());
+        let mut sw = Sweep::new(
+            s.id.clone(),
+            s.name,
+            spec,
+            SweepState::parse(&s.state),
+            s.created_at,
+            s.next_trial,
+        );
+        sw.updated_at = s.updated_at;
+        self.st.sweeps.insert(s.id, sw);
+        Ok(())
+    }
+
+    fn add_trial(
+        &mut self,
+        t: TrialRow,
+        points: Vec<(u32, String, f64)>,
+    ) -> Result<(), EngineError> {
+        let path = self.path.as_str();
+        let Some(sw) = self.st.sweeps.get_mut(&t.sweep_id) else {
+            return Ok(());
+        };
+        let sweep = t.sweep_id.as_str();
+        if t.trial == 0 || t.trial >= sw.next_trial {
+            return Err(EngineError::Corrupt(format!(
+                "store {path}: sweep {sweep} has a trial {} but hands out trials 1 to {} only; fix or delete that row",
+                t.trial,
+                sw.next_trial.saturating_sub(1)
+            )));
+        }
+        let state = TrialState::parse(&t.state);
+        let confusion = match t.confusion.as_deref() {
+            None => None,
+            Some(c) => {
+                let v: Value = serde_json::from_str(c)
+                    .map_err(|e| corrupt(path, sweep, t.trial, "confusion", e))?;
+                let labels: Vec<String> = serde_json::from_value(v["labels"].clone())
+                    .map_err(|e| corrupt(path, sweep, t.trial, "confusion", e))?;
+                let counts: Vec<u64> = serde_json::from_value(v["counts"].clone())
+                    .map_err(|e| corrupt(path, sweep, t.trial, "confusion", e))?;
+                Some(Box::new((labels, counts)))
+            }
+        };
+        let params: Value = serde_json::from_str(&t.params)
+            .map_err(|e| corrupt(path, sweep, t.trial, "params", e))?;
+        let stored: BTreeMap<String, f64> = serde_json::from_str(&t.metrics)
+            .map_err(|e| corrupt(path, sweep, t.trial, "metrics", e))?;
+        let mut trial = Trial::new(t.trial, Params::new(params, &mut sw.names));
+        trial.state = state;
+        trial.attempt = t.attempt;
+        trial.completed_attempt = t.completed_attempt;
+        trial.lease_id = t.lease_id.clone();
+        trial.lease_expires = now() + self.ttl;
+        trial.worker = t.worker.as_deref().map(|w| sw.names.get(w));
+        trial.started_at = t.started_at;
+        trial.ended_at = t.ended_at;
+        trial.duration = t.duration;
+        for (step, name, value) in points {
+            trial.curve.set(step, sw.names.get(&name), value);
+        }
+        if !state.is_terminal() {
+            // A running trial's row is not written on every report: its metrics are its last
+            // reported values (from its points) overlaid with those of its row.
+            for p in trial.curve.points() {
+                trial.metrics.insert(p.name.clone(), p.value);
+            }
+        }
+        for (k, v) in stored {
+            trial.metrics.insert(sw.names.get(&k), v);
+        }
+        trial.confusion = confusion;
+        trial.error = t.error;
+        trial.output = t.output.map(String::into_boxed_str);
+        if state.is_terminal() {
+            let metric = sw.spec.metric.name.clone();
+            let histories = sw.spec.stopping.is_some();
+            match t.best {
+                Some((v, step)) => trial.trim_to(v.map(|v| (v, step)), &metric, histories),
+                // A row written before the best point was kept: from the metric's points.
+                None => trial.trim(&metric, sw.spec.metric.goal, histories),
+            }
+        }
+        if state == TrialState::Running {
+            if let Some(l) = &t.lease_id {
+                self.st
+                    .leases
+                    .insert(l.clone(), (t.sweep_id.clone(), t.trial));
+            }
+        }
+        if state == TrialState::Queued {
+            sw.queue.push_back(t.trial);
+        }
+        sw.insert(trial);
+        Ok(())
+    }
+}
+
+impl Load for Loader {
+    fn sweep(&mut self, s: SweepRow) {
+        if self.err.is_none() {
+            self.err = self.add_sweep(s).err();
+        }
+    }
+
+    fn need(&mut self, t: &TrialRow) -> Need {
+        let Some(sw) = self.st.sweeps.get(&t.sweep_id) else {
+            return Need::Nothing;
+        };
+        if self.err.is_some() {
+            return Need::Nothing;
+        }
+        let metric = &sw.spec.metric.name;
+        if !TrialState::parse(&t.state).is_terminal() {
+            Need::All
+        } else if (t.best.is_none() || sw.spec.stopping.is_some()) && !metric.is_empty() {
+            Need::Metric(metric.clone())
+        } else {
+            Need::Nothing
+        }
+    }
+
+    fn trial(&mut self, t: TrialRow, points: Vec<(u32, String, f64)>) {
+        if self.err.is_none() {
+            self.err = self.add_trial(t, points).err();
+        }
+    }
+
+    fn worker(&mut self, w: WorkerRow) {
+        self.st.workers.insert(
+            w.id,
+            WorkerInfo {
+                host: w.host,
+                cores: w.cores,
+                slots: w.slots,
+                version: w.version,
+                last_seen: 0.0,
+            },
+        );
+    }
+}
