@@ -48,6 +48,10 @@ pub struct BenchArgs {
     /// Skip the Optuna comparison
     #[arg(long)]
     pub no_reference: bool,
+    /// After the first run, kill the coordinator and start it again on the sweep's store:
+    /// time until it serves, its memory, and the leaderboard's and the dashboard's answers
+    #[arg(long)]
+    pub restart: bool,
 }
 
 struct Kill(Child);
@@ -134,6 +138,9 @@ struct Throughput {
     own: f64,
     /// The coordinator's resident memory at the end and at its peak, MiB.
     rss: (f64, f64),
+    /// The store and the sweep.
+    store: PathBuf,
+    id: String,
 }
 
 /// A free loopback port (for the HTTP listener of the pages).
@@ -302,7 +309,110 @@ async fn one_run(
         cpu,
         own,
         rss,
+        store,
+        id,
     })
+}
+
+/// One GET over its own connection (HTTP/1.0): the body's length, or why not.
+async fn http_get(addr: &str, path: &str) -> Result<usize, CliError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fail = |e: String| CliError::Other(format!("GET {path}: {e}"));
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let mut body = Vec::new();
+    s.read_to_end(&mut body)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    if !body.starts_with(b"HTTP/1.0 200") && !body.starts_with(b"HTTP/1.1 200") {
+        return Err(fail(
+            String::from_utf8_lossy(&body[..body.len().min(200)]).to_string(),
+        ));
+    }
+    Ok(body.len())
+}
+
+/// The coordinator started again on a finished run's store: how long until it serves, its
+/// memory, and how fast the leaderboard and the dashboard's first requests answer.
+async fn restart(store: &Path, id: &str) -> Result<(), CliError> {
+    let web = format!("127.0.0.1:{}", free_port()?);
+    let t0 = Instant::now();
+    let (server, url) = start_server(store, &["--http-listen".to_string(), web.clone()])?;
+    let ch = tonic::transport::Endpoint::from_shared(url)
+        .map_err(|e| CliError::Other(e.to_string()))?
+        .connect()
+        .await
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    let mut sweeps = pb::sweeps_client::SweepsClient::new(ch);
+    let info = sweeps
+        .get_sweep(pb::GetSweepRequest {
+            sweep_id: id.to_string(),
+        })
+        .await
+        .map_err(|s| CliError::Other(s.to_string()))?
+        .into_inner();
+    let serving = t0.elapsed().as_secs_f64();
+    let rss = rss_mib(server.0.id()).unwrap_or(f64::NAN);
+    let mut top = Vec::new();
+    for _ in 0..11 {
+        let t = Instant::now();
+        let lb = sweeps
+            .leaderboard(pb::LeaderboardRequest {
+                sweep_id: id.to_string(),
+                top: 100,
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| CliError::Other(s.to_string()))?
+            .into_inner();
+        top.push(t.elapsed().as_secs_f64() * 1e3);
+        if lb.trials.len() != 100.min(info.finished as usize) {
+            return Err(CliError::Other(format!(
+                "the top 100 has {} trials",
+                lb.trials.len()
+            )));
+        }
+    }
+    println!(
+        "  restarted on its store ({} trials): serving after {serving:.2} s, {rss:.0} MiB resident; top 100 of the leaderboard in {:.1} ms (median of 11, max {:.1})",
+        info.finished + info.stopped + info.failed,
+        median(top.clone()),
+        top.iter().copied().fold(0.0, f64::max)
+    );
+    // What the dashboard asks for when it opens the sweep, in the order it asks (a synthetic
+    // sweep has no confusion matrix).
+    let base = format!("/api/v1/sweeps/{id}");
+    let t = Instant::now();
+    let mut parts = Vec::new();
+    for path in [
+        "/".to_string(),
+        "/static/app.js".to_string(),
+        format!("{base}?top=500&running=true"),
+        format!("{base}/files/importance.svg"),
+        format!("{base}/files/parallel.svg"),
+    ] {
+        let s = Instant::now();
+        let bytes = http_get(&web, &path).await?;
+        parts.push(format!(
+            "{path} {:.0} ms ({:.0} KiB)",
+            s.elapsed().as_secs_f64() * 1e3,
+            bytes as f64 / 1024.0
+        ));
+    }
+    println!(
+        "  the dashboard's requests for that sweep: {:.2} s in all: {}",
+        t.elapsed().as_secs_f64(),
+        parts.join(", ")
+    );
+    println!(
+        "  coordinator memory after them: {:.0} MiB resident",
+        rss_mib(server.0.id()).unwrap_or(f64::NAN)
+    );
+    Ok(())
 }
 
 fn print_run(a: &BenchArgs, r: &mut Throughput, observers: &str) {
@@ -355,6 +465,9 @@ pub async fn run(a: &BenchArgs) -> Result<(), CliError> {
     for _ in 0..a.repeat.max(1) {
         let mut alone = one_run(a, &dir, 0, 0).await?;
         print_run(a, &mut alone, "");
+        if a.restart && alone_rates.is_empty() {
+            restart(&alone.store, &alone.id).await?;
+        }
         alone_rates.push(alone.rate);
         if observed {
             let mut watched = one_run(a, &dir, a.watchers, a.pages).await?;
@@ -442,6 +555,10 @@ pub struct SearchBenchArgs {
     /// Skip the Optuna comparison
     #[arg(long)]
     pub no_reference: bool,
+    /// After the first run, kill the coordinator and start it again on the sweep's store:
+    /// time until it serves, its memory, and the leaderboard's and the dashboard's answers
+    #[arg(long)]
+    pub restart: bool,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
