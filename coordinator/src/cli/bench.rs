@@ -975,7 +975,7 @@ pub async fn run_load(a: &LoadArgs) -> Result<(), CliError> {
         println!("    {e}");
     }
     println!(
-        "  coordinator RSS: start {rss_start:.1} MiB, middle {rss_mid:.1} MiB, end {rss_end:.1} MiB, max {rss_max:.1} MiB ({:.1} KiB per stored trial: every trial and its curve stay in memory)",
+        "  coordinator RSS: start {rss_start:.1} MiB, middle {rss_mid:.1} MiB, end {rss_end:.1} MiB, max {rss_max:.1} MiB ({:.2} KiB per stored trial)",
         (rss_end - rss_start) * 1024.0 / (info.finished.max(1)) as f64
     );
     println!("  latency in ms (p50 / p90 / p99):");

@@ -674,6 +674,10 @@ fn print_trial(d: &pb::TrialDetail, json: bool) {
         "params: {}",
         serde_json::Value::Object(sweep_proto::json::map_to_json(&s.params))
     );
+    println!("seed: {}", d.seed);
+    if !d.command.is_empty() {
+        println!("train it again: {}", export::terminal_safe(&d.command));
+    }
     let mut names: Vec<&String> = d.curve.iter().map(|p| &p.name).collect();
     names.sort();
     names.dedup();

@@ -475,6 +475,8 @@ pub fn trial_json(d: &pb::TrialDetail) -> serde_json::Value {
         "curve": curve,
         "confusion": d.confusion.as_ref().map(|c| confusion_json(s.trial, c)),
         "output": d.output,
+        "seed": d.seed,
+        "command": d.command,
     })
 }
 
@@ -547,7 +549,7 @@ mod tests {
                 labels: vec!["a".into(), "b".into()],
                 counts: vec![3, 1, 0, 4],
             }),
-            output: String::new(),
+            ..Default::default()
         };
         let names: Vec<&str> = files(&lb(), Some(&best)).iter().map(|f| f.0).collect();
         assert_eq!(names, FILES);

@@ -67,6 +67,15 @@ pub fn trial_summary(s: &Sweep, t: &Trial, rank: u32) -> pb::TrialSummary {
 
 /// One trial with its curve and confusion matrix.
 pub fn trial_detail(s: &Sweep, t: &Trial, rank: u32) -> pb::TrialDetail {
+    let drawn = crate::search::trial_seed(s.spec.seed, t.number);
+    let params = t.params.to_map();
+    let (seed, command) = match &s.spec.trainer {
+        crate::config::Trainer::Mlp { train_samples } => (
+            params.get("seed").and_then(|v| v.as_u64()).unwrap_or(drawn),
+            worker::cli::train::command_line(&params, drawn, *train_samples),
+        ),
+        _ => (drawn, String::new()),
+    };
     pb::TrialDetail {
         summary: Some(trial_summary(s, t, rank)),
         curve: t
@@ -84,6 +93,8 @@ pub fn trial_detail(s: &Sweep, t: &Trial, rank: u32) -> pb::TrialDetail {
             counts: c.1.clone(),
         }),
         output: t.output.as_deref().unwrap_or_default().to_string(),
+        seed,
+        command,
     }
 }
 

@@ -14,6 +14,28 @@ use crate::train::{
     self, Control, EpochMetrics, Observer, Status, TrainConfig, TrialOptions, TrialResult,
 };
 
+/// The parameters `worker train` takes as flags (snake_case; the flag is kebab-case), in the
+/// order of [`TrainArgs`]' fields.
+pub const PARAM_FLAGS: [&str; 17] = [
+    "dataset",
+    "epochs",
+    "batch_size",
+    "loss",
+    "optimizer",
+    "learning_rate",
+    "momentum",
+    "beta",
+    "beta1",
+    "beta2",
+    "epsilon",
+    "weight_decay",
+    "weight_init",
+    "num_layers",
+    "hidden_size",
+    "activation",
+    "seed",
+];
+
 /// Train one MLP and report per-epoch metrics, test accuracy and the confusion matrix.
 #[derive(Debug, Args)]
 #[command(allow_negative_numbers = true)]
@@ -93,25 +115,26 @@ pub struct TrainArgs {
 impl TrainArgs {
     /// The flags that carry parameters, as (snake_case name, value).
     fn params(&self) -> [(&'static str, &Option<String>); 17] {
-        [
-            ("dataset", &self.dataset),
-            ("epochs", &self.epochs),
-            ("batch_size", &self.batch_size),
-            ("loss", &self.loss),
-            ("optimizer", &self.optimizer),
-            ("learning_rate", &self.learning_rate),
-            ("momentum", &self.momentum),
-            ("beta", &self.beta),
-            ("beta1", &self.beta1),
-            ("beta2", &self.beta2),
-            ("epsilon", &self.epsilon),
-            ("weight_decay", &self.weight_decay),
-            ("weight_init", &self.weight_init),
-            ("num_layers", &self.num_layers),
-            ("hidden_size", &self.hidden_size),
-            ("activation", &self.activation),
-            ("seed", &self.seed),
-        ]
+        let values = [
+            &self.dataset,
+            &self.epochs,
+            &self.batch_size,
+            &self.loss,
+            &self.optimizer,
+            &self.learning_rate,
+            &self.momentum,
+            &self.beta,
+            &self.beta1,
+            &self.beta2,
+            &self.epsilon,
+            &self.weight_decay,
+            &self.weight_init,
+            &self.num_layers,
+            &self.hidden_size,
+            &self.activation,
+            &self.seed,
+        ];
+        std::array::from_fn(|i| (PARAM_FLAGS[i], values[i]))
     }
 
     /// Resolves the configuration: defaults, then the config file, then the flags.
@@ -150,6 +173,68 @@ impl TrainArgs {
                 e.message
             ))
         })
+    }
+}
+
+/// The `worker train` command line that trains a trial of the built-in MLP again: its
+/// parameters as flags, its seed (`params`' own `seed` wins, as it does in a sweep) and its
+/// training-image limit. Names that are not flags (none in a trial that trained) go in a
+/// `--config` given inline.
+pub fn command_line(
+    params: &serde_json::Map<String, Value>,
+    seed: u64,
+    train_samples: Option<u64>,
+) -> String {
+    let mut out = vec!["worker".to_string(), "train".to_string()];
+    let mut rest = serde_json::Map::new();
+    let mut seed = seed;
+    for (k, v) in params {
+        match train::config::canonical_name(k).filter(|c| PARAM_FLAGS.contains(c)) {
+            Some("seed") if v.as_u64().is_some() => seed = v.as_u64().unwrap_or(seed),
+            Some(name) => {
+                let text = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Array(a) => a
+                        .iter()
+                        .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    other => other.to_string(),
+                };
+                out.push(format!("--{}", name.replace('_', "-")));
+                out.push(shell_word(&text));
+            }
+            None => {
+                rest.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    out.push("--seed".into());
+    out.push(seed.to_string());
+    if let Some(n) = train_samples {
+        out.push("--train-samples".into());
+        out.push(n.to_string());
+    }
+    if !rest.is_empty() {
+        out.push("--config".into());
+        out.push(format!(
+            "<(echo {})",
+            shell_word(&Value::Object(rest).to_string())
+        ));
+    }
+    out.join(" ")
+}
+
+/// `s` as one word of a POSIX shell command.
+fn shell_word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.,:/+-=@%".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 
@@ -434,4 +519,48 @@ pub fn format_confusion(classes: &[String], m: &[Vec<u64>]) -> String {
         s.push_str(&format!("   {:>7.1}%\n", 100.0 * acc));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        train: TrainArgs,
+    }
+
+    #[test]
+    fn a_trials_command_line_trains_the_same_config() {
+        let params = json!({
+            "learning_rate": 0.000968, "optimizer": "nadam", "hidden_size": [64, 32],
+            "num_layers": 2, "batch_size": 32, "activation": "ReLU", "epochs": 3,
+        });
+        let Value::Object(map) = &params else { unreachable!() };
+        let line = command_line(map, 1234, Some(5000));
+        assert!(line.starts_with("worker train --"), "{line}");
+        assert!(line.ends_with("--seed 1234 --train-samples 5000"), "{line}");
+        let words: Vec<&str> = line.split(' ').skip(1).collect();
+        let cli = Cli::try_parse_from(std::iter::once("train").chain(words.iter().skip(1).copied()))
+            .unwrap();
+        let mut with_seed = map.clone();
+        with_seed.insert("seed".into(), json!(1234));
+        let want = TrainConfig::from_map(&with_seed).unwrap();
+        assert_eq!(cli.train.resolve().unwrap(), want);
+        assert_eq!(cli.train.train_samples, Some(5000));
+        // The trial's own seed wins, as it does in a sweep.
+        let mut own = map.clone();
+        own.insert("seed".into(), json!(7));
+        assert!(command_line(&own, 1234, None).ends_with("--seed 7"));
+    }
+
+    #[test]
+    fn words_that_a_shell_would_split_are_quoted() {
+        assert_eq!(shell_word("0.001"), "0.001");
+        assert_eq!(shell_word("a b"), "'a b'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+        assert_eq!(shell_word(""), "''");
+    }
 }
