@@ -648,7 +648,7 @@ async fn a_failed_commit_is_rolled_back_and_its_retry_is_not_trusted() {
         let t = &s.trial(l.trial).unwrap();
         assert_eq!(t.state, TrialState::Running);
         assert_eq!(t.metrics.get("loss"), Some(3.0));
-        assert!(t.confusion.is_none());
+        assert!(t.confusion().is_none());
     })
     .unwrap();
     // Space returns: the worker's next retry is kept, and a repeat is idempotent.
@@ -845,7 +845,7 @@ async fn an_ended_trials_curve_output_and_matrix_leave_memory_and_are_read_from_
         assert_eq!(s.counts().finished, 1100);
         let (old, new) = (s.trial(1).unwrap(), s.trial(1100).unwrap());
         assert!(!old.is_whole() && new.is_whole());
-        assert!(old.output.is_none() && old.confusion.is_none());
+        assert!(old.output().is_none() && old.confusion().is_none());
         assert_eq!(old.curve.points().len(), 0, "no stopping rule reads it");
         let goal = coordinator::config::Goal::Minimize;
         assert_eq!(old.best("loss", goal), Some((0.2, 2)));

@@ -110,7 +110,7 @@ impl Loader {
                     .map_err(|e| corrupt(path, sweep, t.trial, "confusion", e))?;
                 let counts: Vec<u64> = serde_json::from_value(v["counts"].clone())
                     .map_err(|e| corrupt(path, sweep, t.trial, "confusion", e))?;
-                Some(Box::new((labels, counts)))
+                Some((labels, counts))
             }
         };
         let params: Value = serde_json::from_str(&t.params)
@@ -121,8 +121,9 @@ impl Loader {
         trial.state = state;
         trial.attempt = t.attempt;
         trial.completed_attempt = t.completed_attempt;
-        trial.lease_id = t.lease_id.clone();
-        trial.lease_expires = now() + self.ttl;
+        if state == TrialState::Running {
+            trial.lease(t.lease_id.as_deref(), now() + self.ttl);
+        }
         trial.worker = t.worker.as_deref().map(|w| sw.names.get(w));
         trial.started_at = t.started_at;
         trial.ended_at = t.ended_at;
@@ -140,9 +141,10 @@ impl Loader {
         for (k, v) in stored {
             trial.metrics.insert(sw.names.get(&k), v);
         }
-        trial.confusion = confusion;
-        trial.error = t.error;
-        trial.output = t.output.map(String::into_boxed_str);
+        trial.error = t.error.map(String::into_boxed_str);
+        if confusion.is_some() || t.output.is_some() {
+            trial.set_files(confusion, t.output.map(String::into_boxed_str));
+        }
         if state.is_terminal() {
             let metric = sw.spec.metric.name.clone();
             let histories = sw.spec.stopping.is_some();

@@ -600,8 +600,7 @@ impl Engine {
             let (attempt, params) = sw.edit(number, |trial| {
                 trial.state = TrialState::Running;
                 trial.attempt += 1;
-                trial.lease_id = Some(lease_id.clone());
-                trial.lease_expires = t + ttl;
+                trial.lease(Some(&lease_id), t + ttl);
                 trial.worker = Some(worker_name);
                 trial.started_at = Some(t);
                 // A reason from an earlier attempt (an expired lease) does not describe this one.
@@ -688,9 +687,7 @@ impl Engine {
         let t = sw
             .trial(trial)
             .ok_or_else(|| format!("sweep {sweep} has no trial {trial}"))?;
-        if t.state != TrialState::Running
-            || t.attempt != attempt
-            || t.lease_id.as_deref() != Some(lease_id)
+        if t.state != TrialState::Running || t.attempt != attempt || t.lease_id() != Some(lease_id)
         {
             return Err(format!(
                 "stale attempt: trial {trial} is {} at attempt {}, this is attempt {attempt}",
@@ -746,7 +743,7 @@ impl Engine {
             let named: Vec<(Arc<str>, f64)> =
                 finite.iter().map(|(n, v)| (sw.names.get(n), *v)).collect();
             let known = sw.edit(trial, |t| {
-                t.lease_expires = now() + ttl;
+                t.lease(None, now() + ttl);
                 for (n, v) in &named {
                     t.curve.set(epoch, n.clone(), *v);
                     t.metrics.insert(n.clone(), *v);
@@ -770,7 +767,7 @@ impl Engine {
             if action == Action::Continue {
                 if let Some(reason) = Self::early_stop(sw, trial) {
                     tracing::info!(sweep = %sw.id, trial, epoch, %reason, "early termination");
-                    sw.edit(trial, |t| t.error = Some(reason.clone()));
+                    sw.edit(trial, |t| t.error = Some(reason.as_str().into()));
                     action = Action::Stop(reason);
                 }
             }
@@ -918,15 +915,16 @@ impl Engine {
                 .map(|(n, v)| (sw.names.get(&n), v))
                 .collect();
             let edited = sw.edit(trial, |t| {
-                let old_lease = t.lease_id.take();
+                let old_lease = t.take_lease();
                 match outcome {
                     Outcome::Released => {
                         t.state = TrialState::Queued;
                         t.worker = None;
-                        t.error = Some(format!("attempt {attempt} handed back by its worker"));
+                        t.error =
+                            Some(format!("attempt {attempt} handed back by its worker").into());
                         if t.attempt >= max_attempts.saturating_mul(4) {
                             t.state = TrialState::Failed;
-                            t.error = Some(format!("handed back {} times", t.attempt));
+                            t.error = Some(format!("handed back {} times", t.attempt).into());
                             t.ended_at = Some(t_now);
                         }
                     }
@@ -934,9 +932,11 @@ impl Engine {
                         for (n, v) in named {
                             t.metrics.insert(n, v);
                         }
-                        t.confusion = confusion.map(Box::new);
-                        t.output = (!output.is_empty())
-                            .then(|| truncate_tail(&output, MAX_OUTPUT_BYTES).into_boxed_str());
+                        t.set_files(
+                            confusion,
+                            (!output.is_empty())
+                                .then(|| truncate_tail(&output, MAX_OUTPUT_BYTES).into_boxed_str()),
+                        );
                         t.completed_attempt = Some(attempt);
                         t.ended_at = Some(t_now);
                         t.duration = t.started_at.map_or(0.0, |s| (t_now - s).max(0.0));
@@ -945,25 +945,24 @@ impl Engine {
                             Outcome::Stopped => TrialState::Stopped,
                             _ => TrialState::Failed,
                         };
+                        let said = |or: &str| {
+                            if error.is_empty() {
+                                or.into()
+                            } else {
+                                error.clone().into_boxed_str()
+                            }
+                        };
                         t.error = match outcome {
                             Outcome::Diverged => Some(if error.is_empty() {
                                 "diverged".into()
                             } else {
-                                format!("diverged: {error}")
+                                format!("diverged: {error}").into()
                             }),
-                            Outcome::Failed => Some(if error.is_empty() {
-                                "failed".into()
-                            } else {
-                                error
-                            }),
+                            Outcome::Failed => Some(said("failed")),
                             // Keep the coordinator's own reason (rule, band, threshold, value).
-                            Outcome::Stopped => t.error.clone().or(Some(if error.is_empty() {
-                                "stopped".into()
-                            } else {
-                                error
-                            })),
+                            Outcome::Stopped => t.error.take().or_else(|| Some(said("stopped"))),
                             // A finished trial's note (a program that never logged the metric).
-                            _ => (!error.is_empty()).then_some(error),
+                            _ => (!error.is_empty()).then(|| said("")),
                         };
                     }
                 }
@@ -1006,7 +1005,7 @@ impl Engine {
                 sw.updated_at,
             );
             if let Some(l) = old_lease {
-                st.leases.remove(&l);
+                st.leases.remove(&*l);
             }
             let fut = self.inner.store.submit(move |tx| {
                 store::upsert_trial(tx, &row)?;
@@ -1050,9 +1049,9 @@ impl Engine {
                 continue;
             };
             let held = sw.edit(n, |t| {
-                let held = t.state == TrialState::Running && t.lease_id.as_deref() == Some(l);
+                let held = t.state == TrialState::Running && t.lease_id() == Some(l);
                 if held {
-                    t.lease_expires = now() + ttl;
+                    t.lease(None, now() + ttl);
                 }
                 held
             });
@@ -1081,26 +1080,29 @@ impl Engine {
                 let mut requeued = Vec::new();
                 let expired: Vec<u64> = sw
                     .running()
-                    .filter(|n| sw.trial(*n).is_some_and(|t| t.lease_expires <= t_now))
+                    .filter(|n| sw.trial(*n).is_some_and(|t| t.lease_expires() <= t_now))
                     .collect();
                 for n in expired {
                     let id = sw.id.clone();
                     let row = sw.edit(n, |t| {
-                        let lease = t.lease_id.take();
+                        let lease = t.take_lease();
                         let w = t.worker.clone().unwrap_or_default();
                         if t.attempt >= max {
                             t.state = TrialState::Failed;
                             t.ended_at = Some(t_now);
-                            t.error = Some(format!(
-                                "lease expired on attempt {} of {max} (last worker {w})",
-                                t.attempt
-                            ));
+                            t.error = Some(
+                                format!(
+                                    "lease expired on attempt {} of {max} (last worker {w})",
+                                    t.attempt
+                                )
+                                .into(),
+                            );
                         } else {
                             t.state = TrialState::Queued;
-                            t.error = Some(format!(
-                                "lease of attempt {} expired (worker {w})",
-                                t.attempt
-                            ));
+                            t.error = Some(
+                                format!("lease of attempt {} expired (worker {w})", t.attempt)
+                                    .into(),
+                            );
                         }
                         tracing::warn!(sweep = %id, trial = t.number, attempt = t.attempt, worker = %w, state = t.state.name(), "lease expired");
                         (lease, t.state == TrialState::Queued)
@@ -1129,7 +1131,7 @@ impl Engine {
                 }
             }
             for l in dropped {
-                st.leases.remove(&l);
+                st.leases.remove(&*l);
             }
             if changed.is_empty() {
                 return Ok(0);
@@ -1188,6 +1190,7 @@ impl Engine {
                                 "the sweep was stopped while this trial waited to be run again (attempt {} was handed back)",
                                 t.attempt
                             )
+                            .into()
                         });
                     });
                 }

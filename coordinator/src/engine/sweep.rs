@@ -354,10 +354,10 @@ impl Sweep {
         if !metric.is_empty() {
             if let Some(first) = self.index.unranked.first().and_then(|n| self.trial(*n)) {
                 let n = self.index.unranked.len();
-                let why = first
-                    .error
-                    .clone()
-                    .unwrap_or_else(|| format!("metric {metric:?} was never reported"));
+                let why = first.error.as_deref().map_or_else(
+                    || format!("metric {metric:?} was never reported"),
+                    str::to_string,
+                );
                 out.push(format!(
                     "{n} trial{} ended without the metric {metric:?} and {} not ranked (trial {}: {why})",
                     if n == 1 { "" } else { "s" },

@@ -124,53 +124,62 @@ pub struct Point {
     pub value: f64,
 }
 
-/// Per-epoch metrics, ordered by step, then name.
+/// Per-epoch metrics, ordered by step, then name (one pointer wide when empty, as a trimmed
+/// trial's mostly is).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Curve(Vec<Point>);
+#[allow(clippy::box_collection)] // one pointer, not three, in each of a million trials
+pub struct Curve(Option<Box<Vec<Point>>>);
 
 impl Curve {
     /// Sets `name` at `step` (replacing a value reported before for the same step).
     pub fn set(&mut self, step: u32, name: Arc<str>, value: f64) {
+        let v = self.0.get_or_insert_with(Box::default);
         let key = (step, &*name);
-        match self.0.binary_search_by(|p| (p.step, &*p.name).cmp(&key)) {
-            Ok(i) => self.0[i].value = value,
-            Err(i) => self.0.insert(i, Point { step, name, value }),
+        match v.binary_search_by(|p| (p.step, &*p.name).cmp(&key)) {
+            Ok(i) => v[i].value = value,
+            Err(i) => v.insert(i, Point { step, name, value }),
         }
     }
 
     /// Every point, by step then name.
     pub fn points(&self) -> &[Point] {
-        &self.0
+        self.0.as_deref().map_or(&[], Vec::as_slice)
     }
 
     /// The points of `step`.
     pub fn at(&self, step: u32) -> impl Iterator<Item = &Point> + '_ {
-        let from = self.0.partition_point(|p| p.step < step);
-        self.0[from..].iter().take_while(move |p| p.step == step)
+        let points = self.points();
+        let from = points.partition_point(|p| p.step < step);
+        points[from..].iter().take_while(move |p| p.step == step)
     }
 
     /// The last step with a point.
     pub fn last_step(&self) -> Option<u32> {
-        self.0.last().map(|p| p.step)
+        self.points().last().map(|p| p.step)
     }
 
     /// The finite values of `metric`, by step.
     pub fn history<'a>(&'a self, metric: &'a str) -> impl Iterator<Item = f64> + 'a {
-        self.0
+        self.points()
             .iter()
             .filter(move |p| *p.name == *metric && p.value.is_finite())
             .map(|p| p.value)
     }
 
-    fn keep(&mut self, f: impl FnMut(&Point) -> bool) {
-        self.0.retain(f);
-        self.0.shrink_to_fit();
+    fn keep(&mut self, mut f: impl FnMut(&Point) -> bool) {
+        if let Some(v) = &mut self.0 {
+            v.retain(|p| f(p));
+            v.shrink_to_fit();
+            if v.is_empty() {
+                self.0 = None;
+            }
+        }
     }
 }
 
-/// Final metrics by name.
+/// Final metrics by name (exactly as long as it holds).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Metrics(Vec<(Arc<str>, f64)>);
+pub struct Metrics(Box<[(Arc<str>, f64)]>);
 
 impl Metrics {
     /// The value of `name`.
@@ -182,14 +191,20 @@ impl Metrics {
     pub fn insert(&mut self, name: Arc<str>, value: f64) {
         match self.find(&name) {
             Ok(i) => self.0[i].1 = value,
-            Err(i) => self.0.insert(i, (name, value)),
+            Err(i) => {
+                let mut v = std::mem::take(&mut self.0).into_vec();
+                v.insert(i, (name, value));
+                self.0 = v.into_boxed_slice();
+            }
         }
     }
 
     /// Removes `name`.
     pub fn remove(&mut self, name: &str) {
         if let Ok(i) = self.find(name) {
-            self.0.remove(i);
+            let mut v = std::mem::take(&mut self.0).into_vec();
+            v.remove(i);
+            self.0 = v.into_boxed_slice();
         }
     }
 
@@ -212,6 +227,15 @@ impl Metrics {
     }
 }
 
+/// What only a running or recently ended trial holds.
+#[derive(Debug, Clone, Default)]
+struct Live {
+    lease_id: Option<Box<str>>,
+    lease_expires: f64,
+    confusion: Option<(Vec<String>, Vec<u64>)>,
+    output: Option<Box<str>>,
+}
+
 /// One trial in memory.
 #[derive(Debug, Clone)]
 pub struct Trial {
@@ -225,10 +249,6 @@ pub struct Trial {
     pub attempt: u32,
     /// The attempt whose Complete was accepted (for idempotent Complete).
     pub completed_attempt: Option<u32>,
-    /// Fencing token of the current attempt.
-    pub lease_id: Option<String>,
-    /// When the current lease expires (Unix seconds).
-    pub lease_expires: f64,
     /// Worker of the current or last attempt.
     pub worker: Option<Arc<str>>,
     /// When the current attempt started.
@@ -241,13 +261,12 @@ pub struct Trial {
     pub curve: Curve,
     /// Final metrics (last epoch's values overlaid with the Complete message's).
     pub metrics: Metrics,
-    /// Class names and row-major counts (a trimmed trial's are in the store only).
-    pub confusion: Option<Box<(Vec<String>, Vec<u64>)>>,
     /// Why it failed, or why it was stopped; for a finished program trial, a note such as
     /// the metric it never logged.
-    pub error: Option<String>,
-    /// The tail of a program trial's output (a trimmed trial's is in the store only).
-    pub output: Option<Box<str>>,
+    pub error: Option<Box<str>>,
+    /// What only a running or recently ended trial holds (its lease, its output and
+    /// confusion matrix): one pointer in each of the many trimmed trials.
+    live: Option<Box<Live>>,
     /// The best value of the sweep's metric and its step, kept when the trial was trimmed.
     kept_best: Option<(f64, u32)>,
     /// Whether the curve, output and confusion matrix are partly in the store only.
@@ -263,20 +282,68 @@ impl Trial {
             state: TrialState::Queued,
             attempt: 0,
             completed_attempt: None,
-            lease_id: None,
-            lease_expires: 0.0,
             worker: None,
             started_at: None,
             ended_at: None,
             duration: 0.0,
             curve: Curve::default(),
             metrics: Metrics::default(),
-            confusion: None,
             error: None,
-            output: None,
+            live: None,
             kept_best: None,
             trimmed: false,
         }
+    }
+
+    fn live(&mut self) -> &mut Live {
+        self.live.get_or_insert_with(Box::default)
+    }
+
+    /// The fencing token of the current attempt.
+    pub fn lease_id(&self) -> Option<&str> {
+        self.live.as_ref()?.lease_id.as_deref()
+    }
+
+    /// When the current lease expires (Unix seconds; 0 without one).
+    pub fn lease_expires(&self) -> f64 {
+        self.live.as_ref().map_or(0.0, |l| l.lease_expires)
+    }
+
+    /// Gives the trial a lease, or extends the one it has (`id` `None`: keeps the token).
+    pub fn lease(&mut self, id: Option<&str>, expires: f64) {
+        let l = self.live();
+        if let Some(id) = id {
+            l.lease_id = Some(id.into());
+        }
+        l.lease_expires = expires;
+    }
+
+    /// Ends the current lease; its token.
+    pub fn take_lease(&mut self) -> Option<Box<str>> {
+        self.live.as_mut()?.lease_id.take()
+    }
+
+    /// The class names and row-major counts of its confusion matrix (a trimmed trial's are in
+    /// the store only).
+    pub fn confusion(&self) -> Option<(&[String], &[u64])> {
+        let (l, c) = self.live.as_ref()?.confusion.as_ref()?;
+        Some((l, c))
+    }
+
+    /// The tail of a program trial's output (a trimmed trial's is in the store only).
+    pub fn output(&self) -> Option<&str> {
+        self.live.as_ref()?.output.as_deref()
+    }
+
+    /// Sets what the trial's last attempt handed in besides metrics.
+    pub fn set_files(
+        &mut self,
+        confusion: Option<(Vec<String>, Vec<u64>)>,
+        output: Option<Box<str>>,
+    ) {
+        let l = self.live();
+        l.confusion = confusion;
+        l.output = output;
     }
 
     /// Whether the curve, output and confusion matrix are whole in memory (a trimmed trial's
@@ -303,8 +370,7 @@ impl Trial {
         } else {
             self.curve = Curve::default();
         }
-        self.output = None;
-        self.confusion = None;
+        self.live = None;
         self.trimmed = true;
     }
 
@@ -318,18 +384,17 @@ impl Trial {
             state: self.state.name().into(),
             attempt: self.attempt,
             completed_attempt: self.completed_attempt,
-            lease_id: self.lease_id.clone(),
+            lease_id: self.lease_id().map(str::to_string),
             worker: self.worker.as_deref().map(str::to_string),
             started_at: self.started_at,
             ended_at: self.ended_at,
             duration: self.duration,
             metrics: self.metrics.to_json(),
             confusion: self
-                .confusion
-                .as_ref()
-                .map(|c| json!({"labels": c.0, "counts": c.1}).to_string()),
-            error: self.error.clone(),
-            output: self.output.as_deref().map(str::to_string),
+                .confusion()
+                .map(|(labels, counts)| json!({"labels": labels, "counts": counts}).to_string()),
+            error: self.error.as_deref().map(str::to_string),
+            output: self.output().map(str::to_string),
             best: Some(match self.best(metric, goal) {
                 Some((v, step)) => (Some(v), step),
                 None => (None, 0),
@@ -406,14 +471,14 @@ mod tests {
             t.curve.set(step, names.get("acc"), 1.0 - loss);
         }
         t.metrics.insert(names.get("loss"), 0.5);
-        t.output = Some("hello".into());
+        t.set_files(None, Some("hello".into()));
         t.state = TrialState::Finished;
         let whole = t.clone();
         t.trim("loss", Goal::Minimize, true);
         assert_eq!(t.best("loss", Goal::Minimize), Some((0.3, 2)));
         assert_eq!(t.curve.history("loss").collect::<Vec<_>>(), [0.9, 0.3, 0.5]);
         assert_eq!(t.curve.history("acc").count(), 0);
-        assert!(t.output.is_none() && !t.is_whole());
+        assert!(t.output().is_none() && !t.is_whole());
         let row = t.row("s", "loss", Goal::Minimize);
         assert!(row.keep_files && !whole.row("s", "loss", Goal::Minimize).keep_files);
         assert_eq!(row.best, Some((Some(0.3), 2)));

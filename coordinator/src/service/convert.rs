@@ -60,7 +60,7 @@ pub fn trial_summary(s: &Sweep, t: &Trial, rank: u32) -> pb::TrialSummary {
         attempts: t.attempt,
         duration_seconds: t.duration,
         worker: t.worker.as_deref().unwrap_or_default().to_string(),
-        error: t.error.clone().unwrap_or_default(),
+        error: t.error.as_deref().unwrap_or_default().to_string(),
         rank,
     }
 }
@@ -88,11 +88,11 @@ pub fn trial_detail(s: &Sweep, t: &Trial, rank: u32) -> pb::TrialDetail {
                 value: p.value,
             })
             .collect(),
-        confusion: t.confusion.as_ref().map(|c| pb::ConfusionMatrix {
-            labels: c.0.clone(),
-            counts: c.1.clone(),
+        confusion: t.confusion().map(|(labels, counts)| pb::ConfusionMatrix {
+            labels: labels.to_vec(),
+            counts: counts.to_vec(),
         }),
-        output: t.output.as_deref().unwrap_or_default().to_string(),
+        output: t.output().unwrap_or_default().to_string(),
         seed,
         command,
     }

@@ -228,8 +228,7 @@ pub fn command_line(
 /// `s` as one word of a POSIX shell command.
 fn shell_word(s: &str) -> String {
     let plain = !s.is_empty()
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "_.,:/+-=@%".contains(c));
     if plain {
         s.to_string()
@@ -538,13 +537,16 @@ mod tests {
             "learning_rate": 0.000968, "optimizer": "nadam", "hidden_size": [64, 32],
             "num_layers": 2, "batch_size": 32, "activation": "ReLU", "epochs": 3,
         });
-        let Value::Object(map) = &params else { unreachable!() };
+        let Value::Object(map) = &params else {
+            unreachable!()
+        };
         let line = command_line(map, 1234, Some(5000));
         assert!(line.starts_with("worker train --"), "{line}");
         assert!(line.ends_with("--seed 1234 --train-samples 5000"), "{line}");
         let words: Vec<&str> = line.split(' ').skip(1).collect();
-        let cli = Cli::try_parse_from(std::iter::once("train").chain(words.iter().skip(1).copied()))
-            .unwrap();
+        let cli =
+            Cli::try_parse_from(std::iter::once("train").chain(words.iter().skip(1).copied()))
+                .unwrap();
         let mut with_seed = map.clone();
         with_seed.insert("seed".into(), json!(1234));
         let want = TrainConfig::from_map(&with_seed).unwrap();
