@@ -63,40 +63,107 @@ impl TrialState {
 /// invents metric names cannot grow the table without bound).
 const MAX_SHARED_NAMES: usize = 65_536;
 
-/// The names a sweep's trials use, each held once.
+/// The names a sweep's trials use, each held once, and the last list of parameter names (the
+/// trials of a sweep mostly share one).
 #[derive(Debug, Default)]
-pub struct Names(HashSet<Arc<str>>);
+pub struct Names {
+    names: HashSet<Arc<str>>,
+    keys: Arc<[Arc<str>]>,
+}
 
 impl Names {
     /// The shared copy of `name`.
     pub fn get(&mut self, name: &str) -> Arc<str> {
-        if let Some(n) = self.0.get(name) {
+        if let Some(n) = self.names.get(name) {
             return n.clone();
         }
         let n: Arc<str> = Arc::from(name);
-        if self.0.len() < MAX_SHARED_NAMES {
-            self.0.insert(n.clone());
+        if self.names.len() < MAX_SHARED_NAMES {
+            self.names.insert(n.clone());
         }
         n
+    }
+
+    /// The shared copy of a list of parameter names.
+    fn keys(&mut self, keys: Vec<&str>) -> Arc<[Arc<str>]> {
+        if self.keys.len() != keys.len() || self.keys.iter().zip(&keys).any(|(a, b)| **a != **b) {
+            self.keys = keys.into_iter().map(|k| self.get(k)).collect();
+        }
+        self.keys.clone()
+    }
+}
+
+/// One parameter's value, in 24 bytes (text shared per sweep).
+#[derive(Debug, Clone, PartialEq)]
+enum ParamValue {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Text(Arc<str>),
+    /// Lists and mappings.
+    Other(Box<Value>),
+}
+
+impl ParamValue {
+    fn new(v: Value, names: &mut Names) -> ParamValue {
+        match v {
+            Value::Null => ParamValue::Null,
+            Value::Bool(b) => ParamValue::Bool(b),
+            Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+                (Some(i), _, _) => ParamValue::Int(i),
+                (_, Some(u), _) => ParamValue::UInt(u),
+                (_, _, Some(f)) => ParamValue::Float(f),
+                _ => ParamValue::Other(Box::new(Value::Number(n))),
+            },
+            Value::String(s) => ParamValue::Text(names.get(&s)),
+            other => ParamValue::Other(Box::new(other)),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        match self {
+            ParamValue::Null => Value::Null,
+            ParamValue::Bool(b) => Value::Bool(*b),
+            ParamValue::Int(i) => Value::from(*i),
+            ParamValue::UInt(u) => Value::from(*u),
+            ParamValue::Float(f) => {
+                serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
+            }
+            ParamValue::Text(t) => Value::String(t.to_string()),
+            ParamValue::Other(v) => (**v).clone(),
+        }
     }
 }
 
 /// A trial's parameters, in the order the search made them.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Params(Box<[(Arc<str>, Value)]>);
+pub struct Params {
+    keys: Arc<[Arc<str>]>,
+    values: Box<[ParamValue]>,
+}
 
 impl Params {
     /// From a JSON object (anything else: no parameters).
     pub fn new(v: Value, names: &mut Names) -> Params {
-        match v {
-            Value::Object(m) => Params(m.into_iter().map(|(k, v)| (names.get(&k), v)).collect()),
-            _ => Params::default(),
-        }
+        let Value::Object(m) = v else {
+            return Params::default();
+        };
+        let keys = names.keys(m.keys().map(String::as_str).collect());
+        let values = m
+            .into_iter()
+            .map(|(_, v)| ParamValue::new(v, names))
+            .collect();
+        Params { keys, values }
     }
 
     /// Every parameter, in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> + '_ {
-        self.0.iter().map(|(k, v)| (&**k, v))
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Value)> + '_ {
+        self.keys
+            .iter()
+            .zip(self.values.iter())
+            .map(|(k, v)| (&**k, v.to_value()))
     }
 
     /// As a JSON object.
@@ -106,10 +173,7 @@ impl Params {
 
     /// As a JSON map.
     pub fn to_map(&self) -> Map<String, Value> {
-        self.0
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect()
+        self.iter().map(|(k, v)| (k.to_string(), v)).collect()
     }
 }
 
@@ -490,5 +554,16 @@ mod tests {
             whole.best("loss", Goal::Minimize)
         );
         assert_eq!(u.params.to_value(), json!({"x": 1}));
+        let all = json!({"a": 1, "b": -2, "c": 0.5, "d": "adam", "e": true, "f": null, "g": [1, 2], "h": {"k": 1}, "i": u64::MAX});
+        let p = Params::new(all.clone(), &mut names);
+        assert_eq!(p.to_value(), all);
+        let q = Params::new(
+            json!({"a": 2, "b": 3, "c": 0.1, "d": "adam", "e": false, "f": 1, "g": [], "h": {}, "i": 0}),
+            &mut names,
+        );
+        assert!(
+            Arc::ptr_eq(&p.keys, &q.keys),
+            "trials of a sweep share their parameter names"
+        );
     }
 }

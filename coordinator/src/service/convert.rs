@@ -52,7 +52,7 @@ pub fn trial_summary(s: &Sweep, t: &Trial, rank: u32) -> pb::TrialSummary {
         params: t
             .params
             .iter()
-            .map(|(k, v)| (k.to_string(), sweep_proto::json::to_pb(v)))
+            .map(|(k, v)| (k.to_string(), sweep_proto::json::to_pb(&v)))
             .collect(),
         metrics: t.metrics.iter().map(|(k, v)| (k.to_string(), v)).collect(),
         best: best.map(|b| b.0),
