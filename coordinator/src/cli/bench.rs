@@ -52,6 +52,10 @@ pub struct BenchArgs {
     /// time until it serves, its memory, and the leaderboard's and the dashboard's answers
     #[arg(long)]
     pub restart: bool,
+    /// Leave the stores in place (their directory is printed) to look at them afterwards,
+    /// e.g. with `coordinator serve --store … --http-listen …`
+    #[arg(long)]
+    pub keep: bool,
 }
 
 struct Kill(Child);
@@ -539,7 +543,11 @@ pub async fn run(a: &BenchArgs) -> Result<(), CliError> {
             Err(e) => eprintln!("optuna reference failed: {e}"),
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if a.keep {
+        println!("stores kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     Ok(())
 }
 
@@ -559,6 +567,10 @@ pub struct SearchBenchArgs {
     /// time until it serves, its memory, and the leaderboard's and the dashboard's answers
     #[arg(long)]
     pub restart: bool,
+    /// Leave the stores in place (their directory is printed) to look at them afterwards,
+    /// e.g. with `coordinator serve --store … --http-listen …`
+    #[arg(long)]
+    pub keep: bool,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
