@@ -740,9 +740,6 @@ fn read_all(conn: &Connection, into: &mut impl Load) -> rusqlite::Result<()> {
            best, best_step
          FROM trials ORDER BY sweep_id, trial",
     )?;
-    let mut all = conn.prepare(
-        "SELECT step, name, value FROM metric_points WHERE sweep_id = ?1 AND trial = ?2 ORDER BY step, name",
-    )?;
     let mut one = conn.prepare(
         "SELECT step, name, value FROM metric_points WHERE sweep_id = ?1 AND trial = ?2 AND name = ?3 ORDER BY step",
     )?;
@@ -773,9 +770,7 @@ fn read_all(conn: &Connection, into: &mut impl Load) -> rusqlite::Result<()> {
         };
         let points = match into.need(&t) {
             Need::Nothing => Vec::new(),
-            Need::All => all
-                .query_map(params![t.sweep_id, t.trial as i64], point)?
-                .collect::<rusqlite::Result<_>>()?,
+            Need::All => trial_points(conn, &t.sweep_id, t.trial)?,
             Need::Metric(m) => one
                 .query_map(params![t.sweep_id, t.trial as i64, m], point)?
                 .collect::<rusqlite::Result<_>>()?,
@@ -883,16 +878,24 @@ pub struct TrialFiles {
     pub output: Option<String>,
 }
 
+/// Every metric point of a trial: (step, name, value), by step then name.
+fn trial_points(
+    conn: &Connection,
+    sweep: &str,
+    trial: u64,
+) -> rusqlite::Result<Vec<(u32, String, f64)>> {
+    conn.prepare_cached(
+        "SELECT step, name, value FROM metric_points WHERE sweep_id = ?1 AND trial = ?2 ORDER BY step, name",
+    )?
+    .query_map(params![sweep, trial as i64], |r| {
+        Ok((r.get::<_, i64>(0)? as u32, r.get(1)?, r.get(2)?))
+    })?
+    .collect()
+}
+
 /// Trial `trial` of sweep `sweep`'s curve, confusion matrix and output.
 pub fn trial_files(conn: &Connection, sweep: &str, trial: u64) -> rusqlite::Result<TrialFiles> {
-    let mut q = conn.prepare_cached(
-        "SELECT step, name, value FROM metric_points WHERE sweep_id = ?1 AND trial = ?2 ORDER BY step, name",
-    )?;
-    let points = q
-        .query_map(params![sweep, trial as i64], |r| {
-            Ok((r.get::<_, i64>(0)? as u32, r.get(1)?, r.get(2)?))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
+    let points = trial_points(conn, sweep, trial)?;
     let (confusion, output) = conn
         .prepare_cached("SELECT confusion, output FROM trials WHERE sweep_id = ?1 AND trial = ?2")?
         .query_row(params![sweep, trial as i64], |r| Ok((r.get(0)?, r.get(1)?)))

@@ -14,28 +14,6 @@ use crate::train::{
     self, Control, EpochMetrics, Observer, Status, TrainConfig, TrialOptions, TrialResult,
 };
 
-/// The parameters `worker train` takes as flags (snake_case; the flag is kebab-case), in the
-/// order of [`TrainArgs`]' fields.
-pub const PARAM_FLAGS: [&str; 17] = [
-    "dataset",
-    "epochs",
-    "batch_size",
-    "loss",
-    "optimizer",
-    "learning_rate",
-    "momentum",
-    "beta",
-    "beta1",
-    "beta2",
-    "epsilon",
-    "weight_decay",
-    "weight_init",
-    "num_layers",
-    "hidden_size",
-    "activation",
-    "seed",
-];
-
 /// Train one MLP and report per-epoch metrics, test accuracy and the confusion matrix.
 #[derive(Debug, Args)]
 #[command(allow_negative_numbers = true)]
@@ -115,6 +93,7 @@ pub struct TrainArgs {
 impl TrainArgs {
     /// The flags that carry parameters, as (snake_case name, value).
     fn params(&self) -> [(&'static str, &Option<String>); 17] {
+        // In the order of train::config::PARAMS: every parameter has its flag.
         let values = [
             &self.dataset,
             &self.epochs,
@@ -134,7 +113,7 @@ impl TrainArgs {
             &self.activation,
             &self.seed,
         ];
-        std::array::from_fn(|i| (PARAM_FLAGS[i], values[i]))
+        std::array::from_fn(|i| (train::config::PARAMS[i], values[i]))
     }
 
     /// Resolves the configuration: defaults, then the config file, then the flags.
@@ -189,7 +168,7 @@ pub fn command_line(
     let mut rest = serde_json::Map::new();
     let mut seed = seed;
     for (k, v) in params {
-        match train::config::canonical_name(k).filter(|c| PARAM_FLAGS.contains(c)) {
+        match train::config::canonical_name(k) {
             Some("seed") if v.as_u64().is_some() => seed = v.as_u64().unwrap_or(seed),
             Some(name) => {
                 let text = match v {
