@@ -56,6 +56,9 @@ pub struct BenchArgs {
     /// e.g. with `coordinator serve --store … --http-listen …`
     #[arg(long)]
     pub keep: bool,
+    /// Give the sweep this stopping rule (hyperband, asha or median), decided on every report
+    #[arg(long, value_name = "TYPE", value_parser = ["hyperband", "asha", "median"])]
+    pub early_terminate: Option<String>,
 }
 
 struct Kill(Child);
@@ -208,10 +211,13 @@ async fn one_run(
         .into_inner();
     // Let the workers register and start polling before the clock starts.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let config = format!(
+    let mut config = format!(
         "name: bench\nmethod: random\nrun_cap: {}\ntrainer: synthetic\nsynthetic: {{function: quadratic, epochs: {}, epoch_ms: 0}}\nparameters:\n  x1: {{min: 0.0, max: 1.0}}\n  x2: {{min: 0.0, max: 1.0}}\n",
         a.trials, a.epochs
     );
+    if let Some(rule) = &a.early_terminate {
+        config.push_str(&format!("early_terminate: {{type: {rule}, min_iter: 1}}\n"));
+    }
     // The clock starts before the sweep exists: opening the observers counts against them.
     let t0 = Instant::now();
     let id = sweeps
@@ -563,14 +569,6 @@ pub struct SearchBenchArgs {
     /// Skip the Optuna comparison
     #[arg(long)]
     pub no_reference: bool,
-    /// After the first run, kill the coordinator and start it again on the sweep's store:
-    /// time until it serves, its memory, and the leaderboard's and the dashboard's answers
-    #[arg(long)]
-    pub restart: bool,
-    /// Leave the stores in place (their directory is printed) to look at them afterwards,
-    /// e.g. with `coordinator serve --store … --http-listen …`
-    #[arg(long)]
-    pub keep: bool,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

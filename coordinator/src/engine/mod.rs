@@ -3,7 +3,9 @@
 //! All state lives in memory behind one mutex and is mirrored to the [`Store`]. Every change
 //! is queued to the store while the lock is held (so the store sees changes in the order they
 //! happened) and the caller awaits the commit before it replies. Reads (leaderboards, sweep
-//! info) come from memory. A reaper re-queues trials whose lease expired.
+//! info) come from memory, except what an ended trial no longer holds there once trimmed (its
+//! curve, output and confusion matrix: [`Engine::trial_files`]). A reaper re-queues trials
+//! whose lease expired.
 //!
 //! A failed commit takes the engine down: every call is refused with the store's cause until
 //! the reaper has read the store back and replaced memory with it, so memory that ran ahead
@@ -821,19 +823,29 @@ impl Engine {
     fn early_stop(sw: &Sweep, trial: u64) -> Option<String> {
         let rule = sw.spec.stopping.as_ref()?;
         let metric = &sw.spec.metric.name;
-        let hist = |t: &Trial| -> Vec<f64> { t.curve.history(metric).collect() };
-        let numbers: Vec<u64> = sw.trials().map(|t| t.number).collect();
-        let histories: Vec<Vec<f64>> = sw.trials().map(hist).collect();
+        // Every trial's history of the metric in one buffer (two allocations a report, not one
+        // per trial).
+        let mut values: Vec<f64> = Vec::new();
+        let mut spans: Vec<(usize, usize)> = Vec::with_capacity(sw.len());
+        let mut i = None;
+        for t in sw.trials() {
+            if t.number == trial {
+                i = Some(spans.len());
+            }
+            let from = values.len();
+            values.extend(t.curve.history(metric));
+            spans.push((from, values.len()));
+        }
         let views: Vec<crate::stopping::TrialView<'_>> = sw
             .trials()
-            .zip(&histories)
-            .map(|(t, h)| crate::stopping::TrialView {
+            .zip(&spans)
+            .map(|(t, &(from, to))| crate::stopping::TrialView {
                 running: t.state == TrialState::Running,
                 finished: t.state == TrialState::Finished,
-                history: h,
+                history: &values[from..to],
             })
             .collect();
-        let i = numbers.iter().position(|&n| n == trial)?;
+        let i = i?;
         rule.should_stop(sw.spec.metric.goal, &views[i], &views)
     }
 

@@ -2,7 +2,8 @@
 //! by state, the ranking, the trials that ended without the metric, the running ones — so
 //! that a sweep's summary, its best trial and the top of its leaderboard cost the same at a
 //! million trials as at ten. Every change to a trial goes through [`Sweep::edit`], which takes
-//! the trial out of those indexes and puts it back as it is after the change.
+//! the trial out of those indexes and puts it back as it is after the change; a trial that has
+//! just ended joins the most recent ended ones, and the oldest of those is trimmed.
 
 use std::collections::{BTreeSet, VecDeque};
 
