@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::{now, EngineError, State, Sweep, SweepState, Trial, TrialState, WorkerInfo};
 use crate::config::SweepSpec;
 use crate::engine::trial::Params;
-use crate::store::{Load, Need, SweepRow, TrialRow, WorkerRow};
+use crate::store::{self, Load, Need, SweepRow, TrialRow, WorkerRow};
 
 /// Builds the engine's [`State`] from the rows the store reads back.
 pub(super) struct Loader {
@@ -101,18 +101,12 @@ impl Loader {
             )));
         }
         let state = TrialState::parse(&t.state);
-        let confusion = match t.confusion.as_deref() {
-            None => None,
-            Some(c) => {
-                let v: Value = serde_json::from_str(c)
-                    .map_err(|e| corrupt(path, sweep, t.trial, "confusion", e))?;
-                let labels: Vec<String> = serde_json::from_value(v["labels"].clone())
-                    .map_err(|e| corrupt(path, sweep, t.trial, "confusion", e))?;
-                let counts: Vec<u64> = serde_json::from_value(v["counts"].clone())
-                    .map_err(|e| corrupt(path, sweep, t.trial, "confusion", e))?;
-                Some((labels, counts))
-            }
-        };
+        let confusion = t
+            .confusion
+            .as_deref()
+            .map(store::parse_confusion)
+            .transpose()
+            .map_err(|e| corrupt(path, sweep, t.trial, "confusion", e))?;
         let params: Value = serde_json::from_str(&t.params)
             .map_err(|e| corrupt(path, sweep, t.trial, "params", e))?;
         let stored: BTreeMap<String, f64> = serde_json::from_str(&t.metrics)

@@ -236,11 +236,6 @@ impl Sweep {
         self.trial(n).map(|t| self.row_of(t))
     }
 
-    fn slot(&mut self, n: u64) -> Option<&mut Option<Trial>> {
-        let i = usize::try_from(n.checked_sub(1)?).ok()?;
-        self.trials.get_mut(i)
-    }
-
     fn place(&self, t: &Trial) -> Place {
         place(&self.spec, t)
     }
@@ -289,15 +284,19 @@ impl Sweep {
     /// Trial `n` has just ended: it joins the recent ones, and the oldest of those is trimmed.
     fn ended(&mut self, n: u64) {
         self.recent.push_back(n);
+        let m = &self.spec.metric;
+        let histories = self.spec.stopping.is_some();
         while self.recent.len() > RECENT_WHOLE {
             let Some(old) = self.recent.pop_front() else {
                 break;
             };
-            let metric = self.spec.metric.name.clone();
-            let (goal, histories) = (self.spec.metric.goal, self.spec.stopping.is_some());
-            if let Some(Some(t)) = self.slot(old) {
+            let slot = old
+                .checked_sub(1)
+                .and_then(|i| usize::try_from(i).ok())
+                .and_then(|i| self.trials.get_mut(i));
+            if let Some(Some(t)) = slot {
                 if t.state.is_terminal() {
-                    t.trim(&metric, goal, histories);
+                    t.trim(&m.name, m.goal, histories);
                 }
             }
         }

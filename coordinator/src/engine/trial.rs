@@ -456,7 +456,7 @@ impl Trial {
             metrics: self.metrics.to_json(),
             confusion: self
                 .confusion()
-                .map(|(labels, counts)| json!({"labels": labels, "counts": counts}).to_string()),
+                .map(|(labels, counts)| crate::store::confusion_json(labels, counts)),
             error: self.error.as_deref().map(str::to_string),
             output: self.output().map(str::to_string),
             best: Some(match self.best(metric, goal) {

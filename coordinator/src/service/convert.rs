@@ -109,15 +109,9 @@ pub fn add_files(d: &mut pb::TrialDetail, f: crate::store::TrialFiles) -> Result
     d.confusion = match f.confusion {
         None => None,
         Some(text) => {
-            let v: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| format!("the stored confusion matrix is not valid JSON: {e}"))?;
-            let field = |k: &str| v.get(k).cloned().unwrap_or_default();
-            Some(pb::ConfusionMatrix {
-                labels: serde_json::from_value(field("labels"))
-                    .map_err(|e| format!("the stored confusion matrix's labels: {e}"))?,
-                counts: serde_json::from_value(field("counts"))
-                    .map_err(|e| format!("the stored confusion matrix's counts: {e}"))?,
-            })
+            let (labels, counts) = crate::store::parse_confusion(&text)
+                .map_err(|e| format!("the stored confusion matrix cannot be read: {e}"))?;
+            Some(pb::ConfusionMatrix { labels, counts })
         }
     };
     d.output = f.output.unwrap_or_default();

@@ -867,6 +867,25 @@ pub fn insert_points(
     Ok(())
 }
 
+/// A confusion matrix as the store keeps it: `{"labels": [...], "counts": [...]}`, counts
+/// row-major.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredConfusion<L, C> {
+    labels: L,
+    counts: C,
+}
+
+/// The stored text of a confusion matrix.
+pub fn confusion_json(labels: &[String], counts: &[u64]) -> String {
+    serde_json::to_string(&StoredConfusion { labels, counts }).unwrap_or_default()
+}
+
+/// A confusion matrix read back from its stored text: (labels, counts).
+pub fn parse_confusion(text: &str) -> Result<(Vec<String>, Vec<u64>), serde_json::Error> {
+    let c: StoredConfusion<Vec<String>, Vec<u64>> = serde_json::from_str(text)?;
+    Ok((c.labels, c.counts))
+}
+
 /// What the store keeps of an ended trial beyond its row in memory.
 #[derive(Debug, Default)]
 pub struct TrialFiles {
