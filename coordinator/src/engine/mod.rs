@@ -408,7 +408,8 @@ impl Engine {
         }
     }
 
-    fn is_closing(&self) -> bool {
+    /// Whether [`Engine::begin_shutdown`] has been called.
+    pub fn is_closing(&self) -> bool {
         *self.inner.closing.borrow()
     }
 

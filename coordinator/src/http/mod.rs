@@ -279,24 +279,13 @@ async fn events(State(app): State<App>, headers: HeaderMap, Path(id): Path<Strin
         Ok::<_, std::convert::Infallible>(Event::default().event("update").data(data))
     };
     let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let closing = app.engine.closing();
     tokio::spawn(async move {
-        tokio::pin!(closing);
         let over = first.is_over();
         if tx.send(update(event_json(&first, &[]))).await.is_err() || over {
             return;
         }
         loop {
-            let next = tokio::select! {
-                // Closing first: the hub ends at shutdown too, and the stream must say why it ends.
-                biased;
-                () = &mut closing => {
-                    let data = json!({"error": crate::service::SHUTTING_DOWN}).to_string();
-                    let _ = tx.send(update(data)).await;
-                    return;
-                }
-                n = follower.next() => n,
-            };
+            let next = follower.next().await;
             let (data, over) = match next {
                 // Made once per look, for every page that follows the sweep.
                 Next::Look(look) => (
@@ -307,6 +296,11 @@ async fn events(State(app): State<App>, headers: HeaderMap, Path(id): Path<Strin
                 ),
                 Next::Behind(info) => (event_json(&info, &[]), info.is_over()),
                 Next::End => return,
+                Next::Closing => {
+                    let data = json!({"error": crate::service::SHUTTING_DOWN}).to_string();
+                    let _ = tx.send(update(data)).await;
+                    return;
+                }
             };
             if tx.send(update(data)).await.is_err() || over {
                 return;

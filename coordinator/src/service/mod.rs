@@ -429,9 +429,7 @@ impl Sweeps for SweepsService {
         let req = req.into_inner();
         let detail = req.detail();
         let (first, mut follower) = self.follow(&req.sweep_id)?;
-        let closing = self.engine.closing();
         let stream = async_stream(move |tx| async move {
-            tokio::pin!(closing);
             let over = first.is_over();
             let first = pb::WatchEvent {
                 sweep: Some(first),
@@ -441,15 +439,7 @@ impl Sweeps for SweepsService {
                 return;
             }
             loop {
-                let next = tokio::select! {
-                    // Closing first: the hub ends at shutdown too, and the stream must say why it ends.
-                    biased;
-                    () = &mut closing => {
-                        let _ = tx.send(Err(Status::unavailable(SHUTTING_DOWN))).await;
-                        return;
-                    }
-                    n = follower.next() => n,
-                };
+                let next = follower.next().await;
                 let ev = match next {
                     watch::Next::Look(look) => look.event(detail),
                     watch::Next::Behind(info) => pb::WatchEvent {
@@ -457,6 +447,10 @@ impl Sweeps for SweepsService {
                         changes: Vec::new(),
                     },
                     watch::Next::End => return,
+                    watch::Next::Closing => {
+                        let _ = tx.send(Err(Status::unavailable(SHUTTING_DOWN))).await;
+                        return;
+                    }
                 };
                 let over = ev.sweep.as_ref().is_some_and(pb::SweepInfo::is_over);
                 if tx.send(Ok(ev)).await.is_err() || over {

@@ -226,6 +226,8 @@ pub enum Next {
     Behind(Box<pb::SweepInfo>),
     /// The sweep is over (or gone): the stream ends.
     End,
+    /// The coordinator is shutting down: the stream ends and says so.
+    Closing,
 }
 
 /// One stream's view of the hub: the looks, or a fresh summary when it fell behind.
@@ -275,6 +277,9 @@ impl Follower {
                     Err(_) => Next::End,
                 }
             }
+            // The hub ends at shutdown only once the engine says it is closing, so this reads
+            // the reason without racing the shutdown signal.
+            Err(broadcast::error::RecvError::Closed) if self.engine.is_closing() => Next::Closing,
             Err(broadcast::error::RecvError::Closed) => Next::End,
         }
     }
