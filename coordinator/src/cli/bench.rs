@@ -756,6 +756,11 @@ pub struct LoadArgs {
     /// Simulated training time per epoch, in milliseconds
     #[arg(long, default_value_t = 50)]
     pub epoch_ms: u64,
+    /// Run it a second time beside a bayes sweep (GP) that this many more simulated workers
+    /// serve, each finishing its trial at once (a suggestion on every lease, with thousands of
+    /// finished trials), and compare the first sweep's latency with and without it
+    #[arg(long, default_value_t = 0)]
+    pub beside_bayes: usize,
 }
 
 /// CPU seconds (user + system) a process has used, from /proc.
@@ -801,7 +806,14 @@ struct LoadStats {
 
 /// One simulated worker: register, then lease → report × epochs (with a pause per epoch) →
 /// complete, until `end`.
-async fn simulated_worker(url: String, k: usize, a: LoadArgsCopy, end: Instant) -> LoadStats {
+/// `only`: the sweep it works for.
+async fn simulated_worker(
+    url: String,
+    k: usize,
+    a: LoadArgsCopy,
+    only: String,
+    end: Instant,
+) -> LoadStats {
     let mut st = LoadStats::default();
     let ch = match tonic::transport::Endpoint::from_shared(url) {
         Ok(ep) => ep.connect_lazy(),
@@ -834,7 +846,7 @@ async fn simulated_worker(url: String, k: usize, a: LoadArgsCopy, end: Instant) 
                 worker_id: worker_id.clone(),
                 wait_ms: 1000,
                 trainers: Vec::new(),
-                sweep_id: String::new(),
+                sweep_id: only.clone(),
             })
             .await
         {
@@ -879,7 +891,8 @@ async fn simulated_worker(url: String, k: usize, a: LoadArgsCopy, end: Instant) 
                 trial: trial.trial,
                 attempt: trial.attempt,
                 outcome: pb::TrialOutcome::Finished as i32,
-                metrics: [("loss".to_string(), 0.1)].into(),
+                // Varied, so that a bayes sweep's model has something to fit.
+                metrics: [("loss".to_string(), (trial.trial as f64 * 0.618_034).fract())].into(),
                 ..Default::default()
             })
             .await
@@ -900,13 +913,18 @@ struct LoadArgsCopy {
     epoch_ms: u64,
 }
 
-/// Runs `coordinator bench-load`.
-pub async fn run_load(a: &LoadArgs) -> Result<(), CliError> {
-    if a.workers == 0 || a.seconds == 0 || a.epochs == 0 {
-        return Err(CliError::Usage(
-            "--workers, --seconds and --epochs must be ≥ 1".into(),
-        ));
-    }
+/// One timed run of `coordinator bench-load`: a fresh coordinator, its sweep, the load.
+#[derive(Debug, Default)]
+struct LoadRun {
+    stats: LoadStats,
+    secs: f64,
+    finished: u64,
+    rss: [f64; 4],
+    /// Trials the bayes sweep beside it finished, and the latency of its Lease calls.
+    bayes: Option<(u64, Vec<f64>)>,
+}
+
+async fn load_run(a: &LoadArgs, beside_bayes: usize) -> Result<LoadRun, CliError> {
     let dir = std::env::temp_dir().join(format!("sweep-load-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| CliError::Other(e.to_string()))?;
@@ -918,19 +936,30 @@ pub async fn run_load(a: &LoadArgs) -> Result<(), CliError> {
         .await
         .map_err(|e| CliError::Other(e.to_string()))?;
     let mut sweeps = pb::sweeps_client::SweepsClient::new(ch);
+    let mut create = async |config: String| {
+        sweeps
+            .create_sweep(pb::CreateSweepRequest {
+                config,
+                name: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner().sweep_id)
+            .map_err(|s| CliError::Other(s.to_string()))
+    };
     // A random sweep with no run cap: work never runs out.
-    let id = sweeps
-        .create_sweep(pb::CreateSweepRequest {
-            config: format!(
-                "name: load\nmethod: random\ntrainer: synthetic\nsynthetic: {{function: quadratic, epochs: {}}}\nparameters:\n  x1: {{min: 0.0, max: 1.0}}\n  x2: {{min: 0.0, max: 1.0}}\n",
-                a.epochs
-            ),
-            name: String::new(),
-        })
-        .await
-        .map_err(|s| CliError::Other(s.to_string()))?
-        .into_inner()
-        .sweep_id;
+    let id = create(format!(
+        "name: load\nmethod: random\ntrainer: synthetic\nsynthetic: {{function: quadratic, epochs: {}}}\nparameters:\n  x1: {{min: 0.0, max: 1.0}}\n  x2: {{min: 0.0, max: 1.0}}\n",
+        a.epochs
+    ))
+    .await?;
+    let bayes_id = if beside_bayes > 0 {
+        create(
+            "name: beside\nmethod: bayes\nbayes: {engine: gp}\ntrainer: synthetic\nsynthetic: {function: quadratic, epochs: 1}\nmetric: {name: loss, goal: minimize}\nparameters:\n  x1: {min: 0.0, max: 1.0}\n  x2: {min: 0.0, max: 1.0}\n  x3: {min: 0.0, max: 1.0}\n  x4: {min: 0.0, max: 1.0}\n".into(),
+        )
+        .await?
+    } else {
+        String::new()
+    };
     let rss_start = rss_mib(pid).unwrap_or(f64::NAN);
     let t0 = Instant::now();
     let end = t0 + Duration::from_secs(a.seconds);
@@ -939,7 +968,17 @@ pub async fn run_load(a: &LoadArgs) -> Result<(), CliError> {
         epoch_ms: a.epoch_ms,
     };
     let tasks: Vec<_> = (0..a.workers)
-        .map(|k| tokio::spawn(simulated_worker(url.clone(), k, copy, end)))
+        .map(|k| tokio::spawn(simulated_worker(url.clone(), k, copy, id.clone(), end)))
+        .collect();
+    let at_once = LoadArgsCopy {
+        epochs: 1,
+        epoch_ms: 0,
+    };
+    let bayes_tasks: Vec<_> = (0..beside_bayes)
+        .map(|k| {
+            let (url, only) = (url.clone(), bayes_id.clone());
+            tokio::spawn(simulated_worker(url, a.workers + k, at_once, only, end))
+        })
         .collect();
     // Sample the coordinator's memory while the load runs.
     let mut rss_max = rss_start;
@@ -953,43 +992,76 @@ pub async fn run_load(a: &LoadArgs) -> Result<(), CliError> {
             }
         }
     }
-    let mut all = LoadStats::default();
+    let mut run = LoadRun::default();
     for t in tasks {
         let s = t.await.map_err(|e| CliError::Other(e.to_string()))?;
-        all.lease_ms.extend(s.lease_ms);
-        all.report_ms.extend(s.report_ms);
-        all.trials += s.trials;
-        all.errors.extend(s.errors);
+        run.stats.lease_ms.extend(s.lease_ms);
+        run.stats.report_ms.extend(s.report_ms);
+        run.stats.trials += s.trials;
+        run.stats.errors.extend(s.errors);
     }
-    let secs = t0.elapsed().as_secs_f64();
+    if beside_bayes > 0 {
+        let mut lease_ms = Vec::new();
+        let mut trials = 0;
+        for t in bayes_tasks {
+            let s = t.await.map_err(|e| CliError::Other(e.to_string()))?;
+            lease_ms.extend(s.lease_ms);
+            trials += s.trials;
+            run.stats.errors.extend(s.errors);
+        }
+        run.bayes = Some((trials, lease_ms));
+    }
+    run.secs = t0.elapsed().as_secs_f64();
     let rss_end = rss_mib(pid).unwrap_or(f64::NAN);
-    let info = sweeps
+    run.rss = [rss_start, rss_mid, rss_end, rss_max];
+    run.finished = sweeps
         .get_sweep(pb::GetSweepRequest { sweep_id: id })
         .await
         .map_err(|s| CliError::Other(s.to_string()))?
-        .into_inner();
+        .into_inner()
+        .finished;
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(run)
+}
+
+/// Prints one run's figures.
+fn print_load(a: &LoadArgs, run: &mut LoadRun) {
+    let (stats, secs) = (&mut run.stats, run.secs);
     println!(
         "{} simulated workers, {:.0} s, {} epochs × {} ms per trial, SQLite store:",
         a.workers, secs, a.epochs, a.epoch_ms
     );
     println!(
         "  {} trials completed ({:.0}/s), {} in the store as finished; {} Lease and {} Report calls",
-        all.trials,
-        all.trials as f64 / secs,
-        info.finished,
-        all.lease_ms.len(),
-        all.report_ms.len()
+        stats.trials,
+        stats.trials as f64 / secs,
+        run.finished,
+        stats.lease_ms.len(),
+        stats.report_ms.len()
     );
-    println!("  errors: {}", all.errors.len());
-    for e in all.errors.iter().take(5) {
+    if let Some((trials, lease_ms)) = &mut run.bayes {
+        println!(
+            "  beside it, a bayes (GP) sweep: {trials} trials finished by {} workers, its Lease (a suggestion each) p50 / p99 {:.3} / {:.3} ms",
+            a.beside_bayes,
+            pct(lease_ms, 0.5),
+            pct(lease_ms, 0.99)
+        );
+    }
+    println!("  errors: {}", stats.errors.len());
+    for e in stats.errors.iter().take(5) {
         println!("    {e}");
     }
+    let [rss_start, rss_mid, rss_end, rss_max] = run.rss;
     println!(
         "  coordinator RSS: start {rss_start:.1} MiB, middle {rss_mid:.1} MiB, end {rss_end:.1} MiB, max {rss_max:.1} MiB ({:.2} KiB per stored trial)",
-        (rss_end - rss_start) * 1024.0 / (info.finished.max(1)) as f64
+        (rss_end - rss_start) * 1024.0 / (run.finished.max(1)) as f64
     );
     println!("  latency in ms (p50 / p90 / p99):");
-    for (name, v) in [("Lease", &mut all.lease_ms), ("Report", &mut all.report_ms)] {
+    for (name, v) in [
+        ("Lease", &mut stats.lease_ms),
+        ("Report", &mut stats.report_ms),
+    ] {
         println!(
             "    {name:<7} {:.3} / {:.3} / {:.3}",
             pct(v, 0.5),
@@ -997,13 +1069,34 @@ pub async fn run_load(a: &LoadArgs) -> Result<(), CliError> {
             pct(v, 0.99)
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    if all.errors.is_empty() {
+}
+
+/// Runs `coordinator bench-load`.
+pub async fn run_load(a: &LoadArgs) -> Result<(), CliError> {
+    if a.workers == 0 || a.seconds == 0 || a.epochs == 0 {
+        return Err(CliError::Usage(
+            "--workers, --seconds and --epochs must be ≥ 1".into(),
+        ));
+    }
+    let mut alone = load_run(a, 0).await?;
+    print_load(a, &mut alone);
+    let mut errors = alone.stats.errors.len();
+    if a.beside_bayes > 0 {
+        let mut beside = load_run(a, a.beside_bayes).await?;
+        print_load(a, &mut beside);
+        errors += beside.stats.errors.len();
+        let (p_alone, p_beside) = (
+            pct(&mut alone.stats.report_ms, 0.99),
+            pct(&mut beside.stats.report_ms, 0.99),
+        );
+        println!(
+            "Report p99 beside the bayes sweep / alone: {p_beside:.3} / {p_alone:.3} ms = {:.2}× (target ≤ 2×)",
+            p_beside / p_alone
+        );
+    }
+    if errors == 0 {
         Ok(())
     } else {
-        Err(CliError::Other(format!(
-            "{} errors under load",
-            all.errors.len()
-        )))
+        Err(CliError::Other(format!("{errors} errors under load")))
     }
 }
