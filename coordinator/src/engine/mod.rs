@@ -1,7 +1,9 @@
 //! The coordinator's state machine: sweeps, trials, leases and workers.
 //!
-//! All state lives in memory behind one mutex and is mirrored to the [`Store`]. Every change
-//! is queued to the store while the lock is held (so the store sees changes in the order they
+//! All state lives in memory and is mirrored to the [`Store`]. Each sweep is under a lock of
+//! its own, so sweeps do not wait for each other: a bayes suggestion is computed under no lock
+//! at all, a stopping decision under its sweep's alone. Every change is queued to the store
+//! while its sweep's lock is held (so the store sees a sweep's changes in the order they
 //! happened) and the caller awaits the commit before it replies. Reads (leaderboards, sweep
 //! info) come from memory, except what an ended trial no longer holds there once trimmed (its
 //! curve, output and confusion matrix: [`Engine::trial_files`]). A reaper re-queues trials
@@ -13,7 +15,7 @@
 //! by itself once writes succeed again.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
@@ -200,6 +202,7 @@ impl Default for EngineOptions {
     }
 }
 
+/// What the store reads back: the engine's memory before it is shared.
 #[derive(Debug, Default)]
 struct State {
     sweeps: BTreeMap<String, Sweep>,
@@ -208,8 +211,52 @@ struct State {
     /// lease id → (sweep, trial).
     leases: HashMap<String, (String, u64)>,
     workers: HashMap<String, WorkerInfo>,
-    /// Set when a commit failed: calls are refused with it until memory is read back.
-    down: Option<StoreError>,
+}
+
+/// One sweep under its own lock.
+type Cell = Arc<Mutex<Sweep>>;
+
+/// The sweeps by id, and their creation order (leases go to the oldest running sweep first).
+#[derive(Debug, Default)]
+struct Sweeps {
+    by_id: HashMap<String, Cell>,
+    order: Vec<String>,
+}
+
+/// A bayes suggestion to compute outside every lock: trial `n` of the sweep in `cell`, from
+/// what its trials were when it was asked.
+struct Ask {
+    cell: Cell,
+    n: u64,
+    spec: SweepSpec,
+    history: Vec<(Params, Option<f64>)>,
+}
+
+/// What a sweep has for a worker that asks for work.
+enum Take {
+    /// A lease (with the trial's row and, for a new trial, the sweep's row to write).
+    Lease(Lease, TrialRow, Option<SweepUpdate>),
+    /// Its next trial needs a bayes suggestion first.
+    Suggest(Ask),
+    /// Another lease is computing its next trial's suggestion.
+    Busy,
+}
+
+/// Wakes the leases that waited for a sweep's suggestion once it is done, and clears the
+/// sweep's `suggesting` if it was abandoned (its Lease call dropped midway).
+struct Suggesting<'a> {
+    engine: &'a Engine,
+    cell: Cell,
+    abandoned: bool,
+}
+
+impl Drop for Suggesting<'_> {
+    fn drop(&mut self) {
+        if self.abandoned {
+            lock(&self.cell).suggesting = false;
+        }
+        self.engine.inner.work.notify_waiters();
+    }
 }
 
 /// The coordinator's state machine. Cheap to clone (shared).
@@ -218,9 +265,18 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
+/// Locks are taken in this order, and never the other way: `down` (read), then `sweeps`
+/// (briefly, to find a sweep), then one sweep, then `leases` or `workers`.
 #[derive(Debug)]
 struct Inner {
-    state: Mutex<State>,
+    /// Set when a commit failed: changes are refused with it until memory is read back. Every
+    /// change holds it for reading from its check until its write is queued, so a read-back
+    /// queued under it for writing sees every change acknowledged before.
+    down: RwLock<Option<StoreError>>,
+    sweeps: RwLock<Sweeps>,
+    /// lease id → (sweep, trial).
+    leases: Mutex<HashMap<String, (String, u64)>>,
+    workers: Mutex<HashMap<String, WorkerInfo>>,
     store: Store,
     opts: EngineOptions,
     work: Notify,
@@ -260,6 +316,16 @@ fn runs(trainers: &[String], trainer: &str) -> bool {
     trainers.iter().any(|t| t == trainer)
 }
 
+/// Locks `m`, also after a panic elsewhere while it was held.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Reads `l`, also after a panic elsewhere while it was held.
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
 fn random_id(bytes: usize) -> String {
     use rand::Rng;
     let mut rng = rand::rng();
@@ -277,7 +343,17 @@ impl Engine {
         let (events, _) = broadcast::channel(EVENT_BACKLOG);
         Ok(Engine {
             inner: Arc::new(Inner {
-                state: Mutex::new(st),
+                down: RwLock::new(None),
+                sweeps: RwLock::new(Sweeps {
+                    by_id: st
+                        .sweeps
+                        .into_iter()
+                        .map(|(id, sw)| (id, Arc::new(Mutex::new(sw))))
+                        .collect(),
+                    order: st.order,
+                }),
+                leases: Mutex::new(st.leases),
+                workers: Mutex::new(st.workers),
                 store,
                 opts,
                 work: Notify::new(),
@@ -289,16 +365,29 @@ impl Engine {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// Admits a change: refused while the engine is down (a commit failed; memory is not read
+    /// back yet). Hold the guard until the change's write is queued.
+    fn up(&self) -> Result<RwLockReadGuard<'_, Option<StoreError>>, EngineError> {
+        let g = self.inner.down.read().unwrap_or_else(|p| p.into_inner());
+        match &*g {
+            Some(e) => Err(EngineError::Store(e.clone())),
+            None => Ok(g),
+        }
     }
 
-    /// Refuses a call while the engine is down (a commit failed; memory is not read back yet).
-    fn up(st: &State) -> Result<(), EngineError> {
-        match &st.down {
-            Some(e) => Err(EngineError::Store(e.clone())),
-            None => Ok(()),
-        }
+    /// Sweep `id`'s cell.
+    fn cell(&self, id: &str) -> Option<Cell> {
+        read(&self.inner.sweeps).by_id.get(id).cloned()
+    }
+
+    /// Every sweep's cell, oldest first.
+    fn cells(&self) -> Vec<Cell> {
+        let sweeps = read(&self.inner.sweeps);
+        sweeps
+            .order
+            .iter()
+            .filter_map(|id| sweeps.by_id.get(id).cloned())
+            .collect()
     }
 
     /// Awaits a queued write. A failure takes the engine down until memory is read back.
@@ -308,19 +397,23 @@ impl Engine {
     ) -> Result<R, EngineError> {
         fut.await.map_err(|e| {
             if !matches!(e, StoreError::Closed) {
-                let mut st = self.lock();
-                if st.down.is_none() {
-                    tracing::warn!(error = %e, "the engine refuses calls until it has read the store back");
-                    st.down = Some(e.clone());
-                }
+                self.take_down(&e);
             }
             EngineError::Store(e)
         })
     }
 
+    fn take_down(&self, e: &StoreError) {
+        let mut down = self.inner.down.write().unwrap_or_else(|p| p.into_inner());
+        if down.is_none() {
+            tracing::warn!(error = %e, "the engine refuses calls until it has read the store back");
+            *down = Some(e.clone());
+        }
+    }
+
     /// Whether the engine refuses calls now, and why.
     pub fn down(&self) -> Option<StoreError> {
-        self.lock().down.clone()
+        read(&self.inner.down).clone()
     }
 
     /// Writes fail as on a full disk once the store grows by more than `extra` pages (`None`
@@ -338,7 +431,7 @@ impl Engine {
     /// After a failed commit: reads the store back, replaces memory with it and serves again.
     /// Returns whether it did; waits between tries (doubling while writes keep failing).
     pub async fn recover(&self) -> Result<bool, EngineError> {
-        if self.lock().down.is_none() {
+        if self.down().is_none() {
             return Ok(false);
         }
         {
@@ -363,27 +456,52 @@ impl Engine {
             self.inner.store.path(),
             self.inner.opts.lease_ttl.as_secs_f64(),
         );
-        let fresh = match self.inner.store.reload(load).await {
+        // Queued with no change between its check and its write (none is admitted while down),
+        // so the read-back sees every write queued before it.
+        let reload = {
+            let _none_admitted = self.inner.down.write().unwrap_or_else(|p| p.into_inner());
+            self.inner.store.reload(load)
+        };
+        let fresh = match reload.await {
             Ok(l) => l.finish()?,
             Err(e) => {
-                self.lock().down = Some(e.clone());
+                *self.inner.down.write().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
                 return Err(e.into());
             }
         };
         let ids = {
-            let mut st = self.lock();
-            let seen: Vec<(String, f64)> = st
-                .workers
+            let mut down = self.inner.down.write().unwrap_or_else(|p| p.into_inner());
+            let mut sweeps = self.inner.sweeps.write().unwrap_or_else(|p| p.into_inner());
+            let mut by_id = HashMap::with_capacity(fresh.sweeps.len());
+            for (id, sw) in fresh.sweeps {
+                // A sweep keeps its cell (a lease computing a suggestion holds it).
+                let cell = match sweeps.by_id.remove(&id) {
+                    Some(c) => {
+                        *lock(&c) = sw;
+                        c
+                    }
+                    None => Arc::new(Mutex::new(sw)),
+                };
+                by_id.insert(id, cell);
+            }
+            *sweeps = Sweeps {
+                by_id,
+                order: fresh.order,
+            };
+            *lock(&self.inner.leases) = fresh.leases;
+            let mut workers = lock(&self.inner.workers);
+            let seen: Vec<(String, f64)> = workers
                 .iter()
                 .map(|(k, w)| (k.clone(), w.last_seen))
                 .collect();
-            *st = fresh;
+            *workers = fresh.workers;
             for (k, t) in seen {
-                if let Some(w) = st.workers.get_mut(&k) {
+                if let Some(w) = workers.get_mut(&k) {
                     w.last_seen = t;
                 }
             }
-            st.order.clone()
+            *down = None;
+            sweeps.order.clone()
         };
         tracing::info!("memory read back from the store: serving again");
         self.inner.work.notify_waiters();
@@ -455,10 +573,10 @@ impl Engine {
         let sweep = Sweep::new(id.clone(), name, spec, SweepState::Running, t, 1);
         let row = sweep.row();
         let fut = {
-            let mut st = self.lock();
-            Self::up(&st)?;
-            st.order.push(id.clone());
-            st.sweeps.insert(id.clone(), sweep);
+            let _up = self.up()?;
+            let mut sweeps = self.inner.sweeps.write().unwrap_or_else(|p| p.into_inner());
+            sweeps.order.push(id.clone());
+            sweeps.by_id.insert(id.clone(), Arc::new(Mutex::new(sweep)));
             self.inner
                 .store
                 .submit(move |tx| store::insert_sweep(tx, &row))
@@ -483,9 +601,8 @@ impl Engine {
             .unwrap_or_else(|| format!("w-{}", random_id(4)));
         let t = now();
         let fut = {
-            let mut st = self.lock();
-            Self::up(&st)?;
-            st.workers.insert(
+            let _up = self.up()?;
+            lock(&self.inner.workers).insert(
                 id.clone(),
                 WorkerInfo {
                     host: host.clone(),
@@ -506,8 +623,8 @@ impl Engine {
 
     /// Notes a call from a registered worker (made-up ids are not kept: only a registration
     /// adds a worker, and registrations are stored, so a restart still knows them).
-    fn touch(st: &mut State, worker: &str) {
-        if let Some(w) = st.workers.get_mut(worker) {
+    fn touch(&self, worker: &str) {
+        if let Some(w) = lock(&self.inner.workers).get_mut(worker) {
             w.last_seen = now();
         }
     }
@@ -520,110 +637,182 @@ impl Engine {
     /// Workers seen within two lease lifetimes.
     pub fn live_workers(&self) -> u32 {
         let horizon = now() - 2.0 * self.inner.opts.lease_ttl.as_secs_f64();
-        self.lock()
-            .workers
+        lock(&self.inner.workers)
             .values()
             .filter(|w| w.last_seen >= horizon)
             .count() as u32
     }
 
-    fn try_lease(
+    /// What sweep `sw` (locked from `cell`) has for `worker` (which runs `trainers`): a queued
+    /// trial, a new one, or a bayes suggestion to compute first; `None` if nothing now.
+    fn take(
         &self,
-        st: &mut State,
+        cell: &Cell,
+        sw: &mut Sweep,
         worker: &str,
         trainers: &[String],
-        only: Option<&str>,
-    ) -> Option<(Lease, TrialRow, Option<SweepUpdate>)> {
-        let ttl = self.inner.opts.lease_ttl.as_secs_f64();
-        let order = st.order.clone();
-        let t_poll = now();
-        for sid in order {
-            let Some(sw) = st.sweeps.get_mut(&sid) else {
-                continue;
-            };
-            if sw.state != SweepState::Running || only.is_some_and(|o| o != sid) {
-                continue;
-            }
-            if !runs(trainers, sw.spec.trainer.name()) {
-                sw.refused_at = Some(t_poll);
-                continue;
-            }
-            sw.polled_at = Some(t_poll);
-            let number = if let Some(n) = sw.queue.pop_front() {
-                n
-            } else if sw.can_create() {
-                let n = sw.next_trial;
-                let suggestion = if sw.spec.method == crate::config::Method::Bayes {
-                    let losses = Self::model_losses(sw);
-                    let params: Vec<Value> = sw.trials().map(|t| t.params.to_value()).collect();
-                    let hist: Vec<search::tpe::Observation<'_>> = params
-                        .iter()
-                        .zip(&losses)
-                        .map(|(p, l)| search::tpe::Observation {
-                            params: p,
-                            loss: *l,
-                        })
-                        .collect();
-                    search::suggest_with_history(&sw.spec, n, &hist)
-                } else {
-                    search::suggest(&sw.spec, n)
-                };
-                let Some(params) = suggestion else {
-                    continue;
-                };
-                sw.next_trial += 1;
-                let params = Params::new(params, &mut sw.names);
-                sw.insert(Trial::new(n, params));
-                n
-            } else {
-                continue;
-            };
-            let lease_id = random_id(8);
-            let t = now();
-            let seed = search::trial_seed(sw.spec.seed, number);
-            let trainer = match &sw.spec.trainer {
-                Trainer::Program(p) => ("program".to_string(), p.options()),
-                Trainer::Agent => ("agent".to_string(), json!({"seed": seed})),
-                Trainer::Mlp { train_samples } => (
-                    "mlp".to_string(),
-                    json!({"seed": seed, "train_samples": train_samples}),
-                ),
-                Trainer::Synthetic {
-                    function,
-                    epochs,
-                    epoch_ms,
-                } => (
-                    "synthetic".to_string(),
-                    json!({"seed": seed, "function": function, "epochs": epochs, "epoch_ms": epoch_ms}),
-                ),
-            };
-            let metric = sw.spec.metric.name.clone();
-            let sweep_update = (sw.id.clone(), sw.state.name().to_string(), sw.next_trial, t);
-            let worker_name = sw.names.get(worker);
-            let (attempt, params) = sw.edit(number, |trial| {
-                trial.state = TrialState::Running;
-                trial.attempt += 1;
-                trial.lease(Some(&lease_id), t + ttl);
-                trial.worker = Some(worker_name);
-                trial.started_at = Some(t);
-                // A reason from an earlier attempt (an expired lease) does not describe this one.
-                trial.error = None;
-                (trial.attempt, trial.params.to_value())
-            })?;
-            let row = sw.trial_row(number)?;
-            let lease = Lease {
-                sweep_id: sid.clone(),
-                trial: number,
-                attempt,
-                lease_id: lease_id.clone(),
-                params,
-                trainer,
-                metric,
-            };
-            st.leases.insert(lease_id, (sid, number));
-            return Some((lease, row, Some(sweep_update)));
+        t_poll: f64,
+    ) -> Option<Take> {
+        if sw.state != SweepState::Running {
+            return None;
         }
-        None
+        if !runs(trainers, sw.spec.trainer.name()) {
+            sw.refused_at = Some(t_poll);
+            return None;
+        }
+        sw.polled_at = Some(t_poll);
+        let number = if let Some(n) = sw.queue.pop_front() {
+            n
+        } else if !sw.can_create() {
+            return None;
+        } else if sw.spec.method == crate::config::Method::Bayes {
+            // One suggestion at a time per sweep: it sees the trials suggested before it.
+            if sw.suggesting {
+                return Some(Take::Busy);
+            }
+            sw.suggesting = true;
+            let losses = Self::model_losses(sw);
+            let history = sw
+                .trials()
+                .zip(losses)
+                .map(|(t, l)| (t.params.clone(), l))
+                .collect();
+            return Some(Take::Suggest(Ask {
+                cell: Arc::clone(cell),
+                n: sw.next_trial,
+                spec: sw.spec.clone(),
+                history,
+            }));
+        } else {
+            let n = sw.next_trial;
+            let params = search::suggest(&sw.spec, n)?;
+            sw.next_trial += 1;
+            let params = Params::new(params, &mut sw.names);
+            sw.insert(Trial::new(n, params));
+            n
+        };
+        let (lease, row, sweep) = self.lease_trial(sw, number, worker)?;
+        Some(Take::Lease(lease, row, Some(sweep)))
+    }
+
+    /// Leases trial `number` of `sw` to `worker`.
+    fn lease_trial(
+        &self,
+        sw: &mut Sweep,
+        number: u64,
+        worker: &str,
+    ) -> Option<(Lease, TrialRow, SweepUpdate)> {
+        let ttl = self.inner.opts.lease_ttl.as_secs_f64();
+        let lease_id = random_id(8);
+        let t = now();
+        let seed = search::trial_seed(sw.spec.seed, number);
+        let trainer = match &sw.spec.trainer {
+            Trainer::Program(p) => ("program".to_string(), p.options()),
+            Trainer::Agent => ("agent".to_string(), json!({"seed": seed})),
+            Trainer::Mlp { train_samples } => (
+                "mlp".to_string(),
+                json!({"seed": seed, "train_samples": train_samples}),
+            ),
+            Trainer::Synthetic {
+                function,
+                epochs,
+                epoch_ms,
+            } => (
+                "synthetic".to_string(),
+                json!({"seed": seed, "function": function, "epochs": epochs, "epoch_ms": epoch_ms}),
+            ),
+        };
+        let metric = sw.spec.metric.name.clone();
+        let sweep_update = (sw.id.clone(), sw.state.name().to_string(), sw.next_trial, t);
+        let worker_name = sw.names.get(worker);
+        let (attempt, params) = sw.edit(number, |trial| {
+            trial.state = TrialState::Running;
+            trial.attempt += 1;
+            trial.lease(Some(&lease_id), t + ttl);
+            trial.worker = Some(worker_name);
+            trial.started_at = Some(t);
+            // A reason from an earlier attempt (an expired lease) does not describe this one.
+            trial.error = None;
+            (trial.attempt, trial.params.to_value())
+        })?;
+        let row = sw.trial_row(number)?;
+        let lease = Lease {
+            sweep_id: sw.id.clone(),
+            trial: number,
+            attempt,
+            lease_id: lease_id.clone(),
+            params,
+            trainer,
+            metric,
+        };
+        lock(&self.inner.leases).insert(lease_id, (sw.id.clone(), number));
+        Some((lease, row, sweep_update))
+    }
+
+    /// Queues a lease's writes.
+    fn write_lease(&self, row: TrialRow, sweep: Option<SweepUpdate>) -> Pending {
+        Box::pin(self.inner.store.submit(move |tx| {
+            if let Some((id, state, next, t)) = &sweep {
+                store::update_sweep(tx, id, state, *next, *t)?;
+            }
+            store::upsert_trial(tx, &row)
+        }))
+    }
+
+    /// Computes a bayes suggestion under no lock (off the async threads), then adds it to its
+    /// sweep as a new trial leased to `worker` — unless the sweep moved on meanwhile.
+    async fn suggest(
+        &self,
+        ask: Ask,
+        worker: &str,
+    ) -> Result<Option<(Lease, Pending)>, EngineError> {
+        let Ask {
+            cell,
+            n,
+            spec,
+            history,
+        } = ask;
+        let mut suggesting = Suggesting {
+            engine: self,
+            cell: Arc::clone(&cell),
+            abandoned: true,
+        };
+        let params = tokio::task::spawn_blocking(move || {
+            let values: Vec<Value> = history.iter().map(|(p, _)| p.to_value()).collect();
+            let observed: Vec<search::tpe::Observation<'_>> = values
+                .iter()
+                .zip(&history)
+                .map(|(params, (_, loss))| search::tpe::Observation {
+                    params,
+                    loss: *loss,
+                })
+                .collect();
+            search::suggest_with_history(&spec, n, &observed)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, trial = n, "a bayes suggestion failed");
+            None
+        });
+        let up = self.up();
+        // Cleared with the trial added, under one lock: a lease that waited for this one
+        // suggests the next trial, not this one again.
+        let mut sw = lock(&cell);
+        sw.suggesting = false;
+        suggesting.abandoned = false;
+        let _up = up?;
+        let Some(params) = params else {
+            return Ok(None);
+        };
+        if sw.next_trial != n || !sw.can_create() || sw.state != SweepState::Running {
+            return Ok(None);
+        }
+        sw.next_trial += 1;
+        let params = Params::new(params, &mut sw.names);
+        sw.insert(Trial::new(n, params));
+        Ok(self
+            .lease_trial(&mut sw, n, worker)
+            .map(|(lease, row, sweep)| (lease, self.write_lease(row, Some(sweep)))))
     }
 
     /// Long poll for work: a lease at once if any sweep has work, else waits up to `wait`.
@@ -644,25 +833,41 @@ impl Engine {
             if self.is_closing() {
                 return Ok(None);
             }
+            self.touch(worker);
+            // A sweep had work but was computing a suggestion: wait for it, whatever `wait`.
+            let mut busy = false;
             let found = {
-                let mut st = self.lock();
-                Self::up(&st)?;
-                Self::touch(&mut st, worker);
-                if let Some(o) = only {
-                    if st.sweeps.get(o).is_none_or(|s| s.state.is_terminal()) {
-                        return Ok(None);
+                let _up = self.up()?;
+                let cells = match only {
+                    Some(o) => match self.cell(o) {
+                        Some(c) if !lock(&c).state.is_terminal() => vec![c],
+                        _ => return Ok(None),
+                    },
+                    None => self.cells(),
+                };
+                let t_poll = now();
+                let mut found = None;
+                for cell in &cells {
+                    let mut sw = lock(cell);
+                    match self.take(cell, &mut sw, worker, trainers, t_poll) {
+                        Some(Take::Lease(lease, row, sweep)) => {
+                            found = Some(Ok((lease, self.write_lease(row, sweep))));
+                            break;
+                        }
+                        Some(Take::Suggest(ask)) => {
+                            found = Some(Err(ask));
+                            break;
+                        }
+                        Some(Take::Busy) => busy = true,
+                        None => {}
                     }
                 }
-                self.try_lease(&mut st, worker, trainers, only)
-                    .map(|(lease, row, sweep)| {
-                        let fut = self.inner.store.submit(move |tx| {
-                            if let Some((id, state, next, t)) = &sweep {
-                                store::update_sweep(tx, id, state, *next, *t)?;
-                            }
-                            store::upsert_trial(tx, &row)
-                        });
-                        (lease, fut)
-                    })
+                found
+            };
+            let found = match found {
+                Some(Ok(f)) => Some(f),
+                Some(Err(ask)) => self.suggest(ask, worker).await?,
+                None => None,
             };
             if let Some((lease, fut)) = found {
                 self.commit(fut).await?;
@@ -670,26 +875,22 @@ impl Engine {
                 self.emit(&lease.sweep_id, Some(lease.trial));
                 return Ok(Some(lease));
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            let until = if busy {
+                deadline.max(tokio::time::Instant::now() + self.inner.opts.max_lease_wait)
+            } else {
+                deadline
+            };
+            if tokio::time::timeout_at(until, notified).await.is_err() {
                 return Ok(None);
             }
         }
     }
 
-    fn check_lease<'a>(
-        st: &'a mut State,
-        sweep: &str,
-        trial: u64,
-        attempt: u32,
-        lease_id: &str,
-    ) -> Result<&'a mut Sweep, String> {
-        let sw = st
-            .sweeps
-            .get_mut(sweep)
-            .ok_or_else(|| format!("no sweep {sweep:?}"))?;
+    /// Whether `lease_id` holds the current attempt of `trial`; why not otherwise.
+    fn check_lease(sw: &Sweep, trial: u64, attempt: u32, lease_id: &str) -> Result<(), String> {
         let t = sw
             .trial(trial)
-            .ok_or_else(|| format!("sweep {sweep} has no trial {trial}"))?;
+            .ok_or_else(|| format!("sweep {} has no trial {trial}", sw.id))?;
         if t.state != TrialState::Running || t.attempt != attempt || t.lease_id() != Some(lease_id)
         {
             return Err(format!(
@@ -698,7 +899,7 @@ impl Engine {
                 t.attempt
             ));
         }
-        Ok(sw)
+        Ok(())
     }
 
     /// Records one epoch's metrics of a leased attempt and says whether to go on.
@@ -726,20 +927,24 @@ impl Engine {
             ));
         }
         let ttl = self.inner.opts.lease_ttl.as_secs_f64();
+        self.touch(worker);
         let (action, fut): (Action, Pending) = 'locked: {
-            let mut st = self.lock();
-            Self::up(&st)?;
-            Self::touch(&mut st, worker);
-            let sw = match Self::check_lease(&mut st, sweep, trial, attempt, lease_id) {
-                Ok(sw) => sw,
-                // Said only once what it rests on is committed.
-                Err(reason) => {
-                    break 'locked (
-                        Action::Abandon(reason),
-                        Box::pin(self.inner.store.barrier()),
-                    )
-                }
+            let _up = self.up()?;
+            // Said only once what it rests on is committed.
+            let abandon = |reason| {
+                (
+                    Action::Abandon(reason),
+                    Box::pin(self.inner.store.barrier()) as Pending,
+                )
             };
+            let Some(cell) = self.cell(sweep) else {
+                break 'locked abandon(format!("no sweep {sweep:?}"));
+            };
+            let mut guard = lock(&cell);
+            let sw = &mut *guard;
+            if let Err(reason) = Self::check_lease(sw, trial, attempt, lease_id) {
+                break 'locked abandon(reason);
+            }
             let stopped = sw.state.is_terminal();
             let finite: Vec<(String, f64)> =
                 metrics.into_iter().filter(|(_, v)| v.is_finite()).collect();
@@ -753,10 +958,7 @@ impl Engine {
                 }
             });
             if known.is_none() {
-                break 'locked (
-                    Action::Abandon("unknown trial".into()),
-                    Box::pin(self.inner.store.barrier()),
-                );
+                break 'locked abandon("unknown trial".into());
             }
             let mut action = if stopped {
                 Action::Stop(if sw.state == SweepState::Finished {
@@ -901,20 +1103,23 @@ impl Engine {
                 Box::pin(self.inner.store.barrier()) as Pending,
             )
         };
+        self.touch(worker);
         let (answer, wake, fut) = 'locked: {
-            let mut st = self.lock();
-            Self::up(&st)?;
-            Self::touch(&mut st, worker);
+            let _up = self.up()?;
+            let Some(cell) = self.cell(sweep) else {
+                break 'locked settled((false, format!("no sweep {sweep:?}")));
+            };
+            let mut guard = lock(&cell);
+            let sw = &mut *guard;
             // Idempotence: the same attempt completing again is accepted and changes nothing.
-            if let Some(t) = st.sweeps.get(sweep).and_then(|s| s.trial(trial)) {
+            if let Some(t) = sw.trial(trial) {
                 if t.completed_attempt == Some(attempt) && t.state.is_terminal() {
                     break 'locked settled((true, "already completed".into()));
                 }
             }
-            let sw = match Self::check_lease(&mut st, sweep, trial, attempt, lease_id) {
-                Ok(sw) => sw,
-                Err(reason) => break 'locked settled((false, reason)),
-            };
+            if let Err(reason) = Self::check_lease(sw, trial, attempt, lease_id) {
+                break 'locked settled((false, reason));
+            }
             let t_now = now();
             let max_attempts = sw.spec.max_attempts;
             let (metric, goal, target) = (
@@ -1018,7 +1223,7 @@ impl Engine {
                 sw.updated_at,
             );
             if let Some(l) = old_lease {
-                st.leases.remove(&*l);
+                lock(&self.inner.leases).remove(&*l);
             }
             let fut = self.inner.store.submit(move |tx| {
                 store::upsert_trial(tx, &row)?;
@@ -1044,24 +1249,24 @@ impl Engine {
     /// `leaving`: the worker is exiting cleanly; it is no longer counted as connected.
     pub fn heartbeat(&self, worker: &str, lease_ids: &[String], leaving: bool) -> Vec<String> {
         let ttl = self.inner.opts.lease_ttl.as_secs_f64();
-        let mut st = self.lock();
-        Self::touch(&mut st, worker);
+        self.touch(worker);
         if leaving {
-            if let Some(w) = st.workers.get_mut(worker) {
+            if let Some(w) = lock(&self.inner.workers).get_mut(worker) {
                 w.last_seen = 0.0;
             }
         }
+        let held: Vec<Option<(String, u64)>> = {
+            let leases = lock(&self.inner.leases);
+            lease_ids.iter().map(|l| leases.get(l).cloned()).collect()
+        };
         let mut drop = Vec::new();
-        for l in lease_ids {
-            let Some((s, n)) = st.leases.get(l).cloned() else {
+        for (l, at) in lease_ids.iter().zip(held) {
+            let Some(cell) = at.as_ref().and_then(|(s, _)| self.cell(s)) else {
                 drop.push(l.clone());
                 continue;
             };
-            let Some(sw) = st.sweeps.get_mut(&s) else {
-                drop.push(l.clone());
-                continue;
-            };
-            let held = sw.edit(n, |t| {
+            let n = at.map_or(0, |(_, n)| n);
+            let held = lock(&cell).edit(n, |t| {
                 let held = t.state == TrialState::Running && t.lease_id() == Some(l);
                 if held {
                     t.lease(None, now() + ttl);
@@ -1078,89 +1283,82 @@ impl Engine {
     /// Re-queues (or fails, after `max_attempts`) every trial whose lease has expired.
     pub async fn reap(&self) -> Result<usize, EngineError> {
         let t_now = now();
-        let (fut, changed) = {
-            let mut st = self.lock();
-            if st.down.is_some() {
-                return Ok(0);
-            }
+        let mut writes = Vec::new();
+        let mut changed = Vec::new();
+        // A sweep at a time: the others go on meanwhile.
+        for cell in self.cells() {
+            let Ok(_up) = self.up() else { break };
+            let mut sw = lock(&cell);
             let mut rows = Vec::new();
-            let mut sweeps = Vec::new();
-            let mut changed = Vec::new();
             let mut dropped = Vec::new();
-            for sw in st.sweeps.values_mut() {
-                let mut any = false;
-                let max = sw.spec.max_attempts;
-                let mut requeued = Vec::new();
-                let expired: Vec<u64> = sw
-                    .running()
-                    .filter(|n| sw.trial(*n).is_some_and(|t| t.lease_expires() <= t_now))
-                    .collect();
-                for n in expired {
-                    let id = sw.id.clone();
-                    let row = sw.edit(n, |t| {
-                        let lease = t.take_lease();
-                        let w = t.worker.clone().unwrap_or_default();
-                        if t.attempt >= max {
-                            t.state = TrialState::Failed;
-                            t.ended_at = Some(t_now);
-                            t.error = Some(
-                                format!(
-                                    "lease expired on attempt {} of {max} (last worker {w})",
-                                    t.attempt
-                                )
-                                .into(),
-                            );
-                        } else {
-                            t.state = TrialState::Queued;
-                            t.error = Some(
-                                format!("lease of attempt {} expired (worker {w})", t.attempt)
-                                    .into(),
-                            );
-                        }
-                        tracing::warn!(sweep = %id, trial = t.number, attempt = t.attempt, worker = %w, state = t.state.name(), "lease expired");
-                        (lease, t.state == TrialState::Queued)
-                    });
-                    let (Some((lease, queued)), Some(row)) = (row, sw.trial_row(n)) else {
-                        continue;
-                    };
-                    dropped.extend(lease);
-                    if queued {
-                        requeued.push(n);
+            let max = sw.spec.max_attempts;
+            let mut requeued = Vec::new();
+            let expired: Vec<u64> = sw
+                .running()
+                .filter(|n| sw.trial(*n).is_some_and(|t| t.lease_expires() <= t_now))
+                .collect();
+            for n in expired {
+                let id = sw.id.clone();
+                let row = sw.edit(n, |t| {
+                    let lease = t.take_lease();
+                    let w = t.worker.clone().unwrap_or_default();
+                    if t.attempt >= max {
+                        t.state = TrialState::Failed;
+                        t.ended_at = Some(t_now);
+                        t.error = Some(
+                            format!(
+                                "lease expired on attempt {} of {max} (last worker {w})",
+                                t.attempt
+                            )
+                            .into(),
+                        );
+                    } else {
+                        t.state = TrialState::Queued;
+                        t.error = Some(
+                            format!("lease of attempt {} expired (worker {w})", t.attempt).into(),
+                        );
                     }
-                    self.inner.counters.leases_expired.inc();
-                    rows.push(row);
-                    changed.push((id, n));
-                    any = true;
+                    tracing::warn!(sweep = %id, trial = t.number, attempt = t.attempt, worker = %w, state = t.state.name(), "lease expired");
+                    (lease, t.state == TrialState::Queued)
+                });
+                let (Some((lease, queued)), Some(row)) = (row, sw.trial_row(n)) else {
+                    continue;
+                };
+                dropped.extend(lease);
+                if queued {
+                    requeued.push(n);
                 }
-                sw.queue.extend(requeued);
-                if any {
-                    sw.maybe_finish();
-                    sweeps.push((
-                        sw.id.clone(),
-                        sw.state.name().to_string(),
-                        sw.next_trial,
-                        t_now,
-                    ));
+                self.inner.counters.leases_expired.inc();
+                rows.push(row);
+                changed.push((id, n));
+            }
+            if rows.is_empty() {
+                continue;
+            }
+            sw.queue.extend(requeued);
+            sw.maybe_finish();
+            let r = (
+                sw.id.clone(),
+                sw.state.name().to_string(),
+                sw.next_trial,
+                t_now,
+            );
+            {
+                let mut leases = lock(&self.inner.leases);
+                for l in dropped {
+                    leases.remove(&*l);
                 }
             }
-            for l in dropped {
-                st.leases.remove(&*l);
-            }
-            if changed.is_empty() {
-                return Ok(0);
-            }
-            let fut = self.inner.store.submit(move |tx| {
+            writes.push(self.inner.store.submit(move |tx| {
                 for row in &rows {
                     store::upsert_trial(tx, row)?;
                 }
-                for r in &sweeps {
-                    store::update_sweep(tx, &r.0, &r.1, r.2, r.3)?;
-                }
-                Ok(())
-            });
-            (fut, changed)
-        };
-        self.commit(fut).await?;
+                store::update_sweep(tx, &r.0, &r.1, r.2, r.3)
+            }));
+        }
+        for fut in writes {
+            self.commit(fut).await?;
+        }
         if !changed.is_empty() {
             self.inner.work.notify_waiters();
         }
@@ -1173,12 +1371,12 @@ impl Engine {
     /// Pauses, resumes or stops a sweep.
     pub async fn control(&self, sweep: &str, action: SweepState) -> Result<(), EngineError> {
         let fut = {
-            let mut st = self.lock();
-            Self::up(&st)?;
-            let sw = st
-                .sweeps
-                .get_mut(sweep)
+            let _up = self.up()?;
+            let cell = self
+                .cell(sweep)
                 .ok_or_else(|| EngineError::UnknownSweep(sweep.into()))?;
+            let mut guard = lock(&cell);
+            let sw = &mut *guard;
             if sw.state.is_terminal() {
                 if sw.state == action {
                     return Ok(());
@@ -1235,13 +1433,13 @@ impl Engine {
         Ok(())
     }
 
-    /// Runs `f` on a sweep under the lock.
+    /// Runs `f` on a sweep under its lock.
     pub fn with_sweep<R>(&self, id: &str, f: impl FnOnce(&Sweep) -> R) -> Result<R, EngineError> {
-        let st = self.lock();
-        st.sweeps
-            .get(id)
-            .map(f)
-            .ok_or_else(|| EngineError::UnknownSweep(id.into()))
+        let cell = self
+            .cell(id)
+            .ok_or_else(|| EngineError::UnknownSweep(id.into()))?;
+        let sw = lock(&cell);
+        Ok(f(&sw))
     }
 
     /// What the store keeps of trial `trial` beyond what memory holds of it once trimmed (see
@@ -1261,7 +1459,7 @@ impl Engine {
 
     /// Ids of every sweep, oldest first.
     pub fn sweep_ids(&self) -> Vec<String> {
-        self.lock().order.clone()
+        read(&self.inner.sweeps).order.clone()
     }
 
     /// Starts the lease reaper; it runs until the shutdown begins or the engine is dropped

@@ -156,6 +156,8 @@ pub struct Sweep {
     pub refused_at: Option<f64>,
     /// Last time a worker that runs this sweep's trainer asked for work, Unix seconds.
     pub polled_at: Option<f64>,
+    /// A lease is computing the next trial's bayes suggestion (outside the lock).
+    pub(super) suggesting: bool,
     index: Index,
 }
 
@@ -185,6 +187,7 @@ impl Sweep {
             queue: VecDeque::new(),
             refused_at: None,
             polled_at: None,
+            suggesting: false,
             index: Index::default(),
         }
     }
