@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use coordinator::config::SweepSpec;
 use coordinator::engine::{
-    Action, Attempt, Complete, Engine, EngineOptions, Outcome, Report, TrialState,
+    Action, Attempt, Complete, Engine, EngineOptions, Hook, Outcome, Report, TrialState,
 };
 
 fn db(name: &str) -> std::path::PathBuf {
@@ -22,6 +22,7 @@ fn opts(ttl_ms: u64) -> EngineOptions {
     EngineOptions {
         lease_ttl: Duration::from_millis(ttl_ms),
         max_lease_wait: Duration::from_millis(200),
+        ..EngineOptions::default()
     }
 }
 
@@ -363,6 +364,98 @@ async fn early_termination_is_decided_on_report_and_its_reason_is_kept() {
         assert_eq!(s.trial(2).unwrap().error.as_deref(), Some(why.as_str()));
     })
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suggestion_in_flight_holds_back_no_other_sweep() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    // Each suggestion waits for a go from the test: one in flight for as long as it likes.
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let wait = Mutex::new(wait);
+    let entered = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&entered);
+    let hook = Hook(Arc::new(move || {
+        seen.fetch_add(1, Ordering::SeqCst);
+        let _ = wait.lock().unwrap().recv();
+    }));
+    let e = Engine::open(
+        &db("in-flight"),
+        EngineOptions {
+            lease_ttl: Duration::from_secs(60),
+            max_lease_wait: Duration::from_secs(60),
+            before_suggestion: Some(hook),
+        },
+    )
+    .unwrap();
+    let other = e.create_sweep(synthetic("1, 2"), None).await.unwrap();
+    let by = e.create_sweep(bayes(), None).await.unwrap();
+    let lease_of = |w: &'static str, sweep: String| {
+        let e = e.clone();
+        tokio::spawn(async move {
+            e.lease(w, &[], Some(&sweep), Duration::ZERO)
+                .await
+                .unwrap()
+                .unwrap()
+        })
+    };
+    let first = lease_of("b1", by.clone());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while entered.load(Ordering::SeqCst) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no suggestion began");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The other sweep leases, reports and completes while the suggestion is held.
+    const WITHIN: Duration = Duration::from_secs(60);
+    let l = tokio::time::timeout(WITHIN, e.lease("o", &[], Some(&other), Duration::ZERO))
+        .await
+        .expect("a lease of another sweep waited for a suggestion")
+        .unwrap()
+        .unwrap();
+    let a = Attempt {
+        worker: "o",
+        sweep: &other,
+        trial: l.trial,
+        attempt: l.attempt,
+        lease_id: &l.lease_id,
+    };
+    let report = e.report(Report {
+        attempt: a,
+        epoch: 1,
+        metrics: vec![("loss".into(), 1.0)],
+    });
+    assert_eq!(
+        tokio::time::timeout(WITHIN, report)
+            .await
+            .expect("a report waited")
+            .unwrap(),
+        Action::Continue
+    );
+    let complete = e.complete(Complete {
+        attempt: a,
+        outcome: Outcome::Finished,
+        metrics: vec![("loss".into(), 1.0)],
+        confusion: None,
+        error: String::new(),
+        output: String::new(),
+    });
+    assert!(
+        tokio::time::timeout(WITHIN, complete)
+            .await
+            .expect("a complete waited")
+            .unwrap()
+            .0
+    );
+    // A second lease of the bayes sweep waits for the suggestion in flight, then makes its own.
+    let second = lease_of("b2", by.clone());
+    go.send(()).unwrap();
+    go.send(()).unwrap();
+    let (a, b) = (first.await.unwrap(), second.await.unwrap());
+    let mut trials = [a.trial, b.trial];
+    trials.sort_unstable();
+    assert_eq!(trials, [1, 2]);
+    assert_ne!(a.params, b.params);
+    assert_eq!(entered.load(Ordering::SeqCst), 2);
 }
 
 fn bayes() -> SweepSpec {

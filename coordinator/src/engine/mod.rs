@@ -26,8 +26,11 @@ use crate::search;
 use crate::store::{self, Store, StoreError, TrialRow};
 
 mod load;
+mod suggest;
 mod sweep;
 mod trial;
+
+use suggest::{Ask, InFlight, Suggesters};
 
 pub use sweep::{Counts, Sweep, SweepState};
 pub use trial::{Curve, Metrics, Params, Point, Trial, TrialState};
@@ -191,6 +194,20 @@ pub struct EngineOptions {
     pub lease_ttl: Duration,
     /// Longest a Lease call is held open.
     pub max_lease_wait: Duration,
+    /// Called where a bayes suggestion is computed, before it is (tests hold a suggestion
+    /// in flight with it).
+    #[doc(hidden)]
+    pub before_suggestion: Option<Hook>,
+}
+
+/// A function the engine calls at a point tests want to hold.
+#[derive(Clone)]
+pub struct Hook(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
 }
 
 impl Default for EngineOptions {
@@ -198,6 +215,7 @@ impl Default for EngineOptions {
         EngineOptions {
             lease_ttl: Duration::from_secs(30),
             max_lease_wait: Duration::from_secs(20),
+            before_suggestion: None,
         }
     }
 }
@@ -223,15 +241,6 @@ struct Sweeps {
     order: Vec<String>,
 }
 
-/// A bayes suggestion to compute outside every lock: trial `n` of the sweep in `cell`, from
-/// what its trials were when it was asked.
-struct Ask {
-    cell: Cell,
-    n: u64,
-    spec: SweepSpec,
-    history: Vec<(Params, Option<f64>)>,
-}
-
 /// What a sweep has for a worker that asks for work.
 enum Take {
     /// A lease (with the trial's row and, for a new trial, the sweep's row to write).
@@ -240,23 +249,6 @@ enum Take {
     Suggest(Ask),
     /// Another lease is computing its next trial's suggestion.
     Busy,
-}
-
-/// Wakes the leases that waited for a sweep's suggestion once it is done, and clears the
-/// sweep's `suggesting` if it was abandoned (its Lease call dropped midway).
-struct Suggesting<'a> {
-    engine: &'a Engine,
-    cell: Cell,
-    abandoned: bool,
-}
-
-impl Drop for Suggesting<'_> {
-    fn drop(&mut self) {
-        if self.abandoned {
-            lock(&self.cell).suggesting = false;
-        }
-        self.engine.inner.work.notify_waiters();
-    }
 }
 
 /// The coordinator's state machine. Cheap to clone (shared).
@@ -277,6 +269,7 @@ struct Inner {
     /// lease id → (sweep, trial).
     leases: Mutex<HashMap<String, (String, u64)>>,
     workers: Mutex<HashMap<String, WorkerInfo>>,
+    suggesters: Suggesters,
     store: Store,
     opts: EngineOptions,
     work: Notify,
@@ -354,6 +347,7 @@ impl Engine {
                 }),
                 leases: Mutex::new(st.leases),
                 workers: Mutex::new(st.workers),
+                suggesters: Suggesters::new(opts.before_suggestion.clone()),
                 store,
                 opts,
                 work: Notify::new(),
@@ -759,8 +753,8 @@ impl Engine {
         }))
     }
 
-    /// Computes a bayes suggestion under no lock (off the async threads), then adds it to its
-    /// sweep as a new trial leased to `worker` — unless the sweep moved on meanwhile.
+    /// Computes a bayes suggestion under no lock (on the suggestion threads), then adds it to
+    /// its sweep as a new trial leased to `worker` — unless the sweep moved on meanwhile.
     async fn suggest(
         &self,
         ask: Ask,
@@ -772,34 +766,14 @@ impl Engine {
             spec,
             history,
         } = ask;
-        let mut suggesting = Suggesting {
-            engine: self,
-            cell: Arc::clone(&cell),
-            abandoned: true,
-        };
-        let params = tokio::task::spawn_blocking(move || {
-            let values: Vec<Value> = history.iter().map(|(p, _)| p.to_value()).collect();
-            let observed: Vec<search::tpe::Observation<'_>> = values
-                .iter()
-                .zip(&history)
-                .map(|(params, (_, loss))| search::tpe::Observation {
-                    params,
-                    loss: *loss,
-                })
-                .collect();
-            search::suggest_with_history(&spec, n, &observed)
-        })
-        .await
-        .unwrap_or_else(|e| {
-            tracing::error!(error = %e, trial = n, "a bayes suggestion failed");
-            None
-        });
+        let mut in_flight = InFlight::new(Arc::clone(&cell), &self.inner.work);
+        let params = self.inner.suggesters.suggest(spec, n, history).await;
         let up = self.up();
         // Cleared with the trial added, under one lock: a lease that waited for this one
         // suggests the next trial, not this one again.
         let mut sw = lock(&cell);
         sw.suggesting = false;
-        suggesting.abandoned = false;
+        in_flight.landed();
         let _up = up?;
         let Some(params) = params else {
             return Ok(None);
