@@ -366,6 +366,70 @@ async fn early_termination_is_decided_on_report_and_its_reason_is_kept() {
     .unwrap();
 }
 
+#[tokio::test]
+async fn stopping_decisions_after_a_restart_count_the_trials_from_before_it() {
+    let p = db("early-restart");
+    let spec = SweepSpec::parse(
+        "method: grid\ntrainer: synthetic\nmetric: {name: loss, goal: minimize}\nearly_terminate: {type: asha, min_iter: 1, eta: 2}\nparameters:\n  x: {values: [1, 2]}\n",
+    )
+    .unwrap();
+    let id = {
+        let e = Engine::open(&p, opts(30_000)).unwrap();
+        let id = e.create_sweep(spec, None).await.unwrap();
+        let l = e
+            .lease("w", &[], None, Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
+        let a = Attempt {
+            worker: "w",
+            sweep: &id,
+            trial: l.trial,
+            attempt: l.attempt,
+            lease_id: &l.lease_id,
+        };
+        let r = e.report(Report {
+            attempt: a,
+            epoch: 1,
+            metrics: vec![("loss".into(), 1.0)],
+        });
+        assert_eq!(r.await.unwrap(), Action::Continue, "alone at the rung");
+        let c = e.complete(Complete {
+            attempt: a,
+            outcome: Outcome::Finished,
+            metrics: vec![("loss".into(), 1.0)],
+            confusion: None,
+            error: String::new(),
+            output: String::new(),
+        });
+        assert!(c.await.unwrap().0);
+        id
+    };
+    // Restarted: the rung still holds trial 1's value, so trial 2's worse one is stopped.
+    let e = Engine::open(&p, opts(30_000)).unwrap();
+    let l = e
+        .lease("w", &[], None, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(l.trial, 2);
+    let r = e.report(Report {
+        attempt: Attempt {
+            worker: "w",
+            sweep: &id,
+            trial: 2,
+            attempt: l.attempt,
+            lease_id: &l.lease_id,
+        },
+        epoch: 1,
+        metrics: vec![("loss".into(), 5.0)],
+    });
+    let Action::Stop(why) = r.await.unwrap() else {
+        panic!("trial 2 was not stopped: the rung forgot trial 1")
+    };
+    assert!(why.contains("keeps the best 1 of 2"), "{why}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suggestion_in_flight_holds_back_no_other_sweep() {
     use std::sync::atomic::{AtomicUsize, Ordering};

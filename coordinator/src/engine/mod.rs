@@ -944,7 +944,7 @@ impl Engine {
                 Action::Continue
             };
             if action == Action::Continue {
-                if let Some(reason) = Self::early_stop(sw, trial) {
+                if let Some(reason) = sw.should_stop(trial) {
                     tracing::info!(sweep = %sw.id, trial, epoch, %reason, "early termination");
                     sw.edit(trial, |t| t.error = Some(reason.as_str().into()));
                     action = Action::Stop(reason);
@@ -994,36 +994,6 @@ impl Engine {
                 TrialState::Running | TrialState::Queued => None,
             })
             .collect()
-    }
-
-    /// The sweep's early-termination rule applied to `trial` after its latest report.
-    fn early_stop(sw: &Sweep, trial: u64) -> Option<String> {
-        let rule = sw.spec.stopping.as_ref()?;
-        let metric = &sw.spec.metric.name;
-        // Every trial's history of the metric in one buffer (two allocations a report, not one
-        // per trial).
-        let mut values: Vec<f64> = Vec::new();
-        let mut spans: Vec<(usize, usize)> = Vec::with_capacity(sw.len());
-        let mut i = None;
-        for t in sw.trials() {
-            if t.number == trial {
-                i = Some(spans.len());
-            }
-            let from = values.len();
-            values.extend(t.curve.history(metric));
-            spans.push((from, values.len()));
-        }
-        let views: Vec<crate::stopping::TrialView<'_>> = sw
-            .trials()
-            .zip(&spans)
-            .map(|(t, &(from, to))| crate::stopping::TrialView {
-                running: t.state == TrialState::Running,
-                finished: t.state == TrialState::Finished,
-                history: &values[from..to],
-            })
-            .collect();
-        let i = i?;
-        rule.should_stop(sw.spec.metric.goal, &views[i], &views)
     }
 
     /// Ends a leased attempt. Returns whether the result was accepted (false: stale attempt).

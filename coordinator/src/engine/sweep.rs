@@ -8,6 +8,7 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use crate::config::{Goal, SweepSpec, Trainer};
+use crate::stopping::{Judge, Seen};
 use crate::store::{SweepRow, TrialRow};
 
 use super::now;
@@ -159,6 +160,8 @@ pub struct Sweep {
     /// A lease is computing the next trial's bayes suggestion (outside the lock).
     pub(super) suggesting: bool,
     index: Index,
+    /// The stopping rule and the values it judges by, kept up to date by every change.
+    judge: Option<Judge>,
 }
 
 impl Sweep {
@@ -171,6 +174,10 @@ impl Sweep {
         created_at: f64,
         next_trial: u64,
     ) -> Sweep {
+        let judge = spec
+            .stopping
+            .clone()
+            .map(|rule| Judge::new(rule, spec.metric.goal));
         Sweep {
             id,
             name,
@@ -189,6 +196,7 @@ impl Sweep {
             polled_at: None,
             suggesting: false,
             index: Index::default(),
+            judge,
         }
     }
 
@@ -255,7 +263,15 @@ impl Sweep {
         if self.trials.len() <= i {
             self.trials.resize_with(i + 1, || None);
         }
-        match self.trials[i].take() {
+        let old = self.trials[i].take();
+        if let Some(j) = &mut self.judge {
+            let metric = &self.spec.metric.name;
+            j.update(
+                &old.as_ref().map(|o| seen(o, metric)).unwrap_or_default(),
+                &seen(&t, metric),
+            );
+        }
+        match old {
             Some(old) => self.index.remove(&old, place(&self.spec, &old)),
             None => self.len += 1,
         }
@@ -276,8 +292,15 @@ impl Sweep {
         let t = self.trials.get_mut(i)?.as_mut()?;
         let was_ended = t.state.is_terminal();
         index.remove(t, place(spec, t));
+        let before = self.judge.as_ref().map(|_| seen(t, &spec.metric.name));
         let r = f(t);
         index.add(t, place(spec, t));
+        if let (Some(j), Some(before)) = (&mut self.judge, before) {
+            let after = seen(t, &spec.metric.name);
+            if after != before {
+                j.update(&before, &after);
+            }
+        }
         if !was_ended && t.state.is_terminal() {
             self.ended(n);
         }
@@ -303,6 +326,17 @@ impl Sweep {
                 }
             }
         }
+    }
+
+    /// Whether trial `n` (running, its latest report applied) should stop under the sweep's
+    /// rule, and why.
+    pub(super) fn should_stop(&self, n: u64) -> Option<String> {
+        let history: Vec<f64> = self
+            .trial(n)?
+            .curve
+            .history(&self.spec.metric.name)
+            .collect();
+        self.judge.as_ref()?.should_stop(&history)
     }
 
     /// Counts of trials by state.
@@ -399,6 +433,14 @@ impl Sweep {
             return true;
         }
         false
+    }
+}
+
+/// What a stopping rule counts of `t`.
+fn seen(t: &Trial, metric: &str) -> Seen {
+    Seen {
+        history: t.curve.history(metric).collect(),
+        finished: t.state == TrialState::Finished,
     }
 }
 

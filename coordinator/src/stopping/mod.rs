@@ -13,11 +13,17 @@
 //!   warm-up steps): once 5 trials have finished, a trial whose best value so far is worse
 //!   than the median of the finished trials' values at the same step is stopped.
 //!
-//! Values are "goal-signed": negated for `maximize`, so smaller is always better here.
+//! Values are "goal-signed": negated for `maximize`, so smaller is always better here. The
+//! engine decides with a [`Judge`] (judge.rs), which keeps the values each rule reads up to
+//! date as trials report instead of reading every trial on every report.
 
 use serde_json::Value;
 
 use crate::config::{ConfigError, Goal};
+
+mod judge;
+
+pub use judge::{Judge, Seen};
 
 /// A validated early-termination rule.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,7 +144,9 @@ impl Rule {
         }
     }
 
-    /// Whether `me` (a running trial, one of `all` or not) should stop now, and why.
+    /// Whether `me` (a running trial, one of `all` or not) should stop now, and why, reading
+    /// every trial: the definition (checked against W&B's golden vectors) that the engine's
+    /// incremental [`Judge`] is tested against.
     pub fn should_stop(
         &self,
         goal: Goal,
