@@ -139,13 +139,17 @@ impl Loader {
         if confusion.is_some() || t.output.is_some() {
             trial.set_files(confusion, t.output.map(String::into_boxed_str));
         }
+        let mut restored = None;
         if state.is_terminal() {
             let metric = sw.spec.metric.name.clone();
-            let histories = sw.spec.stopping.is_some();
+            // What the stopping rule reads of it, before the trial lets its curve go.
+            if sw.judges() {
+                restored = Some(super::sweep::seen(&trial, &metric));
+            }
             match t.best {
-                Some((v, step)) => trial.trim_to(v.map(|v| (v, step)), &metric, histories),
+                Some((v, step)) => trial.trim_to(v.map(|v| (v, step))),
                 // A row written before the best point was kept: from the metric's points.
-                None => trial.trim(&metric, sw.spec.metric.goal, histories),
+                None => trial.trim(&metric, sw.spec.metric.goal),
             }
         }
         if state == TrialState::Running {
@@ -159,6 +163,9 @@ impl Loader {
             sw.queue.push_back(t.trial);
         }
         sw.insert(trial);
+        if let Some(seen) = restored {
+            sw.count_restored(&seen);
+        }
         Ok(())
     }
 }

@@ -311,7 +311,6 @@ impl Sweep {
     fn ended(&mut self, n: u64) {
         self.recent.push_back(n);
         let m = &self.spec.metric;
-        let histories = self.spec.stopping.is_some();
         while self.recent.len() > RECENT_WHOLE {
             let Some(old) = self.recent.pop_front() else {
                 break;
@@ -322,9 +321,26 @@ impl Sweep {
                 .and_then(|i| self.trials.get_mut(i));
             if let Some(Some(t)) = slot {
                 if t.state.is_terminal() {
-                    t.trim(&m.name, m.goal, histories);
+                    t.trim(&m.name, m.goal);
                 }
             }
+        }
+    }
+
+    /// Whether the sweep has a stopping rule, which reads its trials' histories of the metric.
+    pub(super) fn judges(&self) -> bool {
+        self.judge.is_some()
+    }
+
+    /// Counts the metric's history `seen` of a trial read back from the store and inserted
+    /// already trimmed (the rule has counted its state, not its history).
+    pub(super) fn count_restored(&mut self, seen: &Seen) {
+        if let Some(j) = &mut self.judge {
+            let before = Seen {
+                history: Vec::new(),
+                finished: seen.finished,
+            };
+            j.update(&before, seen);
         }
     }
 
@@ -437,7 +453,7 @@ impl Sweep {
 }
 
 /// What a stopping rule counts of `t`.
-fn seen(t: &Trial, metric: &str) -> Seen {
+pub(super) fn seen(t: &Trial, metric: &str) -> Seen {
     Seen {
         history: t.curve.history(metric).collect(),
         finished: t.state == TrialState::Finished,
@@ -543,6 +559,45 @@ mod tests {
                 .map(|n| (0, n)),
         );
         out
+    }
+
+    #[test]
+    fn trimmed_trials_leave_their_curve_but_the_stopping_rule_still_counts_them() {
+        let spec = SweepSpec::parse(
+            "method: random\nmetric: {name: loss, goal: minimize}\ntrainer: synthetic\nearly_terminate: {type: asha, min_iter: 1, eta: 2}\nparameters:\n  x: {min: 0.0, max: 1.0}\n",
+        )
+        .unwrap();
+        let mut s = Sweep::new("s".into(), None, spec, SweepState::Running, 0.0, 1);
+        let loss = s.names.get("loss");
+        let ended = RECENT_WHOLE as u64 + 100;
+        // Trials 1… end with loss n at step 1; the oldest 100 are trimmed.
+        for n in 1..=ended {
+            let t = trial(&mut s, n);
+            s.insert(t);
+            s.edit(n, |t| {
+                t.state = TrialState::Running;
+                t.curve.set(1, loss.clone(), n as f64);
+            });
+            s.edit(n, |t| t.state = TrialState::Finished);
+        }
+        assert!(s.trial(1).unwrap().curve.points().is_empty());
+        assert!(s.trial(ended).unwrap().is_whole());
+        // A new trial at rung 1 between trial 1 and the rest: judged against all of them.
+        let n = ended + 1;
+        let t = trial(&mut s, n);
+        s.insert(t);
+        s.edit(n, |t| {
+            t.state = TrialState::Running;
+            t.curve.set(1, loss.clone(), 1.5);
+        });
+        let k = (ended + 1) / 2;
+        assert_eq!(s.should_stop(n), None, "1.5 is among the best half");
+        s.edit(n, |t| t.curve.set(1, loss.clone(), (k + 1) as f64));
+        let why = s.should_stop(n).expect("worse than the best half");
+        assert!(
+            why.contains(&format!("keeps the best {k} of {}", ended + 1)),
+            "{why}"
+        );
     }
 
     #[test]

@@ -229,16 +229,6 @@ impl Curve {
             .filter(move |p| *p.name == *metric && p.value.is_finite())
             .map(|p| p.value)
     }
-
-    fn keep(&mut self, mut f: impl FnMut(&Point) -> bool) {
-        if let Some(v) = &mut self.0 {
-            v.retain(|p| f(p));
-            v.shrink_to_fit();
-            if v.is_empty() {
-                self.0 = None;
-            }
-        }
-    }
 }
 
 /// Final metrics by name (exactly as long as it holds).
@@ -417,23 +407,19 @@ impl Trial {
     }
 
     /// Leaves in memory only what the sweep needs of an ended trial: the best point of
-    /// `metric`, its whole history when `histories` (a stopping rule compares trials), and
-    /// no output or confusion matrix.
-    pub(super) fn trim(&mut self, metric: &str, goal: Goal, histories: bool) {
+    /// `metric`, and no curve, output or confusion matrix (a stopping rule keeps what it
+    /// reads of the curve itself: `stopping::Judge`).
+    pub(super) fn trim(&mut self, metric: &str, goal: Goal) {
         if !self.trimmed {
             let best = self.best(metric, goal);
-            self.trim_to(best, metric, histories);
+            self.trim_to(best);
         }
     }
 
     /// Trims the trial (see [`Trial::trim`]) knowing its best point (read back from the store).
-    pub(super) fn trim_to(&mut self, best: Option<(f64, u32)>, metric: &str, histories: bool) {
+    pub(super) fn trim_to(&mut self, best: Option<(f64, u32)>) {
         self.kept_best = best;
-        if histories {
-            self.curve.keep(|p| *p.name == *metric);
-        } else {
-            self.curve = Curve::default();
-        }
+        self.curve = Curve::default();
         self.live = None;
         self.trimmed = true;
     }
@@ -527,7 +513,7 @@ mod tests {
     }
 
     #[test]
-    fn a_trimmed_trial_keeps_its_best_and_what_stopping_rules_read() {
+    fn a_trimmed_trial_keeps_its_best_and_no_curve() {
         let mut names = Names::default();
         let mut t = Trial::new(1, Params::new(json!({"x": 1}), &mut names));
         for (step, loss) in [(1, 0.9), (2, 0.3), (3, 0.5)] {
@@ -538,22 +524,14 @@ mod tests {
         t.set_files(None, Some("hello".into()));
         t.state = TrialState::Finished;
         let whole = t.clone();
-        t.trim("loss", Goal::Minimize, true);
+        t.trim("loss", Goal::Minimize);
         assert_eq!(t.best("loss", Goal::Minimize), Some((0.3, 2)));
-        assert_eq!(t.curve.history("loss").collect::<Vec<_>>(), [0.9, 0.3, 0.5]);
-        assert_eq!(t.curve.history("acc").count(), 0);
+        assert!(t.curve.points().is_empty());
         assert!(t.output().is_none() && !t.is_whole());
         let row = t.row("s", "loss", Goal::Minimize);
         assert!(row.keep_files && !whole.row("s", "loss", Goal::Minimize).keep_files);
         assert_eq!(row.best, Some((Some(0.3), 2)));
-        let mut u = whole.clone();
-        u.trim("loss", Goal::Minimize, false);
-        assert!(u.curve.points().is_empty());
-        assert_eq!(
-            u.best("loss", Goal::Minimize),
-            whole.best("loss", Goal::Minimize)
-        );
-        assert_eq!(u.params.to_value(), json!({"x": 1}));
+        assert_eq!(t.params.to_value(), json!({"x": 1}));
         let all = json!({"a": 1, "b": -2, "c": 0.5, "d": "adam", "e": true, "f": null, "g": [1, 2], "h": {"k": 1}, "i": u64::MAX});
         let p = Params::new(all.clone(), &mut names);
         assert_eq!(p.to_value(), all);
