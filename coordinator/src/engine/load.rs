@@ -1,8 +1,8 @@
 //! Memory rebuilt from the store, row by row, at startup and after a failed write.
 //!
 //! An ended trial is read without its points, confusion matrix or output: its row holds its
-//! final metrics and its best point, and it joins its sweep trimmed (only a sweep with a
-//! stopping rule reads the metric's history of every trial). Queued and running trials are
+//! final metrics and its best point, and it joins its sweep trimmed (a sweep with a stopping
+//! rule reads the metric's points first, for the rule to count). Queued and running trials are
 //! read whole. Running attempts get a fresh lease: their workers may still be training and
 //! reconnect; if not, the lease expires and the trial is re-queued.
 

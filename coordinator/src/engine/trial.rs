@@ -2,9 +2,8 @@
 //!
 //! Names (parameters, metrics, workers) are shared per sweep ([`Names`]); a trial's curve is a
 //! flat list of points; once a trial has ended and is no longer among the sweep's most recent
-//! ended trials, it is *trimmed*: its curve shrinks to what the sweep still needs (its best
-//! point, and the metric's history where a stopping rule compares trials), and its output and
-//! confusion matrix leave memory. The store keeps everything; a trimmed trial's detail is read
+//! ended trials, it is *trimmed*: its curve leaves memory but for its best point (a stopping
+//! rule keeps what it reads of it), and so do its output and confusion matrix. The store keeps everything; a trimmed trial's detail is read
 //! from there.
 
 use std::collections::HashSet;
