@@ -920,6 +920,8 @@ struct LoadRun {
     secs: f64,
     finished: u64,
     rss: [f64; 4],
+    /// CPU seconds of the coordinator and of this process (the simulated workers) meanwhile.
+    cpu: (f64, f64),
     /// Trials the bayes sweep beside it finished, and the latency of its Lease calls.
     bayes: Option<(u64, Vec<f64>)>,
 }
@@ -961,6 +963,10 @@ async fn load_run(a: &LoadArgs, beside_bayes: usize) -> Result<LoadRun, CliError
         String::new()
     };
     let rss_start = rss_mib(pid).unwrap_or(f64::NAN);
+    let cpu0 = (
+        cpu_seconds(pid).unwrap_or(f64::NAN),
+        cpu_seconds(std::process::id()).unwrap_or(f64::NAN),
+    );
     let t0 = Instant::now();
     let end = t0 + Duration::from_secs(a.seconds);
     let copy = LoadArgsCopy {
@@ -1012,6 +1018,10 @@ async fn load_run(a: &LoadArgs, beside_bayes: usize) -> Result<LoadRun, CliError
         run.bayes = Some((trials, lease_ms));
     }
     run.secs = t0.elapsed().as_secs_f64();
+    run.cpu = (
+        cpu_seconds(pid).unwrap_or(f64::NAN) - cpu0.0,
+        cpu_seconds(std::process::id()).unwrap_or(f64::NAN) - cpu0.1,
+    );
     let rss_end = rss_mib(pid).unwrap_or(f64::NAN);
     run.rss = [rss_start, rss_mid, rss_end, rss_max];
     run.finished = sweeps
@@ -1048,6 +1058,14 @@ fn print_load(a: &LoadArgs, run: &mut LoadRun) {
             pct(lease_ms, 0.99)
         );
     }
+    println!(
+        "  CPU: coordinator {:.1} s ({:.0} µs per trial), simulated workers {:.1} s, of {:.0} s × {} cores",
+        run.cpu.0,
+        run.cpu.0 * 1e6 / (stats.trials.max(1)) as f64,
+        run.cpu.1,
+        secs,
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
     println!("  errors: {}", stats.errors.len());
     for e in stats.errors.iter().take(5) {
         println!("    {e}");

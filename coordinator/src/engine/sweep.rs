@@ -590,7 +590,9 @@ mod tests {
             t.state = TrialState::Running;
             t.curve.set(1, loss.clone(), 1.5);
         });
-        let k = (ended + 1) / 2;
+        // ASHA keeps the best ⌊n/η⌋ of the n trials at the rung.
+        let at_rung = ended + 1;
+        let k = at_rung / 2;
         assert_eq!(s.should_stop(n), None, "1.5 is among the best half");
         s.edit(n, |t| t.curve.set(1, loss.clone(), (k + 1) as f64));
         let why = s.should_stop(n).expect("worse than the best half");
