@@ -6,9 +6,9 @@
 //! counted trials had there (the step-th finite value of each history; hyperband and ASHA
 //! count every trial, the median rule the finished ones). A change to one trial changes only
 //! its own values ([`Judge::update`]: a binary search and an insert or removal per value
-//! that differs), and a decision reads one sorted list by index. Decisions are those of
-//! [`Rule::should_stop`] for the same trials, to the message (a test checks it on random
-//! histories).
+//! that differs), and a decision reads one sorted list by index. [`Rule::should_stop`] is the
+//! same decision over a judge built from scratch; a test checks that a judge kept up to date
+//! through random changes always decides as that one does, to the message.
 
 use std::collections::BTreeMap;
 

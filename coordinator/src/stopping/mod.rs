@@ -144,113 +144,30 @@ impl Rule {
         }
     }
 
-    /// Whether `me` (a running trial, one of `all` or not) should stop now, and why, reading
-    /// every trial: the definition (checked against W&B's golden vectors) that the engine's
-    /// incremental [`Judge`] is tested against.
+    /// Whether `me` (a running trial, one of `all` or not) should stop now, and why, decided
+    /// over `all` from scratch: the definition (checked against W&B's golden vectors) that the
+    /// engine's [`Judge`], kept up to date as trials change, is tested against.
     pub fn should_stop(
         &self,
         goal: Goal,
         me: &TrialView<'_>,
         all: &[TrialView<'_>],
     ) -> Option<String> {
-        let sign = |x: f64| if goal == Goal::Maximize { -x } else { x };
-        let mine: Vec<f64> = me.history.iter().map(|&x| sign(x)).collect();
-        let show = |x: f64| sign(x); // back to the metric's own sign for messages
-        match self {
-            Rule::Hyperband { bands, eta, strict } => {
-                let r = 1.0 / eta;
-                let mut closest: Option<(u64, f64)> = None;
-                for &band in bands {
-                    if band as usize > mine.len() || band == 0 {
-                        break;
-                    }
-                    let mut vals: Vec<f64> = all
-                        .iter()
-                        .filter(|t| t.history.len() as u64 >= band)
-                        .map(|t| sign(t.history[band as usize - 1]))
-                        .collect();
-                    let threshold = if vals.is_empty() {
-                        f64::INFINITY
-                    } else {
-                        vals.sort_by(f64::total_cmp);
-                        vals[((r * vals.len() as f64) as usize).min(vals.len() - 1)]
-                    };
-                    closest = Some((band, threshold));
-                }
-                let (band, threshold) = closest?;
-                let value = if *strict {
-                    mine[band as usize - 1]
-                } else {
-                    mine.iter().copied().fold(f64::INFINITY, f64::min)
-                };
-                (value > threshold).then(|| {
-                    format!(
-                        "hyperband: band {band} (eta {eta}), threshold {:.6}, value {:.6}{}",
-                        show(threshold),
-                        show(value),
-                        if *strict {
-                            " at the band"
-                        } else {
-                            " (best so far)"
-                        }
-                    )
-                })
-            }
-            Rule::Asha { rungs, eta } => {
-                let step = mine.len() as u64;
-                if !rungs.contains(&step) {
-                    return None;
-                }
-                let value = *mine.last()?;
-                let mut vals: Vec<f64> = all
-                    .iter()
-                    .filter(|t| t.history.len() as u64 >= step)
-                    .map(|t| sign(t.history[step as usize - 1]))
-                    .collect();
-                if !all.iter().any(|t| std::ptr::eq(t.history, me.history)) {
-                    vals.push(value);
-                }
-                let n = vals.len();
-                let k = ((n as f64 / eta) as usize).max(1);
-                vals.sort_by(f64::total_cmp);
-                let cutoff = vals[k - 1];
-                (value > cutoff).then(|| {
-                    format!("asha: rung {step} (eta {eta}), keeps the best {k} of {n}; cutoff {:.6}, value {:.6}", show(cutoff), show(value))
-                })
-            }
-            Rule::Median {
-                startup_trials,
-                warmup_steps,
-            } => {
-                let step = mine.len() as u64;
-                if step <= *warmup_steps || step == 0 {
-                    return None;
-                }
-                let done: Vec<&TrialView<'_>> = all.iter().filter(|t| t.finished).collect();
-                if done.len() < *startup_trials {
-                    return None;
-                }
-                let mut vals: Vec<f64> = done
-                    .iter()
-                    .filter(|t| t.history.len() as u64 >= step)
-                    .map(|t| sign(t.history[step as usize - 1]))
-                    .collect();
-                if vals.is_empty() {
-                    return None;
-                }
-                vals.sort_by(f64::total_cmp);
-                let n = vals.len();
-                let median = if n % 2 == 1 {
-                    vals[n / 2]
-                } else {
-                    0.5 * (vals[n / 2 - 1] + vals[n / 2])
-                };
-                let best = mine.iter().copied().fold(f64::INFINITY, f64::min);
-                (best > median).then(|| {
-                    format!("median: step {step}, median of {n} finished trials {:.6}, best so far {:.6}", show(median), show(best))
-                })
-            }
+        let seen = |t: &TrialView<'_>| Seen {
+            history: t.history.to_vec(),
+            finished: t.finished,
+        };
+        let mut judge = Judge::new(self.clone(), goal);
+        for t in all {
+            judge.update(&Seen::default(), &seen(t));
         }
+        // ASHA ranks `me` among the trials at its rung, itself included.
+        if matches!(self, Rule::Asha { .. })
+            && !all.iter().any(|t| std::ptr::eq(t.history, me.history))
+        {
+            judge.update(&Seen::default(), &seen(me));
+        }
+        judge.should_stop(me.history)
     }
 }
 
