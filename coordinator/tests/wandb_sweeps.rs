@@ -7,8 +7,9 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use coordinator::config::{params, SweepSpec};
-use coordinator::stopping::{Rule, TrialView};
+use coordinator::config::SweepSpec;
+use coordinator::search::{grid, sample};
+use coordinator::stopping::TrialView;
 use rand::SeedableRng;
 use serde_json::Value;
 
@@ -158,7 +159,7 @@ fn grids_are_searched_in_wandbs_order() {
             }
         };
         let got: Vec<Value> = (0..)
-            .map_while(|i| params::grid_point(&spec.parameters, i))
+            .map_while(|i| grid::point(&spec.parameters, i))
             .take(want.len() + 1)
             .collect();
         if &got != want {
@@ -186,7 +187,7 @@ fn hyperband_stops_what_wandbs_tests_stop() {
     for case in compared(&cases, "hyperband") {
         let spec = SweepSpec::from_value(case["config"].clone())
             .unwrap_or_else(|e| panic!("{}: {e}", case["test"]));
-        let rule = Rule::from_config(spec.early_terminate.as_ref().unwrap()).unwrap();
+        let rule = spec.stopping.clone().unwrap();
         let runs: Vec<(String, bool, Vec<f64>)> = case["runs"]
             .as_array()
             .unwrap()
@@ -268,7 +269,7 @@ fn random_draws_have_wandbs_value_types() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         let want = case["types"].as_object().unwrap();
         for _ in 0..50 {
-            let draw = params::sample(&spec.parameters, &mut rng);
+            let draw = sample::draw(&spec.parameters, &mut rng);
             for (name, allowed) in want {
                 let allowed: BTreeSet<&str> = allowed
                     .as_array()

@@ -602,29 +602,28 @@ fn space(function: &str) -> crate::config::SweepSpec {
 fn sweep_best(
     spec: &crate::config::SweepSpec,
     function: &str,
-    engine: Option<crate::search::tpe::BayesEngine>,
+    engine: Option<crate::config::BayesEngine>,
     seed: u64,
     trials: usize,
 ) -> f64 {
     let mut spec = spec.clone();
     spec.seed = seed;
     match engine {
-        Some(e) => spec.tpe.engine = e,
+        Some(e) => spec.bayes.engine = e,
         None => spec.method = crate::config::Method::Random,
     }
     crate::search::sequential_best(&spec, function, trials as u64)
 }
 
 fn suggestion_ms(finished: usize, gp: bool) -> f64 {
-    use crate::search::tpe;
     let mut spec = space("hartmann6");
     if gp {
-        spec.tpe.engine = tpe::BayesEngine::Gp;
+        spec.bayes.engine = crate::config::BayesEngine::Gp;
     }
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
     let hist: Vec<(serde_json::Value, f64)> = (0..finished)
         .map(|_| {
-            let p = crate::config::params::sample(&spec.parameters, &mut rng);
+            let p = crate::search::sample::draw(&spec.parameters, &mut rng);
             let map: std::collections::BTreeMap<String, serde_json::Value> = p
                 .as_object()
                 .map(|m| m.clone().into_iter().collect())
@@ -636,9 +635,9 @@ fn suggestion_ms(finished: usize, gp: bool) -> f64 {
     let times: Vec<f64> = (0..21)
         .map(|i| {
             let t = Instant::now();
-            let obs: Vec<tpe::Observation<'_>> = hist
+            let obs: Vec<crate::search::Observation<'_>> = hist
                 .iter()
-                .map(|(p, y)| tpe::Observation {
+                .map(|(p, y)| crate::search::Observation {
                     params: p,
                     loss: Some(*y),
                 })
@@ -669,28 +668,12 @@ pub fn run_search(a: &SearchBenchArgs) -> Result<(), CliError> {
         );
         let tpe = median(
             (0..a.seeds)
-                .map(|s| {
-                    sweep_best(
-                        &spec,
-                        f,
-                        Some(crate::search::tpe::BayesEngine::Tpe),
-                        s,
-                        a.trials,
-                    )
-                })
+                .map(|s| sweep_best(&spec, f, Some(crate::config::BayesEngine::Tpe), s, a.trials))
                 .collect(),
         );
         let gp = median(
             (0..a.seeds)
-                .map(|s| {
-                    sweep_best(
-                        &spec,
-                        f,
-                        Some(crate::search::tpe::BayesEngine::Gp),
-                        s,
-                        a.trials,
-                    )
-                })
+                .map(|s| sweep_best(&spec, f, Some(crate::config::BayesEngine::Gp), s, a.trials))
                 .collect(),
         );
         println!("  {f:<10} random {rnd:>9.4}   ours TPE {tpe:>9.4}   ours GP {gp:>9.4}");

@@ -5,6 +5,8 @@
 //! top-level keys: `seed`, `max_attempts`, `trainer`, `synthetic`, `mlp`, `bayes`,
 //! `program_options`.
 
+pub mod bayes;
+pub mod early_terminate;
 pub mod mlp;
 pub mod params;
 pub mod program;
@@ -15,6 +17,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+pub use bayes::{BayesEngine, BayesOptions};
+pub use early_terminate::Rule;
 pub use params::{Distribution, ParamSpec};
 pub use program::ProgramSpec;
 
@@ -208,13 +212,11 @@ pub struct SweepSpec {
     pub max_attempts: u32,
     /// Trainer (extension; default the MLP).
     pub trainer: Trainer,
-    /// `early_terminate` as given (validated).
-    pub early_terminate: Option<Value>,
     /// TPE settings (`method: bayes`; extension key `bayes: {engine: tpe, startup_trials,
     /// candidates}`).
-    pub tpe: crate::search::tpe::TpeOptions,
-    /// The early-termination rule built from it.
-    pub stopping: Option<crate::stopping::Rule>,
+    pub bayes: BayesOptions,
+    /// The early-termination rule (`early_terminate`).
+    pub stopping: Option<Rule>,
     /// The config as given (JSON), for storage and display.
     pub raw: Value,
     /// What a person should know about the config though it is valid (a metric named like an
@@ -469,9 +471,9 @@ impl SweepSpec {
                 }
             },
         };
-        let early_terminate = match top.get("early_terminate") {
+        let stopping = match top.get("early_terminate") {
             None => None,
-            Some(v) => Some(validate_early_terminate(v)?),
+            Some(v) => Some(Rule::from_config(v)?),
         };
         let mut parameters = parameters;
         if method == Method::Grid {
@@ -510,12 +512,8 @@ impl SweepSpec {
             seed,
             max_attempts,
             trainer,
-            tpe: parse_bayes(top.get("bayes"))?,
-            stopping: match &early_terminate {
-                Some(v) => Some(crate::stopping::Rule::from_config(v)?),
-                None => None,
-            },
-            early_terminate,
+            bayes: bayes::parse(top.get("bayes"))?,
+            stopping,
             raw,
             notices,
         })
@@ -657,58 +655,6 @@ fn check_wandb_extras(
         );
     }
     Ok(())
-}
-
-fn parse_bayes(v: Option<&Value>) -> Result<crate::search::tpe::TpeOptions, ConfigError> {
-    let mut o = crate::search::tpe::TpeOptions::default();
-    let Some(v) = v else { return Ok(o) };
-    let Value::Object(m) = v else {
-        return Err(ConfigError::new(
-            "bayes",
-            "expected a mapping, e.g. {engine: tpe, startup_trials: 10}",
-        ));
-    };
-    for (k, v) in m {
-        let p = format!("bayes.{k}");
-        match k.as_str() {
-            "engine" => match v.as_str() {
-                Some("tpe") => o.engine = crate::search::tpe::BayesEngine::Tpe,
-                Some("gp") => o.engine = crate::search::tpe::BayesEngine::Gp,
-                _ => {
-                    return Err(ConfigError::new(
-                        p,
-                        format!("expected tpe or gp, got {}", show(v)),
-                    ))
-                }
-            },
-            "startup_trials" => {
-                o.startup_trials = v.as_u64().filter(|n| *n <= 10_000).ok_or_else(|| {
-                    ConfigError::new(
-                        p,
-                        format!("expected an integer from 0 to 10000, got {}", show(v)),
-                    )
-                })?
-            }
-            "candidates" => {
-                o.candidates = v
-                    .as_u64()
-                    .filter(|n| (1..=10_000).contains(n))
-                    .ok_or_else(|| {
-                        ConfigError::new(
-                            p,
-                            format!("expected an integer from 1 to 10000, got {}", show(v)),
-                        )
-                    })? as usize
-            }
-            _ => {
-                return Err(ConfigError::new(
-                    p,
-                    "unknown key; expected engine, startup_trials, candidates",
-                ))
-            }
-        }
-    }
-    Ok(o)
 }
 
 /// Whether the built-in MLP trainer knows the parameter `name`.
@@ -1070,93 +1016,6 @@ fn parse_metric_key(v: Option<&Value>, trainer: &Trainer) -> Result<Metric, Conf
         target,
         impute,
     })
-}
-
-/// W&B's schema for `early_terminate`: `type: hyperband` with `min_iter`, or `max_iter` and `s`,
-/// and optional `eta` (> 1, default 3) and `strict` (default true). Our extensions:
-/// `type: asha` (`min_iter`, `eta`, `max_iter`) and `type: median` (`min_trials` default 5,
-/// `warmup_steps` default 0).
-/// Most brackets (`s`) a hyperband rule may have.
-pub const MAX_BANDS: u64 = 100;
-
-fn validate_early_terminate(v: &Value) -> Result<Value, ConfigError> {
-    let Value::Object(m) = v else {
-        return Err(ConfigError::new(
-            "early_terminate",
-            format!("expected a mapping, got {}", kind(v)),
-        ));
-    };
-    let ty = m.get("type").and_then(Value::as_str).ok_or_else(|| {
-        ConfigError::new(
-            "early_terminate.type",
-            "missing; expected hyperband, asha or median",
-        )
-    })?;
-    let allowed: &[&str] = match ty {
-        "hyperband" => &["type", "min_iter", "max_iter", "s", "eta", "strict"],
-        "asha" => &["type", "min_iter", "max_iter", "eta"],
-        "median" => &["type", "min_trials", "warmup_steps"],
-        other => {
-            return Err(ConfigError::new(
-                "early_terminate.type",
-                format!("expected hyperband, asha or median, got {other:?}"),
-            ))
-        }
-    };
-    for k in m.keys() {
-        if !allowed.contains(&k.as_str()) {
-            return Err(ConfigError::new(
-                format!("early_terminate.{k}"),
-                format!("unknown key for {ty}; expected {}", allowed[1..].join(", ")),
-            ));
-        }
-    }
-    let int = |k: &str, min: u64| -> Result<Option<u64>, ConfigError> {
-        match m.get(k) {
-            None => Ok(None),
-            Some(v) => v.as_u64().filter(|n| *n >= min).map(Some).ok_or_else(|| {
-                ConfigError::new(
-                    format!("early_terminate.{k}"),
-                    format!("expected an integer ≥ {min}, got {}", show(v)),
-                )
-            }),
-        }
-    };
-    let (min_iter, max_iter) = (int("min_iter", 1)?, int("max_iter", 1)?);
-    let s = int("s", 1)?;
-    // Bands are judged on every Report: bound them (W&B's min_iter form makes 100).
-    if let Some(s) = s.filter(|s| *s > MAX_BANDS) {
-        return Err(ConfigError::new(
-            "early_terminate.s",
-            format!("expected an integer from 1 to {MAX_BANDS}, got {s}"),
-        ));
-    }
-    int("min_trials", 0)?;
-    int("warmup_steps", 0)?;
-    if ty == "hyperband" && min_iter.is_none() && (max_iter.is_none() || s.is_none()) {
-        return Err(ConfigError::new(
-            "early_terminate",
-            "hyperband needs min_iter, or max_iter and s",
-        ));
-    }
-    if let Some(e) = m.get("eta") {
-        if !e.as_f64().is_some_and(|x| x > 1.0 && x.is_finite()) {
-            return Err(ConfigError::new(
-                "early_terminate.eta",
-                format!("expected a number > 1, got {}", show(e)),
-            ));
-        }
-    }
-    if let Some(s) = m.get("strict") {
-        if !s.is_boolean() {
-            return Err(ConfigError::new(
-                "early_terminate.strict",
-                format!("expected true or false, got {}", show(s)),
-            ));
-        }
-    }
-    crate::stopping::Rule::from_config(v)?;
-    Ok(v.clone())
 }
 
 pub(crate) fn kind(v: &Value) -> &'static str {

@@ -1,10 +1,8 @@
-//! Parameter specifications (W&B's `parameters:` block): parsing, grid expansion in W&B's
-//! order, and random draws.
+//! Parameter specifications (W&B's `parameters:` block): parsing and the checks made at submit
+//! (a grid's size is counted here; its points and random draws are `crate::search`'s).
 
 use std::collections::BTreeMap;
 
-use rand::Rng;
-use rand_distr::Distribution as _;
 use serde_json::{Map, Number, Value};
 
 use super::{kind, show, ConfigError};
@@ -435,7 +433,7 @@ impl ParamSpec {
 
     /// How many grid points this (flat) parameter has, or `None` if it has no grid.
     /// Counted, never listed: a range of 10¹² integers costs nothing until a point is asked for.
-    fn grid_len(&self) -> Option<u64> {
+    pub(crate) fn grid_len(&self) -> Option<u64> {
         match self {
             ParamSpec::Constant(_) => Some(1),
             ParamSpec::Values { values, .. } => Some(values.len() as u64),
@@ -465,33 +463,6 @@ impl ParamSpec {
                 })
             }
             _ => None,
-        }
-    }
-
-    /// Grid point `k` (0-based, `k < grid_len()`) of this (flat) parameter.
-    fn grid_value(&self, k: u64) -> Value {
-        match self {
-            ParamSpec::Constant(v) => v.clone(),
-            ParamSpec::Values { values, .. } => values[k as usize].clone(),
-            ParamSpec::Dist {
-                dist: Distribution::IntUniform,
-                min,
-                ..
-            } => Value::from((*min as i64).saturating_add(k as i64)),
-            ParamSpec::Dist {
-                dist: Distribution::QUniform,
-                min,
-                q,
-                grid_int,
-                ..
-            } => {
-                // numpy's `arange` fills `min + k·delta` with `delta = (min + q) - min`, the
-                // step as it comes out in floating point (9.517, not 9.517000000000001).
-                let delta = (min + q) - min;
-                number(min + k as f64 * delta, *grid_int)
-            }
-            // No grid (refused by `check_grid` before any point is asked for).
-            ParamSpec::Dist { .. } | ParamSpec::Nested(_) => Value::Null,
         }
     }
 }
@@ -678,106 +649,5 @@ pub(crate) fn insert_path(obj: &mut Map<String, Value>, path: &[String], v: Valu
         .or_insert_with(|| Value::Object(Map::new()));
     if let Value::Object(c) = child {
         insert_path(c, &path[1..], v);
-    }
-}
-
-/// The `i`-th grid point (0-based), in W&B's order: the cartesian product over parameters
-/// sorted by (dotted) name, the last one varying fastest. `None` past the end. Computed from
-/// `i` alone: the grid is never listed.
-pub fn grid_point(params: &BTreeMap<String, ParamSpec>, i: u64) -> Option<Value> {
-    let flat = flat_sorted(params);
-    let lens: Vec<u64> = flat
-        .iter()
-        .map(|(_, s)| s.grid_len().unwrap_or(0))
-        .collect();
-    if i >= lens.iter().copied().fold(1u64, u64::saturating_mul) {
-        return None;
-    }
-    let mut rem = i;
-    let mut picks = vec![0u64; lens.len()];
-    for (k, &n) in lens.iter().enumerate().rev() {
-        picks[k] = rem % n;
-        rem /= n;
-    }
-    let mut obj = Map::new();
-    for ((path, spec), &k) in flat.iter().zip(&picks) {
-        insert_path(&mut obj, path, spec.grid_value(k));
-    }
-    Some(Value::Object(obj))
-}
-
-/// One random draw of every parameter (in sorted order, so a given RNG state gives the same
-/// draw on every machine).
-pub fn sample<R: Rng + ?Sized>(params: &BTreeMap<String, ParamSpec>, rng: &mut R) -> Value {
-    let mut obj = Map::new();
-    for (name, spec) in params {
-        obj.insert(name.clone(), sample_one(spec, rng));
-    }
-    Value::Object(obj)
-}
-
-fn sample_one<R: Rng + ?Sized>(spec: &ParamSpec, rng: &mut R) -> Value {
-    use Distribution::*;
-    match spec {
-        ParamSpec::Constant(v) => v.clone(),
-        ParamSpec::Values {
-            values,
-            probabilities,
-        } => {
-            let i = match probabilities {
-                None => rng.random_range(0..values.len()),
-                Some(ps) => {
-                    let u: f64 = rng.random();
-                    let mut acc = 0.0;
-                    let mut pick = values.len() - 1;
-                    for (i, p) in ps.iter().enumerate() {
-                        acc += p;
-                        if u < acc {
-                            pick = i;
-                            break;
-                        }
-                    }
-                    pick
-                }
-            };
-            values[i].clone()
-        }
-        ParamSpec::Nested(inner) => sample(inner, rng),
-        &ParamSpec::Dist {
-            dist,
-            min,
-            max,
-            q,
-            mu,
-            sigma,
-            a,
-            b,
-            int,
-            ..
-        } => {
-            let u = |rng: &mut R, lo: f64, hi: f64| lo + (hi - lo) * rng.random::<f64>();
-            let quant = |x: f64| (x / q).round() * q;
-            let normal =
-                |rng: &mut R| rand_distr::Normal::new(mu, sigma).map_or(mu, |n| n.sample(rng));
-            let beta = |rng: &mut R| rand_distr::Beta::new(a, b).map_or(0.5, |d| d.sample(rng));
-            let x = match dist {
-                Uniform => u(rng, min, max),
-                IntUniform => return Value::from(rng.random_range((min as i64)..=(max as i64))),
-                QUniform => quant(u(rng, min, max)),
-                LogUniform => u(rng, min, max).exp(),
-                LogUniformValues => u(rng, min.ln(), max.ln()).exp(),
-                QLogUniform => quant(u(rng, min, max).exp()),
-                QLogUniformValues => quant(u(rng, min.ln(), max.ln()).exp()),
-                InvLogUniform => (-u(rng, min, max)).exp(),
-                InvLogUniformValues => 1.0 / u(rng, (1.0 / max).ln(), (1.0 / min).ln()).exp(),
-                Normal => normal(rng),
-                QNormal => quant(normal(rng)),
-                LogNormal => normal(rng).exp(),
-                QLogNormal => quant(normal(rng).exp()),
-                Beta => beta(rng),
-                QBeta => quant(beta(rng)),
-            };
-            number(x, int)
-        }
     }
 }

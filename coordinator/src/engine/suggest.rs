@@ -99,10 +99,10 @@ impl Suggesters {
                 f();
             }
             let values: Vec<Value> = history.iter().map(|(p, _)| p.to_value()).collect();
-            let observed: Vec<search::tpe::Observation<'_>> = values
+            let observed: Vec<search::Observation<'_>> = values
                 .iter()
                 .zip(&history)
-                .map(|(params, (_, loss))| search::tpe::Observation {
+                .map(|(params, (_, loss))| search::Observation {
                     params,
                     loss: *loss,
                 })

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 use rand::Rng;
 use serde_json::Value;
 
-use super::tpe::{Dim, Observation, Seen, Space};
+use super::space::{phi, random_fresh, Dim, Observation, Seen, Space};
 use crate::config::params::ParamSpec;
 
 /// Most observations the model keeps.
@@ -257,7 +257,7 @@ fn normal_pdf(z: f64) -> f64 {
 
 fn expected_improvement(mean: f64, sd: f64, best: f64) -> f64 {
     let z = (best - mean) / sd;
-    (best - mean) * super::tpe::phi(z) + sd * normal_pdf(z)
+    (best - mean) * phi(z) + sd * normal_pdf(z)
 }
 
 /// Suggests parameters from the history with a GP and expected improvement.
@@ -278,7 +278,7 @@ pub fn suggest<R: Rng + ?Sized>(
         .filter(|o| o.1.is_finite())
         .collect();
     if (done.len() as u64) < startup_trials.max(2) {
-        return super::tpe::random_fresh(&space, rng, &fresh);
+        return random_fresh(&space, rng, &fresh);
     }
     let worst = done.iter().map(|o| o.1).fold(f64::NEG_INFINITY, f64::max);
     let mut pts: Vec<(Vec<f64>, f64)> = done;
@@ -317,7 +317,7 @@ pub fn suggest<R: Rng + ?Sized>(
     let Some((mut gp, mut best_lml)) =
         Gp::fit(&xs, &d2, &y, &ls, amp, noise).or_else(|| Gp::fit(&xs, &d2, &y, &ls, amp, 1e-1))
     else {
-        return super::tpe::random_fresh(&space, rng, &fresh);
+        return random_fresh(&space, rng, &fresh);
     };
     // A coordinate none of whose steps helped is skipped in the next sweep (its neighbours
     // rarely move it), and a step the bounds turn into no change is not refitted.
@@ -401,7 +401,7 @@ pub fn suggest<R: Rng + ?Sized>(
             return v;
         }
     }
-    super::tpe::random_fresh(&space, rng, &fresh)
+    random_fresh(&space, rng, &fresh)
 }
 
 #[cfg(test)]
@@ -453,7 +453,7 @@ mod tests {
         spec.seed = seed;
         if gp {
             spec.method = crate::config::Method::Bayes;
-            spec.tpe.engine = crate::search::tpe::BayesEngine::Gp;
+            spec.bayes.engine = crate::config::BayesEngine::Gp;
         } else {
             spec.method = crate::config::Method::Random;
         }

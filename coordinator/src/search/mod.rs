@@ -9,9 +9,14 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
 pub mod gp;
+pub mod grid;
+pub mod sample;
+pub mod space;
 pub mod tpe;
 
-use crate::config::{params, Method, SweepSpec};
+pub use space::Observation;
+
+use crate::config::{BayesEngine, Method, SweepSpec};
 
 /// SplitMix64 of (seed, n): decorrelated seeds for trial `n`'s draw and training run.
 pub fn mix(seed: u64, n: u64) -> u64 {
@@ -31,7 +36,7 @@ pub fn trial_seed(sweep_seed: u64, n: u64) -> u64 {
 pub fn suggest_with_history(
     spec: &SweepSpec,
     n: u64,
-    history: &[tpe::Observation<'_>],
+    history: &[space::Observation<'_>],
 ) -> Option<Value> {
     if spec.method != Method::Bayes {
         return suggest(spec, n);
@@ -40,11 +45,14 @@ pub fn suggest_with_history(
         return None;
     }
     let mut rng = ChaCha8Rng::seed_from_u64(mix(spec.seed, n));
-    Some(match spec.tpe.engine {
-        tpe::BayesEngine::Tpe => tpe::suggest(&spec.parameters, history, &spec.tpe, &mut rng),
-        tpe::BayesEngine::Gp => {
-            gp::suggest(&spec.parameters, history, spec.tpe.startup_trials, &mut rng)
-        }
+    Some(match spec.bayes.engine {
+        BayesEngine::Tpe => tpe::suggest(&spec.parameters, history, &spec.bayes, &mut rng),
+        BayesEngine::Gp => gp::suggest(
+            &spec.parameters,
+            history,
+            spec.bayes.startup_trials,
+            &mut rng,
+        ),
     })
 }
 
@@ -55,23 +63,23 @@ pub fn suggest(spec: &SweepSpec, n: u64) -> Option<Value> {
         return None;
     }
     match spec.method {
-        Method::Grid => params::grid_point(&spec.parameters, n - 1),
+        Method::Grid => grid::point(&spec.parameters, n - 1),
         Method::Random | Method::Bayes => {
             let mut rng = ChaCha8Rng::seed_from_u64(mix(spec.seed, n));
-            Some(params::sample(&spec.parameters, &mut rng))
+            Some(sample::draw(&spec.parameters, &mut rng))
         }
     }
 }
 
 /// Runs `trials` trials of `spec` one at a time on a synthetic test function, through the same
-/// suggestion path the engine uses (`spec.method`, `spec.tpe.engine`, `spec.seed` decide), and
+/// suggestion path the engine uses (`spec.method`, `spec.bayes.engine`, `spec.seed` decide), and
 /// returns the best value found (minimisation). For search-quality benchmarks and tests.
 pub fn sequential_best(spec: &SweepSpec, function: &str, trials: u64) -> f64 {
     let mut hist: Vec<(Value, f64)> = Vec::new();
     for n in 1..=trials {
-        let obs: Vec<tpe::Observation<'_>> = hist
+        let obs: Vec<Observation<'_>> = hist
             .iter()
-            .map(|(p, y)| tpe::Observation {
+            .map(|(p, y)| Observation {
                 params: p,
                 loss: Some(*y),
             })
@@ -90,22 +98,4 @@ pub fn sequential_best(spec: &SweepSpec, function: &str, trials: u64) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn suggestions_are_pure_and_bounded() {
-        let spec = SweepSpec::parse(
-            "method: random\nrun_cap: 3\nparameters:\n  x: {min: 0.0, max: 1.0}\n",
-        )
-        .unwrap();
-        let a: Vec<_> = (1..=3).map(|n| suggest(&spec, n).unwrap()).collect();
-        let b: Vec<_> = (1..=3).map(|n| suggest(&spec, n).unwrap()).collect();
-        assert_eq!(a, b);
-        assert_ne!(a[0], a[1]);
-        assert!(suggest(&spec, 4).is_none());
-        let grid = SweepSpec::parse("method: grid\nparameters:\n  x: {values: [1, 2]}\n").unwrap();
-        assert_eq!(suggest(&grid, 2).unwrap()["x"], 2);
-        assert!(suggest(&grid, 3).is_none());
-    }
-}
+mod tests;

@@ -19,39 +19,11 @@ use std::collections::{BTreeMap, HashSet};
 
 use rand::Rng;
 use rand_distr::StandardNormal;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::config::params::{flat_sorted, insert_path, number, Distribution, ParamSpec};
-
-/// TPE settings (extension key `bayes:`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct TpeOptions {
-    /// Which model: TPE (default) or a Gaussian process.
-    pub engine: BayesEngine,
-    /// Random trials before the model is used.
-    pub startup_trials: u64,
-    /// Candidates drawn from the good density per suggestion.
-    pub candidates: usize,
-}
-
-impl Default for TpeOptions {
-    fn default() -> Self {
-        TpeOptions {
-            engine: BayesEngine::Tpe,
-            startup_trials: 10,
-            candidates: 24,
-        }
-    }
-}
-
-/// The model behind `method: bayes`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BayesEngine {
-    /// Tree-structured Parzen estimator (this module).
-    Tpe,
-    /// Gaussian process with expected improvement (`search::gp`).
-    Gp,
-}
+use super::space::{phi, random_fresh, Dim, Observation, Seen, Space};
+use crate::config::params::ParamSpec;
+use crate::config::BayesOptions;
 
 /// Bandwidth of a continuous kernel as a fraction of the range, before the `n^(−1/(d+4))`
 /// factor. Optuna's multivariate TPE uses 0.2; 0.1 did better on branin and hartmann6 over 20
@@ -62,257 +34,11 @@ pub const BANDWIDTH: f64 = 0.1;
 /// Most "bad" observations the model keeps (the most recent).
 pub const MAX_BAD: usize = 300;
 
-#[derive(Debug, Clone)]
-pub(crate) enum Dim {
-    /// Continuous in [lo, hi] (internal space); `log`: exp on the way out; `q`: quantum in
-    /// the output space; `int`: round to an integer.
-    Cont {
-        lo: f64,
-        hi: f64,
-        log: bool,
-        q: Option<f64>,
-        int: bool,
-    },
-    /// One of `values`.
-    Cat { values: Vec<Value> },
-}
-
 /// One observation: internal coordinates and a loss (smaller is better).
 #[derive(Debug, Clone)]
 pub struct Obs {
     x: Vec<f64>,
     y: f64,
-}
-
-/// The search space, flattened.
-#[derive(Debug, Clone)]
-pub struct Space {
-    names: Vec<Vec<String>>,
-    pub(crate) dims: Vec<Dim>,
-}
-
-impl Space {
-    /// The dimensions of a parameter set.
-    pub fn new(params: &BTreeMap<String, ParamSpec>) -> Space {
-        let mut names = Vec::new();
-        let mut dims = Vec::new();
-        for (path, spec) in flat_sorted(params) {
-            let dim = match spec {
-                ParamSpec::Constant(v) => Dim::Cat {
-                    values: vec![v.clone()],
-                },
-                ParamSpec::Values { values, .. } => Dim::Cat {
-                    values: values.clone(),
-                },
-                ParamSpec::Nested(_) => continue,
-                &ParamSpec::Dist {
-                    dist,
-                    min,
-                    max,
-                    q,
-                    mu,
-                    sigma,
-                    int,
-                    ..
-                } => {
-                    use Distribution::*;
-                    let qq = matches!(
-                        dist,
-                        QUniform | QLogUniform | QLogUniformValues | QNormal | QLogNormal | QBeta
-                    )
-                    .then_some(q);
-                    match dist {
-                        Uniform | QUniform | IntUniform => Dim::Cont {
-                            lo: min,
-                            hi: max,
-                            log: false,
-                            q: qq,
-                            int: int || dist == IntUniform,
-                        },
-                        LogUniform | QLogUniform => Dim::Cont {
-                            lo: min,
-                            hi: max,
-                            log: true,
-                            q: qq,
-                            int,
-                        },
-                        LogUniformValues | QLogUniformValues => Dim::Cont {
-                            lo: min.ln(),
-                            hi: max.ln(),
-                            log: true,
-                            q: qq,
-                            int,
-                        },
-                        InvLogUniform => Dim::Cont {
-                            lo: -max,
-                            hi: -min,
-                            log: true,
-                            q: None,
-                            int: false,
-                        },
-                        InvLogUniformValues => Dim::Cont {
-                            lo: min.ln(),
-                            hi: max.ln(),
-                            log: true,
-                            q: None,
-                            int: false,
-                        },
-                        Normal | QNormal => Dim::Cont {
-                            lo: mu - 4.0 * sigma,
-                            hi: mu + 4.0 * sigma,
-                            log: false,
-                            q: qq,
-                            int,
-                        },
-                        LogNormal | QLogNormal => Dim::Cont {
-                            lo: mu - 4.0 * sigma,
-                            hi: mu + 4.0 * sigma,
-                            log: true,
-                            q: qq,
-                            int,
-                        },
-                        Beta | QBeta => Dim::Cont {
-                            lo: 0.0,
-                            hi: 1.0,
-                            log: false,
-                            q: qq,
-                            int: false,
-                        },
-                    }
-                }
-            };
-            names.push(path);
-            dims.push(dim);
-        }
-        Space { names, dims }
-    }
-
-    /// Number of distinct configurations, if finite and small (categorical and integer dims).
-    pub fn finite_size(&self) -> Option<u64> {
-        let mut n: u64 = 1;
-        for d in &self.dims {
-            let k = match d {
-                Dim::Cat { values } => values.len() as u64,
-                Dim::Cont {
-                    lo,
-                    hi,
-                    log: false,
-                    q: None,
-                    int: true,
-                } => (hi - lo).floor() as u64 + 1,
-                Dim::Cont {
-                    lo,
-                    hi,
-                    log: false,
-                    q: Some(q),
-                    ..
-                } => ((hi - lo) / q).floor() as u64 + 1,
-                _ => return None,
-            };
-            n = n.checked_mul(k)?;
-        }
-        Some(n)
-    }
-
-    /// Internal coordinates of a parameter object, if every dimension can be read.
-    pub fn encode(&self, params: &Value) -> Option<Vec<f64>> {
-        let mut x = Vec::with_capacity(self.dims.len());
-        for (path, d) in self.names.iter().zip(&self.dims) {
-            let mut v = params;
-            for p in path {
-                v = v.get(p)?;
-            }
-            x.push(match d {
-                Dim::Cat { values } => values.iter().position(|c| c == v)? as f64,
-                Dim::Cont { log, lo, hi, .. } => {
-                    let f = v.as_f64()?;
-                    let t = if *log {
-                        if f > 0.0 {
-                            f.ln()
-                        } else {
-                            return None;
-                        }
-                    } else {
-                        f
-                    };
-                    t.clamp(*lo, *hi)
-                }
-            });
-        }
-        Some(x)
-    }
-
-    /// The parameter object of internal coordinates (rounded, quantized, nested).
-    pub fn decode(&self, x: &[f64]) -> Value {
-        let mut obj = Map::new();
-        for ((path, d), &xi) in self.names.iter().zip(&self.dims).zip(x) {
-            let v = match d {
-                Dim::Cat { values } => values[(xi.round() as usize).min(values.len() - 1)].clone(),
-                Dim::Cont { log, q, int, .. } => {
-                    let mut f = if *log { xi.exp() } else { xi };
-                    if let Some(q) = q {
-                        f = (f / q).round() * q;
-                    }
-                    if *int && q.is_none() {
-                        f = f.round();
-                    }
-                    number(f, *int)
-                }
-            };
-            insert_path(&mut obj, path, v);
-        }
-        Value::Object(obj)
-    }
-
-    /// A point near `base`: Gaussian steps of `scale`·range on continuous dimensions, a
-    /// random other value with probability `scale`·2 on categorical ones.
-    pub(crate) fn perturb<R: Rng + ?Sized>(
-        &self,
-        base: &[f64],
-        scale: f64,
-        rng: &mut R,
-    ) -> Vec<f64> {
-        self.dims
-            .iter()
-            .zip(base)
-            .map(|(d, &b)| match d {
-                Dim::Cat { values } => {
-                    if rng.random::<f64>() < 2.0 * scale {
-                        rng.random_range(0..values.len()) as f64
-                    } else {
-                        b
-                    }
-                }
-                Dim::Cont { lo, hi, .. } => {
-                    let z: f64 = rng.sample(StandardNormal);
-                    (b + z * scale * (hi - lo)).clamp(*lo, *hi)
-                }
-            })
-            .collect()
-    }
-
-    pub(crate) fn sample_prior<R: Rng + ?Sized>(&self, rng: &mut R) -> Vec<f64> {
-        self.dims
-            .iter()
-            .map(|d| match d {
-                Dim::Cat { values } => rng.random_range(0..values.len()) as f64,
-                Dim::Cont { lo, hi, .. } => lo + (hi - lo) * rng.random::<f64>(),
-            })
-            .collect()
-    }
-}
-
-/// Standard normal CDF (erf from Abramowitz & Stegun 7.1.26, |error| < 1.5e-7).
-pub(crate) fn phi(z: f64) -> f64 {
-    let x = z / std::f64::consts::SQRT_2;
-    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
-    let y = 1.0
-        - (((((1.061_405_429 * t - 1.453_152_027) * t) + 1.421_413_741) * t - 0.284_496_736) * t
-            + 0.254_829_592)
-            * t
-            * (-x * x).exp();
-    let erf = if x >= 0.0 { y } else { -y };
-    0.5 * (1.0 + erf)
 }
 
 /// A mixture of product kernels over the space, plus a uniform prior component.
@@ -428,21 +154,12 @@ impl<'a> Parzen<'a> {
     }
 }
 
-/// A finished or running trial as TPE sees it.
-#[derive(Debug, Clone)]
-pub struct Observation<'a> {
-    /// Its parameters.
-    pub params: &'a Value,
-    /// Goal-signed value (smaller is better); `None` for a running trial.
-    pub loss: Option<f64>,
-}
-
 /// Suggests parameters from the history; `None` when every candidate was a duplicate and the
 /// space is exhausted (then the caller may draw at random).
 pub fn suggest<R: Rng + ?Sized>(
     params: &BTreeMap<String, ParamSpec>,
     history: &[Observation<'_>],
-    opts: &TpeOptions,
+    opts: &BayesOptions,
     rng: &mut R,
 ) -> Value {
     let space = Space::new(params);
@@ -508,61 +225,6 @@ pub fn suggest<R: Rng + ?Sized>(
     random_fresh(&space, rng, &fresh)
 }
 
-pub(crate) fn random_fresh<R: Rng + ?Sized>(
-    space: &Space,
-    rng: &mut R,
-    fresh: &dyn Fn(&Value) -> bool,
-) -> Value {
-    let mut v = space.decode(&space.sample_prior(rng));
-    for _ in 0..1000 {
-        if fresh(&v) {
-            return v;
-        }
-        v = space.decode(&space.sample_prior(rng));
-    }
-    v
-}
-
-/// A canonical string of a parameter object (serde_json maps are sorted).
-pub fn canonical(v: &Value) -> String {
-    v.to_string()
-}
-
-/// The configurations already run or running, keyed by their internal coordinates (one
-/// encoding per history entry, which the model needs anyway, instead of a JSON string each).
-pub(crate) struct Seen<'s> {
-    space: &'s Space,
-    keys: HashSet<Vec<u64>>,
-    /// Every configuration of a finite space has been tried: duplicates are allowed again.
-    exhausted: bool,
-}
-
-impl<'s> Seen<'s> {
-    pub(crate) fn new(space: &'s Space, encoded: &[Option<Vec<f64>>]) -> Self {
-        let keys: HashSet<Vec<u64>> = encoded.iter().flatten().map(|x| key(x)).collect();
-        let exhausted = space.finite_size().is_some_and(|n| keys.len() as u64 >= n);
-        Seen {
-            space,
-            keys,
-            exhausted,
-        }
-    }
-
-    /// Whether `v` may be suggested: not run or running yet, or the space is exhausted.
-    pub(crate) fn fresh(&self, v: &Value) -> bool {
-        self.exhausted
-            || self
-                .space
-                .encode(v)
-                .is_none_or(|x| !self.keys.contains(&key(&x)))
-    }
-}
-
-fn key(x: &[f64]) -> Vec<u64> {
-    // `+ 0.0` folds −0.0 into 0.0.
-    x.iter().map(|v| (v + 0.0).to_bits()).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -574,7 +236,7 @@ mod tests {
         spec.seed = seed;
         if tpe {
             spec.method = crate::config::Method::Bayes;
-            spec.tpe.engine = crate::search::tpe::BayesEngine::Tpe;
+            spec.bayes.engine = crate::config::BayesEngine::Tpe;
         } else {
             spec.method = crate::config::Method::Random;
         }
@@ -600,8 +262,8 @@ mod tests {
         )
         .unwrap();
         let mut hist: Vec<(Value, Option<f64>)> = Vec::new();
-        let opts = TpeOptions {
-            engine: BayesEngine::Tpe,
+        let opts = BayesOptions {
+            engine: crate::config::BayesEngine::Tpe,
             startup_trials: 2,
             candidates: 24,
         };
@@ -618,7 +280,7 @@ mod tests {
             let p = suggest(&spec.parameters, &obs, &opts, &mut rng);
             hist.push((p, if t % 2 == 0 { Some(t as f64) } else { None }));
         }
-        let distinct: HashSet<String> = hist.iter().map(|h| canonical(&h.0)).collect();
+        let distinct: HashSet<String> = hist.iter().map(|h| h.0.to_string()).collect();
         assert_eq!(distinct.len(), 6, "{hist:?}");
         // Exhausted: a seventh suggestion is allowed to repeat.
         let obs: Vec<Observation<'_>> = hist

@@ -12,8 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use super::Rule;
-use crate::config::Goal;
+use crate::config::{Goal, Rule};
 
 /// What a judge counts of one trial.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -202,7 +201,7 @@ mod tests {
             rule(serde_json::json!({"type": "hyperband", "min_iter": 2, "eta": 2})),
             rule(serde_json::json!({"type": "hyperband", "max_iter": 27, "s": 3, "strict": false})),
             rule(serde_json::json!({"type": "asha", "min_iter": 1, "eta": 3, "max_iter": 9})),
-            rule(serde_json::json!({"type": "median", "startup_trials": 3, "warmup_steps": 1})),
+            rule(serde_json::json!({"type": "median", "min_trials": 3, "warmup_steps": 1})),
         ]
     }
 

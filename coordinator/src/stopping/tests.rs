@@ -13,7 +13,7 @@ fn hyperband_stops_exactly_the_runs_wandb_stops() {
     for case in cases {
         let spec = SweepSpec::from_value(case["config"].clone())
             .unwrap_or_else(|e| panic!("{}: {e}", case["config"]));
-        let rule = Rule::from_config(spec.early_terminate.as_ref().unwrap()).unwrap();
+        let rule = spec.stopping.clone().unwrap();
         let metric = &spec.metric.name;
         let runs: Vec<(String, bool, Vec<f64>)> = case["runs"]
             .as_array()

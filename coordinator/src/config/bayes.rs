@@ -1,0 +1,88 @@
+//! `bayes:` (our extension): which model `method: bayes` uses and how it starts.
+
+use serde_json::Value;
+
+use super::{show, ConfigError};
+
+/// The model behind `method: bayes` and its settings (extension key `bayes:`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BayesOptions {
+    /// Which model: TPE (default) or a Gaussian process.
+    pub engine: BayesEngine,
+    /// Random trials before the model is used.
+    pub startup_trials: u64,
+    /// Candidates drawn from the good density per suggestion.
+    pub candidates: usize,
+}
+
+impl Default for BayesOptions {
+    fn default() -> Self {
+        BayesOptions {
+            engine: BayesEngine::Tpe,
+            startup_trials: 10,
+            candidates: 24,
+        }
+    }
+}
+
+/// The model behind `method: bayes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BayesEngine {
+    /// Tree-structured Parzen estimator (`search::tpe`).
+    Tpe,
+    /// Gaussian process with expected improvement (`search::gp`).
+    Gp,
+}
+
+/// Reads the `bayes:` section (absent: the defaults).
+pub(super) fn parse(v: Option<&Value>) -> Result<BayesOptions, ConfigError> {
+    let mut o = BayesOptions::default();
+    let Some(v) = v else { return Ok(o) };
+    let Value::Object(m) = v else {
+        return Err(ConfigError::new(
+            "bayes",
+            "expected a mapping, e.g. {engine: tpe, startup_trials: 10}",
+        ));
+    };
+    for (k, v) in m {
+        let p = format!("bayes.{k}");
+        match k.as_str() {
+            "engine" => match v.as_str() {
+                Some("tpe") => o.engine = BayesEngine::Tpe,
+                Some("gp") => o.engine = BayesEngine::Gp,
+                _ => {
+                    return Err(ConfigError::new(
+                        p,
+                        format!("expected tpe or gp, got {}", show(v)),
+                    ))
+                }
+            },
+            "startup_trials" => {
+                o.startup_trials = v.as_u64().filter(|n| *n <= 10_000).ok_or_else(|| {
+                    ConfigError::new(
+                        p,
+                        format!("expected an integer from 0 to 10000, got {}", show(v)),
+                    )
+                })?
+            }
+            "candidates" => {
+                o.candidates = v
+                    .as_u64()
+                    .filter(|n| (1..=10_000).contains(n))
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            p,
+                            format!("expected an integer from 1 to 10000, got {}", show(v)),
+                        )
+                    })? as usize
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    p,
+                    "unknown key; expected engine, startup_trials, candidates",
+                ))
+            }
+        }
+    }
+    Ok(o)
+}

@@ -1,0 +1,169 @@
+//! Grid points and random draws of parsed configs: W&B's grid order (golden vectors), its
+//! duplicate merging and value types, every distribution's range.
+
+use serde_json::{json, Value};
+
+use super::{grid, sample, suggest};
+use crate::config::tests::golden;
+use crate::config::SweepSpec;
+
+#[test]
+fn grid_order_equals_wandb_on_every_golden_case() {
+    let cases = golden("grid.json");
+    assert!(cases.len() >= 10);
+    for case in cases {
+        let spec = SweepSpec::from_value(case["config"].clone())
+            .unwrap_or_else(|e| panic!("{}: {e}", case["config"]));
+        let want = case["grid"].as_array().unwrap();
+        assert_eq!(spec.total(), Some(want.len() as u64), "{}", case["config"]);
+        for (i, w) in want.iter().enumerate() {
+            let got = grid::point(&spec.parameters, i as u64).unwrap();
+            assert_eq!(&got, w, "{}: point {i}", case["config"]);
+        }
+        assert!(grid::point(&spec.parameters, want.len() as u64).is_none());
+    }
+}
+
+#[test]
+fn random_draws_respect_every_distribution() {
+    use rand::SeedableRng;
+    let spec = SweepSpec::parse(
+        r#"
+method: random
+parameters:
+  u: {distribution: uniform, min: -1, max: 1}
+  i: {distribution: int_uniform, min: 3, max: 5}
+  q: {distribution: q_uniform, min: 0, max: 1, q: 0.25}
+  lv: {distribution: log_uniform_values, min: 0.0001, max: 0.1}
+  ql: {distribution: q_log_uniform_values, min: 16, max: 256, q: 16}
+  l: {distribution: log_uniform, min: -2, max: 0}
+  n: {distribution: normal, mu: 5, sigma: 0.1}
+  ln: {distribution: log_normal, mu: 0, sigma: 0.5}
+  b: {distribution: beta, a: 2, b: 2}
+  c: {values: [x, y], probabilities: [0.9, 0.1]}
+  nest: {parameters: {k: {value: 7}}}
+"#,
+    )
+    .unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let mut xs = 0;
+    for _ in 0..500 {
+        let p = sample::draw(&spec.parameters, &mut rng);
+        let f = |k: &str| p[k].as_f64().unwrap();
+        assert!((-1.0..1.0).contains(&f("u")));
+        assert!(p["i"].is_i64() && (3..=5).contains(&p["i"].as_i64().unwrap()));
+        assert!([0.0, 0.25, 0.5, 0.75, 1.0].contains(&f("q")));
+        assert!((0.0001..=0.1).contains(&f("lv")));
+        assert!(
+            p["ql"].is_i64() && p["ql"].as_i64().unwrap() % 16 == 0,
+            "{}",
+            p["ql"]
+        );
+        assert!((0.13..=1.0).contains(&f("l")));
+        assert!((4.0..6.0).contains(&f("n")));
+        assert!(f("ln") > 0.0);
+        assert!((0.0..=1.0).contains(&f("b")));
+        assert_eq!(p["nest"]["k"], 7);
+        xs += usize::from(p["c"] == "x");
+    }
+    assert!(
+        (400..490).contains(&xs),
+        "{xs} of 500 draws were x at p = 0.9"
+    );
+}
+
+#[test]
+fn huge_grids_are_refused_and_large_ones_are_never_listed() {
+    // 10¹² integers: refused with the limit and the parameter that makes it so large.
+    let e = SweepSpec::parse(
+        "method: grid\ntrainer: synthetic\nparameters:\n  x: {distribution: int_uniform, min: 0, max: 1000000000000}\n",
+    )
+    .unwrap_err();
+    assert_eq!(e.path, "parameters");
+    assert!(e.message.contains("1000000000001 points"), "{}", e.message);
+    assert!(e.message.contains("parameters.x alone"), "{}", e.message);
+    let e = SweepSpec::parse(
+        "method: grid\ntrainer: synthetic\nparameters:\n  x: {distribution: q_uniform, min: 0, max: 1, q: 1.0e-15}\n",
+    )
+    .unwrap_err();
+    assert!(
+        e.message.contains("more than the 100000000 allowed"),
+        "{}",
+        e.message
+    );
+    // 10⁸ points (two parameters of 10⁴): accepted, and its last point is computed at once.
+    let spec = SweepSpec::parse(
+        "method: grid\ntrainer: synthetic\nparameters:\n  a: {distribution: int_uniform, min: 1, max: 10000}\n  \
+         b: {distribution: q_uniform, min: 0, max: 1, q: 0.0001}\n",
+    )
+    .unwrap();
+    assert_eq!(spec.total(), Some(100_000_000));
+    let t = std::time::Instant::now();
+    for _ in 0..1000 {
+        let last = grid::point(&spec.parameters, 99_999_999).unwrap();
+        assert_eq!(last["a"], 10000);
+        assert!((last["b"].as_f64().unwrap() - 0.9999).abs() < 1e-9);
+    }
+    assert!(grid::point(&spec.parameters, 100_000_000).is_none());
+    // A listed grid would take seconds per point; computed, a thousand take microseconds each.
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn wandb_parity_grid_duplicates_order_and_types() {
+    // [a, b, c, a] is three points; equal values keep the place of the first and the last value.
+    let s = SweepSpec::from_value(json!({"method": "grid", "parameters": {
+        "x": {"values": ["a", "b", "c", "a"]},
+        "n": {"values": [3000000, 7, 3000000.0]},
+        "d": {"values": [{"p": 1, "q": 2}, {"q": 2, "p": 1}]},
+    }}))
+    .unwrap();
+    // x: 3 distinct, n: 2 distinct, d: 1 distinct.
+    assert_eq!(s.total(), Some(6));
+    let n: Vec<Value> = (0..6)
+        .map(|i| grid::point(&s.parameters, i).unwrap()["n"].clone())
+        .collect();
+    assert_eq!(n[0], json!(3000000.0), "the last of equal values");
+    // A group `a` sorts before `a-x` at its level, as W&B walks each level sorted.
+    let s = SweepSpec::from_value(json!({"method": "grid", "parameters": {
+        "a-x": {"values": [1, 2]},
+        "a": {"parameters": {"b": {"values": [3, 4]}}},
+    }}))
+    .unwrap();
+    let p1 = grid::point(&s.parameters, 1).unwrap();
+    assert_eq!(p1, json!({"a": {"b": 3}, "a-x": 2}), "a-x varies fastest");
+    // Quantized draws are integers exactly when q is written as one.
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let s = SweepSpec::from_value(json!({"method": "random", "parameters": {
+        "qi": {"distribution": "q_log_uniform_values", "min": 1.5, "max": 300.5, "q": 2},
+        "qf": {"distribution": "q_uniform", "min": 0, "max": 10, "q": 1.0},
+        "qb": {"distribution": "q_beta", "a": 2, "b": 2},
+    }}))
+    .unwrap();
+    for _ in 0..20 {
+        let v = sample::draw(&s.parameters, &mut rng);
+        assert!(v["qi"].is_i64(), "{v}");
+        assert!(v["qf"].is_f64(), "{v}");
+        assert!(v["qb"].is_f64(), "{v}");
+    }
+}
+
+#[test]
+fn suggestions_are_pure_and_bounded() {
+    let spec =
+        SweepSpec::parse("method: random\nrun_cap: 3\nparameters:\n  x: {min: 0.0, max: 1.0}\n")
+            .unwrap();
+    let a: Vec<_> = (1..=3).map(|n| suggest(&spec, n).unwrap()).collect();
+    let b: Vec<_> = (1..=3).map(|n| suggest(&spec, n).unwrap()).collect();
+    assert_eq!(a, b);
+    assert_ne!(a[0], a[1]);
+    assert!(suggest(&spec, 4).is_none());
+    let grid = SweepSpec::parse("method: grid\nparameters:\n  x: {values: [1, 2]}\n").unwrap();
+    assert_eq!(suggest(&grid, 2).unwrap()["x"], 2);
+    assert!(suggest(&grid, 3).is_none());
+}
