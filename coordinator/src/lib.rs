@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod net;
 pub mod report;
 pub mod search;
+pub mod server;
 pub mod service;
 pub mod stopping;
 pub mod store;

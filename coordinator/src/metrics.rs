@@ -45,15 +45,6 @@ fn rpc_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.00005, 3.0, 11))
 }
 
-/// Leases granted and expired, counted by the engine.
-#[derive(Debug, Clone, Default)]
-pub struct EngineCounters {
-    /// Leases handed to workers.
-    pub leases_granted: Counter,
-    /// Leases that expired (the trial re-queued or failed).
-    pub leases_expired: Counter,
-}
-
 /// Everything `/metrics` shows.
 #[derive(Debug)]
 pub struct CoordinatorMetrics {

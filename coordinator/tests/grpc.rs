@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use coordinator::engine::{Engine, EngineOptions};
-use coordinator::service::ServeOptions;
+use coordinator::server::ServeOptions;
 use sweep_proto::conn::{channel, ClientOptions, Secret};
 use sweep_proto::pb;
 use tokio_stream::StreamExt;
@@ -36,7 +36,7 @@ async fn start_with(
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
-        coordinator::service::serve(
+        coordinator::server::serve(
             engine,
             listener,
             async {

@@ -18,7 +18,7 @@ use crate::config::SweepSpec;
 use crate::engine::{Engine, EngineOptions};
 use crate::export;
 use crate::report::TOP_CURVES;
-use crate::service;
+use crate::{server, service};
 
 /// `coordinator`: holds sweeps and hands their trials to workers.
 #[derive(Debug, Parser)]
@@ -401,7 +401,7 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
             http_listen,
             http_allow_host,
         } => {
-            let opts = service::ServeOptions {
+            let opts = server::ServeOptions {
                 token: token.and_then(Secret::new),
                 tls: tls_cert.zip(tls_key),
                 metrics_listen,
@@ -428,7 +428,7 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
                 quit_on_second_signal();
                 let _ = sig_tx.send(n);
             };
-            service::serve(engine, listener, signal, &opts)
+            server::serve(engine, listener, signal, &opts)
                 .await
                 .map_err(|e| CliError::Other(e.to_string()))?;
             // SIGTERM is how service managers stop a daemon: a clean stop exits 0 (what
@@ -811,7 +811,7 @@ async fn run_local(
     let addr = listener
         .local_addr()
         .map_err(|e| CliError::Other(e.to_string()))?;
-    let url = service::url_of(addr);
+    let url = server::url_of(addr);
     // The dashboard's address is checked here, so a port in use is an error before any work.
     let http_listen = match http_listen {
         Some(a) => {
@@ -825,7 +825,7 @@ async fn run_local(
         None => None,
     };
     let dashboard_at = http_listen.clone();
-    let serve_opts = service::ServeOptions {
+    let serve_opts = server::ServeOptions {
         http_listen,
         ..Default::default()
     };
@@ -835,7 +835,7 @@ async fn run_local(
     let (agents_stop, agents_rx) = tokio::sync::watch::channel(false);
     let engine2 = engine.clone();
     let server = tokio::spawn(async move {
-        service::serve(
+        server::serve(
             engine2,
             listener,
             async move {

@@ -274,11 +274,20 @@ struct Inner {
     opts: EngineOptions,
     work: Notify,
     events: broadcast::Sender<Event>,
-    counters: crate::metrics::EngineCounters,
+    counters: EngineCounters,
     /// Wait before the next read-back after a failed write; doubles while writes keep failing.
     recovery: Mutex<(std::time::Instant, Duration)>,
     /// Set once the coordinator is shutting down: long polls, streams and the reaper end.
     closing: tokio::sync::watch::Sender<bool>,
+}
+
+/// Leases granted and expired, counted by the engine.
+#[derive(Debug, Clone, Default)]
+pub struct EngineCounters {
+    /// Leases handed to workers.
+    pub leases_granted: prometheus_client::metrics::counter::Counter,
+    /// Leases that expired (the trial re-queued or failed).
+    pub leases_expired: prometheus_client::metrics::counter::Counter,
 }
 
 /// Most classes a confusion matrix may have (its picture stays about 2,300 pixels square).
@@ -352,7 +361,7 @@ impl Engine {
                 opts,
                 work: Notify::new(),
                 events,
-                counters: crate::metrics::EngineCounters::default(),
+                counters: EngineCounters::default(),
                 recovery: Mutex::new((std::time::Instant::now(), RECOVERY_WAIT.0)),
                 closing: tokio::sync::watch::channel(false).0,
             }),
@@ -624,7 +633,7 @@ impl Engine {
     }
 
     /// Leases granted and expired since this process started (for `/metrics`).
-    pub fn counters(&self) -> &crate::metrics::EngineCounters {
+    pub fn counters(&self) -> &EngineCounters {
         &self.inner.counters
     }
 

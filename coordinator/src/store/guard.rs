@@ -64,9 +64,11 @@ impl StoreLock {
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "this host".into());
         let line = format!(
-            "coordinator pid {} on {host}, since unix time {:.0}\n",
+            "coordinator pid {} on {host}, since unix time {}\n",
             std::process::id(),
-            crate::engine::now()
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
         );
         file.set_len(0).map_err(LockError::Io)?;
         file.rewind().map_err(LockError::Io)?;
