@@ -1,7 +1,6 @@
 //! The `coordinator` command line: `serve`, the all-in-one `run`, and the client commands
 //! (`submit`, `watch`, `status`, `leaderboard`, `export`, `trial`, `pause`, `resume`, `stop`).
 
-pub mod bench;
 mod watch;
 
 use watch::watch;
@@ -227,12 +226,6 @@ pub enum Command {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Measure end-to-end trials/s and call latency with worker processes (a benchmark)
-    Bench(bench::BenchArgs),
-    /// Many simulated workers against one coordinator for a fixed time: errors, memory, latency (a benchmark)
-    BenchLoad(bench::LoadArgs),
-    /// Measure Bayesian search quality and suggestion speed, beside Optuna (a benchmark)
-    BenchSearch(bench::SearchBenchArgs),
     /// Stop the sweep: no new trials, running ones are told to stop
     Stop {
         /// Sweep id
@@ -344,7 +337,7 @@ pub fn read_config(file: &Path, trainer: Option<&str>) -> Result<(String, SweepS
 impl Command {
     /// Whether the command only makes a few calls, prints and exits — the ones for which a
     /// closed stdout may end the process by SIGPIPE (`worker::cli::restore_sigpipe`). Not the
-    /// ones that serve (`serve`, `run`, the benchmarks) or hold a stream (`watch`).
+    /// ones that serve (`serve`, `run`) or hold a stream (`watch`).
     pub fn prints_and_exits(&self) -> bool {
         match self {
             Command::Submit { .. }
@@ -356,12 +349,7 @@ impl Command {
             | Command::Pause { .. }
             | Command::Resume { .. }
             | Command::Stop { .. } => true,
-            Command::Serve { .. }
-            | Command::Run { .. }
-            | Command::Watch { .. }
-            | Command::Bench(_)
-            | Command::BenchLoad(_)
-            | Command::BenchSearch(_) => false,
+            Command::Serve { .. } | Command::Run { .. } | Command::Watch { .. } => false,
         }
     }
 }
@@ -636,9 +624,6 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
         Command::Pause { sweep, conn } => control(&conn, &sweep, pb::Control::Pause).await,
         Command::Resume { sweep, conn } => control(&conn, &sweep, pb::Control::Resume).await,
         Command::Stop { sweep, conn } => control(&conn, &sweep, pb::Control::Stop).await,
-        Command::Bench(a) => bench::run(&a).await,
-        Command::BenchLoad(a) => bench::run_load(&a).await,
-        Command::BenchSearch(a) => bench::run_search(&a),
     }
 }
 

@@ -71,10 +71,11 @@ pub fn suggest(spec: &SweepSpec, n: u64) -> Option<Value> {
     }
 }
 
-/// Runs `trials` trials of `spec` one at a time on a synthetic test function, through the same
-/// suggestion path the engine uses (`spec.method`, `spec.bayes.engine`, `spec.seed` decide), and
-/// returns the best value found (minimisation). For search-quality benchmarks and tests.
-pub fn sequential_best(spec: &SweepSpec, function: &str, trials: u64) -> f64 {
+/// Runs `trials` trials of `spec` one at a time on `objective` (a test function of the
+/// parameters; smaller is better), through the same suggestion path the engine uses
+/// (`spec.method`, `spec.bayes.engine`, `spec.seed` decide), and returns the best value found.
+/// For search-quality benchmarks and tests.
+pub fn sequential_best(spec: &SweepSpec, trials: u64, objective: impl Fn(&Value) -> f64) -> f64 {
     let mut hist: Vec<(Value, f64)> = Vec::new();
     for n in 1..=trials {
         let obs: Vec<Observation<'_>> = hist
@@ -87,11 +88,7 @@ pub fn sequential_best(spec: &SweepSpec, function: &str, trials: u64) -> f64 {
         let Some(params) = suggest_with_history(spec, n, &obs) else {
             break;
         };
-        let map: std::collections::BTreeMap<String, Value> = params
-            .as_object()
-            .map(|m| m.clone().into_iter().collect())
-            .unwrap_or_default();
-        let y = worker::synthetic::evaluate(function, &map).unwrap_or(f64::INFINITY);
+        let y = objective(&params);
         hist.push((params, y));
     }
     hist.iter().map(|h| h.1).fold(f64::INFINITY, f64::min)

@@ -27,7 +27,7 @@ use crate::config::BayesOptions;
 
 /// Bandwidth of a continuous kernel as a fraction of the range, before the `n^(−1/(d+4))`
 /// factor. Optuna's multivariate TPE uses 0.2; 0.1 did better on branin and hartmann6 over 20
-/// seeds (`coordinator bench-search`: median best 0.47 vs 0.58 and −3.00 vs −2.70), and a
+/// seeds (`sweep-bench search`: median best 0.47 vs 0.58 and −3.00 vs −2.70), and a
 /// data-adaptive (Scott) bandwidth and a univariate model both did worse.
 pub const BANDWIDTH: f64 = 0.1;
 
@@ -240,7 +240,7 @@ mod tests {
         } else {
             spec.method = crate::config::Method::Random;
         }
-        crate::search::sequential_best(&spec, "branin", n as u64)
+        crate::search::sequential_best(&spec, n as u64, crate::search::tests::objective("branin"))
     }
 
     #[test]

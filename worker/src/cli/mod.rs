@@ -1,7 +1,6 @@
 //! The `worker` command line: argument types and the code behind each subcommand. The binary
 //! (`src/main.rs`) only parses and maps [`CliError`] to an exit code.
 
-pub mod bench;
 pub mod train;
 
 use clap::{Parser, Subcommand};
@@ -88,8 +87,6 @@ pub struct AgentArgs {
 pub enum Command {
     /// Train one MLP and report its metrics and confusion matrix
     Train(Box<train::TrainArgs>),
-    /// Measure training speed (and PyTorch's/NumPy's on the same model, when installed)
-    Bench(bench::BenchArgs),
     /// Draw one sample image per class in a labelled grid (PNG or SVG)
     Samples(SamplesArgs),
 }
@@ -201,7 +198,6 @@ impl CliError {
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Some(Command::Train(a)) => train::run(&a),
-        Some(Command::Bench(a)) => bench::run(&a),
         Some(Command::Samples(a)) => run_samples(&a),
         None => run_agent(&cli.agent),
     }

@@ -1,4 +1,4 @@
-//! The observers of `coordinator bench --watchers N --pages M`: `watch` streams and dashboard
+//! The observers of `sweep-bench coordinator --watchers N --pages M`: `watch` streams and dashboard
 //! pages, so that the cost of looking at a sweep is measured against the same sweep unwatched.
 //!
 //! A watcher is what `coordinator watch` is to the server: its own connection and one Watch
@@ -11,6 +11,7 @@
 //! running trial when it is drawn and the page did not see it start (points come with the
 //! events).
 
+use anyhow::{anyhow, Result};
 use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,8 +22,6 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-
-use crate::cli::CliError;
 
 /// Running trials whose curves a page draws (app.js MAX_RUNNING_CURVES).
 const RUNNING_CURVES: usize = 8;
@@ -46,7 +45,7 @@ pub(super) async fn start(
     id: &str,
     watchers: usize,
     pages: usize,
-) -> Result<Observers, CliError> {
+) -> Result<Observers> {
     let o = Observers {
         tasks: Vec::new(),
         events: Arc::new(AtomicU64::new(0)),
@@ -56,10 +55,10 @@ pub(super) async fn start(
     let mut o = o;
     for _ in 0..watchers {
         let ch = tonic::transport::Endpoint::from_shared(url.to_string())
-            .map_err(|e| CliError::Other(e.to_string()))?
+            .map_err(|e| anyhow!(e.to_string()))?
             .connect()
             .await
-            .map_err(|e| CliError::Other(e.to_string()))?;
+            .map_err(|e| anyhow!(e.to_string()))?;
         let mut c = pb::sweeps_client::SweepsClient::new(ch);
         let mut stream = c
             .watch(pb::WatchRequest {
@@ -67,7 +66,7 @@ pub(super) async fn start(
                 detail: pb::WatchDetail::Ended as i32,
             })
             .await
-            .map_err(|s| CliError::Other(format!("watch: {s}")))?
+            .map_err(|s| anyhow!(format!("watch: {s}")))?
             .into_inner();
         let events = o.events.clone();
         o.tasks.push(tokio::spawn(async move {
@@ -79,7 +78,7 @@ pub(super) async fn start(
         }));
     }
     if pages > 0 {
-        let http = http.ok_or_else(|| CliError::Other("pages need an HTTP listener".into()))?;
+        let http = http.ok_or_else(|| anyhow!("pages need an HTTP listener"))?;
         for _ in 0..pages {
             let page = Page {
                 addr: http.to_string(),
@@ -102,14 +101,14 @@ pub(super) async fn start(
 impl Observers {
     /// Waits for the watch streams to end (they do when the sweep has), closes the pages and
     /// returns (watch and page events received, page requests made).
-    pub(super) async fn finish(self) -> Result<(u64, u64), CliError> {
+    pub(super) async fn finish(self) -> Result<(u64, u64)> {
         self.stop.notify_waiters();
         for t in self.tasks {
             tokio::time::timeout(Duration::from_secs(60), t)
                 .await
-                .map_err(|_| CliError::Other("an observer did not end with the sweep".into()))?
-                .map_err(|e| CliError::Other(e.to_string()))?
-                .map_err(|e| CliError::Other(format!("an observer failed: {e}")))?;
+                .map_err(|_| anyhow!("an observer did not end with the sweep"))?
+                .map_err(|e| anyhow!(e.to_string()))?
+                .map_err(|e| anyhow!(format!("an observer failed: {e}")))?;
         }
         Ok((
             self.events.load(Ordering::Relaxed),

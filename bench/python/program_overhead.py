@@ -1,6 +1,6 @@
 """What running a program under a sweep worker costs, against the same program run bare.
 
-    python3 coordinator/bench/program_overhead.py [--bin target/release] [--trials 20] [--logs 20000]
+    python3 bench/python/program_overhead.py [--bin target/release] [--trials 20] [--logs 20000]
 
 Starts `coordinator serve` and one `worker --allow-programs --slots 1` on loopback, then:
 1. per trial: a sweep of N trials of a program that imports wandb, calls wandb.init, logs the

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference implementations of the benchmark MLP, for `worker bench`.
+"""Reference implementations of the benchmark MLP, for `sweep-bench train`.
 
 Trains the same model as `worker train` (784-H-...-10, ReLU, softmax + cross-entropy, Adam,
 Xavier-uniform weights, zero biases) on the same Fashion-MNIST training split size, in PyTorch

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Optuna's throughput on the task `coordinator bench` measures, for comparison.
+"""Optuna's throughput on the task `sweep-bench coordinator` measures, for comparison.
 
 N trials of a synthetic objective (two uniform parameters, E intermediate reports each, no
 sleep) run by 2 processes sharing one study, first with SQLite (RDB) storage, then with the

@@ -1,10 +1,11 @@
-//! `worker bench`: training speed of the reference MLP (784-128-128-128-10, ReLU, Adam,
+//! `sweep-bench train`: training speed of the reference MLP (784-128-128-128-10, ReLU, Adam,
 //! cross-entropy, Fashion-MNIST's 54,000 training images), beside PyTorch's and NumPy's on the
 //! same model in the same run when they are installed.
 //!
 //! Figures are medians over epochs; "s/epoch" is training time only (no validation), the same
 //! quantity the reference script times.
 
+use anyhow::{anyhow, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -12,33 +13,32 @@ use std::time::Instant;
 use clap::Args;
 use serde_json::{json, Value};
 
-use super::CliError;
-use crate::data::{self, DatasetSpec};
-use crate::nn::kernels;
-use crate::train::{self, TrainConfig, TrialOptions};
+use worker::data::{self, DatasetSpec};
+use worker::nn::kernels;
+use worker::train::{self, TrainConfig, TrialOptions};
 
 /// Measure seconds per epoch and samples/s of the reference MLP, on one thread and as two
 /// concurrent trials, with PyTorch and NumPy beside it when `python3` can import them.
 #[derive(Debug, Args)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// Batch sizes to measure on one thread
     #[arg(long, value_delimiter = ',', default_value = "16,64,256")]
-    pub batch_sizes: Vec<usize>,
+    pub(crate) batch_sizes: Vec<usize>,
     /// Epochs per measurement (the median is reported)
     #[arg(long, default_value_t = 3)]
-    pub epochs: usize,
+    pub(crate) epochs: usize,
     /// Batch size of the two-concurrent-trials measurement
     #[arg(long, default_value_t = 64)]
-    pub concurrent_batch_size: usize,
+    pub(crate) concurrent_batch_size: usize,
     /// Skip the PyTorch and NumPy runs
     #[arg(long)]
-    pub no_reference: bool,
+    pub(crate) no_reference: bool,
     /// Directory holding fashion-mnist/ [default: the repository's data/]
     #[arg(long, env = "SWEEP_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
     /// Print one JSON object instead of a table
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -51,7 +51,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Training FLOPs per image of an MLP with these widths: forward `2·in·out` per layer, weight
 /// gradient `2·in·out`, input gradient `2·in·out` for every layer but the first.
-pub fn train_flops_per_image(sizes: &[usize]) -> f64 {
+pub(crate) fn train_flops_per_image(sizes: &[usize]) -> f64 {
     sizes
         .windows(2)
         .enumerate()
@@ -67,7 +67,7 @@ pub fn train_flops_per_image(sizes: &[usize]) -> f64 {
 }
 
 /// Single-thread f32 GEMM throughput of the `gemm` crate on square matrices, GFLOP/s.
-pub fn gemm_peak_gflops(n: usize, reps: usize) -> f64 {
+pub(crate) fn gemm_peak_gflops(n: usize, reps: usize) -> f64 {
     let a =
         ndarray::Array2::<f32>::from_shape_fn((n, n), |(i, j)| ((i * 7 + j * 3) % 11) as f32 * 0.1);
     let b = a.t().to_owned();
@@ -89,14 +89,14 @@ struct Measured {
     test_accuracy: f64,
 }
 
-fn measure(cfg: &TrainConfig, ds: &data::Dataset) -> Result<Measured, CliError> {
+fn measure(cfg: &TrainConfig, ds: &data::Dataset) -> Result<Measured> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()
-        .map_err(|e| CliError::Other(e.to_string()))?;
+        .map_err(|e| anyhow!(e.to_string()))?;
     let r = pool
         .install(|| train::run_trial(cfg, ds, &TrialOptions::default(), &mut train::NoObserver))
-        .map_err(|e| CliError::Other(e.to_string()))?;
+        .map_err(|e| anyhow!(e.to_string()))?;
     let sps = median(r.epochs.iter().map(|e| e.samples_per_second).collect());
     Ok(Measured {
         seconds_per_epoch: r.train_samples as f64 / sps,
@@ -112,7 +112,7 @@ fn reference(
     epochs: usize,
     data_dir: &Path,
 ) -> Option<Value> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/reference_mlp.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/reference_mlp.py");
     let out = Command::new("python3")
         .arg(&script)
         .args(["--framework", framework, "--data-dir"])
@@ -158,16 +158,16 @@ fn peak_rss_of_train(data_dir: &Path) -> Option<u64> {
     last["peak_rss_bytes"].as_u64()
 }
 
-/// Runs `worker bench`.
-pub fn run(args: &BenchArgs) -> Result<(), CliError> {
+/// Runs `sweep-bench train`.
+pub(crate) fn run(args: &BenchArgs) -> Result<()> {
     if args.epochs == 0 || args.batch_sizes.contains(&0) || args.concurrent_batch_size == 0 {
-        return Err(CliError::Usage(
-            "--epochs, --batch-sizes and --concurrent-batch-size must be ≥ 1".into(),
+        return Err(anyhow!(
+            "--epochs, --batch-sizes and --concurrent-batch-size must be ≥ 1",
         ));
     }
     let data_dir = args.data_dir.clone().unwrap_or_else(data::default_data_dir);
-    let ds = data::load(&DatasetSpec::FashionMnist, &data_dir)
-        .map_err(|e| CliError::Data(e.to_string()))?;
+    let ds =
+        data::load(&DatasetSpec::FashionMnist, &data_dir).map_err(|e| anyhow!(e.to_string()))?;
     let base = TrainConfig {
         epochs: args.epochs,
         ..TrainConfig::default()
@@ -253,7 +253,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
             .samples_per_second
         }
     };
-    let results: Vec<Result<Measured, CliError>> = std::thread::scope(|s| {
+    let results: Vec<Result<Measured>> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..2u64)
             .map(|i| {
                 let cfg = TrainConfig {
@@ -268,7 +268,7 @@ pub fn run(args: &BenchArgs) -> Result<(), CliError> {
         hs.into_iter()
             .map(|h| {
                 h.join()
-                    .unwrap_or_else(|_| Err(CliError::Other("bench thread panicked".into())))
+                    .unwrap_or_else(|_| Err(anyhow!("bench thread panicked")))
             })
             .collect()
     });

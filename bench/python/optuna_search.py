@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Optuna's search quality on the functions `coordinator bench-search` uses.
+"""Optuna's search quality on the functions `sweep-bench search` uses.
 
 For each function and seed: a study of N trials with TPESampler(seed) (Optuna's default
 settings) and, when it can be imported, GPSampler(seed). Prints one JSON line per

@@ -1,0 +1,189 @@
+//! `sweep-bench search`: search quality and suggestion speed of `method: bayes` (TPE and GP)
+//! on the synthetic test functions, beside Optuna's samplers on the same tasks when `python3`
+//! can import optuna (python/optuna_search.py).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{anyhow, Result};
+use clap::Args;
+
+use crate::common::*;
+
+/// Search quality and suggestion speed of `method: bayes` (TPE), beside Optuna's samplers.
+#[derive(Debug, Args)]
+pub(crate) struct SearchBenchArgs {
+    /// Trials per sweep
+    #[arg(long, default_value_t = 50)]
+    pub(crate) trials: usize,
+    /// Seeds per function
+    #[arg(long, default_value_t = 10)]
+    pub(crate) seeds: u64,
+    /// Skip the Optuna comparison
+    #[arg(long)]
+    pub(crate) no_reference: bool,
+}
+
+fn space(function: &str) -> coordinator::config::SweepSpec {
+    let mut text = format!(
+        "method: bayes\ntrainer: synthetic\nsynthetic: {{function: {function}}}\n\
+         metric: {{name: loss, goal: minimize}}\nparameters:\n"
+    );
+    if function == "branin" {
+        text.push_str("  x1: {min: -5.0, max: 10.0}\n  x2: {min: 0.0, max: 15.0}\n");
+    } else {
+        for i in 1..=6 {
+            text.push_str(&format!("  x{i}: {{min: 0.0, max: 1.0}}\n"));
+        }
+    }
+    coordinator::config::SweepSpec::parse(&text).expect("built-in benchmark space")
+}
+
+/// The best value of one sequential sweep: `method` random or bayes with `engine`.
+fn sweep_best(
+    spec: &coordinator::config::SweepSpec,
+    function: &str,
+    engine: Option<coordinator::config::BayesEngine>,
+    seed: u64,
+    trials: usize,
+) -> f64 {
+    let mut spec = spec.clone();
+    spec.seed = seed;
+    match engine {
+        Some(e) => spec.bayes.engine = e,
+        None => spec.method = coordinator::config::Method::Random,
+    }
+    coordinator::search::sequential_best(&spec, trials as u64, |params| {
+        let map = params
+            .as_object()
+            .map(|m| m.clone().into_iter().collect())
+            .unwrap_or_default();
+        worker::synthetic::evaluate(function, &map).unwrap_or(f64::INFINITY)
+    })
+}
+
+fn suggestion_ms(finished: usize, gp: bool) -> f64 {
+    let mut spec = space("hartmann6");
+    if gp {
+        spec.bayes.engine = coordinator::config::BayesEngine::Gp;
+    }
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
+    let hist: Vec<(serde_json::Value, f64)> = (0..finished)
+        .map(|_| {
+            let p = coordinator::search::sample::draw(&spec.parameters, &mut rng);
+            let map: std::collections::BTreeMap<String, serde_json::Value> = p
+                .as_object()
+                .map(|m| m.clone().into_iter().collect())
+                .unwrap_or_default();
+            let y = worker::synthetic::evaluate("hartmann6", &map).unwrap_or(0.0);
+            (p, y)
+        })
+        .collect();
+    let times: Vec<f64> = (0..21)
+        .map(|i| {
+            let t = Instant::now();
+            let obs: Vec<coordinator::search::Observation<'_>> = hist
+                .iter()
+                .map(|(p, y)| coordinator::search::Observation {
+                    params: p,
+                    loss: Some(*y),
+                })
+                .collect();
+            let _ = coordinator::search::suggest_with_history(&spec, finished as u64 + 1 + i, &obs);
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    median(times)
+}
+
+/// Runs `sweep-bench search`.
+pub(crate) fn run_search(a: &SearchBenchArgs) -> Result<()> {
+    if a.trials == 0 || a.seeds == 0 {
+        return Err(anyhow!("--trials and --seeds must be ≥ 1"));
+    }
+    println!(
+        "median best value (minimisation) over {} seeds, {} trials each:",
+        a.seeds, a.trials
+    );
+    let mut ours = std::collections::BTreeMap::new();
+    for f in ["branin", "hartmann6"] {
+        let spec = space(f);
+        let rnd = median(
+            (0..a.seeds)
+                .map(|s| sweep_best(&spec, f, None, s, a.trials))
+                .collect(),
+        );
+        let tpe = median(
+            (0..a.seeds)
+                .map(|s| {
+                    sweep_best(
+                        &spec,
+                        f,
+                        Some(coordinator::config::BayesEngine::Tpe),
+                        s,
+                        a.trials,
+                    )
+                })
+                .collect(),
+        );
+        let gp = median(
+            (0..a.seeds)
+                .map(|s| {
+                    sweep_best(
+                        &spec,
+                        f,
+                        Some(coordinator::config::BayesEngine::Gp),
+                        s,
+                        a.trials,
+                    )
+                })
+                .collect(),
+        );
+        println!("  {f:<10} random {rnd:>9.4}   ours TPE {tpe:>9.4}   ours GP {gp:>9.4}");
+        ours.insert((f, "tpe"), tpe);
+        ours.insert((f, "gp"), gp);
+    }
+    if !a.no_reference && python_imports("optuna") {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/optuna_search.py");
+        let out = Command::new("python3")
+            .arg(&script)
+            .args([
+                "--trials",
+                &a.trials.to_string(),
+                "--seeds",
+                &a.seeds.to_string(),
+            ])
+            .output();
+        if let Ok(o) = out {
+            for line in String::from_utf8_lossy(&o.stdout).lines() {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                    continue;
+                };
+                let best: Vec<f64> = serde_json::from_value(v["best"].clone()).unwrap_or_default();
+                let f = v["function"].as_str().unwrap_or("");
+                let m = median(best);
+                let sampler = v["sampler"].as_str().unwrap_or("?");
+                let mine = ours.get(&(f, sampler)).copied().unwrap_or(f64::NAN);
+                println!(
+                    "  {f:<10} Optuna {} {sampler} {m:>9.4}   ours {} {} it",
+                    v["version"].as_str().unwrap_or("?"),
+                    sampler.to_uppercase(),
+                    if mine <= m {
+                        "matches or beats"
+                    } else {
+                        "is behind"
+                    }
+                );
+            }
+        }
+    }
+    for n in [1_000, 10_000] {
+        println!(
+            "suggestion time with {n} finished trials (6 dimensions): TPE {:.2} ms, GP {:.2} ms (median of 21)",
+            suggestion_ms(n, false),
+            suggestion_ms(n, true)
+        );
+    }
+    Ok(())
+}
