@@ -955,6 +955,58 @@ async fn corrupt_json_in_the_store_is_an_error_naming_the_cell() {
     assert!(err.contains("stored metrics is not valid JSON"), "{err}");
 }
 
+/// A restart reads each sweep's validated spec as it was stored: a config that a later
+/// version would refuse (here: its text replaced by one the validator refuses) does not stop
+/// the coordinator, and the sweep goes on with the spec it was submitted with. A store written
+/// before the spec was kept (spec NULL) still opens, from its config.
+#[tokio::test]
+async fn a_restart_does_not_validate_a_stored_config_again() {
+    let p = db("stored-spec");
+    let spec = SweepSpec::parse(
+        "method: grid\ntrainer: synthetic\nmetric: {name: loss, goal: minimize}\nparameters:\n  x: {values: [1, 2, 3]}\n",
+    )
+    .unwrap();
+    let id = {
+        let e = Engine::open(&p, opts(30_000)).unwrap();
+        e.create_sweep(spec, None).await.unwrap()
+    };
+    // What today's validator refuses: a grid over a continuous distribution.
+    let refused = r#"{"method": "grid", "trainer": "synthetic", "parameters": {"x": {"min": 0.0, "max": 1.0}}}"#;
+    assert!(SweepSpec::from_value(serde_json::from_str(refused).unwrap()).is_err());
+    let c = rusqlite::Connection::open(&p).unwrap();
+    c.execute("UPDATE sweeps SET config = ?1", [refused])
+        .unwrap();
+    drop(c);
+    let e = Engine::open(&p, opts(30_000)).expect("the stored spec is not validated again");
+    let total = e.with_sweep(&id, |s| s.spec.total()).unwrap();
+    assert_eq!(total, Some(3), "the spec as submitted");
+    let l = e
+        .lease("w", &[], None, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(l.params["x"], 1);
+    drop(e);
+    // A row without a spec (an older store) is read from its config, validated as before.
+    let c = rusqlite::Connection::open(&p).unwrap();
+    c.execute("UPDATE sweeps SET spec = NULL", []).unwrap();
+    drop(c);
+    let err = Engine::open(&p, opts(30_000)).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("stored config of sweep {id}")),
+        "{err}"
+    );
+    let c = rusqlite::Connection::open(&p).unwrap();
+    c.execute(
+        "UPDATE sweeps SET config = ?1",
+        [r#"{"method": "grid", "trainer": "synthetic", "metric": {"name": "loss", "goal": "minimize"}, "parameters": {"x": {"values": [1, 2, 3]}}}"#],
+    )
+    .unwrap();
+    drop(c);
+    let e = Engine::open(&p, opts(30_000)).unwrap();
+    assert_eq!(e.with_sweep(&id, |s| s.spec.total()).unwrap(), Some(3));
+}
+
 #[tokio::test]
 async fn an_ended_trials_curve_output_and_matrix_leave_memory_and_are_read_from_the_store() {
     let p = db("trimmed");

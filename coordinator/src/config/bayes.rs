@@ -5,7 +5,7 @@ use serde_json::Value;
 use super::{show, ConfigError};
 
 /// The model behind `method: bayes` and its settings (extension key `bayes:`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BayesOptions {
     /// Which model: TPE (default) or a Gaussian process.
     pub engine: BayesEngine,
@@ -26,7 +26,7 @@ impl Default for BayesOptions {
 }
 
 /// The model behind `method: bayes`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum BayesEngine {
     /// Tree-structured Parzen estimator (`search::tpe`).
     Tpe,

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::{kind, show, ConfigError};
 
 /// A validated early-termination rule.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Rule {
     /// W&B's hyperband.
     Hyperband {

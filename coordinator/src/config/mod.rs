@@ -82,7 +82,7 @@ impl ConfigError {
 }
 
 /// Search method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Method {
     /// Every combination, in W&B's order.
     Grid,
@@ -104,7 +104,7 @@ impl Method {
 }
 
 /// Whether the metric is to be maximised or minimised.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Goal {
     /// Larger is better.
     Maximize,
@@ -131,7 +131,7 @@ impl Goal {
 }
 
 /// The metric a sweep optimises.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Metric {
     /// Name of a reported metric (`val_accuracy`, `loss`, `test_accuracy`, …).
     pub name: String,
@@ -144,7 +144,7 @@ pub struct Metric {
 }
 
 /// What a failed trial counts as in the Bayesian model (W&B's `metric.impute`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Impute {
     /// The worst value seen (default).
     Worst,
@@ -155,7 +155,7 @@ pub enum Impute {
 }
 
 /// Which trainer runs the trials.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Trainer {
     /// The built-in MLP trainer; `train_samples` limits the training images (extension key
     /// `mlp: {train_samples: N}`).
@@ -192,7 +192,7 @@ impl Trainer {
 }
 
 /// A validated sweep.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SweepSpec {
     /// Display name (`name`), if given.
     pub name: Option<String>,
@@ -217,7 +217,9 @@ pub struct SweepSpec {
     pub bayes: BayesOptions,
     /// The early-termination rule (`early_terminate`).
     pub stopping: Option<Rule>,
-    /// The config as given (JSON), for storage and display.
+    /// The config as given (JSON), for storage and display (stored in a column of its own, so
+    /// not in the stored spec).
+    #[serde(skip)]
     pub raw: Value,
     /// What a person should know about the config though it is valid (a metric named like an
     /// accuracy that is minimized, a program a trainer key overrides, no metric).

@@ -8,7 +8,7 @@ use serde_json::{Map, Number, Value};
 use super::{kind, show, ConfigError};
 
 /// A continuous or integer distribution (W&B's names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Distribution {
     /// `U(min, max)`.
     Uniform,
@@ -93,7 +93,7 @@ impl Distribution {
 const NAMES: &str = "constant, categorical, uniform, int_uniform, q_uniform, log_uniform, log_uniform_values, q_log_uniform, q_log_uniform_values, inv_log_uniform, inv_log_uniform_values, normal, q_normal, log_normal, q_log_normal, beta, q_beta";
 
 /// One parameter.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ParamSpec {
     /// `value: X` (or `distribution: constant`).
     Constant(Value),

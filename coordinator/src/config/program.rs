@@ -9,7 +9,7 @@ use super::{show, ConfigError};
 pub const MAX_COMMAND_WORDS: usize = 1024;
 
 /// What runs each trial of a program sweep (built into argv on the worker, as W&B's agent does).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ProgramSpec {
     /// `program`: the script, relative to the worker's working directory.
     pub program: Option<String>,

@@ -396,3 +396,49 @@ fn every_independent_error_comes_at_once() {
     );
     assert_eq!(text.lines().count(), 5, "{text}");
 }
+
+/// The stored spec is the validated one (read back at a restart without validating again): every
+/// config W&B's golden vectors accept, and ours with every extension, come back equal.
+#[test]
+fn a_validated_spec_round_trips_through_its_stored_json() {
+    let mut configs: Vec<Value> = ["validate.json", "grid.json", "hyperband.json"]
+        .iter()
+        .flat_map(|f| golden(f))
+        .map(|case| case["config"].clone())
+        .collect();
+    configs.extend([
+        json!({"method": "bayes", "metric": {"name": "val_loss", "goal": "minimize", "target": 0.1, "impute": "best"},
+               "bayes": {"engine": "gp", "startup_trials": 4}, "seed": 7, "max_attempts": 2, "run_cap": 9,
+               "early_terminate": {"type": "asha", "min_iter": 1, "eta": 2},
+               "parameters": {"learning_rate": {"distribution": "log_uniform_values", "min": 1e-4, "max": 0.1},
+                              "batch_size": {"distribution": "q_log_uniform_values", "min": 16, "max": 256, "q": 16},
+                              "optimizer": {"values": ["adam", "sgd"], "probabilities": [0.7, 0.3]}}}),
+        json!({"method": "random", "program": "train.py", "command": ["${env}", "python3", "${program}", "${args}"],
+               "program_options": {"time_limit": 60, "wandb_shim": false},
+               "early_terminate": {"type": "median"}, "metric": {"name": "acc", "goal": "maximize"},
+               "parameters": {"g": {"parameters": {"a": {"distribution": "normal", "mu": 1, "sigma": 2}}}}}),
+        json!({"method": "grid", "trainer": "synthetic", "synthetic": {"function": "branin", "epochs": 3},
+               "parameters": {"x1": {"distribution": "q_uniform", "min": 0, "max": 1, "q": 0.25}, "x2": {"value": 1}}}),
+    ]);
+    let mut n = 0;
+    for config in configs {
+        let Ok(spec) = SweepSpec::from_value(config.clone()) else {
+            continue;
+        };
+        let text = serde_json::to_string(&spec).unwrap();
+        let back: SweepSpec =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{config}: {e}\n{text}"));
+        // The config itself is stored beside the spec, in a column of its own.
+        assert_eq!(back.raw, Value::Null);
+        assert_eq!(
+            SweepSpec {
+                raw: spec.raw.clone(),
+                ..back
+            },
+            spec,
+            "{config}"
+        );
+        n += 1;
+    }
+    assert!(n >= 50, "only {n} valid configs");
+}

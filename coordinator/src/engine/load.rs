@@ -56,19 +56,7 @@ impl Loader {
     }
 
     fn add_sweep(&mut self, s: SweepRow) -> Result<(), EngineError> {
-        let path = &self.path;
-        let raw: Value = serde_json::from_str(&s.config).map_err(|e| {
-            EngineError::Corrupt(format!(
-                "store {path}: stored config of sweep {}: {e}",
-                s.id
-            ))
-        })?;
-        let spec = SweepSpec::from_value(raw).map_err(|e| {
-            EngineError::Corrupt(format!(
-                "store {path}: stored config of sweep {}: {e}",
-                s.id
-            ))
-        })?;
+        let spec = restore_spec(&self.path, &s)?;
         self.st.order.push(s.id.clone());
         let mut sw = Sweep::new(
             s.id.clone(),
@@ -211,5 +199,27 @@ impl Load for Loader {
                 last_seen: 0.0,
             },
         );
+    }
+}
+
+/// A stored sweep's spec: the validated spec as it was stored, not validated again (a rule a
+/// later version made stricter must not stop a restart); the config validated as at submit only
+/// where no spec was stored (rows written before it was kept) or it cannot be read back.
+fn restore_spec(path: &str, s: &SweepRow) -> Result<SweepSpec, EngineError> {
+    let stored = s.spec.as_deref().map(serde_json::from_str::<SweepSpec>);
+    let corrupt = |what: String| {
+        let also = match &stored {
+            Some(Err(e)) => format!(" (its stored spec cannot be read either: {e})"),
+            _ => String::new(),
+        };
+        EngineError::Corrupt(format!(
+            "store {path}: stored config of sweep {}: {what}{also}",
+            s.id
+        ))
+    };
+    let raw: Value = serde_json::from_str(&s.config).map_err(|e| corrupt(e.to_string()))?;
+    match stored {
+        Some(Ok(spec)) => Ok(SweepSpec { raw, ..spec }),
+        _ => SweepSpec::from_value(raw).map_err(|e| corrupt(e.to_string())),
     }
 }

@@ -205,6 +205,7 @@ impl Sweep {
             id: self.id.clone(),
             name: self.name.clone(),
             config: self.config_json.clone(),
+            spec: serde_json::to_string(&self.spec).ok(),
             state: self.state.name().into(),
             created_at: self.created_at,
             updated_at: self.updated_at,

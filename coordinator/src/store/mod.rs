@@ -163,6 +163,11 @@ ALTER TABLE trials ADD COLUMN output TEXT;
 ALTER TABLE trials ADD COLUMN best REAL;
 ALTER TABLE trials ADD COLUMN best_step INTEGER;
 "#,
+    // The validated spec, so that a restart does not validate a stored config again (a
+    // stricter rule in a later version must not stop a restart); NULL in rows written before.
+    r#"
+ALTER TABLE sweeps ADD COLUMN spec TEXT;
+"#,
 ];
 
 type Output = Box<dyn Any + Send>;
@@ -225,8 +230,11 @@ pub struct SweepRow {
     pub id: String,
     /// Display name.
     pub name: Option<String>,
-    /// The config as JSON.
+    /// The config as JSON, as the user gave it (with its seed).
     pub config: String,
+    /// The validated spec (`SweepSpec`) as JSON, read back at a restart instead of validating
+    /// the config again; `None` in rows written before it was kept.
+    pub spec: Option<String>,
     /// State name.
     pub state: String,
     /// Unix seconds.
@@ -719,7 +727,7 @@ fn migrate(conn: &mut Connection, path: &str) -> Result<(), StoreError> {
 }
 
 fn read_all(conn: &Connection, into: &mut impl Load) -> rusqlite::Result<()> {
-    let mut q = conn.prepare("SELECT id, name, config, state, created_at, updated_at, next_trial FROM sweeps ORDER BY created_at, id")?;
+    let mut q = conn.prepare("SELECT id, name, config, state, created_at, updated_at, next_trial, spec FROM sweeps ORDER BY created_at, id")?;
     let mut rows = q.query([])?;
     while let Some(r) = rows.next()? {
         into.sweep(SweepRow {
@@ -730,6 +738,7 @@ fn read_all(conn: &Connection, into: &mut impl Load) -> rusqlite::Result<()> {
             created_at: r.get(4)?,
             updated_at: r.get(5)?,
             next_trial: r.get::<_, i64>(6)? as u64,
+            spec: r.get(7)?,
         });
     }
     let mut q = conn.prepare(
@@ -794,8 +803,8 @@ fn read_all(conn: &Connection, into: &mut impl Load) -> rusqlite::Result<()> {
 /// Inserts a new sweep.
 pub fn insert_sweep(tx: &Connection, s: &SweepRow) -> rusqlite::Result<()> {
     tx.execute(
-        "INSERT INTO sweeps (id, name, config, state, created_at, updated_at, next_trial) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![s.id, s.name, s.config, s.state, s.created_at, s.updated_at, s.next_trial as i64],
+        "INSERT INTO sweeps (id, name, config, state, created_at, updated_at, next_trial, spec) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![s.id, s.name, s.config, s.state, s.created_at, s.updated_at, s.next_trial as i64, s.spec],
     )?;
     Ok(())
 }
@@ -968,6 +977,7 @@ mod tests {
             id: id.into(),
             name: Some("n".into()),
             config: "{}".into(),
+            spec: None,
             state: "running".into(),
             created_at: 1.0,
             updated_at: 1.0,
