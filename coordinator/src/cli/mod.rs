@@ -326,8 +326,6 @@ pub fn read_config(file: &Path, trainer: Option<&str>) -> Result<(String, SweepS
     }
     let spec =
         SweepSpec::parse(&text).map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
-    spec.check_trainer()
-        .map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
     for n in &spec.notices {
         eprintln!("note: {}: {n}", file.display());
     }

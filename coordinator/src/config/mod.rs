@@ -505,7 +505,7 @@ impl SweepSpec {
                 ));
             }
         }
-        Ok(SweepSpec {
+        let spec = SweepSpec {
             name: top.get("name").and_then(Value::as_str).map(str::to_string),
             method,
             metric,
@@ -518,7 +518,9 @@ impl SweepSpec {
             stopping,
             raw,
             notices,
-        })
+        };
+        spec.check_trainer()?;
+        Ok(spec)
     }
 
     /// Number of trials the sweep runs at most: the grid size (capped by run_cap) or run_cap;
@@ -548,7 +550,7 @@ impl SweepSpec {
 
     /// Checks that the built-in MLP trainer understands every parameter and every listed value,
     /// so that a sweep whose trials would all fail is refused at submit.
-    pub fn check_trainer(&self) -> Result<(), ConfigError> {
+    fn check_trainer(&self) -> Result<(), ConfigError> {
         if !matches!(self.trainer, Trainer::Mlp { .. }) {
             return Ok(());
         }

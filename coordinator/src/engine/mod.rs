@@ -561,14 +561,12 @@ impl Engine {
         });
     }
 
-    /// Validates and stores a new sweep; returns its id.
+    /// Stores a new sweep (its spec validated at the edge, by `SweepSpec::parse`); returns its id.
     pub async fn create_sweep(
         &self,
         spec: SweepSpec,
         name: Option<String>,
     ) -> Result<String, EngineError> {
-        spec.check_trainer()
-            .map_err(|e| EngineError::Invalid(e.to_string()))?;
         let spec = spec.with_seed_if_unset(u64::from(rand::random::<u32>()));
         let id = random_id(4);
         let t = now();
