@@ -14,8 +14,7 @@ use serde_json::Value;
 
 use crate::train::{Cancel, Control};
 
-/// The functions the synthetic trainer knows.
-pub const FUNCTIONS: [&str; 4] = ["branin", "hartmann6", "rosenbrock", "quadratic"];
+pub use sweep_trainer::SYNTHETIC_FUNCTIONS as FUNCTIONS;
 
 /// A parameter the function needs is missing or not a number.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -693,7 +693,7 @@ fn print_trial(d: &pb::TrialDetail, json: bool) {
     if let Some(c) = &d.confusion {
         let k = c.labels.len().max(1);
         let m: Vec<Vec<u64>> = c.counts.chunks(k).map(<[u64]>::to_vec).collect();
-        print!("{}", worker::cli::train::format_confusion(&c.labels, &m));
+        print!("{}", sweep_trainer::confusion::format(&c.labels, &m));
     }
     if !d.output.is_empty() {
         let lines: Vec<&str> = d.output.lines().collect();

@@ -143,7 +143,7 @@ fn norm(name: &str) -> String {
 
 /// Our name for `name`, if it is ours or one of its known spellings.
 pub fn our_name(name: &str) -> Option<&'static str> {
-    if let Some(ours) = worker::train::config::canonical_name(name) {
+    if let Some(ours) = sweep_trainer::config::canonical_name(name) {
         return Some(ours);
     }
     let k = norm(name);
@@ -169,12 +169,12 @@ pub fn parse_rename(v: &Value) -> Result<BTreeMap<String, String>, ConfigError> 
             out.insert(theirs.clone(), "ignore".to_string());
             continue;
         }
-        let Some(ours) = worker::train::config::canonical_name(target) else {
+        let Some(ours) = sweep_trainer::config::canonical_name(target) else {
             return Err(ConfigError::new(
                 path,
                 format!(
                     "expected one of the mlp trainer's parameters ({}) or ignore, got {}",
-                    worker::train::config::PARAMS.join(", "),
+                    sweep_trainer::config::PARAMS.join(", "),
                     super::show(ours)
                 ),
             ));
@@ -198,7 +198,7 @@ pub fn adapt(
         let target = match rename.get(&name).map(String::as_str) {
             Some("ignore") => None,
             Some(ours) => Some(ours.to_string()),
-            None if name.eq_ignore_ascii_case(worker::train::config::PRESET) => Some(name.clone()),
+            None if name.eq_ignore_ascii_case(sweep_trainer::config::PRESET) => Some(name.clone()),
             None => match our_name(&name) {
                 Some(ours) => Some(ours.to_string()),
                 None if NOT_HYPERPARAMETERS.iter().any(|w| norm(&name).contains(w)) => None,
@@ -207,7 +207,7 @@ pub fn adapt(
                         format!("parameters.{name}"),
                         format!(
                             "the mlp trainer has no parameter {name:?} and no known spelling of one; name it with mlp: {{rename: {{{name}: OURS}}}} (OURS one of {}), or {{rename: {{{name}: ignore}}}}",
-                            worker::train::config::PARAMS.join(", ")
+                            sweep_trainer::config::PARAMS.join(", ")
                         ),
                     ))
                 }

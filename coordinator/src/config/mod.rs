@@ -561,12 +561,12 @@ impl SweepSpec {
                     path,
                     format!(
                         "the mlp trainer has no parameter {name:?}; expected one of {}",
-                        worker::train::config::PARAMS.join(", ")
+                        sweep_trainer::config::PARAMS.join(", ")
                     ),
                 ));
             }
             for (i, v) in spec.listed_values().into_iter().enumerate() {
-                let mut b = worker::train::ConfigBuilder::default();
+                let mut b = sweep_trainer::config::ConfigBuilder::default();
                 let built = b.set(name, v).and_then(|()| b.build());
                 if let Err(e) = built {
                     let at = match spec {
@@ -663,8 +663,8 @@ fn check_wandb_extras(
 
 /// Whether the built-in MLP trainer knows the parameter `name`.
 fn mlp_knows(name: &str) -> bool {
-    worker::train::config::canonical_name(name).is_some()
-        || name.eq_ignore_ascii_case(worker::train::config::PRESET)
+    sweep_trainer::config::canonical_name(name).is_some()
+        || name.eq_ignore_ascii_case(sweep_trainer::config::PRESET)
 }
 
 fn parse_trainer(
@@ -789,12 +789,12 @@ fn parse_trainer(
                 match k.as_str() {
                     "function" => {
                         let f = v.as_str().unwrap_or("");
-                        if !worker::synthetic::FUNCTIONS.contains(&f) {
+                        if !sweep_trainer::SYNTHETIC_FUNCTIONS.contains(&f) {
                             return Err(ConfigError::new(
                                 p,
                                 format!(
                                     "expected one of {}, got {}",
-                                    worker::synthetic::FUNCTIONS.join(", "),
+                                    sweep_trainer::SYNTHETIC_FUNCTIONS.join(", "),
                                     show(v)
                                 ),
                             ));

@@ -72,7 +72,7 @@ pub fn trial_detail(s: &Sweep, t: &Trial, rank: u32) -> pb::TrialDetail {
     let (seed, command) = match &s.spec.trainer {
         crate::config::Trainer::Mlp { train_samples } => (
             params.get("seed").and_then(|v| v.as_u64()).unwrap_or(drawn),
-            worker::cli::train::command_line(&params, drawn, *train_samples),
+            sweep_trainer::command::command_line(&params, drawn, *train_samples),
         ),
         _ => (drawn, String::new()),
     };

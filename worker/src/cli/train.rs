@@ -155,67 +155,6 @@ impl TrainArgs {
     }
 }
 
-/// The `worker train` command line that trains a trial of the built-in MLP again: its
-/// parameters as flags, its seed (`params`' own `seed` wins, as it does in a sweep) and its
-/// training-image limit. Names that are not flags (none in a trial that trained) go in a
-/// `--config` given inline.
-pub fn command_line(
-    params: &serde_json::Map<String, Value>,
-    seed: u64,
-    train_samples: Option<u64>,
-) -> String {
-    let mut out = vec!["worker".to_string(), "train".to_string()];
-    let mut rest = serde_json::Map::new();
-    let mut seed = seed;
-    for (k, v) in params {
-        match train::config::canonical_name(k) {
-            Some("seed") if v.as_u64().is_some() => seed = v.as_u64().unwrap_or(seed),
-            Some(name) => {
-                let text = match v {
-                    Value::String(s) => s.clone(),
-                    Value::Array(a) => a
-                        .iter()
-                        .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string))
-                        .collect::<Vec<_>>()
-                        .join(","),
-                    other => other.to_string(),
-                };
-                out.push(format!("--{}", name.replace('_', "-")));
-                out.push(shell_word(&text));
-            }
-            None => {
-                rest.insert(k.clone(), v.clone());
-            }
-        }
-    }
-    out.push("--seed".into());
-    out.push(seed.to_string());
-    if let Some(n) = train_samples {
-        out.push("--train-samples".into());
-        out.push(n.to_string());
-    }
-    if !rest.is_empty() {
-        out.push("--config".into());
-        out.push(format!(
-            "<(echo {})",
-            shell_word(&Value::Object(rest).to_string())
-        ));
-    }
-    out.join(" ")
-}
-
-/// `s` as one word of a POSIX shell command.
-fn shell_word(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.,:/+-=@%".contains(c));
-    if plain {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
-}
-
 /// Reads a JSON or YAML parameter file into a JSON value.
 pub fn read_config_file(path: &Path) -> Result<Value, CliError> {
     let text = std::fs::read_to_string(path)
@@ -452,7 +391,10 @@ fn report(cfg: &TrainConfig, res: &TrialResult, as_json: bool) {
     if let Some(t) = &res.test {
         println!("test_loss {:.4}  test_accuracy {:.4}", t.loss, t.accuracy);
         println!();
-        print!("{}", format_confusion(&res.classes, &t.confusion));
+        print!(
+            "{}",
+            sweep_trainer::confusion::format(&res.classes, &t.confusion)
+        );
     }
     if let Some(rss) = peak_rss_bytes() {
         println!(
@@ -463,46 +405,11 @@ fn report(cfg: &TrainConfig, res: &TrialResult, as_json: bool) {
     }
 }
 
-/// The confusion matrix as a text table with class names and per-class accuracy.
-pub fn format_confusion(classes: &[String], m: &[Vec<u64>]) -> String {
-    let name_w = classes.iter().map(|c| c.chars().count()).max().unwrap_or(0) + 4;
-    let cell_w = m
-        .iter()
-        .flatten()
-        .map(|v| v.to_string().len())
-        .max()
-        .unwrap_or(1)
-        .max(classes.len().saturating_sub(1).to_string().len())
-        + 1;
-    let mut s = format!(
-        "confusion matrix (rows: true class, columns: predicted class)\n{:name_w$}",
-        ""
-    );
-    for j in 0..classes.len() {
-        s.push_str(&format!("{j:>cell_w$}"));
-    }
-    s.push_str("   accuracy\n");
-    for (i, (c, row)) in classes.iter().zip(m).enumerate() {
-        let total: u64 = row.iter().sum();
-        let label = format!("{i:>2} {c}");
-        s.push_str(&format!("{label:<name_w$}"));
-        for v in row {
-            s.push_str(&format!("{v:>cell_w$}"));
-        }
-        let acc = if total == 0 {
-            0.0
-        } else {
-            row[i] as f64 / total as f64
-        };
-        s.push_str(&format!("   {:>7.1}%\n", 100.0 * acc));
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::Parser;
+    use sweep_trainer::command::command_line;
 
     #[derive(Debug, Parser)]
     struct Cli {
@@ -535,13 +442,5 @@ mod tests {
         let mut own = map.clone();
         own.insert("seed".into(), json!(7));
         assert!(command_line(&own, 1234, None).ends_with("--seed 7"));
-    }
-
-    #[test]
-    fn words_that_a_shell_would_split_are_quoted() {
-        assert_eq!(shell_word("0.001"), "0.001");
-        assert_eq!(shell_word("a b"), "'a b'");
-        assert_eq!(shell_word("it's"), "'it'\\''s'");
-        assert_eq!(shell_word(""), "''");
     }
 }

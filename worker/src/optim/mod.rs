@@ -20,56 +20,8 @@ use std::ops::Range;
 use crate::nn::kernels::{self, dispatch};
 use crate::nn::Real;
 
-crate::nn::named_enum!(
-    /// The optimizer of a trial.
-    OptimizerKind, "optimizer" {
-        /// Plain stochastic gradient descent.
-        Sgd = "sgd" | "gd" | "vanilla",
-        /// Momentum (heavy ball).
-        Momentum = "momentum" | "mgd" | "momentum_gd",
-        /// Nesterov accelerated gradient.
-        Nag = "nag" | "nesterov" | "nesterov_momentum",
-        /// RMSprop.
-        Rmsprop = "rmsprop" | "rms_prop",
-        /// Adam.
-        Adam = "adam",
-        /// Nesterov-accelerated Adam.
-        Nadam = "nadam",
-    }
-);
-
-/// Optimizer hyperparameters (see the module docs for where each one enters).
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct Hyper {
-    /// Learning rate η.
-    pub learning_rate: f64,
-    /// μ for momentum and nag.
-    pub momentum: f64,
-    /// β for rmsprop.
-    pub beta: f64,
-    /// β₁ for adam and nadam.
-    pub beta1: f64,
-    /// β₂ for adam and nadam.
-    pub beta2: f64,
-    /// ε for rmsprop, adam and nadam.
-    pub epsilon: f64,
-    /// λ, the L2 weight decay on weights (not biases).
-    pub weight_decay: f64,
-}
-
-impl Default for Hyper {
-    fn default() -> Self {
-        Hyper {
-            learning_rate: 1e-3,
-            momentum: 0.9,
-            beta: 0.9,
-            beta1: 0.9,
-            beta2: 0.999,
-            epsilon: 1e-8,
-            weight_decay: 0.0,
-        }
-    }
-}
+pub use sweep_trainer::config::Hyper;
+pub use sweep_trainer::names::OptimizerKind;
 
 /// An optimizer with its state for one parameter buffer.
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@
 //! several at once); evaluation fans out over rayon in fixed chunks whose sums are combined in
 //! chunk order, so metrics are bit-identical whatever the thread count.
 
-pub mod config;
+pub use sweep_trainer::config;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -11,9 +11,8 @@ use std::fmt;
 
 use serde_json::Value;
 
-use crate::data::DatasetSpec;
-use crate::nn::{Activation, Init, Loss};
-use crate::optim::{Hyper, OptimizerKind};
+use crate::dataset::DatasetSpec;
+use crate::names::{Activation, Init, Loss, OptimizerKind};
 
 /// A bad parameter: which one, and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,6 +29,40 @@ impl ConfigError {
         ConfigError {
             field: field.to_string(),
             message: message.into(),
+        }
+    }
+}
+
+/// Optimizer hyperparameters (docs/TRAINING.md and the worker's `optim` module say where each
+/// one enters).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Hyper {
+    /// Learning rate η.
+    pub learning_rate: f64,
+    /// μ for momentum and nag.
+    pub momentum: f64,
+    /// β for rmsprop.
+    pub beta: f64,
+    /// β₁ for adam and nadam.
+    pub beta1: f64,
+    /// β₂ for adam and nadam.
+    pub beta2: f64,
+    /// ε for rmsprop, adam and nadam.
+    pub epsilon: f64,
+    /// λ, the L2 weight decay on weights (not biases).
+    pub weight_decay: f64,
+}
+
+impl Default for Hyper {
+    fn default() -> Self {
+        Hyper {
+            learning_rate: 1e-3,
+            momentum: 0.9,
+            beta: 0.9,
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+            weight_decay: 0.0,
         }
     }
 }
@@ -459,7 +492,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!((c.hidden.len(), c.hidden[0]), (2, 256));
-        assert_eq!(c.optimizer, crate::optim::OptimizerKind::Adam);
+        assert_eq!(c.optimizer, crate::names::OptimizerKind::Adam);
         let e = build(json!({"preset": {"width": 3}})).unwrap_err();
         assert_eq!(e.field, "preset.width");
         let e = build(json!({"preset": [1, 2]})).unwrap_err();
