@@ -1,0 +1,467 @@
+//! Leasing and fencing: which trial a worker gets (a re-queued one, the next grid point or
+//! draw, or a bayes suggestion computed outside the sweep's lock), the lease that fences its
+//! reports (attempt and lease id), heartbeats that renew it, and the reaper that re-queues a
+//! trial whose lease expired.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::suggest::{Ask, InFlight};
+use super::{
+    lock, now, random_id, Cell, Engine, EngineError, Lease, Params, Pending, Sweep, SweepState,
+    Trial, TrialState,
+};
+use crate::config::{Goal, Trainer};
+use crate::search;
+use crate::store::{self, TrialRow};
+
+/// A sweep row change to persist: (id, state, next trial, updated at).
+type SweepUpdate = (String, String, u64, f64);
+
+/// What a sweep has for a worker that asks for work.
+enum Take {
+    /// A lease (with the trial's row and, for a new trial, the sweep's row to write).
+    Lease(Lease, TrialRow, Option<SweepUpdate>),
+    /// Its next trial needs a bayes suggestion first.
+    Suggest(Ask),
+    /// Another lease is computing its next trial's suggestion.
+    Busy,
+}
+
+/// Whether a worker that lists `trainers` runs `trainer` (an empty list: mlp and synthetic).
+fn runs(trainers: &[String], trainer: &str) -> bool {
+    if trainers.is_empty() {
+        return matches!(trainer, "mlp" | "synthetic");
+    }
+    trainers.iter().any(|t| t == trainer)
+}
+
+impl Engine {
+    /// What sweep `sw` (locked from `cell`) has for `worker` (which runs `trainers`): a queued
+    /// trial, a new one, or a bayes suggestion to compute first; `None` if nothing now.
+    fn take(
+        &self,
+        cell: &Cell,
+        sw: &mut Sweep,
+        worker: &str,
+        trainers: &[String],
+        t_poll: f64,
+    ) -> Option<Take> {
+        if sw.state != SweepState::Running {
+            return None;
+        }
+        if !runs(trainers, sw.spec.trainer.name()) {
+            sw.refused_at = Some(t_poll);
+            return None;
+        }
+        sw.polled_at = Some(t_poll);
+        let number = if let Some(n) = sw.queue.pop_front() {
+            n
+        } else if !sw.can_create() {
+            return None;
+        } else if sw.spec.method == crate::config::Method::Bayes {
+            // One suggestion at a time per sweep: it sees the trials suggested before it.
+            if sw.suggesting {
+                return Some(Take::Busy);
+            }
+            sw.suggesting = true;
+            let losses = Self::model_losses(sw);
+            let history = sw
+                .trials()
+                .zip(losses)
+                .map(|(t, l)| (t.params.clone(), l))
+                .collect();
+            return Some(Take::Suggest(Ask {
+                cell: Arc::clone(cell),
+                n: sw.next_trial,
+                spec: sw.spec.clone(),
+                history,
+            }));
+        } else {
+            let n = sw.next_trial;
+            let params = search::suggest(&sw.spec, n)?;
+            sw.next_trial += 1;
+            let params = Params::new(params, &mut sw.names);
+            sw.insert(Trial::new(n, params));
+            n
+        };
+        let (lease, row, sweep) = self.lease_trial(sw, number, worker)?;
+        Some(Take::Lease(lease, row, Some(sweep)))
+    }
+
+    /// Leases trial `number` of `sw` to `worker`.
+    fn lease_trial(
+        &self,
+        sw: &mut Sweep,
+        number: u64,
+        worker: &str,
+    ) -> Option<(Lease, TrialRow, SweepUpdate)> {
+        let ttl = self.inner.opts.lease_ttl.as_secs_f64();
+        let lease_id = random_id(8);
+        let t = now();
+        let seed = search::trial_seed(sw.spec.seed, number);
+        let trainer = match &sw.spec.trainer {
+            Trainer::Program(p) => ("program".to_string(), p.options()),
+            Trainer::Agent => ("agent".to_string(), json!({"seed": seed})),
+            Trainer::Mlp { train_samples } => (
+                "mlp".to_string(),
+                json!({"seed": seed, "train_samples": train_samples}),
+            ),
+            Trainer::Synthetic {
+                function,
+                epochs,
+                epoch_ms,
+            } => (
+                "synthetic".to_string(),
+                json!({"seed": seed, "function": function, "epochs": epochs, "epoch_ms": epoch_ms}),
+            ),
+        };
+        let metric = sw.spec.metric.name.clone();
+        let sweep_update = (sw.id.clone(), sw.state.name().to_string(), sw.next_trial, t);
+        let worker_name = sw.names.get(worker);
+        let (attempt, params) = sw.edit(number, |trial| {
+            trial.state = TrialState::Running;
+            trial.attempt += 1;
+            trial.lease(Some(&lease_id), t + ttl);
+            trial.worker = Some(worker_name);
+            trial.started_at = Some(t);
+            // A reason from an earlier attempt (an expired lease) does not describe this one.
+            trial.error = None;
+            (trial.attempt, trial.params.to_value())
+        })?;
+        let row = sw.trial_row(number)?;
+        let lease = Lease {
+            sweep_id: sw.id.clone(),
+            trial: number,
+            attempt,
+            lease_id: lease_id.clone(),
+            params,
+            trainer,
+            metric,
+        };
+        lock(&self.inner.leases).insert(lease_id, (sw.id.clone(), number));
+        Some((lease, row, sweep_update))
+    }
+
+    /// Queues a lease's writes.
+    fn write_lease(&self, row: TrialRow, sweep: Option<SweepUpdate>) -> Pending {
+        Box::pin(self.inner.store.submit(move |tx| {
+            if let Some((id, state, next, t)) = &sweep {
+                store::update_sweep(tx, id, state, *next, *t)?;
+            }
+            store::upsert_trial(tx, &row)
+        }))
+    }
+
+    /// Computes a bayes suggestion under no lock (on the suggestion threads), then adds it to
+    /// its sweep as a new trial leased to `worker` — unless the sweep moved on meanwhile.
+    async fn suggest(
+        &self,
+        ask: Ask,
+        worker: &str,
+    ) -> Result<Option<(Lease, Pending)>, EngineError> {
+        let Ask {
+            cell,
+            n,
+            spec,
+            history,
+        } = ask;
+        let mut in_flight = InFlight::new(Arc::clone(&cell), &self.inner.work);
+        let params = self.inner.suggesters.suggest(spec, n, history).await;
+        let up = self.up();
+        // Cleared with the trial added, under one lock: a lease that waited for this one
+        // suggests the next trial, not this one again.
+        let mut sw = lock(&cell);
+        sw.suggesting = false;
+        in_flight.landed();
+        let _up = up?;
+        let Some(params) = params else {
+            return Ok(None);
+        };
+        if sw.next_trial != n || !sw.can_create() || sw.state != SweepState::Running {
+            return Ok(None);
+        }
+        sw.next_trial += 1;
+        let params = Params::new(params, &mut sw.names);
+        sw.insert(Trial::new(n, params));
+        Ok(self
+            .lease_trial(&mut sw, n, worker)
+            .map(|(lease, row, sweep)| (lease, self.write_lease(row, Some(sweep)))))
+    }
+
+    /// Long poll for work: a lease at once if any sweep has work, else waits up to `wait`.
+    /// `trainers`: what the worker runs (empty: mlp and synthetic, as workers before programs);
+    /// `only`: take work from this sweep alone (an agent of one sweep).
+    pub async fn lease(
+        &self,
+        worker: &str,
+        trainers: &[String],
+        only: Option<&str>,
+        wait: Duration,
+    ) -> Result<Option<Lease>, EngineError> {
+        let deadline = tokio::time::Instant::now() + wait.min(self.inner.opts.max_lease_wait);
+        loop {
+            let notified = self.inner.work.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_closing() {
+                return Ok(None);
+            }
+            self.touch(worker);
+            // A sweep had work but was computing a suggestion: wait for it, whatever `wait`.
+            let mut busy = false;
+            let found = {
+                let _up = self.up()?;
+                let cells = match only {
+                    Some(o) => match self.cell(o) {
+                        Some(c) if !lock(&c).state.is_terminal() => vec![c],
+                        _ => return Ok(None),
+                    },
+                    None => self.cells(),
+                };
+                let t_poll = now();
+                let mut found = None;
+                for cell in &cells {
+                    let mut sw = lock(cell);
+                    match self.take(cell, &mut sw, worker, trainers, t_poll) {
+                        Some(Take::Lease(lease, row, sweep)) => {
+                            found = Some(Ok((lease, self.write_lease(row, sweep))));
+                            break;
+                        }
+                        Some(Take::Suggest(ask)) => {
+                            found = Some(Err(ask));
+                            break;
+                        }
+                        Some(Take::Busy) => busy = true,
+                        None => {}
+                    }
+                }
+                found
+            };
+            let found = match found {
+                Some(Ok(f)) => Some(f),
+                Some(Err(ask)) => self.suggest(ask, worker).await?,
+                None => None,
+            };
+            if let Some((lease, fut)) = found {
+                self.commit(fut).await?;
+                self.inner.counters.leases_granted.inc();
+                self.emit(&lease.sweep_id, Some(lease.trial));
+                return Ok(Some(lease));
+            }
+            let until = if busy {
+                deadline.max(tokio::time::Instant::now() + self.inner.opts.max_lease_wait)
+            } else {
+                deadline
+            };
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Whether `lease_id` holds the current attempt of `trial`; why not otherwise.
+    pub(super) fn check_lease(
+        sw: &Sweep,
+        trial: u64,
+        attempt: u32,
+        lease_id: &str,
+    ) -> Result<(), String> {
+        let t = sw
+            .trial(trial)
+            .ok_or_else(|| format!("sweep {} has no trial {trial}", sw.id))?;
+        if t.state != TrialState::Running || t.attempt != attempt || t.lease_id() != Some(lease_id)
+        {
+            return Err(format!(
+                "stale attempt: trial {trial} is {} at attempt {}, this is attempt {attempt}",
+                t.state.name(),
+                t.attempt
+            ));
+        }
+        Ok(())
+    }
+
+    /// What the Bayesian model sees of each trial, in trial order: the goal-signed final value
+    /// (finished or stopped), an imputed one (failed), or `None` (running or queued: pending).
+    fn model_losses(sw: &Sweep) -> Vec<Option<f64>> {
+        let m = &sw.spec.metric;
+        let sign = if m.goal == Goal::Maximize { -1.0 } else { 1.0 };
+        let observed: Vec<f64> = sw
+            .trials()
+            .filter(|t| matches!(t.state, TrialState::Finished | TrialState::Stopped))
+            .filter_map(|t| t.final_value(&m.name))
+            .map(|v| sign * v)
+            .collect();
+        let worst = observed.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let best = observed.iter().copied().fold(f64::INFINITY, f64::min);
+        sw.trials()
+            .map(|t| match t.state {
+                TrialState::Finished | TrialState::Stopped => t
+                    .final_value(&m.name)
+                    .map(|v| sign * v)
+                    .or(worst.is_finite().then_some(worst)),
+                TrialState::Failed => match m.impute {
+                    crate::config::Impute::Worst => worst.is_finite().then_some(worst),
+                    crate::config::Impute::Best => best.is_finite().then_some(best),
+                    crate::config::Impute::Latest => t
+                        .final_value(&m.name)
+                        .map(|v| sign * v)
+                        .or(worst.is_finite().then_some(worst)),
+                },
+                TrialState::Running | TrialState::Queued => None,
+            })
+            .collect()
+    }
+
+    /// Extends the given leases; returns those the worker must drop.
+    /// `leaving`: the worker is exiting cleanly; it is no longer counted as connected.
+    pub fn heartbeat(&self, worker: &str, lease_ids: &[String], leaving: bool) -> Vec<String> {
+        let ttl = self.inner.opts.lease_ttl.as_secs_f64();
+        self.touch(worker);
+        if leaving {
+            if let Some(w) = lock(&self.inner.workers).get_mut(worker) {
+                w.last_seen = 0.0;
+            }
+        }
+        let held: Vec<Option<(String, u64)>> = {
+            let leases = lock(&self.inner.leases);
+            lease_ids.iter().map(|l| leases.get(l).cloned()).collect()
+        };
+        let mut drop = Vec::new();
+        for (l, at) in lease_ids.iter().zip(held) {
+            let Some(cell) = at.as_ref().and_then(|(s, _)| self.cell(s)) else {
+                drop.push(l.clone());
+                continue;
+            };
+            let n = at.map_or(0, |(_, n)| n);
+            let held = lock(&cell).edit(n, |t| {
+                let held = t.state == TrialState::Running && t.lease_id() == Some(l);
+                if held {
+                    t.lease(None, now() + ttl);
+                }
+                held
+            });
+            if held != Some(true) {
+                drop.push(l.clone());
+            }
+        }
+        drop
+    }
+
+    /// Re-queues (or fails, after `max_attempts`) every trial whose lease has expired.
+    pub async fn reap(&self) -> Result<usize, EngineError> {
+        let t_now = now();
+        let mut writes = Vec::new();
+        let mut changed = Vec::new();
+        // A sweep at a time: the others go on meanwhile.
+        for cell in self.cells() {
+            let Ok(_up) = self.up() else { break };
+            let mut sw = lock(&cell);
+            let mut rows = Vec::new();
+            let mut dropped = Vec::new();
+            let max = sw.spec.max_attempts;
+            let mut requeued = Vec::new();
+            let expired: Vec<u64> = sw
+                .running()
+                .filter(|n| sw.trial(*n).is_some_and(|t| t.lease_expires() <= t_now))
+                .collect();
+            for n in expired {
+                let id = sw.id.clone();
+                let row = sw.edit(n, |t| {
+                    let lease = t.take_lease();
+                    let w = t.worker.clone().unwrap_or_default();
+                    if t.attempt >= max {
+                        t.state = TrialState::Failed;
+                        t.ended_at = Some(t_now);
+                        t.error = Some(
+                            format!(
+                                "lease expired on attempt {} of {max} (last worker {w})",
+                                t.attempt
+                            )
+                            .into(),
+                        );
+                    } else {
+                        t.state = TrialState::Queued;
+                        t.error = Some(
+                            format!("lease of attempt {} expired (worker {w})", t.attempt).into(),
+                        );
+                    }
+                    tracing::warn!(sweep = %id, trial = t.number, attempt = t.attempt, worker = %w, state = t.state.name(), "lease expired");
+                    (lease, t.state == TrialState::Queued)
+                });
+                let (Some((lease, queued)), Some(row)) = (row, sw.trial_row(n)) else {
+                    continue;
+                };
+                dropped.extend(lease);
+                if queued {
+                    requeued.push(n);
+                }
+                self.inner.counters.leases_expired.inc();
+                rows.push(row);
+                changed.push((id, n));
+            }
+            if rows.is_empty() {
+                continue;
+            }
+            sw.queue.extend(requeued);
+            sw.maybe_finish();
+            let r = (
+                sw.id.clone(),
+                sw.state.name().to_string(),
+                sw.next_trial,
+                t_now,
+            );
+            {
+                let mut leases = lock(&self.inner.leases);
+                for l in dropped {
+                    leases.remove(&*l);
+                }
+            }
+            writes.push(self.inner.store.submit(move |tx| {
+                for row in &rows {
+                    store::upsert_trial(tx, row)?;
+                }
+                store::update_sweep(tx, &r.0, &r.1, r.2, r.3)
+            }));
+        }
+        for fut in writes {
+            self.commit(fut).await?;
+        }
+        if !changed.is_empty() {
+            self.inner.work.notify_waiters();
+        }
+        for (s, n) in &changed {
+            self.emit(s, Some(*n));
+        }
+        Ok(changed.len())
+    }
+
+    /// Starts the lease reaper; it runs until the shutdown begins or the engine is dropped
+    /// everywhere else.
+    pub fn spawn_reaper(&self) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(&self.inner);
+        let period = (self.inner.opts.lease_ttl / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let closing = self.closing();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tokio::pin!(closing);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = &mut closing => return,
+                }
+                let Some(inner) = weak.upgrade() else { return };
+                let e = Engine { inner };
+                if let Err(err) = e.recover().await {
+                    tracing::error!(error = %err, "reading the store back");
+                }
+                if let Err(err) = e.reap().await {
+                    tracing::error!(error = %err, "lease reaper");
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,106 @@
+//! What callers hand the engine and get back: typed messages instead of positional arguments.
+
+use serde_json::Value;
+
+/// A registered worker.
+#[derive(Debug, Clone)]
+pub struct WorkerInfo {
+    /// Host name it reported.
+    pub host: String,
+    /// Its cores.
+    pub cores: u32,
+    /// Trials it runs at once.
+    pub slots: u32,
+    /// Its version.
+    pub version: String,
+    /// Last call seen (Unix seconds).
+    pub last_seen: f64,
+}
+
+/// What a worker is told to do after a Report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Keep training.
+    Continue,
+    /// Stop now and Complete (reason given).
+    Stop(String),
+    /// The attempt is stale: drop it without completing.
+    Abandon(String),
+}
+
+/// A leased attempt, as handed to a worker.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    /// Sweep id.
+    pub sweep_id: String,
+    /// Trial number.
+    pub trial: u64,
+    /// Attempt number.
+    pub attempt: u32,
+    /// Fencing token.
+    pub lease_id: String,
+    /// Parameters.
+    pub params: Value,
+    /// Trainer name and options.
+    pub trainer: (String, Value),
+    /// The sweep metric's name.
+    pub metric: String,
+}
+
+/// Which attempt a worker speaks for: the attempt of `trial` in `sweep` it holds `lease_id` for.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    /// The worker's id.
+    pub worker: &'a str,
+    /// Sweep id.
+    pub sweep: &'a str,
+    /// Trial number.
+    pub trial: u64,
+    /// Attempt number.
+    pub attempt: u32,
+    /// Fencing token of the attempt.
+    pub lease_id: &'a str,
+}
+
+/// One epoch's metrics of a leased attempt.
+#[derive(Debug, Clone)]
+pub struct Report<'a> {
+    /// Whose.
+    pub attempt: Attempt<'a>,
+    /// 1-based epoch (step).
+    pub epoch: u32,
+    /// Metric name and value; non-finite values are dropped.
+    pub metrics: Vec<(String, f64)>,
+}
+
+/// The end of a leased attempt.
+#[derive(Debug, Clone)]
+pub struct Complete<'a> {
+    /// Whose.
+    pub attempt: Attempt<'a>,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Final metrics (overlaid on the last report's).
+    pub metrics: Vec<(String, f64)>,
+    /// Class names and row-major counts.
+    pub confusion: Option<(Vec<String>, Vec<u64>)>,
+    /// Why it failed or stopped (empty: none).
+    pub error: String,
+    /// The tail of a program's output (empty: none).
+    pub output: String,
+}
+
+/// How a worker ended an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Trained every epoch.
+    Finished,
+    /// Stopped on request.
+    Stopped,
+    /// Diverged.
+    Diverged,
+    /// Could not run.
+    Failed,
+    /// Handed back unfinished.
+    Released,
+}

@@ -1,0 +1,312 @@
+//! What trials send back: reports (a step's metrics, and the stopping rule's decision on them)
+//! and completions (the outcome, final metrics, confusion matrix and output), each checked
+//! against the trial's lease before anything is kept.
+
+use std::sync::Arc;
+
+use super::{
+    lock, now, Action, Attempt, Complete, Engine, EngineError, Outcome, Pending, Report,
+    SweepState, TrialState,
+};
+use crate::store;
+
+/// Most classes a confusion matrix may have (its picture stays about 2,300 pixels square).
+pub const MAX_CLASSES: usize = 256;
+
+/// Longest class label, in characters.
+pub const MAX_LABEL_CHARS: usize = 64;
+
+/// Bytes of a program's output kept per trial.
+pub const MAX_OUTPUT_BYTES: usize = 16 * 1024;
+
+/// The last `max` bytes of `s`, cut at a character boundary.
+fn truncate_tail(s: &str, max: usize) -> String {
+    let mut from = s.len().saturating_sub(max);
+    while !s.is_char_boundary(from) {
+        from += 1;
+    }
+    s[from..].to_string()
+}
+
+impl Engine {
+    /// Records one epoch's metrics of a leased attempt and says whether to go on.
+    pub async fn report(&self, r: Report<'_>) -> Result<Action, EngineError> {
+        let Report {
+            attempt:
+                Attempt {
+                    worker,
+                    sweep,
+                    trial,
+                    attempt,
+                    lease_id,
+                },
+            epoch,
+            metrics,
+        } = r;
+        if epoch == 0 || epoch > 1_000_000 {
+            return Err(EngineError::Invalid(format!(
+                "epoch {epoch} is out of range (1-based, at most 1000000)"
+            )));
+        }
+        if metrics.iter().any(|(n, _)| n.is_empty() || n.len() > 128) {
+            return Err(EngineError::Invalid(
+                "metric names must be 1 to 128 characters".into(),
+            ));
+        }
+        let ttl = self.inner.opts.lease_ttl.as_secs_f64();
+        self.touch(worker);
+        let (action, fut): (Action, Pending) = 'locked: {
+            let _up = self.up()?;
+            // Said only once what it rests on is committed.
+            let abandon = |reason| {
+                (
+                    Action::Abandon(reason),
+                    Box::pin(self.inner.store.barrier()) as Pending,
+                )
+            };
+            let Some(cell) = self.cell(sweep) else {
+                break 'locked abandon(format!("no sweep {sweep:?}"));
+            };
+            let mut guard = lock(&cell);
+            let sw = &mut *guard;
+            if let Err(reason) = Self::check_lease(sw, trial, attempt, lease_id) {
+                break 'locked abandon(reason);
+            }
+            let stopped = sw.state.is_terminal();
+            let finite: Vec<(String, f64)> =
+                metrics.into_iter().filter(|(_, v)| v.is_finite()).collect();
+            let named: Vec<(Arc<str>, f64)> =
+                finite.iter().map(|(n, v)| (sw.names.get(n), *v)).collect();
+            let known = sw.edit(trial, |t| {
+                t.lease(None, now() + ttl);
+                for (n, v) in &named {
+                    t.curve.set(epoch, n.clone(), *v);
+                    t.metrics.insert(n.clone(), *v);
+                }
+            });
+            if known.is_none() {
+                break 'locked abandon("unknown trial".into());
+            }
+            let mut action = if stopped {
+                Action::Stop(if sw.state == SweepState::Finished {
+                    "the sweep reached its metric target".into()
+                } else {
+                    "the sweep was stopped".into()
+                })
+            } else {
+                Action::Continue
+            };
+            if action == Action::Continue {
+                if let Some(reason) = sw.should_stop(trial) {
+                    tracing::info!(sweep = %sw.id, trial, epoch, %reason, "early termination");
+                    sw.edit(trial, |t| t.error = Some(reason.as_str().into()));
+                    action = Action::Stop(reason);
+                }
+            }
+            let s = sweep.to_string();
+            let fut = self
+                .inner
+                .store
+                .submit(move |tx| store::insert_points(tx, &s, trial, epoch, &finite));
+            (action, Box::pin(fut))
+        };
+        self.commit(fut).await?;
+        if !matches!(action, Action::Abandon(_)) {
+            self.emit_step(sweep, Some(trial), Some(epoch));
+        }
+        Ok(action)
+    }
+
+    /// Ends a leased attempt. Returns whether the result was accepted (false: stale attempt).
+    pub async fn complete(&self, c: Complete<'_>) -> Result<(bool, String), EngineError> {
+        let Complete {
+            attempt:
+                Attempt {
+                    worker,
+                    sweep,
+                    trial,
+                    attempt,
+                    lease_id,
+                },
+            outcome,
+            metrics,
+            confusion,
+            error,
+            output,
+        } = c;
+        if let Some((l, c)) = &confusion {
+            if l.is_empty() || l.len() > MAX_CLASSES {
+                return Err(EngineError::Invalid(format!(
+                    "confusion matrix: expected 1 to {MAX_CLASSES} class labels, got {}",
+                    l.len()
+                )));
+            }
+            if let Some(bad) = l
+                .iter()
+                .find(|s| s.is_empty() || s.chars().count() > MAX_LABEL_CHARS)
+            {
+                return Err(EngineError::Invalid(format!(
+                    "confusion matrix: a class label must be 1 to {MAX_LABEL_CHARS} characters, got {} ({:?}…)",
+                    bad.chars().count(),
+                    bad.chars().take(20).collect::<String>()
+                )));
+            }
+            if c.len() != l.len() * l.len() {
+                return Err(EngineError::Invalid(format!(
+                    "confusion matrix: {} labels need {} counts, got {}",
+                    l.len(),
+                    l.len() * l.len(),
+                    c.len()
+                )));
+            }
+        }
+        // What is said without a change is said only once what it rests on is committed.
+        let settled = |answer: (bool, String)| {
+            (
+                answer,
+                None,
+                Box::pin(self.inner.store.barrier()) as Pending,
+            )
+        };
+        self.touch(worker);
+        let (answer, wake, fut) = 'locked: {
+            let _up = self.up()?;
+            let Some(cell) = self.cell(sweep) else {
+                break 'locked settled((false, format!("no sweep {sweep:?}")));
+            };
+            let mut guard = lock(&cell);
+            let sw = &mut *guard;
+            // Idempotence: the same attempt completing again is accepted and changes nothing.
+            if let Some(t) = sw.trial(trial) {
+                if t.completed_attempt == Some(attempt) && t.state.is_terminal() {
+                    break 'locked settled((true, "already completed".into()));
+                }
+            }
+            if let Err(reason) = Self::check_lease(sw, trial, attempt, lease_id) {
+                break 'locked settled((false, reason));
+            }
+            let t_now = now();
+            let max_attempts = sw.spec.max_attempts;
+            let (metric, goal, target) = (
+                sw.spec.metric.name.clone(),
+                sw.spec.metric.goal,
+                sw.spec.metric.target,
+            );
+            let named: Vec<(Arc<str>, f64)> = metrics
+                .into_iter()
+                .filter(|(_, v)| v.is_finite())
+                .map(|(n, v)| (sw.names.get(&n), v))
+                .collect();
+            let edited = sw.edit(trial, |t| {
+                let old_lease = t.take_lease();
+                match outcome {
+                    Outcome::Released => {
+                        t.state = TrialState::Queued;
+                        t.worker = None;
+                        t.error =
+                            Some(format!("attempt {attempt} handed back by its worker").into());
+                        if t.attempt >= max_attempts.saturating_mul(4) {
+                            t.state = TrialState::Failed;
+                            t.error = Some(format!("handed back {} times", t.attempt).into());
+                            t.ended_at = Some(t_now);
+                        }
+                    }
+                    _ => {
+                        for (n, v) in named {
+                            t.metrics.insert(n, v);
+                        }
+                        t.set_files(
+                            confusion,
+                            (!output.is_empty())
+                                .then(|| truncate_tail(&output, MAX_OUTPUT_BYTES).into_boxed_str()),
+                        );
+                        t.completed_attempt = Some(attempt);
+                        t.ended_at = Some(t_now);
+                        t.duration = t.started_at.map_or(0.0, |s| (t_now - s).max(0.0));
+                        t.state = match outcome {
+                            Outcome::Finished => TrialState::Finished,
+                            Outcome::Stopped => TrialState::Stopped,
+                            _ => TrialState::Failed,
+                        };
+                        let said = |or: &str| {
+                            if error.is_empty() {
+                                or.into()
+                            } else {
+                                error.clone().into_boxed_str()
+                            }
+                        };
+                        t.error = match outcome {
+                            Outcome::Diverged => Some(if error.is_empty() {
+                                "diverged".into()
+                            } else {
+                                format!("diverged: {error}").into()
+                            }),
+                            Outcome::Failed => Some(said("failed")),
+                            // Keep the coordinator's own reason (rule, band, threshold, value).
+                            Outcome::Stopped => t.error.take().or_else(|| Some(said("stopped"))),
+                            // A finished trial's note (a program that never logged the metric).
+                            _ => (!error.is_empty()).then(|| said("")),
+                        };
+                    }
+                }
+                let reached = matches!(t.state, TrialState::Finished | TrialState::Stopped)
+                    && match (target, t.final_value(&metric)) {
+                        (Some(target), Some(v)) => v == target || goal.better(v, target),
+                        _ => false,
+                    };
+                (old_lease, t.state == TrialState::Queued, reached)
+            });
+            let (Some((old_lease, requeue, reached)), Some(row)) = (edited, sw.trial_row(trial))
+            else {
+                break 'locked settled((false, "unknown trial".into()));
+            };
+            if requeue {
+                sw.queue.push_back(trial);
+            }
+            sw.updated_at = t_now;
+            let mut extra_rows = Vec::new();
+            if reached && sw.state == SweepState::Running {
+                tracing::info!(sweep = %sw.id, trial, "metric target reached: the sweep is finished");
+                sw.state = SweepState::Finished;
+                for n in sw.queue.drain(..).collect::<Vec<_>>() {
+                    sw.edit(n, |q| {
+                        q.state = TrialState::Stopped;
+                        q.error = Some(
+                            "the sweep reached its metric target before this trial ran".into(),
+                        );
+                    });
+                    extra_rows.extend(sw.trial_row(n));
+                }
+            }
+            sw.maybe_finish();
+            // Lease waiters look again: a trial to take, or (agents of one sweep) its end.
+            let wake = requeue || sw.state.is_terminal();
+            let srow = (
+                sw.id.clone(),
+                sw.state.name().to_string(),
+                sw.next_trial,
+                sw.updated_at,
+            );
+            if let Some(l) = old_lease {
+                lock(&self.inner.leases).remove(&*l);
+            }
+            let fut = self.inner.store.submit(move |tx| {
+                store::upsert_trial(tx, &row)?;
+                for r in &extra_rows {
+                    store::upsert_trial(tx, r)?;
+                }
+                store::update_sweep(tx, &srow.0, &srow.1, srow.2, srow.3)
+            });
+            ((true, String::new()), Some(wake), Box::pin(fut) as Pending)
+        };
+        self.commit(fut).await?;
+        let Some(wake) = wake else {
+            return Ok(answer);
+        };
+        if wake {
+            self.inner.work.notify_waiters();
+        }
+        self.emit(sweep, Some(trial));
+        Ok(answer)
+    }
+}
