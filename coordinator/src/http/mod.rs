@@ -266,48 +266,28 @@ async fn control(
 /// first event only) and `changes`: each trial that changed and its new metric points as
 /// `[step, name, value]`.
 async fn events(State(app): State<App>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    use crate::service::watch::Next;
+    use crate::service::watch::{forward, Item};
     use axum::response::sse::{Event, KeepAlive, Sse};
     if let Some(r) = reject(&app, &headers) {
         return r;
     }
-    let (first, mut follower) = match app.sweeps.follow(&id) {
+    let (first, follower) = match app.sweeps.follow(&id) {
         Ok(f) => f,
         Err(s) => return from_status(s),
     };
-    let update = |data: String| {
+    let stream = forward(first, follower, |item| {
+        let data = match item {
+            Item::First(info) | Item::Behind(info) => event_json(info, &[]),
+            // Made once per look, for every page that follows the sweep.
+            Item::Look(look) => look
+                .text
+                .get_or_init(|| event_json(&look.info, &look.changes))
+                .clone(),
+            Item::Closing => json!({"error": crate::service::SHUTTING_DOWN}).to_string(),
+        };
         Ok::<_, std::convert::Infallible>(Event::default().event("update").data(data))
-    };
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(async move {
-        let over = first.is_over();
-        if tx.send(update(event_json(&first, &[]))).await.is_err() || over {
-            return;
-        }
-        loop {
-            let next = follower.next().await;
-            let (data, over) = match next {
-                // Made once per look, for every page that follows the sweep.
-                Next::Look(look) => (
-                    look.text
-                        .get_or_init(|| event_json(&look.info, &look.changes))
-                        .clone(),
-                    look.info.is_over(),
-                ),
-                Next::Behind(info) => (event_json(&info, &[]), info.is_over()),
-                Next::End => return,
-                Next::Closing => {
-                    let data = json!({"error": crate::service::SHUTTING_DOWN}).to_string();
-                    let _ = tx.send(update(data)).await;
-                    return;
-                }
-            };
-            if tx.send(update(data)).await.is_err() || over {
-                return;
-            }
-        }
     });
-    Sse::new(tokio_stream::wrappers::ReceiverStream::new(rx))
+    Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()
 }

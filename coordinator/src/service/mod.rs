@@ -399,47 +399,15 @@ impl Sweeps for SweepsService {
         let _t = self.metrics.rpc("Watch");
         let req = req.into_inner();
         let detail = req.detail();
-        let (first, mut follower) = self.follow(&req.sweep_id)?;
-        let stream = async_stream(move |tx| async move {
-            let over = first.is_over();
-            let first = pb::WatchEvent {
-                sweep: Some(first),
+        let (first, follower) = self.follow(&req.sweep_id)?;
+        let stream = watch::forward(first, follower, move |item| match item {
+            watch::Item::First(info) | watch::Item::Behind(info) => Ok(pb::WatchEvent {
+                sweep: Some(info.clone()),
                 changes: Vec::new(),
-            };
-            if tx.send(Ok(first)).await.is_err() || over {
-                return;
-            }
-            loop {
-                let next = follower.next().await;
-                let ev = match next {
-                    watch::Next::Look(look) => look.event(detail),
-                    watch::Next::Behind(info) => pb::WatchEvent {
-                        sweep: Some(*info),
-                        changes: Vec::new(),
-                    },
-                    watch::Next::End => return,
-                    watch::Next::Closing => {
-                        let _ = tx.send(Err(Status::unavailable(SHUTTING_DOWN))).await;
-                        return;
-                    }
-                };
-                let over = ev.sweep.as_ref().is_some_and(pb::SweepInfo::is_over);
-                if tx.send(Ok(ev)).await.is_err() || over {
-                    return;
-                }
-            }
+            }),
+            watch::Item::Look(look) => Ok(look.event(detail)),
+            watch::Item::Closing => Err(Status::unavailable(SHUTTING_DOWN)),
         });
         Ok(Response::new(Box::pin(stream)))
     }
-}
-
-/// A stream fed by a task through a bounded channel.
-fn async_stream<F, Fut>(f: F) -> impl Stream<Item = Result<pb::WatchEvent, Status>>
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Result<pb::WatchEvent, Status>>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(f(tx));
-    tokio_stream::wrappers::ReceiverStream::new(rx)
 }

@@ -284,3 +284,48 @@ impl Follower {
         }
     }
 }
+
+/// What a stream sends, before it is put in the client's form.
+#[derive(Debug)]
+pub enum Item<'a> {
+    /// The sweep's summary when the stream starts, with its config.
+    First(&'a pb::SweepInfo),
+    /// A shared look.
+    Look(&'a Look),
+    /// A fresh summary after the stream fell behind.
+    Behind(&'a pb::SweepInfo),
+    /// The coordinator is shutting down (the stream's last item).
+    Closing,
+}
+
+/// Runs a stream for `follower`, from its `first` summary, on a task of its own: each item is
+/// put in the client's form by `encode` and sent, until the sweep is over, it is gone, the
+/// coordinator shuts down (after [`Item::Closing`]) or the client leaves. One loop for the
+/// Watch RPC and the dashboard's event stream.
+pub fn forward<T: Send + 'static>(
+    first: pb::SweepInfo,
+    mut follower: Follower,
+    encode: impl Fn(Item<'_>) -> T + Send + 'static,
+) -> tokio_stream::wrappers::ReceiverStream<T> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        if tx.send(encode(Item::First(&first))).await.is_err() || first.is_over() {
+            return;
+        }
+        loop {
+            let (item, over) = match follower.next().await {
+                Next::Look(look) => (encode(Item::Look(&look)), look.info.is_over()),
+                Next::Behind(info) => (encode(Item::Behind(&info)), info.is_over()),
+                Next::End => return,
+                Next::Closing => {
+                    let _ = tx.send(encode(Item::Closing)).await;
+                    return;
+                }
+            };
+            if tx.send(item).await.is_err() || over {
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
