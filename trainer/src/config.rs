@@ -338,7 +338,9 @@ impl ConfigBuilder {
     }
 }
 
-fn kind(v: &Value) -> &'static str {
+/// What a JSON value is (`a number`, `a mapping`, …), for error messages that say what was
+/// found instead.
+pub fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -1022,16 +1022,7 @@ fn parse_metric_key(v: Option<&Value>, trainer: &Trainer) -> Result<Metric, Conf
     })
 }
 
-pub(crate) fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "a mapping",
-    }
-}
+pub(crate) use sweep_trainer::config::kind;
 
 pub(crate) fn show(v: &Value) -> String {
     match v {
