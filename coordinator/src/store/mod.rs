@@ -817,10 +817,10 @@ pub fn update_sweep(
     next_trial: u64,
     updated_at: f64,
 ) -> rusqlite::Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE sweeps SET state = ?2, next_trial = ?3, updated_at = ?4 WHERE id = ?1",
-        params![id, state, next_trial as i64, updated_at],
-    )?;
+    )?
+    .execute(params![id, state, next_trial as i64, updated_at])?;
     Ok(())
 }
 
