@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use clap::Args;
+use rand::{Rng, SeedableRng};
 use sweep_proto::pb;
 
 use crate::common::*;
@@ -26,6 +27,10 @@ pub(crate) struct LoadArgs {
     /// Simulated training time per epoch, in milliseconds
     #[arg(long, default_value_t = 50)]
     pub(crate) epoch_ms: u64,
+    /// Vary each epoch's time by up to this many percent either way (each worker its own
+    /// seeded draws), as real trials vary; 0 keeps every worker in step with the others
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub(crate) jitter: u32,
     /// Run it a second time beside a bayes sweep (GP) that this many more simulated workers
     /// serve, each finishing its trial at once (a suggestion on every lease, with thousands of
     /// finished trials), and compare the first sweep's latency with and without it
@@ -35,6 +40,9 @@ pub(crate) struct LoadArgs {
 
 #[derive(Debug, Default)]
 struct LoadStats {
+    /// Each worker's first lease (every worker asks at the start, all at once).
+    first_lease_ms: Vec<f64>,
+    /// The leases after it.
     lease_ms: Vec<f64>,
     report_ms: Vec<f64>,
     trials: u64,
@@ -52,6 +60,8 @@ async fn simulated_worker(
     end: Instant,
 ) -> LoadStats {
     let mut st = LoadStats::default();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(k as u64);
+    let spread = f64::from(a.jitter) / 100.0;
     let ch = match tonic::transport::Endpoint::from_shared(url) {
         Ok(ep) => ep.connect_lazy(),
         Err(e) => {
@@ -95,9 +105,15 @@ async fn simulated_worker(
             }
         };
         let Some(trial) = trial else { continue };
-        st.lease_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        if st.trials == 0 && st.first_lease_ms.is_empty() {
+            st.first_lease_ms.push(ms);
+        } else {
+            st.lease_ms.push(ms);
+        }
         for e in 1..=a.epochs {
-            tokio::time::sleep(Duration::from_millis(a.epoch_ms)).await;
+            let f = 1.0 + spread * (2.0 * rng.random::<f64>() - 1.0);
+            tokio::time::sleep(Duration::from_secs_f64(a.epoch_ms as f64 * f / 1e3)).await;
             let t = Instant::now();
             let r = c
                 .report(pb::ReportRequest {
@@ -148,6 +164,7 @@ async fn simulated_worker(
 struct LoadArgsCopy {
     epochs: u32,
     epoch_ms: u64,
+    jitter: u32,
 }
 
 /// One timed run of `sweep-bench load`: a fresh coordinator, its sweep, the load.
@@ -209,6 +226,7 @@ async fn load_run(a: &LoadArgs, beside_bayes: usize) -> Result<LoadRun> {
     let copy = LoadArgsCopy {
         epochs: a.epochs,
         epoch_ms: a.epoch_ms,
+        jitter: a.jitter,
     };
     let tasks: Vec<_> = (0..a.workers)
         .map(|k| tokio::spawn(simulated_worker(url.clone(), k, copy, id.clone(), end)))
@@ -216,6 +234,7 @@ async fn load_run(a: &LoadArgs, beside_bayes: usize) -> Result<LoadRun> {
     let at_once = LoadArgsCopy {
         epochs: 1,
         epoch_ms: 0,
+        jitter: 0,
     };
     let bayes_tasks: Vec<_> = (0..beside_bayes)
         .map(|k| {
@@ -238,6 +257,7 @@ async fn load_run(a: &LoadArgs, beside_bayes: usize) -> Result<LoadRun> {
     let mut run = LoadRun::default();
     for t in tasks {
         let s = t.await.map_err(|e| anyhow!(e.to_string()))?;
+        run.stats.first_lease_ms.extend(s.first_lease_ms);
         run.stats.lease_ms.extend(s.lease_ms);
         run.stats.report_ms.extend(s.report_ms);
         run.stats.trials += s.trials;
@@ -248,6 +268,7 @@ async fn load_run(a: &LoadArgs, beside_bayes: usize) -> Result<LoadRun> {
         let mut trials = 0;
         for t in bayes_tasks {
             let s = t.await.map_err(|e| anyhow!(e.to_string()))?;
+            lease_ms.extend(s.first_lease_ms);
             lease_ms.extend(s.lease_ms);
             trials += s.trials;
             run.stats.errors.extend(s.errors);
@@ -276,15 +297,15 @@ async fn load_run(a: &LoadArgs, beside_bayes: usize) -> Result<LoadRun> {
 fn print_load(a: &LoadArgs, run: &mut LoadRun) {
     let (stats, secs) = (&mut run.stats, run.secs);
     println!(
-        "{} simulated workers, {:.0} s, {} epochs × {} ms per trial, SQLite store:",
-        a.workers, secs, a.epochs, a.epoch_ms
+        "{} simulated workers, {:.0} s, {} epochs × {} ms (± {}%) per trial, SQLite store:",
+        a.workers, secs, a.epochs, a.epoch_ms, a.jitter
     );
     println!(
         "  {} trials completed ({:.0}/s), {} in the store as finished; {} Lease and {} Report calls",
         stats.trials,
         stats.trials as f64 / secs,
         run.finished,
-        stats.lease_ms.len(),
+        stats.lease_ms.len() + stats.first_lease_ms.len(),
         stats.report_ms.len()
     );
     if let Some((trials, lease_ms)) = &mut run.bayes {
@@ -316,6 +337,10 @@ fn print_load(a: &LoadArgs, run: &mut LoadRun) {
     for (name, v) in [
         ("Lease", &mut stats.lease_ms),
         ("Report", &mut stats.report_ms),
+        (
+            "first Lease of each worker, all at the start",
+            &mut stats.first_lease_ms,
+        ),
     ] {
         println!(
             "    {name:<7} {:.3} / {:.3} / {:.3}",
