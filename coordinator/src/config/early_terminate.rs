@@ -114,13 +114,13 @@ impl Rule {
     }
 }
 
+/// Most brackets (`s`) a hyperband rule may have.
+pub const MAX_BANDS: u64 = 100;
+
 /// W&B's schema for `early_terminate`: `type: hyperband` with `min_iter`, or `max_iter` and `s`,
 /// and optional `eta` (> 1, default 3) and `strict` (default true). Our extensions:
 /// `type: asha` (`min_iter`, `eta`, `max_iter`) and `type: median` (`min_trials` default 5,
 /// `warmup_steps` default 0).
-/// Most brackets (`s`) a hyperband rule may have.
-pub const MAX_BANDS: u64 = 100;
-
 fn validate(v: &Value) -> Result<(), ConfigError> {
     let Value::Object(m) = v else {
         return Err(ConfigError::new(
