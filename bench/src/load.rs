@@ -106,7 +106,7 @@ async fn simulated_worker(
         };
         let Some(trial) = trial else { continue };
         let ms = t.elapsed().as_secs_f64() * 1e3;
-        if st.trials == 0 && st.first_lease_ms.is_empty() {
+        if st.first_lease_ms.is_empty() {
             st.first_lease_ms.push(ms);
         } else {
             st.lease_ms.push(ms);

@@ -54,13 +54,11 @@ fn sweep_best(
         Some(e) => spec.bayes.engine = e,
         None => spec.method = coordinator::config::Method::Random,
     }
-    coordinator::search::sequential_best(&spec, trials as u64, |params| {
-        let map = params
-            .as_object()
-            .map(|m| m.clone().into_iter().collect())
-            .unwrap_or_default();
-        worker::synthetic::evaluate(function, &map).unwrap_or(f64::INFINITY)
-    })
+    coordinator::search::sequential_best(
+        &spec,
+        trials as u64,
+        worker::synthetic::objective(function),
+    )
 }
 
 fn suggestion_ms(finished: usize, gp: bool) -> f64 {

@@ -68,6 +68,18 @@ pub fn hartmann6(x: &[f64; 6]) -> f64 {
         .sum::<f64>()
 }
 
+/// `function` as a search objective over a parameter object (a trial's parameters as JSON):
+/// its value, or infinity where it is not defined (a missing or non-numeric parameter).
+pub fn objective(function: &str) -> impl Fn(&Value) -> f64 + '_ {
+    move |params| {
+        let map = params
+            .as_object()
+            .map(|m| m.clone().into_iter().collect())
+            .unwrap_or_default();
+        evaluate(function, &map).unwrap_or(f64::INFINITY)
+    }
+}
+
 /// The value of `function` at `params`: branin takes x1, x2; hartmann6 x1…x6; rosenbrock and
 /// quadratic (Σ (xᵢ − 0.5)²) every numeric parameter in name order.
 pub fn evaluate(function: &str, params: &BTreeMap<String, Value>) -> Result<f64, SyntheticError> {

@@ -457,7 +457,7 @@ mod tests {
         } else {
             spec.method = crate::config::Method::Random;
         }
-        crate::search::sequential_best(&spec, n as u64, crate::search::tests::objective("branin"))
+        crate::search::sequential_best(&spec, n as u64, worker::synthetic::objective("branin"))
     }
 
     #[test]

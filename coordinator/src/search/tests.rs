@@ -167,14 +167,3 @@ fn suggestions_are_pure_and_bounded() {
     assert_eq!(suggest(&grid, 2).unwrap()["x"], 2);
     assert!(suggest(&grid, 3).is_none());
 }
-
-/// A synthetic test function of the worker's as a search objective (for `sequential_best`).
-pub(crate) fn objective(function: &'static str) -> impl Fn(&Value) -> f64 {
-    move |params| {
-        let map = params
-            .as_object()
-            .map(|m| m.clone().into_iter().collect())
-            .unwrap_or_default();
-        worker::synthetic::evaluate(function, &map).unwrap_or(f64::INFINITY)
-    }
-}
