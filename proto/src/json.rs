@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Map, Number, Value as Json};
 
 use crate::pb::{value::Kind, Value, ValueList, ValueMap};
@@ -57,6 +58,49 @@ pub fn map_to_json(m: &HashMap<String, Value>) -> Map<String, Json> {
         .collect()
 }
 
+/// A wire value written as JSON directly, without building a `serde_json::Value` first
+/// (what [`to_json`] gives, byte for byte once written).
+#[derive(Debug)]
+pub struct AsJson<'a>(pub &'a Value);
+
+impl Serialize for AsJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.0.kind {
+            None => s.serialize_unit(),
+            Some(Kind::Int(i)) => s.serialize_i64(*i),
+            // Like `to_json`: a non-finite float is `null`.
+            Some(Kind::Float(f)) if !f.is_finite() => s.serialize_unit(),
+            Some(Kind::Float(f)) => s.serialize_f64(*f),
+            Some(Kind::Str(v)) => s.serialize_str(v),
+            Some(Kind::Bool(b)) => s.serialize_bool(*b),
+            Some(Kind::List(l)) => {
+                let mut seq = s.serialize_seq(Some(l.items.len()))?;
+                for v in &l.items {
+                    seq.serialize_element(&AsJson(v))?;
+                }
+                seq.end()
+            }
+            Some(Kind::Map(m)) => MapAsJson(&m.entries).serialize(s),
+        }
+    }
+}
+
+/// A wire map written as a JSON object with its keys sorted (what [`map_to_json`] gives).
+#[derive(Debug)]
+pub struct MapAsJson<'a>(pub &'a HashMap<String, Value>);
+
+impl Serialize for MapAsJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut keys: Vec<&String> = self.0.keys().collect();
+        keys.sort();
+        let mut map = s.serialize_map(Some(keys.len()))?;
+        for k in keys {
+            map.serialize_entry(k, &AsJson(&self.0[k]))?;
+        }
+        map.end()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +110,19 @@ mod tests {
         let v = serde_json::json!({"i": 3, "f": 0.5, "s": "adam", "b": true, "l": [1, "x"], "m": {"beta1": 0.9}, "n": null});
         let back = Json::Object(map_to_json(&object_to_pb(&v)));
         assert_eq!(back, v);
+    }
+
+    #[test]
+    fn written_directly_is_the_same_text_as_through_a_json_value() {
+        let v = serde_json::json!({"i": -3, "u": 7, "f": 0.1, "big": 1e300, "s": "a\"b", "b": false,
+            "l": [1, "x", [2.5, null]], "m": {"z": 1, "a": {"beta1": 0.9}}, "n": null});
+        let pb = object_to_pb(&v);
+        let direct = serde_json::to_string(&MapAsJson(&pb)).unwrap();
+        let through = serde_json::to_string(&Json::Object(map_to_json(&pb))).unwrap();
+        assert_eq!(direct, through);
+        let nan = Value {
+            kind: Some(Kind::Float(f64::NAN)),
+        };
+        assert_eq!(serde_json::to_string(&AsJson(&nan)).unwrap(), "null");
     }
 }

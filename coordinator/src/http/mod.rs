@@ -199,7 +199,7 @@ async fn leaderboard(
         }))
         .await
     {
-        Ok(r) => Json(export::leaderboard_json(&r.into_inner())).into_response(),
+        Ok(r) => Json(export::Leaderboard(&r.into_inner())).into_response(),
         Err(s) => from_status(s),
     }
 }
@@ -292,16 +292,41 @@ async fn events(State(app): State<App>, headers: HeaderMap, Path(id): Path<Strin
         .into_response()
 }
 
-/// One event of the dashboard's stream: `{sweep, changes: [{trial, points}]}`.
+/// One event of the dashboard's stream: `{sweep, changes: [{trial, points}]}`, written
+/// directly (made once per look for every page, so it is on the path of every change).
 fn event_json(info: &pb::SweepInfo, changes: &[pb::TrialChange]) -> String {
-    json!({
-        "sweep": export::info_json(info),
-        "changes": changes.iter().map(|c| json!({
-            "trial": c.trial.as_ref().map(export::summary_json),
-            "points": c.points.iter().map(|p| json!([p.step, p.name, p.value])).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
+    use serde::ser::{SerializeMap, Serializer};
+    struct Change<'a>(&'a pb::TrialChange);
+    impl serde::Serialize for Change<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(Some(2))?;
+            let points: Vec<(u32, &str, Option<f64>)> = self
+                .0
+                .points
+                .iter()
+                .map(|p| {
+                    (
+                        p.step,
+                        p.name.as_str(),
+                        p.value.is_finite().then_some(p.value),
+                    )
+                })
+                .collect();
+            m.serialize_entry("points", &points)?;
+            m.serialize_entry("trial", &self.0.trial.as_ref().map(export::Row))?;
+            m.end()
+        }
+    }
+    #[derive(serde::Serialize)]
+    struct EventJson<'a> {
+        changes: Vec<Change<'a>>,
+        sweep: Value,
+    }
+    serde_json::to_string(&EventJson {
+        changes: changes.iter().map(Change).collect(),
+        sweep: export::info_json(info),
     })
-    .to_string()
+    .unwrap_or_default()
 }
 
 /// A trial number from the path, or why it is not one (a 400 answer).
@@ -670,3 +695,57 @@ pub async fn serve(
 /// A connection's byte stream, plain or TLS.
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_live_event_written_directly_is_the_text_of_its_json_value() {
+        let summary = pb::TrialSummary {
+            trial: 7,
+            state: "running".into(),
+            params: sweep_proto::json::object_to_pb(&json!({"lr": 0.001, "opt": {"name": "adam"}})),
+            metrics: [("loss".to_string(), 0.5)].into(),
+            best: Some(0.5),
+            best_step: 2,
+            attempts: 1,
+            ..Default::default()
+        };
+        let changes = vec![
+            pb::TrialChange {
+                trial: Some(summary),
+                points: vec![
+                    pb::MetricPoint {
+                        step: 2,
+                        name: "loss".into(),
+                        value: 0.5,
+                    },
+                    pb::MetricPoint {
+                        step: 2,
+                        name: "odd".into(),
+                        value: f64::NAN,
+                    },
+                ],
+            },
+            pb::TrialChange {
+                trial: None,
+                points: vec![],
+            },
+        ];
+        let info = pb::SweepInfo {
+            id: "s1".into(),
+            running: 1,
+            ..Default::default()
+        };
+        let through_value = json!({
+            "sweep": export::info_json(&info),
+            "changes": changes.iter().map(|c| json!({
+                "trial": c.trial.as_ref().map(export::Row).map(|r| serde_json::to_value(r).unwrap()),
+                "points": c.points.iter().map(|p| json!([p.step, p.name, p.value])).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        })
+        .to_string();
+        assert_eq!(event_json(&info, &changes), through_value);
+    }
+}
