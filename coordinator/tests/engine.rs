@@ -180,7 +180,7 @@ async fn concurrent_leases_never_hand_out_a_point_twice() {
                 .await
                 .unwrap()
             {
-                got.push((l.trial, l.params["x"].as_i64().unwrap()));
+                got.push((l.trial, l.params.to_value()["x"].as_i64().unwrap()));
             }
             got
         }));
@@ -549,9 +549,9 @@ async fn bayes_never_hands_out_a_config_twice_to_concurrent_workers() {
         for t in tasks {
             if let Some(l) = t.await.unwrap() {
                 assert!(
-                    seen.insert(l.params.to_string()),
+                    seen.insert(l.params.to_value().to_string()),
                     "duplicate config {}",
-                    l.params
+                    l.params.to_value()
                 );
                 leases.push(l);
             }
@@ -559,7 +559,7 @@ async fn bayes_never_hands_out_a_config_twice_to_concurrent_workers() {
         if round == 0 {
             assert_eq!(leases.len(), 8);
             for l in leases {
-                let loss = l.params["a"].as_f64().unwrap();
+                let loss = l.params.to_value()["a"].as_f64().unwrap();
                 e.complete(Complete {
                     attempt: Attempt {
                         worker: "w",
@@ -601,8 +601,8 @@ async fn a_restarted_coordinator_makes_the_same_next_suggestion() {
                 .unwrap()
                 .unwrap();
             let y = worker::synthetic::branin(
-                l.params["x1"].as_f64().unwrap(),
-                l.params["x2"].as_f64().unwrap(),
+                l.params.to_value()["x1"].as_f64().unwrap(),
+                l.params.to_value()["x2"].as_f64().unwrap(),
             );
             e.report(Report {
                 attempt: Attempt {
@@ -641,7 +641,7 @@ async fn a_restarted_coordinator_makes_the_same_next_suggestion() {
             .await
             .unwrap()
             .unwrap();
-        (id, l.params)
+        (id, l.params.to_value())
     };
     // Two coordinators restarted from identical copies of the store (one kept running, one
     // a fresh process) suggest the same trial 6: the suggestion depends only on the stored
@@ -985,7 +985,7 @@ async fn a_restart_does_not_validate_a_stored_config_again() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(l.params["x"], 1);
+    assert_eq!(l.params.to_value()["x"], 1);
     drop(e);
     // A row without a spec (an older store) is read from its config, validated as before.
     let c = rusqlite::Connection::open(&p).unwrap();

@@ -129,7 +129,7 @@ impl Engine {
             trial.started_at = Some(t);
             // A reason from an earlier attempt (an expired lease) does not describe this one.
             trial.error = None;
-            (trial.attempt, trial.params.to_value())
+            (trial.attempt, trial.params.clone())
         })?;
         let row = sw.trial_row(number)?;
         let lease = Lease {

@@ -40,7 +40,7 @@ pub struct Lease {
     /// Fencing token.
     pub lease_id: String,
     /// Parameters.
-    pub params: Value,
+    pub params: super::Params,
     /// Trainer name and options.
     pub trainer: (String, Value),
     /// The sweep metric's name.

@@ -37,7 +37,7 @@ use suggest::Suggesters;
 pub use messages::{Action, Attempt, Complete, Lease, Outcome, Report, WorkerInfo};
 pub use results::{MAX_CLASSES, MAX_LABEL_CHARS, MAX_OUTPUT_BYTES};
 pub use sweep::{Counts, Sweep, SweepState};
-pub use trial::{Curve, Metrics, Params, Point, Trial, TrialState};
+pub use trial::{Curve, Metrics, Param, Params, Point, Trial, TrialState};
 pub use workers::EngineCounters;
 
 /// Seconds since the Unix epoch.

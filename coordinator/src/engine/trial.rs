@@ -9,6 +9,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use serde::{Serialize, Serializer};
 use serde_json::{json, Map, Value};
 
 use crate::config::Goal;
@@ -121,17 +122,66 @@ impl ParamValue {
         }
     }
 
-    fn to_value(&self) -> Value {
+    fn view(&self) -> Param<'_> {
         match self {
-            ParamValue::Null => Value::Null,
-            ParamValue::Bool(b) => Value::Bool(*b),
-            ParamValue::Int(i) => Value::from(*i),
-            ParamValue::UInt(u) => Value::from(*u),
-            ParamValue::Float(f) => {
-                serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
-            }
-            ParamValue::Text(t) => Value::String(t.to_string()),
-            ParamValue::Other(v) => (**v).clone(),
+            ParamValue::Null => Param::Null,
+            ParamValue::Bool(b) => Param::Bool(*b),
+            ParamValue::Int(i) => Param::Int(*i),
+            ParamValue::UInt(u) => Param::UInt(*u),
+            ParamValue::Float(f) => Param::Float(*f),
+            ParamValue::Text(t) => Param::Text(t),
+            ParamValue::Other(v) => Param::Other(v),
+        }
+    }
+}
+
+/// One parameter's value as the engine holds it, typed: what the wire and the store are
+/// written from directly (one conversion each, no JSON value in between).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Param<'a> {
+    /// `null`.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// An integer that fits `i64`.
+    Int(i64),
+    /// An integer above `i64::MAX`.
+    UInt(u64),
+    /// A float.
+    Float(f64),
+    /// A string.
+    Text(&'a str),
+    /// A list or a mapping.
+    Other(&'a Value),
+}
+
+impl Param<'_> {
+    /// As JSON.
+    pub fn to_value(self) -> Value {
+        match self {
+            Param::Null => Value::Null,
+            Param::Bool(b) => Value::Bool(b),
+            Param::Int(i) => Value::from(i),
+            Param::UInt(u) => Value::from(u),
+            Param::Float(f) => serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number),
+            Param::Text(t) => Value::String(t.to_string()),
+            Param::Other(v) => v.clone(),
+        }
+    }
+}
+
+impl Serialize for Param<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match *self {
+            Param::Null => s.serialize_unit(),
+            Param::Bool(b) => s.serialize_bool(b),
+            Param::Int(i) => s.serialize_i64(i),
+            Param::UInt(u) => s.serialize_u64(u),
+            // As a JSON value has it: a non-finite float is `null`.
+            Param::Float(f) if !f.is_finite() => s.serialize_unit(),
+            Param::Float(f) => s.serialize_f64(f),
+            Param::Text(t) => s.serialize_str(t),
+            Param::Other(v) => v.serialize(s),
         }
     }
 }
@@ -158,11 +208,21 @@ impl Params {
     }
 
     /// Every parameter, in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, Value)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Param<'_>)> + '_ {
         self.keys
             .iter()
             .zip(self.values.iter())
-            .map(|(k, v)| (&**k, v.to_value()))
+            .map(|(k, v)| (&**k, v.view()))
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
     }
 
     /// As a JSON object.
@@ -172,7 +232,16 @@ impl Params {
 
     /// As a JSON map.
     pub fn to_map(&self) -> Map<String, Value> {
-        self.iter().map(|(k, v)| (k.to_string(), v)).collect()
+        self.iter()
+            .map(|(k, v)| (k.to_string(), v.to_value()))
+            .collect()
+    }
+}
+
+/// Written as a JSON object directly (the store's text of them).
+impl Serialize for Params {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
     }
 }
 
@@ -429,7 +498,7 @@ impl Trial {
         TrialRow {
             sweep_id: sweep.to_string(),
             trial: self.number,
-            params: self.params.to_value().to_string(),
+            params: serde_json::to_string(&self.params).unwrap_or_else(|_| "{}".into()),
             state: self.state.name().into(),
             attempt: self.attempt,
             completed_attempt: self.completed_attempt,
@@ -534,6 +603,8 @@ mod tests {
         let all = json!({"a": 1, "b": -2, "c": 0.5, "d": "adam", "e": true, "f": null, "g": [1, 2], "h": {"k": 1}, "i": u64::MAX});
         let p = Params::new(all.clone(), &mut names);
         assert_eq!(p.to_value(), all);
+        // The store's text, written directly, is that of the JSON value.
+        assert_eq!(serde_json::to_string(&p).unwrap(), all.to_string());
         let q = Params::new(
             json!({"a": 2, "b": 3, "c": 0.1, "d": "adam", "e": false, "f": 1, "g": [], "h": {}, "i": 0}),
             &mut names,

@@ -2,7 +2,9 @@
 
 use sweep_proto::pb;
 
-use crate::engine::{Sweep, SweepState, Trial};
+use std::collections::HashMap;
+
+use crate::engine::{Param, Params, Sweep, SweepState, Trial};
 
 /// The wire state of a sweep.
 pub fn state(s: SweepState) -> pb::SweepState {
@@ -12,6 +14,27 @@ pub fn state(s: SweepState) -> pb::SweepState {
         SweepState::Stopped => pb::SweepState::Stopped,
         SweepState::Finished => pb::SweepState::Finished,
     }
+}
+
+/// A trial's parameters on the wire, converted from the engine's typed form directly.
+pub fn params(p: &Params) -> HashMap<String, pb::Value> {
+    use pb::value::Kind;
+    p.iter()
+        .map(|(k, v)| {
+            let kind = match v {
+                Param::Null => None,
+                Param::Bool(b) => Some(Kind::Bool(b)),
+                Param::Int(i) => Some(Kind::Int(i)),
+                // Above i64: the wire's integers are i64, so it travels as a float (as JSON
+                // numbers do).
+                Param::UInt(u) => Some(Kind::Float(u as f64)),
+                Param::Float(f) => Some(Kind::Float(f)),
+                Param::Text(t) => Some(Kind::Str(t.to_string())),
+                Param::Other(v) => return (k.to_string(), sweep_proto::json::to_pb(v)),
+            };
+            (k.to_string(), pb::Value { kind })
+        })
+        .collect()
 }
 
 /// A sweep's summary.
@@ -49,11 +72,7 @@ pub fn trial_summary(s: &Sweep, t: &Trial, rank: u32) -> pb::TrialSummary {
     pb::TrialSummary {
         trial: t.number,
         state: t.state.name().into(),
-        params: t
-            .params
-            .iter()
-            .map(|(k, v)| (k.to_string(), sweep_proto::json::to_pb(&v)))
-            .collect(),
+        params: params(&t.params),
         metrics: t.metrics.iter().map(|(k, v)| (k.to_string(), v)).collect(),
         best: best.map(|b| b.0),
         best_step: best.map_or(0, |b| b.1),

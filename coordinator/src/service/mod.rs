@@ -161,7 +161,7 @@ impl Coordinator for CoordinatorService {
                 trial: l.trial,
                 attempt: l.attempt,
                 lease_id: l.lease_id,
-                params: sweep_proto::json::object_to_pb(&l.params),
+                params: convert::params(&l.params),
                 trainer: l.trainer.0,
                 trainer_options: sweep_proto::json::object_to_pb(&l.trainer.1),
                 metric: l.metric,
