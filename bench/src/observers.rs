@@ -30,6 +30,39 @@ const RUNNING_CURVES: usize = 8;
 const MAX_ROWS: u64 = 500;
 const FULL_BOARD: u64 = 2000;
 
+/// What a page reads of one event: the fields app.js uses to decide what to fetch. The rest
+/// (parameters, metrics, points) is skipped without being built, as a lean client would: the
+/// pages share the coordinator's cores, and their own parsing is not the coordinator's cost.
+#[derive(serde::Deserialize)]
+struct PageEvent {
+    #[serde(default)]
+    sweep: Option<PageSweep>,
+    #[serde(default)]
+    changes: Vec<PageChange>,
+}
+
+#[derive(serde::Deserialize)]
+struct PageSweep {
+    state: String,
+    queued: u64,
+    running: u64,
+    finished: u64,
+    stopped: u64,
+    failed: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct PageChange {
+    trial: Option<PageTrial>,
+}
+
+#[derive(serde::Deserialize)]
+struct PageTrial {
+    trial: u64,
+    state: String,
+    attempts: u32,
+}
+
 /// The observers of one run.
 pub(super) struct Observers {
     tasks: Vec<JoinHandle<Result<(), String>>>,
@@ -228,37 +261,27 @@ impl Page {
                 continue;
             };
             events.fetch_add(1, Ordering::Relaxed);
-            let Ok(ev) = serde_json::from_str::<serde_json::Value>(data.trim()) else {
+            let Ok(ev) = serde_json::from_str::<PageEvent>(data.trim()) else {
                 continue;
             };
-            let sw = &ev["sweep"];
-            if !sw.is_null() {
-                let count = |keys: &[&str]| {
-                    keys.iter()
-                        .map(|k| sw[*k].as_u64().unwrap_or(0))
-                        .sum::<u64>()
-                };
+            if let Some(sw) = &ev.sweep {
                 total.store(
-                    count(&["queued", "running", "finished", "stopped", "failed"]),
+                    sw.queued + sw.running + sw.finished + sw.stopped + sw.failed,
                     Ordering::Relaxed,
                 );
-                let ended = count(&["finished", "stopped", "failed"]);
+                let ended = sw.finished + sw.stopped + sw.failed;
                 if ended != done {
                     done = ended;
                     board.notify_one();
                     figures.notify_one();
                 }
             }
-            let changes = ev["changes"].as_array().cloned().unwrap_or_default();
-            for c in &changes {
-                let t = &c["trial"];
-                let Some(n) = t["trial"].as_u64() else {
-                    continue;
-                };
+            for t in ev.changes.iter().filter_map(|c| c.trial.as_ref()) {
+                let n = t.trial;
                 let first_sight = seen.insert(n);
-                if t["state"] == "running" {
+                if t.state == "running" {
                     running.insert(n);
-                    if first_sight && t["attempts"] == 1 {
+                    if first_sight && t.attempts == 1 {
                         // Its whole curve comes with the events.
                         curves.insert(n);
                     }
@@ -276,7 +299,11 @@ impl Page {
                     curves.remove(&n);
                 }
             }
-            if sw["state"] == "finished" && sw["running"].as_u64() == Some(0) {
+            if ev
+                .sweep
+                .as_ref()
+                .is_some_and(|sw| sw.state == "finished" && sw.running == 0)
+            {
                 break;
             }
         }
