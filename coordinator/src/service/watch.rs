@@ -298,34 +298,41 @@ pub enum Item<'a> {
     Closing,
 }
 
-/// Runs a stream for `follower`, from its `first` summary, on a task of its own: each item is
-/// put in the client's form by `encode` and sent, until the sweep is over, it is gone, the
-/// coordinator shuts down (after [`Item::Closing`]) or the client leaves. One loop for the
-/// Watch RPC and the dashboard's event stream.
+/// The stream for `follower`, from its `first` summary: each item put in the client's form by
+/// `encode`, until the sweep is over, it is gone, or the coordinator shuts down (after
+/// [`Item::Closing`]). One stream for the Watch RPC and the dashboard's event stream. It runs in
+/// the task that sends it to the client and takes the next look only when the client is ready
+/// for it (one that falls behind is sent a fresh summary): no task or channel of its own, so a
+/// look wakes one task per stream, and a client that leaves ends its stream at once.
 pub fn forward<T: Send + 'static>(
     first: pb::SweepInfo,
-    mut follower: Follower,
+    follower: Follower,
     encode: impl Fn(Item<'_>) -> T + Send + 'static,
-) -> tokio_stream::wrappers::ReceiverStream<T> {
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(async move {
-        if tx.send(encode(Item::First(&first))).await.is_err() || first.is_over() {
-            return;
-        }
-        loop {
-            let (item, over) = match follower.next().await {
-                Next::Look(look) => (encode(Item::Look(&look)), look.info.is_over()),
-                Next::Behind(info) => (encode(Item::Behind(&info)), info.is_over()),
-                Next::End => return,
-                Next::Closing => {
-                    let _ = tx.send(encode(Item::Closing)).await;
-                    return;
-                }
-            };
-            if tx.send(item).await.is_err() || over {
-                return;
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    enum At {
+        First(Box<pb::SweepInfo>, Follower),
+        Following(Follower),
+        Done,
+    }
+    let start = (At::First(Box::new(first), follower), encode);
+    futures_util::stream::unfold(start, |(at, encode)| async move {
+        let (item, next) = match at {
+            At::Done => return None,
+            At::First(first, follower) => {
+                let item = encode(Item::First(&first));
+                (item, (!first.is_over()).then_some(follower))
             }
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
+            At::Following(mut follower) => {
+                let (item, over) = match follower.next().await {
+                    Next::Look(look) => (encode(Item::Look(&look)), look.info.is_over()),
+                    Next::Behind(info) => (encode(Item::Behind(&info)), info.is_over()),
+                    Next::End => return None,
+                    Next::Closing => (encode(Item::Closing), true),
+                };
+                (item, (!over).then_some(follower))
+            }
+        };
+        let at = next.map_or(At::Done, At::Following);
+        Some((item, (at, encode)))
+    })
 }
