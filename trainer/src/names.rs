@@ -64,6 +64,12 @@ named_enum!(
         Tanh = "tanh",
         /// `f(z) = max(z, 0)`.
         Relu = "relu",
+        /// `f(z) = z` for `z > 0`, else `0.01 z` (PyTorch's default slope).
+        LeakyRelu = "leaky_relu" | "leakyrelu" | "lrelu",
+        /// `f(z) = z Φ(z)`, Φ the standard normal CDF (the exact form, PyTorch's default).
+        Gelu = "gelu",
+        /// `f(z) = z σ(z)` (also called swish).
+        Silu = "silu" | "swish",
     }
 );
 

@@ -63,7 +63,7 @@ pub struct TrainArgs {
     /// Width of each hidden layer, or a comma-separated width per layer [default: 128]
     #[arg(long, alias = "hidden_size")]
     pub hidden_size: Option<String>,
-    /// identity, sigmoid, tanh or relu [default: relu]
+    /// identity, sigmoid, tanh, relu, leaky_relu, gelu or silu [default: relu]
     #[arg(long)]
     pub activation: Option<String>,
     /// Seeds initialisation and batch order [default: 0]

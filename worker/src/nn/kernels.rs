@@ -119,6 +119,72 @@ pub fn relu_backward<T: Real>(d: &mut [T], a: &[T]) {
     })
 }
 
+/// The slope of leaky ReLU below zero (PyTorch's default `negative_slope`).
+pub const LEAKY_SLOPE: f64 = 0.01;
+
+/// `x = x` above zero, `0.01 x` below, in place.
+pub fn leaky_relu<T: Real>(x: &mut [T]) {
+    dispatch!(leaky_relu, fn(x: &mut [T]) {
+        let slope = T::c(LEAKY_SLOPE);
+        for v in x.iter_mut() {
+            // NaN propagates (it fails the comparison and is kept).
+            if *v < T::zero() {
+                *v *= slope;
+            }
+        }
+    })
+}
+
+/// `d *= 1` where the output is above zero, `0.01` elsewhere: the leaky ReLU derivative from
+/// its output (which keeps the input's sign).
+pub fn leaky_relu_backward<T: Real>(d: &mut [T], a: &[T]) {
+    dispatch!(leaky_relu_backward, fn(d: &mut [T], a: &[T]) {
+        let slope = T::c(LEAKY_SLOPE);
+        for (d, &a) in d.iter_mut().zip(a) {
+            if a <= T::zero() {
+                *d *= slope;
+            }
+        }
+    })
+}
+
+/// `x = x Φ(x)`, Φ(x) = (1 + erf(x/√2)) / 2, in place.
+pub fn gelu<T: Real>(x: &mut [T]) {
+    let half = T::c(0.5);
+    let inv_sqrt2 = T::c(std::f64::consts::FRAC_1_SQRT_2);
+    for v in x.iter_mut() {
+        *v = *v * half * (T::one() + (*v * inv_sqrt2).erf());
+    }
+}
+
+/// `d *= Φ(z) + z φ(z)`: the GELU derivative from its input `z`.
+pub fn gelu_backward<T: Real>(d: &mut [T], z: &[T]) {
+    let half = T::c(0.5);
+    let inv_sqrt2 = T::c(std::f64::consts::FRAC_1_SQRT_2);
+    // 1/√(2π)
+    let inv_sqrt_2pi = T::c(0.398_942_280_401_432_7);
+    for (d, &z) in d.iter_mut().zip(z) {
+        let cdf = half * (T::one() + (z * inv_sqrt2).erf());
+        let pdf = inv_sqrt_2pi * (-half * z * z).exp();
+        *d *= cdf + z * pdf;
+    }
+}
+
+/// `x = x σ(x)`, in place.
+pub fn silu<T: Real>(x: &mut [T]) {
+    for v in x.iter_mut() {
+        *v = *v / (T::one() + (-*v).exp());
+    }
+}
+
+/// `d *= σ(z) (1 + z (1 − σ(z)))`: the SiLU derivative from its input `z`.
+pub fn silu_backward<T: Real>(d: &mut [T], z: &[T]) {
+    for (d, &z) in d.iter_mut().zip(z) {
+        let s = T::one() / (T::one() + (-z).exp());
+        *d *= s * (T::one() + z * (T::one() - s));
+    }
+}
+
 /// `d *= a (1 - a)`: the sigmoid derivative from its output.
 pub fn sigmoid_backward<T: Real>(d: &mut [T], a: &[T]) {
     dispatch!(sigmoid_backward, fn(d: &mut [T], a: &[T]) {
@@ -202,5 +268,49 @@ mod tests {
         assert_eq!(x[0], 0.0);
         assert_eq!(x[1], 0.5);
         assert!(x[2].is_nan());
+    }
+
+    #[test]
+    fn new_activations_match_their_definitions() {
+        // The definitions at these points, from Python's math module (C libm's erf and exp).
+        let z = [-2.0f64, -0.5, 0.0, 1.0, 3.0];
+        let mut l = z;
+        leaky_relu(&mut l);
+        assert_eq!(l, [-0.02, -0.005, 0.0, 1.0, 3.0]);
+        let mut g = z;
+        gelu(&mut g);
+        let gelu_ref = [
+            -0.045_500_263_896_358_42,
+            -0.154_268_769_362_993_44,
+            0.0,
+            0.841_344_746_068_542_9,
+            2.995_950_305_905_11,
+        ];
+        let mut s = z;
+        silu(&mut s);
+        let silu_ref = [
+            -0.238_405_844_044_235_1,
+            -0.188_770_334_399_072_7,
+            0.0,
+            0.731_058_578_630_004_9,
+            2.857_722_380_467_299_8,
+        ];
+        for i in 0..z.len() {
+            assert!(
+                (g[i] - gelu_ref[i]).abs() < 1e-12,
+                "gelu({}) = {}",
+                z[i],
+                g[i]
+            );
+            assert!(
+                (s[i] - silu_ref[i]).abs() < 1e-12,
+                "silu({}) = {}",
+                z[i],
+                s[i]
+            );
+        }
+        let mut x = [f32::NAN, -1.0];
+        leaky_relu(&mut x);
+        assert!(x[0].is_nan() && x[1] == -0.01);
     }
 }

@@ -7,7 +7,8 @@
 //! [`Workspace`] allocated once per trial: the step loop allocates nothing of its own.
 //!
 //! Math (per batch of `B` rows, `L` dense layers, `z_l = a_{l-1} W_l + b_l`):
-//! - hidden layers: `a_l = f(z_l)` with `f` in {identity, sigmoid, tanh, relu};
+//! - hidden layers: `a_l = f(z_l)` with `f` in {identity, sigmoid, tanh, relu, leaky_relu, gelu,
+//!   silu};
 //! - output: `p = softmax(z_L)`, computed as `exp(z - max z) / Σ exp(z - max z)`;
 //! - cross-entropy: `L = -(1/B) Σ_b log p_{b,y_b}` with `log p` from the log-sum-exp (never
 //!   `log` of a rounded-to-zero probability), so `∂L/∂z = (p - onehot(y)) / B`;
@@ -44,6 +45,8 @@ pub trait Real:
     fn c(x: f64) -> Self;
     /// Widens to `f64` (for metric sums).
     fn f64(self) -> f64;
+    /// The error function (GELU's Φ), from libm.
+    fn erf(self) -> Self;
 }
 
 impl Real for f32 {
@@ -54,6 +57,10 @@ impl Real for f32 {
     #[inline(always)]
     fn f64(self) -> f64 {
         f64::from(self)
+    }
+    #[inline(always)]
+    fn erf(self) -> Self {
+        libm::erff(self)
     }
 }
 
@@ -66,6 +73,16 @@ impl Real for f64 {
     fn f64(self) -> f64 {
         self
     }
+    #[inline(always)]
+    fn erf(self) -> Self {
+        libm::erf(self)
+    }
+}
+
+/// Whether an activation's derivative needs its input `z` (the workspace then keeps each hidden
+/// layer's `z`); the others' derivatives follow from their output.
+fn needs_input(a: Activation) -> bool {
+    matches!(a, Activation::Gelu | Activation::Silu)
 }
 
 pub use sweep_trainer::names::{Activation, Init, Loss};
@@ -119,6 +136,9 @@ pub struct Workspace<T: Real> {
     acts: Vec<Array2<T>>,
     /// `deltas[l]`: ∂loss/∂z of layer `l`.
     deltas: Vec<Array2<T>>,
+    /// `inputs[l]`: `z` of hidden layer `l`, before its activation — only for an activation
+    /// whose derivative needs it (GELU, SiLU); empty otherwise.
+    inputs: Vec<Array2<T>>,
     /// Predicted class of each row of the last forward pass.
     pub preds: Vec<u8>,
 }
@@ -135,10 +155,20 @@ impl<T: Real> Workspace<T> {
             .iter()
             .map(|&w| Array2::zeros((max_batch, w)))
             .collect();
+        let hidden = &net.sizes[1..net.sizes.len() - 1];
+        let inputs = if needs_input(net.activation) {
+            hidden
+                .iter()
+                .map(|&w| Array2::zeros((max_batch, w)))
+                .collect()
+        } else {
+            Vec::new()
+        };
         Workspace {
             max_batch,
             acts,
             deltas,
+            inputs,
             preds: vec![0; max_batch],
         }
     }
@@ -271,11 +301,20 @@ impl<T: Real> Mlp<T> {
             kernels::matmul(z.view_mut(), x, w, true);
             if l + 1 < n_layers {
                 let zs = z.as_slice_mut().expect("workspace rows are contiguous");
+                if let Some(keep) = ws.inputs.get_mut(l) {
+                    keep.slice_mut(s![..rows, ..])
+                        .as_slice_mut()
+                        .expect("workspace rows are contiguous")
+                        .copy_from_slice(zs);
+                }
                 match self.activation {
                     Activation::Identity => {}
                     Activation::Sigmoid => kernels::sigmoid(zs),
                     Activation::Tanh => kernels::tanh(zs),
                     Activation::Relu => kernels::relu(zs),
+                    Activation::LeakyRelu => kernels::leaky_relu(zs),
+                    Activation::Gelu => kernels::gelu(zs),
+                    Activation::Silu => kernels::silu(zs),
                 }
             }
         }
@@ -382,11 +421,21 @@ impl<T: Real> Mlp<T> {
                     .slice(s![..rows, ..])
                     .to_slice()
                     .expect("workspace rows are contiguous");
+                // The input of the layer whose output `a` is (hidden layer l - 1).
+                let z = || {
+                    ws.inputs[l - 1]
+                        .slice(s![..rows, ..])
+                        .to_slice()
+                        .expect("workspace rows are contiguous")
+                };
                 match self.activation {
                     Activation::Identity => {}
                     Activation::Sigmoid => kernels::sigmoid_backward(d, a),
                     Activation::Tanh => kernels::tanh_backward(d, a),
                     Activation::Relu => kernels::relu_backward(d, a),
+                    Activation::LeakyRelu => kernels::leaky_relu_backward(d, a),
+                    Activation::Gelu => kernels::gelu_backward(d, z()),
+                    Activation::Silu => kernels::silu_backward(d, z()),
                 }
             }
         }

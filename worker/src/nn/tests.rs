@@ -138,6 +138,12 @@ fn names_and_aliases_parse() {
         Loss::MeanSquaredError
     );
     assert_eq!("cross-entropy".parse::<Loss>().unwrap(), Loss::CrossEntropy);
+    assert_eq!(
+        "LeakyReLU".parse::<Activation>().unwrap(),
+        Activation::LeakyRelu
+    );
+    assert_eq!("GELU".parse::<Activation>().unwrap(), Activation::Gelu);
+    assert_eq!("swish".parse::<Activation>().unwrap(), Activation::Silu);
     let e = "softplus".parse::<Activation>().unwrap_err();
     assert!(e.contains("identity, sigmoid, tanh, relu"), "{e}");
 }
