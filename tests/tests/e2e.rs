@@ -341,7 +341,7 @@ fn bad_configs_are_refused_with_the_field_path_and_nothing_is_stored() {
             "parameters.epochs.values",
         ),
         (
-            "method: grid\nparameters:\n  optimizer: {values: [adam, adagrad]}\n",
+            "method: grid\nparameters:\n  optimizer: {values: [adam, lbfgs]}\n",
             "parameters.optimizer.values[1]",
         ),
         (

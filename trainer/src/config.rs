@@ -546,7 +546,7 @@ mod tests {
     fn errors_name_the_field_and_what_was_expected() {
         let cases = [
             (
-                json!({"optimizer": "adagrad"}),
+                json!({"optimizer": "lbfgs"}),
                 "optimizer",
                 "sgd, momentum, nag",
             ),

@@ -110,5 +110,9 @@ named_enum!(
         Adam = "adam",
         /// Nesterov-accelerated Adam.
         Nadam = "nadam",
+        /// Adam with decoupled weight decay (Loshchilov & Hutter).
+        AdamW = "adamw" | "adam_w",
+        /// Adagrad.
+        Adagrad = "adagrad" | "ada_grad",
     }
 );

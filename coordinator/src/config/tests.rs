@@ -86,7 +86,7 @@ fn errors_name_the_path() {
 fn the_mlp_trainer_checks_names_and_listed_values() {
     let ok = SweepSpec::parse("method: grid\nparameters:\n  optimizer: {values: [adam, NAG]}\n  hidden_size: {values: [32, 64]}\n").unwrap();
     ok.check_trainer().unwrap();
-    let e = SweepSpec::parse("method: grid\nparameters:\n  optimizer: {values: [adam, adagrad]}\n")
+    let e = SweepSpec::parse("method: grid\nparameters:\n  optimizer: {values: [adam, lbfgs]}\n")
         .unwrap_err();
     assert_eq!(e.path, "parameters.optimizer.values[1]");
     let e =

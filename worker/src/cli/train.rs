@@ -30,7 +30,7 @@ pub struct TrainArgs {
     /// cross_entropy or mean_squared_error [default: cross_entropy]
     #[arg(long)]
     pub loss: Option<String>,
-    /// sgd, momentum, nag, rmsprop, adam or nadam [default: adam]
+    /// sgd, momentum, nag, rmsprop, adam, nadam, adamw or adagrad [default: adam]
     #[arg(long)]
     pub optimizer: Option<String>,
     /// Learning rate, > 0 [default: 0.001]
@@ -42,13 +42,13 @@ pub struct TrainArgs {
     /// β for rmsprop, in [0, 1) [default: 0.9]
     #[arg(long)]
     pub beta: Option<String>,
-    /// β₁ for adam and nadam, in [0, 1) [default: 0.9]
+    /// β₁ for adam, nadam and adamw, in [0, 1) [default: 0.9]
     #[arg(long)]
     pub beta1: Option<String>,
-    /// β₂ for adam and nadam, in [0, 1) [default: 0.999]
+    /// β₂ for adam, nadam and adamw, in [0, 1) [default: 0.999]
     #[arg(long)]
     pub beta2: Option<String>,
-    /// ε for rmsprop, adam and nadam, > 0 [default: 1e-8]
+    /// ε for rmsprop, adam, nadam, adamw and adagrad, > 0 [default: 1e-8]
     #[arg(long)]
     pub epsilon: Option<String>,
     /// L2 weight decay λ on weights, ≥ 0 [default: 0]

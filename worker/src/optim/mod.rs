@@ -1,7 +1,8 @@
-//! Optimizers: sgd, momentum, nag, rmsprop, adam, nadam, with L2 weight decay.
+//! Optimizers: sgd, momentum, nag, rmsprop, adam, nadam, adamw, adagrad, with weight decay.
 //!
-//! Exact update rules, for gradient `g` (after weight decay, `g ← g + λ w` on weights only),
-//! learning rate `η`, step `t` starting at 1, all state starting at zero:
+//! Exact update rules, for gradient `g` (after weight decay, `g ← g + λ w` on weights only —
+//! except adamw, whose decay is decoupled from the gradient), learning rate `η`, step `t`
+//! starting at 1, all state starting at zero:
 //!
 //! | name | update | reference |
 //! |---|---|---|
@@ -11,9 +12,12 @@
 //! | rmsprop | `s ← β s + (1 − β) g²`; `w ← w − η g / (√s + ε)` | Tieleman & Hinton (2012), lecture 6e; ε outside the root as in PyTorch |
 //! | adam | `m ← β₁ m + (1 − β₁) g`; `v ← β₂ v + (1 − β₂) g²`; `m̂ = m / (1 − β₁ᵗ)`; `v̂ = v / (1 − β₂ᵗ)`; `w ← w − η m̂ / (√v̂ + ε)` | Kingma & Ba (2015), Algorithm 1 |
 //! | nadam | `m`, `v`, `m̂`, `v̂` as adam; `w ← w − η / (√v̂ + ε) · (β₁ m̂ + (1 − β₁) g / (1 − β₁ᵗ))` | Dozat (2016), "Incorporating Nesterov Momentum into Adam", with a constant momentum schedule `μₜ = β₁` |
+//! | adamw | `w ← w (1 − η λ)` (weights only), then adam with the gradient without decay | Loshchilov & Hutter (2019), "Decoupled Weight Decay Regularization"; PyTorch's `AdamW` |
+//! | adagrad | `s ← s + g²`; `w ← w − η g / (√s + ε)` | Duchi, Hazan & Singer (2011); PyTorch's `Adagrad` (no learning-rate decay, accumulator from 0) |
 //!
 //! `momentum` is μ (momentum, nag), `beta` is β (rmsprop), `beta1`/`beta2` are β₁/β₂ (adam,
-//! nadam); a parameter that an optimizer does not use is ignored.
+//! nadam, adamw); a parameter that an optimizer does not use is ignored. ε is `epsilon` for
+//! every optimizer (default 1e-8; PyTorch's Adagrad defaults to 1e-10).
 
 use std::ops::Range;
 
@@ -43,10 +47,14 @@ pub struct Optimizer<T: Real> {
 impl<T: Real> Optimizer<T> {
     /// An optimizer for `n` parameters; weight decay applies to the `decayed` ranges.
     pub fn new(kind: OptimizerKind, hp: Hyper, n: usize, decayed: Vec<Range<usize>>) -> Self {
-        let needs1 = !matches!(kind, OptimizerKind::Sgd);
+        let needs1 = !matches!(kind, OptimizerKind::Sgd | OptimizerKind::Adagrad);
         let needs2 = matches!(
             kind,
-            OptimizerKind::Rmsprop | OptimizerKind::Adam | OptimizerKind::Nadam
+            OptimizerKind::Rmsprop
+                | OptimizerKind::Adam
+                | OptimizerKind::Nadam
+                | OptimizerKind::AdamW
+                | OptimizerKind::Adagrad
         );
         Optimizer {
             kind,
@@ -71,7 +79,15 @@ impl<T: Real> Optimizer<T> {
         if hp.weight_decay != 0.0 {
             let wd = T::c(hp.weight_decay);
             for r in &self.decayed {
-                kernels::add_decay(&mut grads[r.clone()], &params[r.clone()], wd);
+                if self.kind == OptimizerKind::AdamW {
+                    // Decoupled: the weights shrink, the gradient stays as it is.
+                    scale(
+                        &mut params[r.clone()],
+                        T::one() - T::c(hp.learning_rate) * wd,
+                    );
+                } else {
+                    kernels::add_decay(&mut grads[r.clone()], &params[r.clone()], wd);
+                }
             }
         }
         let lr = T::c(hp.learning_rate);
@@ -85,7 +101,8 @@ impl<T: Real> Optimizer<T> {
                 momentum(params, grads, &mut self.s1, lr, T::c(hp.momentum), true)
             }
             OptimizerKind::Rmsprop => rmsprop(params, grads, &mut self.s2, lr, T::c(hp.beta), eps),
-            OptimizerKind::Adam | OptimizerKind::Nadam => {
+            OptimizerKind::Adagrad => adagrad(params, grads, &mut self.s2, lr, eps),
+            OptimizerKind::Adam | OptimizerKind::Nadam | OptimizerKind::AdamW => {
                 let t = self.t as i32;
                 let c1 = 1.0 / (1.0 - hp.beta1.powi(t));
                 let c2 = 1.0 / (1.0 - hp.beta2.powi(t));
@@ -125,6 +142,23 @@ fn momentum<T: Real>(w: &mut [T], g: &[T], v: &mut [T], lr: T, mu: T, nesterov: 
                 *v = mu * *v + lr * g;
                 *w -= *v;
             }
+        }
+    })
+}
+
+fn scale<T: Real>(w: &mut [T], by: T) {
+    dispatch!(scale, fn(w: &mut [T], by: T) {
+        for w in w.iter_mut() {
+            *w *= by;
+        }
+    })
+}
+
+fn adagrad<T: Real>(w: &mut [T], g: &[T], s: &mut [T], lr: T, eps: T) {
+    dispatch!(adagrad, fn(w: &mut [T], g: &[T], s: &mut [T], lr: T, eps: T) {
+        for ((w, &g), s) in w.iter_mut().zip(g).zip(s.iter_mut()) {
+            *s += g * g;
+            *w -= lr * g / (s.sqrt() + eps);
         }
     })
 }
@@ -270,15 +304,63 @@ mod tests {
     }
 
     #[test]
+    fn adagrad_by_hand() {
+        // s1 = 0.25, w1 = 1 − 0.1·0.5/(0.5 + 1e-8) = 0.900000002;
+        // s2 = 0.29, w2 = w1 + 0.1·0.2/(√0.29 + 1e-8) = 0.93713906894…
+        close(
+            two_steps(OptimizerKind::Adagrad, hp()),
+            (0.900_000_002, 0.937_139_068_945_755_2),
+        );
+    }
+
+    #[test]
+    fn adamw_by_hand() {
+        // λ = 0.1: each step first w ← w·(1 − 0.1·0.1), then adam's step on the bare gradient:
+        // w1 = 0.99 − 0.1·0.5/(0.5 + 1e-8) = 0.890000002;
+        // w2 = 0.99·w1 − 0.1·m̂/(√v̂ + 1e-8) (m̂, v̂ as adam's) = 0.84653941809…
+        let h = Hyper {
+            weight_decay: 0.1,
+            ..hp()
+        };
+        close(
+            two_steps(OptimizerKind::AdamW, h),
+            (0.890_000_002, 0.846_539_418_096_510_8),
+        );
+        // Without decay it is adam; with it, not adam with L2 (the decay is decoupled).
+        assert_eq!(
+            two_steps(OptimizerKind::AdamW, hp()),
+            two_steps(OptimizerKind::Adam, hp())
+        );
+        assert_ne!(
+            two_steps(OptimizerKind::AdamW, h),
+            two_steps(OptimizerKind::Adam, h)
+        );
+        // Biases (outside `decayed`) do not shrink.
+        let mut opt =
+            Optimizer::<f64>::new(OptimizerKind::AdamW, h, 2, std::iter::once(0..1).collect());
+        let mut w = [1.0, 1.0];
+        opt.step(&mut w, &mut [0.0, 0.0]);
+        assert_eq!(w, [0.99, 1.0]);
+    }
+
+    #[test]
     fn names_parse() {
         assert_eq!("NAG".parse::<OptimizerKind>().unwrap(), OptimizerKind::Nag);
         assert_eq!(
             "nesterov".parse::<OptimizerKind>().unwrap(),
             OptimizerKind::Nag
         );
-        let e = "adagrad".parse::<OptimizerKind>().unwrap_err();
+        assert_eq!(
+            "AdamW".parse::<OptimizerKind>().unwrap(),
+            OptimizerKind::AdamW
+        );
+        assert_eq!(
+            "Adagrad".parse::<OptimizerKind>().unwrap(),
+            OptimizerKind::Adagrad
+        );
+        let e = "lbfgs".parse::<OptimizerKind>().unwrap_err();
         assert!(
-            e.contains("sgd, momentum, nag, rmsprop, adam, nadam"),
+            e.contains("sgd, momentum, nag, rmsprop, adam, nadam, adamw, adagrad"),
             "{e}"
         );
     }
