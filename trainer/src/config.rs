@@ -49,8 +49,11 @@ pub struct Hyper {
     pub beta2: f64,
     /// ε for rmsprop, adam and nadam.
     pub epsilon: f64,
-    /// λ, the L2 weight decay on weights (not biases).
+    /// λ, the L2 weight decay on weights (not biases); decoupled for adamw.
     pub weight_decay: f64,
+    /// The largest L2 norm of the whole gradient: a longer one is scaled down to it before the
+    /// step (PyTorch's `clip_grad_norm_`); 0 turns clipping off.
+    pub clip_norm: f64,
 }
 
 impl Default for Hyper {
@@ -63,12 +66,13 @@ impl Default for Hyper {
             beta2: 0.999,
             epsilon: 1e-8,
             weight_decay: 0.0,
+            clip_norm: 0.0,
         }
     }
 }
 
 /// Every parameter name the trainer knows, in the order of DESIGN.md §4.
-pub const PARAMS: [&str; 17] = [
+pub const PARAMS: [&str; 18] = [
     "dataset",
     "epochs",
     "batch_size",
@@ -81,6 +85,7 @@ pub const PARAMS: [&str; 17] = [
     "beta2",
     "epsilon",
     "weight_decay",
+    "clip_norm",
     "weight_init",
     "num_layers",
     "hidden_size",
@@ -161,6 +166,7 @@ impl TrainConfig {
             "beta2": h.beta2,
             "epsilon": h.epsilon,
             "weight_decay": h.weight_decay,
+            "clip_norm": h.clip_norm,
             "weight_init": self.weight_init.name(),
             "num_layers": self.hidden.len(),
             "hidden_size": hidden,
@@ -284,6 +290,12 @@ impl ConfigBuilder {
                 get("weight_decay"),
                 "weight_decay",
                 dh.weight_decay,
+                Bound::NonNegative,
+            )?,
+            clip_norm: float(
+                get("clip_norm"),
+                "clip_norm",
+                dh.clip_norm,
                 Bound::NonNegative,
             )?,
         };

@@ -106,6 +106,17 @@ const ALIASES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "clip_norm",
+        &[
+            "max_grad_norm",
+            "grad_clip",
+            "gradient_clip",
+            "gradient_clipping",
+            "clip_grad_norm",
+            "grad_norm_clip",
+        ],
+    ),
+    (
         "loss",
         &["loss_function", "loss_fn", "loss_type", "criterion", "l"],
     ),

@@ -54,6 +54,10 @@ pub struct TrainArgs {
     /// L2 weight decay λ on weights, ≥ 0 [default: 0]
     #[arg(long, alias = "weight_decay")]
     pub weight_decay: Option<String>,
+    /// Largest L2 norm of the gradient (a longer one is scaled down to it), ≥ 0; 0: off
+    /// [default: 0]
+    #[arg(long, alias = "clip_norm")]
+    pub clip_norm: Option<String>,
     /// random, xavier or he [default: xavier]
     #[arg(long, alias = "weight_init")]
     pub weight_init: Option<String>,
@@ -92,7 +96,7 @@ pub struct TrainArgs {
 
 impl TrainArgs {
     /// The flags that carry parameters, as (snake_case name, value).
-    fn params(&self) -> [(&'static str, &Option<String>); 17] {
+    fn params(&self) -> [(&'static str, &Option<String>); 18] {
         // In the order of train::config::PARAMS: every parameter has its flag.
         let values = [
             &self.dataset,
@@ -107,6 +111,7 @@ impl TrainArgs {
             &self.beta2,
             &self.epsilon,
             &self.weight_decay,
+            &self.clip_norm,
             &self.weight_init,
             &self.num_layers,
             &self.hidden_size,

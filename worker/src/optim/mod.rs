@@ -76,6 +76,9 @@ impl<T: Real> Optimizer<T> {
         assert_eq!(params.len(), grads.len());
         self.t += 1;
         let hp = self.hp;
+        if hp.clip_norm > 0.0 {
+            clip(grads, hp.clip_norm);
+        }
         if hp.weight_decay != 0.0 {
             let wd = T::c(hp.weight_decay);
             for r in &self.decayed {
@@ -144,6 +147,17 @@ fn momentum<T: Real>(w: &mut [T], g: &[T], v: &mut [T], lr: T, mu: T, nesterov: 
             }
         }
     })
+}
+
+/// Scales `g` down so that its L2 norm is at most `max` (PyTorch's `clip_grad_norm_`: by
+/// `max / (norm + 1e-6)` when that is below 1). The norm is summed in `f64`, in order, so it is
+/// the same on every machine and thread count.
+fn clip<T: Real>(g: &mut [T], max: f64) {
+    let norm = g.iter().map(|&x| x.f64() * x.f64()).sum::<f64>().sqrt();
+    let by = max / (norm + 1e-6);
+    if by < 1.0 {
+        scale(g, T::c(by));
+    }
 }
 
 fn scale<T: Real>(w: &mut [T], by: T) {
@@ -341,6 +355,40 @@ mod tests {
         let mut w = [1.0, 1.0];
         opt.step(&mut w, &mut [0.0, 0.0]);
         assert_eq!(w, [0.99, 1.0]);
+    }
+
+    #[test]
+    fn clipping_by_hand() {
+        // Gradient (3, 4): norm 5. clip_norm 1: scaled by 1/(5 + 1e-6), so sgd with η = 0.1
+        // moves w = (1, 1) by 0.1·(0.6, 0.8)·(5/(5 + 1e-6)).
+        let h = Hyper {
+            clip_norm: 1.0,
+            ..hp()
+        };
+        let mut opt = Optimizer::<f64>::new(OptimizerKind::Sgd, h, 2, Vec::new());
+        let mut w = [1.0, 1.0];
+        opt.step(&mut w, &mut [3.0, 4.0]);
+        let k = 0.1 / (5.0 + 1e-6);
+        assert!((w[0] - (1.0 - 3.0 * k)).abs() < 1e-15 && (w[1] - (1.0 - 4.0 * k)).abs() < 1e-15);
+        // A gradient already shorter than clip_norm is left as it is.
+        let mut w = [1.0, 1.0];
+        let h = Hyper {
+            clip_norm: 10.0,
+            ..hp()
+        };
+        Optimizer::<f64>::new(OptimizerKind::Sgd, h, 2, Vec::new()).step(&mut w, &mut [3.0, 4.0]);
+        assert_eq!(w, [1.0 - 0.1 * 3.0, 1.0 - 0.1 * 4.0]);
+        // Clipping comes before weight decay (as clip_grad_norm_ before optimizer.step).
+        let h = Hyper {
+            clip_norm: 1.0,
+            weight_decay: 0.5,
+            ..hp()
+        };
+        let mut w = [1.0, 1.0];
+        Optimizer::<f64>::new(OptimizerKind::Sgd, h, 2, std::iter::once(0..2).collect())
+            .step(&mut w, &mut [3.0, 4.0]);
+        let k = 1.0 / (5.0 + 1e-6);
+        assert!((w[0] - (1.0 - 0.1 * (3.0 * k + 0.5))).abs() < 1e-15);
     }
 
     #[test]
