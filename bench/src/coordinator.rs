@@ -382,6 +382,20 @@ fn print_run(a: &BenchArgs, r: &mut Throughput, observers: &str) {
     }
 }
 
+/// One run with the observers `a` asks for, printed.
+async fn watched_run(a: &BenchArgs, dir: &Path) -> Result<Throughput> {
+    let mut watched = one_run(a, dir, a.watchers, a.pages).await?;
+    print_run(
+        a,
+        &mut watched,
+        &format!(
+            ", {} watch streams and {} dashboard pages",
+            a.watchers, a.pages
+        ),
+    );
+    Ok(watched)
+}
+
 /// Runs `sweep-bench coordinator`.
 pub(crate) async fn run(a: &BenchArgs) -> Result<()> {
     if a.trials == 0 || a.workers == 0 || a.slots == 0 || a.epochs == 0 {
@@ -392,32 +406,33 @@ pub(crate) async fn run(a: &BenchArgs) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("sweep-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| anyhow!(e.to_string()))?;
-    // With observers, runs without and with them alternate, so that drift in the machine
-    // falls on both; the medians are compared.
+    // With observers, runs without and with them alternate, in the order ABBA ABBA …, so that
+    // drift in the machine (and whatever favours the first or the second run of a pair) falls
+    // on both; the medians are compared.
     let observed = a.watchers > 0 || a.pages > 0;
     let (mut alone_rates, mut watched_rates, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..a.repeat.max(1) {
+    for pair in 0..a.repeat.max(1) {
+        let watched_first = observed && pair % 2 == 1;
+        let mut watched = None;
+        if watched_first {
+            watched = Some(watched_run(a, &dir).await?);
+        }
         let mut alone = one_run(a, &dir, 0, 0).await?;
         print_run(a, &mut alone, "");
         if a.restart && alone_rates.is_empty() {
             restart(&alone.store, &alone.id).await?;
         }
         alone_rates.push(alone.rate);
-        if observed {
-            let mut watched = one_run(a, &dir, a.watchers, a.pages).await?;
-            print_run(
-                a,
-                &mut watched,
-                &format!(
-                    ", {} watch streams and {} dashboard pages",
-                    a.watchers, a.pages
-                ),
-            );
+        if observed && !watched_first {
+            watched = Some(watched_run(a, &dir).await?);
+        }
+        if let Some(watched) = watched {
             println!(
-                "  observers received {} watch events and made {} page requests; throughput {:.1}% of the run without observers",
+                "  observers received {} watch events and made {} page requests; throughput {:.1}% of the run without observers{}",
                 watched.observed.0,
                 watched.observed.1,
-                100.0 * watched.rate / alone.rate
+                100.0 * watched.rate / alone.rate,
+                if watched_first { " (run before it)" } else { "" }
             );
             watched_rates.push(watched.rate);
             ratios.push(watched.rate / alone.rate);

@@ -12,7 +12,7 @@ use std::fmt;
 use serde_json::Value;
 
 use crate::dataset::DatasetSpec;
-use crate::names::{Activation, Init, Loss, OptimizerKind};
+use crate::names::{Activation, Init, Loss, OptimizerKind, Schedule};
 
 /// A bad parameter: which one, and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,8 +71,36 @@ impl Default for Hyper {
     }
 }
 
-/// Every parameter name the trainer knows, in the order of DESIGN.md §4.
-pub const PARAMS: [&str; 18] = [
+/// The learning rate over a trial (docs/TRAINING.md): a linear warm-up, then the schedule.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct LrSchedule {
+    /// What follows the warm-up.
+    pub kind: Schedule,
+    /// `step`: epochs between two decays.
+    pub step_epochs: usize,
+    /// `step`: the factor of each decay.
+    pub gamma: f64,
+    /// `cosine`: the learning rate at the end.
+    pub min_lr: f64,
+    /// Epochs (a fraction allowed) over which the rate rises linearly to the learning rate.
+    pub warmup_epochs: f64,
+}
+
+impl Default for LrSchedule {
+    fn default() -> Self {
+        LrSchedule {
+            kind: Schedule::Constant,
+            step_epochs: 10,
+            gamma: 0.1,
+            min_lr: 0.0,
+            warmup_epochs: 0.0,
+        }
+    }
+}
+
+/// Every parameter name the trainer knows, in the order of DESIGN.md §4 and then the ones
+/// added since.
+pub const PARAMS: [&str; 25] = [
     "dataset",
     "epochs",
     "batch_size",
@@ -91,7 +119,18 @@ pub const PARAMS: [&str; 18] = [
     "hidden_size",
     "activation",
     "seed",
+    "dropout",
+    "batch_norm",
+    "lr_schedule",
+    "lr_step_epochs",
+    "lr_gamma",
+    "lr_min",
+    "warmup_epochs",
 ];
+
+/// Another way to give `dropout`: the probability of keeping a unit (TensorFlow 1's
+/// `keep_prob`), `dropout = 1 − keep_prob`.
+pub const KEEP_PROB: &str = "keep_prob";
 
 /// Largest width of one hidden layer (a guard against configs that would exhaust memory).
 pub const MAX_HIDDEN: usize = 16_384;
@@ -125,6 +164,12 @@ pub struct TrainConfig {
     pub activation: Activation,
     /// Seeds initialisation and batch order.
     pub seed: u64,
+    /// Dropout rate after each hidden layer's activation (one per hidden layer; 0: none).
+    pub dropout: Vec<f64>,
+    /// Batch normalization before each hidden layer's activation.
+    pub batch_norm: bool,
+    /// The learning rate's schedule.
+    pub schedule: LrSchedule,
 }
 
 impl Default for TrainConfig {
@@ -140,6 +185,9 @@ impl Default for TrainConfig {
             hidden: vec![128; 3],
             activation: Activation::Relu,
             seed: 0,
+            dropout: vec![0.0; 3],
+            batch_norm: false,
+            schedule: LrSchedule::default(),
         }
     }
 }
@@ -153,6 +201,12 @@ impl TrainConfig {
             Value::from(self.hidden.clone())
         };
         let h = &self.hyper;
+        let dropout = if self.dropout.windows(2).all(|w| w[0] == w[1]) {
+            Value::from(self.dropout.first().copied().unwrap_or(0.0))
+        } else {
+            Value::from(self.dropout.clone())
+        };
+        let sc = &self.schedule;
         serde_json::json!({
             "dataset": self.dataset.name(),
             "epochs": self.epochs,
@@ -172,6 +226,13 @@ impl TrainConfig {
             "hidden_size": hidden,
             "activation": self.activation.name(),
             "seed": self.seed,
+            "dropout": dropout,
+            "batch_norm": self.batch_norm,
+            "lr_schedule": sc.kind.name(),
+            "lr_step_epochs": sc.step_epochs,
+            "lr_gamma": sc.gamma,
+            "lr_min": sc.min_lr,
+            "warmup_epochs": sc.warmup_epochs,
         })
     }
 
@@ -199,10 +260,11 @@ pub struct ConfigBuilder {
 /// explicitly win over a preset's.
 pub const PRESET: &str = "preset";
 
-/// Turns `Batch-Size`, `batch-size` or `batch_size` into the canonical name.
+/// Turns `Batch-Size`, `batch-size` or `batch_size` into the canonical name (`keep_prob` is
+/// its own name: it is read as `dropout`).
 pub fn canonical_name(name: &str) -> Option<&'static str> {
     let k = name.trim().to_ascii_lowercase().replace('-', "_");
-    PARAMS.iter().copied().find(|p| *p == k)
+    PARAMS.iter().copied().chain([KEEP_PROB]).find(|p| *p == k)
 }
 
 impl ConfigBuilder {
@@ -220,22 +282,13 @@ impl ConfigBuilder {
             };
             self.preset.clear();
             for (k, v) in map {
-                let key = canonical_name(k).ok_or_else(|| {
-                    ConfigError::new(
-                        &format!("{PRESET}.{k}"),
-                        format!("unknown parameter; expected one of {}", PARAMS.join(", ")),
-                    )
-                })?;
+                let key = canonical_name(k)
+                    .ok_or_else(|| ConfigError::new(&format!("{PRESET}.{k}"), unknown()))?;
                 self.preset.insert(key, v.clone());
             }
             return Ok(());
         }
-        let key = canonical_name(name).ok_or_else(|| {
-            ConfigError::new(
-                name,
-                format!("unknown parameter; expected one of {}", PARAMS.join(", ")),
-            )
-        })?;
+        let key = canonical_name(name).ok_or_else(|| ConfigError::new(name, unknown()))?;
         self.values.insert(key, value.clone());
         Ok(())
     }
@@ -335,6 +388,48 @@ impl ConfigBuilder {
                 })?
             }
         };
+        let dropout =
+            match (get("dropout"), get(KEEP_PROB)) {
+                (Some(_), Some(_)) => return Err(ConfigError::new(
+                    KEEP_PROB,
+                    "dropout and keep_prob say the same thing (dropout = 1 − keep_prob); give one",
+                )),
+                (Some(v), None) => rates("dropout", v, hidden.len(), |p| p)?,
+                (None, Some(v)) => rates(KEEP_PROB, v, hidden.len(), |k| 1.0 - k)?,
+                (None, None) => vec![0.0; hidden.len()],
+            };
+        let batch_norm = match get("batch_norm") {
+            None => d.batch_norm,
+            Some(v) => boolean("batch_norm", v)?,
+        };
+        let ds = d.schedule;
+        let schedule = LrSchedule {
+            kind: named(get("lr_schedule"), "lr_schedule", ds.kind)?,
+            step_epochs: int_in(
+                get("lr_step_epochs"),
+                "lr_step_epochs",
+                1,
+                MAX_EPOCHS,
+                ds.step_epochs,
+            )?,
+            gamma: float(get("lr_gamma"), "lr_gamma", ds.gamma, Bound::Positive)?,
+            min_lr: float(get("lr_min"), "lr_min", ds.min_lr, Bound::NonNegative)?,
+            warmup_epochs: float(
+                get("warmup_epochs"),
+                "warmup_epochs",
+                ds.warmup_epochs,
+                Bound::NonNegative,
+            )?,
+        };
+        if schedule.kind == Schedule::Cosine && schedule.min_lr > hyper.learning_rate {
+            return Err(ConfigError::new(
+                "lr_min",
+                format!(
+                    "expected at most the learning rate ({}) for the cosine schedule to end at, got {}",
+                    hyper.learning_rate, schedule.min_lr
+                ),
+            ));
+        }
         Ok(TrainConfig {
             dataset,
             epochs,
@@ -346,8 +441,18 @@ impl ConfigBuilder {
             hidden,
             activation,
             seed,
+            dropout,
+            batch_norm,
+            schedule,
         })
     }
+}
+
+fn unknown() -> String {
+    format!(
+        "unknown parameter; expected one of {}, {KEEP_PROB}",
+        PARAMS.join(", ")
+    )
 }
 
 /// What a JSON value is (`a number`, `a mapping`, …), for error messages that say what was
@@ -456,6 +561,71 @@ fn float(v: Option<&Value>, field: &str, default: f64, bound: Bound) -> Result<f
     }
 }
 
+/// A boolean from `true`/`false`, `1`/`0`, or the strings `true`, `yes`, `on`, `1` (and their
+/// opposites), in any case.
+fn boolean(field: &str, v: &Value) -> Result<bool, ConfigError> {
+    let bad = || ConfigError::new(field, format!("expected true or false, got {}", show(v)));
+    match v {
+        Value::Bool(b) => Ok(*b),
+        Value::Number(n) => match n.as_f64() {
+            Some(0.0) => Ok(false),
+            Some(1.0) => Ok(true),
+            _ => Err(bad()),
+        },
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "on" | "1" => Ok(true),
+            "false" | "no" | "off" | "0" => Ok(false),
+            _ => Err(bad()),
+        },
+        _ => Err(bad()),
+    }
+}
+
+/// One rate per hidden layer (`layers` of them) from one number, a list, or a comma-separated
+/// string, each mapped by `to_dropout` into a dropout rate that must lie in [0, 1).
+fn rates(
+    field: &str,
+    v: &Value,
+    layers: usize,
+    to_dropout: fn(f64) -> f64,
+) -> Result<Vec<f64>, ConfigError> {
+    let want = if field == KEEP_PROB {
+        "a probability in (0, 1] (or a list, one per hidden layer)"
+    } else {
+        "a rate in [0, 1) (or a list, one per hidden layer)"
+    };
+    let one = |v: &Value| -> Result<f64, ConfigError> {
+        let x = match v {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.trim().parse::<f64>().ok(),
+            _ => None,
+        };
+        match x.map(to_dropout) {
+            Some(p) if (0.0..1.0).contains(&p) => Ok(p),
+            _ => Err(ConfigError::new(
+                field,
+                format!("expected {want}, got {}", show(v)),
+            )),
+        }
+    };
+    let list: Vec<f64> = match v {
+        Value::Array(items) => items.iter().map(one).collect::<Result<_, _>>()?,
+        Value::String(s) if s.contains(',') => s
+            .split(',')
+            .map(|p| one(&Value::String(p.trim().to_string())))
+            .collect::<Result<_, _>>()?,
+        _ => vec![one(v)?],
+    };
+    match list.len() {
+        1 => Ok(vec![list[0]; layers]),
+        n if n == layers => Ok(list),
+        n => Err(ConfigError::new(
+            field,
+            format!("lists {n} rates for {layers} hidden layers; give one rate, or one per layer"),
+        )),
+    }
+}
+
 fn hidden_sizes(v: &Value) -> Result<Vec<usize>, ConfigError> {
     let one = |v: &Value| -> Result<usize, ConfigError> {
         let n = integer("hidden_size", v)?;
@@ -555,6 +725,32 @@ mod tests {
     }
 
     #[test]
+    fn dropout_batch_norm_and_schedules() {
+        let c = build(json!({
+            "num_layers": 2, "dropout": [0.1, 0.5], "batch_norm": "yes",
+            "lr_schedule": "Cosine", "lr_min": 1e-5, "warmup_epochs": 0.5
+        }))
+        .unwrap();
+        assert_eq!(c.dropout, vec![0.1, 0.5]);
+        assert!(c.batch_norm);
+        assert_eq!(c.schedule.kind, Schedule::Cosine);
+        assert_eq!((c.schedule.min_lr, c.schedule.warmup_epochs), (1e-5, 0.5));
+        let again = TrainConfig::from_map(c.to_json().as_object().unwrap()).unwrap();
+        assert_eq!(again, c);
+        // One rate for every layer; keep_prob is 1 − dropout.
+        let c = build(json!({"num_layers": 3, "keep_prob": 0.75, "batch_norm": 0})).unwrap();
+        assert_eq!(c.dropout, vec![0.25; 3]);
+        assert!(!c.batch_norm);
+        assert_eq!(c.to_json()["dropout"], 0.25);
+        let c = build(json!({"dropout": "0.2, 0.3, 0.4"})).unwrap();
+        assert_eq!(c.dropout, vec![0.2, 0.3, 0.4]);
+        // Off by default: the reference model is unchanged.
+        let d = build(json!({})).unwrap();
+        assert_eq!((d.dropout.clone(), d.batch_norm), (vec![0.0; 3], false));
+        assert_eq!(d.schedule, LrSchedule::default());
+    }
+
+    #[test]
     fn errors_name_the_field_and_what_was_expected() {
         let cases = [
             (
@@ -572,6 +768,16 @@ mod tests {
             (json!({"seed": -1}), "seed", "≥ 0"),
             (json!({"dataset": 3}), "dataset", "string"),
             (json!({"hidden_size": []}), "hidden_size", "empty"),
+            (json!({"dropout": 1.0}), "dropout", "[0, 1)"),
+            (json!({"dropout": [0.1, 0.2]}), "dropout", "2 rates for 3 hidden layers"),
+            (json!({"keep_prob": 0}), "keep_prob", "(0, 1]"),
+            (json!({"keep_prob": 0.5, "dropout": 0.5}), "keep_prob", "give one"),
+            (json!({"batch_norm": "maybe"}), "batch_norm", "true or false"),
+            (json!({"lr_schedule": "exp"}), "lr_schedule", "constant, step, cosine"),
+            (json!({"lr_step_epochs": 0}), "lr_step_epochs", "from 1"),
+            (json!({"lr_gamma": 0}), "lr_gamma", "> 0"),
+            (json!({"lr_schedule": "cosine", "lr_min": 0.1}), "lr_min", "at most"),
+            (json!({"warmup_epochs": -1}), "warmup_epochs", "≥ 0"),
             (
                 json!({"learning_rte": 0.1}),
                 "learning_rte",

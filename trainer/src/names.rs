@@ -116,3 +116,16 @@ named_enum!(
         Adagrad = "adagrad" | "ada_grad",
     }
 );
+
+named_enum!(
+    /// How the learning rate moves over a trial, after any warm-up.
+    Schedule, "lr_schedule" {
+        /// The learning rate throughout.
+        Constant = "constant" | "none" | "fixed",
+        /// Multiplied by `lr_gamma` every `lr_step_epochs` epochs (PyTorch's `StepLR`).
+        Step = "step" | "step_lr" | "steplr",
+        /// From the learning rate down to `lr_min` along half a cosine over the steps after
+        /// warm-up (PyTorch's `CosineAnnealingLR` stepped per batch, one half-period).
+        Cosine = "cosine" | "cos" | "cosine_annealing" | "cosineannealinglr",
+    }
+);

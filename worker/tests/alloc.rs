@@ -34,12 +34,31 @@ static A: Counting = Counting;
 
 #[test]
 fn allocations_do_not_grow_with_steps() {
-    let ds = data::load(&DatasetSpec::FashionMnist, &data::default_data_dir()).unwrap();
     let cfg = TrainConfig {
         epochs: 1,
         batch_size: 50,
         ..TrainConfig::default()
     };
+    steps_allocate_nothing_of_their_own(&cfg);
+}
+
+#[test]
+fn allocations_do_not_grow_with_steps_with_dropout_batch_norm_and_a_schedule() {
+    let mut b = train::ConfigBuilder::default();
+    b.merge_object(&serde_json::json!({
+        "epochs": 1, "batch_size": 50, "dropout": 0.2, "batch_norm": true,
+        "lr_schedule": "cosine", "warmup_epochs": 0.5, "activation": "gelu", "clip_norm": 1
+    }))
+    .unwrap();
+    steps_allocate_nothing_of_their_own(&b.build().unwrap());
+}
+
+/// The tests of this file count every allocation of the process: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn steps_allocate_nothing_of_their_own(cfg: &TrainConfig) {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let ds = data::load(&DatasetSpec::FashionMnist, &data::default_data_dir()).unwrap();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()
@@ -50,7 +69,7 @@ fn allocations_do_not_grow_with_steps() {
             ..Default::default()
         };
         let before = ALLOCS.load(Ordering::Relaxed);
-        pool.install(|| train::run_trial(&cfg, &ds, &opts, &mut train::NoObserver))
+        pool.install(|| train::run_trial(cfg, &ds, &opts, &mut train::NoObserver))
             .unwrap();
         ALLOCS.load(Ordering::Relaxed) - before
     };

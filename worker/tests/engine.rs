@@ -209,6 +209,48 @@ fn bit_identical_whatever_the_thread_count() {
 }
 
 #[test]
+fn bit_identical_whatever_the_thread_count_with_dropout_batch_norm_and_a_schedule() {
+    let c = cfg(serde_json::json!({
+        "epochs": 2, "seed": 42, "activation": "gelu", "optimizer": "adamw",
+        "weight_decay": 0.01, "dropout": [0.2, 0.3, 0.1], "batch_norm": true,
+        "lr_schedule": "cosine", "warmup_epochs": 0.5, "clip_norm": 1.0
+    }));
+    let one = metrics_in_pool(1, &c);
+    assert_eq!(one, metrics_in_pool(3, &c));
+}
+
+#[test]
+fn dropout_batch_norm_and_schedules_learn_and_leave_the_weights_as_drawn() {
+    let ds = fashion();
+    let opts = TrialOptions {
+        train_samples: Some(3_000),
+        ..Default::default()
+    };
+    for extra in [
+        serde_json::json!({"dropout": 0.3}),
+        serde_json::json!({"batch_norm": true}),
+        serde_json::json!({"batch_norm": true, "dropout": 0.2, "learning_rate": 0.01}),
+        serde_json::json!({"lr_schedule": "step", "lr_step_epochs": 1, "lr_gamma": 0.5}),
+        serde_json::json!({"lr_schedule": "cosine", "warmup_epochs": 0.3}),
+    ] {
+        let mut v = serde_json::json!({"epochs": 2, "num_layers": 2, "hidden_size": 64});
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let c = cfg(v.clone());
+        let r = train::run_trial(&c, &ds, &opts, &mut train::NoObserver).unwrap();
+        let acc = r.test.as_ref().unwrap().accuracy;
+        eprintln!("{v}: test accuracy {acc}");
+        // Chance is 10%; two epochs on 3,000 images get every sane setting well past it.
+        assert!(acc > 0.6, "{v}: test accuracy {acc}");
+    }
+    // Dropout 0 is no dropout: the same metrics bit for bit as the plain network.
+    let plain = cfg(serde_json::json!({"epochs": 1, "num_layers": 1, "hidden_size": 32}));
+    let zero = cfg(serde_json::json!({"epochs": 1, "num_layers": 1, "hidden_size": 32, "dropout": 0}));
+    assert_eq!(metrics_in_pool(1, &plain), metrics_in_pool(1, &zero));
+}
+
+#[test]
 fn a_huge_learning_rate_diverges() {
     let ds = fashion();
     let c = cfg(

@@ -120,6 +120,46 @@ const ALIASES: &[(&str, &[&str])] = &[
         "loss",
         &["loss_function", "loss_fn", "loss_type", "criterion", "l"],
     ),
+    (
+        "dropout",
+        &[
+            "dropout_rate",
+            "drop_rate",
+            "dropout_prob",
+            "dropout_p",
+            "p_dropout",
+            "drop_prob",
+        ],
+    ),
+    (
+        "batch_norm",
+        &[
+            "batchnorm",
+            "bn",
+            "use_batch_norm",
+            "use_batchnorm",
+            "use_bn",
+            "batch_normalization",
+            "batch_normalisation",
+        ],
+    ),
+    (
+        "lr_schedule",
+        &["lr_scheduler", "scheduler", "schedule", "lr_policy"],
+    ),
+    (
+        "lr_step_epochs",
+        &["lr_step_size", "lr_decay_epochs", "step_epochs"],
+    ),
+    (
+        "lr_gamma",
+        &["gamma", "lr_decay_rate", "lr_decay_factor", "lr_decay"],
+    ),
+    ("lr_min", &["min_lr", "eta_min", "final_lr"]),
+    (
+        "warmup_epochs",
+        &["warmup", "lr_warmup_epochs", "warmup_epoch"],
+    ),
     ("epsilon", &["eps"]),
     ("beta1", &["beta_1"]),
     ("beta2", &["beta_2"]),
@@ -288,6 +328,40 @@ mod tests {
     }
 
     #[test]
+    fn the_layers_and_schedules_people_sweep_go_by_their_usual_names() {
+        let s = SweepSpec::parse(
+            "trainer: mlp\nmethod: grid\nparameters:\n  dropout_rate: {values: [0.1, 0.3]}\n  \
+             use_batch_norm: {values: [true, false]}\n  lr_scheduler: {values: [cosine, step]}\n  \
+             warmup: {value: 0.5}\n  min_lr: {value: 0.00001}\n  gamma: {value: 0.5}\n",
+        )
+        .unwrap();
+        let names: Vec<&str> = s.parameters.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "batch_norm",
+                "dropout",
+                "lr_gamma",
+                "lr_min",
+                "lr_schedule",
+                "warmup_epochs"
+            ]
+        );
+        s.check_trainer().unwrap();
+        // keep_prob is the trainer's own (read as 1 − dropout); a bad value names it.
+        let s = SweepSpec::parse(
+            "trainer: mlp\nmethod: grid\nparameters:\n  keep_prob: {values: [0.5, 0.8]}\n",
+        )
+        .unwrap();
+        s.check_trainer().unwrap();
+        let e = SweepSpec::parse(
+            "trainer: mlp\nmethod: grid\nparameters:\n  keep_prob: {values: [0.5, 0]}\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "parameters.keep_prob.values[1]", "{e}");
+    }
+
+    #[test]
     fn rename_covers_the_rest_and_clashes_are_refused() {
         let s = SweepSpec::parse(
             "trainer: mlp\nmethod: grid\nmlp: {rename: {keep_units: hidden_size, dropout: ignore}}\n\
@@ -305,15 +379,15 @@ mod tests {
             "{e}"
         );
         let e = SweepSpec::parse(
-            "trainer: mlp\nmethod: grid\nparameters:\n  keep_prob: {value: 0.5}\n",
+            "trainer: mlp\nmethod: grid\nparameters:\n  temperature: {value: 0.5}\n",
         )
         .unwrap_err();
-        assert_eq!(e.path, "parameters.keep_prob");
+        assert_eq!(e.path, "parameters.temperature");
         assert!(
-            e.message.contains("mlp: {rename: {keep_prob: OURS}}"),
+            e.message.contains("mlp: {rename: {temperature: OURS}}"),
             "{e}"
         );
-        let e = SweepSpec::parse("trainer: mlp\nmethod: grid\nmlp: {rename: {x: dropout}}\nparameters:\n  x: {value: 1}\n")
+        let e = SweepSpec::parse("trainer: mlp\nmethod: grid\nmlp: {rename: {x: temperature}}\nparameters:\n  x: {value: 1}\n")
             .unwrap_err();
         assert_eq!(e.path, "mlp.rename.x");
     }

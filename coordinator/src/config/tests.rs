@@ -89,10 +89,11 @@ fn the_mlp_trainer_checks_names_and_listed_values() {
     let e = SweepSpec::parse("method: grid\nparameters:\n  optimizer: {values: [adam, lbfgs]}\n")
         .unwrap_err();
     assert_eq!(e.path, "parameters.optimizer.values[1]");
-    let e =
-        SweepSpec::parse("method: grid\ntrainer: mlp\nparameters:\n  keep_prob: {values: [0.1]}\n")
-            .unwrap_err();
-    assert!(e.message.contains("no parameter \"keep_prob\""), "{e}");
+    let e = SweepSpec::parse(
+        "method: grid\ntrainer: mlp\nparameters:\n  temperature: {values: [0.1]}\n",
+    )
+    .unwrap_err();
+    assert!(e.message.contains("no parameter \"temperature\""), "{e}");
     // Without `trainer: mlp`, someone's own names make a sweep for agents, as in W&B.
     let agents = SweepSpec::parse(
         "method: grid\nparameters:\n  lr: {values: [0.1]}\n  hidden_layer_size: {value: 32}\n",

@@ -73,6 +73,34 @@ pub struct TrainArgs {
     /// Seeds initialisation and batch order [default: 0]
     #[arg(long)]
     pub seed: Option<String>,
+    /// Dropout rate after each hidden layer, in [0, 1), or a comma-separated rate per layer
+    /// [default: 0]
+    #[arg(long)]
+    pub dropout: Option<String>,
+    /// Another way to give --dropout: the probability of keeping a unit, in (0, 1]
+    /// (dropout = 1 − keep_prob)
+    #[arg(long, alias = "keep_prob")]
+    pub keep_prob: Option<String>,
+    /// Batch normalization before each hidden layer's activation (true or false; the flag
+    /// alone: true) [default: false]
+    #[arg(long, alias = "batch_norm", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub batch_norm: Option<String>,
+    /// Learning-rate schedule after the warm-up: constant, step or cosine [default: constant]
+    #[arg(long, alias = "lr_schedule")]
+    pub lr_schedule: Option<String>,
+    /// step: epochs between two decays of the learning rate [default: 10]
+    #[arg(long, alias = "lr_step_epochs")]
+    pub lr_step_epochs: Option<String>,
+    /// step: the factor of each decay, > 0 [default: 0.1]
+    #[arg(long, alias = "lr_gamma")]
+    pub lr_gamma: Option<String>,
+    /// cosine: the learning rate at the end, ≥ 0 [default: 0]
+    #[arg(long, alias = "lr_min")]
+    pub lr_min: Option<String>,
+    /// Epochs (a fraction allowed) over which the learning rate rises linearly from η/steps to
+    /// η [default: 0]
+    #[arg(long, alias = "warmup_epochs")]
+    pub warmup_epochs: Option<String>,
 
     /// JSON or YAML file of parameters (same names); flags override it
     #[arg(long, value_name = "FILE")]
@@ -96,8 +124,8 @@ pub struct TrainArgs {
 
 impl TrainArgs {
     /// The flags that carry parameters, as (snake_case name, value).
-    fn params(&self) -> [(&'static str, &Option<String>); 18] {
-        // In the order of train::config::PARAMS: every parameter has its flag.
+    fn params(&self) -> [(&'static str, &Option<String>); 26] {
+        // In the order of train::config::PARAMS, then keep_prob: every parameter has its flag.
         let values = [
             &self.dataset,
             &self.epochs,
@@ -117,8 +145,21 @@ impl TrainArgs {
             &self.hidden_size,
             &self.activation,
             &self.seed,
+            &self.dropout,
+            &self.batch_norm,
+            &self.lr_schedule,
+            &self.lr_step_epochs,
+            &self.lr_gamma,
+            &self.lr_min,
+            &self.warmup_epochs,
+            &self.keep_prob,
         ];
-        std::array::from_fn(|i| (train::config::PARAMS[i], values[i]))
+        let names = train::config::PARAMS
+            .iter()
+            .copied()
+            .chain([train::config::KEEP_PROB]);
+        let mut pairs = names.zip(values);
+        std::array::from_fn(|_| pairs.next().expect("one flag per parameter"))
     }
 
     /// Resolves the configuration: defaults, then the config file, then the flags.

@@ -15,14 +15,21 @@
 //! - squared error: `L = (1/B) Σ_b Σ_k (p_{b,k} - onehot(y)_{b,k})²`, with the exact gradient
 //!   through the softmax Jacobian: `g = 2 (p - y) / B`, `∂L/∂z_j = p_j (g_j - Σ_k p_k g_k)`;
 //! - weight decay `λ` adds `λ/2 ‖W‖²` (weights, not biases) to the objective, i.e. `λ W` to the
-//!   gradient; reported losses are the data term alone, comparable across `λ`.
+//!   gradient; reported losses are the data term alone, comparable across `λ`;
+//! - optionally, in each hidden layer: batch normalization of `z_l` before the activation
+//!   ([`batch_norm`], its γ and β in the parameter buffer after the layer's bias, its running
+//!   estimates in [`Mlp::stats`]) and dropout of `a_l` after it ([`dropout`]); both act as in
+//!   training only in [`Mode::Train`].
 
+pub mod batch_norm;
+pub mod dropout;
 pub mod kernels;
 
 use std::fmt;
 
 use ndarray::{s, Array2, ArrayView2, ArrayViewMut2};
 use rand::Rng;
+use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
 /// The floating-point types the engine runs in: `f32` (training) and `f64` (checks).
@@ -101,6 +108,11 @@ pub struct LayerShape {
     pub w: usize,
     /// Offset of the `fan_out` bias vector.
     pub b: usize,
+    /// Offset of the batch normalization's γ (`fan_out`, then β), for a normalised layer.
+    pub norm: Option<usize>,
+    /// Offset of the running mean (`fan_out`, then the running variance) in [`Mlp::stats`],
+    /// for a normalised layer.
+    pub stats: Option<usize>,
 }
 
 impl LayerShape {
@@ -112,6 +124,33 @@ impl LayerShape {
     pub fn b_range(&self) -> std::ops::Range<usize> {
         self.b..self.b + self.fan_out
     }
+    /// The batch normalization's γ and β, one after the other, for a normalised layer.
+    pub fn norm_range(&self) -> Option<std::ops::Range<usize>> {
+        self.norm.map(|g| g..g + 2 * self.fan_out)
+    }
+    /// Where the layer's parameters end in the flat buffer.
+    fn end(&self) -> usize {
+        self.norm_range().map_or(self.b + self.fan_out, |r| r.end)
+    }
+}
+
+/// What the hidden layers have besides their dense map and activation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extras {
+    /// Batch normalization before each hidden layer's activation.
+    pub batch_norm: bool,
+    /// The dropout rate after each hidden layer's activation (one per hidden layer, or none).
+    pub dropout: Vec<f64>,
+}
+
+/// How a pass runs the network.
+#[derive(Debug)]
+pub enum Mode<'a> {
+    /// Inference: batch normalization by its running estimates, no dropout.
+    Eval,
+    /// Training: batch normalization by the batch's statistics, dropout masks drawn from the
+    /// generator, and the output delta left for [`Mlp::backward`].
+    Train(&'a mut ChaCha8Rng),
 }
 
 /// A dense network with softmax output.
@@ -123,8 +162,22 @@ pub struct Mlp<T: Real> {
     layers: Vec<LayerShape>,
     /// Hidden-layer activation.
     activation: Activation,
-    /// All weights and biases, layer by layer.
+    /// Dropout rate after each hidden layer (all zero: none).
+    dropout: Vec<f64>,
+    /// All weights and biases (and batch normalization's γ and β), layer by layer.
     pub params: Vec<T>,
+    /// Batch normalization's running mean and variance, layer by layer (not trained by the
+    /// optimizer; moved by [`Mlp::update_stats`]).
+    pub stats: Vec<T>,
+}
+
+/// A batch-normalised layer's buffers in a [`Workspace`].
+#[derive(Debug)]
+struct NormBuffers<T> {
+    normed: Array2<T>,
+    mean: Vec<T>,
+    var: Vec<T>,
+    inv_std: Vec<T>,
 }
 
 /// Per-batch buffers for one network and a maximum batch size.
@@ -139,6 +192,12 @@ pub struct Workspace<T: Real> {
     /// `inputs[l]`: `z` of hidden layer `l`, before its activation — only for an activation
     /// whose derivative needs it (GELU, SiLU); empty otherwise.
     inputs: Vec<Array2<T>>,
+    /// Per hidden layer with dropout: the mask, and the activation before it (the activation's
+    /// derivative needs it); empty otherwise.
+    masks: Vec<(Array2<T>, Array2<T>)>,
+    /// Per hidden layer with batch normalization: what the training pass keeps (`x̂`, the
+    /// batch's mean, variance and `1/√(σ² + ε)`); empty otherwise.
+    norms: Vec<NormBuffers<T>>,
     /// Predicted class of each row of the last forward pass.
     pub preds: Vec<u8>,
 }
@@ -164,11 +223,29 @@ impl<T: Real> Workspace<T> {
         } else {
             Vec::new()
         };
+        let zeros = |w: usize| Array2::zeros((max_batch, w));
+        let masks = if net.dropout.iter().any(|&p| p > 0.0) {
+            hidden.iter().map(|&w| (zeros(w), zeros(w))).collect()
+        } else {
+            Vec::new()
+        };
+        let norms = net.layers[..hidden.len()]
+            .iter()
+            .filter(|l| l.norm.is_some())
+            .map(|l| NormBuffers {
+                normed: zeros(l.fan_out),
+                mean: vec![T::zero(); l.fan_out],
+                var: vec![T::zero(); l.fan_out],
+                inv_std: vec![T::zero(); l.fan_out],
+            })
+            .collect();
         Workspace {
             max_batch,
             acts,
             deltas,
             inputs,
+            masks,
+            norms,
             preds: vec![0; max_batch],
         }
     }
@@ -210,20 +287,58 @@ impl<T: Real> Mlp<T> {
         init: Init,
         rng: &mut R,
     ) -> Self {
+        Self::with_extras(sizes, activation, init, &Extras::default(), rng)
+    }
+
+    /// [`Mlp::new`] with batch normalization and dropout in the hidden layers as `extras` says.
+    /// The weights are drawn exactly as by [`Mlp::new`] (γ starts at 1, β at 0).
+    ///
+    /// # Panics
+    /// As [`Mlp::new`], or if `extras.dropout` is neither empty nor one rate per hidden layer,
+    /// or a rate is outside [0, 1).
+    pub fn with_extras<R: Rng + ?Sized>(
+        sizes: &[usize],
+        activation: Activation,
+        init: Init,
+        extras: &Extras,
+        rng: &mut R,
+    ) -> Self {
         assert!(sizes.len() >= 2 && sizes.iter().all(|&s| s > 0));
+        let hidden = sizes.len() - 2;
+        let dropout = if extras.dropout.is_empty() {
+            vec![0.0; hidden]
+        } else {
+            extras.dropout.clone()
+        };
+        assert_eq!(dropout.len(), hidden, "one dropout rate per hidden layer");
+        assert!(dropout.iter().all(|p| (0.0..1.0).contains(p)));
         let mut layers = Vec::with_capacity(sizes.len() - 1);
-        let mut off = 0;
-        for w in sizes.windows(2) {
+        let (mut off, mut stats) = (0, 0);
+        for (i, w) in sizes.windows(2).enumerate() {
+            let normed = extras.batch_norm && i < hidden;
+            let b = off + w[0] * w[1];
             let l = LayerShape {
                 fan_in: w[0],
                 fan_out: w[1],
                 w: off,
-                b: off + w[0] * w[1],
+                b,
+                norm: normed.then_some(b + w[1]),
+                stats: normed.then_some(stats),
             };
-            off = l.b + w[1];
+            if normed {
+                stats += 2 * w[1];
+            }
+            off = l.end();
             layers.push(l);
         }
         let mut params = vec![T::zero(); off];
+        let mut running = vec![T::zero(); stats];
+        for l in &layers {
+            if let (Some(g), Some(s)) = (l.norm, l.stats) {
+                params[g..g + l.fan_out].fill(T::one());
+                running[s + l.fan_out..s + 2 * l.fan_out].fill(T::one());
+            }
+        }
         for l in &layers {
             let (fi, fo) = (l.fan_in as f64, l.fan_out as f64);
             for p in &mut params[l.w_range()] {
@@ -242,7 +357,30 @@ impl<T: Real> Mlp<T> {
             sizes: sizes.to_vec(),
             layers,
             activation,
+            dropout,
             params,
+            stats: running,
+        }
+    }
+
+    /// Batch normalization and dropout, as the network was built with them.
+    pub fn extras(&self) -> Extras {
+        Extras {
+            batch_norm: self.layers.iter().any(|l| l.norm.is_some()),
+            dropout: self.dropout.clone(),
+        }
+    }
+
+    /// Moves batch normalization's running estimates towards the statistics of the last
+    /// training pass over `rows` rows in `ws`.
+    pub fn update_stats(&mut self, ws: &Workspace<T>, rows: usize) {
+        let normed = self
+            .layers
+            .iter()
+            .filter_map(|l| l.stats.map(|s| (s, l.fan_out)));
+        for ((s, w), nb) in normed.zip(&ws.norms) {
+            let (mean, var) = self.stats[s..s + 2 * w].split_at_mut(w);
+            batch_norm::update_running(mean, var, &nb.mean, &nb.var, rows);
         }
     }
 
@@ -268,8 +406,8 @@ impl<T: Real> Mlp<T> {
 
     /// Runs the first `rows` input rows of `ws` through the network, writes softmax
     /// probabilities and predictions into `ws`, and returns the batch's loss sum and correct
-    /// count. With `backprop`, also leaves `∂loss/∂z_L` (the loss *mean*'s gradient) in `ws`
-    /// for [`Mlp::backward`].
+    /// count. In [`Mode::Train`], also leaves `∂loss/∂z_L` (the loss *mean*'s gradient) and
+    /// what batch normalization and dropout need in `ws` for [`Mlp::backward`].
     ///
     /// # Panics
     /// If `rows` exceeds the workspace or a label is not below the class count.
@@ -279,7 +417,7 @@ impl<T: Real> Mlp<T> {
         rows: usize,
         labels: &[u8],
         loss: Loss,
-        backprop: bool,
+        mut mode: Mode<'_>,
     ) -> BatchStats {
         assert!(rows <= ws.max_batch && labels.len() >= rows);
         let n_layers = self.layers.len();
@@ -301,6 +439,26 @@ impl<T: Real> Mlp<T> {
             kernels::matmul(z.view_mut(), x, w, true);
             if l + 1 < n_layers {
                 let zs = z.as_slice_mut().expect("workspace rows are contiguous");
+                if let (Some(g), Some(st)) = (shape.norm, shape.stats) {
+                    let width = shape.fan_out;
+                    let (gamma, beta) = self.params[g..g + 2 * width].split_at(width);
+                    match mode {
+                        Mode::Train(_) => {
+                            let nb = &mut ws.norms[l];
+                            let saved = batch_norm::Saved {
+                                normed: rows_of(&mut nb.normed, rows),
+                                mean: &mut nb.mean,
+                                var: &mut nb.var,
+                                inv_std: &mut nb.inv_std,
+                            };
+                            batch_norm::forward_train(zs, width, gamma, beta, saved);
+                        }
+                        Mode::Eval => {
+                            let (mean, var) = self.stats[st..st + 2 * width].split_at(width);
+                            batch_norm::forward_eval(zs, width, gamma, beta, mean, var);
+                        }
+                    }
+                }
                 if let Some(keep) = ws.inputs.get_mut(l) {
                     keep.slice_mut(s![..rows, ..])
                         .as_slice_mut()
@@ -316,8 +474,17 @@ impl<T: Real> Mlp<T> {
                     Activation::Gelu => kernels::gelu(zs),
                     Activation::Silu => kernels::silu(zs),
                 }
+                if let (Mode::Train(rng), Some((mask, kept))) = (&mut mode, ws.masks.get_mut(l)) {
+                    if self.dropout[l] > 0.0 {
+                        let mask = rows_of(mask, rows);
+                        dropout::draw(mask, self.dropout[l], rng);
+                        rows_of(kept, rows).copy_from_slice(zs);
+                        dropout::apply(zs, mask);
+                    }
+                }
             }
         }
+        let backprop = matches!(mode, Mode::Train(_));
         // Softmax, loss and (optionally) the output delta, one row at a time.
         let k = self.sizes[n_layers];
         let out = ws.acts[n_layers]
@@ -389,7 +556,7 @@ impl<T: Real> Mlp<T> {
         stats
     }
 
-    /// Backpropagates the output delta left by [`Mlp::forward_loss`] (with `backprop`) and
+    /// Backpropagates the output delta left by [`Mlp::forward_loss`] (in [`Mode::Train`]) and
     /// writes the gradient of the batch's mean loss into `grads` (same layout as `params`).
     /// Weight decay is not included here; the optimizer adds it.
     pub fn backward(&self, ws: &mut Workspace<T>, rows: usize, grads: &mut [T]) {
@@ -417,10 +584,15 @@ impl<T: Real> Mlp<T> {
                 let mut prev = dlo[l - 1].slice_mut(s![..rows, ..]);
                 kernels::matmul(prev.view_mut(), delta, w.t(), false);
                 let d = prev.as_slice_mut().expect("workspace rows are contiguous");
-                let a = ws.acts[l]
-                    .slice(s![..rows, ..])
-                    .to_slice()
-                    .expect("workspace rows are contiguous");
+                // The output of hidden layer l - 1 before dropout, which the activation's
+                // derivative needs; dropout's own derivative is its mask.
+                let a = match ws.masks.get(l - 1) {
+                    Some((mask, kept)) if self.dropout[l - 1] > 0.0 => {
+                        dropout::apply(d, rows_of_ref(mask, rows));
+                        rows_of_ref(kept, rows)
+                    }
+                    _ => rows_of_ref(&ws.acts[l], rows),
+                };
                 // The input of the layer whose output `a` is (hidden layer l - 1).
                 let z = || {
                     ws.inputs[l - 1]
@@ -437,6 +609,14 @@ impl<T: Real> Mlp<T> {
                     Activation::Gelu => kernels::gelu_backward(d, z()),
                     Activation::Silu => kernels::silu_backward(d, z()),
                 }
+                let below = self.layers[l - 1];
+                if let Some(g) = below.norm {
+                    let (w, nb) = (below.fan_out, &ws.norms[l - 1]);
+                    let (dgamma, dbeta) = grads[g..g + 2 * w].split_at_mut(w);
+                    let normed = rows_of_ref(&nb.normed, rows);
+                    let gamma = &self.params[g..g + w];
+                    batch_norm::backward(d, w, normed, gamma, &nb.inv_std, dgamma, dbeta);
+                }
             }
         }
     }
@@ -451,6 +631,17 @@ impl<T: Real> Mlp<T> {
             .sum();
         0.5 * weight_decay * sq
     }
+}
+
+/// The first `rows` rows of a workspace buffer, as one slice.
+fn rows_of<T: Real>(m: &mut Array2<T>, rows: usize) -> &mut [T] {
+    let w = m.ncols();
+    &mut m.as_slice_mut().expect("workspace buffers are contiguous")[..rows * w]
+}
+
+/// The first `rows` rows of a workspace buffer, as one slice.
+fn rows_of_ref<T: Real>(m: &Array2<T>, rows: usize) -> &[T] {
+    &m.as_slice().expect("workspace buffers are contiguous")[..rows * m.ncols()]
 }
 
 #[cfg(test)]

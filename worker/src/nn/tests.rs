@@ -1,15 +1,22 @@
-//! Finite-difference gradient checks (f64) for every activation × loss, with weight decay.
+//! Finite-difference gradient checks (f64) for every activation × loss, with weight decay, and
+//! with batch normalization and dropout in the hidden layers.
 
 use super::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-/// The objective the optimizer descends: mean data loss + λ/2 ‖W‖².
+/// The dropout generator's seed: every pass of a check draws the same masks, so the objective
+/// is one fixed function of the parameters.
+const MASKS: u64 = 11;
+
+/// The objective the optimizer descends: mean data loss + λ/2 ‖W‖², as in training (batch
+/// statistics, the same dropout masks every time).
 fn objective(net: &Mlp<f64>, x: &Array2<f64>, y: &[u8], loss: Loss, wd: f64) -> f64 {
     let rows = x.nrows();
     let mut ws = Workspace::new(net, rows);
     ws.input_mut(rows).assign(x);
-    let st = net.forward_loss(&mut ws, rows, y, loss, false);
+    let mode = Mode::Train(&mut ChaCha8Rng::seed_from_u64(MASKS));
+    let st = net.forward_loss(&mut ws, rows, y, loss, mode);
     st.loss_sum / rows as f64 + net.decay_penalty(wd)
 }
 
@@ -17,7 +24,8 @@ fn analytic(net: &Mlp<f64>, x: &Array2<f64>, y: &[u8], loss: Loss, wd: f64) -> V
     let rows = x.nrows();
     let mut ws = Workspace::new(net, rows);
     ws.input_mut(rows).assign(x);
-    net.forward_loss(&mut ws, rows, y, loss, true);
+    let mode = Mode::Train(&mut ChaCha8Rng::seed_from_u64(MASKS));
+    net.forward_loss(&mut ws, rows, y, loss, mode);
     let mut g = vec![0.0; net.num_params()];
     net.backward(&mut ws, rows, &mut g);
     for l in net.layers() {
@@ -29,13 +37,17 @@ fn analytic(net: &Mlp<f64>, x: &Array2<f64>, y: &[u8], loss: Loss, wd: f64) -> V
 }
 
 fn check(act: Activation, loss: Loss, init: Init) {
+    check_with(act, loss, init, &Extras::default());
+}
+
+fn check_with(act: Activation, loss: Loss, init: Init, extras: &Extras) {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let sizes = [6, 5, 4, 3];
-    let mut net = Mlp::<f64>::new(&sizes, act, init, &mut rng);
-    // Non-zero biases so every term of the bias gradient is exercised.
+    let mut net = Mlp::<f64>::with_extras(&sizes, act, init, extras, &mut rng);
+    // Non-zero biases (and γ ≠ 1, β ≠ 0) so every term of their gradients is exercised.
     for l in net.layers().to_vec() {
-        for i in l.b_range() {
-            net.params[i] = rng.random_range(-0.5..0.5);
+        for i in l.b_range().chain(l.norm_range().unwrap_or_default()) {
+            net.params[i] += rng.random_range(-0.5..0.5);
         }
     }
     let rows = 7;
@@ -60,7 +72,7 @@ fn check(act: Activation, loss: Loss, init: Init) {
         worst = worst.max(err);
         assert!(
             err < 1e-5,
-            "{act} × {loss}: parameter {i}: analytic {} vs numeric {num} (rel. err {err:e})",
+            "{act} × {loss} ({extras:?}): parameter {i}: analytic {} vs numeric {num} (rel. err {err:e})",
             g[i]
         );
     }
@@ -75,6 +87,84 @@ fn gradients_match_finite_differences_for_every_activation_and_loss() {
             check(act, loss, Init::Xavier);
         }
     }
+}
+
+#[test]
+fn gradients_match_with_batch_norm_and_dropout() {
+    let norm = Extras {
+        batch_norm: true,
+        dropout: Vec::new(),
+    };
+    let drop = Extras {
+        batch_norm: false,
+        dropout: vec![0.3, 0.5],
+    };
+    let both = Extras {
+        batch_norm: true,
+        dropout: vec![0.0, 0.4],
+    };
+    for extras in [&norm, &drop, &both] {
+        for &act in Activation::ALL {
+            for &loss in Loss::ALL {
+                check_with(act, loss, Init::Xavier, extras);
+            }
+        }
+    }
+}
+
+#[test]
+fn dropout_and_batch_norm_act_only_in_training() {
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let extras = Extras {
+        batch_norm: true,
+        dropout: vec![0.5, 0.5],
+    };
+    let net = Mlp::<f64>::with_extras(
+        &[6, 8, 8, 3],
+        Activation::Relu,
+        Init::Xavier,
+        &extras,
+        &mut rng,
+    );
+    let x = Array2::from_shape_fn((5, 6), |_| rng.random_range(-1.0..1.0));
+    let y = [0u8, 1, 2, 0, 1];
+    let pass = |mode: Mode<'_>| {
+        let mut ws = Workspace::new(&net, 5);
+        ws.input_mut(5).assign(&x);
+        let st = net.forward_loss(&mut ws, 5, &y, Loss::CrossEntropy, mode);
+        (st.loss_sum, ws.probs(5).to_owned())
+    };
+    // Inference is a function of the input alone; training draws masks.
+    assert_eq!(pass(Mode::Eval), pass(Mode::Eval));
+    let a = pass(Mode::Train(&mut ChaCha8Rng::seed_from_u64(1)));
+    let b = pass(Mode::Train(&mut ChaCha8Rng::seed_from_u64(2)));
+    assert_eq!(a, pass(Mode::Train(&mut ChaCha8Rng::seed_from_u64(1))));
+    assert_ne!(a.0, b.0);
+    // Dropout draws no weights and is the identity in inference: the same network without it
+    // gives the same probabilities.
+    let build = |extras: &Extras| {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        Mlp::<f64>::with_extras(
+            &[6, 8, 8, 3],
+            Activation::Tanh,
+            Init::Xavier,
+            extras,
+            &mut rng,
+        )
+    };
+    let dropped = build(&Extras {
+        batch_norm: false,
+        dropout: vec![0.5, 0.2],
+    });
+    let plain = build(&Extras::default());
+    assert_eq!(dropped.params, plain.params);
+    let eval = |net: &Mlp<f64>| {
+        let mut ws = Workspace::new(net, 5);
+        ws.input_mut(5).assign(&x);
+        net.forward_loss(&mut ws, 5, &y, Loss::CrossEntropy, Mode::Eval);
+        ws.probs(5).to_owned()
+    };
+    assert_eq!(eval(&dropped), eval(&plain));
 }
 
 #[test]
@@ -114,7 +204,7 @@ fn softmax_cross_entropy_is_stable_for_huge_logits() {
     net.params[0] = -1.0e4;
     let mut ws = Workspace::new(&net, 1);
     ws.input_mut(1).assign(&ndarray::arr2(&[[1.0f32, 1.0]]));
-    let st = net.forward_loss(&mut ws, 1, &[1], Loss::CrossEntropy, true);
+    let st = net.forward_loss(&mut ws, 1, &[1], Loss::CrossEntropy, Mode::Eval);
     assert!(st.loss_sum.is_finite());
     assert!(ws.probs(1).iter().all(|p| p.is_finite()));
 }
@@ -125,7 +215,7 @@ fn nan_inputs_reach_the_loss() {
     let net = Mlp::<f32>::new(&[2, 4, 3], Activation::Relu, Init::Xavier, &mut rng);
     let mut ws = Workspace::new(&net, 1);
     ws.input_mut(1).assign(&ndarray::arr2(&[[f32::NAN, 1.0]]));
-    let st = net.forward_loss(&mut ws, 1, &[1], Loss::CrossEntropy, false);
+    let st = net.forward_loss(&mut ws, 1, &[1], Loss::CrossEntropy, Mode::Eval);
     assert!(!st.loss_sum.is_finite());
 }
 

@@ -19,6 +19,8 @@
 //! nadam, adamw); a parameter that an optimizer does not use is ignored. ε is `epsilon` for
 //! every optimizer (default 1e-8; PyTorch's Adagrad defaults to 1e-10).
 
+pub mod schedule;
+
 use std::ops::Range;
 
 use crate::nn::kernels::{self, dispatch};
@@ -69,6 +71,11 @@ impl<T: Real> Optimizer<T> {
     /// Steps taken so far.
     pub fn steps(&self) -> u64 {
         self.t
+    }
+
+    /// Sets the learning rate of the next steps (a schedule's rate; adamw's decay uses it too).
+    pub fn set_learning_rate(&mut self, lr: f64) {
+        self.hp.learning_rate = lr;
     }
 
     /// Applies one update. `grads` is consumed as scratch (weight decay is added into it).

@@ -19,7 +19,8 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::data::{Dataset, Split};
-use crate::nn::{kernels, Loss, Mlp, Workspace};
+use crate::nn::{kernels, Extras, Loss, Mlp, Mode, Workspace};
+use crate::optim::schedule::Rates;
 use crate::optim::Optimizer;
 pub use config::{ConfigBuilder, ConfigError, TrainConfig};
 
@@ -192,7 +193,16 @@ pub fn run_trial(
     sizes.push(classes);
 
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let mut net = Mlp::<f32>::new(&sizes, cfg.activation, cfg.weight_init, &mut rng);
+    let extras = Extras {
+        batch_norm: cfg.batch_norm,
+        dropout: cfg.dropout.clone(),
+    };
+    let mut net =
+        Mlp::<f32>::with_extras(&sizes, cfg.activation, cfg.weight_init, &extras, &mut rng);
+    // Dropout's masks come from a stream of their own, so that turning dropout on leaves the
+    // weights and the batch order as they were.
+    let mut masks = ChaCha8Rng::seed_from_u64(cfg.seed);
+    masks.set_stream(1);
     let decayed = net.layers().iter().map(|l| l.w_range()).collect();
     let mut opt = Optimizer::<f32>::new(cfg.optimizer, cfg.hyper, net.num_params(), decayed);
     let batch = cfg.batch_size.min(split.train.len());
@@ -202,6 +212,7 @@ pub fn run_trial(
     let mut order = split.train.clone();
     let n = order.len();
     let batches = n.div_ceil(batch);
+    let rates = Rates::new(cfg.hyper.learning_rate, cfg.schedule, batches, cfg.epochs);
     let f = data.features;
 
     let mut result = TrialResult {
@@ -230,7 +241,7 @@ pub fn run_trial(
                     *lab = data.train.labels[i];
                 }
             }
-            let st = net.forward_loss(&mut ws, rows, &labels, cfg.loss, true);
+            let st = net.forward_loss(&mut ws, rows, &labels, cfg.loss, Mode::Train(&mut masks));
             if !st.loss_sum.is_finite() {
                 result.status = Status::Diverged;
                 result.diverged_at = Some((epoch, bi + 1));
@@ -239,6 +250,8 @@ pub fn run_trial(
             loss_sum += st.loss_sum;
             correct += st.correct;
             net.backward(&mut ws, rows, &mut grads);
+            net.update_stats(&ws, rows);
+            opt.set_learning_rate(rates.at(opt.steps()));
             opt.step(&mut net.params, &mut grads);
             obs.on_batch(epoch, bi + 1, batches);
             if opts.cancel.as_ref().is_some_and(Cancel::is_cancelled) {
@@ -324,7 +337,7 @@ pub fn evaluate(
                     *lab = labels[i];
                 }
             }
-            let st = net.forward_loss(&mut ws, rows, &labs, loss, false);
+            let st = net.forward_loss(&mut ws, rows, &labs, loss, Mode::Eval);
             let mut conf = vec![0u64; classes * classes];
             for (&y, &p) in labs.iter().zip(&ws.preds[..rows]) {
                 conf[usize::from(y) * classes + usize::from(p)] += 1;
