@@ -301,3 +301,20 @@ pub fn sample(text: &str, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// Whether `python3 -c "import numpy"` works; CI sets SWEEP_REQUIRE_NUMPY=1 so that a missing
+/// numpy fails there instead of skipping.
+pub fn have_numpy() -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("SWEEP_REQUIRE_NUMPY").is_none(),
+            "SWEEP_REQUIRE_NUMPY is set but python3 cannot import numpy"
+        );
+        eprintln!("SKIPPED: python3 cannot import numpy");
+    }
+    ok
+}

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sweep_tests::{
-    free_port, json_out, leaderboard, n, run, serve, serve_at, submit, tempdir, wait_for,
-    worker_with, Proc,
+    free_port, have_numpy, json_out, leaderboard, n, run, serve, serve_at, submit, tempdir,
+    wait_for, worker_with, Proc,
 };
 
 /// A working directory holding the test programs (as a user's checkout would).
@@ -480,23 +480,6 @@ fn a_shell_program_reports_on_the_line_protocol() {
         4
     );
     assert_eq!(d["confusion"]["labels"], serde_json::json!(["no", "yes"]));
-}
-
-/// Whether `python3 -c "import numpy"` works; CI sets SWEEP_REQUIRE_NUMPY=1 so that a missing
-/// numpy fails there instead of skipping.
-fn have_numpy() -> bool {
-    let ok = std::process::Command::new("python3")
-        .args(["-c", "import numpy"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var_os("SWEEP_REQUIRE_NUMPY").is_none(),
-            "SWEEP_REQUIRE_NUMPY is set but python3 cannot import numpy"
-        );
-        eprintln!("SKIPPED: python3 cannot import numpy");
-    }
-    ok
 }
 
 #[test]

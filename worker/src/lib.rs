@@ -7,6 +7,7 @@ pub mod agent;
 pub mod cli;
 pub mod data;
 pub mod metrics;
+pub mod model;
 pub mod nn;
 pub mod optim;
 pub mod plot;

@@ -246,7 +246,8 @@ fn dropout_batch_norm_and_schedules_learn_and_leave_the_weights_as_drawn() {
     }
     // Dropout 0 is no dropout: the same metrics bit for bit as the plain network.
     let plain = cfg(serde_json::json!({"epochs": 1, "num_layers": 1, "hidden_size": 32}));
-    let zero = cfg(serde_json::json!({"epochs": 1, "num_layers": 1, "hidden_size": 32, "dropout": 0}));
+    let zero =
+        cfg(serde_json::json!({"epochs": 1, "num_layers": 1, "hidden_size": 32, "dropout": 0}));
     assert_eq!(metrics_in_pool(1, &plain), metrics_in_pool(1, &zero));
 }
 

@@ -1,6 +1,7 @@
 //! The `worker` command line: argument types and the code behind each subcommand. The binary
 //! (`src/main.rs`) only parses and maps [`CliError`] to an exit code.
 
+pub mod model;
 pub mod train;
 
 use clap::{Parser, Subcommand};
@@ -89,6 +90,10 @@ pub enum Command {
     Train(Box<train::TrainArgs>),
     /// Draw one sample image per class in a labelled grid (PNG or SVG)
     Samples(SamplesArgs),
+    /// Accuracy, loss and confusion matrix of a saved model on a data set's test images
+    Evaluate(model::EvaluateArgs),
+    /// Classes and probabilities a saved model gives images (IDX files or PNGs)
+    Predict(model::PredictArgs),
 }
 
 /// Options of `worker samples`.
@@ -199,6 +204,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Some(Command::Train(a)) => train::run(&a),
         Some(Command::Samples(a)) => run_samples(&a),
+        Some(Command::Evaluate(a)) => model::evaluate(&a),
+        Some(Command::Predict(a)) => model::predict(&a),
         None => run_agent(&cli.agent),
     }
 }

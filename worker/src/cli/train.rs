@@ -120,6 +120,10 @@ pub struct TrainArgs {
     /// Print JSON lines on stdout (one per epoch, then a summary) and nothing else
     #[arg(long)]
     pub json: bool,
+    /// Save the trained network to DIR (model.safetensors and its card model.json) for
+    /// `worker evaluate` and `worker predict`, NumPy or PyTorch
+    #[arg(long, alias = "save_model", value_name = "DIR")]
+    pub save_model: Option<PathBuf>,
 }
 
 impl TrainArgs {
@@ -231,6 +235,15 @@ pub fn run(args: &TrainArgs) -> Result<(), CliError> {
     if let Some(p) = &args.confusion_out {
         confusion_format(p)?;
     }
+    // Checked before training, not after.
+    if let Some(dir) = &args.save_model {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            CliError::Usage(format!(
+                "--save-model {}: cannot create it: {e}",
+                dir.display()
+            ))
+        })?;
+    }
     if let Some(t) = args.threads {
         if t == 0 {
             return Err(CliError::Usage(
@@ -282,6 +295,19 @@ pub fn run(args: &TrainArgs) -> Result<(), CliError> {
         write_confusion(p, &res.classes, &test.confusion)?;
     }
     report(&cfg, &res, args.json);
+    if let (Some(dir), Some(net)) = (&args.save_model, &res.net) {
+        let card = crate::model::card(&cfg, &ds, &res, net);
+        crate::model::save(dir, net, card).map_err(|e| CliError::Other(e.to_string()))?;
+        if !args.json {
+            println!("saved the model to {}", dir.display());
+        }
+    } else if let Some(dir) = &args.save_model {
+        return Err(CliError::Other(format!(
+            "--save-model {}: not saved: the trial {} (no test metrics)",
+            dir.display(),
+            res.status.name()
+        )));
+    }
     Ok(())
 }
 

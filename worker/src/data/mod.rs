@@ -152,6 +152,25 @@ pub struct Dataset {
     pub test: ImageSet,
 }
 
+impl Dataset {
+    /// SHA-256 of the decoded data: training images, training labels, test images, test
+    /// labels, each preceded by its length as a little-endian `u64` — the same for the same
+    /// images however the files were compressed. A saved model's card records it.
+    pub fn sha256(&self) -> String {
+        let mut h = Sha256::new();
+        for part in [
+            &self.train.images,
+            &self.train.labels,
+            &self.test.images,
+            &self.test.labels,
+        ] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
 /// Where the data sets live: `$SWEEP_DATA_DIR`, else the repository's `data/` (found from the
 /// build location or the current directory).
 pub fn default_data_dir() -> PathBuf {

@@ -101,6 +101,8 @@ pub struct TrialResult {
     pub train_samples: usize,
     /// Wall time of the whole trial, including the test pass.
     pub seconds: f64,
+    /// The trained network, when the trial finished or was stopped (it has test metrics).
+    pub net: Option<Mlp<f32>>,
 }
 
 /// What an observer asks after an epoch.
@@ -223,6 +225,7 @@ pub fn run_trial(
         classes: data.classes.clone(),
         train_samples: n,
         seconds: 0.0,
+        net: None,
     };
 
     'epochs: for epoch in 1..=cfg.epochs {
@@ -299,6 +302,7 @@ pub fn run_trial(
             f,
             classes,
         ));
+        result.net = Some(net);
     }
     result.seconds = start.elapsed().as_secs_f64();
     Ok(result)

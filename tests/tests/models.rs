@@ -1,0 +1,172 @@
+//! A saved model, from `worker train --save-model` to `worker evaluate`, `worker predict` (an
+//! IDX file and a PNG) and the Python loader (NumPy, and PyTorch when it can be imported): the
+//! same accuracy and the same probabilities everywhere; a damaged model is a clear error.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use sweep_tests::{have_numpy, json_out, run, tempdir};
+
+fn data(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../data/fashion-mnist")
+        .join(file)
+}
+
+fn lines(o: &std::process::Output) -> Vec<Value> {
+    assert!(
+        o.status.success(),
+        "exit {:?}: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn probs(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+fn close(a: &[f64], b: &[f64], tol: f64, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((x - y).abs() < tol, "{what}: class {i}: {x} vs {y}");
+    }
+}
+
+#[test]
+fn a_saved_model_gives_the_same_predictions_in_the_worker_and_in_python() {
+    let dir = tempdir("model");
+    let model = dir.join("model");
+    let m = model.to_str().unwrap();
+    let trained = lines(&run(
+        "worker",
+        &[
+            "train",
+            "--epochs",
+            "1",
+            "--train-samples",
+            "4000",
+            "--num-layers",
+            "2",
+            "--hidden-size",
+            "48,32",
+            "--activation",
+            "gelu",
+            "--batch-norm",
+            "--dropout",
+            "0.2",
+            "--save-model",
+            m,
+            "--json",
+        ],
+    ));
+    let summary = trained.last().unwrap();
+    let test_accuracy = summary["test_accuracy"].as_f64().unwrap();
+
+    // evaluate: the same test accuracy as training measured, bit for bit.
+    let ev = json_out(&run("worker", &["evaluate", "--model", m, "--json"]));
+    assert_eq!(ev["test_accuracy"].as_f64().unwrap(), test_accuracy);
+    assert_eq!(ev["confusion_matrix"], summary["confusion_matrix"]);
+    assert_eq!(ev["trained_on_this_dataset"], true);
+
+    // predict on the test file: one line per image.
+    let images = data("t10k-images-idx3-ubyte.gz");
+    let predicted = lines(&run(
+        "worker",
+        &["predict", "--model", m, "--json", images.to_str().unwrap()],
+    ));
+    assert_eq!(predicted.len(), 10_000);
+
+    if have_numpy() {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/model_check.py");
+        let py = Path::new(env!("CARGO_MANIFEST_DIR")).join("../clients/python");
+        let o = std::process::Command::new("python3")
+            .arg(&script)
+            .args([
+                m,
+                images.to_str().unwrap(),
+                data("t10k-labels-idx1-ubyte.gz").to_str().unwrap(),
+                "200",
+            ])
+            .env("PYTHONPATH", &py)
+            .output()
+            .unwrap();
+        let out = json_out(&o);
+        // NumPy in f64 against our f32: the same accuracy (at most one image of 10,000 on
+        // the other side of a near tie) and the same probabilities to 1e-4.
+        let acc = out["accuracy"].as_f64().unwrap();
+        assert!(
+            (acc - test_accuracy).abs() <= 1e-4,
+            "{acc} vs {test_accuracy}"
+        );
+        for (i, p) in out["probabilities"].as_array().unwrap().iter().enumerate() {
+            close(
+                &probs(p),
+                &probs(&predicted[i]["probabilities"]),
+                1e-4,
+                "numpy",
+            );
+        }
+        if let Some(tp) = out.get("torch_probabilities") {
+            let acc = out["torch_accuracy"].as_f64().unwrap();
+            assert!(
+                (acc - test_accuracy).abs() <= 1e-4,
+                "torch {acc} vs {test_accuracy}"
+            );
+            for (i, p) in tp.as_array().unwrap().iter().enumerate() {
+                close(
+                    &probs(p),
+                    &probs(&predicted[i]["probabilities"]),
+                    1e-4,
+                    "torch",
+                );
+            }
+        } else {
+            eprintln!("torch not importable: the PyTorch comparison was skipped");
+        }
+
+        // The first test image as a PNG: the same prediction as from the IDX file.
+        let pixels: Vec<u8> = out["first_image"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u8)
+            .collect();
+        let png = dir.join("first.png");
+        image::GrayImage::from_raw(28, 28, pixels)
+            .unwrap()
+            .save(&png)
+            .unwrap();
+        let one = lines(&run(
+            "worker",
+            &["predict", "--model", m, "--json", png.to_str().unwrap()],
+        ));
+        assert_eq!(one.len(), 1);
+        // One image is one row through the GEMM instead of one of a thousand: the same
+        // class, the probabilities to float rounding.
+        assert_eq!(one[0]["class"], predicted[0]["class"]);
+        let (a, b) = (&one[0]["probabilities"], &predicted[0]["probabilities"]);
+        close(&probs(a), &probs(b), 1e-6, "png");
+    }
+
+    // A truncated weights file: exit 2 and a message naming it.
+    let weights = model.join("model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let o = run("worker", &["evaluate", "--model", m]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("model.safetensors") && err.contains("truncated"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
