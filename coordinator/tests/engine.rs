@@ -94,6 +94,7 @@ async fn stale_attempts_are_fenced_and_complete_is_idempotent() {
             confusion: None,
             error: String::new(),
             output: String::new(),
+            model: None,
         })
         .await
         .unwrap();
@@ -114,6 +115,7 @@ async fn stale_attempts_are_fenced_and_complete_is_idempotent() {
                 confusion: None,
                 error: String::new(),
                 output: String::new(),
+                model: None,
             })
             .await
             .unwrap();
@@ -243,6 +245,7 @@ async fn state_survives_reopening_the_store() {
             confusion: None,
             error: String::new(),
             output: String::new(),
+            model: None,
         })
         .await
         .unwrap();
@@ -356,6 +359,7 @@ async fn early_termination_is_decided_on_report_and_its_reason_is_kept() {
         confusion: None,
         error: "stopped by the coordinator".into(),
         output: String::new(),
+        model: None,
     })
     .await
     .unwrap();
@@ -401,6 +405,7 @@ async fn stopping_decisions_after_a_restart_count_the_trials_from_before_it() {
             confusion: None,
             error: String::new(),
             output: String::new(),
+            model: None,
         });
         assert!(c.await.unwrap().0);
         id
@@ -502,6 +507,7 @@ async fn a_suggestion_in_flight_holds_back_no_other_sweep() {
         confusion: None,
         error: String::new(),
         output: String::new(),
+        model: None,
     });
     assert!(
         tokio::time::timeout(WITHIN, complete)
@@ -573,6 +579,7 @@ async fn bayes_never_hands_out_a_config_twice_to_concurrent_workers() {
                     confusion: None,
                     error: String::new(),
                     output: String::new(),
+                    model: None,
                 })
                 .await
                 .unwrap();
@@ -630,6 +637,7 @@ async fn a_restarted_coordinator_makes_the_same_next_suggestion() {
                 confusion: None,
                 error: String::new(),
                 output: String::new(),
+                model: None,
             })
             .await
             .unwrap();
@@ -711,6 +719,7 @@ async fn reaching_the_metric_target_finishes_the_sweep_and_stops_running_trials(
         confusion: None,
         error: String::new(),
         output: String::new(),
+        model: None,
     })
     .await
     .unwrap();
@@ -786,6 +795,7 @@ async fn a_failed_commit_is_rolled_back_and_its_retry_is_not_trusted() {
             confusion: Some((labels.clone(), counts.clone())),
             error: String::new(),
             output: String::new(),
+            model: None,
         })
     };
     e.limit_store_growth(Some(0)).await;
@@ -850,6 +860,7 @@ async fn a_confusion_matrix_with_too_many_or_too_long_labels_is_refused() {
             confusion: Some((labels, vec![1; k * k])),
             error: String::new(),
             output: String::new(),
+            model: None,
         })
     };
     let many: Vec<String> = (0..1024).map(|i| format!("c{i}")).collect();
@@ -938,6 +949,7 @@ async fn corrupt_json_in_the_store_is_an_error_naming_the_cell() {
             confusion: None,
             error: String::new(),
             output: String::new(),
+            model: None,
         })
         .await
         .unwrap();
@@ -1044,6 +1056,7 @@ async fn an_ended_trials_curve_output_and_matrix_leave_memory_and_are_read_from_
                 confusion: Some((vec!["a".into(), "b".into()], vec![3, 1, 0, 4])),
                 error: String::new(),
                 output: format!("trial {} says hello", l.trial),
+                model: None,
             })
             .await
             .unwrap();

@@ -15,6 +15,10 @@ use tonic::{Request, Status};
 /// Largest gRPC message either side sends or accepts (16 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// Largest saved model (card and weights together) a worker sends with a trial's completion,
+/// within one message; a larger network's model is not kept (the worker says so).
+pub const MAX_MODEL_BYTES: usize = 12 * 1024 * 1024;
+
 /// A secret that never shows in `Debug` output or logs.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);

@@ -1,11 +1,13 @@
 //! A saved model, from `worker train --save-model` to `worker evaluate`, `worker predict` (an
 //! IDX file and a PNG) and the Python loader (NumPy, and PyTorch when it can be imported): the
-//! same accuracy and the same probabilities everywhere; a damaged model is a clear error.
+//! same accuracy and the same probabilities everywhere; a damaged model is a clear error. And a
+//! sweep's models: the best `keep_models` trials' kept in the coordinator's store (across a
+//! restart), downloaded with `coordinator model`.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use sweep_tests::{have_numpy, json_out, run, tempdir};
+use sweep_tests::{have_numpy, json_out, run, serve, tempdir, worker};
 
 fn data(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -166,6 +168,117 @@ fn a_saved_model_gives_the_same_predictions_in_the_worker_and_in_python() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("model.safetensors") && err.contains("truncated"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_sweep_keeps_the_models_of_its_best_trials_and_serves_them_after_a_restart() {
+    let dir = tempdir("sweep-models");
+    let store = dir.join("sweeps.db");
+    let (coord, url) = serve(&store, &[]);
+    let _w1 = worker(&url, 1);
+    let _w2 = worker(&url, 1);
+    let cfg = dir.join("s.yaml");
+    std::fs::write(
+        &cfg,
+        "method: grid\nmetric: {name: val_accuracy, goal: maximize}\nmlp: {train_samples: 2000}\n\
+         keep_models: 2\nparameters:\n  epochs: {value: 1}\n  num_layers: {value: 1}\n  \
+         hidden_size: {values: [8, 16, 32, 64]}\n",
+    )
+    .unwrap();
+    let out = run(
+        "coordinator",
+        &["submit", cfg.to_str().unwrap(), "--coordinator", &url],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let watched = run("coordinator", &["watch", &id, "--coordinator", &url]);
+    assert!(
+        watched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&watched.stderr)
+    );
+    let lb = json_out(&run(
+        "coordinator",
+        &["leaderboard", &id, "--json", "--coordinator", &url],
+    ));
+    let rows = lb["trials"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    let trial = |rank: usize| rows[rank]["trial"].as_u64().unwrap().to_string();
+
+    // Restarted on its store: the models are still there.
+    drop(coord);
+    let (_coord, url) = serve(&store, &[]);
+    let best = dir.join("best");
+    let got = run(
+        "coordinator",
+        &[
+            "model",
+            &id,
+            "--out",
+            best.to_str().unwrap(),
+            "--coordinator",
+            &url,
+        ],
+    );
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&got.stdout).contains(&format!("trial {}'s model", trial(0))),
+        "{}",
+        String::from_utf8_lossy(&got.stdout)
+    );
+    // The downloaded model is the best trial's: evaluated, its test accuracy is the one the
+    // worker reported.
+    let ev = json_out(&run(
+        "worker",
+        &["evaluate", "--model", best.to_str().unwrap(), "--json"],
+    ));
+    assert_eq!(ev["test_accuracy"], rows[0]["metrics"]["test_accuracy"]);
+    // The second best is kept; the third was pushed out (or never kept).
+    let second = dir.join("second");
+    let got = run(
+        "coordinator",
+        &[
+            "model",
+            &id,
+            &trial(1),
+            "--out",
+            second.to_str().unwrap(),
+            "--coordinator",
+            &url,
+        ],
+    );
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    let got = run(
+        "coordinator",
+        &[
+            "model",
+            &id,
+            &trial(2),
+            "--out",
+            dir.join("third").to_str().unwrap(),
+            "--coordinator",
+            &url,
+        ],
+    );
+    assert!(!got.status.success());
+    let err = String::from_utf8_lossy(&got.stderr);
+    assert!(
+        err.contains("keeps no model of trial") && err.contains("best 2"),
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -1,8 +1,8 @@
 //! The trainer vocabulary the coordinator and the worker share: the built-in MLP trainer's
 //! parameter names and their checks (a config validated at submit exactly as the worker will
 //! read it), the names of activations, losses, initialisations, optimizers and data sets, the
-//! synthetic trainer's test functions, the `worker train` command that reproduces a trial, and
-//! a confusion matrix as text. No training happens here: that is the `worker` crate's.
+//! synthetic trainer's test functions, the `worker train` command that reproduces a trial, a
+//! confusion matrix as text, and the file names of a saved model. No training happens here: that is the `worker` crate's.
 
 pub mod command;
 pub mod config;
@@ -12,3 +12,8 @@ pub mod names;
 
 /// The functions the synthetic trainer knows.
 pub const SYNTHETIC_FUNCTIONS: [&str; 4] = ["branin", "hartmann6", "rosenbrock", "quadratic"];
+
+/// A saved model's card, in its directory (docs/MODELS.md).
+pub const MODEL_CARD: &str = "model.json";
+/// A saved model's weights, beside its card.
+pub const MODEL_WEIGHTS: &str = "model.safetensors";

@@ -26,10 +26,7 @@ use crate::data::Dataset;
 use crate::nn::{batch_norm, kernels, Activation, Extras, Init, Loss, Mlp, Mode, Workspace};
 use crate::train::{TrainConfig, TrialResult};
 
-/// The weights' file name in a model directory.
-pub const WEIGHTS: &str = "model.safetensors";
-/// The card's file name in a model directory.
-pub const CARD: &str = "model.json";
+pub use sweep_trainer::{MODEL_CARD as CARD, MODEL_WEIGHTS as WEIGHTS};
 /// The card's `format`.
 pub const FORMAT: &str = "sweep-mlp";
 /// The card's `version` this build writes and reads.
@@ -247,21 +244,33 @@ pub fn weights_bytes(net: &Mlp<f32>) -> Vec<u8> {
     safetensors::serialize(views, Some(meta)).expect("in-memory tensors serialize")
 }
 
-/// Writes `net` with its `card` into `dir` (created if needed): the weights, then the card
-/// that names their digest.
-pub fn save(dir: &Path, net: &Mlp<f32>, mut card: Card) -> Result<(), ModelError> {
-    std::fs::create_dir_all(dir).map_err(|e| bad(dir, format!("cannot create it: {e}")))?;
+/// The two files of `net` with its `card`: the card's text (naming the weights' digest and
+/// length) and the weights.
+pub fn encode(net: &Mlp<f32>, mut card: Card) -> (String, Vec<u8>) {
     let weights = weights_bytes(net);
     card.weights = WeightsInfo {
         file: WEIGHTS.into(),
         sha256: hex(&Sha256::digest(&weights)),
         bytes: weights.len() as u64,
     };
+    let text = serde_json::to_string_pretty(&card).expect("a card serializes") + "\n";
+    (text, weights)
+}
+
+/// Writes a model's two files into `dir` (created if needed): the weights, then the card that
+/// names their digest.
+pub fn write(dir: &Path, card: &str, weights: &[u8]) -> Result<(), ModelError> {
+    std::fs::create_dir_all(dir).map_err(|e| bad(dir, format!("cannot create it: {e}")))?;
     let wpath = dir.join(WEIGHTS);
-    std::fs::write(&wpath, &weights).map_err(|e| bad(&wpath, format!("cannot write it: {e}")))?;
+    std::fs::write(&wpath, weights).map_err(|e| bad(&wpath, format!("cannot write it: {e}")))?;
     let cpath = dir.join(CARD);
-    let text = serde_json::to_string_pretty(&card).expect("a card serializes");
-    std::fs::write(&cpath, text + "\n").map_err(|e| bad(&cpath, format!("cannot write it: {e}")))
+    std::fs::write(&cpath, card).map_err(|e| bad(&cpath, format!("cannot write it: {e}")))
+}
+
+/// Writes `net` with its `card` into `dir`.
+pub fn save(dir: &Path, net: &Mlp<f32>, card: Card) -> Result<(), ModelError> {
+    let (text, weights) = encode(net, card);
+    write(dir, &text, &weights)
 }
 
 fn read_capped(path: &Path, max: u64, what: &str) -> Result<Vec<u8>, ModelError> {

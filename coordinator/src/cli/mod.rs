@@ -210,6 +210,20 @@ pub enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Download a kept model (model.json + model.safetensors; docs/MODELS.md): the best
+    /// trial's, or TRIAL's
+    Model {
+        /// Sweep id
+        sweep: String,
+        /// Trial number [default: the best-ranked trial with a kept model]
+        trial: Option<u64>,
+        /// Directory to write the two files into (created if needed)
+        #[arg(long)]
+        out: PathBuf,
+        /// Where the coordinator is.
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Stop handing out new trials (running ones go on)
     Pause {
         /// Sweep id
@@ -344,6 +358,7 @@ impl Command {
             | Command::Export { .. }
             | Command::Report { .. }
             | Command::Trial { .. }
+            | Command::Model { .. }
             | Command::Pause { .. }
             | Command::Resume { .. }
             | Command::Stop { .. } => true,
@@ -617,6 +632,41 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
                 .map_err(|s| status_err(&conn.coordinator, s))?
                 .into_inner();
             print_trial(&d, json);
+            Ok(())
+        }
+        Command::Model {
+            sweep,
+            trial,
+            out,
+            conn,
+        } => {
+            // The directory is checked before the download, not after.
+            std::fs::create_dir_all(&out).map_err(|e| {
+                CliError::Usage(format!("--out {}: cannot create it: {e}", out.display()))
+            })?;
+            let mut c = client(&conn).await?;
+            let m = c
+                .get_model(pb::GetModelRequest {
+                    sweep_id: sweep,
+                    trial: trial.unwrap_or(0),
+                })
+                .await
+                .map_err(|s| status_err(&conn.coordinator, s))?
+                .into_inner();
+            let write = |name: &str, bytes: &[u8]| {
+                let p = out.join(name);
+                std::fs::write(&p, bytes)
+                    .map_err(|e| CliError::Other(format!("{}: cannot write it: {e}", p.display())))
+            };
+            write(sweep_trainer::MODEL_WEIGHTS, &m.weights)?;
+            write(sweep_trainer::MODEL_CARD, m.card.as_bytes())?;
+            println!(
+                "trial {}'s model: {} ({} bytes of weights); try `worker evaluate --model {}`",
+                m.trial,
+                out.display(),
+                m.weights.len(),
+                out.display()
+            );
             Ok(())
         }
         Command::Pause { sweep, conn } => control(&conn, &sweep, pb::Control::Pause).await,

@@ -210,6 +210,10 @@ pub struct SweepSpec {
     pub seed: u64,
     /// Attempts per trial before it is failed (extension; default 3).
     pub max_attempts: u32,
+    /// How many of the best trials keep their trained model (extension; default
+    /// [`DEFAULT_KEEP_MODELS`]; 0 keeps none). Specs stored before it was added keep the default.
+    #[serde(default = "default_keep_models")]
+    pub keep_models: u32,
     /// Trainer (extension; default the MLP).
     pub trainer: Trainer,
     /// TPE settings (`method: bayes`; extension key `bayes: {engine: tpe, startup_trials,
@@ -248,12 +252,22 @@ const WANDB_KEYS: &[&str] = &[
 const OUR_KEYS: &[&str] = &[
     "seed",
     "max_attempts",
+    "keep_models",
     "trainer",
     "synthetic",
     "mlp",
     "bayes",
     "program_options",
 ];
+
+/// Models kept per sweep when its config does not say (`keep_models`).
+pub const DEFAULT_KEEP_MODELS: u32 = 5;
+/// Most models one sweep may keep.
+pub const MAX_KEEP_MODELS: u32 = 1000;
+
+fn default_keep_models() -> u32 {
+    DEFAULT_KEEP_MODELS
+}
 
 /// Most parameters (after flattening nested groups) one sweep may have.
 pub const MAX_PARAMETERS: usize = 256;
@@ -473,6 +487,21 @@ impl SweepSpec {
                 }
             },
         };
+        let keep_models = match top.get("keep_models") {
+            None => DEFAULT_KEEP_MODELS,
+            Some(v) => match v.as_u64() {
+                Some(n) if n <= u64::from(MAX_KEEP_MODELS) => n as u32,
+                _ => {
+                    return Err(ConfigError::new(
+                        "keep_models",
+                        format!(
+                            "expected an integer from 0 to {MAX_KEEP_MODELS} (the best trials whose trained models are kept), got {}",
+                            show(v)
+                        ),
+                    ))
+                }
+            },
+        };
         let stopping = match top.get("early_terminate") {
             None => None,
             Some(v) => Some(Rule::from_config(v)?),
@@ -513,6 +542,7 @@ impl SweepSpec {
             run_cap,
             seed,
             max_attempts,
+            keep_models,
             trainer,
             bayes: bayes::parse(top.get("bayes"))?,
             stopping,

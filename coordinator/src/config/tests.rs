@@ -75,6 +75,17 @@ fn errors_name_the_path() {
     assert_eq!(e.path, "metric.impute");
     let e = err(json!({"method": "random", "parameters": {"a": {"value": 1}}, "run_cap": -3}));
     assert_eq!(e.path, "run_cap");
+    let e = err(json!({"method": "random", "parameters": {"a": {"value": 1}}, "keep_models": -1}));
+    assert_eq!(e.path, "keep_models");
+    let kept = SweepSpec::from_value(
+        json!({"method": "random", "parameters": {"a": {"value": 1}}, "keep_models": 0}),
+    )
+    .unwrap();
+    assert_eq!(kept.keep_models, 0);
+    let default =
+        SweepSpec::from_value(json!({"method": "random", "parameters": {"a": {"value": 1}}}))
+            .unwrap();
+    assert_eq!(default.keep_models, crate::config::DEFAULT_KEEP_MODELS);
     let e = err(json!({"parameters": {"a": {"value": 1}}}));
     assert_eq!(e.path, "method");
     let e = err(json!({"method": "grid"}));

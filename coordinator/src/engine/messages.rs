@@ -88,6 +88,8 @@ pub struct Complete<'a> {
     pub error: String,
     /// The tail of a program's output (empty: none).
     pub output: String,
+    /// The built-in trainer's saved model: its card's text and its weights (docs/MODELS.md).
+    pub model: Option<(String, Vec<u8>)>,
 }
 
 /// How a worker ended an attempt.

@@ -532,6 +532,38 @@ impl Engine {
             .await?)
     }
 
+    /// A kept model of sweep `sweep`: trial `trial`'s, or (`None`) the best-ranked trial's that
+    /// has one, as (trial, card text, weights); `None` when there is none.
+    pub async fn model(
+        &self,
+        sweep: &str,
+        trial: Option<u64>,
+    ) -> Result<Option<(u64, String, Vec<u8>)>, EngineError> {
+        let id = sweep.to_string();
+        let trial = match trial {
+            Some(n) => n,
+            None => {
+                let kept = self
+                    .inner
+                    .store
+                    .read(move |c| store::model_trials(c, &id))
+                    .await?;
+                let best = self.with_sweep(sweep, |s| {
+                    s.ranked().map(|(_, t)| t.number).find(|n| kept.contains(n))
+                })?;
+                let Some(n) = best else { return Ok(None) };
+                n
+            }
+        };
+        let id = sweep.to_string();
+        let files = self
+            .inner
+            .store
+            .read(move |c| store::model(c, &id, trial))
+            .await?;
+        Ok(files.map(|(card, weights)| (trial, card, weights)))
+    }
+
     /// Ids of every sweep, oldest first.
     pub fn sweep_ids(&self) -> Vec<String> {
         read(&self.inner.sweeps).order.clone()

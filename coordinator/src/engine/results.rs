@@ -133,7 +133,17 @@ impl Engine {
             confusion,
             error,
             output,
+            model,
         } = c;
+        if let Some((card, weights)) = &model {
+            if card.len() + weights.len() > sweep_proto::conn::MAX_MODEL_BYTES {
+                return Err(EngineError::Invalid(format!(
+                    "model: {} bytes; at most {} are kept",
+                    card.len() + weights.len(),
+                    sweep_proto::conn::MAX_MODEL_BYTES
+                )));
+            }
+        }
         if let Some((l, c)) = &confusion {
             if l.is_empty() || l.len() > MAX_CLASSES {
                 return Err(EngineError::Invalid(format!(
@@ -290,10 +300,24 @@ impl Engine {
             if let Some(l) = old_lease {
                 lock(&self.inner.leases).remove(&*l);
             }
+            // The model is kept while its trial ranks among the best `keep_models`; the one it
+            // pushes out of them is dropped in the same transaction.
+            let kept = model
+                .filter(|_| matches!(outcome, Outcome::Finished | Outcome::Stopped))
+                .and_then(|m| {
+                    let k = sw.spec.keep_models as usize;
+                    let top: Vec<u64> = sw.ranked().take(k).map(|(_, t)| t.number).collect();
+                    top.contains(&trial).then_some((m, top))
+                });
+            let sweep_id = sw.id.clone();
             let fut = self.inner.store.submit(move |tx| {
                 store::upsert_trial(tx, &row)?;
                 for r in &extra_rows {
                     store::upsert_trial(tx, r)?;
+                }
+                if let Some(((card, weights), top)) = &kept {
+                    store::put_model(tx, &sweep_id, trial, card, weights)?;
+                    store::keep_models(tx, &sweep_id, top)?;
                 }
                 store::update_sweep(tx, &srow.0, &srow.1, srow.2, srow.3)
             });

@@ -238,6 +238,7 @@ impl Coordinator for CoordinatorService {
                 confusion,
                 error: r.error,
                 output: r.output,
+                model: r.model.map(|m| (m.card, m.weights)),
             })
             .await?;
         Ok(Response::new(pb::CompleteResponse { accepted, reason }))
@@ -388,6 +389,30 @@ impl Sweeps for SweepsService {
             convert::add_files(&mut detail, files).map_err(Status::internal)?;
         }
         Ok(Response::new(detail))
+    }
+
+    async fn get_model(
+        &self,
+        req: Request<pb::GetModelRequest>,
+    ) -> Result<Response<pb::ModelFiles>, Status> {
+        let _t = self.metrics.rpc("GetModel");
+        let r = req.into_inner();
+        let trial = (r.trial != 0).then_some(r.trial);
+        let Some((trial, card, weights)) = self.engine.model(&r.sweep_id, trial).await? else {
+            let keep = self
+                .engine
+                .with_sweep(&r.sweep_id, |s| s.spec.keep_models)?;
+            let which = trial.map_or("any trial".to_string(), |n| format!("trial {n}"));
+            return Err(Status::not_found(format!(
+                "sweep {} keeps no model of {which}: models are kept for the built-in trainer's finished or stopped trials while they rank among the best {keep} (keep_models)",
+                r.sweep_id
+            )));
+        };
+        Ok(Response::new(pb::ModelFiles {
+            trial,
+            card,
+            weights,
+        }))
     }
 
     type WatchStream = WatchStream;

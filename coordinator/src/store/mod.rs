@@ -168,6 +168,16 @@ ALTER TABLE trials ADD COLUMN best_step INTEGER;
     r#"
 ALTER TABLE sweeps ADD COLUMN spec TEXT;
 "#,
+    // The trained models of the best trials (docs/MODELS.md): a card's text and its weights.
+    r#"
+CREATE TABLE models (
+    sweep_id TEXT NOT NULL,
+    trial INTEGER NOT NULL,
+    card TEXT NOT NULL,
+    weights BLOB NOT NULL,
+    PRIMARY KEY (sweep_id, trial)
+);
+"#,
 ];
 
 type Output = Box<dyn Any + Send>;
@@ -934,6 +944,49 @@ pub fn trial_files(conn: &Connection, sweep: &str, trial: u64) -> rusqlite::Resu
         confusion,
         output,
     })
+}
+
+/// Keeps trial `trial`'s model (replacing an earlier attempt's).
+pub fn put_model(
+    tx: &Connection,
+    sweep: &str,
+    trial: u64,
+    card: &str,
+    weights: &[u8],
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT OR REPLACE INTO models (sweep_id, trial, card, weights) VALUES (?1, ?2, ?3, ?4)",
+        params![sweep, trial as i64, card, weights],
+    )?;
+    Ok(())
+}
+
+/// Drops the models of sweep `sweep` except those of the trials in `keep`.
+pub fn keep_models(tx: &Connection, sweep: &str, keep: &[u64]) -> rusqlite::Result<()> {
+    let keep = serde_json::to_string(keep).expect("numbers serialize");
+    tx.execute(
+        "DELETE FROM models WHERE sweep_id = ?1 AND trial NOT IN (SELECT value FROM json_each(?2))",
+        params![sweep, keep],
+    )?;
+    Ok(())
+}
+
+/// The trials of sweep `sweep` that have a kept model.
+pub fn model_trials(conn: &Connection, sweep: &str) -> rusqlite::Result<Vec<u64>> {
+    conn.prepare_cached("SELECT trial FROM models WHERE sweep_id = ?1 ORDER BY trial")?
+        .query_map(params![sweep], |r| Ok(r.get::<_, i64>(0)? as u64))?
+        .collect()
+}
+
+/// Trial `trial`'s kept model: its card's text and its weights.
+pub fn model(
+    conn: &Connection,
+    sweep: &str,
+    trial: u64,
+) -> rusqlite::Result<Option<(String, Vec<u8>)>> {
+    conn.prepare_cached("SELECT card, weights FROM models WHERE sweep_id = ?1 AND trial = ?2")?
+        .query_row(params![sweep, trial as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
 }
 
 /// Records a worker's registration.

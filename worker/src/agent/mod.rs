@@ -435,6 +435,8 @@ struct Finished {
     local_fault: bool,
     /// The tail of a program's output.
     output: String,
+    /// The built-in trainer's trained network, for a finished or stopped trial.
+    model: Option<pb::ModelFiles>,
 }
 
 async fn run_trial(shared: Arc<Shared>, trial: pb::Trial, slot: usize) -> bool {
@@ -485,6 +487,7 @@ async fn run_trial_counted(shared: &Arc<Shared>, trial: pb::Trial, slot: usize) 
             error: "the training thread panicked".into(),
             local_fault: false,
             output: String::new(),
+            model: None,
         }),
         Err(e) => Finished {
             outcome: pb::TrialOutcome::Released,
@@ -493,6 +496,7 @@ async fn run_trial_counted(shared: &Arc<Shared>, trial: pb::Trial, slot: usize) 
             error: format!("cannot start a training thread: {e}"),
             local_fault: false,
             output: String::new(),
+            model: None,
         },
     };
     shared
@@ -538,6 +542,7 @@ async fn complete(shared: &Shared, trial: &pb::Trial, done: Finished) {
         confusion: done.confusion,
         error: done.error,
         output: done.output,
+        model: done.model,
     };
     // A finished result is retried until the coordinator answers (it may be restarting);
     // a hand-back during shutdown is tried for a few seconds only.
@@ -678,6 +683,7 @@ fn failed(error: String) -> Finished {
         error,
         local_fault: false,
         output: String::new(),
+        model: None,
     }
 }
 
@@ -768,6 +774,7 @@ fn program_blocking(
         error,
         local_fault: false,
         output: out.output,
+        model: None,
     }
 }
 
@@ -824,6 +831,7 @@ fn train_blocking(shared: &Shared, trial: &pb::Trial, run: &Running, handle: &Ha
                     error: String::new(),
                     local_fault: false,
                     output: String::new(),
+                    model: None,
                 },
             }
         }
@@ -912,12 +920,37 @@ fn train_blocking(shared: &Shared, trial: &pb::Trial, run: &Running, handle: &Ha
                 error,
                 local_fault: false,
                 output: String::new(),
+                model: res.net.as_ref().and_then(|net| model_files(&cfg, &ds, &res, net)),
             }
         }
         other => failed(format!(
             "unknown trainer {other:?}; this worker runs mlp, synthetic and (with --allow-programs) program"
         )),
     }
+}
+
+/// A trained network's files for the coordinator, unless they are too large for one message.
+fn model_files(
+    cfg: &train::TrainConfig,
+    ds: &crate::data::Dataset,
+    res: &train::TrialResult,
+    net: &crate::nn::Mlp<f32>,
+) -> Option<pb::ModelFiles> {
+    let (card, weights) = crate::model::encode(net, crate::model::card(cfg, ds, res, net));
+    let size = card.len() + weights.len();
+    if size > sweep_proto::conn::MAX_MODEL_BYTES {
+        tracing::warn!(
+            bytes = size,
+            limit = sweep_proto::conn::MAX_MODEL_BYTES,
+            "the trained model is too large to send; the coordinator will not keep it"
+        );
+        return None;
+    }
+    Some(pb::ModelFiles {
+        trial: 0,
+        card,
+        weights,
+    })
 }
 
 fn released() -> Finished {
@@ -928,5 +961,6 @@ fn released() -> Finished {
         error: "the worker shut down".into(),
         local_fault: false,
         output: String::new(),
+        model: None,
     }
 }
