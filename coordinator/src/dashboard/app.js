@@ -708,7 +708,11 @@ async function pageSweep(main, id) {
     downloadLink('confusion_best.json', `${base}/files/confusion_best.json`, `${id}-confusion_best.json`),
     downloadLink('confusion_best.csv', `${base}/files/confusion_best.csv`, `${id}-confusion_best.csv`),
     downloadLink('confusion_best.png', `${base}/files/confusion_best.png`, `${id}-confusion_best.png`),
-    downloadLink('report.html', `${base}/files/report.html`, `${id}-report.html`));
+    downloadLink('report.html', `${base}/files/report.html`, `${id}-report.html`),
+    // The best kept model's two files: saved side by side they make a model directory.
+    ' · best model: ',
+    downloadLink('model.json', `${base}/trials/best/model.json`, 'model.json'),
+    downloadLink('model.safetensors', `${base}/trials/best/model.safetensors`, 'model.safetensors'));
   main.replaceChildren(el.title, el.sub, el.cards, el.notices, el.controls, el.downloads,
     h('h2', {}, 'Learning curves: running and top trials'), el.curves,
     h('h2', {}, 'Leaderboard'), el.board, el.more,
@@ -1086,6 +1090,12 @@ async function pageTrial(main, id, n) {
       t.confusion
         ? h('div', { id: 'confusion' }, h('div', { class: 'toolbar downloads' }, 'Download: ', dl('json'), dl('csv'), dl('png')), confusionTable(t.confusion))
         : h('p', { class: 'empty', id: 'confusion' }, TERMINAL.has(t.state) ? 'This trial has no confusion matrix.' : 'Comes when the trial finishes.'),
+      // The trained model, if the sweep keeps it (one of its best keep_models trials).
+      ...(t.confusion && (t.state === 'finished' || t.state === 'stopped')
+        ? [h('h2', {}, 'Model'), h('div', { class: 'toolbar downloads', id: 'model' }, 'Download (kept for the sweep’s best trials): ',
+          downloadLink('model.json', `${base}/model.json`, 'model.json'),
+          downloadLink('model.safetensors', `${base}/model.safetensors`, 'model.safetensors'))]
+        : []),
       // A program trial's stdout and stderr, the last 16 KiB.
       ...(t.output ? [h('h2', {}, 'Program output (the end)'), h('pre', { class: 'config output', id: 'output' }, t.output)] : []));
   }

@@ -7,6 +7,7 @@
 //! | `GET /api/v1/sweeps` | every sweep's summary, oldest first |
 //! | `GET /api/v1/sweeps/{id}` | the leaderboard: `{schema_version, sweep, metric, trials}`; `?top=N` the best N only, `&running=true` and the running trials |
 //! | `GET /api/v1/sweeps/{id}/trials/{n}` | one trial: params, metrics, curve, confusion |
+//! | `GET /api/v1/sweeps/{id}/trials/{n}/model.json` (`model.safetensors`) | a kept model's card (weights), docs/MODELS.md; trial `best`: the best-ranked trial's |
 //! | `POST /api/v1/sweeps/{id}/pause` (`resume`, `stop`) | the sweep's summary after the change |
 //! | `GET /api/v1/sweeps/{id}/events` | server-sent events: `update` with `{sweep, changes: [{trial, points}]}` at once and on every change (at most about ten a second: changes close together come together); the stream ends with the sweep |
 //! | `GET /metrics` | the Prometheus metrics (as `--metrics-listen`) |
@@ -506,7 +507,9 @@ async fn sweep_file(
     download(&name, bytes)
 }
 
-/// `GET /api/v1/sweeps/{id}/trials/{n}/confusion.{json,csv,png,svg}`: one trial's matrix.
+/// `GET /api/v1/sweeps/{id}/trials/{n}/confusion.{json,csv,png,svg}`: one trial's matrix;
+/// `…/model.json`, `…/model.safetensors`: its kept model's files (`n` = `best`: the best-ranked
+/// trial's).
 async fn trial_file(
     State(app): State<App>,
     headers: HeaderMap,
@@ -515,13 +518,40 @@ async fn trial_file(
     if let Some(r) = reject(&app, &headers) {
         return r;
     }
+    if name == sweep_trainer::MODEL_CARD || name == sweep_trainer::MODEL_WEIGHTS {
+        let trial = if n == "best" {
+            0
+        } else {
+            match trial_number(&n) {
+                Ok(n) => n,
+                Err(m) => return err(StatusCode::BAD_REQUEST, m),
+            }
+        };
+        let m = match app
+            .sweeps
+            .get_model(Request::new(pb::GetModelRequest {
+                sweep_id: id,
+                trial,
+            }))
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(s) => return from_status(s),
+        };
+        // Saved under their own names, the two files make a model directory.
+        return if name == sweep_trainer::MODEL_CARD {
+            download(&name, m.card.into_bytes())
+        } else {
+            download(&name, m.weights)
+        };
+    }
     let ext = name
         .strip_prefix("confusion.")
         .filter(|e| ["json", "csv", "png", "svg"].contains(e));
     let Some(ext) = ext else {
         return err(
             StatusCode::NOT_FOUND,
-            format!("no file {name:?}; expected confusion.json, .csv, .png or .svg"),
+            format!("no file {name:?}; expected confusion.json, .csv, .png or .svg, model.json or model.safetensors"),
         );
     };
     let n = match trial_number(&n) {
