@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use sweep_tests::{have_numpy, json_out, run, serve, tempdir, worker};
+use sweep_tests::{have_numpy, json_out, leaderboard, run, serve, submit, tempdir, worker};
 
 fn data(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -180,34 +180,20 @@ fn a_sweep_keeps_the_models_of_its_best_trials_and_serves_them_after_a_restart()
     let (coord, url) = serve(&store, &[]);
     let _w1 = worker(&url, 1);
     let _w2 = worker(&url, 1);
-    let cfg = dir.join("s.yaml");
-    std::fs::write(
-        &cfg,
+    let id = submit(
+        &dir,
+        &url,
         "method: grid\nmetric: {name: val_accuracy, goal: maximize}\nmlp: {train_samples: 2000}\n\
          keep_models: 2\nparameters:\n  epochs: {value: 1}\n  num_layers: {value: 1}\n  \
          hidden_size: {values: [8, 16, 32, 64]}\n",
-    )
-    .unwrap();
-    let out = run(
-        "coordinator",
-        &["submit", cfg.to_str().unwrap(), "--coordinator", &url],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let watched = run("coordinator", &["watch", &id, "--coordinator", &url]);
     assert!(
         watched.status.success(),
         "{}",
         String::from_utf8_lossy(&watched.stderr)
     );
-    let lb = json_out(&run(
-        "coordinator",
-        &["leaderboard", &id, "--json", "--coordinator", &url],
-    ));
+    let lb = leaderboard(&url, &id);
     let rows = lb["trials"].as_array().unwrap();
     assert_eq!(rows.len(), 4);
     let trial = |rank: usize| rows[rank]["trial"].as_u64().unwrap().to_string();

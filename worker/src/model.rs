@@ -100,6 +100,21 @@ pub struct Architecture {
     pub output: String,
 }
 
+impl Architecture {
+    /// The architecture of `net`.
+    pub fn of(net: &Mlp<f32>) -> Self {
+        let extras = net.extras();
+        Architecture {
+            sizes: net.sizes().to_vec(),
+            activation: net.activation().name().into(),
+            batch_norm: extras.batch_norm,
+            batch_norm_eps: batch_norm::EPS,
+            dropout: extras.dropout,
+            output: "softmax".into(),
+        }
+    }
+}
+
 /// What the network takes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Input {
@@ -156,18 +171,10 @@ pub fn card(cfg: &TrainConfig, data: &Dataset, result: &TrialResult, net: &Mlp<f
         metrics.insert("test_loss".into(), t.loss);
         metrics.insert("test_accuracy".into(), t.accuracy);
     }
-    let extras = net.extras();
     Card {
         format: FORMAT.into(),
         version: VERSION,
-        architecture: Architecture {
-            sizes: net.sizes().to_vec(),
-            activation: net.activation().name().into(),
-            batch_norm: extras.batch_norm,
-            batch_norm_eps: batch_norm::EPS,
-            dropout: extras.dropout,
-            output: "softmax".into(),
-        },
+        architecture: Architecture::of(net),
         input: Input {
             shape: [data.shape.0, data.shape.1],
             scale: "pixel / 255".into(),
@@ -523,18 +530,10 @@ mod tests {
     }
 
     fn a_card(net: &Mlp<f32>) -> Card {
-        let e = net.extras();
         Card {
             format: FORMAT.into(),
             version: VERSION,
-            architecture: Architecture {
-                sizes: net.sizes().to_vec(),
-                activation: net.activation().name().into(),
-                batch_norm: e.batch_norm,
-                batch_norm_eps: batch_norm::EPS,
-                dropout: e.dropout,
-                output: "softmax".into(),
-            },
+            architecture: Architecture::of(net),
             input: Input {
                 shape: [2, 2],
                 scale: "pixel / 255".into(),
