@@ -201,18 +201,20 @@ fn a_sweep_keeps_the_models_of_its_best_trials_and_serves_them_after_a_restart()
     // Restarted on its store: the models are still there.
     drop(coord);
     let (_coord, url) = serve(&store, &[]);
-    let best = dir.join("best");
-    let got = run(
-        "coordinator",
-        &[
-            "model",
-            &id,
+    // `coordinator model` of trial `n` (None: the best) into `out`.
+    let download = |n: Option<&str>, out: &Path| {
+        let mut args = vec!["model", id.as_str()];
+        args.extend(n);
+        args.extend([
             "--out",
-            best.to_str().unwrap(),
+            out.to_str().unwrap(),
             "--coordinator",
-            &url,
-        ],
-    );
+            url.as_str(),
+        ]);
+        run("coordinator", &args)
+    };
+    let best = dir.join("best");
+    let got = download(None, &best);
     assert!(
         got.status.success(),
         "{}",
@@ -231,36 +233,13 @@ fn a_sweep_keeps_the_models_of_its_best_trials_and_serves_them_after_a_restart()
     ));
     assert_eq!(ev["test_accuracy"], rows[0]["metrics"]["test_accuracy"]);
     // The second best is kept; the third was pushed out (or never kept).
-    let second = dir.join("second");
-    let got = run(
-        "coordinator",
-        &[
-            "model",
-            &id,
-            &trial(1),
-            "--out",
-            second.to_str().unwrap(),
-            "--coordinator",
-            &url,
-        ],
-    );
+    let got = download(Some(&trial(1)), &dir.join("second"));
     assert!(
         got.status.success(),
         "{}",
         String::from_utf8_lossy(&got.stderr)
     );
-    let got = run(
-        "coordinator",
-        &[
-            "model",
-            &id,
-            &trial(2),
-            "--out",
-            dir.join("third").to_str().unwrap(),
-            "--coordinator",
-            &url,
-        ],
-    );
+    let got = download(Some(&trial(2)), &dir.join("third"));
     assert!(!got.status.success());
     let err = String::from_utf8_lossy(&got.stderr);
     assert!(
