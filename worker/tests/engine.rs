@@ -310,6 +310,7 @@ fn observers_can_stop_and_cancel() {
     let opts = TrialOptions {
         train_samples: Some(1_000),
         cancel: Some(cancel.clone()),
+        ..Default::default()
     };
     let r = train::run_trial(&c, &ds, &opts, &mut CancelAt(cancel, 3)).unwrap();
     assert_eq!(r.status, Status::Cancelled);

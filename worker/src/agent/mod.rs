@@ -861,6 +861,7 @@ fn train_blocking(shared: &Shared, trial: &pb::Trial, run: &Running, handle: &Ha
                     .and_then(Value::as_u64)
                     .map(|n| n as usize),
                 cancel: Some(run.cancel.clone()),
+                ..TrialOptions::default()
             };
             let mut obs = ReportingObserver {
                 shared,

@@ -286,7 +286,7 @@ pub fn run(args: &TrainArgs) -> Result<(), CliError> {
     let mut obs = CliObserver::new(&cfg, args.json);
     let opts = TrialOptions {
         train_samples: args.train_samples,
-        cancel: None,
+        ..TrialOptions::default()
     };
     let res =
         train::run_trial(&cfg, &ds, &opts, &mut obs).map_err(|e| CliError::Usage(e.to_string()))?;

@@ -150,13 +150,20 @@ pub struct Dataset {
     pub train: ImageSet,
     /// The held-out test images.
     pub test: ImageSet,
+    /// [`Dataset::sha256`], computed on first use.
+    digest: std::sync::OnceLock<String>,
 }
 
 impl Dataset {
     /// SHA-256 of the decoded data: training images, training labels, test images, test
     /// labels, each preceded by its length as a little-endian `u64` — the same for the same
-    /// images however the files were compressed. A saved model's card records it.
+    /// images however the files were compressed. A saved model's card and a checkpoint record
+    /// it. Computed once per data set (the data set is shared by every trial of a process).
     pub fn sha256(&self) -> String {
+        self.digest.get_or_init(|| self.digest_now()).clone()
+    }
+
+    fn digest_now(&self) -> String {
         let mut h = Sha256::new();
         for part in [
             &self.train.images,
@@ -346,6 +353,7 @@ pub fn load_uncached(spec: &DatasetSpec, data_dir: &Path) -> Result<Dataset, Dat
             images: te_i.1.data,
             labels: te_l.1.data,
         },
+        digest: std::sync::OnceLock::new(),
     })
 }
 

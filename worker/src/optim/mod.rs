@@ -73,6 +73,32 @@ impl<T: Real> Optimizer<T> {
         self.t
     }
 
+    /// The state a resumed run needs: steps taken and the two state vectors (empty when the
+    /// rule keeps none).
+    pub fn state(&self) -> (u64, &[T], &[T]) {
+        (self.t, &self.s1, &self.s2)
+    }
+
+    /// Puts back a state taken with [`Optimizer::state`] from an optimizer of the same rule
+    /// and size; says what does not fit otherwise.
+    pub fn restore(&mut self, steps: u64, s1: &[T], s2: &[T]) -> Result<(), String> {
+        for (name, have, want) in [
+            ("s1", s1.len(), self.s1.len()),
+            ("s2", s2.len(), self.s2.len()),
+        ] {
+            if have != want {
+                return Err(format!(
+                    "optimizer state {name}: {have} values, expected {want} for {}",
+                    self.kind.name()
+                ));
+            }
+        }
+        self.t = steps;
+        self.s1.copy_from_slice(s1);
+        self.s2.copy_from_slice(s2);
+        Ok(())
+    }
+
     /// Sets the learning rate of the next steps (a schedule's rate; adamw's decay uses it too).
     pub fn set_learning_rate(&mut self, lr: f64) {
         self.hp.learning_rate = lr;

@@ -6,9 +6,11 @@
 //! several at once); evaluation fans out over rayon in fixed chunks whose sums are combined in
 //! chunk order, so metrics are bit-identical whatever the thread count.
 
+pub mod checkpoint;
+
 pub use sweep_trainer::config;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,6 +24,7 @@ use crate::data::{Dataset, Split};
 use crate::nn::{kernels, Extras, Loss, Mlp, Mode, Workspace};
 use crate::optim::schedule::Rates;
 use crate::optim::Optimizer;
+pub use checkpoint::{Checkpoint, Position};
 pub use config::{ConfigBuilder, ConfigError, TrainConfig};
 
 /// Images per evaluation chunk. Fixed (not derived from the thread count) so that sums are
@@ -122,6 +125,9 @@ pub trait Observer {
     fn on_epoch(&mut self, _metrics: &EpochMetrics) -> Control {
         Control::Continue
     }
+    /// Receives the trial's state: after every epoch but the last when
+    /// [`TrialOptions::checkpoints`] is set, and once more when a [`Cancel::hand_back`] ends it.
+    fn on_checkpoint(&mut self, _checkpoint: Checkpoint) {}
 }
 
 /// An observer that ignores everything.
@@ -129,9 +135,15 @@ pub trait Observer {
 pub struct NoObserver;
 impl Observer for NoObserver {}
 
-/// A flag another thread raises to end a trial between batches.
+/// A flag another thread raises to end a trial between batches, at once or after handing its
+/// state to the observer ([`Observer::on_checkpoint`]).
 #[derive(Debug, Clone, Default)]
-pub struct Cancel(Arc<AtomicBool>);
+pub struct Cancel(Arc<AtomicU8>);
+
+/// [`Cancel`]'s flag values.
+const GO_ON: u8 = 0;
+const END_NOW: u8 = 1;
+const END_WITH_CHECKPOINT: u8 = 2;
 
 impl Cancel {
     /// A lowered flag.
@@ -140,11 +152,26 @@ impl Cancel {
     }
     /// Raises the flag; the trial ends after its current batch.
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.0.store(END_NOW, Ordering::Relaxed);
+    }
+    /// Raises the flag asking for a checkpoint: the trial ends after its current batch (or
+    /// epoch report) and hands its state to the observer first. An earlier [`Cancel::cancel`]
+    /// stands.
+    pub fn hand_back(&self) {
+        let _ = self.0.compare_exchange(
+            GO_ON,
+            END_WITH_CHECKPOINT,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
     /// Whether the flag is raised.
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.load(Ordering::Relaxed) != GO_ON
+    }
+    /// Whether the flag is raised with a checkpoint asked for.
+    pub fn wants_checkpoint(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == END_WITH_CHECKPOINT
     }
 }
 
@@ -155,6 +182,11 @@ pub struct TrialOptions {
     pub train_samples: Option<usize>,
     /// Raised by another thread to end the trial.
     pub cancel: Option<Cancel>,
+    /// Hand the observer a checkpoint after every epoch but the last.
+    pub checkpoints: bool,
+    /// Go on from this state instead of starting afresh (it must be this trial's:
+    /// [`checkpoint::fingerprint`]).
+    pub resume: Option<Checkpoint>,
 }
 
 /// Errors that prevent a trial from running at all.
@@ -170,6 +202,94 @@ pub enum TrainError {
     /// More classes than the engine's label type holds.
     #[error("the data set has {0} classes; at most 256 are supported")]
     TooManyClasses(usize),
+    /// The checkpoint to resume from does not fit this trial.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+}
+
+/// What the training loop carries from one batch to the next (a checkpoint's contents).
+struct Live {
+    net: Mlp<f32>,
+    opt: Optimizer<f32>,
+    /// The training images' order, shuffled in place every epoch.
+    order: Vec<u32>,
+    /// Batch order (after the initial weights were drawn from it).
+    rng: ChaCha8Rng,
+    /// Dropout masks.
+    masks: ChaCha8Rng,
+}
+
+impl Live {
+    fn checkpoint(
+        &self,
+        at: Position,
+        fingerprint: &str,
+        (loss_sum, correct): (f64, usize),
+        history: &[EpochMetrics],
+    ) -> Checkpoint {
+        let (steps, s1, s2) = self.opt.state();
+        Checkpoint {
+            at,
+            fingerprint: fingerprint.to_string(),
+            params: self.net.params.clone(),
+            stats: self.net.stats.clone(),
+            steps,
+            s1: s1.to_vec(),
+            s2: s2.to_vec(),
+            order: self.order.clone(),
+            shuffle_word: self.rng.get_word_pos(),
+            mask_word: self.masks.get_word_pos(),
+            loss_sum,
+            correct: correct as u64,
+            history: history.to_vec(),
+        }
+    }
+
+    /// Puts `ck`'s state in place, after checking that it fits this trial.
+    fn restore(
+        &mut self,
+        ck: &Checkpoint,
+        fingerprint: &str,
+        batches: usize,
+        epochs: usize,
+    ) -> Result<(), String> {
+        if ck.fingerprint != fingerprint {
+            return Err(
+                "it belongs to another trial, or to other data (its fingerprint differs)".into(),
+            );
+        }
+        let Position { epoch, batch } = ck.at;
+        if epoch > epochs
+            || batch > batches
+            || (batch > 0 && epoch == epochs)
+            || ck.history.len() != epoch
+        {
+            return Err(format!("it stands at epoch {epoch} batch {batch} with {} epochs of history; this trial has {epochs} epochs of {batches} batches", ck.history.len()));
+        }
+        for (what, have, want) in [
+            ("parameters", ck.params.len(), self.net.params.len()),
+            ("running estimates", ck.stats.len(), self.net.stats.len()),
+            ("image order", ck.order.len(), self.order.len()),
+        ] {
+            if have != want {
+                return Err(format!("{have} {what}, expected {want}"));
+            }
+        }
+        let mut sorted = ck.order.clone();
+        sorted.sort_unstable();
+        let mut ours = self.order.clone();
+        ours.sort_unstable();
+        if sorted != ours {
+            return Err("its image order is not an order of this trial's training images".into());
+        }
+        self.opt.restore(ck.steps, &ck.s1, &ck.s2)?;
+        self.net.params.copy_from_slice(&ck.params);
+        self.net.stats.copy_from_slice(&ck.stats);
+        self.order.copy_from_slice(&ck.order);
+        self.rng.set_word_pos(ck.shuffle_word);
+        self.masks.set_word_pos(ck.mask_word);
+        Ok(())
+    }
 }
 
 /// Trains one network as `cfg` says, on `data`, reporting to `obs`.
@@ -199,23 +319,33 @@ pub fn run_trial(
         batch_norm: cfg.batch_norm,
         dropout: cfg.dropout.clone(),
     };
-    let mut net =
-        Mlp::<f32>::with_extras(&sizes, cfg.activation, cfg.weight_init, &extras, &mut rng);
+    let net = Mlp::<f32>::with_extras(&sizes, cfg.activation, cfg.weight_init, &extras, &mut rng);
     // Dropout's masks come from a stream of their own, so that turning dropout on leaves the
     // weights and the batch order as they were.
     let mut masks = ChaCha8Rng::seed_from_u64(cfg.seed);
     masks.set_stream(1);
     let decayed = net.layers().iter().map(|l| l.w_range()).collect();
-    let mut opt = Optimizer::<f32>::new(cfg.optimizer, cfg.hyper, net.num_params(), decayed);
+    let opt = Optimizer::<f32>::new(cfg.optimizer, cfg.hyper, net.num_params(), decayed);
     let batch = cfg.batch_size.min(split.train.len());
     let mut ws = Workspace::new(&net, batch);
     let mut grads = vec![0.0f32; net.num_params()];
     let mut labels = vec![0u8; batch];
-    let mut order = split.train.clone();
-    let n = order.len();
+    let mut live = Live {
+        net,
+        opt,
+        order: split.train.clone(),
+        rng,
+        masks,
+    };
+    let n = live.order.len();
     let batches = n.div_ceil(batch);
     let rates = Rates::new(cfg.hyper.learning_rate, cfg.schedule, batches, cfg.epochs);
     let f = data.features;
+    let fingerprint = if opts.checkpoints || opts.resume.is_some() {
+        checkpoint::fingerprint(cfg, data, n)
+    } else {
+        String::new()
+    };
 
     let mut result = TrialResult {
         status: Status::Finished,
@@ -227,13 +357,28 @@ pub fn run_trial(
         seconds: 0.0,
         net: None,
     };
+    // Where training starts: epoch 1, or where the checkpoint stands.
+    let mut at = Position { epoch: 0, batch: 0 };
+    let mut carried = (0.0f64, 0usize);
+    if let Some(ck) = &opts.resume {
+        live.restore(ck, &fingerprint, batches, cfg.epochs)
+            .map_err(TrainError::Checkpoint)?;
+        at = ck.at;
+        carried = (ck.loss_sum, ck.correct as usize);
+        result.epochs.extend_from_slice(&ck.history);
+    }
+    let cancel = opts.cancel.as_ref();
 
-    'epochs: for epoch in 1..=cfg.epochs {
+    'epochs: for epoch in at.epoch + 1..=cfg.epochs {
         let t0 = Instant::now();
-        order.shuffle(&mut rng);
-        let mut loss_sum = 0.0f64;
-        let mut correct = 0usize;
-        for (bi, idx) in order.chunks(batch).enumerate() {
+        // A checkpoint taken mid-epoch holds this epoch's order and sums so far.
+        let (skip, (mut loss_sum, mut correct)) = if epoch == at.epoch + 1 && at.batch > 0 {
+            (at.batch, carried)
+        } else {
+            live.order.shuffle(&mut live.rng);
+            (0, (0.0, 0))
+        };
+        for (bi, idx) in live.order.chunks(batch).enumerate().skip(skip) {
             let rows = idx.len();
             {
                 let mut input = ws.input_mut(rows);
@@ -244,7 +389,13 @@ pub fn run_trial(
                     *lab = data.train.labels[i];
                 }
             }
-            let st = net.forward_loss(&mut ws, rows, &labels, cfg.loss, Mode::Train(&mut masks));
+            let st = live.net.forward_loss(
+                &mut ws,
+                rows,
+                &labels,
+                cfg.loss,
+                Mode::Train(&mut live.masks),
+            );
             if !st.loss_sum.is_finite() {
                 result.status = Status::Diverged;
                 result.diverged_at = Some((epoch, bi + 1));
@@ -252,19 +403,31 @@ pub fn run_trial(
             }
             loss_sum += st.loss_sum;
             correct += st.correct;
-            net.backward(&mut ws, rows, &mut grads);
-            net.update_stats(&ws, rows);
-            opt.set_learning_rate(rates.at(opt.steps()));
-            opt.step(&mut net.params, &mut grads);
+            live.net.backward(&mut ws, rows, &mut grads);
+            live.net.update_stats(&ws, rows);
+            live.opt.set_learning_rate(rates.at(live.opt.steps()));
+            live.opt.step(&mut live.net.params, &mut grads);
             obs.on_batch(epoch, bi + 1, batches);
-            if opts.cancel.as_ref().is_some_and(Cancel::is_cancelled) {
+            if let Some(c) = cancel.filter(|c| c.is_cancelled()) {
+                if c.wants_checkpoint() {
+                    let at = Position {
+                        epoch: epoch - 1,
+                        batch: bi + 1,
+                    };
+                    obs.on_checkpoint(live.checkpoint(
+                        at,
+                        &fingerprint,
+                        (loss_sum, correct),
+                        &result.epochs,
+                    ));
+                }
                 result.status = Status::Cancelled;
                 break 'epochs;
             }
         }
         let train_secs = t0.elapsed().as_secs_f64();
         let val = evaluate(
-            &net,
+            &live.net,
             cfg.loss,
             &data.train.images,
             &data.train.labels,
@@ -287,14 +450,31 @@ pub fn run_trial(
             result.diverged_at = Some((epoch, batches));
             break;
         }
-        if obs.on_epoch(&m) == Control::Stop {
+        let control = obs.on_epoch(&m);
+        let boundary = Position { epoch, batch: 0 };
+        if let Some(c) = cancel.filter(|c| c.is_cancelled()) {
+            if c.wants_checkpoint() {
+                obs.on_checkpoint(live.checkpoint(
+                    boundary,
+                    &fingerprint,
+                    (0.0, 0),
+                    &result.epochs,
+                ));
+            }
+            result.status = Status::Cancelled;
+            break;
+        }
+        if control == Control::Stop {
             result.status = Status::Stopped;
             break;
+        }
+        if opts.checkpoints && epoch < cfg.epochs {
+            obs.on_checkpoint(live.checkpoint(boundary, &fingerprint, (0.0, 0), &result.epochs));
         }
     }
     if matches!(result.status, Status::Finished | Status::Stopped) {
         result.test = Some(evaluate(
-            &net,
+            &live.net,
             cfg.loss,
             &data.test.images,
             &data.test.labels,
@@ -302,7 +482,7 @@ pub fn run_trial(
             f,
             classes,
         ));
-        result.net = Some(net);
+        result.net = Some(live.net);
     }
     result.seconds = start.elapsed().as_secs_f64();
     Ok(result)
