@@ -879,8 +879,8 @@ async fn a_confusion_matrix_with_too_many_or_too_long_labels_is_refused() {
 async fn heartbeats_from_unknown_workers_are_not_counted_or_kept() {
     let e = Engine::open(&db("ghosts"), opts(30_000)).unwrap();
     for i in 0..10_000 {
-        let drop = e.heartbeat(&format!("ghost-{i}"), &[format!("lease-{i}")], false);
-        assert_eq!(drop.len(), 1);
+        let beat = e.heartbeat(&format!("ghost-{i}"), &[format!("lease-{i}")], false);
+        assert_eq!(beat.drop.len(), 1);
     }
     assert_eq!(e.live_workers(), 0);
     let id = e
@@ -1114,4 +1114,135 @@ async fn an_ended_trials_curve_output_and_matrix_leave_memory_and_are_read_from_
     })
     .unwrap();
     assert_eq!(e.trial_files(&id, 1100).await.unwrap().points.len(), 6);
+}
+
+/// A checkpoint is kept for the attempt that holds the lease only, survives a restart, is what
+/// the next attempt goes on from, and goes when the trial ends; each attempt of the trial is
+/// recorded with the checkpoint it went on from and how it ended; a pause with hand-back asks
+/// the worker at its heartbeat.
+#[tokio::test]
+async fn checkpoints_carry_a_trial_across_attempts_and_restarts() {
+    let path = db("checkpoints");
+    let e = Engine::open(&path, opts(100)).unwrap();
+    let id = e.create_sweep(synthetic("1"), None).await.unwrap();
+    let l1 = e
+        .lease("w1", &[], None, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(l1.resume, None);
+    fn who<'a>(l: &'a coordinator::engine::Lease, worker: &'a str) -> Attempt<'a> {
+        Attempt {
+            worker,
+            sweep: &l.sweep_id,
+            trial: l.trial,
+            attempt: l.attempt,
+            lease_id: &l.lease_id,
+        }
+    }
+    // A pause with hand-back is told at the next heartbeat.
+    e.control(&id, coordinator::engine::SweepState::Paused, true)
+        .await
+        .unwrap();
+    let beat = e.heartbeat("w1", std::slice::from_ref(&l1.lease_id), false);
+    assert_eq!(
+        (beat.drop.len(), beat.hand_back),
+        (0, vec![l1.lease_id.clone()])
+    );
+    e.control(&id, coordinator::engine::SweepState::Running, false)
+        .await
+        .unwrap();
+    assert!(e
+        .heartbeat("w1", std::slice::from_ref(&l1.lease_id), false)
+        .hand_back
+        .is_empty());
+
+    let (ok, _) = e
+        .save_checkpoint(who(&l1, "w1"), 2, 0, vec![1, 2, 3])
+        .await
+        .unwrap();
+    assert!(ok);
+    let (ok, _) = e
+        .save_checkpoint(who(&l1, "w1"), 2, 7, vec![4; 1000])
+        .await
+        .unwrap();
+    assert!(ok);
+    let (mark, data) = e.trial_checkpoint(who(&l1, "w1")).await.unwrap().unwrap();
+    assert_eq!(
+        (mark.epoch, mark.batch, mark.bytes, mark.attempt),
+        (2, 7, 1000, 1)
+    );
+    assert_eq!(data, vec![4; 1000]);
+
+    // The worker dies; the coordinator restarts; the lease expires.
+    drop(e);
+    let e = Engine::open(&path, opts(100)).unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(e.reap().await.unwrap(), 1);
+    let l2 = e
+        .lease("w2", &[], None, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(l2.attempt, 2);
+    assert_eq!(
+        l2.resume.map(|m| (m.epoch, m.batch, m.bytes)),
+        Some((2, 7, 1000))
+    );
+    // The old attempt can neither fetch nor replace it.
+    assert!(e.trial_checkpoint(who(&l1, "w1")).await.is_err());
+    let (ok, why) = e
+        .save_checkpoint(who(&l1, "w1"), 3, 0, vec![9])
+        .await
+        .unwrap();
+    assert!(!ok && why.contains("stale"), "{why}");
+    let (_, data) = e.trial_checkpoint(who(&l2, "w2")).await.unwrap().unwrap();
+    assert_eq!(data, vec![4; 1000]);
+
+    // Attempt 2 finishes: the checkpoint goes, both attempts are recorded.
+    let (ok, _) = e
+        .complete(Complete {
+            attempt: who(&l2, "w2"),
+            outcome: Outcome::Finished,
+            metrics: vec![("loss".into(), 1.0)],
+            confusion: None,
+            error: String::new(),
+            output: String::new(),
+            model: None,
+        })
+        .await
+        .unwrap();
+    assert!(ok);
+    let attempts = e.attempts(&id, 1).await.unwrap();
+    let seen: Vec<String> = attempts
+        .iter()
+        .map(|a| {
+            format!(
+                "{} {:?} {:?} {}",
+                a.attempt,
+                a.worker,
+                a.resumed_from.map(|m| (m.epoch, m.batch)),
+                a.ending
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "1 Some(\"w1\") None lease expired",
+            "2 Some(\"w2\") Some((2, 7)) finished"
+        ]
+    );
+    assert!(attempts.iter().all(|a| a.ended_at.is_some()));
+    drop(e);
+    let e = Engine::open(&path, opts(100)).unwrap();
+    let left = e
+        .with_sweep(&id, |s| s.trial(1).unwrap().checkpoint())
+        .unwrap();
+    assert_eq!(left, None);
+    let rows: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM checkpoints", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 0, "an ended trial's checkpoint is deleted");
 }

@@ -14,6 +14,7 @@ pub mod pb {
     tonic::include_proto!("sweep.v1");
 }
 
+pub mod checkpoint;
 pub mod conn;
 pub mod json;
 

@@ -224,10 +224,14 @@ pub enum Command {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Stop handing out new trials (running ones go on)
+    /// Stop handing out new trials (running ones go on, unless --hand-back)
     Pause {
         /// Sweep id
         sweep: String,
+        /// Hand running trials back too, the built-in trainer's after a checkpoint: they go on
+        /// from it when the sweep resumes (within one heartbeat, a few seconds)
+        #[arg(long)]
+        hand_back: bool,
         /// Where the coordinator is.
         #[command(flatten)]
         conn: Conn,
@@ -669,18 +673,28 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
             );
             Ok(())
         }
-        Command::Pause { sweep, conn } => control(&conn, &sweep, pb::Control::Pause).await,
-        Command::Resume { sweep, conn } => control(&conn, &sweep, pb::Control::Resume).await,
-        Command::Stop { sweep, conn } => control(&conn, &sweep, pb::Control::Stop).await,
+        Command::Pause {
+            sweep,
+            hand_back,
+            conn,
+        } => control(&conn, &sweep, pb::Control::Pause, hand_back).await,
+        Command::Resume { sweep, conn } => control(&conn, &sweep, pb::Control::Resume, false).await,
+        Command::Stop { sweep, conn } => control(&conn, &sweep, pb::Control::Stop, false).await,
     }
 }
 
-async fn control(conn: &Conn, sweep: &str, action: pb::Control) -> Result<(), CliError> {
+async fn control(
+    conn: &Conn,
+    sweep: &str,
+    action: pb::Control,
+    hand_back: bool,
+) -> Result<(), CliError> {
     let mut c = client(conn).await?;
     let s = c
         .control_sweep(pb::ControlSweepRequest {
             sweep_id: sweep.to_string(),
             action: action as i32,
+            hand_back,
         })
         .await
         .map_err(|s| status_err(&conn.coordinator, s))?
@@ -929,7 +943,7 @@ async fn run_local(
     }
     if signal.is_some() {
         engine
-            .control(&id, crate::engine::SweepState::Stopped)
+            .control(&id, crate::engine::SweepState::Stopped, false)
             .await
             .map_err(|e| CliError::Other(e.to_string()))?;
     }

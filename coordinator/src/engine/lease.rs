@@ -10,20 +10,30 @@ use serde_json::json;
 
 use super::suggest::{Ask, InFlight};
 use super::{
-    lock, now, random_id, Cell, Engine, EngineError, Lease, Params, Pending, Sweep, SweepState,
-    Trial, TrialState,
+    lock, now, random_id, Beat, Cell, Engine, EngineError, Lease, Params, Pending, Sweep,
+    SweepState, Trial, TrialState,
 };
 use crate::config::{Goal, Trainer};
 use crate::search;
-use crate::store::{self, TrialRow};
+use crate::store::{self, AttemptRow, TrialRow};
 
 /// A sweep row change to persist: (id, state, next trial, updated at).
 type SweepUpdate = (String, String, u64, f64);
 
+/// The rows a lease writes: the trial's, its attempt's (a trial's second attempt or later), the
+/// sweep's.
+struct LeaseRows {
+    trial: TrialRow,
+    attempt: Option<AttemptRow>,
+    sweep: SweepUpdate,
+}
+
 /// What a sweep has for a worker that asks for work.
+// One at a time, on the stack for the moment of a lease: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Take {
-    /// A lease (with the trial's row and, for a new trial, the sweep's row to write).
-    Lease(Lease, TrialRow, Option<SweepUpdate>),
+    /// A lease and the rows to write.
+    Lease(Lease, LeaseRows),
     /// Its next trial needs a bayes suggestion first.
     Suggest(Ask),
     /// Another lease is computing its next trial's suggestion.
@@ -87,17 +97,12 @@ impl Engine {
             sw.insert(Trial::new(n, params));
             n
         };
-        let (lease, row, sweep) = self.lease_trial(sw, number, worker)?;
-        Some(Take::Lease(lease, row, Some(sweep)))
+        let (lease, rows) = self.lease_trial(sw, number, worker)?;
+        Some(Take::Lease(lease, rows))
     }
 
     /// Leases trial `number` of `sw` to `worker`.
-    fn lease_trial(
-        &self,
-        sw: &mut Sweep,
-        number: u64,
-        worker: &str,
-    ) -> Option<(Lease, TrialRow, SweepUpdate)> {
+    fn lease_trial(&self, sw: &mut Sweep, number: u64, worker: &str) -> Option<(Lease, LeaseRows)> {
         let ttl = self.inner.opts.lease_ttl.as_secs_f64();
         let lease_id = random_id(8);
         let t = now();
@@ -121,17 +126,28 @@ impl Engine {
         let metric = sw.spec.metric.name.clone();
         let sweep_update = (sw.id.clone(), sw.state.name().to_string(), sw.next_trial, t);
         let worker_name = sw.names.get(worker);
-        let (attempt, params) = sw.edit(number, |trial| {
+        let (attempt, params, resume) = sw.edit(number, |trial| {
             trial.state = TrialState::Running;
             trial.attempt += 1;
             trial.lease(Some(&lease_id), t + ttl);
-            trial.worker = Some(worker_name);
+            trial.worker = Some(worker_name.clone());
             trial.started_at = Some(t);
             // A reason from an earlier attempt (an expired lease) does not describe this one.
             trial.error = None;
-            (trial.attempt, trial.params.clone())
+            (trial.attempt, trial.params.clone(), trial.checkpoint())
         })?;
-        let row = sw.trial_row(number)?;
+        let trial = sw.trial_row(number)?;
+        // A trial's first attempt is its row; later ones are recorded one by one.
+        let attempt_row = (attempt > 1).then(|| AttemptRow {
+            sweep_id: sw.id.clone(),
+            trial: number,
+            attempt,
+            worker: Some(worker_name.to_string()),
+            started_at: Some(t),
+            ended_at: None,
+            resumed_from: resume,
+            ending: String::new(),
+        });
         let lease = Lease {
             sweep_id: sw.id.clone(),
             trial: number,
@@ -140,18 +156,26 @@ impl Engine {
             params,
             trainer,
             metric,
+            resume,
         };
         lock(&self.inner.leases).insert(lease_id, (sw.id.clone(), number));
-        Some((lease, row, sweep_update))
+        let rows = LeaseRows {
+            trial,
+            attempt: attempt_row,
+            sweep: sweep_update,
+        };
+        Some((lease, rows))
     }
 
     /// Queues a lease's writes.
-    fn write_lease(&self, row: TrialRow, sweep: Option<SweepUpdate>) -> Pending {
+    fn write_lease(&self, rows: LeaseRows) -> Pending {
         Box::pin(self.inner.store.submit(move |tx| {
-            if let Some((id, state, next, t)) = &sweep {
-                store::update_sweep(tx, id, state, *next, *t)?;
+            let (id, state, next, t) = &rows.sweep;
+            store::update_sweep(tx, id, state, *next, *t)?;
+            if let Some(a) = &rows.attempt {
+                store::start_attempt(tx, a)?;
             }
-            store::upsert_trial(tx, &row)
+            store::upsert_trial(tx, &rows.trial)
         }))
     }
 
@@ -188,7 +212,7 @@ impl Engine {
         sw.insert(Trial::new(n, params));
         Ok(self
             .lease_trial(&mut sw, n, worker)
-            .map(|(lease, row, sweep)| (lease, self.write_lease(row, Some(sweep)))))
+            .map(|(lease, rows)| (lease, self.write_lease(rows))))
     }
 
     /// Long poll for work: a lease at once if any sweep has work, else waits up to `wait`.
@@ -226,8 +250,8 @@ impl Engine {
                 for cell in &cells {
                     let mut sw = lock(cell);
                     match self.take(cell, &mut sw, worker, trainers, t_poll) {
-                        Some(Take::Lease(lease, row, sweep)) => {
-                            found = Some(Ok((lease, self.write_lease(row, sweep))));
+                        Some(Take::Lease(lease, rows)) => {
+                            found = Some(Ok((lease, self.write_lease(rows))));
                             break;
                         }
                         Some(Take::Suggest(ask)) => {
@@ -315,9 +339,9 @@ impl Engine {
             .collect()
     }
 
-    /// Extends the given leases; returns those the worker must drop.
+    /// Extends the given leases; says which the worker must drop or hand back.
     /// `leaving`: the worker is exiting cleanly; it is no longer counted as connected.
-    pub fn heartbeat(&self, worker: &str, lease_ids: &[String], leaving: bool) -> Vec<String> {
+    pub fn heartbeat(&self, worker: &str, lease_ids: &[String], leaving: bool) -> Beat {
         let ttl = self.inner.opts.lease_ttl.as_secs_f64();
         self.touch(worker);
         if leaving {
@@ -329,14 +353,16 @@ impl Engine {
             let leases = lock(&self.inner.leases);
             lease_ids.iter().map(|l| leases.get(l).cloned()).collect()
         };
-        let mut drop = Vec::new();
+        let mut beat = Beat::default();
         for (l, at) in lease_ids.iter().zip(held) {
             let Some(cell) = at.as_ref().and_then(|(s, _)| self.cell(s)) else {
-                drop.push(l.clone());
+                beat.drop.push(l.clone());
                 continue;
             };
             let n = at.map_or(0, |(_, n)| n);
-            let held = lock(&cell).edit(n, |t| {
+            let mut sw = lock(&cell);
+            let hand_back = sw.hand_back;
+            let held = sw.edit(n, |t| {
                 let held = t.state == TrialState::Running && t.lease_id() == Some(l);
                 if held {
                     t.lease(None, now() + ttl);
@@ -344,10 +370,12 @@ impl Engine {
                 held
             });
             if held != Some(true) {
-                drop.push(l.clone());
+                beat.drop.push(l.clone());
+            } else if hand_back {
+                beat.hand_back.push(l.clone());
             }
         }
-        drop
+        beat
     }
 
     /// Re-queues (or fails, after `max_attempts`) every trial whose lease has expired.
@@ -360,6 +388,7 @@ impl Engine {
             let Ok(_up) = self.up() else { break };
             let mut sw = lock(&cell);
             let mut rows = Vec::new();
+            let mut ended = Vec::new();
             let mut dropped = Vec::new();
             let max = sw.spec.max_attempts;
             let mut requeued = Vec::new();
@@ -389,11 +418,22 @@ impl Engine {
                         );
                     }
                     tracing::warn!(sweep = %id, trial = t.number, attempt = t.attempt, worker = %w, state = t.state.name(), "lease expired");
-                    (lease, t.state == TrialState::Queued)
+                    let attempt = AttemptRow {
+                        sweep_id: id.clone(),
+                        trial: t.number,
+                        attempt: t.attempt,
+                        worker: t.worker.as_deref().map(str::to_string),
+                        started_at: t.started_at,
+                        ended_at: Some(t_now),
+                        resumed_from: None,
+                        ending: "lease expired".into(),
+                    };
+                    (lease, t.state == TrialState::Queued, attempt)
                 });
-                let (Some((lease, queued)), Some(row)) = (row, sw.trial_row(n)) else {
+                let (Some((lease, queued, attempt)), Some(row)) = (row, sw.trial_row(n)) else {
                     continue;
                 };
+                ended.push(attempt);
                 dropped.extend(lease);
                 if queued {
                     requeued.push(n);
@@ -422,6 +462,9 @@ impl Engine {
             writes.push(self.inner.store.submit(move |tx| {
                 for row in &rows {
                     store::upsert_trial(tx, row)?;
+                }
+                for a in &ended {
+                    store::end_attempt(tx, a)?;
                 }
                 store::update_sweep(tx, &r.0, &r.1, r.2, r.3)
             }));

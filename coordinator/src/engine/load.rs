@@ -188,6 +188,12 @@ impl Load for Loader {
         }
     }
 
+    fn checkpoint(&mut self, sweep: &str, trial: u64, mark: store::CheckpointMark) {
+        if let Some(sw) = self.st.sweeps.get_mut(sweep) {
+            sw.edit(trial, |t| t.set_checkpoint(Some(mark)));
+        }
+    }
+
     fn worker(&mut self, w: WorkerRow) {
         self.st.workers.insert(
             w.id,

@@ -45,6 +45,17 @@ pub struct Lease {
     pub trainer: (String, Value),
     /// The sweep metric's name.
     pub metric: String,
+    /// The checkpoint this attempt goes on from.
+    pub resume: Option<crate::store::CheckpointMark>,
+}
+
+/// What a worker's heartbeat is told.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Beat {
+    /// Leases to drop (expired, re-leased, or their sweep stopped).
+    pub drop: Vec<String>,
+    /// Leases whose trials to hand back (their sweep was paused with hand-back).
+    pub hand_back: Vec<String>,
 }
 
 /// Which attempt a worker speaks for: the attempt of `trial` in `sweep` it holds `lease_id` for.

@@ -23,6 +23,7 @@ use tokio::sync::{broadcast, Notify};
 use crate::config::SweepSpec;
 use crate::store::{self, Store, StoreError, TrialRow};
 
+mod checkpoints;
 mod lease;
 mod load;
 mod messages;
@@ -34,7 +35,7 @@ mod workers;
 
 use suggest::Suggesters;
 
-pub use messages::{Action, Attempt, Complete, Lease, Outcome, Report, WorkerInfo};
+pub use messages::{Action, Attempt, Beat, Complete, Lease, Outcome, Report, WorkerInfo};
 pub use results::{MAX_CLASSES, MAX_LABEL_CHARS, MAX_OUTPUT_BYTES};
 pub use sweep::{Counts, Sweep, SweepState};
 pub use trial::{Curve, Metrics, Param, Params, Point, Trial, TrialState};
@@ -443,8 +444,15 @@ impl Engine {
         Ok(id)
     }
 
-    /// Pauses, resumes or stops a sweep.
-    pub async fn control(&self, sweep: &str, action: SweepState) -> Result<(), EngineError> {
+    /// Pauses, resumes or stops a sweep. `hand_back` (with a pause): its running trials are
+    /// asked, at their workers' next heartbeat, to hand themselves back after a checkpoint; they
+    /// go on from it when the sweep resumes.
+    pub async fn control(
+        &self,
+        sweep: &str,
+        action: SweepState,
+        hand_back: bool,
+    ) -> Result<(), EngineError> {
         let fut = {
             let _up = self.up()?;
             let cell = self
@@ -462,6 +470,7 @@ impl Engine {
                 )));
             }
             sw.state = action;
+            sw.hand_back = hand_back && action == SweepState::Paused;
             sw.updated_at = now();
             if action == SweepState::Stopped {
                 // Queued trials will not run; running ones are told to stop on their next Report.

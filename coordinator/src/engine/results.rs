@@ -8,7 +8,7 @@ use super::{
     lock, now, Action, Attempt, Complete, Engine, EngineError, Outcome, Pending, Report,
     SweepState, TrialState,
 };
-use crate::store;
+use crate::store::{self, AttemptRow};
 
 /// Most classes a confusion matrix may have (its picture stays about 2,300 pixels square).
 pub const MAX_CLASSES: usize = 256;
@@ -209,6 +209,27 @@ impl Engine {
                 .collect();
             let edited = sw.edit(trial, |t| {
                 let old_lease = t.take_lease();
+                let ended_attempt = |ending: &str| AttemptRow {
+                    sweep_id: sweep.to_string(),
+                    trial,
+                    attempt,
+                    worker: t.worker.as_deref().map(str::to_string),
+                    started_at: t.started_at,
+                    ended_at: Some(t_now),
+                    resumed_from: None,
+                    ending: ending.into(),
+                };
+                // A trial's first attempt is its row, unless it was handed back.
+                let attempt_row = match outcome {
+                    Outcome::Released => Some(ended_attempt("handed back")),
+                    _ if attempt > 1 => Some(ended_attempt(match outcome {
+                        Outcome::Finished => "finished",
+                        Outcome::Stopped => "stopped",
+                        Outcome::Diverged => "diverged",
+                        _ => "failed",
+                    })),
+                    _ => None,
+                };
                 match outcome {
                     Outcome::Released => {
                         t.state = TrialState::Queued;
@@ -264,9 +285,15 @@ impl Engine {
                         (Some(target), Some(v)) => v == target || goal.better(v, target),
                         _ => false,
                     };
-                (old_lease, t.state == TrialState::Queued, reached)
+                (
+                    old_lease,
+                    t.state == TrialState::Queued,
+                    reached,
+                    attempt_row,
+                )
             });
-            let (Some((old_lease, requeue, reached)), Some(row)) = (edited, sw.trial_row(trial))
+            let (Some((old_lease, requeue, reached, attempt_row)), Some(row)) =
+                (edited, sw.trial_row(trial))
             else {
                 break 'locked settled((false, "unknown trial".into()));
             };
@@ -312,6 +339,9 @@ impl Engine {
             let sweep_id = sw.id.clone();
             let fut = self.inner.store.submit(move |tx| {
                 store::upsert_trial(tx, &row)?;
+                if let Some(a) = &attempt_row {
+                    store::end_attempt(tx, a)?;
+                }
                 for r in &extra_rows {
                     store::upsert_trial(tx, r)?;
                 }

@@ -159,6 +159,10 @@ pub struct Sweep {
     pub polled_at: Option<f64>,
     /// A lease is computing the next trial's bayes suggestion (outside the lock).
     pub(super) suggesting: bool,
+    /// Paused with hand-back: running trials are asked to hand themselves back (after a
+    /// checkpoint) at their next heartbeat. Memory only: a restart in between leaves the rest
+    /// running, paused as a plain pause.
+    pub(super) hand_back: bool,
     index: Index,
     /// The stopping rule and the values it judges by, kept up to date by every change.
     judge: Option<Judge>,
@@ -195,6 +199,7 @@ impl Sweep {
             refused_at: None,
             polled_at: None,
             suggesting: false,
+            hand_back: false,
             index: Index::default(),
             judge,
         }

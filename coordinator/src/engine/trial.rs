@@ -13,7 +13,7 @@ use serde::{Serialize, Serializer};
 use serde_json::{json, Map, Value};
 
 use crate::config::Goal;
-use crate::store::TrialRow;
+use crate::store::{CheckpointMark, TrialRow};
 
 /// Trial states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -356,6 +356,9 @@ struct Live {
     lease_expires: f64,
     confusion: Option<(Vec<String>, Vec<u64>)>,
     output: Option<Box<str>>,
+    /// The last checkpoint a queued or running trial's attempts saved (its bytes are in the
+    /// store).
+    checkpoint: Option<CheckpointMark>,
 }
 
 /// One trial in memory.
@@ -443,6 +446,19 @@ impl Trial {
     /// Ends the current lease; its token.
     pub fn take_lease(&mut self) -> Option<Box<str>> {
         self.live.as_mut()?.lease_id.take()
+    }
+
+    /// The last checkpoint of a queued or running trial.
+    pub fn checkpoint(&self) -> Option<CheckpointMark> {
+        self.live
+            .as_ref()?
+            .checkpoint
+            .filter(|_| !self.state.is_terminal())
+    }
+
+    /// Sets the trial's last checkpoint.
+    pub fn set_checkpoint(&mut self, mark: Option<CheckpointMark>) {
+        self.live().checkpoint = mark;
     }
 
     /// The class names and row-major counts of its confusion matrix (a trimmed trial's are in

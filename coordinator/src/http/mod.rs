@@ -230,14 +230,31 @@ async fn trial(
     }
 }
 
+/// `?hand_back=true` of a pause: running trials are handed back after a checkpoint.
+#[derive(Debug, Default, serde::Deserialize)]
+struct ControlQuery {
+    #[serde(default)]
+    hand_back: bool,
+}
+
 async fn control(
     State(app): State<App>,
     headers: HeaderMap,
     Path((id, action)): Path<(String, String)>,
+    query: Result<Query<ControlQuery>, QueryRejection>,
 ) -> Response {
     if let Some(r) = reject(&app, &headers) {
         return r;
     }
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                format!("{} (expected ?hand_back=true or false)", e.body_text()),
+            )
+        }
+    };
     let action = match action.as_str() {
         "pause" => pb::Control::Pause,
         "resume" => pb::Control::Resume,
@@ -254,6 +271,7 @@ async fn control(
         .control_sweep(Request::new(pb::ControlSweepRequest {
             sweep_id: id,
             action: action as i32,
+            hand_back: q.hand_back,
         }))
         .await
     {

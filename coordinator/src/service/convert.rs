@@ -114,6 +114,30 @@ pub fn trial_detail(s: &Sweep, t: &Trial, rank: u32) -> pb::TrialDetail {
         output: t.output().unwrap_or_default().to_string(),
         seed,
         command,
+        attempts: Vec::new(),
+        checkpoint: t.checkpoint().map(mark),
+    }
+}
+
+/// Where a checkpoint stands, on the wire.
+pub fn mark(m: crate::store::CheckpointMark) -> pb::CheckpointMark {
+    pb::CheckpointMark {
+        epoch: m.epoch,
+        batch: m.batch,
+        bytes: m.bytes,
+        attempt: m.attempt,
+    }
+}
+
+/// One recorded attempt, on the wire.
+pub fn attempt(a: crate::store::AttemptRow) -> pb::AttemptInfo {
+    pb::AttemptInfo {
+        attempt: a.attempt,
+        worker: a.worker.unwrap_or_default(),
+        started_at: a.started_at.unwrap_or(0.0),
+        ended_at: a.ended_at.unwrap_or(0.0),
+        resumed_from: a.resumed_from.map(mark),
+        ending: a.ending,
     }
 }
 

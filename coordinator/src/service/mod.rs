@@ -15,6 +15,9 @@ use sweep_proto::pb::sweeps_server::Sweeps;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use sweep_proto::checkpoint::Incoming;
+use sweep_proto::conn::MAX_CHECKPOINT_BYTES;
+
 use crate::config::SweepSpec;
 use crate::engine::{Action, Attempt, Complete, Engine, EngineError, Outcome, Report, SweepState};
 use crate::metrics::CoordinatorMetrics;
@@ -48,7 +51,16 @@ impl From<EngineError> for Status {
 pub struct CoordinatorService {
     engine: Engine,
     metrics: Arc<CoordinatorMetrics>,
+    /// MiB of checkpoint uploads held in memory at once, across all of them.
+    uploads: Arc<tokio::sync::Semaphore>,
 }
+
+/// Memory for checkpoint uploads being received, in MiB (twice the largest checkpoint): more
+/// uploads wait for their turn.
+const UPLOAD_BUDGET_MIB: usize = 512;
+
+/// How long a checkpoint's sender may take for each chunk.
+const CHUNK_WAIT: Duration = Duration::from_secs(60);
 
 /// The people-facing service.
 #[derive(Debug, Clone)]
@@ -61,7 +73,11 @@ pub struct SweepsService {
 impl CoordinatorService {
     /// The worker-facing service over `engine`.
     pub fn new(engine: Engine, metrics: Arc<CoordinatorMetrics>) -> Self {
-        CoordinatorService { engine, metrics }
+        CoordinatorService {
+            engine,
+            metrics,
+            uploads: Arc::new(tokio::sync::Semaphore::new(UPLOAD_BUDGET_MIB)),
+        }
     }
 }
 
@@ -165,6 +181,7 @@ impl Coordinator for CoordinatorService {
                 trainer: l.trainer.0,
                 trainer_options: sweep_proto::json::object_to_pb(&l.trainer.1),
                 metric: l.metric,
+                resume: l.resume.map(convert::mark),
             }),
         }))
     }
@@ -250,11 +267,94 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
         let _t = self.metrics.rpc("Heartbeat");
         let r = req.into_inner();
+        let beat = self.engine.heartbeat(&r.worker_id, &r.lease_ids, r.leaving);
         Ok(Response::new(pb::HeartbeatResponse {
-            drop_lease_ids: self.engine.heartbeat(&r.worker_id, &r.lease_ids, r.leaving),
+            drop_lease_ids: beat.drop,
+            hand_back_lease_ids: beat.hand_back,
         }))
     }
+
+    async fn save_checkpoint(
+        &self,
+        req: Request<tonic::Streaming<pb::CheckpointChunk>>,
+    ) -> Result<Response<pb::SaveCheckpointResponse>, Status> {
+        let _t = self.metrics.rpc("SaveCheckpoint");
+        let bad = |e: String| Status::invalid_argument(format!("checkpoint: {e}"));
+        let incoming = Incoming::start(req.into_inner(), MAX_CHECKPOINT_BYTES, CHUNK_WAIT)
+            .await
+            .map_err(bad)?;
+        id_ok("sweep_id", &incoming.header.sweep_id)?;
+        // Held until the engine has it: bounded memory whatever the number of senders.
+        let mib = incoming.header.bytes.div_ceil(1 << 20).max(1) as u32;
+        let _memory = self
+            .uploads
+            .clone()
+            .acquire_many_owned(mib)
+            .await
+            .map_err(|_| Status::unavailable(SHUTTING_DOWN))?;
+        let (h, data) = incoming.finish().await.map_err(bad)?;
+        let (accepted, reason) = self
+            .engine
+            .save_checkpoint(
+                Attempt {
+                    worker: &h.worker_id,
+                    sweep: &h.sweep_id,
+                    trial: h.trial,
+                    attempt: h.attempt,
+                    lease_id: &h.lease_id,
+                },
+                h.epoch,
+                h.batch,
+                data,
+            )
+            .await?;
+        Ok(Response::new(pb::SaveCheckpointResponse {
+            accepted,
+            reason,
+        }))
+    }
+
+    type GetCheckpointStream = ChunkStream;
+
+    async fn get_checkpoint(
+        &self,
+        req: Request<pb::GetCheckpointRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        let _t = self.metrics.rpc("GetCheckpoint");
+        let r = req.into_inner();
+        id_ok("sweep_id", &r.sweep_id)?;
+        let found = self
+            .engine
+            .trial_checkpoint(Attempt {
+                worker: &r.worker_id,
+                sweep: &r.sweep_id,
+                trial: r.trial,
+                attempt: r.attempt,
+                lease_id: &r.lease_id,
+            })
+            .await?;
+        let Some((mark, data)) = found else {
+            return Err(Status::not_found(format!(
+                "trial {} of sweep {} has no checkpoint",
+                r.trial, r.sweep_id
+            )));
+        };
+        let header = pb::CheckpointHeader {
+            sweep_id: r.sweep_id,
+            trial: r.trial,
+            attempt: mark.attempt,
+            epoch: mark.epoch,
+            batch: mark.batch,
+            ..Default::default()
+        };
+        let chunks = sweep_proto::checkpoint::chunks(header, &data);
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            chunks.into_iter().map(Ok),
+        ))))
+    }
 }
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::CheckpointChunk, Status>> + Send>>;
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
 
@@ -316,7 +416,9 @@ impl Sweeps for SweepsService {
                 ))
             }
         };
-        self.engine.control(&r.sweep_id, action).await?;
+        self.engine
+            .control(&r.sweep_id, action, r.hand_back)
+            .await?;
         let workers = self.engine.live_workers();
         Ok(Response::new(
             self.engine
@@ -387,6 +489,15 @@ impl Sweeps for SweepsService {
             // An ended trial's curve, confusion matrix and output are in the store only.
             let files = self.engine.trial_files(&r.sweep_id, r.trial).await?;
             convert::add_files(&mut detail, files).map_err(Status::internal)?;
+        }
+        if detail.summary.as_ref().is_some_and(|s| s.attempts > 1) {
+            detail.attempts = self
+                .engine
+                .attempts(&r.sweep_id, r.trial)
+                .await?
+                .into_iter()
+                .map(convert::attempt)
+                .collect();
         }
         Ok(Response::new(detail))
     }

@@ -178,6 +178,34 @@ CREATE TABLE models (
     PRIMARY KEY (sweep_id, trial)
 );
 "#,
+    // A running trial's last checkpoint (docs/CHECKPOINTS.md), and the attempts of trials that
+    // took more than one (a trial with one attempt is described by its row alone).
+    r#"
+CREATE TABLE checkpoints (
+    sweep_id TEXT NOT NULL,
+    trial INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    batch INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    saved_at REAL NOT NULL,
+    PRIMARY KEY (sweep_id, trial)
+);
+CREATE TABLE attempts (
+    sweep_id TEXT NOT NULL,
+    trial INTEGER NOT NULL,
+    attempt INTEGER NOT NULL,
+    worker TEXT,
+    started_at REAL,
+    ended_at REAL,
+    resumed_epoch INTEGER,
+    resumed_batch INTEGER,
+    resumed_attempt INTEGER,
+    resumed_bytes INTEGER,
+    ending TEXT,
+    PRIMARY KEY (sweep_id, trial, attempt)
+);
+"#,
 ];
 
 type Output = Box<dyn Any + Send>;
@@ -320,6 +348,43 @@ pub trait Load {
     fn trial(&mut self, t: TrialRow, points: Vec<(u32, String, f64)>);
     /// A registered worker.
     fn worker(&mut self, w: WorkerRow);
+    /// The last checkpoint of a trial read before (without its bytes).
+    fn checkpoint(&mut self, _sweep: &str, _trial: u64, _mark: CheckpointMark) {}
+}
+
+/// Where a trial's last checkpoint stands, and what it is (its bytes stay in the store).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointMark {
+    /// Epochs done.
+    pub epoch: u32,
+    /// Batches done of the next epoch.
+    pub batch: u32,
+    /// Its length.
+    pub bytes: u64,
+    /// The attempt that saved it.
+    pub attempt: u32,
+}
+
+/// One attempt of a trial that took more than one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRow {
+    /// Owning sweep.
+    pub sweep_id: String,
+    /// Trial number.
+    pub trial: u64,
+    /// Attempt number.
+    pub attempt: u32,
+    /// Its worker.
+    pub worker: Option<String>,
+    /// Unix seconds.
+    pub started_at: Option<f64>,
+    /// Unix seconds; `None` while it runs.
+    pub ended_at: Option<f64>,
+    /// The checkpoint it went on from.
+    pub resumed_from: Option<CheckpointMark>,
+    /// How it ended ("lease expired", "handed back", or the trial's end state); empty while it
+    /// runs.
+    pub ending: String,
 }
 
 /// Everything in the store, in memory at once (for tests and small tools; the engine loads
@@ -796,6 +861,20 @@ fn read_all(conn: &Connection, into: &mut impl Load) -> rusqlite::Result<()> {
         };
         into.trial(t, points);
     }
+    let mut q = conn.prepare(
+        "SELECT sweep_id, trial, epoch, batch, length(data), attempt FROM checkpoints ORDER BY sweep_id, trial",
+    )?;
+    let mut rows = q.query([])?;
+    while let Some(r) = rows.next()? {
+        let sweep: String = r.get(0)?;
+        let mark = CheckpointMark {
+            epoch: r.get::<_, i64>(2)? as u32,
+            batch: r.get::<_, i64>(3)? as u32,
+            bytes: r.get::<_, i64>(4)? as u64,
+            attempt: r.get::<_, i64>(5)? as u32,
+        };
+        into.checkpoint(&sweep, r.get::<_, i64>(1)? as u64, mark);
+    }
     let mut q = conn.prepare("SELECT id, host, cores, slots, version FROM workers ORDER BY id")?;
     let mut rows = q.query([])?;
     while let Some(r) = rows.next()? {
@@ -868,7 +947,116 @@ pub fn upsert_trial(tx: &Connection, t: &TrialRow) -> rusqlite::Result<()> {
         t.best.and_then(|b| b.0),
         t.best.map(|b| b.1)
     ])?;
+    // An ended trial will not resume: its checkpoint goes with the change that ended it.
+    if !matches!(t.state.as_str(), "queued" | "running") {
+        tx.prepare_cached("DELETE FROM checkpoints WHERE sweep_id = ?1 AND trial = ?2")?
+            .execute(params![t.sweep_id, t.trial as i64])?;
+    }
     Ok(())
+}
+
+/// Keeps `data` as trial `trial`'s checkpoint, replacing the one before.
+pub fn put_checkpoint(
+    tx: &Connection,
+    sweep: &str,
+    trial: u64,
+    mark: CheckpointMark,
+    data: &[u8],
+    at: f64,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO checkpoints (sweep_id, trial, attempt, epoch, batch, data, saved_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![sweep, trial as i64, mark.attempt, mark.epoch, mark.batch, data, at])?;
+    Ok(())
+}
+
+/// Trial `trial`'s checkpoint: where it stands and its bytes.
+pub fn checkpoint(
+    conn: &Connection,
+    sweep: &str,
+    trial: u64,
+) -> rusqlite::Result<Option<(CheckpointMark, Vec<u8>)>> {
+    conn.prepare_cached(
+        "SELECT epoch, batch, attempt, data FROM checkpoints WHERE sweep_id = ?1 AND trial = ?2",
+    )?
+    .query_row(params![sweep, trial as i64], |r| {
+        let data: Vec<u8> = r.get(3)?;
+        Ok((
+            CheckpointMark {
+                epoch: r.get::<_, i64>(0)? as u32,
+                batch: r.get::<_, i64>(1)? as u32,
+                bytes: data.len() as u64,
+                attempt: r.get::<_, i64>(2)? as u32,
+            },
+            data,
+        ))
+    })
+    .optional()
+}
+
+/// Records an attempt as it starts (replacing a row of the same attempt).
+pub fn start_attempt(tx: &Connection, a: &AttemptRow) -> rusqlite::Result<()> {
+    let r = a.resumed_from;
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO attempts (sweep_id, trial, attempt, worker, started_at, ended_at, resumed_epoch, resumed_batch, resumed_attempt, resumed_bytes, ending)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        a.sweep_id,
+        a.trial as i64,
+        a.attempt,
+        a.worker,
+        a.started_at,
+        a.ended_at,
+        r.map(|m| m.epoch),
+        r.map(|m| m.batch),
+        r.map(|m| m.attempt),
+        r.map(|m| m.bytes as i64),
+        a.ending
+    ])?;
+    Ok(())
+}
+
+/// Records how an attempt ended; an attempt recorded when it started keeps its start and the
+/// checkpoint it went on from.
+pub fn end_attempt(tx: &Connection, a: &AttemptRow) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO attempts (sweep_id, trial, attempt, worker, started_at, ended_at, ending) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (sweep_id, trial, attempt) DO UPDATE SET ended_at = excluded.ended_at, ending = excluded.ending",
+    )?
+    .execute(params![a.sweep_id, a.trial as i64, a.attempt, a.worker, a.started_at, a.ended_at, a.ending])?;
+    Ok(())
+}
+
+/// The recorded attempts of trial `trial`, oldest first.
+pub fn attempts(conn: &Connection, sweep: &str, trial: u64) -> rusqlite::Result<Vec<AttemptRow>> {
+    conn.prepare_cached(
+        "SELECT attempt, worker, started_at, ended_at, resumed_epoch, resumed_batch, resumed_attempt, resumed_bytes, ending
+         FROM attempts WHERE sweep_id = ?1 AND trial = ?2 ORDER BY attempt",
+    )?
+    .query_map(params![sweep, trial as i64], |r| {
+        let resumed_from = match r.get::<_, Option<i64>>(4)? {
+            Some(epoch) => Some(CheckpointMark {
+                epoch: epoch as u32,
+                batch: r.get::<_, Option<i64>>(5)?.unwrap_or(0) as u32,
+                attempt: r.get::<_, Option<i64>>(6)?.unwrap_or(0) as u32,
+                bytes: r.get::<_, Option<i64>>(7)?.unwrap_or(0) as u64,
+            }),
+            None => None,
+        };
+        Ok(AttemptRow {
+            sweep_id: sweep.to_string(),
+            trial,
+            attempt: r.get::<_, i64>(0)? as u32,
+            worker: r.get(1)?,
+            started_at: r.get(2)?,
+            ended_at: r.get(3)?,
+            resumed_from,
+            ending: r.get::<_, Option<String>>(8)?.unwrap_or_default(),
+        })
+    })?
+    .collect()
 }
 
 /// Records one epoch's metrics of a trial (a later attempt overwrites the same step).
