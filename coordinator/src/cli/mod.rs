@@ -717,6 +717,37 @@ fn print_trial(d: &pb::TrialDetail, json: bool) {
     if !s.error.is_empty() {
         println!("reason: {}", export::terminal_safe(&s.error));
     }
+    if let Some(m) = &d.checkpoint {
+        println!(
+            "checkpoint: {} ({} bytes, saved by attempt {})",
+            export::position(m),
+            m.bytes,
+            m.attempt
+        );
+    }
+    for a in &d.attempts {
+        let ran = if a.ended_at > 0.0 {
+            format!("ran {:.1}s", (a.ended_at - a.started_at).max(0.0))
+        } else {
+            "running".into()
+        };
+        let from = a
+            .resumed_from
+            .as_ref()
+            .map_or("from the start".into(), |m| {
+                format!("resumed from {}", export::position(m))
+            });
+        let ending = if a.ending.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", a.ending)
+        };
+        println!(
+            "  attempt {} on {}: {from}, {ran}{ending}",
+            a.attempt,
+            export::terminal_safe(&a.worker)
+        );
+    }
     println!(
         "params: {}",
         serde_json::Value::Object(sweep_proto::json::map_to_json(&s.params))

@@ -158,10 +158,14 @@ pub enum Impute {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Trainer {
     /// The built-in MLP trainer; `train_samples` limits the training images (extension key
-    /// `mlp: {train_samples: N}`).
+    /// `mlp: {train_samples: N}`); `checkpoints: false` turns off the per-epoch checkpoints
+    /// that let an interrupted trial resume (docs/CHECKPOINTS.md).
     Mlp {
         /// Train on only the first N training images.
         train_samples: Option<u64>,
+        /// Running trials checkpoint after every epoch (default true).
+        #[serde(default = "checkpoints_by_default")]
+        checkpoints: bool,
     },
     /// A known test function of the params, for benchmarks and tests.
     Synthetic {
@@ -259,6 +263,10 @@ const OUR_KEYS: &[&str] = &[
     "bayes",
     "program_options",
 ];
+
+fn checkpoints_by_default() -> bool {
+    true
+}
 
 /// Models kept per sweep when its config does not say (`keep_models`).
 pub const DEFAULT_KEEP_MODELS: u32 = 5;
@@ -767,6 +775,7 @@ fn parse_trainer(
     match name {
         "mlp" => {
             let mut train_samples = None;
+            let mut checkpoints = true;
             if let Some(m) = top.get("mlp") {
                 let Value::Object(m) = m else {
                     return Err(ConfigError::new(
@@ -789,16 +798,27 @@ fn parse_trainer(
                                     )
                                 })?)
                         }
+                        "checkpoints" => {
+                            checkpoints = v.as_bool().ok_or_else(|| {
+                                ConfigError::new(
+                                    "mlp.checkpoints",
+                                    format!("expected true or false, got {}", show(v)),
+                                )
+                            })?
+                        }
                         _ => {
                             return Err(ConfigError::new(
                                 format!("mlp.{k}"),
-                                "unknown key; expected train_samples, rename",
+                                "unknown key; expected train_samples, checkpoints, rename",
                             ))
                         }
                     }
                 }
             }
-            Ok(Trainer::Mlp { train_samples })
+            Ok(Trainer::Mlp {
+                train_samples,
+                checkpoints,
+            })
         }
         "synthetic" => {
             let s = top

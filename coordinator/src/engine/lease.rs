@@ -110,9 +110,12 @@ impl Engine {
         let trainer = match &sw.spec.trainer {
             Trainer::Program(p) => ("program".to_string(), p.options()),
             Trainer::Agent => ("agent".to_string(), json!({"seed": seed})),
-            Trainer::Mlp { train_samples } => (
+            Trainer::Mlp {
+                train_samples,
+                checkpoints,
+            } => (
                 "mlp".to_string(),
-                json!({"seed": seed, "train_samples": train_samples}),
+                json!({"seed": seed, "train_samples": train_samples, "checkpoints": checkpoints}),
             ),
             Trainer::Synthetic {
                 function,

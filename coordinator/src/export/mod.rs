@@ -525,7 +525,26 @@ pub fn trial_json(d: &pb::TrialDetail) -> serde_json::Value {
         "output": d.output,
         "seed": d.seed,
         "command": d.command,
+        "attempts": d.attempts.iter().map(|a| serde_json::json!({
+            "attempt": a.attempt, "worker": a.worker, "started_at": a.started_at,
+            "ended_at": (a.ended_at > 0.0).then_some(a.ended_at),
+            "resumed_from": a.resumed_from.as_ref().map(mark_json), "ending": a.ending,
+        })).collect::<Vec<_>>(),
+        "checkpoint": d.checkpoint.as_ref().map(mark_json),
     })
+}
+
+fn mark_json(m: &pb::CheckpointMark) -> serde_json::Value {
+    serde_json::json!({"epoch": m.epoch, "batch": m.batch, "bytes": m.bytes, "attempt": m.attempt})
+}
+
+/// Where a checkpoint stands, in words: "epoch 3", or "epoch 3 + 11 batches".
+pub fn position(m: &pb::CheckpointMark) -> String {
+    match m.batch {
+        0 => format!("epoch {}", m.epoch),
+        1 => format!("epoch {} + 1 batch", m.epoch),
+        b => format!("epoch {} + {b} batches", m.epoch),
+    }
 }
 
 #[cfg(test)]

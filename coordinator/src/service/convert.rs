@@ -89,7 +89,7 @@ pub fn trial_detail(s: &Sweep, t: &Trial, rank: u32) -> pb::TrialDetail {
     let drawn = crate::search::trial_seed(s.spec.seed, t.number);
     let params = t.params.to_map();
     let (seed, command) = match &s.spec.trainer {
-        crate::config::Trainer::Mlp { train_samples } => (
+        crate::config::Trainer::Mlp { train_samples, .. } => (
             params.get("seed").and_then(|v| v.as_u64()).unwrap_or(drawn),
             sweep_trainer::command::command_line(&params, drawn, *train_samples),
         ),

@@ -16,15 +16,24 @@ use sweep_proto::pb;
 use sweep_proto::pb::coordinator_client::CoordinatorClient;
 use tokio::runtime::Handle;
 
+mod checkpoints;
+
 use crate::data;
 use crate::train::{
-    self, Cancel, Control, EpochMetrics, Observer, Status, TrainConfig, TrialOptions,
+    self, Cancel, Checkpoint, Control, EpochMetrics, Observer, Status, TrainConfig, TrainError,
+    TrialOptions,
 };
+use checkpoints::Uploader;
 
 /// First pause after a trial failed on this worker's own fault (its data), doubled each time.
 const FAULT_PAUSE_MIN: Duration = Duration::from_secs(5);
 /// Longest such pause.
 const FAULT_PAUSE_MAX: Duration = Duration::from_secs(300);
+
+/// How long a trial handed back (shutdown, a pause with hand-back) may take to send its last
+/// checkpoint: within the 30 s that Slurm and Kubernetes leave between SIGTERM and SIGKILL by
+/// default, with time left to hand the trial back.
+const HAND_BACK_WAIT: Duration = Duration::from_secs(20);
 
 /// Largest message the agent sends or accepts.
 pub use sweep_proto::conn::MAX_MESSAGE_BYTES;
@@ -275,7 +284,7 @@ pub async fn run(
         () = shared.all_ended.notified() => tracing::info!("no more trials for this agent"),
         () = gone => tracing::info!("the process that started this worker is gone"),
     }
-    tracing::info!("shutting down: handing back running trials");
+    tracing::info!("shutting down: handing back running trials (after a checkpoint)");
     shared.draining.store(true, Ordering::SeqCst);
     for r in shared
         .running
@@ -283,7 +292,7 @@ pub async fn run(
         .unwrap_or_else(|p| p.into_inner())
         .values()
     {
-        r.cancel.cancel();
+        r.cancel.hand_back();
     }
     for s in slots {
         let _ = s.await;
@@ -326,12 +335,19 @@ async fn heartbeat(shared: Arc<Shared>, every: Duration) {
             })
             .await
         {
+            let r = r.into_inner();
             let map = shared.running.lock().unwrap_or_else(|p| p.into_inner());
-            for id in r.into_inner().drop_lease_ids {
+            for id in r.drop_lease_ids {
                 if let Some(run) = map.get(&id) {
                     tracing::warn!(lease = %id, "coordinator says the lease is gone; dropping the trial");
                     run.abandoned.store(true, Ordering::SeqCst);
                     run.cancel.cancel();
+                }
+            }
+            for id in r.hand_back_lease_ids {
+                if let Some(run) = map.get(&id) {
+                    tracing::info!(lease = %id, "the sweep was paused with hand-back; handing the trial back after a checkpoint");
+                    run.cancel.hand_back();
                 }
             }
         }
@@ -645,6 +661,8 @@ struct ReportingObserver<'a> {
     run: &'a Running,
     handle: &'a Handle,
     stopped_by_coordinator: bool,
+    /// Where checkpoints go (none when the sweep turned them off).
+    uploader: Option<&'a Uploader>,
 }
 
 impl Observer for ReportingObserver<'_> {
@@ -672,6 +690,12 @@ impl Observer for ReportingObserver<'_> {
             self.stopped_by_coordinator = true;
         }
         c
+    }
+
+    fn on_checkpoint(&mut self, ck: Checkpoint) {
+        if let Some(u) = self.uploader {
+            u.offer(ck);
+        }
     }
 }
 
@@ -855,26 +879,65 @@ fn train_blocking(shared: &Shared, trial: &pb::Trial, run: &Running, handle: &Ha
                     }
                 }
             };
-            let topts = TrialOptions {
+            let checkpoints = opts
+                .get("checkpoints")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let resume = trial.resume.as_ref().and_then(|m| {
+                match checkpoints::fetch(&shared.client, handle, &shared.worker_id, trial) {
+                    Ok(ck) => {
+                        tracing::info!(epoch = m.epoch, batch = m.batch, from_attempt = m.attempt, "resuming from the trial's checkpoint");
+                        Some(ck)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot fetch the trial's checkpoint; training from the start");
+                        None
+                    }
+                }
+            });
+            let mut topts = TrialOptions {
                 train_samples: opts
                     .get("train_samples")
                     .and_then(Value::as_u64)
                     .map(|n| n as usize),
                 cancel: Some(run.cancel.clone()),
-                ..TrialOptions::default()
+                checkpoints,
+                resume,
             };
+            let uploader = checkpoints
+                .then(|| Uploader::start(shared.client.clone(), handle, &shared.worker_id, trial));
             let mut obs = ReportingObserver {
                 shared,
                 trial,
                 run,
                 handle,
                 stopped_by_coordinator: false,
+                uploader: uploader.as_ref(),
             };
             let res = match train::run_trial(&cfg, &ds, &topts, &mut obs) {
+                Err(TrainError::Checkpoint(e)) => {
+                    tracing::warn!(error = %e, "the trial's checkpoint does not fit it; training from the start");
+                    topts.resume = None;
+                    train::run_trial(&cfg, &ds, &topts, &mut obs)
+                }
+                other => other,
+            };
+            let stopped_by_coordinator = obs.stopped_by_coordinator;
+            if let Some(u) = uploader {
+                if run.cancel.wants_checkpoint() {
+                    match u.finish(handle, HAND_BACK_WAIT) {
+                        Some((epoch, batch)) => tracing::info!(epoch, batch, "checkpoint kept; handing the trial back"),
+                        None => tracing::warn!("no checkpoint kept; the trial starts over where its last one stands"),
+                    }
+                } else {
+                    u.abandon();
+                }
+            }
+            let res = match res {
                 Ok(r) => r,
                 Err(e) => return failed(e.to_string()),
             };
-            if run.cancel.is_cancelled() && !obs.stopped_by_coordinator {
+            if run.cancel.is_cancelled() && !stopped_by_coordinator {
                 return released();
             }
             let mut metrics: HashMap<String, f64> = HashMap::new();
