@@ -178,6 +178,19 @@ pub fn worker_with(url: &str, slots: usize, extra: &[&str]) -> Proc {
     Proc(child)
 }
 
+/// Starts a worker agent with extra arguments, its log (stderr) going to the file `log`.
+pub fn worker_logged(url: &str, slots: usize, log: &Path, extra: &[&str]) -> Proc {
+    let file = std::fs::File::create(log).expect("log file");
+    let child = cmd("worker")
+        .args(["--coordinator", url, "--slots", &slots.to_string()])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .expect("worker starts");
+    Proc(child)
+}
+
 /// Parses stdout as JSON, with the process's stderr in the panic message.
 pub fn json_out(o: &Output) -> serde_json::Value {
     assert!(
