@@ -1199,10 +1199,25 @@ async fn checkpoints_carry_a_trial_across_attempts_and_restarts() {
     let (_, data) = e.trial_checkpoint(who(&l2, "w2")).await.unwrap().unwrap();
     assert_eq!(data, vec![4; 1000]);
 
-    // Attempt 2 finishes: the checkpoint goes, both attempts are recorded.
+    // Attempt 2 dies too, without a checkpoint of its own: with max_attempts 2 the trial would
+    // fail, but attempt 1 made progress, so it is one in a row without, and the trial goes on.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(e.reap().await.unwrap(), 1);
+    let l3 = e
+        .lease("w3", &[], None, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(l3.attempt, 3);
+    assert_eq!(
+        l3.resume.map(|m| (m.epoch, m.batch, m.attempt)),
+        Some((2, 7, 1))
+    );
+
+    // Attempt 3 finishes: the checkpoint goes, every attempt is recorded.
     let (ok, _) = e
         .complete(Complete {
-            attempt: who(&l2, "w2"),
+            attempt: who(&l3, "w3"),
             outcome: Outcome::Finished,
             metrics: vec![("loss".into(), 1.0)],
             confusion: None,
@@ -1230,7 +1245,8 @@ async fn checkpoints_carry_a_trial_across_attempts_and_restarts() {
         seen,
         [
             "1 Some(\"w1\") None lease expired",
-            "2 Some(\"w2\") Some((2, 7)) finished"
+            "2 Some(\"w2\") Some((2, 7)) lease expired",
+            "3 Some(\"w3\") Some((2, 7)) finished"
         ]
     );
     assert!(attempts.iter().all(|a| a.ended_at.is_some()));

@@ -168,7 +168,7 @@ fn a_trial_interrupted_five_times_ends_bit_identical_to_an_uninterrupted_run() {
     );
 
     // Each attempt after the first resumed from the checkpoint its predecessor left (or later).
-    let attempts = t["attempts"].as_array().unwrap();
+    let attempts = t["attempt_history"].as_array().unwrap();
     assert_eq!(attempts.len(), 5, "{t}");
     for (a, floor) in attempts[1..].iter().zip(&floors) {
         let r = &a["resumed_from"];

@@ -1042,6 +1042,11 @@ async function pageSweep(main, id) {
 // ---------------------------------------------------------------------------------------------
 // Page: one trial
 
+// Where a checkpoint stands: "epoch 3", or "epoch 3 + 11 batches".
+function position(m) {
+  return m.batch ? `epoch ${m.epoch} + ${m.batch} batch${m.batch === 1 ? '' : 'es'}` : `epoch ${m.epoch}`;
+}
+
 async function pageTrial(main, id, n) {
   document.title = `trial ${n} of ${id} — sweep`;
   $('crumbs').replaceChildren(h('a', { href: '/' }, 'sweeps'), ' / ', h('a', { href: sweepPath(id) }, id), ` / trial ${n}`);
@@ -1061,6 +1066,8 @@ async function pageTrial(main, id, n) {
       ['best', t.best === null ? '—' : `${fmt(t.best)} at epoch ${t.best_step}`],
     ];
     if (t.error) facts.push([stopReason, h('span', { id: 'reason' }, t.error)]);
+    if (t.checkpoint) facts.push(['checkpoint', h('span', { id: 'checkpoint' }, `${position(t.checkpoint)} (${fmt(t.checkpoint.bytes / 1e6, 2)} MB, attempt ${t.checkpoint.attempt})`)]);
+    const history = t.attempt_history || [];
     const flat = flatten(t.params);
     const byName = curveByName(t.curve);
     const groups = {};
@@ -1085,6 +1092,17 @@ async function pageTrial(main, id, n) {
           Object.keys(flat).sort().map((k) => h('tr', {}, h('td', {}, k), h('td', {}, fmtValue(flat[k])))))),
         h('div', {}, h('h2', {}, 'Final metrics'), h('table', { class: 'facts' },
           metrics.map(([k, v]) => h('tr', {}, h('td', {}, k), h('td', { class: 'num' }, fmt(v))))))),
+      // Every attempt, when the trial took more than one: where each went on from.
+      ...(history.length
+        ? [h('h2', {}, 'Attempts'), h('table', { id: 'attempts' },
+          h('thead', {}, h('tr', {}, ['attempt', 'worker', 'went on from', 'ran', 'ended'].map((c) => h('th', {}, c)))),
+          h('tbody', {}, history.map((a) => h('tr', {},
+            h('td', { class: 'num' }, a.attempt),
+            h('td', {}, a.worker || '—'),
+            h('td', {}, a.resumed_from ? position(a.resumed_from) : 'the start'),
+            h('td', { class: 'num' }, a.ended_at ? `${fmt(a.ended_at - a.started_at, 1)} s` : 'running'),
+            h('td', {}, a.ending || '—')))))]
+        : []),
       h('h2', {}, 'Curves'), curves,
       h('h2', {}, 'Confusion matrix (test set)'),
       t.confusion

@@ -404,16 +404,23 @@ impl Engine {
                 let row = sw.edit(n, |t| {
                     let lease = t.take_lease();
                     let w = t.worker.clone().unwrap_or_default();
-                    if t.attempt >= max {
+                    let in_a_row = t.attempts_without_progress();
+                    if in_a_row >= max {
                         t.state = TrialState::Failed;
                         t.ended_at = Some(t_now);
-                        t.error = Some(
+                        t.error = Some(if in_a_row == t.attempt {
                             format!(
                                 "lease expired on attempt {} of {max} (last worker {w})",
                                 t.attempt
                             )
-                            .into(),
-                        );
+                            .into()
+                        } else {
+                            format!(
+                                "lease expired on attempt {} ({in_a_row} of {max} in a row without a new checkpoint; last worker {w})",
+                                t.attempt
+                            )
+                            .into()
+                        });
                     } else {
                         t.state = TrialState::Queued;
                         t.error = Some(

@@ -236,7 +236,7 @@ impl Engine {
                         t.worker = None;
                         t.error =
                             Some(format!("attempt {attempt} handed back by its worker").into());
-                        if t.attempt >= max_attempts.saturating_mul(4) {
+                        if t.attempts_without_progress() >= max_attempts.saturating_mul(4) {
                             t.state = TrialState::Failed;
                             t.error = Some(format!("handed back {} times", t.attempt).into());
                             t.ended_at = Some(t_now);

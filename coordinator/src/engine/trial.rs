@@ -456,6 +456,13 @@ impl Trial {
             .filter(|_| !self.state.is_terminal())
     }
 
+    /// Attempts since the last one that saved a checkpoint (all of them without one): what
+    /// `max_attempts` counts, so that a trial interrupted again and again but going on each
+    /// time from further on is never failed for it.
+    pub fn attempts_without_progress(&self) -> u32 {
+        self.attempt - self.checkpoint().map_or(0, |c| c.attempt.min(self.attempt))
+    }
+
     /// Sets the trial's last checkpoint.
     pub fn set_checkpoint(&mut self, mark: Option<CheckpointMark>) {
         self.live().checkpoint = mark;

@@ -525,7 +525,7 @@ pub fn trial_json(d: &pb::TrialDetail) -> serde_json::Value {
         "output": d.output,
         "seed": d.seed,
         "command": d.command,
-        "attempts": d.attempts.iter().map(|a| serde_json::json!({
+        "attempt_history": d.attempts.iter().map(|a| serde_json::json!({
             "attempt": a.attempt, "worker": a.worker, "started_at": a.started_at,
             "ended_at": (a.ended_at > 0.0).then_some(a.ended_at),
             "resumed_from": a.resumed_from.as_ref().map(mark_json), "ending": a.ending,

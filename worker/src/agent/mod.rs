@@ -660,7 +660,6 @@ struct ReportingObserver<'a> {
     trial: &'a pb::Trial,
     run: &'a Running,
     handle: &'a Handle,
-    stopped_by_coordinator: bool,
     /// Where checkpoints go (none when the sweep turned them off).
     uploader: Option<&'a Uploader>,
 }
@@ -678,18 +677,14 @@ impl Observer for ReportingObserver<'_> {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        let c = report_blocking(
+        report_blocking(
             self.shared,
             self.trial,
             self.run,
             self.handle,
             m.epoch,
             metrics,
-        );
-        if c == Control::Stop && !self.run.cancel.is_cancelled() {
-            self.stopped_by_coordinator = true;
-        }
-        c
+        )
     }
 
     fn on_checkpoint(&mut self, ck: Checkpoint) {
@@ -911,7 +906,6 @@ fn train_blocking(shared: &Shared, trial: &pb::Trial, run: &Running, handle: &Ha
                 trial,
                 run,
                 handle,
-                stopped_by_coordinator: false,
                 uploader: uploader.as_ref(),
             };
             let res = match train::run_trial(&cfg, &ds, &topts, &mut obs) {
@@ -922,12 +916,11 @@ fn train_blocking(shared: &Shared, trial: &pb::Trial, run: &Running, handle: &Ha
                 }
                 other => other,
             };
-            let stopped_by_coordinator = obs.stopped_by_coordinator;
             if let Some(u) = uploader {
                 if run.cancel.wants_checkpoint() {
                     match u.finish(handle, HAND_BACK_WAIT) {
                         Some((epoch, batch)) => tracing::info!(epoch, batch, "checkpoint kept; handing the trial back"),
-                        None => tracing::warn!("no checkpoint kept; the trial starts over where its last one stands"),
+                        None => tracing::warn!("this attempt's last checkpoint was not kept; the next goes on from the trial's last kept one, if any"),
                     }
                 } else {
                     u.abandon();
@@ -937,9 +930,8 @@ fn train_blocking(shared: &Shared, trial: &pb::Trial, run: &Running, handle: &Ha
                 Ok(r) => r,
                 Err(e) => return failed(e.to_string()),
             };
-            if run.cancel.is_cancelled() && !stopped_by_coordinator {
-                return released();
-            }
+            // A cancel that came too late to end the run leaves its result to complete; one that
+            // ended it (status cancelled) hands the trial back below.
             let mut metrics: HashMap<String, f64> = HashMap::new();
             if let Some(last) = res.epochs.last() {
                 for (k, v) in [
