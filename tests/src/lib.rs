@@ -62,6 +62,18 @@ pub fn run(bin: &str, args: &[&str]) -> Output {
     cmd(bin).args(args).output().expect("binary runs")
 }
 
+/// Runs a binary to completion and checks that it succeeded (its stderr in the panic message).
+pub fn run_ok(bin: &str, args: &[&str]) -> Output {
+    let out = run(bin, args);
+    assert!(
+        out.status.success(),
+        "{bin} {args:?}: exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A child process killed (SIGKILL) when dropped.
 #[derive(Debug)]
 pub struct Proc(pub Child);

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sweep_tests::{
-    free_port, json_out, run, sample, scrape, serve_at, submit, tempdir, worker_logged, Proc,
+    free_port, json_out, run, run_ok, sample, scrape, serve_at, submit, tempdir, worker_logged,
+    Proc,
 };
 
 const YAML: &str = "name: resume
@@ -135,14 +136,9 @@ fn a_trial_interrupted_five_times_ends_bit_identical_to_an_uninterrupted_run() {
         "a new checkpoint",
         running_past(done),
     ));
-    let out = run(
+    run_ok(
         "coordinator",
         &["pause", &id, "--hand-back", "--coordinator", &url],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let t = wait_trial(&url, &id, "the hand-back", |t| t["state"] == "queued");
     assert!(
@@ -150,12 +146,7 @@ fn a_trial_interrupted_five_times_ends_bit_identical_to_an_uninterrupted_run() {
         "a checkpoint past {done:?} at the hand-back: {t}"
     );
     floors.push(at(&t));
-    let out = run("coordinator", &["resume", &id, "--coordinator", &url]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok("coordinator", &["resume", &id, "--coordinator", &url]);
     let t = wait_trial(&url, &id, "the end", |t| t["state"] == "finished");
     reported += epochs(3);
     drop(w);
@@ -167,9 +158,13 @@ fn a_trial_interrupted_five_times_ends_bit_identical_to_an_uninterrupted_run() {
         "{reported} epochs reported for a trial of 10"
     );
 
-    // Each attempt after the first resumed from the checkpoint its predecessor left (or later).
+    // Each attempt after the first resumed from the checkpoint its predecessor left (or later),
+    // and its worker says it went on from there (the last worker ran two attempts).
     let attempts = t["attempt_history"].as_array().unwrap();
     assert_eq!(attempts.len(), 5, "{t}");
+    let said: String = (1..4)
+        .map(|k| std::fs::read_to_string(log(k)).unwrap())
+        .collect();
     for (a, floor) in attempts[1..].iter().zip(&floors) {
         let r = &a["resumed_from"];
         let from = (r["epoch"].as_u64().unwrap(), r["batch"].as_u64().unwrap());
@@ -177,6 +172,11 @@ fn a_trial_interrupted_five_times_ends_bit_identical_to_an_uninterrupted_run() {
             from >= *floor,
             "attempt {a} resumed from {from:?}, before {floor:?}"
         );
+        let line = format!(
+            "resuming from the trial's checkpoint epoch={} batch={}",
+            from.0, from.1
+        );
+        assert!(said.contains(&line), "no worker said {line:?}:\n{said}");
     }
     assert_eq!(attempts[4]["ending"], "finished");
 
@@ -191,14 +191,9 @@ fn a_trial_interrupted_five_times_ends_bit_identical_to_an_uninterrupted_run() {
         .collect();
     args.extend(["--save-model".into(), plain.display().to_string()]);
     args.push("--json".into());
-    let out = run(
+    let out = run_ok(
         "worker",
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -207,7 +202,7 @@ fn a_trial_interrupted_five_times_ends_bit_identical_to_an_uninterrupted_run() {
     let summary = lines.last().unwrap();
 
     let kept = dir.join("kept");
-    let out = run(
+    run_ok(
         "coordinator",
         &[
             "model",
@@ -217,11 +212,6 @@ fn a_trial_interrupted_five_times_ends_bit_identical_to_an_uninterrupted_run() {
             "--coordinator",
             &url,
         ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(sha(&kept), sha(&plain), "the same weights, bit for bit");
     let m = &t["metrics"];

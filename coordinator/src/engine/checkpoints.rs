@@ -91,7 +91,10 @@ impl Engine {
     }
 
     /// The recorded attempts of trial `trial` (of a trial that took more than one), oldest first.
+    /// Read after the changes queued before the call are committed, so that it agrees with
+    /// the trial as memory shows it (memory changes before its commit is acknowledged).
     pub async fn attempts(&self, sweep: &str, trial: u64) -> Result<Vec<AttemptRow>, EngineError> {
+        self.inner.store.barrier().await?;
         let sweep = sweep.to_string();
         Ok(self
             .inner
