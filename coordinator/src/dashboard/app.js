@@ -696,11 +696,12 @@ async function pageSweep(main, id) {
     config: h('pre', { class: 'config', id: 'config' }),
   };
   const buttons = {
-    pause: h('button', { id: 'pause', type: 'button', onclick: () => control('pause') }, 'Pause'),
+    pause: h('button', { id: 'pause', type: 'button', title: 'Start no new trials; running ones go on', onclick: () => control('pause') }, 'Pause'),
+    handBack: h('button', { id: 'hand-back', type: 'button', title: 'Running trials save a checkpoint and wait; Resume goes on from it', onclick: () => control('pause', '?hand_back=true') }, 'Pause and hand back'),
     resume: h('button', { id: 'resume', type: 'button', onclick: () => control('resume') }, 'Resume'),
     stop: h('button', { id: 'stop', type: 'button', class: 'danger', onclick: () => control('stop') }, 'Stop'),
   };
-  el.controls.append(buttons.pause, buttons.resume, buttons.stop, el.message);
+  el.controls.append(buttons.pause, buttons.handBack, buttons.resume, buttons.stop, el.message);
   const base = apiSweep(id);
   el.downloads.append('Download: ',
     downloadLink('leaderboard.json', `${base}/files/leaderboard.json`, `${id}-leaderboard.json`),
@@ -722,11 +723,11 @@ async function pageSweep(main, id) {
     h('h2', {}, 'Parameters and the metric'), el.parallel,
     h('h2', {}, 'Sweep config'), el.config);
 
-  async function control(action) {
+  async function control(action, query = '') {
     if (action === 'stop' && !confirm('Stop the sweep? Running trials are stopped and nothing new starts.')) return;
     el.message.textContent = '';
     try {
-      const r = await api(`${base}/${action}`, { method: 'POST' });
+      const r = await api(`${base}/${action}${query}`, { method: 'POST' });
       S.info = await r.json();
       drawInfo();
     } catch (e) {
@@ -755,6 +756,7 @@ async function pageSweep(main, id) {
     el.notices.replaceChildren(...(sw.notices || []).map((n) => h('li', {}, n)));
     const ended = SWEEP_ENDED.has(sw.state);
     buttons.pause.disabled = sw.state !== 'running';
+    buttons.handBack.disabled = sw.state !== 'running' && sw.state !== 'paused';
     buttons.resume.disabled = sw.state !== 'paused';
     buttons.stop.disabled = ended;
   }
