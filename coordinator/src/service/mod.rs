@@ -490,7 +490,13 @@ impl Sweeps for SweepsService {
             let files = self.engine.trial_files(&r.sweep_id, r.trial).await?;
             convert::add_files(&mut detail, files).map_err(Status::internal)?;
         }
-        if detail.summary.as_ref().is_some_and(|s| s.attempts > 1) {
+        // Attempts are recorded once there is more than one, or the first ended without
+        // completing (expired or handed back: the trial waits for its second).
+        if detail
+            .summary
+            .as_ref()
+            .is_some_and(|s| s.attempts > 1 || (s.attempts == 1 && s.state == "queued"))
+        {
             detail.attempts = self
                 .engine
                 .attempts(&r.sweep_id, r.trial)
