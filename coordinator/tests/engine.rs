@@ -1250,6 +1250,10 @@ async fn checkpoints_carry_a_trial_across_attempts_and_restarts() {
         ]
     );
     assert!(attempts.iter().all(|a| a.ended_at.is_some()));
+    // An expired attempt ended at its last sign of life (here the restart renewed its lease),
+    // not when the reaper saw it gone (the test slept 150 ms in between).
+    let gap = attempts[1].started_at.unwrap() - attempts[0].ended_at.unwrap();
+    assert!(gap >= 0.1, "attempt 1 ended {gap} s before attempt 2 began");
     drop(e);
     let e = Engine::open(&path, opts(100)).unwrap();
     let left = e

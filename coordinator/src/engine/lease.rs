@@ -384,6 +384,7 @@ impl Engine {
     /// Re-queues (or fails, after `max_attempts`) every trial whose lease has expired.
     pub async fn reap(&self) -> Result<usize, EngineError> {
         let t_now = now();
+        let ttl = self.inner.opts.lease_ttl.as_secs_f64();
         let mut writes = Vec::new();
         let mut changed = Vec::new();
         // A sweep at a time: the others go on meanwhile.
@@ -434,7 +435,12 @@ impl Engine {
                         attempt: t.attempt,
                         worker: t.worker.as_deref().map(str::to_string),
                         started_at: t.started_at,
-                        ended_at: Some(t_now),
+                        // Its last sign of life (report or heartbeat), not the expiry.
+                        ended_at: Some(
+                            (t.lease_expires() - ttl)
+                                .max(t.started_at.unwrap_or(0.0))
+                                .min(t_now),
+                        ),
                         resumed_from: None,
                         ending: "lease expired".into(),
                     };
