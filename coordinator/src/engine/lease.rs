@@ -129,28 +129,23 @@ impl Engine {
         let metric = sw.spec.metric.name.clone();
         let sweep_update = (sw.id.clone(), sw.state.name().to_string(), sw.next_trial, t);
         let worker_name = sw.names.get(worker);
-        let (attempt, params, resume) = sw.edit(number, |trial| {
+        let sweep_id = sw.id.clone();
+        let (attempt, params, resume, attempt_row) = sw.edit(number, |trial| {
             trial.state = TrialState::Running;
             trial.attempt += 1;
             trial.lease(Some(&lease_id), t + ttl);
-            trial.worker = Some(worker_name.clone());
+            trial.worker = Some(worker_name);
             trial.started_at = Some(t);
             // A reason from an earlier attempt (an expired lease) does not describe this one.
             trial.error = None;
-            (trial.attempt, trial.params.clone(), trial.checkpoint())
+            // A trial's first attempt is its row; later ones are recorded one by one.
+            let row = (trial.attempt > 1).then(|| AttemptRow {
+                resumed_from: trial.checkpoint(),
+                ..trial.attempt_row(&sweep_id, None, "")
+            });
+            (trial.attempt, trial.params.clone(), trial.checkpoint(), row)
         })?;
         let trial = sw.trial_row(number)?;
-        // A trial's first attempt is its row; later ones are recorded one by one.
-        let attempt_row = (attempt > 1).then(|| AttemptRow {
-            sweep_id: sw.id.clone(),
-            trial: number,
-            attempt,
-            worker: Some(worker_name.to_string()),
-            started_at: Some(t),
-            ended_at: None,
-            resumed_from: resume,
-            ending: String::new(),
-        });
         let lease = Lease {
             sweep_id: sw.id.clone(),
             trial: number,
@@ -429,21 +424,11 @@ impl Engine {
                         );
                     }
                     tracing::warn!(sweep = %id, trial = t.number, attempt = t.attempt, worker = %w, state = t.state.name(), "lease expired");
-                    let attempt = AttemptRow {
-                        sweep_id: id.clone(),
-                        trial: t.number,
-                        attempt: t.attempt,
-                        worker: t.worker.as_deref().map(str::to_string),
-                        started_at: t.started_at,
-                        // Its last sign of life (report or heartbeat), not the expiry.
-                        ended_at: Some(
-                            (t.lease_expires() - ttl)
-                                .max(t.started_at.unwrap_or(0.0))
-                                .min(t_now),
-                        ),
-                        resumed_from: None,
-                        ending: "lease expired".into(),
-                    };
+                    // It ended at its last sign of life (report or heartbeat), not the expiry.
+                    let last_seen = (t.lease_expires() - ttl)
+                        .max(t.started_at.unwrap_or(0.0))
+                        .min(t_now);
+                    let attempt = t.attempt_row(&id, Some(last_seen), "lease expired");
                     (lease, t.state == TrialState::Queued, attempt)
                 });
                 let (Some((lease, queued, attempt)), Some(row)) = (row, sw.trial_row(n)) else {

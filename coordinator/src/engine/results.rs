@@ -8,7 +8,7 @@ use super::{
     lock, now, Action, Attempt, Complete, Engine, EngineError, Outcome, Pending, Report,
     SweepState, TrialState,
 };
-use crate::store::{self, AttemptRow};
+use crate::store;
 
 /// Most classes a confusion matrix may have (its picture stays about 2,300 pixels square).
 pub const MAX_CLASSES: usize = 256;
@@ -209,25 +209,19 @@ impl Engine {
                 .collect();
             let edited = sw.edit(trial, |t| {
                 let old_lease = t.take_lease();
-                let ended_attempt = |ending: &str| AttemptRow {
-                    sweep_id: sweep.to_string(),
-                    trial,
-                    attempt,
-                    worker: t.worker.as_deref().map(str::to_string),
-                    started_at: t.started_at,
-                    ended_at: Some(t_now),
-                    resumed_from: None,
-                    ending: ending.into(),
-                };
                 // A trial's first attempt is its row, unless it was handed back.
                 let attempt_row = match outcome {
-                    Outcome::Released => Some(ended_attempt("handed back")),
-                    _ if attempt > 1 => Some(ended_attempt(match outcome {
-                        Outcome::Finished => "finished",
-                        Outcome::Stopped => "stopped",
-                        Outcome::Diverged => "diverged",
-                        _ => "failed",
-                    })),
+                    Outcome::Released => Some(t.attempt_row(sweep, Some(t_now), "handed back")),
+                    _ if attempt > 1 => Some(t.attempt_row(
+                        sweep,
+                        Some(t_now),
+                        match outcome {
+                            Outcome::Finished => "finished",
+                            Outcome::Stopped => "stopped",
+                            Outcome::Diverged => "diverged",
+                            _ => "failed",
+                        },
+                    )),
                     _ => None,
                 };
                 match outcome {

@@ -13,7 +13,7 @@ use serde::{Serialize, Serializer};
 use serde_json::{json, Map, Value};
 
 use crate::config::Goal;
-use crate::store::{CheckpointMark, TrialRow};
+use crate::store::{AttemptRow, CheckpointMark, TrialRow};
 
 /// Trial states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -541,6 +541,26 @@ impl Trial {
                 None => (None, 0),
             }),
             keep_files: self.trimmed,
+        }
+    }
+
+    /// The record of its current attempt (worker, start): ended at `ended_at` as `ending`, or
+    /// (`None`, "") still running.
+    pub(super) fn attempt_row(
+        &self,
+        sweep: &str,
+        ended_at: Option<f64>,
+        ending: &str,
+    ) -> AttemptRow {
+        AttemptRow {
+            sweep_id: sweep.to_string(),
+            trial: self.number,
+            attempt: self.attempt,
+            worker: self.worker.as_deref().map(str::to_string),
+            started_at: self.started_at,
+            ended_at,
+            resumed_from: None,
+            ending: ending.into(),
         }
     }
 

@@ -29,8 +29,6 @@ pub const FORMAT: &str = "sweep-checkpoint";
 pub const VERSION: u32 = 1;
 /// The metadata key holding the header.
 const HEADER_KEY: &str = "checkpoint";
-/// A tensor's shape and bytes.
-type Raw = (Vec<usize>, Vec<u8>);
 
 /// Columns of the `history` tensor, in order.
 const HISTORY_COLUMNS: usize = 7;
@@ -104,6 +102,30 @@ pub fn fingerprint(cfg: &TrainConfig, data: &Dataset, train_images: usize) -> St
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Tensor `name` of `st` if it is there, refused if it has another type.
+fn tensor<'a>(
+    st: &'a SafeTensors<'a>,
+    name: &str,
+    dtype: Dtype,
+) -> Result<Option<TensorView<'a>>, String> {
+    match st.tensor(name) {
+        Ok(t) if t.dtype() == dtype => Ok(Some(t)),
+        Ok(t) => Err(format!(
+            "tensor {name}: {:?}, expected {dtype:?}",
+            t.dtype()
+        )),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Little-endian values of `N` bytes each.
+fn words<T, const N: usize>(bytes: &[u8], from: fn([u8; N]) -> T) -> Vec<T> {
+    bytes
+        .chunks_exact(N)
+        .map(|c| from(c.try_into().expect("chunks of N bytes")))
+        .collect()
 }
 
 impl Checkpoint {
@@ -201,48 +223,26 @@ impl Checkpoint {
         }
         let st =
             SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
-        let raw = |name: &str, dtype: Dtype, optional: bool| -> Result<Option<Raw>, String> {
-            match st.tensor(name) {
-                Ok(t) if t.dtype() == dtype => Ok(Some((t.shape().to_vec(), t.data().to_vec()))),
-                Ok(t) => Err(format!(
-                    "tensor {name}: {:?}, expected {dtype:?}",
-                    t.dtype()
-                )),
-                Err(_) if optional => Ok(None),
-                Err(_) => Err(format!("tensor {name} is missing")),
-            }
-        };
-        let f32s = |name: &str, optional: bool| -> Result<Vec<f32>, String> {
-            Ok(raw(name, Dtype::F32, optional)?
-                .map(|(_, b)| {
-                    b.chunks_exact(4)
-                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                        .collect()
-                })
+        let f32s = |name: &str| -> Result<Vec<f32>, String> {
+            Ok(tensor(&st, name, Dtype::F32)?
+                .map(|t| words(t.data(), f32::from_le_bytes))
                 .unwrap_or_default())
         };
-        let f64s = |b: Vec<u8>| -> Vec<f64> {
-            b.chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
-                .collect()
+        let required = |name: &str, dtype: Dtype| {
+            tensor(&st, name, dtype)?.ok_or_else(|| format!("tensor {name} is missing"))
         };
-        let order = raw("order", Dtype::U32, false)?
-            .map(|(_, b)| {
-                b.chunks_exact(4)
-                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let (_, loss) = raw("loss_sum", Dtype::F64, false)?.expect("required");
-        let loss_sum = *f64s(loss).first().ok_or("tensor loss_sum is empty")?;
-        let (shape, hist) = raw("history", Dtype::F64, false)?.expect("required");
+        let order = words(required("order", Dtype::U32)?.data(), u32::from_le_bytes);
+        let loss: Vec<f64> = words(required("loss_sum", Dtype::F64)?.data(), f64::from_le_bytes);
+        let loss_sum = *loss.first().ok_or("tensor loss_sum is empty")?;
+        let hist = required("history", Dtype::F64)?;
+        let shape = hist.shape();
         if shape.len() != 2 || shape[1] != HISTORY_COLUMNS || shape[0] != h.epoch {
             return Err(format!(
                 "tensor history: shape {shape:?}, expected [{}, {HISTORY_COLUMNS}]",
                 h.epoch
             ));
         }
-        let history = f64s(hist)
+        let history = words(hist.data(), f64::from_le_bytes)
             .chunks_exact(HISTORY_COLUMNS)
             .map(|r| EpochMetrics {
                 epoch: r[0] as usize,
@@ -264,11 +264,11 @@ impl Checkpoint {
                 batch: h.batch,
             },
             fingerprint: h.fingerprint,
-            params: f32s("params", false)?,
-            stats: f32s("stats", true)?,
+            params: words(required("params", Dtype::F32)?.data(), f32::from_le_bytes),
+            stats: f32s("stats")?,
             steps: h.steps,
-            s1: f32s("optimizer.s1", true)?,
-            s2: f32s("optimizer.s2", true)?,
+            s1: f32s("optimizer.s1")?,
+            s2: f32s("optimizer.s2")?,
             order,
             shuffle_word: word(&h.shuffle_word, "shuffle_word")?,
             mask_word: word(&h.mask_word, "mask_word")?,
