@@ -105,6 +105,9 @@ fn a_trial_interrupted_five_times_ends_bit_identical_to_an_uninterrupted_run() {
         w.kill9();
         floors.push(done);
         if round == 0 {
+            // Once the coordinator has re-queued the trial (the checkpoint it showed is
+            // committed long before: it shows a save as soon as it is queued for the store).
+            wait_trial(&url, &id, "the re-queue", |t| t["state"] == "queued");
             coord.kill9();
             coord = serve_at(&listen, &store, &ttl).0;
         }
