@@ -18,10 +18,10 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// Largest saved model (card and weights together) a worker sends with a trial's completion,
 /// within one message; a larger network's model is not kept (the worker says so).
 pub const MAX_MODEL_BYTES: usize = 12 * 1024 * 1024;
-/// Largest checkpoint a coordinator keeps (sent in chunks of [`CHECKPOINT_CHUNK_BYTES`]).
+/// Largest checkpoint a coordinator keeps (sent in chunks of [`CHUNK_BYTES`]).
 pub const MAX_CHECKPOINT_BYTES: u64 = 256 * 1024 * 1024;
-/// Bytes per checkpoint chunk on the wire.
-pub const CHECKPOINT_CHUNK_BYTES: usize = 1024 * 1024;
+/// Bytes per chunk of a checkpoint or of a trial's files on the wire.
+pub const CHUNK_BYTES: usize = 1024 * 1024;
 
 /// A secret that never shows in `Debug` output or logs.
 #[derive(Clone, PartialEq, Eq)]

@@ -14,9 +14,10 @@ pub mod pb {
     tonic::include_proto!("sweep.v1");
 }
 
-pub mod checkpoint;
 pub mod conn;
+pub mod files;
 pub mod json;
+pub mod transfer;
 
 impl pb::SweepInfo {
     /// Whether the sweep will change no more: finished or stopped with nothing running. A Watch

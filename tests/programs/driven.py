@@ -23,6 +23,9 @@ stopped = []
 def train():
     run = wandb.init(project="driven")
     cfg = wandb.config
+    # What the function writes into wandb.run.dir is kept with its trial.
+    with open(os.path.join(run.dir, "model.txt"), "w") as f:
+        f.write("lr=%s hidden=%s" % (cfg.lr, cfg.hidden_layer_size))
     try:
         for epoch in range(12):
             wandb.log({"val_loss": cfg.lr / cfg.hidden_layer_size, "epoch": epoch})

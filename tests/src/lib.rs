@@ -2,7 +2,7 @@
 //! child processes that are killed when dropped, temporary directories, and a coordinator
 //! started on a free loopback port.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -342,4 +342,29 @@ pub fn have_numpy() -> bool {
         eprintln!("SKIPPED: python3 cannot import numpy");
     }
     ok
+}
+
+/// One HTTP/1.0 request; returns the status code, the head (lower-cased) and the body bytes.
+pub fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, String, Vec<u8>) {
+    let mut s = connect(addr);
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP response");
+    let head = String::from_utf8_lossy(&out[..split]).to_lowercase();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, head, out[split + 4..].to_vec())
 }

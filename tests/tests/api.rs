@@ -5,27 +5,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sweep_tests::{free_port, run, serve, tempdir, worker_with};
-
-/// One HTTP/1.0 request; returns the status code, the head (lower-cased) and the body bytes.
-fn request(addr: &str, method: &str, path: &str, token: Option<&str>) -> (u16, String, Vec<u8>) {
-    let mut s = sweep_tests::connect(addr);
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        s,
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    let split = out
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("an HTTP response");
-    let head = String::from_utf8_lossy(&out[..split]).to_lowercase();
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (code, head, out[split + 4..].to_vec())
-}
+use sweep_tests::{free_port, request, run, serve, tempdir, worker_with};
 
 /// One HTTP/1.0 request; returns the status code and the parsed JSON body.
 fn http(addr: &str, method: &str, path: &str, token: Option<&str>) -> (u16, Value) {

@@ -539,7 +539,12 @@ fn the_numpy_assignment_script_runs_unchanged_in_a_sweep() {
 fn driven(url: &str, args: &[&str]) -> std::process::Command {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut c = std::process::Command::new("python3");
-    c.arg(here.join("programs/driven.py"))
+    // Where the worker it starts names the trials' files directories: one per process.
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let cwd = tempdir(&format!("driven-cwd-{n}"));
+    c.current_dir(cwd)
+        .arg(here.join("programs/driven.py"))
         .args(args)
         .env("PYTHONPATH", here.join("../clients/python"))
         .env("SWEEP_COORDINATOR", url)
@@ -610,6 +615,28 @@ fn wandb_sweep_and_agents_on_two_processes_share_one_sweep() {
     for s in stopped {
         assert!(s["error"].as_str().unwrap().contains("hyperband"), "{s}");
     }
+    // The function's file went with its trial: the best one's downloads.
+    let out = dir.join("best-files");
+    let got = run(
+        "coordinator",
+        &[
+            "files",
+            &id,
+            "--out",
+            out.to_str().unwrap(),
+            "--coordinator",
+            &url,
+        ],
+    );
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("model.txt")).unwrap(),
+        "lr=0.01 hidden=32"
+    );
 }
 
 #[test]
@@ -849,4 +876,181 @@ fn a_process_left_holding_the_pipes_does_not_hold_up_the_trial() {
     let d = trial(&url, &id, 1);
     assert_eq!(d["state"], "finished", "{d}");
     assert_eq!(d["metrics"]["m"].as_f64(), Some(1.0), "{d}");
+}
+
+/// The `cmp` of two files' bytes, with a short message.
+fn same_bytes(a: &[u8], b: &[u8], what: &str) {
+    assert!(
+        a == b,
+        "{what}: {} bytes vs {} bytes differ",
+        a.len(),
+        b.len()
+    );
+}
+
+#[test]
+fn a_programs_files_are_kept_with_its_trial_and_download_as_written() {
+    let dir = workdir("prog-files");
+    let web = format!("127.0.0.1:{}", free_port());
+    let (_c, url) = serve(&dir.join("sweeps.db"), &["--http-listen", &web]);
+    // Three trials, the best two keep their files; at most 1 MiB each, which a 2 MB file
+    // would pass.
+    let id = submit(
+        &dir,
+        &url,
+        "program: files.py\ncommand: [python3, \"${program}\", \"${args}\"]\nmethod: grid\n\
+         metric: {name: val_accuracy, goal: maximize}\nkeep_models: 2\n\
+         program_options: {max_files_mb: 1}\nparameters:\n  x: {values: [0.5, 1.0, 2.0]}\n  \
+         big: {value: 2000000}\n",
+    );
+    let _w = program_worker(&url, &dir, 2, &[]);
+    wait_for(
+        &url,
+        &id,
+        Duration::from_secs(120),
+        "the sweep to finish",
+        done,
+    );
+    let expected_model = |x: f64| -> Vec<u8> {
+        (0..3000u32)
+            .map(|i| ((i * (x * 10.0) as u32) % 251) as u8)
+            .collect()
+    };
+    // The best trial (x = 2) lists what it handed back: written into wandb.run.dir, linked by
+    // wandb.save below its base_path, copied by policy="now"; not the file over the limit.
+    let d = trial(&url, &id, 3);
+    let files: Vec<(&str, u64)> = d["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["path"].as_str().unwrap(), f["bytes"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        files,
+        vec![
+            ("ckpt/last.txt", 11),
+            ("model.bin", 3000),
+            ("notes-3.txt", 3)
+        ],
+        "{d}"
+    );
+    let output = d["output"].as_str().unwrap();
+    assert!(
+        output.contains(
+            "zz-big.bin is not kept: 2000000 bytes would take the trial's files past 1 MiB"
+        ),
+        "{output}"
+    );
+    assert!(
+        output.contains("wandb.save('never-written-3.txt') matched no file"),
+        "{output}"
+    );
+    // `coordinator files` (best trial by default) writes them with their folders.
+    let out = dir.join("best");
+    let got = run(
+        "coordinator",
+        &[
+            "files",
+            &id,
+            "--out",
+            out.to_str().unwrap(),
+            "--coordinator",
+            &url,
+        ],
+    );
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert!(String::from_utf8_lossy(&got.stdout).contains("trial 3's files: 3 (3014 bytes)"));
+    same_bytes(
+        &std::fs::read(out.join("model.bin")).unwrap(),
+        &expected_model(2.0),
+        "model.bin",
+    );
+    // A live link: the file's content at the end; "now": its content when saved.
+    assert_eq!(
+        std::fs::read_to_string(out.join("ckpt/last.txt")).unwrap(),
+        "final x=2.0"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("notes-3.txt")).unwrap(),
+        "now"
+    );
+    // The second best keeps its files too; the third's were dropped (keep_models: 2).
+    let two = dir.join("two");
+    let got = run(
+        "coordinator",
+        &[
+            "files",
+            &id,
+            "2",
+            "--out",
+            two.to_str().unwrap(),
+            "--path",
+            "model.bin",
+            "--coordinator",
+            &url,
+        ],
+    );
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    same_bytes(
+        &std::fs::read(two.join("model.bin")).unwrap(),
+        &expected_model(1.0),
+        "trial 2",
+    );
+    assert!(!two.join("ckpt").exists(), "--path downloads one file");
+    let none = run(
+        "coordinator",
+        &[
+            "files",
+            &id,
+            "1",
+            "--out",
+            dir.join("one").to_str().unwrap(),
+            "--coordinator",
+            &url,
+        ],
+    );
+    assert!(!none.status.success());
+    let said = String::from_utf8_lossy(&none.stderr);
+    assert!(
+        said.contains("keeps no files of trial 1") && said.contains("keep_models"),
+        "{said}"
+    );
+    assert!(trial(&url, &id, 1)["files"].as_array().unwrap().is_empty());
+    // Over HTTP: the same bytes, as an opaque download.
+    let (code, head, body) = sweep_tests::request(
+        &web,
+        "GET",
+        &format!("/api/v1/sweeps/{id}/trials/best/files/ckpt/last.txt"),
+        None,
+    );
+    assert_eq!(code, 200, "{head}");
+    assert!(
+        head.contains("content-type: application/octet-stream"),
+        "{head}"
+    );
+    assert!(head.contains("filename=\"last.txt\""), "{head}");
+    assert_eq!(body, b"final x=2.0");
+    let (code, _, body) = sweep_tests::request(
+        &web,
+        "GET",
+        &format!("/api/v1/sweeps/{id}/trials/2/files/nothing.bin"),
+        None,
+    );
+    assert_eq!(code, 404, "{}", String::from_utf8_lossy(&body));
+    // The worker leaves no files directory behind.
+    let left: Vec<_> = std::fs::read_dir(dir.join("wandb").join(format!("sweep-{id}")))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().starts_with("run-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }

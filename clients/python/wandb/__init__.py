@@ -10,7 +10,7 @@ import os
 import sys
 import time
 
-from . import _transport, plot, sklearn  # noqa: F401  (wandb.plot, wandb.sklearn)
+from . import _files, _transport, plot, sklearn  # noqa: F401  (wandb.plot, wandb.sklearn)
 from ._agent import agent, sweep  # noqa: F401
 
 __version__ = "0.1.0+sweep"
@@ -249,7 +249,8 @@ class Run(object):
         self.notes = notes
         self.job_type = job_type
         self.sweep_id = os.environ.get("WANDB_SWEEP_ID")
-        self.dir = os.getcwd()
+        # Files written here are kept with the trial (SWEEP_FILES_DIR; docs/PROGRAMS.md).
+        self.dir = _files.files_dir() or os.getcwd()
         self.url = None
         self.offline = not _transport.connected()
         self.step = 0
@@ -318,8 +319,8 @@ class Run(object):
         if _run is self:
             _run = None
 
-    def save(self, *args, **kwargs):
-        _transport.notice("wandb.save is accepted and not kept")
+    def save(self, glob_str, base_path=None, policy="live", glob=True):
+        return _files.save(glob_str, base_path=base_path, policy=policy, glob=glob)
 
     def watch(self, *args, **kwargs):
         _transport.notice("wandb.watch is accepted and not kept")
@@ -407,8 +408,8 @@ def teardown(*args, **kwargs):
     finish()
 
 
-def save(*args, **kwargs):
-    _transport.notice("wandb.save is accepted and not kept")
+def save(glob_str, base_path=None, policy="live", glob=True):
+    return _need_run("wandb.save()").save(glob_str, base_path=base_path, policy=policy, glob=glob)
 
 
 def watch(*args, **kwargs):

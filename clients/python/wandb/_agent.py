@@ -111,7 +111,7 @@ def agent(sweep_id, function=None, entity=None, project=None, count=None):
             ready.notify_all()
 
     threading.Thread(target=read, name="sweep-agent", daemon=True).start()
-    saved = {k: os.environ.get(k) for k in ("SWEEP_PARAMS", "WANDB_SWEEP_ID", "WANDB_RUN_ID", "SWEEP_TRIAL", "SWEEP_ATTEMPT")}
+    saved = {k: os.environ.get(k) for k in ("SWEEP_PARAMS", "WANDB_SWEEP_ID", "WANDB_RUN_ID", "SWEEP_TRIAL", "SWEEP_ATTEMPT", "SWEEP_FILES_DIR")}
     try:
         while True:
             with ready:
@@ -126,6 +126,11 @@ def agent(sweep_id, function=None, entity=None, project=None, count=None):
                 "WANDB_RUN_ID": t["run_id"], "SWEEP_TRIAL": str(t["trial"]),
                 "SWEEP_ATTEMPT": str(t["attempt"]),
             })
+            # The trial's files directory (none when the sweep keeps no files).
+            if t.get("files_dir"):
+                os.environ["SWEEP_FILES_DIR"] = t["files_dir"]
+            else:
+                os.environ.pop("SWEEP_FILES_DIR", None)
             error = None
             try:
                 try:

@@ -224,6 +224,23 @@ pub enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Download the files a program trial handed back (docs/PROGRAMS.md): the best trial's,
+    /// or TRIAL's
+    Files {
+        /// Sweep id
+        sweep: String,
+        /// Trial number [default: the best-ranked trial with kept files]
+        trial: Option<u64>,
+        /// Directory to write them into, their folders kept (created if needed)
+        #[arg(long)]
+        out: PathBuf,
+        /// Only this file (its path as `coordinator trial` lists it)
+        #[arg(long)]
+        path: Option<String>,
+        /// Where the coordinator is.
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Stop handing out new trials (running ones go on, unless --hand-back)
     Pause {
         /// Sweep id
@@ -363,6 +380,7 @@ impl Command {
             | Command::Report { .. }
             | Command::Trial { .. }
             | Command::Model { .. }
+            | Command::Files { .. }
             | Command::Pause { .. }
             | Command::Resume { .. }
             | Command::Stop { .. } => true,
@@ -629,13 +647,13 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
             let mut c = client(&conn).await?;
             let d = c
                 .get_trial(pb::GetTrialRequest {
-                    sweep_id: sweep,
+                    sweep_id: sweep.clone(),
                     trial,
                 })
                 .await
                 .map_err(|s| status_err(&conn.coordinator, s))?
                 .into_inner();
-            print_trial(&d, json);
+            print_trial(&sweep, &d, json);
             Ok(())
         }
         Command::Model {
@@ -673,6 +691,13 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
             );
             Ok(())
         }
+        Command::Files {
+            sweep,
+            trial,
+            out,
+            path,
+            conn,
+        } => download_files(&conn, sweep, trial, &out, path).await,
         Command::Pause {
             sweep,
             hand_back,
@@ -681,6 +706,59 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
         Command::Resume { sweep, conn } => control(&conn, &sweep, pb::Control::Resume, false).await,
         Command::Stop { sweep, conn } => control(&conn, &sweep, pb::Control::Stop, false).await,
     }
+}
+
+/// `coordinator files`: the kept files of a trial, checked (the list, each file's SHA-256,
+/// paths that stay inside `out`) before any is written.
+async fn download_files(
+    conn: &Conn,
+    sweep: String,
+    trial: Option<u64>,
+    out: &std::path::Path,
+    path: Option<String>,
+) -> Result<(), CliError> {
+    use sweep_proto::files::{split, MAX_FILES_BYTES};
+    // The directory is checked before the download, not after.
+    std::fs::create_dir_all(out)
+        .map_err(|e| CliError::Usage(format!("--out {}: cannot create it: {e}", out.display())))?;
+    let mut c = client(conn).await?;
+    let stream = c
+        .get_files(pb::GetFilesRequest {
+            sweep_id: sweep,
+            trial: trial.unwrap_or(0),
+            path: path.unwrap_or_default(),
+        })
+        .await
+        .map_err(|s| status_err(&conn.coordinator, s))?
+        .into_inner();
+    let bad = |e: String| CliError::Other(format!("the files sent are damaged: {e}"));
+    let (h, data) =
+        sweep_proto::transfer::Incoming::start(stream, MAX_FILES_BYTES, Duration::from_secs(60))
+            .await
+            .map_err(bad)?
+            .finish()
+            .await
+            .map_err(bad)?;
+    let files = split(&h.files, &data).map_err(bad)?;
+    for (f, bytes) in &files {
+        let p = out.join(&f.path);
+        let write = || -> std::io::Result<()> {
+            if let Some(dir) = p.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&p, bytes)
+        };
+        write().map_err(|e| CliError::Other(format!("{}: cannot write it: {e}", p.display())))?;
+        println!("{} ({} bytes)", p.display(), f.bytes);
+    }
+    println!(
+        "trial {}'s files: {} ({} bytes) in {}",
+        h.trial,
+        files.len(),
+        data.len(),
+        out.display()
+    );
+    Ok(())
 }
 
 async fn control(
@@ -703,7 +781,7 @@ async fn control(
     Ok(())
 }
 
-fn print_trial(d: &pb::TrialDetail, json: bool) {
+fn print_trial(sweep: &str, d: &pb::TrialDetail, json: bool) {
     let s = d.summary.clone().unwrap_or_default();
     if json {
         let v = export::trial_json(d);
@@ -724,6 +802,18 @@ fn print_trial(d: &pb::TrialDetail, json: bool) {
             m.bytes,
             m.attempt
         );
+    }
+    if !d.files.is_empty() {
+        let total: u64 = d.files.iter().map(|f| f.bytes).sum();
+        println!(
+            "files: {} ({total} bytes; `coordinator files {} {} --out DIR` downloads them)",
+            d.files.len(),
+            export::terminal_safe(sweep),
+            s.trial
+        );
+        for f in &d.files {
+            println!("  {} ({} bytes)", export::terminal_safe(&f.path), f.bytes);
+        }
     }
     for a in &d.attempts {
         let ran = if a.ended_at > 0.0 {

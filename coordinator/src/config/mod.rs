@@ -561,6 +561,18 @@ impl SweepSpec {
         Ok(spec)
     }
 
+    /// MiB of files each trial's program may hand back (docs/PROGRAMS.md): the program's
+    /// `max_files_mb`, the default for an agent sweep, none for the built-in trainers or when
+    /// the sweep keeps no trial's outputs (`keep_models: 0`).
+    pub fn max_files_mb(&self) -> u32 {
+        match &self.trainer {
+            _ if self.keep_models == 0 => 0,
+            Trainer::Program(p) => p.max_files_mb,
+            Trainer::Agent => program::DEFAULT_MAX_FILES_MB,
+            Trainer::Mlp { .. } | Trainer::Synthetic { .. } => 0,
+        }
+    }
+
     /// Number of trials the sweep runs at most: the grid size (capped by run_cap) or run_cap;
     /// `None` for an unbounded random sweep.
     pub fn total(&self) -> Option<u64> {

@@ -1,5 +1,5 @@
 //! W&B's `program` and `command` keys: a sweep whose trials run the user's own program, and
-//! our `program_options` beside them (`time_limit`, `wandb_shim`).
+//! our `program_options` beside them (`time_limit`, `wandb_shim`, `max_files_mb`).
 
 use serde_json::{Map, Value};
 
@@ -7,6 +7,13 @@ use super::{show, ConfigError};
 
 /// Longest `command` list.
 pub const MAX_COMMAND_WORDS: usize = 1024;
+
+/// MiB of files a program trial hands back when `program_options.max_files_mb` does not say.
+pub const DEFAULT_MAX_FILES_MB: u32 = 64;
+
+fn default_max_files_mb() -> u32 {
+    DEFAULT_MAX_FILES_MB
+}
 
 /// What runs each trial of a program sweep (built into argv on the worker, as W&B's agent does).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -21,16 +28,22 @@ pub struct ProgramSpec {
     /// `program_options.wandb_shim` (default true): put our `wandb` module first on the
     /// program's `PYTHONPATH`.
     pub wandb_shim: bool,
+    /// `program_options.max_files_mb`: MiB of files each trial's program may hand back
+    /// (docs/PROGRAMS.md); 0 keeps none.
+    #[serde(default = "default_max_files_mb")]
+    pub max_files_mb: u32,
 }
 
 impl ProgramSpec {
-    /// What a lease carries to the worker (`Trial.trainer_options`).
-    pub fn options(&self) -> Value {
+    /// What a lease carries to the worker (`Trial.trainer_options`); `max_files_mb` is what
+    /// the sweep keeps (none when it keeps no trial's outputs).
+    pub fn options(&self, max_files_mb: u32) -> Value {
         serde_json::json!({
             "program": self.program,
             "command": self.command,
             "time_limit_s": self.time_limit_s,
             "wandb_shim": self.wandb_shim,
+            "max_files_mb": max_files_mb,
         })
     }
 }
@@ -100,12 +113,13 @@ pub fn parse(top: &Map<String, Value>) -> Result<Option<ProgramSpec>, ConfigErro
         command: command.filter(|c| !c.is_empty()),
         time_limit_s: None,
         wandb_shim: true,
+        max_files_mb: DEFAULT_MAX_FILES_MB,
     };
     if let Some(o) = top.get("program_options") {
         let Value::Object(o) = o else {
             return Err(ConfigError::new(
                 "program_options",
-                "expected a mapping, e.g. {time_limit: 3600, wandb_shim: true}",
+                "expected a mapping, e.g. {time_limit: 3600, wandb_shim: true, max_files_mb: 64}",
             ));
         };
         for (k, v) in o {
@@ -131,10 +145,25 @@ pub fn parse(top: &Map<String, Value>) -> Result<Option<ProgramSpec>, ConfigErro
                         ConfigError::new(p, format!("expected true or false, got {}", show(v)))
                     })?
                 }
+                "max_files_mb" => {
+                    let max = sweep_proto::files::MAX_FILES_BYTES >> 20;
+                    spec.max_files_mb = v
+                        .as_u64()
+                        .filter(|mb| *mb <= max)
+                        .ok_or_else(|| {
+                            ConfigError::new(
+                                p,
+                                format!(
+                                    "expected whole MiB from 0 (keep no files) to {max}, got {}",
+                                    show(v)
+                                ),
+                            )
+                        })? as u32
+                }
                 _ => {
                     return Err(ConfigError::new(
                         p,
-                        "unknown key; expected time_limit, wandb_shim",
+                        "unknown key; expected time_limit, wandb_shim, max_files_mb",
                     ))
                 }
             }

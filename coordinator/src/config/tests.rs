@@ -143,6 +143,39 @@ fn programs_and_their_options_are_checked() {
         json!({"method": "grid", "program": "t.py", "program_options": {"time_limit": -1}, "parameters": {"a": {"value": 1}}}),
     );
     assert_eq!(e.path, "program_options.time_limit");
+    for bad in [json!(-1), json!(257), json!(1.5), json!("64")] {
+        let e = err(
+            json!({"method": "grid", "program": "t.py", "program_options": {"max_files_mb": bad}, "parameters": {"a": {"value": 1}}}),
+        );
+        assert_eq!(e.path, "program_options.max_files_mb");
+        assert!(
+            e.message.contains("from 0 (keep no files) to 256"),
+            "{}",
+            e.message
+        );
+    }
+    // What a trial may hand back: the sweep's, the default, none without kept outputs.
+    let files = |c: Value| SweepSpec::from_value(c).unwrap().max_files_mb();
+    assert_eq!(
+        files(
+            json!({"method": "grid", "program": "t.py", "program_options": {"max_files_mb": 3}, "parameters": {"a": {"value": 1}}})
+        ),
+        3
+    );
+    assert_eq!(
+        files(json!({"method": "grid", "program": "t.py", "parameters": {"a": {"value": 1}}})),
+        64
+    );
+    assert_eq!(
+        files(
+            json!({"method": "grid", "program": "t.py", "keep_models": 0, "parameters": {"a": {"value": 1}}})
+        ),
+        0
+    );
+    assert_eq!(
+        files(json!({"method": "grid", "parameters": {"epochs": {"value": 1}}})),
+        0
+    );
     let e = err(
         json!({"method": "grid", "program_options": {"time_limit": 5}, "parameters": {"a": {"value": 1}}}),
     );
@@ -424,7 +457,7 @@ fn a_validated_spec_round_trips_through_its_stored_json() {
                               "batch_size": {"distribution": "q_log_uniform_values", "min": 16, "max": 256, "q": 16},
                               "optimizer": {"values": ["adam", "sgd"], "probabilities": [0.7, 0.3]}}}),
         json!({"method": "random", "program": "train.py", "command": ["${env}", "python3", "${program}", "${args}"],
-               "program_options": {"time_limit": 60, "wandb_shim": false},
+               "program_options": {"time_limit": 60, "wandb_shim": false, "max_files_mb": 3},
                "early_terminate": {"type": "median"}, "metric": {"name": "acc", "goal": "maximize"},
                "parameters": {"g": {"parameters": {"a": {"distribution": "normal", "mu": 1, "sigma": 2}}}}}),
         json!({"method": "grid", "trainer": "synthetic", "synthetic": {"function": "branin", "epochs": 3},

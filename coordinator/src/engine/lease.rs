@@ -108,8 +108,11 @@ impl Engine {
         let t = now();
         let seed = search::trial_seed(sw.spec.seed, number);
         let trainer = match &sw.spec.trainer {
-            Trainer::Program(p) => ("program".to_string(), p.options()),
-            Trainer::Agent => ("agent".to_string(), json!({"seed": seed})),
+            Trainer::Program(p) => ("program".to_string(), p.options(sw.spec.max_files_mb())),
+            Trainer::Agent => (
+                "agent".to_string(),
+                json!({"seed": seed, "max_files_mb": sw.spec.max_files_mb()}),
+            ),
             Trainer::Mlp {
                 train_samples,
                 checkpoints,

@@ -27,6 +27,7 @@ mod checkpoints;
 mod lease;
 mod load;
 mod messages;
+mod program_files;
 mod results;
 mod suggest;
 mod sweep;

@@ -321,15 +321,27 @@ impl Engine {
             if let Some(l) = old_lease {
                 lock(&self.inner.leases).remove(&*l);
             }
-            // The model is kept while its trial ranks among the best `keep_models`; the one it
-            // pushes out of them is dropped in the same transaction.
-            let kept = model
-                .filter(|_| matches!(outcome, Outcome::Finished | Outcome::Stopped))
-                .and_then(|m| {
+            // A trial's outputs (the built-in trainer's model, a program's files) are kept
+            // while it ranks among the best `keep_models`; the ones it pushes out of them are
+            // dropped in the same transaction, and so are the files of a trial that ended
+            // outside them.
+            let ended = !requeue && matches!(outcome, Outcome::Finished | Outcome::Stopped);
+            let top: Option<Vec<u64>> = ended
+                .then(|| {
                     let k = sw.spec.keep_models as usize;
-                    let top: Vec<u64> = sw.ranked().take(k).map(|(_, t)| t.number).collect();
-                    top.contains(&trial).then_some((m, top))
-                });
+                    sw.ranked()
+                        .take(k)
+                        .map(|(_, t)| t.number)
+                        .collect::<Vec<_>>()
+                })
+                .filter(|top| top.contains(&trial));
+            let outputs = match (&top, model) {
+                (Some(top), model) if model.is_some() || sw.spec.max_files_mb() > 0 => {
+                    Outputs::Keep(model, top.clone())
+                }
+                (None, _) if !requeue && sw.spec.max_files_mb() > 0 => Outputs::DropFiles,
+                _ => Outputs::Nothing,
+            };
             let sweep_id = sw.id.clone();
             let fut = self.inner.store.submit(move |tx| {
                 store::upsert_trial(tx, &row)?;
@@ -339,9 +351,15 @@ impl Engine {
                 for r in &extra_rows {
                     store::upsert_trial(tx, r)?;
                 }
-                if let Some(((card, weights), top)) = &kept {
-                    store::put_model(tx, &sweep_id, trial, card, weights)?;
-                    store::keep_models(tx, &sweep_id, top)?;
+                match &outputs {
+                    Outputs::Keep(model, top) => {
+                        if let Some((card, weights)) = model {
+                            store::put_model(tx, &sweep_id, trial, card, weights)?;
+                        }
+                        store::keep_models(tx, &sweep_id, top)?;
+                    }
+                    Outputs::DropFiles => store::drop_program_files(tx, &sweep_id, trial)?,
+                    Outputs::Nothing => {}
                 }
                 store::update_sweep(tx, &srow.0, &srow.1, srow.2, srow.3)
             });
@@ -357,4 +375,15 @@ impl Engine {
         self.emit(sweep, Some(trial));
         Ok(answer)
     }
+}
+
+/// What a completion does with the trial's outputs.
+enum Outputs {
+    /// It ranks among the best `keep_models` (these): its model, if it sent one, is kept, and
+    /// those of trials outside them are dropped.
+    Keep(Option<(String, Vec<u8>)>, Vec<u64>),
+    /// It ended outside them (or failed): its files are dropped.
+    DropFiles,
+    /// It goes on (re-queued), or its sweep keeps no outputs.
+    Nothing,
 }

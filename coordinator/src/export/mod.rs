@@ -531,6 +531,9 @@ pub fn trial_json(d: &pb::TrialDetail) -> serde_json::Value {
             "resumed_from": a.resumed_from.as_ref().map(mark_json), "ending": a.ending,
         })).collect::<Vec<_>>(),
         "checkpoint": d.checkpoint.as_ref().map(mark_json),
+        "files": d.files.iter().map(|f| serde_json::json!({
+            "path": f.path, "bytes": f.bytes, "sha256": f.sha256,
+        })).collect::<Vec<_>>(),
     })
 }
 

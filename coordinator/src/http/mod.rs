@@ -8,6 +8,7 @@
 //! | `GET /api/v1/sweeps/{id}` | the leaderboard: `{schema_version, sweep, metric, trials}`; `?top=N` the best N only, `&running=true` and the running trials |
 //! | `GET /api/v1/sweeps/{id}/trials/{n}` | one trial: params, metrics, curve, confusion |
 //! | `GET /api/v1/sweeps/{id}/trials/{n}/model.json` (`model.safetensors`) | a kept model's card (weights), docs/MODELS.md; trial `best`: the best-ranked trial's |
+//! | `GET /api/v1/sweeps/{id}/trials/{n}/files/{path}` | one file a program trial handed back (the trial's `files` list them), docs/PROGRAMS.md; trial `best`: the best-ranked trial with kept files |
 //! | `POST /api/v1/sweeps/{id}/pause` (`resume`, `stop`) | the sweep's summary after the change |
 //! | `GET /api/v1/sweeps/{id}/events` | server-sent events: `update` with `{sweep, changes: [{trial, points}]}` at once and on every change (at most about ten a second: changes close together come together); the stream ends with the sweep |
 //! | `GET /metrics` | the Prometheus metrics (as `--metrics-listen`) |
@@ -102,6 +103,10 @@ pub fn router(
         .route("/api/v1/sweeps/{id}/{action}", post(control))
         .route("/api/v1/sweeps/{id}/files/{name}", get(sweep_file))
         .route("/api/v1/sweeps/{id}/trials/{n}/{name}", get(trial_file))
+        .route(
+            "/api/v1/sweeps/{id}/trials/{n}/files/{*path}",
+            get(program_file),
+        )
         .route("/metrics", get(render_metrics))
         .merge(crate::dashboard::router())
         .with_state(App {
@@ -391,6 +396,86 @@ fn download(name: &str, bytes: Vec<u8>) -> Response {
             (
                 header::CONTENT_SECURITY_POLICY,
                 "default-src 'none'; style-src 'unsafe-inline'; img-src data:".to_string(),
+            ),
+        ],
+        bytes,
+    )
+        .into_response()
+}
+
+/// `GET /api/v1/sweeps/{id}/trials/{n}/files/{path}`: one file a program trial handed back,
+/// as opaque bytes (whatever its name says, a browser saves it and runs nothing of it).
+async fn program_file(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path((id, n, path)): Path<(String, String, String)>,
+) -> Response {
+    use axum::http::header;
+    if let Some(r) = reject(&app, &headers) {
+        return r;
+    }
+    let trial = if n == "best" {
+        0
+    } else {
+        match trial_number(&n) {
+            Ok(n) => n,
+            Err(m) => return err(StatusCode::BAD_REQUEST, m),
+        }
+    };
+    let stream = match app
+        .sweeps
+        .get_files(Request::new(pb::GetFilesRequest {
+            sweep_id: id,
+            trial,
+            path,
+        }))
+        .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(s) => return from_status(s),
+    };
+    let received = async {
+        let (h, data) = sweep_proto::transfer::Incoming::start(
+            stream,
+            sweep_proto::files::MAX_FILES_BYTES,
+            std::time::Duration::from_secs(60),
+        )
+        .await?
+        .finish()
+        .await?;
+        let name = h.files.first().map(|f| f.path.clone()).unwrap_or_default();
+        Ok::<_, String>((name, data))
+    };
+    let (path, bytes) = match received.await {
+        Ok(r) => r,
+        Err(e) => return err(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let base = path.rsplit('/').next().unwrap_or("file");
+    let plain: String = base
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '_' | '-' => c,
+            _ => '_',
+        })
+        .collect();
+    let encoded: String = base
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'_' | b'-' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    (
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{plain}\"; filename*=UTF-8''{encoded}"),
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'".to_string(),
             ),
         ],
         bytes,

@@ -116,6 +116,16 @@ pub fn trial_detail(s: &Sweep, t: &Trial, rank: u32) -> pb::TrialDetail {
         command,
         attempts: Vec::new(),
         checkpoint: t.checkpoint().map(mark),
+        files: Vec::new(),
+    }
+}
+
+/// A kept program file's listing, on the wire.
+pub fn file_info(f: crate::store::ProgramFile) -> pb::FileInfo {
+    pb::FileInfo {
+        path: f.path,
+        bytes: f.bytes,
+        sha256: f.sha256,
     }
 }
 

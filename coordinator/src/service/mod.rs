@@ -15,8 +15,9 @@ use sweep_proto::pb::sweeps_server::Sweeps;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use sweep_proto::checkpoint::Incoming;
 use sweep_proto::conn::MAX_CHECKPOINT_BYTES;
+use sweep_proto::files::MAX_FILES_BYTES;
+use sweep_proto::transfer::Incoming;
 
 use crate::config::SweepSpec;
 use crate::engine::{Action, Attempt, Complete, Engine, EngineError, Outcome, Report, SweepState};
@@ -314,6 +315,50 @@ impl Coordinator for CoordinatorService {
         }))
     }
 
+    async fn save_files(
+        &self,
+        req: Request<tonic::Streaming<pb::FilesChunk>>,
+    ) -> Result<Response<pb::SaveFilesResponse>, Status> {
+        let _t = self.metrics.rpc("SaveFiles");
+        let bad = |e: String| Status::invalid_argument(format!("files: {e}"));
+        let incoming = Incoming::start(req.into_inner(), MAX_FILES_BYTES, CHUNK_WAIT)
+            .await
+            .map_err(bad)?;
+        id_ok("sweep_id", &incoming.header.sweep_id)?;
+        let mib = incoming.header.bytes.div_ceil(1 << 20).max(1) as u32;
+        let _memory = self
+            .uploads
+            .clone()
+            .acquire_many_owned(mib)
+            .await
+            .map_err(|_| Status::unavailable(SHUTTING_DOWN))?;
+        let (h, data) = incoming.finish().await.map_err(bad)?;
+        let list = sweep_proto::files::split(&h.files, &data)
+            .map_err(bad)?
+            .into_iter()
+            .map(|(f, _)| crate::store::ProgramFile {
+                path: f.path.clone(),
+                bytes: f.bytes,
+                sha256: f.sha256.clone(),
+            })
+            .collect();
+        let (accepted, reason) = self
+            .engine
+            .save_program_files(
+                Attempt {
+                    worker: &h.worker_id,
+                    sweep: &h.sweep_id,
+                    trial: h.trial,
+                    attempt: h.attempt,
+                    lease_id: &h.lease_id,
+                },
+                list,
+                data,
+            )
+            .await?;
+        Ok(Response::new(pb::SaveFilesResponse { accepted, reason }))
+    }
+
     type GetCheckpointStream = ChunkStream;
 
     async fn get_checkpoint(
@@ -347,7 +392,7 @@ impl Coordinator for CoordinatorService {
             batch: mark.batch,
             ..Default::default()
         };
-        let chunks = sweep_proto::checkpoint::chunks(header, &data);
+        let chunks = sweep_proto::transfer::chunks(header, &data);
         Ok(Response::new(Box::pin(tokio_stream::iter(
             chunks.into_iter().map(Ok),
         ))))
@@ -355,6 +400,8 @@ impl Coordinator for CoordinatorService {
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::CheckpointChunk, Status>> + Send>>;
+
+type FilesStream = Pin<Box<dyn Stream<Item = Result<pb::FilesChunk, Status>> + Send>>;
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
 
@@ -490,6 +537,19 @@ impl Sweeps for SweepsService {
             let files = self.engine.trial_files(&r.sweep_id, r.trial).await?;
             convert::add_files(&mut detail, files).map_err(Status::internal)?;
         }
+        let keeps_files = self
+            .engine
+            .with_sweep(&r.sweep_id, |s| s.spec.max_files_mb() > 0)?;
+        if let Some((_, list)) = match keeps_files {
+            true => {
+                self.engine
+                    .program_files(&r.sweep_id, Some(r.trial))
+                    .await?
+            }
+            false => None,
+        } {
+            detail.files = list.into_iter().map(convert::file_info).collect();
+        }
         // Attempts are recorded once there is more than one, or the first ended without
         // completing (expired or handed back: the trial waits for its second).
         if detail
@@ -508,6 +568,68 @@ impl Sweeps for SweepsService {
         Ok(Response::new(detail))
     }
 
+    type GetFilesStream = FilesStream;
+
+    async fn get_files(
+        &self,
+        req: Request<pb::GetFilesRequest>,
+    ) -> Result<Response<FilesStream>, Status> {
+        let _t = self.metrics.rpc("GetFiles");
+        let r = req.into_inner();
+        id_ok("sweep_id", &r.sweep_id)?;
+        let asked = (r.trial != 0).then_some(r.trial);
+        let Some((trial, mut list)) = self.engine.program_files(&r.sweep_id, asked).await? else {
+            let keep = self
+                .engine
+                .with_sweep(&r.sweep_id, |s| s.spec.keep_models)?;
+            let which = asked.map_or("any trial".to_string(), |n| format!("trial {n}"));
+            return Err(Status::not_found(format!(
+                "sweep {} keeps no files of {which}: a program's files (what it writes into wandb.run.dir or SWEEP_FILES_DIR, or saves with wandb.save) are kept for finished or stopped trials while they rank among the best {keep} (keep_models)",
+                r.sweep_id
+            )));
+        };
+        if !r.path.is_empty() {
+            list.retain(|f| f.path == r.path);
+            if list.is_empty() {
+                return Err(Status::not_found(format!(
+                    "trial {trial} of sweep {} keeps no file {:?}",
+                    r.sweep_id, r.path
+                )));
+            }
+        }
+        // One file at a time from the store, so that a download holds one file in memory.
+        let mut pieces = Vec::new();
+        let mut data = Vec::new();
+        for f in &list {
+            let bytes = self
+                .engine
+                .program_file(&r.sweep_id, trial, &f.path)
+                .await?
+                .ok_or_else(|| {
+                    Status::not_found(format!(
+                        "trial {trial}'s file {:?} was dropped while it was read (the trial left the best keep_models); ask again",
+                        f.path
+                    ))
+                })?;
+            data.extend_from_slice(&bytes);
+            pieces.push(pb::FileInfo {
+                path: f.path.clone(),
+                bytes: f.bytes,
+                sha256: f.sha256.clone(),
+            });
+        }
+        let header = pb::FilesHeader {
+            sweep_id: r.sweep_id,
+            trial,
+            files: pieces,
+            ..Default::default()
+        };
+        let chunks: Vec<pb::FilesChunk> = sweep_proto::transfer::chunks(header, &data);
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            chunks.into_iter().map(Ok),
+        ))))
+    }
+
     async fn get_model(
         &self,
         req: Request<pb::GetModelRequest>,
@@ -516,12 +638,17 @@ impl Sweeps for SweepsService {
         let r = req.into_inner();
         let trial = (r.trial != 0).then_some(r.trial);
         let Some((trial, card, weights)) = self.engine.model(&r.sweep_id, trial).await? else {
-            let keep = self
-                .engine
-                .with_sweep(&r.sweep_id, |s| s.spec.keep_models)?;
+            let (keep, files) = self.engine.with_sweep(&r.sweep_id, |s| {
+                (s.spec.keep_models, s.spec.max_files_mb() > 0)
+            })?;
             let which = trial.map_or("any trial".to_string(), |n| format!("trial {n}"));
+            let instead = if files {
+                "; its trials run a program: what they hand back downloads with `coordinator files`"
+            } else {
+                ""
+            };
             return Err(Status::not_found(format!(
-                "sweep {} keeps no model of {which}: models are kept for the built-in trainer's finished or stopped trials while they rank among the best {keep} (keep_models)",
+                "sweep {} keeps no model of {which}: models are kept for the built-in trainer's finished or stopped trials while they rank among the best {keep} (keep_models){instead}",
                 r.sweep_id
             )));
         };

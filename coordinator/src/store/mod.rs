@@ -206,6 +206,20 @@ CREATE TABLE attempts (
     PRIMARY KEY (sweep_id, trial, attempt)
 );
 "#,
+    // The files programs handed back (docs/PROGRAMS.md), one row per file, kept like models
+    // while their trial ranks among the sweep's best `keep_models`.
+    r#"
+CREATE TABLE program_files (
+    sweep_id TEXT NOT NULL,
+    trial INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (sweep_id, trial, path)
+);
+"#,
 ];
 
 type Output = Box<dyn Any + Send>;
@@ -947,10 +961,15 @@ pub fn upsert_trial(tx: &Connection, t: &TrialRow) -> rusqlite::Result<()> {
         t.best.and_then(|b| b.0),
         t.best.map(|b| b.1)
     ])?;
-    // An ended trial will not resume: its checkpoint goes with the change that ended it.
+    // An ended trial will not resume: its checkpoint goes with the change that ended it, and
+    // so do files an attempt sent that did not complete it (it died before its Complete).
     if !matches!(t.state.as_str(), "queued" | "running") {
         tx.prepare_cached("DELETE FROM checkpoints WHERE sweep_id = ?1 AND trial = ?2")?
             .execute(params![t.sweep_id, t.trial as i64])?;
+        tx.prepare_cached(
+            "DELETE FROM program_files WHERE sweep_id = ?1 AND trial = ?2 AND attempt IS NOT ?3",
+        )?
+        .execute(params![t.sweep_id, t.trial as i64, t.completed_attempt])?;
     }
     Ok(())
 }
@@ -1149,14 +1168,108 @@ pub fn put_model(
     Ok(())
 }
 
-/// Drops the models of sweep `sweep` except those of the trials in `keep`.
+/// Drops the models and program files of sweep `sweep` except those of the trials in `keep`.
 pub fn keep_models(tx: &Connection, sweep: &str, keep: &[u64]) -> rusqlite::Result<()> {
     let keep = serde_json::to_string(keep).expect("numbers serialize");
-    tx.execute(
-        "DELETE FROM models WHERE sweep_id = ?1 AND trial NOT IN (SELECT value FROM json_each(?2))",
-        params![sweep, keep],
-    )?;
+    for table in ["models", "program_files"] {
+        tx.prepare_cached(&format!(
+            "DELETE FROM {table} WHERE sweep_id = ?1 AND trial NOT IN (SELECT value FROM json_each(?2))"
+        ))?
+        .execute(params![sweep, keep])?;
+    }
     Ok(())
+}
+
+/// A file a program handed back, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramFile {
+    /// Relative, '/'-separated.
+    pub path: String,
+    /// Its length.
+    pub bytes: u64,
+    /// SHA-256 of its bytes, hex.
+    pub sha256: String,
+}
+
+/// Keeps the files attempt `attempt` of trial `trial` handed back (`list` names them; `data`
+/// holds their bytes one after another, as checked by `sweep_proto::files::split`), replacing
+/// any an earlier attempt sent.
+pub fn put_program_files(
+    tx: &Connection,
+    sweep: &str,
+    trial: u64,
+    attempt: u32,
+    list: &[ProgramFile],
+    data: &[u8],
+) -> rusqlite::Result<()> {
+    drop_program_files(tx, sweep, trial)?;
+    let mut q = tx.prepare_cached(
+        "INSERT INTO program_files (sweep_id, trial, path, attempt, bytes, sha256, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    let mut at = 0usize;
+    for f in list {
+        let end = at + f.bytes as usize;
+        q.execute(params![
+            sweep,
+            trial as i64,
+            f.path,
+            attempt,
+            f.bytes as i64,
+            f.sha256,
+            &data[at..end]
+        ])?;
+        at = end;
+    }
+    Ok(())
+}
+
+/// Drops trial `trial`'s program files.
+pub fn drop_program_files(tx: &Connection, sweep: &str, trial: u64) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM program_files WHERE sweep_id = ?1 AND trial = ?2")?
+        .execute(params![sweep, trial as i64])?;
+    Ok(())
+}
+
+/// The trials of sweep `sweep` that have kept program files.
+pub fn program_file_trials(conn: &Connection, sweep: &str) -> rusqlite::Result<Vec<u64>> {
+    conn.prepare_cached(
+        "SELECT DISTINCT trial FROM program_files WHERE sweep_id = ?1 ORDER BY trial",
+    )?
+    .query_map(params![sweep], |r| Ok(r.get::<_, i64>(0)? as u64))?
+    .collect()
+}
+
+/// Trial `trial`'s kept program files, in path order (without their bytes).
+pub fn program_files(
+    conn: &Connection,
+    sweep: &str,
+    trial: u64,
+) -> rusqlite::Result<Vec<ProgramFile>> {
+    conn.prepare_cached(
+        "SELECT path, bytes, sha256 FROM program_files WHERE sweep_id = ?1 AND trial = ?2 ORDER BY path",
+    )?
+    .query_map(params![sweep, trial as i64], |r| {
+        Ok(ProgramFile {
+            path: r.get(0)?,
+            bytes: r.get::<_, i64>(1)? as u64,
+            sha256: r.get(2)?,
+        })
+    })?
+    .collect()
+}
+
+/// The bytes of trial `trial`'s kept file `path`.
+pub fn program_file(
+    conn: &Connection,
+    sweep: &str,
+    trial: u64,
+    path: &str,
+) -> rusqlite::Result<Option<Vec<u8>>> {
+    conn.prepare_cached(
+        "SELECT data FROM program_files WHERE sweep_id = ?1 AND trial = ?2 AND path = ?3",
+    )?
+    .query_row(params![sweep, trial as i64, path], |r| r.get(0))
+    .optional()
 }
 
 /// The trials of sweep `sweep` that have a kept model.

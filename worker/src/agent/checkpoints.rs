@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sweep_proto::checkpoint::{chunks, Incoming};
 use sweep_proto::conn::{AuthChannel, MAX_CHECKPOINT_BYTES};
 use sweep_proto::pb;
 use sweep_proto::pb::coordinator_client::CoordinatorClient;
+use sweep_proto::transfer::{chunks, Incoming};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 

@@ -17,6 +17,7 @@ use sweep_proto::pb::coordinator_client::CoordinatorClient;
 use tokio::runtime::Handle;
 
 mod checkpoints;
+mod files;
 
 use crate::data;
 use crate::train::{
@@ -453,6 +454,8 @@ struct Finished {
     output: String,
     /// The built-in trainer's trained network, for a finished or stopped trial.
     model: Option<pb::ModelFiles>,
+    /// The files a program handed back (path, bytes), sent before the completion.
+    files: Vec<(String, Vec<u8>)>,
 }
 
 async fn run_trial(shared: Arc<Shared>, trial: pb::Trial, slot: usize) -> bool {
@@ -504,6 +507,7 @@ async fn run_trial_counted(shared: &Arc<Shared>, trial: pb::Trial, slot: usize) 
             local_fault: false,
             output: String::new(),
             model: None,
+            files: Vec::new(),
         }),
         Err(e) => Finished {
             outcome: pb::TrialOutcome::Released,
@@ -513,6 +517,7 @@ async fn run_trial_counted(shared: &Arc<Shared>, trial: pb::Trial, slot: usize) 
             local_fault: false,
             output: String::new(),
             model: None,
+            files: Vec::new(),
         },
     };
     shared
@@ -544,7 +549,29 @@ async fn run_trial_counted(shared: &Arc<Shared>, trial: pb::Trial, slot: usize) 
     local_fault
 }
 
-async fn complete(shared: &Shared, trial: &pb::Trial, done: Finished) {
+async fn complete(shared: &Shared, trial: &pb::Trial, mut done: Finished) {
+    // A finished or stopped program's files, while the attempt holds the trial (failed trials
+    // keep none; docs/PROGRAMS.md).
+    let ranked = matches!(
+        done.outcome,
+        pb::TrialOutcome::Finished | pb::TrialOutcome::Stopped
+    );
+    if ranked && !done.files.is_empty() {
+        let files = std::mem::take(&mut done.files);
+        if let Err(why) = files::send(
+            &shared.client,
+            shared.opts.max_backoff,
+            &shared.worker_id,
+            trial,
+            &files,
+        )
+        .await
+        {
+            tracing::warn!(reason = %why, "the trial's files were not kept");
+            done.output
+                .push_str(&format!("\n[sweep] files: not kept: {why}"));
+        }
+    }
     let mut client = shared.client.clone();
     let mut backoff = Backoff::new(shared.opts.max_backoff);
     let req = pb::CompleteRequest {
@@ -703,6 +730,7 @@ fn failed(error: String) -> Finished {
         local_fault: false,
         output: String::new(),
         model: None,
+        files: Vec::new(),
     }
 }
 
@@ -738,7 +766,7 @@ fn program_blocking(
         )
     };
     let out = if let Some(f) = &shared.opts.function {
-        program::function::run(f, &t, &run.cancel, report)
+        program::function::run(f, &t, &shared.opts.programs.workdir, &run.cancel, report)
     } else if trial.trainer == "agent" {
         let Some(p) = &shared.opts.agent_program else {
             return Finished {
@@ -794,6 +822,7 @@ fn program_blocking(
         local_fault: false,
         output: out.output,
         model: None,
+        files: out.files,
     }
 }
 
@@ -851,6 +880,7 @@ fn train_blocking(shared: &Shared, trial: &pb::Trial, run: &Running, handle: &Ha
                     local_fault: false,
                     output: String::new(),
                     model: None,
+                    files: Vec::new(),
                 },
             }
         }
@@ -977,6 +1007,7 @@ fn train_blocking(shared: &Shared, trial: &pb::Trial, run: &Running, handle: &Ha
                 local_fault: false,
                 output: String::new(),
                 model: res.net.as_ref().and_then(|net| model_files(&cfg, &ds, &res, net)),
+                files: Vec::new(),
             }
         }
         other => failed(format!(
@@ -1018,5 +1049,6 @@ fn released() -> Finished {
         local_fault: false,
         output: String::new(),
         model: None,
+        files: Vec::new(),
     }
 }

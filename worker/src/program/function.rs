@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::history::{self, History, Step};
-use super::{Ending, Outcome, ProgramTrial};
+use super::{files, Ending, Outcome, ProgramTrial};
 use crate::train::{Cancel, Control};
 
 /// The socket to the Python process, shared by the agent's one slot.
@@ -76,6 +76,7 @@ impl FunctionConn {
 pub fn run(
     conn: &FunctionConn,
     t: &ProgramTrial,
+    workdir: &std::path::Path,
     cancel: &Cancel,
     mut report: impl FnMut(&Step) -> Control,
 ) -> Outcome {
@@ -87,13 +88,28 @@ pub fn run(
         confusion: None,
         output: String::new(),
         missing_metric: None,
+        files: Vec::new(),
     };
     let params: serde_json::Map<String, Value> = t.params.iter().cloned().collect();
+    let files_dir = match t.files_dir(workdir).map(|d| files::prepare(&d)).transpose() {
+        Ok(d) => d,
+        Err(e) => {
+            hist.notices.push(format!(
+                "files: cannot make the trial's files directory under {}: {e}",
+                workdir.display()
+            ));
+            None
+        }
+    };
     if !conn.send(&json!({"trial": {
         "sweep_id": t.sweep_id, "trial": t.trial, "attempt": t.attempt,
         "run_id": t.run_id(), "metric": t.metric, "params": params,
+        "files_dir": files_dir,
     }})) {
         conn.gone.cancel();
+        if let Some(d) = &files_dir {
+            files::discard(d);
+        }
         return released(&hist);
     }
     let rx = conn.lines.lock().unwrap_or_else(|p| p.into_inner());
@@ -137,6 +153,9 @@ pub fn run(
     };
     let Some(done) = done else {
         conn.gone.cancel();
+        if let Some(d) = &files_dir {
+            files::discard(d);
+        }
         return released(&hist);
     };
     let error = done
@@ -160,11 +179,21 @@ pub fn run(
     };
     let mut metrics = hist.summary();
     metrics.insert("runtime_seconds".into(), started.elapsed().as_secs_f64());
+    let handed = match &files_dir {
+        Some(d) if ending != Ending::Released => files::collect(d, t.max_files_bytes),
+        Some(d) => {
+            files::discard(d);
+            files::Handed::default()
+        }
+        None => files::Handed::default(),
+    };
+    hist.notices.extend(handed.notices);
     Outcome {
         ending,
         metrics,
         confusion: hist.confusion.take(),
         output: hist.notices.join("\n"),
         missing_metric: hist.missing_metric(),
+        files: handed.files,
     }
 }

@@ -9,6 +9,7 @@
 //! trial with the tail of its output.
 
 pub mod command;
+pub mod files;
 pub mod function;
 pub mod history;
 pub mod shim;
@@ -98,6 +99,8 @@ pub struct ProgramTrial {
     pub time_limit: Option<Duration>,
     /// Put our `wandb` module first on `PYTHONPATH` (default true).
     pub shim: bool,
+    /// Bytes of files the program may hand back (0: none are kept).
+    pub max_files_bytes: u64,
 }
 
 impl ProgramTrial {
@@ -144,6 +147,25 @@ impl ProgramTrial {
                 .get("wandb_shim")
                 .and_then(Value::as_bool)
                 .unwrap_or(true),
+            max_files_bytes: opts
+                .get("max_files_mb")
+                .and_then(Value::as_f64)
+                .map_or(files::DEFAULT_MAX_BYTES, |mb| {
+                    (mb.max(0.0) * 1024.0 * 1024.0) as u64
+                })
+                .min(sweep_proto::files::MAX_FILES_BYTES),
+        })
+    }
+
+    /// The directory this trial's files go to, under the worker's working directory (as
+    /// W&B's agent puts a run's files under `wandb/`); `None` when the sweep keeps none.
+    pub fn files_dir(&self, workdir: &Path) -> Option<PathBuf> {
+        (self.max_files_bytes > 0).then(|| {
+            workdir
+                .join("wandb")
+                .join(format!("sweep-{}", self.sweep_id))
+                .join(format!("run-{}", self.run_id()))
+                .join("files")
         })
     }
 
@@ -180,6 +202,8 @@ pub struct Outcome {
     pub output: String,
     /// When the metric was never logged: what was.
     pub missing_metric: Option<String>,
+    /// The files it handed back (none when it was handed back itself).
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 /// Why a program may not run on this worker (`None` when it may).
@@ -311,6 +335,7 @@ pub fn run(
         confusion: None,
         output: hist.notices.join("\n"),
         missing_metric: None,
+        files: Vec::new(),
     };
     if t.program.is_none() && t.command.is_none() {
         return fail(
@@ -348,6 +373,22 @@ pub fn run(
     let Some((exe, args)) = argv.split_first() else {
         return fail("the command expands to nothing".into(), &hist);
     };
+    let files_dir = match t
+        .files_dir(&o.workdir)
+        .map(|d| files::prepare(&d))
+        .transpose()
+    {
+        Ok(d) => d,
+        Err(e) => {
+            return fail(
+                format!(
+                    "cannot make the trial's files directory under {}: {e}",
+                    o.workdir.display()
+                ),
+                &hist,
+            )
+        }
+    };
     let (report_r, report_w) = match pipe() {
         Ok(p) => p,
         Err(e) => return fail(format!("cannot make a pipe: {e}"), &hist),
@@ -372,6 +413,9 @@ pub fn run(
             "SWEEP_PARAMS",
             Value::Object(t.params.iter().cloned().collect()).to_string(),
         );
+    if let Some(d) = &files_dir {
+        cmd.env("SWEEP_FILES_DIR", d);
+    }
     for var in THREAD_VARS {
         if std::env::var_os(var).is_none() {
             cmd.env(var, o.threads.max(1).to_string());
@@ -403,10 +447,13 @@ pub fn run(
     let mut child: Child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
+            if let Some(d) = &files_dir {
+                files::discard(d);
+            }
             return fail(
                 format!("cannot start {exe:?} in {}: {e}", o.workdir.display()),
                 &hist,
-            )
+            );
         }
     };
     drop(report_w);
@@ -536,6 +583,15 @@ pub fn run(
     drop(done_tx);
     let _ = done_rx.recv_timeout(Duration::from_secs(2));
     hist.notices.extend(extra_notices);
+    let handed = match &files_dir {
+        Some(d) if !released => files::collect(d, t.max_files_bytes),
+        Some(d) => {
+            files::discard(d);
+            files::Handed::default()
+        }
+        None => files::Handed::default(),
+    };
+    hist.notices.extend(handed.notices);
     let mut output = tail.lock().unwrap_or_else(|p| p.into_inner()).text();
     for n in &hist.notices {
         output.push_str(&format!("\n[sweep] {n}"));
@@ -573,5 +629,6 @@ pub fn run(
         ending,
         metrics,
         output,
+        files: handed.files,
     }
 }

@@ -15,6 +15,10 @@ pub const FILES: &[(&str, &str)] = &[
         include_str!("../../../clients/python/wandb/__init__.py"),
     ),
     (
+        "wandb/_files.py",
+        include_str!("../../../clients/python/wandb/_files.py"),
+    ),
+    (
         "wandb/_agent.py",
         include_str!("../../../clients/python/wandb/_agent.py"),
     ),
