@@ -1266,3 +1266,170 @@ async fn checkpoints_carry_a_trial_across_attempts_and_restarts() {
         .unwrap();
     assert_eq!(rows, 0, "an ended trial's checkpoint is deleted");
 }
+
+#[tokio::test]
+async fn a_programs_files_are_fenced_replaced_and_kept_only_for_the_best_trials() {
+    use coordinator::store::ProgramFile;
+    let path = db("program-files");
+    let e = Engine::open(&path, opts(100)).unwrap();
+    let spec = SweepSpec::parse(
+        "program: t.py\nmethod: grid\nmax_attempts: 3\nkeep_models: 2\n\
+         metric: {name: acc, goal: maximize}\nprogram_options: {max_files_mb: 1}\n\
+         parameters:\n  x: {values: [1, 2, 3, 4]}\n",
+    )
+    .unwrap();
+    let id = e.create_sweep(spec, None).await.unwrap();
+    let program = ["program".to_string()];
+    let program = &program;
+    let lease = |w: &'static str| {
+        let e = e.clone();
+        async move {
+            e.lease(w, program, None, Duration::ZERO)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    fn who<'a>(l: &'a coordinator::engine::Lease, worker: &'a str) -> Attempt<'a> {
+        Attempt {
+            worker,
+            sweep: &l.sweep_id,
+            trial: l.trial,
+            attempt: l.attempt,
+            lease_id: &l.lease_id,
+        }
+    }
+    fn one(name: &str, bytes: usize) -> (Vec<ProgramFile>, Vec<u8>) {
+        let data = vec![7u8; bytes];
+        let f = ProgramFile {
+            path: name.into(),
+            bytes: bytes as u64,
+            sha256: sweep_proto::transfer::digest(&data),
+        };
+        (vec![f], data)
+    }
+    let names = |list: Option<(u64, Vec<ProgramFile>)>| {
+        list.map(|(n, l)| (n, l.into_iter().map(|f| f.path).collect::<Vec<_>>()))
+    };
+    let finish = |l: coordinator::engine::Lease, acc: f64| {
+        let e = e.clone();
+        async move {
+            let (ok, why) = e
+                .complete(Complete {
+                    attempt: who(&l, "w"),
+                    outcome: Outcome::Finished,
+                    metrics: vec![("acc".into(), acc)],
+                    confusion: None,
+                    error: String::new(),
+                    output: String::new(),
+                    model: None,
+                })
+                .await
+                .unwrap();
+            assert!(ok, "{why}");
+        }
+    };
+
+    // Trial 1, attempt 1 sends its files, then its lease runs out.
+    let l1 = lease("w").await;
+    let (list, data) = one("a.txt", 10);
+    assert!(
+        e.save_program_files(who(&l1, "w"), list, data)
+            .await
+            .unwrap()
+            .0
+    );
+    // More than the sweep keeps per trial is refused with the limit's name.
+    let (list, data) = one("huge.bin", (1 << 20) + 1);
+    let err = e
+        .save_program_files(who(&l1, "w"), list, data)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("max_files_mb"), "{err}");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(e.reap().await.unwrap(), 1);
+    let l1b = lease("w").await;
+    assert_eq!((l1b.trial, l1b.attempt), (1, 2));
+    // The stale attempt can no longer send any; the new one's replace attempt 1's.
+    let (list, data) = one("stale.txt", 3);
+    let (ok, why) = e
+        .save_program_files(who(&l1, "w"), list, data)
+        .await
+        .unwrap();
+    assert!(!ok && why.contains("stale"), "{why}");
+    let (list, data) = one("b.txt", 20);
+    assert!(
+        e.save_program_files(who(&l1b, "w"), list, data)
+            .await
+            .unwrap()
+            .0
+    );
+    assert_eq!(
+        names(e.program_files(&id, Some(1)).await.unwrap()),
+        Some((1, vec!["b.txt".to_string()]))
+    );
+    finish(l1b, 0.5).await;
+    assert_eq!(
+        names(e.program_files(&id, None).await.unwrap()),
+        Some((1, vec!["b.txt".to_string()]))
+    );
+
+    // Trial 2 ends best and keeps its files beside trial 1's (keep_models: 2).
+    let l2 = lease("w").await;
+    let (list, data) = one("c.txt", 5);
+    assert!(
+        e.save_program_files(who(&l2, "w"), list, data)
+            .await
+            .unwrap()
+            .0
+    );
+    finish(l2, 0.9).await;
+    assert_eq!(
+        names(e.program_files(&id, None).await.unwrap()),
+        Some((2, vec!["c.txt".to_string()]))
+    );
+
+    // Trial 3 ends below both: its files are dropped at once.
+    let l3 = lease("w").await;
+    let (list, data) = one("d.txt", 5);
+    assert!(
+        e.save_program_files(who(&l3, "w"), list, data)
+            .await
+            .unwrap()
+            .0
+    );
+    finish(l3, 0.1).await;
+    assert_eq!(names(e.program_files(&id, Some(3)).await.unwrap()), None);
+
+    // Trial 4's first attempt sends files and dies; its second ends best without sending any:
+    // the first attempt's files are not taken for the second's, and trial 1 is pushed out.
+    let l4 = lease("w").await;
+    let (list, data) = one("e.txt", 5);
+    assert!(
+        e.save_program_files(who(&l4, "w"), list, data)
+            .await
+            .unwrap()
+            .0
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(e.reap().await.unwrap(), 1);
+    let l4b = lease("w").await;
+    assert_eq!((l4b.trial, l4b.attempt), (4, 2));
+    finish(l4b, 1.0).await;
+    assert_eq!(names(e.program_files(&id, Some(4)).await.unwrap()), None);
+    assert_eq!(names(e.program_files(&id, Some(1)).await.unwrap()), None);
+
+    // What is kept survives a restart: the best trial with files is trial 2.
+    drop(e);
+    let e = Engine::open(&path, opts(100)).unwrap();
+    assert_eq!(
+        names(e.program_files(&id, None).await.unwrap()),
+        Some((2, vec!["c.txt".to_string()]))
+    );
+    assert_eq!(
+        e.program_file(&id, 2, "c.txt").await.unwrap(),
+        Some(vec![7u8; 5])
+    );
+    assert_eq!(e.program_file(&id, 4, "e.txt").await.unwrap(), None);
+}

@@ -1044,6 +1044,13 @@ async function pageSweep(main, id) {
 // ---------------------------------------------------------------------------------------------
 // Page: one trial
 
+// A length in bytes as people read it: "812 B", "3.0 kB", "1.25 MB".
+function bytesText(b) {
+  if (b < 1e3) return `${b} B`;
+  if (b < 1e6) return `${(b / 1e3).toFixed(1)} kB`;
+  return `${(b / 1e6).toFixed(2)} MB`;
+}
+
 // Where a checkpoint stands: "epoch 3", or "epoch 3 + 11 batches".
 function position(m) {
   return m.batch ? `epoch ${m.epoch} + ${m.batch} batch${m.batch === 1 ? '' : 'es'}` : `epoch ${m.epoch}`;
@@ -1115,6 +1122,15 @@ async function pageTrial(main, id, n) {
         ? [h('h2', {}, 'Model'), h('div', { class: 'toolbar downloads', id: 'model' }, 'Download (kept for the sweep’s best trials): ',
           downloadLink('model.json', `${base}/model.json`, 'model.json'),
           downloadLink('model.safetensors', `${base}/model.safetensors`, 'model.safetensors'))]
+        : []),
+      // The files a program trial handed back, while the sweep keeps them.
+      ...((t.files || []).length
+        ? [h('h2', {}, 'Files'), h('table', { id: 'files' },
+          h('thead', {}, h('tr', {}, ['file', 'size', 'SHA-256'].map((c) => h('th', {}, c)))),
+          h('tbody', {}, t.files.map((f) => h('tr', {},
+            h('td', {}, downloadLink(f.path, `${base}/files/${f.path.split('/').map(encodeURIComponent).join('/')}`, f.path.split('/').pop())),
+            h('td', { class: 'num' }, bytesText(f.bytes)),
+            h('td', { title: f.sha256 }, h('code', {}, f.sha256.slice(0, 16) + '…'))))))]
         : []),
       // A program trial's stdout and stderr, the last 16 KiB.
       ...(t.output ? [h('h2', {}, 'Program output (the end)'), h('pre', { class: 'config output', id: 'output' }, t.output)] : []));
