@@ -207,6 +207,11 @@ def fit(args):
     wandb.log({"test_accuracy": test_acc, "test_loss": test_loss,
                "confusion_matrix": wandb.plot.confusion_matrix(
                    y_true=yt, preds=preds, class_names=CLASSES[args.dataset])})
+    # The trained network, kept with the trial: whatever is written into wandb.run.dir comes
+    # back (`coordinator files SWEEP_ID --out DIR` downloads the best trial's).
+    weights = {"W%d" % i: W for i, W in enumerate(net.W)}
+    weights.update({"b%d" % i: b for i, b in enumerate(net.b)})
+    np.savez(os.path.join(wandb.run.dir, "model.npz"), activation=args.activation, **weights)
 
 
 if __name__ == "__main__":

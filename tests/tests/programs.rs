@@ -533,6 +533,51 @@ fn the_numpy_assignment_script_runs_unchanged_in_a_sweep() {
         .flat_map(|r| r.as_array().unwrap().iter().map(|c| c.as_u64().unwrap()))
         .sum();
     assert_eq!(total, 10_000, "the test set");
+    // The weights the script wrote into wandb.run.dir came back with the best trial, and give
+    // its test accuracy when loaded into NumPy again.
+    let out = dir.join("best-model");
+    let got = run(
+        "coordinator",
+        &[
+            "files",
+            &id,
+            "--out",
+            out.to_str().unwrap(),
+            "--coordinator",
+            &url,
+        ],
+    );
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    let check = format!(
+        "import sys, numpy as np\n\
+         sys.path.insert(0, {programs:?})\n\
+         import train\n\
+         m = np.load({model:?})\n\
+         net = train.MLP([784, 32, 10], str(m['activation']), 'random', np.random.default_rng(0))\n\
+         net.W = [m['W0'], m['W1']]\n\
+         net.b = [m['b0'], m['b1']]\n\
+         x, y, xt, yt = train.load('fashion_mnist', {data:?})\n\
+         print(repr(train.evaluate(net, xt, yt, 'cross_entropy')[1]))\n",
+        programs = dir.join("examples/programs").display().to_string(),
+        model = out.join("model.npz").display().to_string(),
+        data = data.display().to_string(),
+    );
+    let py = std::process::Command::new("python3")
+        .args(["-c", &check])
+        .env("PYTHONPATH", root.join("clients/python"))
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let acc: f64 = String::from_utf8_lossy(&py.stdout).trim().parse().unwrap();
+    assert_eq!(Some(acc), d["metrics"]["test_accuracy"].as_f64(), "{d}");
 }
 
 /// `python3 tests/programs/driven.py ARGS` with our `wandb` module and binaries.
