@@ -1433,3 +1433,42 @@ async fn a_programs_files_are_fenced_replaced_and_kept_only_for_the_best_trials(
     );
     assert_eq!(e.program_file(&id, 4, "e.txt").await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn a_checkpoint_is_shown_only_once_the_store_has_it() {
+    let e = Engine::open(&db("checkpoint-shown"), opts(30_000)).unwrap();
+    let id = e.create_sweep(synthetic("1"), None).await.unwrap();
+    let l = e
+        .lease("w", &[], None, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    let who = Attempt {
+        worker: "w",
+        sweep: &l.sweep_id,
+        trial: l.trial,
+        attempt: l.attempt,
+        lease_id: &l.lease_id,
+    };
+    let shown = |e: &Engine| {
+        e.with_sweep(&id, |s| s.trial(1).and_then(|t| t.checkpoint()))
+            .unwrap()
+    };
+    // A save the store cannot commit (a full disk) is never shown, nor counted as progress.
+    e.limit_store_growth(Some(0)).await;
+    assert!(e
+        .save_checkpoint(who, 1, 0, vec![5; 1 << 20])
+        .await
+        .is_err());
+    assert_eq!(shown(&e), None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !e.recover().await.unwrap() {
+        assert!(std::time::Instant::now() < deadline, "never read back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(shown(&e), None);
+    e.limit_store_growth(None).await;
+    // A committed one is.
+    assert!(e.save_checkpoint(who, 1, 3, vec![6; 10]).await.unwrap().0);
+    assert_eq!(shown(&e).map(|m| (m.epoch, m.batch)), Some((1, 3)));
+}

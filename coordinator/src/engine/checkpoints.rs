@@ -5,7 +5,7 @@
 //! Only the attempt that holds a trial's lease saves or fetches its checkpoint. A trial keeps
 //! its last checkpoint only: a save replaces it, and the change that ends the trial deletes it
 //! ([`store::upsert_trial`]). Memory holds where it stands ([`CheckpointMark`]), never its
-//! bytes.
+//! bytes, and only once the store has committed it.
 
 use super::{lock, now, Attempt, Engine, EngineError, Pending};
 use crate::store::{self, AttemptRow, CheckpointMark};
@@ -34,6 +34,12 @@ impl Engine {
             )));
         }
         self.touch(a.worker);
+        let mark = CheckpointMark {
+            epoch,
+            batch,
+            bytes: data.len() as u64,
+            attempt: a.attempt,
+        };
         let (answer, fut): ((bool, String), Pending) = 'locked: {
             let _up = self.up()?;
             let refuse = |reason: String| {
@@ -45,17 +51,10 @@ impl Engine {
             let Some(cell) = self.cell(a.sweep) else {
                 break 'locked refuse(format!("no sweep {:?}", a.sweep));
             };
-            let mut sw = lock(&cell);
+            let sw = lock(&cell);
             if let Err(reason) = Self::check_lease(&sw, a.trial, a.attempt, a.lease_id) {
                 break 'locked refuse(reason);
             }
-            let mark = CheckpointMark {
-                epoch,
-                batch,
-                bytes: data.len() as u64,
-                attempt: a.attempt,
-            };
-            sw.edit(a.trial, |t| t.set_checkpoint(Some(mark)));
             let (sweep, trial, at) = (a.sweep.to_string(), a.trial, now());
             let fut = self
                 .inner
@@ -65,6 +64,18 @@ impl Engine {
         };
         self.commit(fut).await?;
         if answer.0 {
+            // Shown only once it is committed: no one is told of a checkpoint that a crash
+            // could still lose. Saves of a trial only go forward (a later attempt, or further
+            // on in the same one), so an older one finishing late changes nothing.
+            if let Some(cell) = self.cell(a.sweep) {
+                let key = |m: &CheckpointMark| (m.attempt, m.epoch, m.batch);
+                lock(&cell).edit(a.trial, |t| {
+                    if !t.state.is_terminal() && t.checkpoint().is_none_or(|m| key(&m) < key(&mark))
+                    {
+                        t.set_checkpoint(Some(mark));
+                    }
+                });
+            }
             self.emit(a.sweep, Some(a.trial));
         }
         Ok(answer)
