@@ -3,7 +3,7 @@
 //! trial ranks among the sweep's best `keep_models` ([`super::results`]). Memory holds none of
 //! them: lists and bytes are read from the store.
 
-use super::{lock, Attempt, Engine, EngineError, Pending};
+use super::{lock, Attempt, Engine, EngineError, Pending, Sweep};
 use crate::store::{self, ProgramFile};
 
 impl Engine {
@@ -30,14 +30,8 @@ impl Engine {
                 break 'locked refuse(format!("no sweep {:?}", a.sweep));
             };
             let sw = lock(&cell);
-            let max_mb = sw.spec.max_files_mb();
-            if data.len() as u64 > u64::from(max_mb) << 20 {
-                return Err(EngineError::Invalid(format!(
-                    "files: {} bytes; sweep {} keeps at most {max_mb} MiB of a trial's files (program_options.max_files_mb{})",
-                    data.len(),
-                    a.sweep,
-                    if sw.spec.keep_models == 0 { "; keep_models is 0" } else { "" }
-                )));
+            if let Some(why) = over_limit(&sw, data.len() as u64) {
+                return Err(EngineError::Invalid(why));
             }
             if let Err(reason) = Self::check_lease(&sw, a.trial, a.attempt, a.lease_id) {
                 break 'locked refuse(reason);
@@ -50,6 +44,15 @@ impl Engine {
         };
         self.commit(fut).await?;
         Ok(answer)
+    }
+
+    /// Refuses `bytes` of a trial's files that sweep `sweep` would not keep (checked before
+    /// an upload is received as well as when it is kept).
+    pub fn check_files_size(&self, sweep: &str, bytes: u64) -> Result<(), EngineError> {
+        match self.with_sweep(sweep, |sw| over_limit(sw, bytes))? {
+            Some(why) => Err(EngineError::Invalid(why)),
+            None => Ok(()),
+        }
     }
 
     /// The kept files of trial `trial` (`None`: of the best-ranked trial that has some): its
@@ -102,4 +105,16 @@ impl Engine {
             .read(move |c| store::program_file(c, &id, trial, &path))
             .await?)
     }
+}
+
+/// Why `bytes` of a trial's files are more than sweep `sw` keeps, if they are.
+fn over_limit(sw: &Sweep, bytes: u64) -> Option<String> {
+    let max_mb = sw.spec.max_files_mb();
+    (bytes > u64::from(max_mb) << 20).then(|| {
+        format!(
+            "files: {bytes} bytes; sweep {} keeps at most {max_mb} MiB of a trial's files (program_options.max_files_mb{})",
+            sw.id,
+            if sw.spec.keep_models == 0 { "; keep_models is 0" } else { "" }
+        )
+    })
 }

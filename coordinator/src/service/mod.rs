@@ -325,6 +325,8 @@ impl Coordinator for CoordinatorService {
             .await
             .map_err(bad)?;
         id_ok("sweep_id", &incoming.header.sweep_id)?;
+        self.engine
+            .check_files_size(&incoming.header.sweep_id, incoming.header.bytes)?;
         let mib = incoming.header.bytes.div_ceil(1 << 20).max(1) as u32;
         let _memory = self
             .uploads

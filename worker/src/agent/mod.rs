@@ -550,13 +550,9 @@ async fn run_trial_counted(shared: &Arc<Shared>, trial: pb::Trial, slot: usize) 
 }
 
 async fn complete(shared: &Shared, trial: &pb::Trial, mut done: Finished) {
-    // A finished or stopped program's files, while the attempt holds the trial (failed trials
-    // keep none; docs/PROGRAMS.md).
-    let ranked = matches!(
-        done.outcome,
-        pb::TrialOutcome::Finished | pb::TrialOutcome::Stopped
-    );
-    if ranked && !done.files.is_empty() {
+    // A finished or stopped program's files (the only ones it reads), while the attempt holds
+    // the trial (docs/PROGRAMS.md).
+    if !done.files.is_empty() {
         let files = std::mem::take(&mut done.files);
         if let Err(why) = files::send(
             &shared.client,

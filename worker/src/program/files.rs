@@ -49,6 +49,20 @@ pub fn collect(dir: &Path, max_bytes: u64) -> Handed {
     h
 }
 
+/// What an attempt hands back from its files directory `dir` (if it has one): the files of a
+/// finished or stopped attempt (`keep`); nothing of a failed or handed-back one, whose
+/// directory is removed unread (its files would not be kept).
+pub fn take(dir: Option<&Path>, keep: bool, max_bytes: u64) -> Handed {
+    match dir {
+        Some(d) if keep => collect(d, max_bytes),
+        Some(d) => {
+            discard(d);
+            Handed::default()
+        }
+        None => Handed::default(),
+    }
+}
+
 /// Removes the files directory `dir` unread (the attempt was handed back), and the run's and
 /// the sweep's directories above it if that leaves them empty.
 pub fn discard(dir: &Path) {
@@ -216,6 +230,11 @@ mod tests {
         std::fs::write(dir.join("old"), "x").unwrap();
         prepare(&dir).unwrap();
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+        // A failed attempt's are removed unread, with the directory.
+        std::fs::write(dir.join("partial.pt"), "x").unwrap();
+        assert_eq!(take(Some(&dir), false, 1000), Handed::default());
+        assert!(!dir.exists());
+        assert_eq!(take(None, true, 1000), Handed::default());
     }
 
     #[test]

@@ -179,14 +179,11 @@ pub fn run(
     };
     let mut metrics = hist.summary();
     metrics.insert("runtime_seconds".into(), started.elapsed().as_secs_f64());
-    let handed = match &files_dir {
-        Some(d) if ending != Ending::Released => files::collect(d, t.max_files_bytes),
-        Some(d) => {
-            files::discard(d);
-            files::Handed::default()
-        }
-        None => files::Handed::default(),
-    };
+    let handed = files::take(
+        files_dir.as_deref(),
+        matches!(ending, Ending::Finished | Ending::Stopped(_)),
+        t.max_files_bytes,
+    );
     hist.notices.extend(handed.notices);
     Outcome {
         ending,

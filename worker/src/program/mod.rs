@@ -583,15 +583,6 @@ pub fn run(
     drop(done_tx);
     let _ = done_rx.recv_timeout(Duration::from_secs(2));
     hist.notices.extend(extra_notices);
-    let handed = match &files_dir {
-        Some(d) if !released => files::collect(d, t.max_files_bytes),
-        Some(d) => {
-            files::discard(d);
-            files::Handed::default()
-        }
-        None => files::Handed::default(),
-    };
-    hist.notices.extend(handed.notices);
     let mut output = tail.lock().unwrap_or_else(|p| p.into_inner()).text();
     for n in &hist.notices {
         output.push_str(&format!("\n[sweep] {n}"));
@@ -621,6 +612,14 @@ pub fn run(
             })
         }
     };
+    let handed = files::take(
+        files_dir.as_deref(),
+        matches!(ending, Ending::Finished | Ending::Stopped(_)),
+        t.max_files_bytes,
+    );
+    for n in &handed.notices {
+        output.push_str(&format!("\n[sweep] {n}"));
+    }
     let mut metrics = hist.summary();
     metrics.insert("runtime_seconds".into(), started.elapsed().as_secs_f64());
     Outcome {
