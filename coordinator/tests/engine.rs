@@ -1308,8 +1308,20 @@ async fn a_programs_files_are_fenced_replaced_and_kept_only_for_the_best_trials(
         };
         (vec![f], data)
     }
-    let names = |list: Option<(u64, Vec<ProgramFile>)>| {
-        list.map(|(n, l)| (n, l.into_iter().map(|f| f.path).collect::<Vec<_>>()))
+    // Sends one file of `bytes` bytes as the attempt `l`'s.
+    let send = |l: &coordinator::engine::Lease, name: &str, bytes: usize| {
+        let (e, l, (list, data)) = (e.clone(), l.clone(), one(name, bytes));
+        async move { e.save_program_files(who(&l, "w"), list, data).await }
+    };
+    // The trial whose files are kept (`None`: the best with some) and their names.
+    let kept = |trial: Option<u64>| {
+        let (e, id) = (e.clone(), id.clone());
+        async move {
+            e.program_files(&id, trial)
+                .await
+                .unwrap()
+                .map(|(n, l)| (n, l.into_iter().map(|f| f.path).collect::<Vec<_>>()))
+        }
     };
     let finish = |l: coordinator::engine::Lease, acc: f64| {
         let e = e.clone();
@@ -1332,13 +1344,7 @@ async fn a_programs_files_are_fenced_replaced_and_kept_only_for_the_best_trials(
 
     // Trial 1, attempt 1 sends its files, then its lease runs out.
     let l1 = lease("w").await;
-    let (list, data) = one("a.txt", 10);
-    assert!(
-        e.save_program_files(who(&l1, "w"), list, data)
-            .await
-            .unwrap()
-            .0
-    );
+    assert!(send(&l1, "a.txt", 10).await.unwrap().0);
     // More than the sweep keeps per trial is refused with the limit's name.
     let (list, data) = one("huge.bin", (1 << 20) + 1);
     let err = e
@@ -1358,75 +1364,40 @@ async fn a_programs_files_are_fenced_replaced_and_kept_only_for_the_best_trials(
         .await
         .unwrap();
     assert!(!ok && why.contains("stale"), "{why}");
-    let (list, data) = one("b.txt", 20);
-    assert!(
-        e.save_program_files(who(&l1b, "w"), list, data)
-            .await
-            .unwrap()
-            .0
-    );
-    assert_eq!(
-        names(e.program_files(&id, Some(1)).await.unwrap()),
-        Some((1, vec!["b.txt".to_string()]))
-    );
+    assert!(send(&l1b, "b.txt", 20).await.unwrap().0);
+    assert_eq!(kept(Some(1)).await, Some((1, vec!["b.txt".to_string()])));
     finish(l1b, 0.5).await;
-    assert_eq!(
-        names(e.program_files(&id, None).await.unwrap()),
-        Some((1, vec!["b.txt".to_string()]))
-    );
+    assert_eq!(kept(None).await, Some((1, vec!["b.txt".to_string()])));
 
     // Trial 2 ends best and keeps its files beside trial 1's (keep_models: 2).
     let l2 = lease("w").await;
-    let (list, data) = one("c.txt", 5);
-    assert!(
-        e.save_program_files(who(&l2, "w"), list, data)
-            .await
-            .unwrap()
-            .0
-    );
+    assert!(send(&l2, "c.txt", 5).await.unwrap().0);
     finish(l2, 0.9).await;
-    assert_eq!(
-        names(e.program_files(&id, None).await.unwrap()),
-        Some((2, vec!["c.txt".to_string()]))
-    );
+    assert_eq!(kept(None).await, Some((2, vec!["c.txt".to_string()])));
 
     // Trial 3 ends below both: its files are dropped at once.
     let l3 = lease("w").await;
-    let (list, data) = one("d.txt", 5);
-    assert!(
-        e.save_program_files(who(&l3, "w"), list, data)
-            .await
-            .unwrap()
-            .0
-    );
+    assert!(send(&l3, "d.txt", 5).await.unwrap().0);
     finish(l3, 0.1).await;
-    assert_eq!(names(e.program_files(&id, Some(3)).await.unwrap()), None);
+    assert_eq!(kept(Some(3)).await, None);
 
     // Trial 4's first attempt sends files and dies; its second ends best without sending any:
     // the first attempt's files are not taken for the second's, and trial 1 is pushed out.
     let l4 = lease("w").await;
-    let (list, data) = one("e.txt", 5);
-    assert!(
-        e.save_program_files(who(&l4, "w"), list, data)
-            .await
-            .unwrap()
-            .0
-    );
+    assert!(send(&l4, "e.txt", 5).await.unwrap().0);
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(e.reap().await.unwrap(), 1);
     let l4b = lease("w").await;
     assert_eq!((l4b.trial, l4b.attempt), (4, 2));
     finish(l4b, 1.0).await;
-    assert_eq!(names(e.program_files(&id, Some(4)).await.unwrap()), None);
-    assert_eq!(names(e.program_files(&id, Some(1)).await.unwrap()), None);
+    assert_eq!(kept(Some(4)).await, None);
+    assert_eq!(kept(Some(1)).await, None);
 
     // What is kept survives a restart: the best trial with files is trial 2.
     drop(e);
     let e = Engine::open(&path, opts(100)).unwrap();
-    assert_eq!(
-        names(e.program_files(&id, None).await.unwrap()),
-        Some((2, vec!["c.txt".to_string()]))
-    );
+    let (n, list) = e.program_files(&id, None).await.unwrap().unwrap();
+    assert_eq!((n, list.len(), list[0].path.as_str()), (2, 1, "c.txt"));
     assert_eq!(
         e.program_file(&id, 2, "c.txt").await.unwrap(),
         Some(vec![7u8; 5])

@@ -536,22 +536,7 @@ fn the_numpy_assignment_script_runs_unchanged_in_a_sweep() {
     // The weights the script wrote into wandb.run.dir came back with the best trial, and give
     // its test accuracy when loaded into NumPy again.
     let out = dir.join("best-model");
-    let got = run(
-        "coordinator",
-        &[
-            "files",
-            &id,
-            "--out",
-            out.to_str().unwrap(),
-            "--coordinator",
-            &url,
-        ],
-    );
-    assert!(
-        got.status.success(),
-        "{}",
-        String::from_utf8_lossy(&got.stderr)
-    );
+    download_files(&url, &id, &[], &out);
     let check = format!(
         "import sys, numpy as np\n\
          sys.path.insert(0, {programs:?})\n\
@@ -662,22 +647,7 @@ fn wandb_sweep_and_agents_on_two_processes_share_one_sweep() {
     }
     // The function's file went with its trial: the best one's downloads.
     let out = dir.join("best-files");
-    let got = run(
-        "coordinator",
-        &[
-            "files",
-            &id,
-            "--out",
-            out.to_str().unwrap(),
-            "--coordinator",
-            &url,
-        ],
-    );
-    assert!(
-        got.status.success(),
-        "{}",
-        String::from_utf8_lossy(&got.stderr)
-    );
+    download_files(&url, &id, &[], &out);
     assert_eq!(
         std::fs::read_to_string(out.join("model.txt")).unwrap(),
         "lr=0.01 hidden=32"
@@ -923,6 +893,15 @@ fn a_process_left_holding_the_pipes_does_not_hold_up_the_trial() {
     assert_eq!(d["metrics"]["m"].as_f64(), Some(1.0), "{d}");
 }
 
+/// `coordinator files ID MORE… --out OUT`, which must succeed; its stdout.
+fn download_files(url: &str, id: &str, more: &[&str], out: &Path) -> String {
+    let out = out.to_str().unwrap();
+    let mut args = vec!["files", id];
+    args.extend_from_slice(more);
+    args.extend_from_slice(&["--out", out, "--coordinator", url]);
+    String::from_utf8_lossy(&sweep_tests::run_ok("coordinator", &args).stdout).into_owned()
+}
+
 /// The `cmp` of two files' bytes, with a short message.
 fn same_bytes(a: &[u8], b: &[u8], what: &str) {
     assert!(
@@ -992,23 +971,8 @@ fn a_programs_files_are_kept_with_its_trial_and_download_as_written() {
     );
     // `coordinator files` (best trial by default) writes them with their folders.
     let out = dir.join("best");
-    let got = run(
-        "coordinator",
-        &[
-            "files",
-            &id,
-            "--out",
-            out.to_str().unwrap(),
-            "--coordinator",
-            &url,
-        ],
-    );
-    assert!(
-        got.status.success(),
-        "{}",
-        String::from_utf8_lossy(&got.stderr)
-    );
-    assert!(String::from_utf8_lossy(&got.stdout).contains("trial 3's files: 3 (3014 bytes)"));
+    let got = download_files(&url, &id, &[], &out);
+    assert!(got.contains("trial 3's files: 3 (3014 bytes)"), "{got}");
     same_bytes(
         &std::fs::read(out.join("model.bin")).unwrap(),
         &expected_model(2.0),
@@ -1025,25 +989,7 @@ fn a_programs_files_are_kept_with_its_trial_and_download_as_written() {
     );
     // The second best keeps its files too; the third's were dropped (keep_models: 2).
     let two = dir.join("two");
-    let got = run(
-        "coordinator",
-        &[
-            "files",
-            &id,
-            "2",
-            "--out",
-            two.to_str().unwrap(),
-            "--path",
-            "model.bin",
-            "--coordinator",
-            &url,
-        ],
-    );
-    assert!(
-        got.status.success(),
-        "{}",
-        String::from_utf8_lossy(&got.stderr)
-    );
+    download_files(&url, &id, &["2", "--path", "model.bin"], &two);
     same_bytes(
         &std::fs::read(two.join("model.bin")).unwrap(),
         &expected_model(1.0),

@@ -549,21 +549,12 @@ impl Engine {
         sweep: &str,
         trial: Option<u64>,
     ) -> Result<Option<(u64, String, Vec<u8>)>, EngineError> {
-        let id = sweep.to_string();
         let trial = match trial {
             Some(n) => n,
-            None => {
-                let kept = self
-                    .inner
-                    .store
-                    .read(move |c| store::model_trials(c, &id))
-                    .await?;
-                let best = self.with_sweep(sweep, |s| {
-                    s.ranked().map(|(_, t)| t.number).find(|n| kept.contains(n))
-                })?;
-                let Some(n) = best else { return Ok(None) };
-                n
-            }
+            None => match self.best_kept(sweep, store::model_trials).await? {
+                Some(n) => n,
+                None => return Ok(None),
+            },
         };
         let id = sweep.to_string();
         let files = self
@@ -572,6 +563,20 @@ impl Engine {
             .read(move |c| store::model(c, &id, trial))
             .await?;
         Ok(files.map(|(card, weights)| (trial, card, weights)))
+    }
+
+    /// The best-ranked trial of sweep `sweep` among those `kept` lists from the store (the
+    /// trials with a kept model, or with kept files).
+    pub(crate) async fn best_kept(
+        &self,
+        sweep: &str,
+        kept: fn(&rusqlite::Connection, &str) -> rusqlite::Result<Vec<u64>>,
+    ) -> Result<Option<u64>, EngineError> {
+        let id = sweep.to_string();
+        let kept = self.inner.store.read(move |c| kept(c, &id)).await?;
+        self.with_sweep(sweep, |s| {
+            s.ranked().map(|(_, t)| t.number).find(|n| kept.contains(n))
+        })
     }
 
     /// Ids of every sweep, oldest first.

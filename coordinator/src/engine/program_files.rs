@@ -62,24 +62,15 @@ impl Engine {
         sweep: &str,
         trial: Option<u64>,
     ) -> Result<Option<(u64, Vec<ProgramFile>)>, EngineError> {
-        let id = sweep.to_string();
         let trial = match trial {
             Some(n) => {
                 self.with_sweep(sweep, |_| ())?;
                 n
             }
-            None => {
-                let kept = self
-                    .inner
-                    .store
-                    .read(move |c| store::program_file_trials(c, &id))
-                    .await?;
-                let best = self.with_sweep(sweep, |s| {
-                    s.ranked().map(|(_, t)| t.number).find(|n| kept.contains(n))
-                })?;
-                let Some(n) = best else { return Ok(None) };
-                n
-            }
+            None => match self.best_kept(sweep, store::program_file_trials).await? {
+                Some(n) => n,
+                None => return Ok(None),
+            },
         };
         let id = sweep.to_string();
         let list = self

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 
 use sweep_proto::conn::MAX_CHECKPOINT_BYTES;
 use sweep_proto::files::MAX_FILES_BYTES;
-use sweep_proto::transfer::Incoming;
+use sweep_proto::transfer::{Chunk, Incoming};
 
 use crate::config::SweepSpec;
 use crate::engine::{Action, Attempt, Complete, Engine, EngineError, Outcome, Report, SweepState};
@@ -79,6 +79,35 @@ impl CoordinatorService {
             metrics,
             uploads: Arc::new(tokio::sync::Semaphore::new(UPLOAD_BUDGET_MIB)),
         }
+    }
+}
+
+impl CoordinatorService {
+    /// An upload (`what` names it in errors): its header, checked by `check` before any more
+    /// is read, then its bytes, received within the memory budget and held there (the permit)
+    /// until the caller has handed them to the engine — bounded memory whatever the number of
+    /// senders.
+    async fn receive<C: Chunk>(
+        &self,
+        stream: tonic::Streaming<C>,
+        what: &str,
+        max: u64,
+        check: impl FnOnce(&C::Header) -> Result<(), Status>,
+    ) -> Result<(tokio::sync::OwnedSemaphorePermit, C::Header, Vec<u8>), Status> {
+        let bad = |e: String| Status::invalid_argument(format!("{what}: {e}"));
+        let incoming = Incoming::start(stream, max, CHUNK_WAIT)
+            .await
+            .map_err(bad)?;
+        check(&incoming.header)?;
+        let mib = C::totals(&incoming.header).0.div_ceil(1 << 20).max(1) as u32;
+        let memory = self
+            .uploads
+            .clone()
+            .acquire_many_owned(mib)
+            .await
+            .map_err(|_| Status::unavailable(SHUTTING_DOWN))?;
+        let (h, data) = incoming.finish().await.map_err(bad)?;
+        Ok((memory, h, data))
     }
 }
 
@@ -280,20 +309,11 @@ impl Coordinator for CoordinatorService {
         req: Request<tonic::Streaming<pb::CheckpointChunk>>,
     ) -> Result<Response<pb::SaveCheckpointResponse>, Status> {
         let _t = self.metrics.rpc("SaveCheckpoint");
-        let bad = |e: String| Status::invalid_argument(format!("checkpoint: {e}"));
-        let incoming = Incoming::start(req.into_inner(), MAX_CHECKPOINT_BYTES, CHUNK_WAIT)
-            .await
-            .map_err(bad)?;
-        id_ok("sweep_id", &incoming.header.sweep_id)?;
-        // Held until the engine has it: bounded memory whatever the number of senders.
-        let mib = incoming.header.bytes.div_ceil(1 << 20).max(1) as u32;
-        let _memory = self
-            .uploads
-            .clone()
-            .acquire_many_owned(mib)
-            .await
-            .map_err(|_| Status::unavailable(SHUTTING_DOWN))?;
-        let (h, data) = incoming.finish().await.map_err(bad)?;
+        let (_memory, h, data) = self
+            .receive(req.into_inner(), "checkpoint", MAX_CHECKPOINT_BYTES, |h| {
+                id_ok("sweep_id", &h.sweep_id)
+            })
+            .await?;
         let (accepted, reason) = self
             .engine
             .save_checkpoint(
@@ -320,23 +340,14 @@ impl Coordinator for CoordinatorService {
         req: Request<tonic::Streaming<pb::FilesChunk>>,
     ) -> Result<Response<pb::SaveFilesResponse>, Status> {
         let _t = self.metrics.rpc("SaveFiles");
-        let bad = |e: String| Status::invalid_argument(format!("files: {e}"));
-        let incoming = Incoming::start(req.into_inner(), MAX_FILES_BYTES, CHUNK_WAIT)
-            .await
-            .map_err(bad)?;
-        id_ok("sweep_id", &incoming.header.sweep_id)?;
-        self.engine
-            .check_files_size(&incoming.header.sweep_id, incoming.header.bytes)?;
-        let mib = incoming.header.bytes.div_ceil(1 << 20).max(1) as u32;
-        let _memory = self
-            .uploads
-            .clone()
-            .acquire_many_owned(mib)
-            .await
-            .map_err(|_| Status::unavailable(SHUTTING_DOWN))?;
-        let (h, data) = incoming.finish().await.map_err(bad)?;
+        let (_memory, h, data) = self
+            .receive(req.into_inner(), "files", MAX_FILES_BYTES, |h| {
+                id_ok("sweep_id", &h.sweep_id)?;
+                Ok(self.engine.check_files_size(&h.sweep_id, h.bytes)?)
+            })
+            .await?;
         let list = sweep_proto::files::split(&h.files, &data)
-            .map_err(bad)?
+            .map_err(|e| Status::invalid_argument(format!("files: {e}")))?
             .into_iter()
             .map(|(f, _)| crate::store::ProgramFile {
                 path: f.path.clone(),
