@@ -30,6 +30,14 @@ wandb.save("notes-%s.txt" % trial, policy="now")
 with open("notes-%s.txt" % trial, "w") as f:
     f.write("later")
 wandb.save("never-written-%s.txt" % trial)
+# W&B's refusals: a glob above its base path, the base path itself, a leading '*'.
+for bad, why in (("../outside.txt", "walk above"), (".", "same as the base"), ("*/x.txt", "start with '*'")):
+    try:
+        wandb.save(bad)
+    except ValueError as e:
+        assert why in str(e), (bad, e)
+    else:
+        raise SystemExit("wandb.save(%r) did not raise" % bad)
 # Too big for the sweep's max_files_mb: left out, and said so.
 if a.big:
     with open(os.path.join(wandb.run.dir, "zz-big.bin"), "wb") as f:
