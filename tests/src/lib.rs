@@ -368,3 +368,38 @@ pub fn request(
     let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
     (code, head, out[split + 4..].to_vec())
 }
+
+/// Says that `test` skips because `why`, unless the variable `require` is set (CI sets each
+/// one whose requirement it installs), where it fails instead. A skip is printed and appended
+/// to `target/sweep-test-skips.log`, which `.ci/run` prints at the end: cargo hides a passing
+/// test's output, and a skip must reach the log.
+pub fn skip(require: &str, test: &str, why: &str) {
+    assert!(
+        std::env::var_os(require).is_none(),
+        "{test} cannot run although {require} is set: {why}"
+    );
+    let line = format!("SKIPPED {test}: {why} (set {require}=1 to make this a failure)");
+    eprintln!("{line}");
+    let log = bin_dir()
+        .parent()
+        .unwrap_or(bin_dir())
+        .join("sweep-test-skips.log");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+/// Whether this process runs as root (mounts, loop devices, network namespaces); if not, the
+/// test skips (or fails under SWEEP_REQUIRE_ROOT).
+pub fn root_or_skip(test: &str, what: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and touches no memory.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        skip("SWEEP_REQUIRE_ROOT", test, &format!("{what} needs root"));
+    }
+    root
+}

@@ -196,15 +196,13 @@ fn a_full_disk_loses_nothing_acknowledged_and_the_sweep_carries_on() {
     });
 }
 
-#[test]
-fn a_second_coordinator_on_one_store_is_refused_until_the_first_is_gone() {
-    let dir = tempdir("twocoords");
-    let store = dir.join("s.db");
-    let (mut first, url) = serve(&store, &[]);
-    let id = submit(&dir, &url, &synthetic_grid(3, 2, 10));
+/// Starts `coordinator serve --store STORE` in `cwd` and waits for it to exit; its stderr.
+/// Panics if it keeps running or exits successfully.
+fn refused(store: &Path, cwd: &Path) -> String {
     let mut second = cmd("coordinator")
         .args(["serve", "--listen", "127.0.0.1:0", "--store"])
-        .arg(&store)
+        .arg(store)
+        .current_dir(cwd)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -216,24 +214,77 @@ fn a_second_coordinator_on_one_store_is_refused_until_the_first_is_gone() {
         }
         if Instant::now() > end {
             let _ = second.kill();
-            panic!("a second coordinator on the same store kept running");
+            panic!(
+                "a second coordinator on the same store ({}) kept running",
+                store.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut err = String::new();
     std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
-    assert!(!status.success(), "{err}");
+    assert!(!status.success(), "{}: {err}", store.display());
     assert!(err.contains(&store.display().to_string()), "{err}");
-    assert!(
-        err.contains(&format!(
-            "in use by another coordinator pid {}",
-            first.0.id()
-        )),
-        "{err}"
-    );
-    // The holder dies without a word (SIGKILL): the lock goes with it.
+    err
+}
+
+/// A bind mount of `from` on `to`; unmounted when dropped.
+struct Bind(PathBuf);
+
+impl Bind {
+    fn new(from: &Path, to: &Path) -> Option<Bind> {
+        std::fs::create_dir_all(to).ok()?;
+        sh(&["mount", "--bind", from.to_str()?, to.to_str()?])?;
+        Some(Bind(to.to_path_buf()))
+    }
+}
+
+impl Drop for Bind {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_second_coordinator_on_one_store_is_refused_until_the_first_is_gone() {
+    let dir = tempdir("twocoords");
+    let store = dir.join("s.db");
+    let (mut first, url) = serve(&store, &[]);
+    let id = submit(&dir, &url, &synthetic_grid(3, 2, 10));
+    let holder = format!("in use by another coordinator pid {}", first.0.id());
+    let err = refused(&store, &dir);
+    assert!(err.contains(&holder), "{err}");
+
+    // The same file by every other path that reaches it: the lock is on the file itself.
+    let link = dir.join("link.db");
+    std::os::unix::fs::symlink(&store, &link).unwrap();
+    let err = refused(&link, &dir);
+    assert!(err.contains(&holder), "{err}");
+    let err = refused(Path::new("./s.db"), &dir);
+    assert!(err.contains(&holder), "{err}");
+    let err = refused(Path::new("s.db"), &dir);
+    assert!(err.contains(&holder), "{err}");
+    let hard = dir.join("hard.db");
+    std::fs::hard_link(&store, &hard).unwrap();
+    let err = refused(&hard, &dir);
+    assert!(err.contains(&holder), "{err}");
+    let test = "a_second_coordinator_on_one_store_is_refused_until_the_first_is_gone (bind mount)";
+    if sweep_tests::root_or_skip(test, "a bind mount") {
+        let bind = Bind::new(&dir, &dir.with_extension("bind")).expect("mount --bind as root");
+        let err = refused(&bind.0.join("s.db"), &dir);
+        assert!(err.contains(&holder), "{err}");
+    }
+
+    // The holder dies without a word (SIGKILL): the lock goes with it. A file with a second
+    // name is still refused, by either name: each would keep a write-ahead log of its own.
     first.kill9();
-    let (_again, url) = serve(&store, &[]);
+    for name in [&store, &hard] {
+        let err = refused(name, &dir);
+        assert!(err.contains("has 2 hard links"), "{err}");
+    }
+    std::fs::remove_file(&hard).unwrap();
+    // Started by its symlink, the coordinator has the same sweep (the same database and log).
+    let (_again, url) = serve(&link, &[]);
     wait_for(&url, &id, Duration::from_secs(30), "the sweep", |v| {
         v["state"] == "running"
     });

@@ -1,8 +1,10 @@
 //! The `coordinator` command line: `serve`, the all-in-one `run`, and the client commands
 //! (`submit`, `watch`, `status`, `leaderboard`, `export`, `trial`, `pause`, `resume`, `stop`).
 
+mod out;
 mod watch;
 
+use out::{Allow, OutDir};
 use watch::watch;
 
 use std::path::{Path, PathBuf};
@@ -182,6 +184,9 @@ pub enum Command {
         /// Output directory
         #[arg(long)]
         out: PathBuf,
+        /// Replace files already in the directory (never a symlink)
+        #[arg(long)]
+        force: bool,
         /// Where the coordinator is.
         #[command(flatten)]
         conn: Conn,
@@ -193,6 +198,9 @@ pub enum Command {
         /// Output directory
         #[arg(long)]
         out: PathBuf,
+        /// Replace files already in the directory (never a symlink)
+        #[arg(long)]
+        force: bool,
         /// Where the coordinator is.
         #[command(flatten)]
         conn: Conn,
@@ -220,6 +228,9 @@ pub enum Command {
         /// Directory to write the two files into (created if needed)
         #[arg(long)]
         out: PathBuf,
+        /// Replace files already in the directory (never a symlink)
+        #[arg(long)]
+        force: bool,
         /// Where the coordinator is.
         #[command(flatten)]
         conn: Conn,
@@ -237,6 +248,13 @@ pub enum Command {
         /// Only this file (its path as `coordinator trial` lists it)
         #[arg(long)]
         path: Option<String>,
+        /// Replace files already in the directory (never a symlink)
+        #[arg(long)]
+        force: bool,
+        /// Also write paths under a name that starts with a dot (`.git/`, `.envrc`, …), which
+        /// tools may run code from
+        #[arg(long)]
+        dotfiles: bool,
         /// Where the coordinator is.
         #[command(flatten)]
         conn: Conn,
@@ -620,19 +638,31 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
             }
             Ok(())
         }
-        Command::Export { sweep, out, conn } => {
+        Command::Export {
+            sweep,
+            out,
+            force,
+            conn,
+        } => {
+            let out = out_dir(&out, force, false)?;
             let mut c = client(&conn).await?;
             let data = fetch_sweep(&mut c, &conn.coordinator, &sweep, 1).await?;
-            let files = write_export(&data, &out)?;
+            let files = write_all(&out, export_files(&data))?;
             for f in files {
                 println!("{}", f.display());
             }
             Ok(())
         }
-        Command::Report { sweep, out, conn } => {
+        Command::Report {
+            sweep,
+            out,
+            force,
+            conn,
+        } => {
+            let out = out_dir(&out, force, false)?;
             let mut c = client(&conn).await?;
             let data = fetch_sweep(&mut c, &conn.coordinator, &sweep, TOP_CURVES).await?;
-            let files = write_report(&data, &out)?;
+            let files = write_all(&out, report_files(&data)?)?;
             for f in files {
                 println!("{}", f.display());
             }
@@ -660,12 +690,13 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
             sweep,
             trial,
             out,
+            force,
             conn,
         } => {
             // The directory is checked before the download, not after.
-            std::fs::create_dir_all(&out).map_err(|e| {
-                CliError::Usage(format!("--out {}: cannot create it: {e}", out.display()))
-            })?;
+            let dir = out_dir(&out, force, false)?;
+            let names = [sweep_trainer::MODEL_WEIGHTS, sweep_trainer::MODEL_CARD];
+            dir.check_all(names).map_err(CliError::Other)?;
             let mut c = client(&conn).await?;
             let m = c
                 .get_model(pb::GetModelRequest {
@@ -675,13 +706,13 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
                 .await
                 .map_err(|s| status_err(&conn.coordinator, s))?
                 .into_inner();
-            let write = |name: &str, bytes: &[u8]| {
-                let p = out.join(name);
-                std::fs::write(&p, bytes)
-                    .map_err(|e| CliError::Other(format!("{}: cannot write it: {e}", p.display())))
-            };
-            write(sweep_trainer::MODEL_WEIGHTS, &m.weights)?;
-            write(sweep_trainer::MODEL_CARD, m.card.as_bytes())?;
+            write_all(
+                &dir,
+                vec![
+                    (names[0], m.weights.clone()),
+                    (names[1], m.card.clone().into_bytes()),
+                ],
+            )?;
             println!(
                 "trial {}'s model: {} ({} bytes of weights); try `worker evaluate --model {}`",
                 m.trial,
@@ -696,8 +727,13 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
             trial,
             out,
             path,
+            force,
+            dotfiles,
             conn,
-        } => download_files(&conn, sweep, trial, &out, path).await,
+        } => {
+            let dir = out_dir(&out, force, dotfiles)?;
+            download_files(&conn, sweep, trial, &dir, path).await
+        }
         Command::Pause {
             sweep,
             hand_back,
@@ -714,13 +750,13 @@ async fn download_files(
     conn: &Conn,
     sweep: String,
     trial: Option<u64>,
-    out: &std::path::Path,
+    out: &OutDir,
     path: Option<String>,
 ) -> Result<(), CliError> {
     use sweep_proto::files::{split, MAX_FILES_BYTES};
-    // The directory is checked before the download, not after.
-    std::fs::create_dir_all(out)
-        .map_err(|e| CliError::Usage(format!("--out {}: cannot create it: {e}", out.display())))?;
+    if let Some(p) = &path {
+        out.check(p).map_err(CliError::Other)?;
+    }
     let mut c = client(conn).await?;
     let stream = c
         .get_files(pb::GetFilesRequest {
@@ -740,15 +776,10 @@ async fn download_files(
             .await
             .map_err(bad)?;
     let files = split(&h.files, &data).map_err(bad)?;
+    out.check_all(files.iter().map(|(f, _)| f.path.as_str()))
+        .map_err(CliError::Other)?;
     for (f, bytes) in &files {
-        let p = out.join(&f.path);
-        let write = || -> std::io::Result<()> {
-            if let Some(dir) = p.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            std::fs::write(&p, bytes)
-        };
-        write().map_err(|e| CliError::Other(format!("{}: cannot write it: {e}", p.display())))?;
+        let p = out.write(&f.path, bytes).map_err(CliError::Other)?;
         println!("{} ({} bytes)", p.display(), f.bytes);
     }
     println!(
@@ -756,7 +787,7 @@ async fn download_files(
         h.trial,
         files.len(),
         data.len(),
-        out.display()
+        out.path_of("").display()
     );
     Ok(())
 }
@@ -922,15 +953,39 @@ async fn fetch_sweep(
     .await
 }
 
-/// Writes the export files (leaderboard, the best trial's confusion matrix).
-fn write_export(data: &crate::report::ReportData, out: &Path) -> Result<Vec<PathBuf>, CliError> {
-    export::write_all(out, &data.leaderboard, data.top.first())
-        .map_err(|e| CliError::Other(format!("{}: {e}", out.display())))
+/// Opens `--out` for a download (cli/out.rs: no symlink followed, nothing replaced without
+/// `--force`, no dot-path without `--dotfiles`).
+fn out_dir(out: &Path, overwrite: bool, dotfiles: bool) -> Result<OutDir, CliError> {
+    OutDir::open(
+        out,
+        Allow {
+            overwrite,
+            dotfiles,
+        },
+    )
+    .map_err(CliError::Usage)
 }
 
-/// Writes the report files.
-fn write_report(data: &crate::report::ReportData, out: &Path) -> Result<Vec<PathBuf>, CliError> {
-    crate::report::write_report(data, out).map_err(CliError::Other)
+/// The export files (leaderboard, the best trial's confusion matrix).
+fn export_files(data: &crate::report::ReportData) -> Vec<(&'static str, Vec<u8>)> {
+    export::files(&data.leaderboard, data.top.first())
+}
+
+/// The report files.
+fn report_files(
+    data: &crate::report::ReportData,
+) -> Result<Vec<(&'static str, Vec<u8>)>, CliError> {
+    crate::report::render(data).map_err(CliError::Other)
+}
+
+/// Writes `files` into `out`, all checked before the first is written; their paths.
+fn write_all(out: &OutDir, files: Vec<(&str, Vec<u8>)>) -> Result<Vec<PathBuf>, CliError> {
+    out.check_all(files.iter().map(|(n, _)| *n))
+        .map_err(CliError::Other)?;
+    files
+        .iter()
+        .map(|(name, bytes)| out.write(name, bytes).map_err(CliError::Other))
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -951,11 +1006,11 @@ async fn run_local(
     }
     let (_, spec) = read_config(file, trainer)?;
     // Where the files go is checked before anything trains, not found unwritable at the end.
-    let out_dir = out.clone().unwrap_or_else(|| match &spec.name {
+    let target = out.clone().unwrap_or_else(|| match &spec.name {
         Some(n) => PathBuf::from("runs").join(n),
         None => PathBuf::from("runs"),
     });
-    writable(&out_dir).map_err(|e| {
+    writable(&target).map_err(|e| {
         let what = if out.is_some() {
             "--out"
         } else {
@@ -963,7 +1018,7 @@ async fn run_local(
         };
         CliError::Usage(format!(
             "{what} {}: cannot write there ({e}); nothing was run",
-            out_dir.display()
+            target.display()
         ))
     })?;
     let store = store.unwrap_or_else(|| PathBuf::from("runs/sweeps.db"));
@@ -1081,8 +1136,11 @@ async fn run_local(
     print!("{}", export::leaderboard_table(&lb));
     let out = out.unwrap_or_else(|| PathBuf::from("runs").join(name.unwrap_or_else(|| id.clone())));
     let data = fetch_sweep(&mut c, &url, &id, TOP_CURVES).await?;
-    let mut files = write_export(&data, &out)?;
-    files.extend(write_report(&data, &out)?);
+    // `run` owns its folder: a second run replaces its files (never through a symlink).
+    let dir = out_dir(&out, true, false)?;
+    let mut all = export_files(&data);
+    all.extend(report_files(&data)?);
+    let files = write_all(&dir, all)?;
     println!(
         "\nwrote {}",
         files

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::path::Path;
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{json, Value};
@@ -286,22 +285,6 @@ pub fn files(
         }
     }
     out
-}
-
-/// Writes the export files (`files`) into `dir`. Returns the files written.
-pub fn write_all(
-    dir: &Path,
-    lb: &pb::LeaderboardResponse,
-    best: Option<&pb::TrialDetail>,
-) -> std::io::Result<Vec<std::path::PathBuf>> {
-    std::fs::create_dir_all(dir)?;
-    let mut written = Vec::new();
-    for (name, bytes) in files(lb, best) {
-        let p = dir.join(name);
-        std::fs::write(&p, bytes)?;
-        written.push(p);
-    }
-    Ok(written)
 }
 
 /// `f` with `digits` significant digits, trailing zeros dropped: `0.000968`, `0.1235`, `1.5e-7`.

@@ -9,7 +9,6 @@ pub mod plots;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use sweep_proto::pb;
@@ -82,18 +81,6 @@ pub const FILES: [&str; 7] = [
     "importance.svg",
     "report.html",
 ];
-
-/// Writes every file into `out`; returns their paths.
-pub fn write_report(data: &ReportData, out: &Path) -> Result<Vec<PathBuf>, String> {
-    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let mut files = Vec::new();
-    for (name, bytes) in render(data)? {
-        let p = out.join(name);
-        std::fs::write(&p, bytes).map_err(|e| format!("{}: {e}", p.display()))?;
-        files.push(p);
-    }
-    Ok(files)
-}
 
 /// Every report file in memory, as `(name, bytes)` in the order of `FILES`; the confusion
 /// matrix files only when the best trial has one.

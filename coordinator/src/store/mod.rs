@@ -62,15 +62,21 @@ pub enum StoreError {
         /// Who holds it, as it wrote in the lock file.
         holder: String,
     },
-    /// The lock file could not be taken.
-    #[error("store {path}: cannot lock {lock}: {reason}")]
+    /// The database file could not be opened or locked.
+    #[error("store {path}: cannot open and lock it: {reason}")]
     Lock {
         /// The database file.
         path: String,
-        /// The lock file.
-        lock: String,
         /// The system's error.
         reason: String,
+    },
+    /// The database file has hard links.
+    #[error("store {path} has {links} hard links; SQLite keeps its write-ahead log beside the name it is opened by, so a second name can lose or corrupt committed work: remove the other names (find / -samefile {path}) and start again")]
+    Links {
+        /// The database file.
+        path: String,
+        /// Its link count.
+        links: u64,
     },
     /// The writer thread is gone (the process is shutting down).
     #[error("the store's writer thread has stopped")]
@@ -470,13 +476,19 @@ impl Store {
                 path: p.clone(),
                 holder,
             },
+            guard::LockError::Links(links) => StoreError::Links {
+                path: p.clone(),
+                links,
+            },
             guard::LockError::Io(e) => StoreError::Lock {
                 path: p.clone(),
-                lock: guard::lock_path(path).display().to_string(),
                 reason: e.to_string(),
             },
         })?;
-        let mut conn = Connection::open(path).map_err(sql(&p))?;
+        // SQLite is given the one real name, so the write-ahead log is always the same file
+        // whichever path (a symlink, a relative one) the coordinator was started with.
+        let real = lock.real.clone();
+        let mut conn = Connection::open(&real).map_err(sql(&p))?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
         )
@@ -484,7 +496,7 @@ impl Store {
         migrate(&mut conn, &p)?;
         read_all(&conn, into).map_err(sql(&p))?;
         let reader = Connection::open_with_flags(
-            path,
+            &real,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .and_then(|c| c.execute_batch("PRAGMA busy_timeout = 5000;").map(|()| c))
