@@ -232,6 +232,51 @@ fn a_sweep_keeps_the_models_of_its_best_trials_and_serves_them_after_a_restart()
         &["evaluate", "--model", best.to_str().unwrap(), "--json"],
     ));
     assert_eq!(ev["test_accuracy"], rows[0]["metrics"]["test_accuracy"]);
+    // Downloaded again into the same directory: refused, naming the file, unless --force; a
+    // symlink there is never written through, even with --force.
+    let again = download(None, &best);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success(), "{err}");
+    assert!(
+        err.contains("model.safetensors: is already there") && err.contains("--force"),
+        "{err}"
+    );
+    let card = std::fs::read(best.join("model.json")).unwrap();
+    let elsewhere = dir.join("elsewhere.json");
+    std::fs::write(&elsewhere, b"mine").unwrap();
+    std::fs::remove_file(best.join("model.json")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, best.join("model.json")).unwrap();
+    let forced = run(
+        "coordinator",
+        &[
+            "model",
+            &id,
+            "--force",
+            "--out",
+            best.to_str().unwrap(),
+            "--coordinator",
+            &url,
+        ],
+    );
+    let err = String::from_utf8_lossy(&forced.stderr);
+    assert!(!forced.status.success(), "{err}");
+    assert!(err.contains("model.json: is a symlink"), "{err}");
+    assert_eq!(std::fs::read(&elsewhere).unwrap(), b"mine");
+    std::fs::remove_file(best.join("model.json")).unwrap();
+    let forced = run(
+        "coordinator",
+        &[
+            "model",
+            &id,
+            "--force",
+            "--out",
+            best.to_str().unwrap(),
+            "--coordinator",
+            &url,
+        ],
+    );
+    assert!(forced.status.success());
+    assert_eq!(std::fs::read(best.join("model.json")).unwrap(), card);
     // The second best is kept; the third was pushed out (or never kept).
     let got = download(Some(&trial(1)), &dir.join("second"));
     assert!(

@@ -1045,3 +1045,108 @@ fn a_programs_files_are_kept_with_its_trial_and_download_as_written() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// `coordinator ARGS… --coordinator URL`, which must fail; its stderr.
+fn refused(url: &str, args: &[&str]) -> String {
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["--coordinator", url]);
+    let out = run("coordinator", &all);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{args:?} succeeded: {err}");
+    err
+}
+
+#[test]
+fn downloads_never_write_outside_out_never_overwrite_silently_and_skip_dot_paths() {
+    let dir = workdir("prog-hostile-files");
+    let (_c, url) = serve(&dir.join("sweeps.db"), &[]);
+    let id = submit(
+        &dir,
+        &url,
+        "program: hostile_files.py\ncommand: [python3, \"${program}\", \"${args}\"]\n\
+         method: grid\nmetric: {name: score, goal: maximize}\nparameters:\n  x: {value: 1}\n",
+    );
+    let _w = program_worker(&url, &dir, 1, &[]);
+    wait_for(
+        &url,
+        &id,
+        Duration::from_secs(120),
+        "the sweep to finish",
+        done,
+    );
+    // A directory where notes.txt is a symlink to a file outside it.
+    let out = dir.join("dl");
+    std::fs::create_dir_all(&out).unwrap();
+    let outside = dir.join("outside.txt");
+    std::fs::write(&outside, "precious").unwrap();
+    std::os::unix::fs::symlink(&outside, out.join("notes.txt")).unwrap();
+    let o = out.to_str().unwrap();
+    let err = refused(&url, &["files", &id, "--out", o, "--force"]);
+    assert!(err.contains("nothing was written to"), "{err}");
+    assert!(
+        err.contains(".git/config: not written: '.git' starts with a dot")
+            && err.contains("--dotfiles"),
+        "{err}"
+    );
+    assert!(err.contains("notes.txt: is a symlink"), "{err}");
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious");
+    assert!(!out.join("sub").exists() && !out.join(".git").exists());
+    // Without the symlink: one file, then again (refused without --force, replaced with it).
+    std::fs::remove_file(out.join("notes.txt")).unwrap();
+    download_files(&url, &id, &["--path", "notes.txt"], &out);
+    assert_eq!(
+        std::fs::read_to_string(out.join("notes.txt")).unwrap(),
+        "from the trial"
+    );
+    let err = refused(&url, &["files", &id, "--path", "notes.txt", "--out", o]);
+    assert!(
+        err.contains("notes.txt: is already there; not replaced (--force replaces it)"),
+        "{err}"
+    );
+    download_files(&url, &id, &["--path", "notes.txt", "--force"], &out);
+    // Asked for, the dot-directory is written too.
+    download_files(&url, &id, &["--force", "--dotfiles"], &out);
+    assert!(out.join(".git/config").is_file() && out.join("sub/a.txt").is_file());
+    // A folder on the way that is a symlink is not followed.
+    let away = dir.join("away");
+    std::fs::create_dir_all(&away).unwrap();
+    let o2 = dir.join("dl2");
+    std::fs::create_dir_all(&o2).unwrap();
+    std::os::unix::fs::symlink(&away, o2.join("sub")).unwrap();
+    let err = refused(
+        &url,
+        &["files", &id, "--out", o2.to_str().unwrap(), "--force"],
+    );
+    assert!(err.contains("sub is a symlink"), "{err}");
+    assert_eq!(std::fs::read_dir(&away).unwrap().count(), 0);
+
+    // export and report: the same rules for their fixed names, and --out itself.
+    let e = dir.join("export");
+    let eo = e.to_str().unwrap();
+    run_ok_coordinator(&url, &["export", &id, "--out", eo]);
+    let err = refused(&url, &["export", &id, "--out", eo]);
+    assert!(err.contains("leaderboard.json: is already there"), "{err}");
+    std::fs::remove_file(e.join("leaderboard.csv")).unwrap();
+    std::os::unix::fs::symlink(&outside, e.join("leaderboard.csv")).unwrap();
+    let err = refused(&url, &["export", &id, "--out", eo, "--force"]);
+    assert!(err.contains("leaderboard.csv: is a symlink"), "{err}");
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious");
+    let link = dir.join("report-link");
+    std::os::unix::fs::symlink(&away, &link).unwrap();
+    let err = refused(&url, &["report", &id, "--out", link.to_str().unwrap()]);
+    assert!(
+        err.contains("is a symlink") && err.contains("give the directory itself"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(&away).unwrap().count(), 0);
+    run_ok_coordinator(
+        &url,
+        &["report", &id, "--out", dir.join("r").to_str().unwrap()],
+    );
+}
+
+fn run_ok_coordinator(url: &str, args: &[&str]) {
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["--coordinator", url]);
+    sweep_tests::run_ok("coordinator", &all);
+}
