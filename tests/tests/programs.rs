@@ -1150,3 +1150,111 @@ fn run_ok_coordinator(url: &str, args: &[&str]) {
     all.extend_from_slice(&["--coordinator", url]);
     sweep_tests::run_ok("coordinator", &all);
 }
+
+#[test]
+fn allow_programs_dir_runs_only_programs_inside_it_with_nothing_before_them() {
+    let dir = workdir("prog-allow-dir");
+    let progs = dir.join("progs");
+    let elsewhere = dir.join("elsewhere");
+    let evil = dir.join("evil");
+    for d in [&progs, &elsewhere, &evil] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let marker = |what: &str| dir.join(format!("ran-{what}"));
+    let touch = |what: &str| format!("open('{}', 'w').write('x')\n", marker(what).display());
+
+    std::fs::copy(dir.join("behave.py"), progs.join("train.py")).unwrap();
+    std::fs::write(elsewhere.join("train.py"), touch("elsewhere")).unwrap();
+    let fake_python = evil.join("python");
+    std::fs::write(
+        &fake_python,
+        format!("#!/bin/sh\ntouch {}\n", marker("path").display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &fake_python,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let (_c, url) = serve(&dir.join("sweeps.db"), &[]);
+    let allow = format!("--allow-programs={}", progs.display());
+    let _w = worker_with(
+        &url,
+        1,
+        &[
+            &allow,
+            "--quiet-programs",
+            "--workdir",
+            progs.to_str().unwrap(),
+        ],
+    );
+    // Each escape a user found: the trial fails on this worker with the rule, and its payload
+    // never runs.
+    let c_code = format!("-c{}", touch("c").trim());
+    let escapes: Vec<(String, &str)> = vec![
+        (format!("[python, \"{c_code}\"]"), "no ${program}"),
+        (
+            format!("[\"${{env}}\", \"-Spython3 {c_code}\", \"${{program}}\"]"),
+            "before ${program}",
+        ),
+        (
+            format!("[\"${{env}}\", \"--split-string=python3 {c_code}\", \"${{program}}\"]"),
+            "before ${program}",
+        ),
+        (
+            format!(
+                "[\"${{env}}\", \"-C{}\", \"${{interpreter}}\", \"${{program}}\"]",
+                elsewhere.display()
+            ),
+            "before ${program}",
+        ),
+        (
+            "[\"${env}\", \"${args_no_hyphens}\", python, \"${program}\"]".into(),
+            "before ${program}",
+        ),
+    ];
+    for (command, said) in &escapes {
+        let id = submit(
+            &dir,
+            &url,
+            &format!(
+                "program: train.py\ncommand: {command}\nmethod: grid\nmax_attempts: 1\n\
+                 metric: {{name: val_accuracy, goal: maximize}}\n\
+                 parameters:\n  PATH: {{value: {}}}\n",
+                evil.display()
+            ),
+        );
+        wait_for(
+            &url,
+            &id,
+            Duration::from_secs(60),
+            "the sweep to finish",
+            done,
+        );
+        let t = trial(&url, &id, 1);
+        assert_eq!(t["state"], "failed", "{command}: {t}");
+        let why = t["error"].as_str().unwrap();
+        assert!(
+            why.contains(said) && why.contains("runs only programs inside"),
+            "{command}: {why}"
+        );
+    }
+    for what in ["c", "elsewhere", "path"] {
+        assert!(!marker(what).exists(), "the {what} escape ran");
+    }
+    // The program itself, started as W&B starts it, runs.
+    let id = submit(
+        &dir,
+        &url,
+        "program: train.py\nmethod: grid\nmetric: {name: val_accuracy, goal: maximize}\n\
+         parameters:\n  x: {value: 1}\n",
+    );
+    wait_for(
+        &url,
+        &id,
+        Duration::from_secs(60),
+        "the sweep to finish",
+        done,
+    );
+    assert_eq!(trial(&url, &id, 1)["state"], "finished");
+}

@@ -8,6 +8,7 @@
 //! period; the child dies with the worker (parent-death signal). A non-zero exit fails the
 //! trial with the tail of its output.
 
+mod allow;
 pub mod command;
 pub mod files;
 pub mod function;
@@ -29,6 +30,7 @@ use serde_json::Value;
 pub use history::{Confusion, History, Step};
 
 use crate::train::{Cancel, Control};
+use allow::refusal;
 
 /// Bytes of a trial's output (stdout and stderr, interleaved) kept for the coordinator.
 pub const OUTPUT_TAIL_BYTES: usize = 16 * 1024;
@@ -204,48 +206,6 @@ pub struct Outcome {
     pub missing_metric: Option<String>,
     /// The files it handed back (none when it was handed back itself).
     pub files: Vec<(String, Vec<u8>)>,
-}
-
-/// Why a program may not run on this worker (`None` when it may).
-pub fn refusal(t: &ProgramTrial, o: &ProgramOptions) -> Option<String> {
-    if !o.allow {
-        return Some("this worker does not run programs (start it with --allow-programs)".into());
-    }
-    let dir = o.only_under.as_ref()?;
-    let Some(program) = &t.program else {
-        return Some(format!(
-            "the sweep has a command and no program; this worker runs only programs inside {}",
-            dir.display()
-        ));
-    };
-    if let Some(c) = &t.command {
-        let launcher = [
-            "${env}",
-            "${interpreter}",
-            "${program}",
-            "python",
-            "python3",
-        ];
-        if let Some(w) = c.iter().find(|w| {
-            !w.starts_with("${args") && !w.starts_with('-') && !launcher.contains(&w.as_str())
-        }) {
-            return Some(format!(
-                "the command runs {w:?}; this worker runs only programs inside {} through ${{env}} ${{interpreter}} ${{program}}",
-                dir.display()
-            ));
-        }
-    }
-    let path = o.workdir.join(program);
-    match (path.canonicalize(), dir.canonicalize()) {
-        (Ok(p), Ok(d)) if p.starts_with(&d) => None,
-        (Ok(p), Ok(d)) => Some(format!(
-            "program {} is not inside {}, the directory this worker runs programs from",
-            p.display(),
-            d.display()
-        )),
-        (Err(e), _) => Some(format!("program {}: {e}", path.display())),
-        (_, Err(e)) => Some(format!("--allow-programs directory {}: {e}", dir.display())),
-    }
 }
 
 /// Output of the child, interleaved, with only the tail kept.
