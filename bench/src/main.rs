@@ -14,6 +14,7 @@ mod load;
 mod observers;
 mod search;
 mod train;
+mod uploads;
 
 /// The project's benchmarks (docs/BENCHMARKS.md).
 #[derive(Debug, Parser)]
@@ -33,6 +34,8 @@ enum Command {
     Load(load::LoadArgs),
     /// Bayesian search quality and suggestion speed, beside Optuna
     Search(search::SearchBenchArgs),
+    /// Large checkpoint uploads at once: the coordinator's memory beside its upload budget
+    Uploads(uploads::UploadArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Command::Search(a) => search::run_search(&a),
         Command::Coordinator(a) => runtime().and_then(|rt| rt.block_on(coordinator::run(&a))),
         Command::Load(a) => runtime().and_then(|rt| rt.block_on(load::run_load(&a))),
+        Command::Uploads(a) => runtime().and_then(|rt| rt.block_on(uploads::run_uploads(&a))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -32,7 +32,13 @@ pub struct ServeOptions {
     /// Host names the dashboard port answers to besides IP addresses, `localhost` and this
     /// machine's name (`--http-allow-host`; checked only without a token).
     pub http_allow_hosts: Vec<String>,
+    /// The uploads' stall window (`None`: [`crate::service::UPLOAD_STALL`]); tests shorten it.
+    pub upload_stall: Option<Duration>,
 }
+
+/// HTTP/2 flow-control windows of the gRPC port: a stream's, and a connection's (32 streams').
+const STREAM_WINDOW: u32 = 1 << 20;
+const CONNECTION_WINDOW: u32 = 32 * STREAM_WINDOW;
 
 /// Why `serve` could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -105,9 +111,13 @@ pub async fn serve(
         .build_v1()
         .ok();
     let metrics = CoordinatorMetrics::new(&engine);
-    let coord = CoordinatorServer::new(CoordinatorService::new(engine.clone(), metrics.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let coord = CoordinatorServer::new(CoordinatorService::new(
+        engine.clone(),
+        metrics.clone(),
+        opts.upload_stall.unwrap_or(crate::service::UPLOAD_STALL),
+    ))
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let sweeps_svc = SweepsService::new(engine.clone(), metrics.clone());
     // The certificate and key, read once: gRPC and the HTTP listener serve the same identity.
     let tls_pem = match &opts.tls {
@@ -165,7 +175,11 @@ pub async fn serve(
     let mut builder = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(256)
         .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
-        .http2_keepalive_interval(Some(Duration::from_secs(20)));
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        // An upload waiting for memory leaves up to a stream window unread, which also holds
+        // the connection's window: room for many, so that they never stop the one being read.
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW));
     if let (Some((cert_pem, key_pem)), Some((cert, _))) = (&tls_pem, &opts.tls) {
         let identity = tonic::transport::Identity::from_pem(cert_pem, key_pem);
         builder = builder

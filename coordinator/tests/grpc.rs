@@ -461,3 +461,183 @@ async fn oversized_messages_and_configs_are_refused_and_the_server_goes_on() {
         .sweeps
         .is_empty());
 }
+
+fn worker_client(
+    url: &str,
+) -> pb::coordinator_client::CoordinatorClient<sweep_proto::conn::AuthChannel> {
+    pb::coordinator_client::CoordinatorClient::new(
+        channel(&ClientOptions {
+            url: url.into(),
+            token: None,
+            tls_ca: None,
+        })
+        .unwrap(),
+    )
+}
+
+/// A checkpoint header for `trial` announcing `bytes` (and a digest no payload will match).
+fn checkpoint_header(worker: &str, trial: &pb::Trial, bytes: u64) -> pb::CheckpointHeader {
+    pb::CheckpointHeader {
+        worker_id: worker.into(),
+        lease_id: trial.lease_id.clone(),
+        sweep_id: trial.sweep_id.clone(),
+        trial: trial.trial,
+        attempt: trial.attempt,
+        epoch: 1,
+        bytes,
+        sha256: "0".repeat(64),
+        ..Default::default()
+    }
+}
+
+/// A whole small checkpoint upload for `trial`.
+async fn small_checkpoint(
+    w: &mut pb::coordinator_client::CoordinatorClient<sweep_proto::conn::AuthChannel>,
+    worker: &str,
+    trial: &pb::Trial,
+) -> Result<pb::SaveCheckpointResponse, tonic::Status> {
+    let pieces = sweep_proto::transfer::chunks::<pb::CheckpointChunk>(
+        checkpoint_header(worker, trial, 0),
+        std::sync::Arc::new(vec![9u8; 1000]),
+    );
+    w.save_checkpoint(tokio_stream::iter(pieces))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// An upload that announces the largest checkpoint and then sends a byte every 100 ms, for as
+/// long as the stream lives: the call's answer.
+fn trickle(
+    mut w: pb::coordinator_client::CoordinatorClient<sweep_proto::conn::AuthChannel>,
+    header: pb::CheckpointHeader,
+) -> tokio::task::JoinHandle<Result<pb::SaveCheckpointResponse, tonic::Status>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let _ = tx
+            .send(pb::CheckpointChunk {
+                header: Some(header),
+                data: Vec::new(),
+            })
+            .await;
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let byte = pb::CheckpointChunk {
+                header: None,
+                data: vec![1],
+            };
+            if tx.send(byte).await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        w.save_checkpoint(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .map(tonic::Response::into_inner)
+    })
+}
+
+#[tokio::test]
+async fn uploads_are_checked_against_their_lease_first_and_a_stalled_one_is_cut() {
+    let opts = ServeOptions {
+        upload_stall: Some(Duration::from_secs(1)),
+        ..Default::default()
+    };
+    let (url, _stop) = start_with("uploads", opts, "http").await;
+    sweeps(&url, None)
+        .create_sweep(pb::CreateSweepRequest {
+            config: SMALL.into(),
+            name: String::new(),
+        })
+        .await
+        .unwrap();
+    let mut w = worker_client(&url);
+    let me = w
+        .register(pb::RegisterRequest {
+            host: "h".into(),
+            cores: 2,
+            slots: 2,
+            version: "test".into(),
+            worker_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .worker_id;
+    let mut lease = || {
+        let mut w = w.clone();
+        let me = me.clone();
+        async move {
+            w.lease(pb::LeaseRequest {
+                worker_id: me,
+                wait_ms: 0,
+                trainers: vec!["synthetic".into()],
+                sweep_id: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .trial
+            .expect("a trial to lease")
+        }
+    };
+    let (a, b) = (lease().await, lease().await);
+    let max = sweep_proto::conn::MAX_CHECKPOINT_BYTES;
+
+    // A lease that does not exist is refused from the header alone, while its sender still
+    // holds the stream open: no memory is set aside, nothing more is read.
+    let fake = pb::Trial {
+        lease_id: "not-a-lease".into(),
+        ..a.clone()
+    };
+    let refused = tokio::time::timeout(
+        Duration::from_secs(30),
+        trickle(w.clone(), checkpoint_header(&me, &fake, max)),
+    )
+    .await
+    .expect("a made-up lease is answered at once")
+    .unwrap()
+    .expect("a refusal, not an error");
+    assert!(
+        !refused.accepted && refused.reason.contains("stale attempt"),
+        "{refused:?}"
+    );
+
+    // The holder of lease a trickles the largest checkpoint: it takes the whole memory
+    // budget, and a second upload for the same lease is refused while it is in flight.
+    let mut trickler = trickle(w.clone(), checkpoint_header(&me, &a, max));
+    let end = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match small_checkpoint(&mut w, &me, &a).await {
+            Err(s) if s.code() == tonic::Code::ResourceExhausted => break,
+            // The trickler's header had not arrived yet (the small one went first, or made the
+            // trickler's own start collide): start it again.
+            Ok(_) | Err(_) => {
+                if trickler.is_finished() {
+                    trickler = trickle(w.clone(), checkpoint_header(&me, &a, max));
+                }
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "the trickling upload never got in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Lease b's small checkpoint waits for memory, which the trickler gives back when it is
+    // cut for making no progress (a byte every 100 ms is under 64 KiB a second).
+    let kept = tokio::time::timeout(Duration::from_secs(60), small_checkpoint(&mut w, &me, &b))
+        .await
+        .expect("the stalled upload was cut and its memory freed")
+        .unwrap();
+    assert!(kept.accepted, "{kept:?}");
+    let cut = tokio::time::timeout(Duration::from_secs(60), trickler)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(cut.code(), tonic::Code::InvalidArgument, "{cut:?}");
+    assert!(cut.message().contains("stalled"), "{cut:?}");
+    // Lease a's slot is free again.
+    assert!(small_checkpoint(&mut w, &me, &a).await.unwrap().accepted);
+}

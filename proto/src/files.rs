@@ -44,16 +44,17 @@ pub fn check_path(path: &str) -> Result<(), String> {
 }
 
 /// The files as a list and one payload, in the order given.
-pub fn join(files: &[(String, Vec<u8>)]) -> (Vec<pb::FileInfo>, Vec<u8>) {
+pub fn join(files: Vec<(String, Vec<u8>)>) -> (Vec<pb::FileInfo>, Vec<u8>) {
     let mut data = Vec::with_capacity(files.iter().map(|(_, b)| b.len()).sum());
+    // Each file is dropped once copied: the files and the payload never both hold everything.
     let list = files
-        .iter()
+        .into_iter()
         .map(|(path, bytes)| {
-            data.extend_from_slice(bytes);
+            data.extend_from_slice(&bytes);
             pb::FileInfo {
-                path: path.clone(),
                 bytes: bytes.len() as u64,
-                sha256: digest(bytes),
+                sha256: digest(&bytes),
+                path,
             }
         })
         .collect();
@@ -131,7 +132,7 @@ mod tests {
         let f = files(&["model.pt", "ckpt/last.pt", "ckpt/best.pt", "empty"]);
         let mut f2 = f.clone();
         f2[3].1.clear();
-        let (list, data) = join(&f2);
+        let (list, data) = join(f2.clone());
         let back = split(&list, &data).unwrap();
         assert_eq!(back.len(), 4);
         for ((p, b), (info, bytes)) in f2.iter().zip(back) {
@@ -163,7 +164,7 @@ mod tests {
 
     #[test]
     fn a_list_that_does_not_hold_up_is_refused_with_its_reason() {
-        let (list, data) = join(&files(&["a", "b"]));
+        let (list, data) = join(files(&["a", "b"]));
         let e = |list: &[pb::FileInfo], data: &[u8]| split(list, data).unwrap_err();
         assert!(e(&list, &data[1..]).contains("add up to 6 bytes, not the 5"));
         let mut l = list.clone();

@@ -4,6 +4,7 @@
 //! Whoever receives one (the coordinator: SaveCheckpoint, SaveFiles; a worker: GetCheckpoint;
 //! a person: GetFiles) uses [`Incoming`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -59,19 +60,61 @@ macro_rules! chunk {
 chunk!(pb::CheckpointChunk, pb::CheckpointHeader);
 chunk!(pb::FilesChunk, pb::FilesHeader);
 
-/// `data` as chunks: the first carries `header` (its length and SHA-256 filled in here).
-pub fn chunks<C: Chunk>(mut header: C::Header, data: &[u8]) -> Vec<C> {
-    C::set_totals(&mut header, data.len() as u64, digest(data));
-    let mut header = Some(header);
-    let mut out: Vec<C> = data
-        .chunks(CHUNK_BYTES)
-        .map(|c| C::new(header.take(), c.to_vec()))
-        .collect();
-    if let Some(h) = header {
-        out.push(C::new(Some(h), Vec::new()));
+/// `data` as chunks, made one at a time as they are sent (never a second copy of the whole
+/// payload): the first carries `header`, its length and SHA-256 filled in here. A clone starts
+/// again from the first chunk (a retry) and shares the bytes.
+pub fn chunks<C: Chunk>(mut header: C::Header, data: Arc<Vec<u8>>) -> Chunks<C> {
+    C::set_totals(&mut header, data.len() as u64, digest(&data));
+    Chunks {
+        header: Some(header),
+        data,
+        at: 0,
     }
-    out
 }
+
+/// The chunks of one payload; see [`chunks`].
+pub struct Chunks<C: Chunk> {
+    header: Option<C::Header>,
+    data: Arc<Vec<u8>>,
+    at: usize,
+}
+
+impl<C: Chunk> std::fmt::Debug for Chunks<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Chunks")
+            .field("bytes", &self.data.len())
+            .field("at", &self.at)
+            .finish()
+    }
+}
+
+impl<C: Chunk> Clone for Chunks<C> {
+    fn clone(&self) -> Self {
+        Chunks {
+            header: self.header.clone(),
+            data: self.data.clone(),
+            at: self.at,
+        }
+    }
+}
+
+impl<C: Chunk> Iterator for Chunks<C> {
+    type Item = C;
+    fn next(&mut self) -> Option<C> {
+        // An empty payload is one chunk: the header alone.
+        if self.at >= self.data.len() && self.header.is_none() {
+            return None;
+        }
+        let end = (self.at + CHUNK_BYTES).min(self.data.len());
+        let piece = self.data[self.at..end].to_vec();
+        self.at = end;
+        Some(C::new(self.header.take(), piece))
+    }
+}
+
+/// The least a sender must deliver within each stall window (or the rest of its payload, if
+/// that is less): a trickle below it holds the receiver's memory for nothing and is cut.
+pub const MIN_PROGRESS_BYTES: usize = 64 * 1024;
 
 /// A payload being received: its header is read, its bytes follow. `S` is the stream of
 /// chunks (a gRPC request's or answer's).
@@ -88,8 +131,22 @@ async fn next<C, S>(stream: &mut S, wait: Duration) -> Result<Option<C>, String>
 where
     S: Stream<Item = Result<C, tonic::Status>> + Unpin,
 {
-    match tokio::time::timeout(wait, stream.next()).await {
-        Err(_) => Err(format!("no chunk came within {} s", wait.as_secs())),
+    next_by(stream, tokio::time::Instant::now() + wait, || {
+        format!("no chunk came within {:.1} s", wait.as_secs_f64())
+    })
+    .await
+}
+
+async fn next_by<C, S>(
+    stream: &mut S,
+    deadline: tokio::time::Instant,
+    late: impl FnOnce() -> String,
+) -> Result<Option<C>, String>
+where
+    S: Stream<Item = Result<C, tonic::Status>> + Unpin,
+{
+    match tokio::time::timeout_at(deadline, stream.next()).await {
+        Err(_) => Err(late()),
         Ok(Some(Err(s))) => Err(format!("the stream failed: {}", s.message())),
         Ok(Some(Ok(c))) => Ok(Some(c)),
         Ok(None) => Ok(None),
@@ -101,8 +158,9 @@ where
     C: Chunk,
     S: Stream<Item = Result<C, tonic::Status>> + Unpin,
 {
-    /// Reads the header (the first chunk); refuses a payload longer than `max` bytes. Each
-    /// chunk must come within `wait`.
+    /// Reads the header (the first chunk); refuses a payload longer than `max` bytes. The
+    /// header must come within `wait`, and then, within every `wait`, at least
+    /// [`MIN_PROGRESS_BYTES`] (or the rest): a sender that stalls or trickles is cut.
     pub async fn start(mut stream: S, max: u64, wait: Duration) -> Result<Self, String> {
         let (header, first) = next(&mut stream, wait)
             .await?
@@ -127,12 +185,26 @@ where
         let want = want as usize;
         let mut data = Vec::with_capacity(want);
         let mut chunk = std::mem::take(&mut self.first);
+        // The current stall window: when it ends and how much had come when it began.
+        let mut window = (tokio::time::Instant::now() + self.wait, 0usize);
         loop {
             if data.len() + chunk.len() > want {
                 return Err(format!("more than the {want} bytes announced"));
             }
             data.extend_from_slice(&chunk);
-            match next(&mut self.stream, self.wait).await? {
+            let progress = MIN_PROGRESS_BYTES.min(want - window.1);
+            if data.len() - window.1 >= progress {
+                window = (tokio::time::Instant::now() + self.wait, data.len());
+            }
+            let (wait, have) = (self.wait, data.len());
+            let late = || {
+                format!(
+                    "stalled: fewer than {} bytes came in {:.1} s ({have} of {want} so far)",
+                    MIN_PROGRESS_BYTES,
+                    wait.as_secs_f64()
+                )
+            };
+            match next_by(&mut self.stream, window.0, late).await? {
                 Some(c) => match c.parts() {
                     (Some(_), _) => return Err("a second header".into()),
                     (None, d) => chunk = d,
@@ -175,7 +247,7 @@ mod tests {
     #[tokio::test]
     async fn a_payload_comes_back_whole_in_chunks_of_at_most_one_mib() {
         let data: Vec<u8> = (0..CHUNK_BYTES * 2 + 7).map(|i| (i * 31) as u8).collect();
-        let pieces: Vec<pb::FilesChunk> = chunks(header(), &data);
+        let pieces: Vec<pb::FilesChunk> = chunks(header(), Arc::new(data.clone())).collect();
         assert_eq!(pieces.len(), 3);
         assert!(pieces.iter().all(|c| c.data.len() <= CHUNK_BYTES));
         assert!(pieces[0].header.is_some() && pieces[1..].iter().all(|c| c.header.is_none()));
@@ -183,7 +255,7 @@ mod tests {
         assert_eq!(back, data);
         assert_eq!((h.bytes, h.sweep_id.as_str()), (data.len() as u64, "s"));
         // Nothing at all is one chunk with the header.
-        let empty: Vec<pb::FilesChunk> = chunks(header(), &[]);
+        let empty: Vec<pb::FilesChunk> = chunks(header(), Arc::default()).collect();
         assert_eq!(empty.len(), 1);
         assert_eq!(receive(empty, 0).await.unwrap().1, Vec::<u8>::new());
     }
@@ -191,7 +263,7 @@ mod tests {
     #[tokio::test]
     async fn every_broken_promise_is_refused_with_its_reason() {
         let data = vec![7u8; 100];
-        let good = || chunks::<pb::FilesChunk>(header(), &data);
+        let good = || -> Vec<pb::FilesChunk> { chunks(header(), Arc::new(data.clone())).collect() };
         let e = receive(good(), 99).await.unwrap_err();
         assert!(e.contains("100 bytes; at most 99"), "{e}");
         let e = receive(Vec::new(), 1000).await.unwrap_err();
@@ -216,6 +288,46 @@ mod tests {
         p[0].data[5] ^= 1;
         let e = receive(p, 1000).await.unwrap_err();
         assert!(e.contains("SHA-256"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_sender_that_trickles_is_cut_after_one_window() {
+        let data = vec![3u8; 4 * MIN_PROGRESS_BYTES];
+        let mut h = header();
+        pb::FilesChunk::set_totals(&mut h, data.len() as u64, digest(&data));
+        // One byte every 20 ms: each chunk comes well within the window, the window's
+        // progress never does.
+        let trickle = tokio_stream::iter(
+            std::iter::once(pb::FilesChunk::new(Some(h), Vec::new()))
+                .chain(data.iter().map(|b| pb::FilesChunk::new(None, vec![*b])))
+                .map(Ok::<_, tonic::Status>),
+        )
+        .throttle(Duration::from_millis(20));
+        let started = std::time::Instant::now();
+        let e = Incoming::start(Box::pin(trickle), u64::MAX, Duration::from_millis(300))
+            .await
+            .unwrap()
+            .finish()
+            .await
+            .unwrap_err();
+        assert!(
+            e.contains("stalled: fewer than 65536 bytes came in 0.3 s"),
+            "{e}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
+        // Chunks that keep up arrive whole, each window's progress made well within it.
+        let data: Vec<u8> = (0..3 * CHUNK_BYTES + 5).map(|i| i as u8).collect();
+        let steady = tokio_stream::iter(
+            chunks::<pb::FilesChunk>(header(), Arc::new(data.clone())).map(Ok::<_, tonic::Status>),
+        )
+        .throttle(Duration::from_millis(50));
+        let (_, back) = Incoming::start(Box::pin(steady), u64::MAX, Duration::from_millis(300))
+            .await
+            .unwrap()
+            .finish()
+            .await
+            .unwrap();
+        assert_eq!(back, data);
     }
 
     #[tokio::test]

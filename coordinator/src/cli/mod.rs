@@ -448,6 +448,7 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
                 metrics_listen,
                 http_listen,
                 http_allow_hosts: http_allow_host,
+                ..Default::default()
             };
             let engine = Engine::open(&store, engine_options(lease_ttl)?)
                 .map_err(|e| CliError::Other(e.to_string()))?;

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::suggest::{Ask, InFlight};
 use super::{
-    lock, now, random_id, Beat, Cell, Engine, EngineError, Lease, Params, Pending, Sweep,
+    lock, now, random_id, Attempt, Beat, Cell, Engine, EngineError, Lease, Params, Pending, Sweep,
     SweepState, Trial, TrialState,
 };
 use crate::config::{Goal, Trainer};
@@ -285,6 +285,16 @@ impl Engine {
                 return Ok(None);
             }
         }
+    }
+
+    /// Whether the attempt `a` holds its trial's lease now; why not otherwise (an unknown
+    /// sweep included). Uploads are checked by it before any memory is set aside for them.
+    pub fn holds_lease(&self, a: &Attempt<'_>) -> Result<(), String> {
+        let cell = self
+            .cell(a.sweep)
+            .ok_or_else(|| format!("no sweep {:?}", a.sweep))?;
+        let sw = lock(&cell);
+        Self::check_lease(&sw, a.trial, a.attempt, a.lease_id)
     }
 
     /// Whether `lease_id` holds the current attempt of `trial`; why not otherwise.

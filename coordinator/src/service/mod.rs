@@ -52,16 +52,56 @@ impl From<EngineError> for Status {
 pub struct CoordinatorService {
     engine: Engine,
     metrics: Arc<CoordinatorMetrics>,
-    /// MiB of checkpoint uploads held in memory at once, across all of them.
+    /// MiB of memory that uploads being received may hold at once, across all of them.
     uploads: Arc<tokio::sync::Semaphore>,
+    /// The uploads in flight, one per lease and kind.
+    in_flight: Arc<std::sync::Mutex<std::collections::HashSet<(&'static str, String)>>>,
+    /// Within each such window an upload must make progress, or it is cut.
+    stall: Duration,
 }
 
-/// Memory for checkpoint uploads being received, in MiB (twice the largest checkpoint): more
-/// uploads wait for their turn.
-const UPLOAD_BUDGET_MIB: usize = 512;
+/// Memory for uploads being received and stored, in MiB: more uploads wait for their turn.
+/// Each holds [`UPLOAD_MEMORY_FACTOR`] times its size, so that this bounds the memory they
+/// take; the largest (256 MiB) fits alone.
+pub const UPLOAD_BUDGET_MIB: usize = 768;
 
-/// How long a checkpoint's sender may take for each chunk.
-const CHUNK_WAIT: Duration = Duration::from_secs(60);
+/// The memory an upload takes while it is received and stored, per byte of it, as measured
+/// (`sweep-bench uploads`: one 250 MiB checkpoint takes the coordinator 756 MiB above its
+/// start at the peak): the bytes received, and SQLite's copies while it writes the blob.
+const UPLOAD_MEMORY_FACTOR: u64 = 3;
+
+/// The stall window of uploads: a sender that delivers less than
+/// [`sweep_proto::transfer::MIN_PROGRESS_BYTES`] within it is cut and its memory freed.
+pub const UPLOAD_STALL: Duration = Duration::from_secs(20);
+
+/// What an upload came to.
+enum Received<H> {
+    /// The attempt does not hold its lease: why (nothing past the header was read).
+    Refused(String),
+    /// Its header and bytes, and the memory they hold until dropped.
+    Got(UploadHold, H, Vec<u8>),
+}
+
+/// An upload's memory and its place among the uploads in flight, both given back on drop.
+struct UploadHold {
+    _memory: tokio::sync::OwnedSemaphorePermit,
+    _slot: InFlight,
+}
+
+/// One lease's upload of one kind in flight; removed from the set when dropped.
+struct InFlight {
+    set: Arc<std::sync::Mutex<std::collections::HashSet<(&'static str, String)>>>,
+    key: (&'static str, String),
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.key);
+    }
+}
 
 /// The people-facing service.
 #[derive(Debug, Clone)]
@@ -73,41 +113,80 @@ pub struct SweepsService {
 
 impl CoordinatorService {
     /// The worker-facing service over `engine`.
-    pub fn new(engine: Engine, metrics: Arc<CoordinatorMetrics>) -> Self {
+    pub fn new(engine: Engine, metrics: Arc<CoordinatorMetrics>, stall: Duration) -> Self {
         CoordinatorService {
             engine,
             metrics,
             uploads: Arc::new(tokio::sync::Semaphore::new(UPLOAD_BUDGET_MIB)),
+            in_flight: Arc::default(),
+            stall,
         }
     }
 }
 
 impl CoordinatorService {
-    /// An upload (`what` names it in errors): its header, checked by `check` before any more
-    /// is read, then its bytes, received within the memory budget and held there (the permit)
+    /// An upload (`what` names it in errors): its header, checked by `check` and then against
+    /// the lease it names (`attempt`) before any more is read; one upload of each kind per
+    /// lease at a time; then its bytes, received within the memory budget and held there
     /// until the caller has handed them to the engine — bounded memory whatever the number of
-    /// senders.
+    /// senders — from a sender that keeps making progress (a stalled one is cut, its memory
+    /// freed).
     async fn receive<C: Chunk>(
         &self,
         stream: tonic::Streaming<C>,
-        what: &str,
+        what: &'static str,
         max: u64,
         check: impl FnOnce(&C::Header) -> Result<(), Status>,
-    ) -> Result<(tokio::sync::OwnedSemaphorePermit, C::Header, Vec<u8>), Status> {
+        attempt: impl for<'h> Fn(&'h C::Header) -> Attempt<'h>,
+    ) -> Result<Received<C::Header>, Status> {
         let bad = |e: String| Status::invalid_argument(format!("{what}: {e}"));
-        let incoming = Incoming::start(stream, max, CHUNK_WAIT)
+        let incoming = Incoming::start(stream, max, self.stall)
             .await
             .map_err(bad)?;
         check(&incoming.header)?;
-        let mib = C::totals(&incoming.header).0.div_ceil(1 << 20).max(1) as u32;
-        let memory = self
-            .uploads
-            .clone()
-            .acquire_many_owned(mib)
-            .await
-            .map_err(|_| Status::unavailable(SHUTTING_DOWN))?;
+        let a = attempt(&incoming.header);
+        id_ok("sweep_id", a.sweep)?;
+        id_ok("lease_id", a.lease_id)?;
+        // Before any memory is set aside: only the holder of a live lease may upload.
+        if let Err(reason) = self.engine.holds_lease(&a) {
+            return Ok(Received::Refused(reason));
+        }
+        let key = (what, format!("{}/{}/{}", a.sweep, a.trial, a.lease_id));
+        if !self
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key.clone())
+        {
+            return Err(Status::resource_exhausted(format!(
+                "{what}: an upload for this attempt is already being received; one at a time"
+            )));
+        }
+        let slot = InFlight {
+            set: self.in_flight.clone(),
+            key,
+        };
+        let bytes = C::totals(&incoming.header).0 * UPLOAD_MEMORY_FACTOR;
+        let mib = bytes.div_ceil(1 << 20).clamp(1, UPLOAD_BUDGET_MIB as u64) as u32;
+        // A waiting upload's unread chunks hold its connection's flow-control window, so it
+        // waits one stall window at most, then its sender is told to retry.
+        let memory = tokio::time::timeout(
+            self.stall,
+            self.uploads.clone().acquire_many_owned(mib),
+        )
+        .await
+        .map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{what}: the coordinator is receiving other uploads ({UPLOAD_BUDGET_MIB} MiB of memory for them); retry"
+            ))
+        })?
+        .map_err(|_| Status::unavailable(SHUTTING_DOWN))?;
         let (h, data) = incoming.finish().await.map_err(bad)?;
-        Ok((memory, h, data))
+        let hold = UploadHold {
+            _memory: memory,
+            _slot: slot,
+        };
+        Ok(Received::Got(hold, h, data))
     }
 }
 
@@ -126,6 +205,28 @@ impl SweepsService {
     pub fn follow(&self, id: &str) -> Result<(pb::SweepInfo, watch::Follower), Status> {
         id_ok("sweep_id", id)?;
         watch::Follower::start(&self.hubs, &self.engine, id)
+    }
+}
+
+/// The attempt a checkpoint upload names.
+fn checkpoint_attempt(h: &pb::CheckpointHeader) -> Attempt<'_> {
+    Attempt {
+        worker: &h.worker_id,
+        sweep: &h.sweep_id,
+        trial: h.trial,
+        attempt: h.attempt,
+        lease_id: &h.lease_id,
+    }
+}
+
+/// The attempt a files upload names.
+fn files_attempt(h: &pb::FilesHeader) -> Attempt<'_> {
+    Attempt {
+        worker: &h.worker_id,
+        sweep: &h.sweep_id,
+        trial: h.trial,
+        attempt: h.attempt,
+        lease_id: &h.lease_id,
     }
 }
 
@@ -309,25 +410,27 @@ impl Coordinator for CoordinatorService {
         req: Request<tonic::Streaming<pb::CheckpointChunk>>,
     ) -> Result<Response<pb::SaveCheckpointResponse>, Status> {
         let _t = self.metrics.rpc("SaveCheckpoint");
-        let (_memory, h, data) = self
-            .receive(req.into_inner(), "checkpoint", MAX_CHECKPOINT_BYTES, |h| {
-                id_ok("sweep_id", &h.sweep_id)
-            })
+        let received = self
+            .receive(
+                req.into_inner(),
+                "checkpoint",
+                MAX_CHECKPOINT_BYTES,
+                |_| Ok(()),
+                checkpoint_attempt,
+            )
             .await?;
+        let (_hold, h, data) = match received {
+            Received::Got(hold, h, data) => (hold, h, data),
+            Received::Refused(reason) => {
+                return Ok(Response::new(pb::SaveCheckpointResponse {
+                    accepted: false,
+                    reason,
+                }))
+            }
+        };
         let (accepted, reason) = self
             .engine
-            .save_checkpoint(
-                Attempt {
-                    worker: &h.worker_id,
-                    sweep: &h.sweep_id,
-                    trial: h.trial,
-                    attempt: h.attempt,
-                    lease_id: &h.lease_id,
-                },
-                h.epoch,
-                h.batch,
-                data,
-            )
+            .save_checkpoint(checkpoint_attempt(&h), h.epoch, h.batch, data)
             .await?;
         Ok(Response::new(pb::SaveCheckpointResponse {
             accepted,
@@ -340,12 +443,27 @@ impl Coordinator for CoordinatorService {
         req: Request<tonic::Streaming<pb::FilesChunk>>,
     ) -> Result<Response<pb::SaveFilesResponse>, Status> {
         let _t = self.metrics.rpc("SaveFiles");
-        let (_memory, h, data) = self
-            .receive(req.into_inner(), "files", MAX_FILES_BYTES, |h| {
-                id_ok("sweep_id", &h.sweep_id)?;
-                Ok(self.engine.check_files_size(&h.sweep_id, h.bytes)?)
-            })
+        let received = self
+            .receive(
+                req.into_inner(),
+                "files",
+                MAX_FILES_BYTES,
+                |h| {
+                    id_ok("sweep_id", &h.sweep_id)?;
+                    Ok(self.engine.check_files_size(&h.sweep_id, h.bytes)?)
+                },
+                files_attempt,
+            )
             .await?;
+        let (_hold, h, data) = match received {
+            Received::Got(hold, h, data) => (hold, h, data),
+            Received::Refused(reason) => {
+                return Ok(Response::new(pb::SaveFilesResponse {
+                    accepted: false,
+                    reason,
+                }))
+            }
+        };
         let list = sweep_proto::files::split(&h.files, &data)
             .map_err(|e| Status::invalid_argument(format!("files: {e}")))?
             .into_iter()
@@ -357,17 +475,7 @@ impl Coordinator for CoordinatorService {
             .collect();
         let (accepted, reason) = self
             .engine
-            .save_program_files(
-                Attempt {
-                    worker: &h.worker_id,
-                    sweep: &h.sweep_id,
-                    trial: h.trial,
-                    attempt: h.attempt,
-                    lease_id: &h.lease_id,
-                },
-                list,
-                data,
-            )
+            .save_program_files(files_attempt(&h), list, data)
             .await?;
         Ok(Response::new(pb::SaveFilesResponse { accepted, reason }))
     }
@@ -405,10 +513,8 @@ impl Coordinator for CoordinatorService {
             batch: mark.batch,
             ..Default::default()
         };
-        let chunks = sweep_proto::transfer::chunks(header, &data);
-        Ok(Response::new(Box::pin(tokio_stream::iter(
-            chunks.into_iter().map(Ok),
-        ))))
+        let chunks = sweep_proto::transfer::chunks(header, Arc::new(data));
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks.map(Ok)))))
     }
 }
 
@@ -637,10 +743,8 @@ impl Sweeps for SweepsService {
             files: pieces,
             ..Default::default()
         };
-        let chunks: Vec<pb::FilesChunk> = sweep_proto::transfer::chunks(header, &data);
-        Ok(Response::new(Box::pin(tokio_stream::iter(
-            chunks.into_iter().map(Ok),
-        ))))
+        let chunks = sweep_proto::transfer::chunks::<pb::FilesChunk>(header, Arc::new(data));
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks.map(Ok)))))
     }
 
     async fn get_model(

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use sweep_proto::conn::{AuthChannel, MAX_CHECKPOINT_BYTES};
 use sweep_proto::pb;
 use sweep_proto::pb::coordinator_client::CoordinatorClient;
-use sweep_proto::transfer::{chunks, Incoming};
+use sweep_proto::transfer::{chunks, Chunks, Incoming};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
@@ -120,9 +120,11 @@ async fn send_loop(
             batch: at.1,
             ..header.clone()
         };
+        let bytes = Arc::new(bytes);
+        let pieces: Chunks<pb::CheckpointChunk> = chunks(h, bytes.clone());
         for attempt in 1..=TRIES {
             let mut c = client.clone();
-            let stream = tokio_stream::iter(chunks(h.clone(), &bytes));
+            let stream = tokio_stream::iter(pieces.clone());
             match c.save_checkpoint(stream).await {
                 Ok(r) => {
                     let r = r.into_inner();

@@ -6,7 +6,7 @@ use std::time::Duration;
 use sweep_proto::conn::AuthChannel;
 use sweep_proto::pb;
 use sweep_proto::pb::coordinator_client::CoordinatorClient;
-use sweep_proto::transfer::chunks;
+use sweep_proto::transfer::{chunks, Chunks};
 
 use super::Backoff;
 
@@ -19,9 +19,11 @@ pub(super) async fn send(
     max_backoff: Duration,
     worker: &str,
     trial: &pb::Trial,
-    files: &[(String, Vec<u8>)],
+    files: Vec<(String, Vec<u8>)>,
 ) -> Result<(), String> {
+    let count = files.len();
     let (list, data) = sweep_proto::files::join(files);
+    let bytes = data.len();
     let header = pb::FilesHeader {
         worker_id: worker.to_string(),
         lease_id: trial.lease_id.clone(),
@@ -31,8 +33,8 @@ pub(super) async fn send(
         files: list,
         ..Default::default()
     };
-    let pieces: Vec<pb::FilesChunk> = chunks(header, &data);
-    drop(data);
+    // One copy of the bytes, shared by every try; each chunk is made as it is sent.
+    let pieces: Chunks<pb::FilesChunk> = chunks(header, std::sync::Arc::new(data));
     let deadline = tokio::time::Instant::now() + SEND_FOR;
     let mut backoff = Backoff::new(max_backoff);
     loop {
@@ -41,11 +43,7 @@ pub(super) async fn send(
             Ok(r) => {
                 let r = r.into_inner();
                 return if r.accepted {
-                    tracing::info!(
-                        files = files.len(),
-                        bytes = files.iter().map(|(_, b)| b.len()).sum::<usize>(),
-                        "files kept"
-                    );
+                    tracing::info!(files = count, bytes, "files kept");
                     Ok(())
                 } else {
                     Err(r.reason)

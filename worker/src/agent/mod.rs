@@ -559,7 +559,7 @@ async fn complete(shared: &Shared, trial: &pb::Trial, mut done: Finished) {
             shared.opts.max_backoff,
             &shared.worker_id,
             trial,
-            &files,
+            files,
         )
         .await
         {
