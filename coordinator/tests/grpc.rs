@@ -564,7 +564,7 @@ async fn uploads_are_checked_against_their_lease_first_and_a_stalled_one_is_cut(
         .unwrap()
         .into_inner()
         .worker_id;
-    let mut lease = || {
+    let lease = || {
         let mut w = w.clone();
         let me = me.clone();
         async move {
