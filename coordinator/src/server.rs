@@ -213,10 +213,7 @@ pub async fn serve(
     };
     let reaper = engine.spawn_reaper();
     net::raise_fd_limit();
-    let incoming = tokio_stream::wrappers::ReceiverStream::new(net::incoming(
-        listener,
-        net::MAX_GRPC_CONNECTIONS,
-    ));
+    let incoming = tokio_stream::wrappers::ReceiverStream::new(net::incoming(listener, net::GRPC));
     let router = builder
         .add_service(health)
         .add_service(InterceptedService::new(coord, auth.clone()))

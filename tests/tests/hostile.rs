@@ -151,9 +151,12 @@ fn another_site_can_neither_change_a_sweep_nor_read_it_through_a_rebound_name() 
 /// or `limit` passes; returns how many are still open at the end.
 fn slowloris(addrs: &[&str], n: usize, limit: Duration) -> usize {
     let mut conns: Vec<std::net::TcpStream> = Vec::new();
+    // From another address than the real clients (127.0.0.2), as from another host: one
+    // address may hold only its share of either port.
     for a in addrs {
         for _ in 0..n {
-            let s = connect(a);
+            let s = connect_from(std::net::Ipv4Addr::new(127, 0, 0, 2), a.parse().unwrap())
+                .expect("connect");
             s.set_nonblocking(true).unwrap();
             conns.push(s);
         }
@@ -200,4 +203,160 @@ fn clients_that_send_a_byte_at_a_time_are_cut_and_others_are_served_meanwhile() 
     // The slow ones are cut by the server (first bytes within 10 s, headers within 10 s).
     let still_open = attack.join().unwrap();
     assert_eq!(still_open, 0, "slow connections the server never closed");
+}
+
+/// Raises this test process's open-file limit to its hard limit (the attack below holds
+/// thousands of sockets).
+fn raise_fd_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit on this process with a valid, owned struct.
+    unsafe {
+        let mut l = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 {
+            l.rlim_cur = l.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+            return l.rlim_cur;
+        }
+    }
+    0
+}
+
+/// A TCP connection to `to` from the loopback address `from` (bound before connecting).
+fn connect_from(from: std::net::Ipv4Addr, to: std::net::SocketAddr) -> Option<std::net::TcpStream> {
+    use std::os::fd::FromRawFd;
+    let std::net::SocketAddr::V4(to) = to else {
+        return None;
+    };
+    let sin = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a socket this function owns (closed on failure), bound and connected with
+    // valid sockaddr_in structs of the length given.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return None;
+        }
+        let stream = std::net::TcpStream::from_raw_fd(fd);
+        let me = sin(from, 0);
+        let them = sin(*to.ip(), to.port());
+        if libc::bind(fd, (&me as *const libc::sockaddr_in).cast(), len) != 0
+            || libc::connect(fd, (&them as *const libc::sockaddr_in).cast(), len) != 0
+        {
+            return None;
+        }
+        Some(stream)
+    }
+}
+
+/// What an idle HTTP/2 client sends and then never anything more: the preface and an empty
+/// SETTINGS frame.
+const PREFACE_AND_SETTINGS: &[u8] =
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+/// Opens `n` connections from `from` to `to`, each sending [`PREFACE_AND_SETTINGS`].
+fn idle_h2(from: std::net::Ipv4Addr, to: &str, n: usize) -> Vec<std::net::TcpStream> {
+    let to: std::net::SocketAddr = to.parse().unwrap();
+    (0..n)
+        .filter_map(|_| {
+            let mut s = connect_from(from, to)?;
+            let _ = s.write_all(PREFACE_AND_SETTINGS);
+            s.set_nonblocking(true).ok()?;
+            Some(s)
+        })
+        .collect()
+}
+
+/// How many of `conns` the server has not closed.
+fn still_open(conns: &mut [std::net::TcpStream]) -> usize {
+    conns
+        .iter_mut()
+        .filter(|s| {
+            let mut s: &std::net::TcpStream = s;
+            let mut b = [0u8; 4096];
+            loop {
+                match s.read(&mut b) {
+                    Ok(0) => return false,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                    Err(_) => return false,
+                }
+            }
+        })
+        .count()
+}
+
+#[test]
+fn idle_http2_connections_from_one_address_do_not_lock_others_out() {
+    let limit = raise_fd_limit();
+    if limit < 8192 {
+        sweep_tests::skip(
+            "SWEEP_REQUIRE_ROOT",
+            "idle_http2_connections_from_one_address_do_not_lock_others_out",
+            &format!("the open-file limit is {limit}; the attack needs 8,192"),
+        );
+        return;
+    }
+    let dir = tempdir("idle-h2");
+    let web = format!("127.0.0.1:{}", free_port());
+    let (_coord, url) = serve(&dir.join("s.db"), &["--http-listen", web.as_str()]);
+    let id = submit(&dir, &url, &synthetic_grid(2, 1, 1));
+    let grpc = url.trim_start_matches("http://").to_string();
+    // More idle connections than either port holds, from one address (127.0.0.2), as a
+    // user's attack did: 4,200 on gRPC (a cap of 4,096), 1,100 on the dashboard (1,024).
+    let attacker = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let mut on_grpc = idle_h2(attacker, &grpc, 4200);
+    let mut on_web = idle_h2(attacker, &web, 1100);
+    assert!(
+        on_grpc.len() > 4096 && on_web.len() > 1024,
+        "the attack could not connect"
+    );
+    // Others are answered at once on both ports (before: status timed out for 60 s).
+    let started = std::time::Instant::now();
+    let out = run(
+        "coordinator",
+        &["status", &id, "--json", "--coordinator", &url],
+    );
+    assert!(
+        out.status.success(),
+        "status under the attack: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status_s = started.elapsed().as_secs_f64();
+    let started = std::time::Instant::now();
+    let (code, body) = request(&web, "GET", "/api/v1/sweeps", &[]);
+    assert_eq!(code, 200, "{body}");
+    eprintln!(
+        "under 4,200 + 1,100 idle HTTP/2 connections: status answered in {status_s:.2} s, the API in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    // The attacker keeps at most its per-address share: the rest were closed.
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (g, w) = (still_open(&mut on_grpc), still_open(&mut on_web));
+        if g <= 256 && w <= 128 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "one address still holds {g} gRPC and {w} dashboard connections"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "the attacker's share left open after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    // (The idle ones it kept are cut within the idle limit: `net.rs` unit tests.)
+    wait_for(&url, &id, Duration::from_secs(30), "status answered", |v| {
+        v["id"] == id.as_str()
+    });
 }

@@ -756,7 +756,7 @@ pub fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> Result<tokio_rustls::Tls
 }
 
 /// Serves `app` on `listener` (over TLS with `acceptor`) until `shutdown`: at most
-/// [`crate::net::MAX_HTTP_CONNECTIONS`] connections, each of which must send its first bytes
+/// [`crate::net::HTTP`]'s connections (in all and per address; idle ones cut), each of which must send its first bytes
 /// within 10 s, complete its TLS handshake within 10 s and its request headers within 10 s;
 /// each connection in a task of its own, so a slow or failed one holds back only itself.
 /// On shutdown it stops accepting (the event streams end with the engine's shutdown).
@@ -768,7 +768,7 @@ pub async fn serve(
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     const WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
-    let mut conns = crate::net::incoming(listener, crate::net::MAX_HTTP_CONNECTIONS);
+    let mut conns = crate::net::incoming(listener, crate::net::HTTP);
     tokio::pin!(shutdown);
     // Open connections drain at shutdown: each is asked to finish its response (event streams
     // end with the coordinator's shutdown message) and is awaited, up to WITHIN.
