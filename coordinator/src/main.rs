@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // `run`'s local workers start their programs' supervisors from this binary.
+    worker::program::supervise::run_if_asked();
     let cli = coordinator::cli::Cli::parse();
     if cli.command.prints_and_exits() {
         worker::cli::restore_sigpipe();

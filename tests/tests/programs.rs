@@ -874,19 +874,18 @@ fn a_process_left_holding_the_pipes_does_not_hold_up_the_trial() {
         "the sweep to finish",
         done,
     );
-    let still_there = std::process::Command::new("pgrep")
-        .args(["-f", &marker])
-        .output()
-        .unwrap();
-    // It leads its own process group (setsid): end the group, the sleep in it included.
-    for pid in String::from_utf8_lossy(&still_there.stdout).split_whitespace() {
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", "--", &format!("-{pid}")])
-            .output();
-    }
-    assert!(
-        still_there.status.success(),
-        "the leftover process was expected to outlive the trial"
+    // The leftover ends with the trial: the supervisor finds it in its tree, session or not.
+    wait_until(
+        "the leftover in a session of its own to end with the trial",
+        Duration::from_secs(30),
+        || {
+            !std::process::Command::new("pgrep")
+                .args(["-f", &marker])
+                .output()
+                .unwrap()
+                .status
+                .success()
+        },
     );
     let d = trial(&url, &id, 1);
     assert_eq!(d["state"], "finished", "{d}");
@@ -1257,4 +1256,73 @@ fn allow_programs_dir_runs_only_programs_inside_it_with_nothing_before_them() {
         done,
     );
     assert_eq!(trial(&url, &id, 1)["state"], "finished");
+}
+
+/// The pids tree.sh recorded for attempt `attempt` of trial `trial`, once all are written.
+fn tree_pids(pids: &Path, trial: u64, attempt: u32) -> Vec<u32> {
+    let d = pids.join(format!("{trial}-{attempt}"));
+    let names = ["bg", "nested", "bash", "setsid", "py", "mp"];
+    wait_until(
+        "the program's tree to start",
+        Duration::from_secs(60),
+        || names.iter().all(|n| d.join(n).exists()),
+    );
+    let found: Vec<u32> = names
+        .iter()
+        .flat_map(|n| {
+            std::fs::read_to_string(d.join(n))
+                .unwrap()
+                .split_whitespace()
+                .map(|p| p.parse::<u32>().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(found.len(), 7, "{found:?}");
+    found
+}
+
+#[test]
+fn a_programs_whole_process_tree_dies_with_its_worker_and_with_its_trial() {
+    let dir = workdir("prog-tree");
+    let (_c, url) = serve(&dir.join("sweeps.db"), &["--lease-ttl", "2"]);
+    let pids = dir.join("pids");
+    std::fs::create_dir_all(&pids).unwrap();
+    // Trial 1: its worker is SIGKILLed. Trial 2: its time limit ends it.
+    let id = submit(
+        &dir,
+        &url,
+        "program: tree.sh\ncommand: [bash, \"${program}\"]\nmethod: grid\nmax_attempts: 5\n\
+         metric: {name: loss}\nprogram_options: {time_limit: 4}\n\
+         parameters:\n  x: {values: [1, 2]}\n",
+    );
+    let mut w = cmd_worker(&url, &dir, &pids);
+    let tree = tree_pids(&pids, 1, 1);
+    assert!(tree.iter().all(|p| alive(*p)), "{tree:?}");
+    w.kill9();
+    wait_until(
+        "every process of the tree to die with its worker",
+        Duration::from_secs(30),
+        || tree.iter().all(|p| !alive(*p)),
+    );
+    // The next attempts end by the time limit: each one's whole tree with it.
+    let _w2 = cmd_worker(&url, &dir, &pids);
+    let again = tree_pids(&pids, 1, 2);
+    wait_for(
+        &url,
+        &id,
+        Duration::from_secs(120),
+        "the sweep to finish",
+        done,
+    );
+    let last = tree_pids(&pids, 2, 1);
+    for t in [&again, &last] {
+        wait_until(
+            "every process of a timed-out trial's tree to die",
+            Duration::from_secs(30),
+            || t.iter().all(|p| !alive(*p)),
+        );
+    }
+    let d = trial(&url, &id, 2);
+    assert_eq!(d["state"], "stopped", "{d}");
+    assert!(d["error"].as_str().unwrap().contains("time limit"), "{d}");
 }

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // A trial's program runs under this binary as its supervisor (never returns then).
+    worker::program::supervise::run_if_asked();
     let cli = worker::cli::Cli::parse();
     // The agent (no subcommand) serves metrics and holds streams: it keeps SIGPIPE ignored.
     if cli.command.is_some() {

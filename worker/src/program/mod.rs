@@ -14,6 +14,7 @@ pub mod files;
 pub mod function;
 pub mod history;
 pub mod shim;
+pub mod supervise;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -354,8 +355,23 @@ pub fn run(
         Err(e) => return fail(format!("cannot make a pipe: {e}"), &hist),
     };
     let report_fd = report_w.as_raw_fd();
-    let mut cmd = Command::new(exe);
-    cmd.args(args)
+    // The program runs under a supervisor (supervise.rs), this worker's own binary, which
+    // ends its whole process tree with it; the lifeline tells it to, and its end of file says
+    // that this worker is gone.
+    let (life_r, life_w) = match pipe() {
+        Ok(p) => p,
+        Err(e) => return fail(format!("cannot make a pipe: {e}"), &hist),
+    };
+    let life_fd = life_r.as_raw_fd();
+    let supervisor = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => return fail(format!("cannot find this worker's own program: {e}"), &hist),
+    };
+    let mut cmd = Command::new(supervisor);
+    cmd.arg(supervise::FLAG)
+        .arg(life_fd.to_string())
+        .arg(exe)
+        .args(args)
         .current_dir(&o.workdir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -388,18 +404,13 @@ pub fn run(
     }
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
-        let parent = libc::getpid();
         cmd.pre_exec(move || {
-            // Die with the worker thread that started us (and so with the worker).
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::getppid() != parent {
-                libc::_exit(1);
-            }
-            // The report pipe stays open across exec.
-            if libc::fcntl(report_fd, libc::F_SETFD, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
+            // The report pipe and the lifeline stay open across exec (the supervisor closes
+            // the lifeline before it starts the program).
+            for fd in [report_fd, life_fd] {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });
@@ -417,6 +428,11 @@ pub fn run(
         }
     };
     drop(report_w);
+    drop(life_r);
+    let mut life = std::fs::File::from(life_w);
+    let mut tell = |what: &[u8]| {
+        let _ = life.write_all(what);
+    };
     let pgid = child.id();
     let tail = Arc::new(Mutex::new(Tail::default()));
     let prefix = format!("[{} #{}] ", t.sweep_id, t.trial);
@@ -473,6 +489,7 @@ pub fn run(
 
     let started = Instant::now();
     let mut term_sent: Option<Instant> = None;
+    let mut kill_sent = false;
     let mut stop_reason: Option<String> = None;
     let mut released = false;
     let mut extra_notices: Vec<String> = Vec::new();
@@ -508,11 +525,12 @@ pub fn run(
             }
         }
         if (released || stop_reason.is_some()) && term_sent.is_none() {
-            signal_group(pgid, libc::SIGTERM);
+            tell(b"T");
             term_sent = Some(Instant::now());
         }
-        if term_sent.is_some_and(|at| at.elapsed() >= o.kill_grace) {
-            signal_group(pgid, libc::SIGKILL);
+        if !kill_sent && term_sent.is_some_and(|at| at.elapsed() >= o.kill_grace) {
+            tell(b"K");
+            kill_sent = true;
         }
         match child.try_wait() {
             Ok(Some(status)) => break Ok(status),
@@ -520,8 +538,10 @@ pub fn run(
             Err(e) => break Err(e),
         }
     };
-    // Whatever the program left running in its group goes with it.
+    // The supervisor has ended the program's tree; anything of its group still here (the
+    // supervisor killed from outside) goes too.
     signal_group(pgid, libc::SIGKILL);
+    drop(life);
     // The last lines it wrote before exiting.
     let drain_until = Instant::now() + Duration::from_secs(2);
     loop {
