@@ -1443,3 +1443,64 @@ async fn a_checkpoint_is_shown_only_once_the_store_has_it() {
     assert!(e.save_checkpoint(who, 1, 3, vec![6; 10]).await.unwrap().0);
     assert_eq!(shown(&e).map(|m| (m.epoch, m.batch)), Some((1, 3)));
 }
+
+#[tokio::test]
+async fn stopping_a_sweep_ends_its_running_trials_now_and_their_next_heartbeat_drops_them() {
+    let path = db("stop-now");
+    let e = Engine::open(&path, opts(60_000)).unwrap();
+    let id = e.create_sweep(synthetic("1, 2, 3"), None).await.unwrap();
+    let l1 = e
+        .lease("w1", &[], None, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    let l2 = e
+        .lease("w1", &[], None, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    e.control(&id, coordinator::engine::SweepState::Stopped, false)
+        .await
+        .unwrap();
+    // At once, not at the trials' next report: both running trials are stopped with the
+    // reason, and the third never runs.
+    e.with_sweep(&id, |s| {
+        for n in [l1.trial, l2.trial] {
+            let t = s.trial(n).unwrap();
+            assert_eq!(t.state, TrialState::Stopped);
+            assert_eq!(
+                t.error.as_deref(),
+                Some("the sweep was stopped while this trial ran (attempt 1)")
+            );
+        }
+        assert!(s.trial(3).is_none_or(|t| t.state == TrialState::Stopped));
+        assert_eq!(s.running().count(), 0);
+    })
+    .unwrap();
+    // The worker's next heartbeat tells it to drop both.
+    let beat = e.heartbeat("w1", &[l1.lease_id.clone(), l2.lease_id.clone()], false);
+    assert_eq!(beat.drop, vec![l1.lease_id.clone(), l2.lease_id.clone()]);
+    // A late report is told to abandon; the stop is what the store keeps.
+    let a = e
+        .report(Report {
+            attempt: Attempt {
+                worker: "w1",
+                sweep: &id,
+                trial: l1.trial,
+                attempt: 1,
+                lease_id: &l1.lease_id,
+            },
+            epoch: 1,
+            metrics: vec![("loss".into(), 1.0)],
+        })
+        .await
+        .unwrap();
+    assert!(matches!(a, Action::Abandon(_)), "{a:?}");
+    drop(e);
+    let e = Engine::open(&path, opts(60_000)).unwrap();
+    e.with_sweep(&id, |s| {
+        assert_eq!(s.trial(l1.trial).unwrap().state, TrialState::Stopped);
+        assert_eq!(s.running().count(), 0);
+    })
+    .unwrap();
+}

@@ -1326,3 +1326,44 @@ fn a_programs_whole_process_tree_dies_with_its_worker_and_with_its_trial() {
     assert_eq!(d["state"], "stopped", "{d}");
     assert!(d["error"].as_str().unwrap().contains("time limit"), "{d}");
 }
+
+#[test]
+fn stop_reaches_a_running_program_within_a_heartbeat() {
+    let dir = workdir("prog-stop-now");
+    let (_c, url) = serve(&dir.join("sweeps.db"), &["--lease-ttl", "3"]);
+    let pids = dir.join("pids");
+    std::fs::create_dir_all(&pids).unwrap();
+    // Logs once, then is quiet for ten minutes: no report would carry the stop before then.
+    let id = submit(
+        &dir,
+        &url,
+        "program: behave.py\ncommand: [python3, \"${program}\", \"${args}\"]\nmethod: grid\n\
+         metric: {name: loss}\nparameters:\n  steps: {value: 3}\n  pause: {value: 600}\n",
+    );
+    let _w = cmd_worker(&url, &dir, &pids);
+    wait_for(&url, &id, Duration::from_secs(60), "the first step", |_| {
+        steps(&url, &id, 1, "loss") >= 1
+    });
+    let pid: u32 = std::fs::read_to_string(pids.join("1-1.pid"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let out = run("coordinator", &["stop", &id, "--coordinator", &url]);
+    assert!(out.status.success());
+    let t0 = Instant::now();
+    // The trial is stopped with the reason at once, and the program ends within a heartbeat
+    // (1 s here) and the grace, not at its next report ten minutes on.
+    let d = trial(&url, &id, 1);
+    assert_eq!(d["state"], "stopped", "{d}");
+    assert_eq!(
+        d["error"], "the sweep was stopped while this trial ran (attempt 1)",
+        "{d}"
+    );
+    wait_until(
+        "the program to end after the stop",
+        Duration::from_secs(60),
+        || !alive(pid),
+    );
+    eprintln!("the program ended {:?} after the stop", t0.elapsed());
+    assert!(d["curve"].as_array().is_some_and(|c| !c.is_empty()), "{d}");
+}

@@ -454,6 +454,7 @@ impl Engine {
         action: SweepState,
         hand_back: bool,
     ) -> Result<(), EngineError> {
+        let mut stopped_now = Vec::new();
         let fut = {
             let _up = self.up()?;
             let cell = self
@@ -473,8 +474,39 @@ impl Engine {
             sw.state = action;
             sw.hand_back = hand_back && action == SweepState::Paused;
             sw.updated_at = now();
+            let mut ended = Vec::new();
             if action == SweepState::Stopped {
-                // Queued trials will not run; running ones are told to stop on their next Report.
+                // Running trials end now, `stopped`; their leases go, so their workers' next
+                // heartbeat tells them to drop them (a program gets SIGTERM, then SIGKILL
+                // after the worker's grace), within a heartbeat, not at their next report.
+                let t_now = now();
+                let running: Vec<u64> = sw.running().collect();
+                stopped_now.clone_from(&running);
+                let mut dropped = Vec::new();
+                for n in running {
+                    let id = sw.id.clone();
+                    let attempt = sw.edit(n, |t| {
+                        dropped.extend(t.take_lease());
+                        t.state = TrialState::Stopped;
+                        t.ended_at = Some(t_now);
+                        t.duration = t.started_at.map_or(0.0, |s| (t_now - s).max(0.0));
+                        t.error = Some(
+                            format!(
+                                "the sweep was stopped while this trial ran (attempt {})",
+                                t.attempt
+                            )
+                            .into(),
+                        );
+                        (t.attempt > 1).then(|| t.attempt_row(&id, Some(t_now), "stopped"))
+                    });
+                    ended.extend(attempt.flatten());
+                }
+                let mut leases = lock(&self.inner.leases);
+                for l in dropped {
+                    leases.remove(&*l);
+                }
+                drop(leases);
+                // Queued trials will not run.
                 let queued: Vec<u64> = sw.queue.drain(..).collect();
                 for n in queued {
                     sw.edit(n, |t| {
@@ -509,12 +541,18 @@ impl Engine {
                 for row in &rows {
                     store::upsert_trial(tx, row)?;
                 }
+                for a in &ended {
+                    store::end_attempt(tx, a)?;
+                }
                 store::update_sweep(tx, &r.0, &r.1, r.2, r.3)
             })
         };
         self.commit(fut).await?;
         self.inner.work.notify_waiters();
         self.emit(sweep, None);
+        for n in stopped_now {
+            self.emit(sweep, Some(n));
+        }
         Ok(())
     }
 
