@@ -43,11 +43,14 @@ fn browser_tools() -> Result<(PathBuf, PathBuf), String> {
 fn the_dashboard_follows_a_live_sweep_in_a_browser() {
     let (script, chromium) = match browser_tools() {
         Ok(t) => t,
-        Err(why) if std::env::var("SWEEP_REQUIRE_BROWSER").as_deref() != Ok("1") => {
-            eprintln!("SKIPPED the browser test: {why}");
+        Err(why) => {
+            sweep_tests::skip(
+                "SWEEP_REQUIRE_BROWSER",
+                "the_dashboard_follows_a_live_sweep_in_a_browser",
+                &why,
+            );
             return;
         }
-        Err(why) => panic!("the browser test cannot run: {why}"),
     };
     let dir = tempdir("dashboard");
     let store = dir.join("sweeps.db");

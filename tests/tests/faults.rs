@@ -15,13 +15,19 @@ use sweep_tests::{
 #[test]
 fn a_worker_killed_mid_trial_has_its_trial_rerun_elsewhere() {
     let dir = tempdir("kill-worker");
-    let (_coord, url) = serve(&dir.join("sweeps.db"), &["--lease-ttl", "1"]);
+    // A lease of 3 s (heartbeats every second): a slow runner's heartbeats still keep the
+    // living worker's leases; only the killed worker's trial is taken as lost.
+    let (_coord, url) = serve(&dir.join("sweeps.db"), &["--lease-ttl", "3"]);
     let id = submit(&dir, &url, &synthetic_grid(4, 5, 200));
     let mut a = worker(&url, 1);
     wait_for(&url, &id, Duration::from_secs(30), "a running trial", |s| {
         n(s, "running") == 1
     });
-    std::thread::sleep(Duration::from_millis(300));
+    let killed: u64 = trials(&leaderboard(&url, &id))
+        .into_iter()
+        .find(|(_, v)| v.0 == "running")
+        .map(|(k, _)| k)
+        .expect("the running trial on the leaderboard");
     a.kill9();
     let _b = worker(&url, 2);
     let out = run("coordinator", &["watch", &id, "--coordinator", &url]);
@@ -37,20 +43,19 @@ fn a_worker_killed_mid_trial_has_its_trial_rerun_elsewhere() {
         "every trial once: {t:?}"
     );
     assert!(t.values().all(|v| v.0 == "finished"), "{t:?}");
-    let rerun: Vec<_> = t.iter().filter(|(_, v)| v.1 == 2).collect();
-    assert_eq!(rerun.len(), 1, "the killed worker's trial ran twice: {t:?}");
+    assert!(t[&killed].1 >= 2, "the killed worker's trial ran again: {t:?}");
     let d = json_out(&run(
         "coordinator",
         &[
             "trial",
             &id,
-            &rerun[0].0.to_string(),
+            &killed.to_string(),
             "--json",
             "--coordinator",
             &url,
         ],
     ));
-    assert_eq!(d["attempts"], 2);
+    assert!(d["attempts"].as_u64().unwrap() >= 2, "{d}");
     assert_eq!(
         d["curve"]
             .as_array()
@@ -78,6 +83,10 @@ fn the_coordinator_killed_again_and_again_loses_nothing() {
         .unwrap()
         .subsec_nanos() as u64;
     let mut acknowledged: BTreeMap<u64, Option<f64>> = BTreeMap::new();
+    // At least one result is acknowledged before the first kill: the test is about those.
+    wait_for(&url, &id, Duration::from_secs(60), "a finished trial", |s| {
+        n(s, "finished") >= 1
+    });
     for round in 0..3 {
         seed = seed
             .wrapping_mul(6364136223846793005)
@@ -86,18 +95,12 @@ fn the_coordinator_killed_again_and_again_loses_nothing() {
         eprintln!("round {round}: killing the coordinator after {after:?}");
         std::thread::sleep(after);
         // What the coordinator has acknowledged just before the kill.
-        let out = run(
-            "coordinator",
-            &["leaderboard", &id, "--json", "--coordinator", &url],
-        );
-        if out.status.success() {
-            let lb: Value = serde_json::from_slice(&out.stdout).unwrap();
-            for (k, v) in trials(&lb) {
-                if v.0 == "finished" {
-                    acknowledged.insert(k, v.2);
-                }
+        for (k, v) in trials(&leaderboard(&url, &id)) {
+            if v.0 == "finished" {
+                acknowledged.insert(k, v.2);
             }
         }
+        assert!(!acknowledged.is_empty(), "nothing was acknowledged before the kill");
         coord.kill9();
         std::thread::sleep(Duration::from_millis(200));
         let (c, u) = serve_at(&addr, &store, &["--lease-ttl", "2"]);

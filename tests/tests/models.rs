@@ -132,7 +132,11 @@ fn a_saved_model_gives_the_same_predictions_in_the_worker_and_in_python() {
                 );
             }
         } else {
-            eprintln!("torch not importable: the PyTorch comparison was skipped");
+            sweep_tests::skip(
+                "SWEEP_REQUIRE_TORCH",
+                "a_saved_model_gives_the_same_predictions_in_the_worker_and_in_python (its PyTorch comparison)",
+                "python3 cannot import torch",
+            );
         }
 
         // The first test image as a PNG: the same prediction as from the IDX file.

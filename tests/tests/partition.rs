@@ -125,7 +125,11 @@ fn a_partitioned_worker_is_fenced_when_it_comes_back() {
     let ns = match topology(&tag, 2) {
         Ok(ns) => ns,
         Err(e) => {
-            eprintln!("SKIPPED a_partitioned_worker_is_fenced_when_it_comes_back: cannot make network namespaces here ({e})");
+            sweep_tests::skip(
+                "SWEEP_REQUIRE_ROOT",
+                "a_partitioned_worker_is_fenced_when_it_comes_back",
+                &format!("cannot make network namespaces here ({e})"),
+            );
             return;
         }
     };

@@ -2,7 +2,7 @@
 //! read-only, a second coordinator on the same store, the store file deleted while serving.
 //!
 //! The disk tests put the store on a small tmpfs, which needs root (CI runs as root; elsewhere
-//! they say why they skip, unless `CI` is set, where they fail). The same disk-full path is
+//! they say why they skip, unless `SWEEP_REQUIRE_ROOT` is set, where they fail). The same disk-full path is
 //! also tested without a mount, through SQLite's own size limit, in `coordinator/tests/engine.rs`.
 
 use std::io::Write;
@@ -30,11 +30,11 @@ impl Tmpfs {
         if ok {
             return Some(Tmpfs(dir.to_path_buf()));
         }
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must be able to mount a tmpfs (run as root) for the disk-full test"
+        sweep_tests::skip(
+            "SWEEP_REQUIRE_ROOT",
+            "a_full_disk_loses_nothing_acknowledged_and_the_sweep_carries_on",
+            "cannot mount a tmpfs here (needs root)",
         );
-        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
         None
     }
 
@@ -330,7 +330,11 @@ fn a_store_file_system_gone_read_only_is_refused_with_its_cause_and_the_sweep_fi
     let dir = tempdir("readonly");
     // Loop devices are not everywhere (a container may have none): then say so and pass.
     let Some(fs) = LoopExt4::new(&dir) else {
-        eprintln!("SKIPPED: cannot make an ext4 file system on a loop device here");
+        sweep_tests::skip(
+            "SWEEP_REQUIRE_ROOT",
+            "a_store_file_system_gone_read_only_is_refused_with_its_cause_and_the_sweep_finishes_after_repair",
+            "cannot make an ext4 file system on a loop device here (needs root and a loop device)",
+        );
         return;
     };
     let store = fs.mnt.join("s.db");
