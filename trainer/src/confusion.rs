@@ -1,8 +1,23 @@
 //! A confusion matrix as the terminal shows it (`worker train`, `coordinator trial`).
 
-/// The confusion matrix as a text table with class names and per-class accuracy.
+/// The longest class name shown, in characters; a longer one is cut with `…`.
+const NAME_CHARS: usize = 64;
+
+/// The confusion matrix as a text table with class names and per-class accuracy. Bounded
+/// whatever it is given: long names are cut, counts add up without overflow, a short row
+/// shows what it has.
 pub fn format(classes: &[String], m: &[Vec<u64>]) -> String {
-    let name_w = classes.iter().map(|c| c.chars().count()).max().unwrap_or(0) + 4;
+    let names: Vec<String> = classes
+        .iter()
+        .map(|c| {
+            if c.chars().count() > NAME_CHARS {
+                c.chars().take(NAME_CHARS - 1).chain(['…']).collect()
+            } else {
+                c.clone()
+            }
+        })
+        .collect();
+    let name_w = names.iter().map(|c| c.chars().count()).max().unwrap_or(0) + 4;
     let cell_w = m
         .iter()
         .flatten()
@@ -19,19 +34,39 @@ pub fn format(classes: &[String], m: &[Vec<u64>]) -> String {
         s.push_str(&format!("{j:>cell_w$}"));
     }
     s.push_str("   accuracy\n");
-    for (i, (c, row)) in classes.iter().zip(m).enumerate() {
-        let total: u64 = row.iter().sum();
+    for (i, (c, row)) in names.iter().zip(m).enumerate() {
+        // u128: a row of u64 counts cannot overflow it.
+        let total: u128 = row.iter().map(|&v| u128::from(v)).sum();
         let label = format!("{i:>2} {c}");
         s.push_str(&format!("{label:<name_w$}"));
         for v in row {
             s.push_str(&format!("{v:>cell_w$}"));
         }
+        let right = row.get(i).map_or(0, |&v| u128::from(v));
         let acc = if total == 0 {
             0.0
         } else {
-            row[i] as f64 / total as f64
+            right as f64 / total as f64
         };
         s.push_str(&format!("   {:>7.1}%\n", 100.0 * acc));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_counts_long_names_and_short_rows_are_shown_not_trusted() {
+        let classes = vec!["a".to_string(), "b".repeat(100_000)];
+        let m = vec![vec![u64::MAX, u64::MAX], vec![3]];
+        let s = format(&classes, &m);
+        // [MAX, MAX]: half right, not 100% after an overflow.
+        assert!(s.contains("   50.0%"), "{s}");
+        assert!(s.contains(&format!("{}…", "b".repeat(NAME_CHARS - 1))), "{s}");
+        assert!(s.len() < 2_000, "{}", s.len());
+        // A row shorter than the classes: its diagonal is missing, not a panic.
+        assert!(s.lines().last().unwrap().ends_with("0.0%"), "{s}");
+    }
 }
