@@ -217,6 +217,38 @@ impl Interceptor for ServerAuth {
     }
 }
 
+/// The token a program was given: `--token`, `SWEEP_TOKEN`, or the first line of
+/// `--token-file` / `SWEEP_TOKEN_FILE` (a file readable by its user alone). A token typed on
+/// the command line is visible to every user of the machine (`ps`): a warning says so.
+pub fn token_from(
+    flag: Option<String>,
+    file: Option<&std::path::Path>,
+) -> Result<Option<String>, String> {
+    let typed =
+        std::env::args_os().any(|a| a == "--token" || a.to_string_lossy().starts_with("--token="));
+    if typed {
+        eprintln!(
+            "warning: --token on the command line is visible to every user of this machine (ps); \
+             use SWEEP_TOKEN or --token-file instead"
+        );
+    }
+    match file {
+        None => Ok(flag),
+        Some(f) => {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| format!("--token-file {}: cannot read it: {e}", f.display()))?;
+            let line = text.lines().next().unwrap_or("").trim().to_string();
+            if line.is_empty() {
+                return Err(format!(
+                    "--token-file {}: its first line is empty",
+                    f.display()
+                ));
+            }
+            Ok(Some(line))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,7 +43,10 @@ fn a_worker_killed_mid_trial_has_its_trial_rerun_elsewhere() {
         "every trial once: {t:?}"
     );
     assert!(t.values().all(|v| v.0 == "finished"), "{t:?}");
-    assert!(t[&killed].1 >= 2, "the killed worker's trial ran again: {t:?}");
+    assert!(
+        t[&killed].1 >= 2,
+        "the killed worker's trial ran again: {t:?}"
+    );
     let d = json_out(&run(
         "coordinator",
         &[
@@ -84,9 +87,13 @@ fn the_coordinator_killed_again_and_again_loses_nothing() {
         .subsec_nanos() as u64;
     let mut acknowledged: BTreeMap<u64, Option<f64>> = BTreeMap::new();
     // At least one result is acknowledged before the first kill: the test is about those.
-    wait_for(&url, &id, Duration::from_secs(60), "a finished trial", |s| {
-        n(s, "finished") >= 1
-    });
+    wait_for(
+        &url,
+        &id,
+        Duration::from_secs(60),
+        "a finished trial",
+        |s| n(s, "finished") >= 1,
+    );
     for round in 0..3 {
         seed = seed
             .wrapping_mul(6364136223846793005)
@@ -100,7 +107,10 @@ fn the_coordinator_killed_again_and_again_loses_nothing() {
                 acknowledged.insert(k, v.2);
             }
         }
-        assert!(!acknowledged.is_empty(), "nothing was acknowledged before the kill");
+        assert!(
+            !acknowledged.is_empty(),
+            "nothing was acknowledged before the kill"
+        );
         coord.kill9();
         std::thread::sleep(Duration::from_millis(200));
         let (c, u) = serve_at(&addr, &store, &["--lease-ttl", "2"]);
@@ -228,6 +238,38 @@ fn a_token_guards_clients_and_workers_and_is_never_logged() {
         String::from_utf8_lossy(&out.stderr)
     );
     let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+    // From a file (its first line), with no warning; typed on the command line, a warning
+    // that others can read it in `ps`.
+    let file = dir.join("token");
+    std::fs::write(&file, format!("{token}\n")).unwrap();
+    let out = run(
+        "coordinator",
+        &[
+            "status",
+            &id,
+            "--coordinator",
+            &url,
+            "--token-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
+    let out = run(
+        "coordinator",
+        &["status", &id, "--coordinator", &url, "--token", token],
+    );
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: --token on the command line is visible") && !err.contains(token),
+        "{err}"
+    );
     // A worker with a wrong token stops at once with the reason (retrying cannot help).
     let bad = sweep_tests::cmd("worker")
         .args(["--coordinator", &url, "--token", "wrong"])

@@ -64,7 +64,10 @@ mod tests {
         let s = format(&classes, &m);
         // [MAX, MAX]: half right, not 100% after an overflow.
         assert!(s.contains("   50.0%"), "{s}");
-        assert!(s.contains(&format!("{}…", "b".repeat(NAME_CHARS - 1))), "{s}");
+        assert!(
+            s.contains(&format!("{}…", "b".repeat(NAME_CHARS - 1))),
+            "{s}"
+        );
         assert!(s.len() < 2_000, "{}", s.len());
         // A row shorter than the classes: its diagonal is missing, not a panic.
         assert!(s.lines().last().unwrap().ends_with("0.0%"), "{s}");

@@ -47,9 +47,18 @@ pub struct Conn {
         default_value = "http://127.0.0.1:50051"
     )]
     pub coordinator: String,
-    /// The coordinator's token (sent with every call)
+    /// The coordinator's token (sent with every call); prefer SWEEP_TOKEN or --token-file,
+    /// which other users of the machine cannot read in `ps`
     #[arg(long, env = "SWEEP_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A file whose first line is the token
+    #[arg(
+        long,
+        env = "SWEEP_TOKEN_FILE",
+        value_name = "FILE",
+        conflicts_with = "token"
+    )]
+    pub token_file: Option<PathBuf>,
     /// PEM file of the CA (or self-signed certificate) to trust; needs an https:// URL
     #[arg(long, env = "SWEEP_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
@@ -61,6 +70,7 @@ impl Conn {
         Conn {
             coordinator: url.to_string(),
             token: None,
+            token_file: None,
             tls_ca: None,
         }
     }
@@ -80,9 +90,18 @@ pub enum Command {
         /// Seconds a trial's lease lasts without a report or heartbeat
         #[arg(long, default_value_t = 30.0)]
         lease_ttl: f64,
-        /// Token every client and worker must send (all calls but health)
+        /// Token every client and worker must send (all calls but health); prefer SWEEP_TOKEN
+        /// or --token-file, which other users of the machine cannot read in `ps`
         #[arg(long, env = "SWEEP_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// A file whose first line is the token
+        #[arg(
+            long,
+            env = "SWEEP_TOKEN_FILE",
+            value_name = "FILE",
+            conflicts_with = "token"
+        )]
+        token_file: Option<PathBuf>,
         /// PEM certificate chain to serve TLS with (with --tls-key)
         #[arg(long, env = "SWEEP_TLS_CERT", requires = "tls_key")]
         tls_cert: Option<PathBuf>,
@@ -343,9 +362,11 @@ fn status_err(url: &str, s: tonic::Status) -> CliError {
 }
 
 async fn client(conn: &Conn) -> Result<SweepsClient<AuthChannel>, CliError> {
+    let token = sweep_proto::conn::token_from(conn.token.clone(), conn.token_file.as_deref())
+        .map_err(CliError::Usage)?;
     let ch = sweep_proto::conn::channel(&ClientOptions {
         url: conn.coordinator.clone(),
-        token: conn.token.clone().and_then(Secret::new),
+        token: token.and_then(Secret::new),
         tls_ca: conn.tls_ca.clone(),
     })
     .map_err(|e| CliError::Usage(e.to_string()))?;
@@ -436,12 +457,15 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
             store,
             lease_ttl,
             token,
+            token_file,
             tls_cert,
             tls_key,
             metrics_listen,
             http_listen,
             http_allow_host,
         } => {
+            let token = sweep_proto::conn::token_from(token, token_file.as_deref())
+                .map_err(CliError::Usage)?;
             let opts = server::ServeOptions {
                 token: token.and_then(Secret::new),
                 tls: tls_cert.zip(tls_key),

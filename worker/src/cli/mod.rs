@@ -42,9 +42,18 @@ pub struct AgentArgs {
     /// Log format: text or json
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
-    /// The coordinator's token (sent with every call)
+    /// The coordinator's token (sent with every call); prefer SWEEP_TOKEN or --token-file,
+    /// which other users of the machine cannot read in `ps`
     #[arg(long, env = "SWEEP_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A file whose first line is the token
+    #[arg(
+        long,
+        env = "SWEEP_TOKEN_FILE",
+        value_name = "FILE",
+        conflicts_with = "token"
+    )]
+    pub token_file: Option<std::path::PathBuf>,
     /// PEM file of the CA (or self-signed certificate) to trust; needs an https:// URL
     #[arg(long, env = "SWEEP_TLS_CA", value_name = "PEM")]
     pub tls_ca: Option<std::path::PathBuf>,
@@ -223,7 +232,9 @@ fn run_agent(a: &AgentArgs) -> Result<(), CliError> {
     if let Some(d) = &a.data_dir {
         opts.data_dir = d.clone();
     }
-    opts.token = a.token.clone().and_then(sweep_proto::conn::Secret::new);
+    opts.token = sweep_proto::conn::token_from(a.token.clone(), a.token_file.as_deref())
+        .map_err(CliError::Usage)?
+        .and_then(sweep_proto::conn::Secret::new);
     opts.tls_ca = a.tls_ca.clone();
     opts.programs = program_options(a, opts.slots)?;
     opts.sweep = a.sweep.clone();
