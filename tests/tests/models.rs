@@ -246,39 +246,31 @@ fn a_sweep_keeps_the_models_of_its_best_trials_and_serves_them_after_a_restart()
         "{err}"
     );
     let card = std::fs::read(best.join("model.json")).unwrap();
+    let force = || {
+        run(
+            "coordinator",
+            &[
+                "model",
+                &id,
+                "--force",
+                "--out",
+                best.to_str().unwrap(),
+                "--coordinator",
+                &url,
+            ],
+        )
+    };
     let elsewhere = dir.join("elsewhere.json");
     std::fs::write(&elsewhere, b"mine").unwrap();
     std::fs::remove_file(best.join("model.json")).unwrap();
     std::os::unix::fs::symlink(&elsewhere, best.join("model.json")).unwrap();
-    let forced = run(
-        "coordinator",
-        &[
-            "model",
-            &id,
-            "--force",
-            "--out",
-            best.to_str().unwrap(),
-            "--coordinator",
-            &url,
-        ],
-    );
+    let forced = force();
     let err = String::from_utf8_lossy(&forced.stderr);
     assert!(!forced.status.success(), "{err}");
     assert!(err.contains("model.json: is a symlink"), "{err}");
     assert_eq!(std::fs::read(&elsewhere).unwrap(), b"mine");
     std::fs::remove_file(best.join("model.json")).unwrap();
-    let forced = run(
-        "coordinator",
-        &[
-            "model",
-            &id,
-            "--force",
-            "--out",
-            best.to_str().unwrap(),
-            "--coordinator",
-            &url,
-        ],
-    );
+    let forced = force();
     assert!(forced.status.success());
     assert_eq!(std::fs::read(best.join("model.json")).unwrap(), card);
     // The second best is kept; the third was pushed out (or never kept).
