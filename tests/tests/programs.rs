@@ -1367,3 +1367,110 @@ fn stop_reaches_a_running_program_within_a_heartbeat() {
     eprintln!("the program ended {:?} after the stop", t0.elapsed());
     assert!(d["curve"].as_array().is_some_and(|c| !c.is_empty()), "{d}");
 }
+
+/// The sweep's status as JSON.
+fn status(url: &str, id: &str) -> Value {
+    json_out(&run(
+        "coordinator",
+        &["status", id, "--json", "--coordinator", url],
+    ))[0]
+        .clone()
+}
+
+#[test]
+fn failures_in_a_row_pause_the_sweep_instead_of_failing_it() {
+    let dir = workdir("prog-typo");
+    let (_c, url) = serve(&dir.join("sweeps.db"), &[]);
+    // A typo in `program`: the file is on no worker. Each worker hands the trial back (its
+    // own fault, not the trial's) and pauses; after five in a row the sweep pauses itself.
+    let id = submit(
+        &dir,
+        &url,
+        "program: trian.py\ncommand: [python3, \"${program}\", \"${args}\"]\nmethod: grid\n\
+         metric: {name: loss}\nparameters:\n  x: {values: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}\n  \
+         steps: {value: 2}\n",
+    );
+    let _w = program_worker(&url, &dir, 5, &[]);
+    wait_for(
+        &url,
+        &id,
+        Duration::from_secs(180),
+        "the sweep to pause",
+        |s| s["state"] == "paused",
+    );
+    let s = status(&url, &id);
+    let notices = s["notices"].to_string();
+    assert!(
+        notices.contains("paused: 5 trials in a row failed or could not run")
+            && notices.contains("program trian.py is not in")
+            && notices.contains("coordinator resume"),
+        "{notices}"
+    );
+    assert_eq!(n(&s, "failed"), 0, "{s}");
+    assert_eq!(n(&s, "finished"), 0, "{s}");
+    // `watch` says so too.
+    let mut watch = Proc(
+        sweep_tests::cmd("coordinator")
+            .args(["watch", &id, "--coordinator", &url])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = watch.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let said = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("watch prints the pause's reason");
+        if line.contains("notice: paused:") {
+            break line;
+        }
+    };
+    assert!(said.contains("program trian.py is not in"), "{said}");
+    drop(watch);
+    // Fixed and resumed: the same trials run, every one once.
+    std::fs::copy(dir.join("behave.py"), dir.join("trian.py")).unwrap();
+    let out = run("coordinator", &["resume", &id, "--coordinator", &url]);
+    assert!(out.status.success());
+    wait_for(
+        &url,
+        &id,
+        Duration::from_secs(300),
+        "the sweep to finish",
+        done,
+    );
+    let s = status(&url, &id);
+    assert_eq!(n(&s, "finished"), 10, "{s}");
+    assert!(!s["notices"].to_string().contains("paused:"), "{s}");
+
+    // A program that crashes: five failed trials, then the pause, with the traceback's end.
+    let id = submit(
+        &dir,
+        &url,
+        "program: behave.py\ncommand: [python3, \"${program}\", \"${args}\"]\nmethod: grid\n\
+         metric: {name: loss}\nmax_attempts: 1\n\
+         parameters:\n  mode: {value: crash}\n  x: {values: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}\n",
+    );
+    wait_for(
+        &url,
+        &id,
+        Duration::from_secs(180),
+        "the sweep to pause",
+        |s| s["state"] == "paused",
+    );
+    let s = status(&url, &id);
+    let notices = s["notices"].to_string();
+    assert!(
+        notices.contains("5 trials in a row") && notices.contains("ZeroDivisionError"),
+        "{notices}"
+    );
+    assert!(n(&s, "failed") >= 5 && n(&s, "failed") < 10, "{s}");
+}

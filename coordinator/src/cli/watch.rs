@@ -61,6 +61,8 @@ fn transient(s: &tonic::Status) -> bool {
 struct Printer {
     bar: Option<ProgressBar>,
     printed: HashSet<u64>,
+    /// The sweep's notices already printed (a pause's reason, work no worker takes).
+    noticed: HashSet<String>,
     last: Option<pb::SweepInfo>,
 }
 
@@ -96,6 +98,11 @@ impl Printer {
     }
 
     fn sweep(&mut self, s: pb::SweepInfo) {
+        for n in &s.notices {
+            if self.noticed.insert(n.clone()) {
+                self.say(format!("notice: {}", crate::export::terminal_safe(n)));
+            }
+        }
         let b = self.bar.get_or_insert_with(|| progress_bar(s.total));
         b.set_position(s.finished + s.stopped + s.failed);
         b.set_message(progress_msg(&s));
@@ -137,6 +144,7 @@ pub(super) async fn watch(
     let mut p = Printer {
         bar: None,
         printed: HashSet::new(),
+        noticed: HashSet::new(),
         last: None,
     };
     let mut connected_once = false;

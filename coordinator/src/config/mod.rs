@@ -218,6 +218,10 @@ pub struct SweepSpec {
     /// [`DEFAULT_KEEP_MODELS`]; 0 keeps none). Specs stored before it was added keep the default.
     #[serde(default = "default_keep_models")]
     pub keep_models: u32,
+    /// Trials failing in a row (a program that cannot run, workers that cannot run it) before
+    /// the sweep pauses itself (extension; default [`DEFAULT_PAUSE_AFTER_FAILURES`]; 0 never).
+    #[serde(default = "default_pause_after_failures")]
+    pub pause_after_failures: u32,
     /// Trainer (extension; default the MLP).
     pub trainer: Trainer,
     /// TPE settings (`method: bayes`; extension key `bayes: {engine: tpe, startup_trials,
@@ -257,6 +261,7 @@ const OUR_KEYS: &[&str] = &[
     "seed",
     "max_attempts",
     "keep_models",
+    "pause_after_failures",
     "trainer",
     "synthetic",
     "mlp",
@@ -266,6 +271,13 @@ const OUR_KEYS: &[&str] = &[
 
 fn checkpoints_by_default() -> bool {
     true
+}
+
+/// Failures in a row that pause a sweep when its config does not say (`pause_after_failures`).
+pub const DEFAULT_PAUSE_AFTER_FAILURES: u32 = 5;
+
+fn default_pause_after_failures() -> u32 {
+    DEFAULT_PAUSE_AFTER_FAILURES
 }
 
 /// Models kept per sweep when its config does not say (`keep_models`).
@@ -495,6 +507,21 @@ impl SweepSpec {
                 }
             },
         };
+        let pause_after_failures = match top.get("pause_after_failures") {
+            None => DEFAULT_PAUSE_AFTER_FAILURES,
+            Some(v) => match v.as_u64() {
+                Some(n) if n <= 1_000_000 => n as u32,
+                _ => {
+                    return Err(ConfigError::new(
+                        "pause_after_failures",
+                        format!(
+                            "expected an integer from 0 (never pause) to 1000000, got {}",
+                            show(v)
+                        ),
+                    ))
+                }
+            },
+        };
         let keep_models = match top.get("keep_models") {
             None => DEFAULT_KEEP_MODELS,
             Some(v) => match v.as_u64() {
@@ -551,6 +578,7 @@ impl SweepSpec {
             seed,
             max_attempts,
             keep_models,
+            pause_after_failures,
             trainer,
             bayes: bayes::parse(top.get("bayes"))?,
             stopping,

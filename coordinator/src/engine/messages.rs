@@ -116,4 +116,6 @@ pub enum Outcome {
     Failed,
     /// Handed back unfinished.
     Released,
+    /// Handed back because of the worker's own fault (the error says which).
+    WorkerFault,
 }

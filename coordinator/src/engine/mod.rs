@@ -473,6 +473,9 @@ impl Engine {
             }
             sw.state = action;
             sw.hand_back = hand_back && action == SweepState::Paused;
+            // A resume starts the count of failures in a row again.
+            sw.failures_in_a_row = 0;
+            sw.paused_because = None;
             sw.updated_at = now();
             let mut ended = Vec::new();
             if action == SweepState::Stopped {

@@ -212,6 +212,9 @@ impl Engine {
                 // A trial's first attempt is its row, unless it was handed back.
                 let attempt_row = match outcome {
                     Outcome::Released => Some(t.attempt_row(sweep, Some(t_now), "handed back")),
+                    Outcome::WorkerFault => {
+                        Some(t.attempt_row(sweep, Some(t_now), &format!("handed back: {error}")))
+                    }
                     _ if attempt > 1 => Some(t.attempt_row(
                         sweep,
                         Some(t_now),
@@ -225,11 +228,14 @@ impl Engine {
                     _ => None,
                 };
                 match outcome {
-                    Outcome::Released => {
+                    Outcome::Released | Outcome::WorkerFault => {
                         t.state = TrialState::Queued;
                         t.worker = None;
-                        t.error =
-                            Some(format!("attempt {attempt} handed back by its worker").into());
+                        t.error = Some(if outcome == Outcome::WorkerFault {
+                            format!("attempt {attempt} handed back by its worker: {error}").into()
+                        } else {
+                            format!("attempt {attempt} handed back by its worker").into()
+                        });
                         if t.attempts_without_progress() >= max_attempts.saturating_mul(4) {
                             t.state = TrialState::Failed;
                             t.error = Some(format!("handed back {} times", t.attempt).into());
@@ -308,6 +314,22 @@ impl Engine {
                     });
                     extra_rows.extend(sw.trial_row(n));
                 }
+            }
+            // Trials failing one after another (a program that cannot run, workers that cannot
+            // run it) pause the sweep with the last one's reason, instead of failing them all.
+            match outcome {
+                Outcome::Failed | Outcome::WorkerFault => {
+                    let why = if error.is_empty() {
+                        "failed"
+                    } else {
+                        error.as_str()
+                    };
+                    sw.note_failure(trial, why, &output);
+                }
+                Outcome::Finished | Outcome::Stopped | Outcome::Diverged => {
+                    sw.failures_in_a_row = 0
+                }
+                Outcome::Released => {}
             }
             sw.maybe_finish();
             // Lease waiters look again: a trial to take, or (agents of one sweep) its end.

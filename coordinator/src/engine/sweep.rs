@@ -163,6 +163,12 @@ pub struct Sweep {
     /// checkpoint) at their next heartbeat. Memory only: a restart in between leaves the rest
     /// running, paused as a plain pause.
     pub(super) hand_back: bool,
+    /// Attempts that failed, or that a worker handed back for its own fault, since the last
+    /// trial that ran to its end (`pause_after_failures`).
+    pub(super) failures_in_a_row: u32,
+    /// Why the sweep paused itself, with the last failure's output. Memory only: after a
+    /// restart the sweep is still paused, and its trials still say why they failed.
+    pub(super) paused_because: Option<String>,
     index: Index,
     /// The stopping rule and the values it judges by, kept up to date by every change.
     judge: Option<Judge>,
@@ -200,6 +206,8 @@ impl Sweep {
             polled_at: None,
             suggesting: false,
             hand_back: false,
+            failures_in_a_row: 0,
+            paused_because: None,
             index: Index::default(),
             judge,
         }
@@ -409,6 +417,13 @@ impl Sweep {
     /// and work that no connected worker can take.
     pub fn notices(&self) -> Vec<String> {
         let mut out = self.spec.notices.clone();
+        if let Some(why) = self
+            .paused_because
+            .as_ref()
+            .filter(|_| self.state == SweepState::Paused)
+        {
+            out.push(why.clone());
+        }
         let metric = &self.spec.metric.name;
         if !metric.is_empty() {
             if let Some(first) = self.index.unranked.first().and_then(|n| self.trial(*n)) {
@@ -439,6 +454,31 @@ impl Sweep {
             });
         }
         out
+    }
+
+    /// Counts a failed attempt (or one a worker handed back for its own fault) of `trial`;
+    /// pauses the sweep when `pause_after_failures` of them come in a row.
+    pub(super) fn note_failure(&mut self, trial: u64, why: &str, output: &str) {
+        self.failures_in_a_row += 1;
+        let limit = self.spec.pause_after_failures;
+        if limit == 0 || self.failures_in_a_row < limit || self.state != SweepState::Running {
+            return;
+        }
+        self.state = SweepState::Paused;
+        let lines: Vec<&str> = output.lines().filter(|l| !l.trim().is_empty()).collect();
+        let tail = lines[lines.len().saturating_sub(5)..].join("\n");
+        let why: String = why.chars().take(2000).collect();
+        self.paused_because = Some(format!(
+            "paused: {} trials in a row failed or could not run (pause_after_failures: {limit}); the last, trial {trial}: {why}{}; fix it and `coordinator resume {}`",
+            self.failures_in_a_row,
+            if tail.is_empty() {
+                String::new()
+            } else {
+                format!("\nits output ended:\n{tail}")
+            },
+            self.id
+        ));
+        tracing::warn!(sweep = %self.id, trial, failures = self.failures_in_a_row, "the sweep paused itself after failures in a row");
     }
 
     /// Marks the sweep finished when nothing is left to create, queued or running.

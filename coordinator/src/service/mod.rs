@@ -363,6 +363,7 @@ impl Coordinator for CoordinatorService {
             Ok(pb::TrialOutcome::Diverged) => Outcome::Diverged,
             Ok(pb::TrialOutcome::Failed) => Outcome::Failed,
             Ok(pb::TrialOutcome::Released) => Outcome::Released,
+            Ok(pb::TrialOutcome::WorkerFault) => Outcome::WorkerFault,
             _ => {
                 return Err(Status::invalid_argument(format!(
                     "outcome: unknown value {}",

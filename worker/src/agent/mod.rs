@@ -404,7 +404,7 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize) -> bool {
                             slot,
                             pause_s = fault_pause.as_secs(),
                             data_dir = %shared.opts.data_dir.display(),
-                            "this worker cannot load its data; pausing before the next trial"
+                            "this worker could not run its trial (its data, program, interpreter or disk); pausing before the next trial"
                         );
                         tokio::select! {
                             () = tokio::time::sleep(fault_pause) => {}
@@ -535,6 +535,7 @@ async fn run_trial_counted(shared: &Arc<Shared>, trial: pb::Trial, slot: usize) 
         pb::TrialOutcome::Finished => "finished",
         pb::TrialOutcome::Stopped => "stopped",
         pb::TrialOutcome::Released => "released",
+        pb::TrialOutcome::WorkerFault => "worker_fault",
         _ => "failed",
     };
     shared
@@ -803,6 +804,18 @@ fn program_blocking(
     });
     let (outcome, error) = match out.ending {
         Ending::Released => return released(),
+        // This worker's own fault: the trial goes back, and this slot pauses before its next
+        // lease (5 s doubling to 5 min), as after missing data.
+        Ending::Fault(why) => {
+            tracing::warn!(reason = %why, "cannot run the trial's program here; handing it back");
+            return Finished {
+                outcome: pb::TrialOutcome::WorkerFault,
+                error: why,
+                local_fault: true,
+                output: out.output,
+                ..released()
+            };
+        }
         Ending::Finished => (
             pb::TrialOutcome::Finished,
             out.missing_metric.unwrap_or_default(),

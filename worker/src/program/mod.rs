@@ -19,6 +19,7 @@ pub mod supervise;
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -190,6 +191,9 @@ pub enum Ending {
     Failed(String),
     /// The worker is shutting down or lost the lease: hand the trial back.
     Released,
+    /// A fault of this worker's own (the program file, the interpreter, disk space or this
+    /// worker's rules): hand the trial back, for another worker or a later try, saying why.
+    Fault(String),
 }
 
 /// A finished program trial.
@@ -207,6 +211,46 @@ pub struct Outcome {
     pub missing_metric: Option<String>,
     /// The files it handed back (none when it was handed back itself).
     pub files: Vec<(String, Vec<u8>)>,
+}
+
+/// What this worker lacks to run the command (`exe` and then `args`): the program the
+/// command names, or the command itself (through `env`: the first word that is neither an
+/// option nor an assignment) on this worker's `PATH`.
+fn missing_here(
+    t: &ProgramTrial,
+    o: &ProgramOptions,
+    exe: &str,
+    args: &[String],
+) -> Option<String> {
+    if let Some(p) = &t.program {
+        let named = exe == p || args.iter().any(|a| a == p);
+        let path = o.workdir.join(p);
+        if named && !path.exists() {
+            return Some(format!(
+                "program {p} is not in {} on this worker (a typo in `program`, or a checkout this worker lacks?)",
+                o.workdir.display()
+            ));
+        }
+    }
+    let is_env = Path::new(exe).file_name().is_some_and(|n| n == "env");
+    let run = if is_env {
+        args.iter()
+            .find(|a| !a.starts_with('-') && !a.contains('='))
+            .map_or(exe, String::as_str)
+    } else {
+        exe
+    };
+    let found = if run.contains('/') {
+        o.workdir.join(run).exists()
+    } else {
+        std::env::var_os("PATH").is_some_and(|paths| {
+            std::env::split_paths(&paths).any(|d| {
+                std::fs::metadata(d.join(run))
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+        })
+    };
+    (!found).then(|| format!("cannot find {run:?} on this worker (its PATH, or its --workdir)"))
 }
 
 /// Output of the child, interleaved, with only the tail kept.
@@ -304,13 +348,17 @@ pub fn run(
             &hist,
         );
     }
+    let fault = |why: String, hist: &History| Outcome {
+        ending: Ending::Fault(why),
+        ..fail(String::new(), hist)
+    };
     if let Some(why) = refusal(t, o) {
-        return fail(why, &hist);
+        return fault(why, &hist);
     }
     let (param_path, json_path) = match write_param_files(t, o) {
         Ok(p) => p,
         Err(e) => {
-            return fail(
+            return fault(
                 format!(
                     "cannot write the parameter files under {}: {e}",
                     o.workdir.display()
@@ -334,6 +382,9 @@ pub fn run(
     let Some((exe, args)) = argv.split_first() else {
         return fail("the command expands to nothing".into(), &hist);
     };
+    if let Some(why) = missing_here(t, o, exe, args) {
+        return fault(why, &hist);
+    }
     let files_dir = match t
         .files_dir(&o.workdir)
         .map(|d| files::prepare(&d))
@@ -341,7 +392,7 @@ pub fn run(
     {
         Ok(d) => d,
         Err(e) => {
-            return fail(
+            return fault(
                 format!(
                     "cannot make the trial's files directory under {}: {e}",
                     o.workdir.display()
@@ -360,12 +411,12 @@ pub fn run(
     // that this worker is gone.
     let (life_r, life_w) = match pipe() {
         Ok(p) => p,
-        Err(e) => return fail(format!("cannot make a pipe: {e}"), &hist),
+        Err(e) => return fault(format!("cannot make a pipe: {e}"), &hist),
     };
     let life_fd = life_r.as_raw_fd();
     let supervisor = match std::env::current_exe() {
         Ok(p) => p,
-        Err(e) => return fail(format!("cannot find this worker's own program: {e}"), &hist),
+        Err(e) => return fault(format!("cannot find this worker's own program: {e}"), &hist),
     };
     let mut cmd = Command::new(supervisor);
     cmd.arg(supervise::FLAG)
