@@ -360,3 +360,20 @@ fn idle_http2_connections_from_one_address_do_not_lock_others_out() {
         v["id"] == id.as_str()
     });
 }
+
+#[test]
+fn a_client_pointed_at_the_dashboard_port_is_told_which_port_is_grpc() {
+    let dir = tempdir("wrong-port");
+    let web = format!("127.0.0.1:{}", free_port());
+    let (_coord, _url) = serve(&dir.join("s.db"), &["--http-listen", web.as_str()]);
+    let out = run(
+        "coordinator",
+        &["status", "--coordinator", &format!("http://{web}")],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("answered as a web server") && err.contains("--http-listen"),
+        "{err}"
+    );
+}

@@ -1177,9 +1177,11 @@ fn allow_programs_dir_runs_only_programs_inside_it_with_nothing_before_them() {
     .unwrap();
     let (_c, url) = serve(&dir.join("sweeps.db"), &[]);
     let allow = format!("--allow-programs={}", progs.display());
+    // A slot per escape: each refusal is this worker's own fault, after which that slot
+    // waits before its next lease.
     let _w = worker_with(
         &url,
-        1,
+        6,
         &[
             &allow,
             "--quiet-programs",
@@ -1187,7 +1189,8 @@ fn allow_programs_dir_runs_only_programs_inside_it_with_nothing_before_them() {
             progs.to_str().unwrap(),
         ],
     );
-    // Each escape a user found: the trial fails on this worker with the rule, and its payload
+    // Each escape a user found: the worker refuses it with the rule (its own refusal, so the
+    // trial is handed back, not failed, and the sweep pauses saying why), and its payload
     // never runs.
     let c_code = format!("-c{}", touch("c").trim());
     let escapes: Vec<(String, &str)> = vec![
@@ -1217,7 +1220,7 @@ fn allow_programs_dir_runs_only_programs_inside_it_with_nothing_before_them() {
             &dir,
             &url,
             &format!(
-                "program: train.py\ncommand: {command}\nmethod: grid\nmax_attempts: 1\n\
+                "program: train.py\ncommand: {command}\nmethod: grid\npause_after_failures: 1\n\
                  metric: {{name: val_accuracy, goal: maximize}}\n\
                  parameters:\n  PATH: {{value: {}}}\n",
                 evil.display()
@@ -1227,16 +1230,17 @@ fn allow_programs_dir_runs_only_programs_inside_it_with_nothing_before_them() {
             &url,
             &id,
             Duration::from_secs(60),
-            "the sweep to finish",
-            done,
+            "the sweep to pause",
+            |s| s["state"] == "paused",
         );
         let t = trial(&url, &id, 1);
-        assert_eq!(t["state"], "failed", "{command}: {t}");
+        assert_eq!(t["state"], "queued", "{command}: {t}");
         let why = t["error"].as_str().unwrap();
         assert!(
             why.contains(said) && why.contains("runs only programs inside"),
             "{command}: {why}"
         );
+        run_ok_coordinator(&url, &["stop", &id]);
     }
     for what in ["c", "elsewhere", "path"] {
         assert!(!marker(what).exists(), "the {what} escape ran");

@@ -343,6 +343,13 @@ fn quit_on_second_signal() {
 }
 
 fn status_err(url: &str, s: tonic::Status) -> CliError {
+    // A web server answered (no gRPC status): most likely the dashboard's port.
+    if s.message().contains("grpc-status header missing") {
+        return CliError::Usage(format!(
+            "{url} answered as a web server, not as a coordinator's gRPC port ({}): is it the dashboard's port (--http-listen)? --coordinator takes the port of `coordinator serve --listen` (50051 by default)",
+            s.message()
+        ));
+    }
     match s.code() {
         tonic::Code::InvalidArgument | tonic::Code::NotFound | tonic::Code::FailedPrecondition => {
             CliError::Usage(s.message().to_string())

@@ -238,7 +238,11 @@ impl Engine {
                         });
                         if t.attempts_without_progress() >= max_attempts.saturating_mul(4) {
                             t.state = TrialState::Failed;
-                            t.error = Some(format!("handed back {} times", t.attempt).into());
+                            t.error = Some(if outcome == Outcome::WorkerFault {
+                                format!("handed back {} times; the last: {error}", t.attempt).into()
+                            } else {
+                                format!("handed back {} times", t.attempt).into()
+                            });
                             t.ended_at = Some(t_now);
                         }
                     }
