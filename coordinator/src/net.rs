@@ -185,13 +185,23 @@ impl Conn {
             .store(self.registry.now_ms(), Ordering::Relaxed);
     }
 
+    /// A write that moved bytes is a sign of life where writes count.
+    fn wrote(&self, r: &Poll<io::Result<usize>>) {
+        if self.registry.limits.writes_count && matches!(r, Poll::Ready(Ok(n)) if *n > 0) {
+            self.alive();
+        }
+    }
+
     /// `Err` once the listener has cut this connection; otherwise remembers who to wake.
     fn check_cut(&self, cx: &Context<'_>) -> io::Result<()> {
-        if self.life.cut.load(Ordering::SeqCst) {
-            return Err(io::Error::new(
+        let cut = || {
+            io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 "the connection was idle too long (or gave its place to a newcomer)",
-            ));
+            )
+        };
+        if self.life.cut.load(Ordering::SeqCst) {
+            return Err(cut());
         }
         let mut w = self
             .life
@@ -204,10 +214,7 @@ impl Conn {
         drop(w);
         // Cut between the check and the waker's registration: seen now.
         if self.life.cut.load(Ordering::SeqCst) {
-            return Err(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "the connection was idle too long (or gave its place to a newcomer)",
-            ));
+            return Err(cut());
         }
         Ok(())
     }
@@ -252,9 +259,7 @@ impl AsyncWrite for Conn {
     ) -> Poll<io::Result<usize>> {
         self.check_cut(cx)?;
         let r = Pin::new(&mut self.stream).poll_write(cx, buf);
-        if self.registry.limits.writes_count && matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.alive();
-        }
+        self.wrote(&r);
         r
     }
 
@@ -273,9 +278,7 @@ impl AsyncWrite for Conn {
     ) -> Poll<io::Result<usize>> {
         self.check_cut(cx)?;
         let r = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
-        if self.registry.limits.writes_count && matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.alive();
-        }
+        self.wrote(&r);
         r
     }
 

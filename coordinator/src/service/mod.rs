@@ -208,27 +208,23 @@ impl SweepsService {
     }
 }
 
-/// The attempt a checkpoint upload names.
-fn checkpoint_attempt(h: &pb::CheckpointHeader) -> Attempt<'_> {
-    Attempt {
-        worker: &h.worker_id,
-        sweep: &h.sweep_id,
-        trial: h.trial,
-        attempt: h.attempt,
-        lease_id: &h.lease_id,
-    }
+/// `fn $name(&$header) -> Attempt`: the attempt an upload's header names (both kinds of
+/// header name it with the same fields).
+macro_rules! attempt_of {
+    ($name:ident, $header:ty) => {
+        fn $name(h: &$header) -> Attempt<'_> {
+            Attempt {
+                worker: &h.worker_id,
+                sweep: &h.sweep_id,
+                trial: h.trial,
+                attempt: h.attempt,
+                lease_id: &h.lease_id,
+            }
+        }
+    };
 }
-
-/// The attempt a files upload names.
-fn files_attempt(h: &pb::FilesHeader) -> Attempt<'_> {
-    Attempt {
-        worker: &h.worker_id,
-        sweep: &h.sweep_id,
-        trial: h.trial,
-        attempt: h.attempt,
-        lease_id: &h.lease_id,
-    }
-}
+attempt_of!(checkpoint_attempt, pb::CheckpointHeader);
+attempt_of!(files_attempt, pb::FilesHeader);
 
 fn id_ok(what: &str, id: &str) -> Result<(), Status> {
     if id.is_empty() || id.len() > 128 {
