@@ -515,13 +515,13 @@ mod tests {
     async fn an_idle_connection_is_cut_and_a_talking_one_is_not() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        let mut rx = incoming(l, limits(100, 100, 400, 3_600_000));
+        let mut rx = incoming(l, limits(100, 100, 1_000, 3_600_000));
         let _quiet = client("127.0.0.1", addr).await;
         let mut quiet = rx.recv().await.unwrap().unwrap();
         let mut talking = client("127.0.0.1", addr).await;
         let mut server_side = rx.recv().await.unwrap().unwrap();
         // The server side reads as a server does, all the time; the client says something
-        // every 100 ms, for four idle periods.
+        // every 100 ms, for three idle periods.
         let reader = tokio::spawn(async move {
             let mut got = 0usize;
             let mut b = [0u8; 64];
@@ -532,7 +532,7 @@ mod tests {
                 }
             }
         });
-        for _ in 0..16 {
+        for _ in 0..30 {
             talking.write_all(b"ping").await.unwrap();
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -541,7 +541,7 @@ mod tests {
         drop(talking);
         // Everything the talking one sent came through, and it ended only when its client
         // closed it.
-        assert_eq!(reader.await.unwrap(), FIRST_BYTES + 64);
+        assert_eq!(reader.await.unwrap(), FIRST_BYTES + 120);
     }
 
     /// Reads `c` until it fails; the error.

@@ -1296,7 +1296,7 @@ fn a_programs_whole_process_tree_dies_with_its_worker_and_with_its_trial() {
         &dir,
         &url,
         "program: tree.sh\ncommand: [bash, \"${program}\"]\nmethod: grid\nmax_attempts: 5\n\
-         metric: {name: loss}\nprogram_options: {time_limit: 4}\n\
+         metric: {name: loss}\nprogram_options: {time_limit: 8}\n\
          parameters:\n  x: {values: [1, 2]}\n",
     );
     let mut w = cmd_worker(&url, &dir, &pids);
