@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod common;
 mod coordinator;
+mod curves;
 mod load;
 mod observers;
 mod search;
@@ -36,6 +37,8 @@ enum Command {
     Search(search::SearchBenchArgs),
     /// Large checkpoint uploads at once: the coordinator's memory beside its upload budget
     Uploads(uploads::UploadArgs),
+    /// One trial of a very long curve: memory and time of everything that reads it
+    Curves(curves::CurveArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Command::Coordinator(a) => runtime().and_then(|rt| rt.block_on(coordinator::run(&a))),
         Command::Load(a) => runtime().and_then(|rt| rt.block_on(load::run_load(&a))),
         Command::Uploads(a) => runtime().and_then(|rt| rt.block_on(uploads::run_uploads(&a))),
+        Command::Curves(a) => runtime().and_then(|rt| rt.block_on(curves::run_curves(&a))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

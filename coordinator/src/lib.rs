@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod curve;
 pub mod dashboard;
 pub mod engine;
 pub mod export;

@@ -12,6 +12,7 @@ p.add_argument("--mode", default="ok")
 p.add_argument("--x", type=float, default=1.0)
 p.add_argument("--steps", type=int, default=5)
 p.add_argument("--pause", type=float, default=0.0)
+p.add_argument("--metrics", type=int, default=100)
 a = p.parse_args()
 
 pidfile = os.environ.get("PIDFILE_DIR")
@@ -21,6 +22,16 @@ if pidfile:
 if a.mode == "stubborn":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 wandb.init()
+if a.mode == "long":
+    # A long curve: every step logs `metrics` values; m007 spikes once, at step 1234.
+    for step in range(a.steps):
+        row = {"m%03d" % m: (m + 1.0) / (step + 1) for m in range(a.metrics)}
+        if step == 1234:
+            row["m007"] = 99.0
+        row["loss"] = 1.0 / (step + 1)
+        wandb.log(row)
+    wandb.finish()
+    sys.exit(0)
 for step in range(a.steps):
     if a.mode == "crash" and step == 2:
         print("about to divide", flush=True)

@@ -1478,3 +1478,119 @@ fn failures_in_a_row_pause_the_sweep_instead_of_failing_it() {
     );
     assert!(n(&s, "failed") >= 5 && n(&s, "failed") < 10, "{s}");
 }
+
+/// Resident memory of process `pid`, in bytes.
+fn rss(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+#[test]
+fn a_long_curve_is_served_sampled_and_paged_everywhere_and_memory_falls_back() {
+    let dir = workdir("prog-long-curve");
+    let web = format!("127.0.0.1:{}", free_port());
+    let (c, url) = serve(&dir.join("sweeps.db"), &["--http-listen", web.as_str()]);
+    // 2,000 steps × 101 metrics: 202,000 points, twenty times what a trial is served with.
+    let id = submit(
+        &dir,
+        &url,
+        "program: behave.py\ncommand: [python3, \"${program}\", \"${args}\"]\nmethod: grid\n\
+         metric: {name: loss, goal: minimize}\nparameters:\n  mode: {value: long}\n  steps: {value: 2000}\n",
+    );
+    let _w = program_worker(&url, &dir, 1, &[]);
+    wait_for(&url, &id, Duration::from_secs(300), "the trial", done);
+    let path = format!("/api/v1/sweeps/{id}/trials/1");
+    let get = |p: &str| {
+        let (code, _, body) = sweep_tests::request(&web, "GET", p, None);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(code, 200, "{v}");
+        v
+    };
+    let d = get(&path);
+    assert_eq!(d["curve_points"], 202_000, "{}", d["curve_points"]);
+    assert_eq!(d["curve_sampled"], true);
+    let curve = d["curve"].as_array().unwrap();
+    assert!(
+        (9_000..=12_000).contains(&curve.len()),
+        "{} points served",
+        curve.len()
+    );
+    // The spike survives sampling; each metric keeps its first and last step.
+    assert!(curve
+        .iter()
+        .any(|p| p["name"] == "m007" && p["step"] == 1235 && p["value"] == 99.0));
+    for m in ["m000", "m099", "loss"] {
+        let steps: Vec<u64> = curve
+            .iter()
+            .filter(|p| p["name"] == m)
+            .map(|p| p["step"].as_u64().unwrap())
+            .collect();
+        assert_eq!(steps.first(), Some(&1), "{m}");
+        assert_eq!(steps.last(), Some(&2000), "{m}");
+    }
+    // Asked for fewer, and for more than the most: bounded.
+    let few = get(&format!("{path}?points=500"));
+    assert!(few["curve"].as_array().unwrap().len() <= 1_000);
+    let (code, _, _) = sweep_tests::request(&web, "GET", &format!("{path}?points=x"), None);
+    assert_eq!(code, 400);
+    // Every point, a page at a time, each as reported.
+    let mut all = 0usize;
+    let mut after = 0u64;
+    let mut pages = 0;
+    loop {
+        let page = get(&format!("{path}/curve?after={after}&limit=50000"));
+        let points = page["points"].as_array().unwrap();
+        assert!(points.len() <= 50_000 + 101, "{}", points.len());
+        assert!(points
+            .iter()
+            .all(|p| p["step"].as_u64().unwrap() > after));
+        all += points.len();
+        pages += 1;
+        match page["next_after"].as_u64() {
+            Some(n) => after = n,
+            None => break,
+        }
+    }
+    assert_eq!((all, pages), (202_000, 5));
+    let m7 = get(&format!("{path}/curve?name=m007&after=1234&limit=1"));
+    assert_eq!(m7["points"][0]["value"], 99.0, "{m7}");
+    // Three at once leave the coordinator's memory about where it was.
+    let pid = c.0.id();
+    let before = rss(pid);
+    let threads: Vec<_> = (0..3)
+        .map(|_| {
+            let (web, path) = (web.clone(), path.clone());
+            std::thread::spawn(move || sweep_tests::request(&web, "GET", &path, None).0)
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+    let after_rss = rss(pid);
+    assert!(
+        after_rss < before + (64 << 20),
+        "resident {} MiB before, {} MiB after",
+        before >> 20,
+        after_rss >> 20
+    );
+    // The terminal's table, the JSON and the report all work on it.
+    let out = run("coordinator", &["trial", &id, "1", "--coordinator", &url]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("the curve has 202000 points"), "{text}");
+    assert!(text.contains("93 more metrics not shown"), "{text}");
+    assert!(text.lines().count() < 200, "{text}");
+    let d = trial(&url, &id, 1);
+    assert_eq!(d["curve_sampled"], true);
+    let out = run(
+        "coordinator",
+        &["report", &id, "--out", dir.join("report").to_str().unwrap(), "--coordinator", &url],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -711,6 +711,9 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
                 .get_trial(pb::GetTrialRequest {
                     sweep_id: sweep.clone(),
                     trial,
+                    // A terminal's table needs a few hundred rows at most; JSON gets the
+                    // API's default.
+                    max_points: if json { 0 } else { 2_000 },
                 })
                 .await
                 .map_err(|s| status_err(&conn.coordinator, s))?
@@ -909,30 +912,7 @@ fn print_trial(sweep: &str, d: &pb::TrialDetail, json: bool) {
     if !d.command.is_empty() {
         println!("train it again: {}", export::terminal_safe(&d.command));
     }
-    let mut names: Vec<&String> = d.curve.iter().map(|p| &p.name).collect();
-    names.sort();
-    names.dedup();
-    if !names.is_empty() {
-        print!("{:>5}", "epoch");
-        for n in &names {
-            print!(" {:>14}", export::terminal_safe(n));
-        }
-        println!();
-        let mut steps: Vec<u32> = d.curve.iter().map(|p| p.step).collect();
-        steps.dedup();
-        for st in steps {
-            print!("{st:>5}");
-            for n in &names {
-                let v = d
-                    .curve
-                    .iter()
-                    .find(|p| p.step == st && &p.name == *n)
-                    .map_or("-".into(), |p| format!("{:.4}", p.value));
-                print!(" {v:>14}");
-            }
-            println!();
-        }
-    }
+    print_curve(d);
     let mut keys: Vec<&String> = s.metrics.keys().collect();
     keys.sort();
     for k in keys {
@@ -950,6 +930,64 @@ fn print_trial(sweep: &str, d: &pb::TrialDetail, json: bool) {
         for l in &lines[from..] {
             println!("  {}", export::terminal_safe(l));
         }
+    }
+}
+
+/// Rows and metric columns of a trial's curve a terminal is shown at most (rows evenly
+/// spread, the last always).
+const CURVE_ROWS: usize = 60;
+const CURVE_COLUMNS: usize = 8;
+
+/// A trial's curve as a table: a row per step, a column per metric.
+fn print_curve(d: &pb::TrialDetail) {
+    let mut table: std::collections::BTreeMap<u32, std::collections::BTreeMap<&str, f64>> =
+        Default::default();
+    for p in &d.curve {
+        table.entry(p.step).or_default().insert(&p.name, p.value);
+    }
+    let mut names: Vec<&str> = d.curve.iter().map(|p| p.name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    if names.is_empty() {
+        return;
+    }
+    let more = names.len().saturating_sub(CURVE_COLUMNS);
+    names.truncate(CURVE_COLUMNS);
+    print!("{:>7}", "step");
+    for n in &names {
+        print!(" {:>14}", export::terminal_safe(n));
+    }
+    println!();
+    let rows: Vec<(&u32, &std::collections::BTreeMap<&str, f64>)> = table.iter().collect();
+    let shown: Vec<usize> = if rows.len() <= CURVE_ROWS {
+        (0..rows.len()).collect()
+    } else {
+        let mut v: Vec<usize> = (0..CURVE_ROWS)
+            .map(|i| i * (rows.len() - 1) / (CURVE_ROWS - 1))
+            .collect();
+        v.dedup();
+        v
+    };
+    for i in &shown {
+        let (step, values) = rows[*i];
+        print!("{step:>7}");
+        for n in &names {
+            let v = values.get(n).map_or("-".into(), |v| format!("{v:.4}"));
+            print!(" {v:>14}");
+        }
+        println!();
+    }
+    if more > 0 {
+        println!("({more} more metrics not shown)");
+    }
+    if shown.len() < rows.len() || d.curve_sampled {
+        let trial = d.summary.as_ref().map_or(0, |s| s.trial);
+        println!(
+            "({} of {} steps shown; the curve has {} points: `trial --json` gives up to 10,000 of them, the API's /trials/{trial}/curve every one)",
+            shown.len(),
+            if d.curve_sampled { "the sampled".to_string() } else { rows.len().to_string() },
+            d.curve_points,
+        );
     }
 }
 
@@ -976,6 +1014,7 @@ async fn fetch_sweep(
             c.get_trial(pb::GetTrialRequest {
                 sweep_id: sweep.to_string(),
                 trial,
+                max_points: 0,
             })
             .await
             .map(tonic::Response::into_inner)

@@ -408,14 +408,24 @@ function curveByName(curve) {
   return out;
 }
 
+/** Points a live series keeps; past this every other point goes (its last stays), as the
+ * coordinator samples a long curve (a trial logging every batch must not fill the page). */
+const LIVE_POINTS = 4000;
+
 /** Adds `[step, name, value]` points to a curve from `curveByName`; a step seen before is replaced. */
 function addPoints(curve, points) {
   for (const [step, name, value] of points) {
-    const series = (curve[name] = curve[name] || []);
-    const i = series.findIndex((p) => p[0] >= step);
-    if (i < 0) series.push([step, value]);
-    else if (series[i][0] === step) series[i] = [step, value];
-    else series.splice(i, 0, [step, value]);
+    let series = (curve[name] = curve[name] || []);
+    const last = series.length ? series[series.length - 1][0] : -Infinity;
+    if (step > last) series.push([step, value]);
+    else {
+      const i = series.findIndex((p) => p[0] >= step);
+      if (series[i][0] === step) series[i] = [step, value];
+      else series.splice(i, 0, [step, value]);
+    }
+    if (series.length > LIVE_POINTS) {
+      curve[name] = series = series.filter((_, i) => i % 2 === 0 || i === series.length - 1);
+    }
   }
 }
 
@@ -1113,6 +1123,10 @@ async function pageTrial(main, id, n) {
             h('td', {}, a.ending || '—')))))]
         : []),
       h('h2', {}, 'Curves'), curves,
+      ...(t.curve_sampled
+        ? [h('p', { class: 'sub', id: 'sampled' }, `${t.curve.length.toLocaleString()} of ${t.curve_points.toLocaleString()} points drawn: each metric keeps its first and last points and the lowest and highest of each stretch between. `,
+          h('a', { href: `${base}/curve` }, 'every point'), ' (JSON, a page at a time)')]
+        : []),
       h('h2', {}, 'Confusion matrix (test set)'),
       t.confusion
         ? h('div', { id: 'confusion' }, h('div', { class: 'toolbar downloads' }, 'Download: ', dl('json'), dl('csv'), dl('png')), confusionTable(t.confusion))

@@ -110,9 +110,13 @@ impl Loader {
         trial.started_at = t.started_at;
         trial.ended_at = t.ended_at;
         trial.duration = t.duration;
+        let (count, top) = (points.len() as u64, points.last().map_or(0, |p| p.0));
+        let metric = sw.spec.metric.name.clone();
         for (step, name, value) in points {
             trial.curve.set(step, sw.names.get(&name), value);
+            trial.curve.thin_over(super::trial::MEMORY_POINTS, &metric);
         }
+        trial.curve.note_stored(count, top);
         if !state.is_terminal() {
             // A running trial's row is not written on every report: its metrics are its last
             // reported values (from its points) overlaid with those of its row.
@@ -129,7 +133,6 @@ impl Loader {
         }
         let mut restored = None;
         if state.is_terminal() {
-            let metric = sw.spec.metric.name.clone();
             // What the stopping rule reads of it, before the trial lets its curve go.
             if sw.judges() {
                 restored = Some(super::sweep::seen(&trial, &metric));

@@ -39,7 +39,10 @@ use suggest::Suggesters;
 pub use messages::{Action, Attempt, Beat, Complete, Lease, Outcome, Report, WorkerInfo};
 pub use results::{MAX_CLASSES, MAX_LABEL_CHARS, MAX_OUTPUT_BYTES};
 pub use sweep::{Counts, Sweep, SweepState};
-pub use trial::{Curve, Metrics, Param, Params, Point, Trial, TrialState};
+pub use trial::{
+    Curve, Metrics, Param, Params, Point, Trial, TrialState, MAX_TRIAL_METRICS, MAX_TRIAL_POINTS,
+    MEMORY_POINTS,
+};
 pub use workers::EngineCounters;
 
 /// Seconds since the Unix epoch.
@@ -569,17 +572,52 @@ impl Engine {
     }
 
     /// What the store keeps of trial `trial` beyond what memory holds of it once trimmed (see
-    /// [`Trial::is_whole`]): its curve, confusion matrix and output.
+    /// [`Trial::is_whole`]): its curve (sampled to about `points`: [`crate::curve`]),
+    /// confusion matrix and output.
     pub async fn trial_files(
         &self,
         sweep: &str,
         trial: u64,
+        points: u32,
     ) -> Result<store::TrialFiles, EngineError> {
         let sweep = sweep.to_string();
         Ok(self
             .inner
             .store
-            .read(move |c| store::trial_files(c, &sweep, trial))
+            .read(move |c| store::trial_files(c, &sweep, trial, points))
+            .await?)
+    }
+
+    /// Trial `trial`'s curve from the store, sampled to about `points`: (points, how many
+    /// the store keeps, whether sampled).
+    pub async fn sampled_curve(
+        &self,
+        sweep: &str,
+        trial: u64,
+        points: u32,
+    ) -> Result<(Vec<(u32, String, f64)>, u64, bool), EngineError> {
+        let sweep = sweep.to_string();
+        Ok(self
+            .inner
+            .store
+            .read(move |c| store::sampled_points(c, &sweep, trial, points))
+            .await?)
+    }
+
+    /// One page of trial `trial`'s curve, every point as stored ([`store::curve_page`]).
+    pub async fn curve_page(
+        &self,
+        sweep: &str,
+        trial: u64,
+        name: &str,
+        after: u32,
+        limit: u32,
+    ) -> Result<(Vec<(u32, String, f64)>, Option<u32>), EngineError> {
+        let (sweep, name) = (sweep.to_string(), name.to_string());
+        Ok(self
+            .inner
+            .store
+            .read(move |c| store::curve_page(c, &sweep, trial, &name, after, limit))
             .await?)
     }
 

@@ -73,20 +73,24 @@ impl Engine {
                 break 'locked abandon(reason);
             }
             let stopped = sw.state.is_terminal();
-            let finite: Vec<(String, f64)> =
-                metrics.into_iter().filter(|(_, v)| v.is_finite()).collect();
-            let named: Vec<(Arc<str>, f64)> =
-                finite.iter().map(|(n, v)| (sw.names.get(n), *v)).collect();
+            let named: Vec<(Arc<str>, f64)> = metrics
+                .into_iter()
+                .filter(|(_, v)| v.is_finite())
+                .map(|(n, v)| (sw.names.get(&n), v))
+                .collect();
+            let metric = sw.spec.metric.name.clone();
             let known = sw.edit(trial, |t| {
                 t.lease(None, now() + ttl);
-                for (n, v) in &named {
-                    t.curve.set(epoch, n.clone(), *v);
-                    t.metrics.insert(n.clone(), *v);
-                }
+                t.take_report(epoch, named, &metric)
             });
-            if known.is_none() {
+            let Some((kept, cut)) = known else {
                 break 'locked abandon("unknown trial".into());
+            };
+            if let Some(cut) = cut {
+                sw.note_cut(cut);
             }
+            let finite: Vec<(String, f64)> =
+                kept.into_iter().map(|(n, v)| (n.to_string(), v)).collect();
             let mut action = if stopped {
                 Action::Stop(if sw.state == SweepState::Finished {
                     "the sweep reached its metric target".into()

@@ -19,6 +19,10 @@ use super::trial::{Names, Trial, TrialState};
 /// trials are trimmed (see [`Trial::trim`]).
 const RECENT_WHOLE: usize = 1024;
 
+/// Points the recent ended trials kept whole may hold together (about 64 MiB); past this the
+/// oldest of them are trimmed even when there are fewer than [`RECENT_WHOLE`].
+const RECENT_POINTS: usize = 2_000_000;
+
 /// Sweep states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SweepState {
@@ -148,8 +152,10 @@ pub struct Sweep {
     len: usize,
     /// The names the trials use.
     pub(super) names: Names,
-    /// Ended trials still whole, oldest first.
-    recent: VecDeque<u64>,
+    /// Ended trials still whole, oldest first, with the points each holds.
+    recent: VecDeque<(u64, usize)>,
+    /// Points the recent trials hold together.
+    recent_points: usize,
     /// Re-queued trials, oldest first.
     pub(super) queue: VecDeque<u64>,
     /// Last time a worker asked for work that it could not take from this sweep (it does not
@@ -169,6 +175,8 @@ pub struct Sweep {
     /// Why the sweep paused itself, with the last failure's output. Memory only: after a
     /// restart the sweep is still paused, and its trials still say why they failed.
     pub(super) paused_because: Option<String>,
+    /// The last time a trial reported more than one trial keeps (memory only).
+    cut: Option<String>,
     index: Index,
     /// The stopping rule and the values it judges by, kept up to date by every change.
     judge: Option<Judge>,
@@ -201,6 +209,7 @@ impl Sweep {
             len: 0,
             names: Names::default(),
             recent: VecDeque::new(),
+            recent_points: 0,
             queue: VecDeque::new(),
             refused_at: None,
             polled_at: None,
@@ -208,6 +217,7 @@ impl Sweep {
             hand_back: false,
             failures_in_a_row: 0,
             paused_because: None,
+            cut: None,
             index: Index::default(),
             judge,
         }
@@ -321,14 +331,20 @@ impl Sweep {
         Some(r)
     }
 
-    /// Trial `n` has just ended: it joins the recent ones, and the oldest of those is trimmed.
+    /// Trial `n` has just ended: it joins the recent ones, and the oldest of those are
+    /// trimmed while there are too many or they hold too many points.
     fn ended(&mut self, n: u64) {
-        self.recent.push_back(n);
+        let points = self.trial(n).map_or(0, |t| t.curve.points().len());
+        self.recent.push_back((n, points));
+        self.recent_points += points;
         let m = &self.spec.metric;
-        while self.recent.len() > RECENT_WHOLE {
-            let Some(old) = self.recent.pop_front() else {
+        while self.recent.len() > RECENT_WHOLE
+            || (self.recent_points > RECENT_POINTS && self.recent.len() > 1)
+        {
+            let Some((old, points)) = self.recent.pop_front() else {
                 break;
             };
+            self.recent_points -= points;
             let slot = old
                 .checked_sub(1)
                 .and_then(|i| usize::try_from(i).ok())
@@ -339,6 +355,15 @@ impl Sweep {
                 }
             }
         }
+    }
+
+    /// Says that a trial reported more than one trial keeps (see
+    /// [`super::trial::MAX_TRIAL_POINTS`]); a notice until the sweep is over.
+    pub(super) fn note_cut(&mut self, why: String) {
+        if self.cut.is_none() {
+            tracing::warn!(sweep = %self.id, "{why}");
+        }
+        self.cut = Some(why);
     }
 
     /// Whether the sweep has a stopping rule, which reads its trials' histories of the metric.
@@ -424,6 +449,7 @@ impl Sweep {
         {
             out.push(why.clone());
         }
+        out.extend(self.cut.clone());
         let metric = &self.spec.metric.name;
         if !metric.is_empty() {
             if let Some(first) = self.index.unranked.first().and_then(|n| self.trial(*n)) {

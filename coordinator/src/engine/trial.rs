@@ -256,16 +256,47 @@ pub struct Point {
     pub value: f64,
 }
 
+/// Points of a running or recently ended trial's curve held in memory. Past this, the curve
+/// is *thinned*: every other point of each metric but the sweep's goes (each metric's last
+/// point stays), and new points go on being added; the store keeps every point, and a
+/// thinned curve is served from there ([`crate::curve`]).
+pub const MEMORY_POINTS: usize = 20_000;
+
+/// Points the store keeps of one trial (docs/API.md, "Curves"). Past this, a report keeps
+/// only the sweep metric's point; its other values still become the trial's final metrics.
+pub const MAX_TRIAL_POINTS: u64 = 4_000_000;
+
+/// Metric names one trial may report; a report's further names are dropped.
+pub const MAX_TRIAL_METRICS: usize = 1_024;
+
 /// Per-epoch metrics, ordered by step, then name (one pointer wide when empty, as a trimmed
 /// trial's mostly is).
 #[derive(Debug, Clone, Default, PartialEq)]
-#[allow(clippy::box_collection)] // one pointer, not three, in each of a million trials
-pub struct Curve(Option<Box<Vec<Point>>>);
+pub struct Curve(Option<Box<CurveData>>);
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct CurveData {
+    points: Vec<Point>,
+    /// Whether points were dropped from memory (see [`MEMORY_POINTS`]).
+    thinned: bool,
+    /// Points the store keeps of the trial, and the highest step among them: a later attempt
+    /// reporting a step again replaces its points and adds none.
+    stored: u64,
+    top: u32,
+    /// Points above which the curve is thinned again besides the limit: the kept metric's
+    /// points at the last thinning and half the limit (so that a curve long in the kept
+    /// metric alone is not thinned at every point).
+    thin_at: usize,
+}
 
 impl Curve {
+    fn data(&mut self) -> &mut CurveData {
+        self.0.get_or_insert_with(Box::default)
+    }
+
     /// Sets `name` at `step` (replacing a value reported before for the same step).
     pub fn set(&mut self, step: u32, name: Arc<str>, value: f64) {
-        let v = self.0.get_or_insert_with(Box::default);
+        let v = &mut self.data().points;
         let key = (step, &*name);
         match v.binary_search_by(|p| (p.step, &*p.name).cmp(&key)) {
             Ok(i) => v[i].value = value,
@@ -273,9 +304,62 @@ impl Curve {
         }
     }
 
-    /// Every point, by step then name.
+    /// Every point held in memory, by step then name (of a thinned curve, not all of them).
     pub fn points(&self) -> &[Point] {
-        self.0.as_deref().map_or(&[], Vec::as_slice)
+        self.0.as_deref().map_or(&[], |d| d.points.as_slice())
+    }
+
+    /// Whether memory holds only some of the points (the store has them all).
+    pub fn is_thinned(&self) -> bool {
+        self.0.as_deref().is_some_and(|d| d.thinned)
+    }
+
+    /// Thins the curve once it holds more than `limit` points: every other point of each
+    /// metric but `keep` goes, but for each metric's last.
+    pub fn thin_over(&mut self, limit: usize, keep: &str) {
+        let Some(d) = self.0.as_deref_mut() else {
+            return;
+        };
+        if d.points.len() <= limit.max(d.thin_at) {
+            return;
+        }
+        let mut left: std::collections::HashMap<Arc<str>, usize> = Default::default();
+        for p in &d.points {
+            *left.entry(p.name.clone()).or_default() += 1;
+        }
+        let mut seen: std::collections::HashMap<Arc<str>, usize> = Default::default();
+        d.points.retain(|p| {
+            if *p.name == *keep {
+                return true;
+            }
+            let i = seen.entry(p.name.clone()).or_default();
+            *i += 1;
+            *i % 2 == 1 || *i == left[&p.name]
+        });
+        d.thinned = true;
+        d.thin_at = d.points.iter().filter(|p| *p.name == *keep).count() + limit / 2;
+    }
+
+    /// Counts a report of `points` points at `step` toward what the store keeps; false when
+    /// they would take the trial past `limit` (a step reported before adds nothing).
+    pub fn admit(&mut self, step: u32, points: usize, limit: u64) -> bool {
+        let d = self.data();
+        if step <= d.top {
+            return true;
+        }
+        if d.stored + points as u64 > limit {
+            return false;
+        }
+        d.stored += points as u64;
+        d.top = step;
+        true
+    }
+
+    /// Counts points the store already kept (read back at a restart) toward its bound.
+    pub fn note_stored(&mut self, points: u64, top: u32) {
+        let d = self.data();
+        d.stored += points;
+        d.top = d.top.max(top);
     }
 
     /// The points of `step`.
@@ -328,6 +412,16 @@ impl Metrics {
             v.remove(i);
             self.0 = v.into_boxed_slice();
         }
+    }
+
+    /// How many metrics.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// Every metric, by name.
@@ -589,6 +683,52 @@ impl Trial {
         best
     }
 
+    /// Takes one report of a running attempt at `epoch`: sets its points and final values,
+    /// within the bounds on what one trial keeps (see [`MAX_TRIAL_METRICS`],
+    /// [`MAX_TRIAL_POINTS`] and [`MEMORY_POINTS`]; `metric` is the sweep's, which is always
+    /// kept). Returns the points the store is to keep, and what was cut, if anything.
+    pub(super) fn take_report(
+        &mut self,
+        epoch: u32,
+        mut named: Vec<(Arc<str>, f64)>,
+        metric: &str,
+    ) -> (Vec<(Arc<str>, f64)>, Option<String>) {
+        let mut cut = None;
+        let room = MAX_TRIAL_METRICS.saturating_sub(self.metrics.len());
+        let new: Vec<usize> = (0..named.len())
+            .filter(|&i| self.metrics.get(&named[i].0).is_none() && *named[i].0 != *metric)
+            .collect();
+        if new.len() > room {
+            let dropped: HashSet<usize> = new[room..].iter().copied().collect();
+            let first = named[new[room]].0.clone();
+            let mut i = 0;
+            named.retain(|_| {
+                i += 1;
+                !dropped.contains(&(i - 1))
+            });
+            cut = Some(format!(
+                "trial {} reported more than {MAX_TRIAL_METRICS} metric names; {first:?} and later new names are not kept",
+                self.number
+            ));
+        }
+        for (n, v) in &named {
+            self.metrics.insert(n.clone(), *v);
+        }
+        if !self.curve.admit(epoch, named.len(), MAX_TRIAL_POINTS) {
+            named.retain(|(n, _)| **n == *metric);
+            cut = Some(format!(
+                "trial {} reached {MAX_TRIAL_POINTS} stored points (the most one trial keeps); from step {epoch} only {metric:?} is kept per step, the other metrics as final values",
+                self.number
+            ));
+            self.curve.admit(epoch, 0, MAX_TRIAL_POINTS);
+        }
+        for (n, v) in &named {
+            self.curve.set(epoch, n.clone(), *v);
+        }
+        self.curve.thin_over(MEMORY_POINTS, metric);
+        (named, cut)
+    }
+
     /// The value the leaderboard ranks by: the final value of the metric (W&B's summary).
     pub fn final_value(&self, metric: &str) -> Option<f64> {
         self.metrics.get(metric).filter(|v| v.is_finite())
@@ -656,5 +796,71 @@ mod tests {
             Arc::ptr_eq(&p.keys, &q.keys),
             "trials of a sweep share their parameter names"
         );
+    }
+
+    #[test]
+    fn a_trial_keeps_bounded_points_in_memory_and_in_the_store_and_always_its_metric() {
+        let mut names = Names::default();
+        let mut t = Trial::new(1, Params::new(json!({}), &mut names));
+        let others: Vec<Arc<str>> = (0..999).map(|m| names.get(&format!("m{m:03}"))).collect();
+        let loss = names.get("loss");
+        let mut stored = 0u64;
+        let mut first_cut = None;
+        let steps = (MAX_TRIAL_POINTS / 1000) as u32 + 5;
+        for step in 1..=steps {
+            let mut row: Vec<(Arc<str>, f64)> =
+                others.iter().map(|n| (n.clone(), f64::from(step))).collect();
+            row.push((loss.clone(), 1.0 / f64::from(step)));
+            let (kept, cut) = t.take_report(step, row, "loss");
+            stored += kept.len() as u64;
+            if cut.is_some() && first_cut.is_none() {
+                first_cut = Some((step, cut.unwrap()));
+            }
+            let metric = t.curve.history("loss").count();
+            assert!(
+                t.curve.points().len() <= MEMORY_POINTS + metric + 1000,
+                "{} points, {metric} of the metric, at step {step}",
+                t.curve.points().len()
+            );
+        }
+        let (at, why) = first_cut.expect("the bound was reached");
+        assert_eq!(at, (MAX_TRIAL_POINTS / 1000) as u32 + 1);
+        assert!(why.contains("4000000 stored points"), "{why}");
+        // Past the bound each step keeps the metric only; final values go on.
+        assert_eq!(stored, MAX_TRIAL_POINTS + 5);
+        assert_eq!(t.metrics.get("m005"), Some(f64::from(steps)));
+        assert!(t.curve.is_thinned());
+        // The sweep's metric is never thinned: the stopping rule and best read it whole.
+        assert_eq!(t.curve.history("loss").count(), steps as usize);
+        assert_eq!(t.best("loss", Goal::Minimize).map(|b| b.1), Some(steps));
+        // The latest step is whole in memory, for watchers.
+        assert_eq!(t.curve.at(steps).count(), 1);
+        assert_eq!(t.curve.at(steps - 5).count(), 1000);
+        // A later attempt reporting a step again adds nothing toward the bound.
+        let (kept, cut) = t.take_report(3, vec![(others[0].clone(), 1.0)], "loss");
+        assert_eq!((kept.len(), cut), (1, None));
+    }
+
+    #[test]
+    fn a_trial_keeps_a_bounded_number_of_metric_names() {
+        let mut names = Names::default();
+        let mut t = Trial::new(4, Params::new(json!({}), &mut names));
+        let row = |from: usize, n: usize, names: &mut Names| -> Vec<(Arc<str>, f64)> {
+            (from..from + n).map(|m| (names.get(&format!("k{m:05}")), 1.0)).collect()
+        };
+        let (kept, cut) = t.take_report(1, row(0, 1000, &mut names), "acc");
+        assert_eq!((kept.len(), cut), (1000, None));
+        let mut r = row(1000, 100, &mut names);
+        r.push((names.get("acc"), 0.5));
+        let (kept, cut) = t.take_report(2, r, "acc");
+        // 24 more names fit; the sweep's metric always does.
+        assert_eq!(kept.len(), 25);
+        assert!(kept.iter().any(|(n, _)| &**n == "acc"));
+        let why = cut.unwrap();
+        assert!(why.contains("more than 1024 metric names") && why.contains("k01024"), "{why}");
+        assert_eq!(t.metrics.len(), 1025);
+        // Names it has go on being kept.
+        let (kept, cut) = t.take_report(3, row(0, 10, &mut names), "acc");
+        assert_eq!((kept.len(), cut), (10, None));
     }
 }

@@ -504,6 +504,7 @@ pub fn trial_json(d: &pb::TrialDetail) -> serde_json::Value {
         "metrics": s.metrics, "best": s.best, "best_step": s.best_step,
         "worker": s.worker, "error": s.error, "duration_seconds": s.duration_seconds,
         "curve": curve,
+        "curve_points": d.curve_points, "curve_sampled": d.curve_sampled,
         "confusion": d.confusion.as_ref().map(|c| confusion_json(s.trial, c)),
         "output": d.output,
         "seed": d.seed,

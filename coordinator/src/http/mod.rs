@@ -6,7 +6,8 @@
 //! |---|---|
 //! | `GET /api/v1/sweeps` | every sweep's summary, oldest first |
 //! | `GET /api/v1/sweeps/{id}` | the leaderboard: `{schema_version, sweep, metric, trials}`; `?top=N` the best N only, `&running=true` and the running trials |
-//! | `GET /api/v1/sweeps/{id}/trials/{n}` | one trial: params, metrics, curve, confusion |
+//! | `GET /api/v1/sweeps/{id}/trials/{n}` | one trial: params, metrics, curve, confusion; a curve of more than `?points=N` (10,000 unless said, at most 200,000) is sampled, keeping each metric's first, last, lowest and highest points (`curve_points` says how many there are, `curve_sampled` whether these are a sample) |
+//! | `GET /api/v1/sweeps/{id}/trials/{n}/curve` | every point of its curve, a page at a time: `?name=M` one metric, `&after=S` after step S, `&limit=N` about N points (at most 100,000); `next_after` asks for the next page, null after the last |
 //! | `GET /api/v1/sweeps/{id}/trials/{n}/model.json` (`model.safetensors`) | a kept model's card (weights), docs/MODELS.md; trial `best`: the best-ranked trial's |
 //! | `GET /api/v1/sweeps/{id}/trials/{n}/files/{path}` | one file a program trial handed back (the trial's `files` list them), docs/PROGRAMS.md; trial `best`: the best-ranked trial with kept files |
 //! | `POST /api/v1/sweeps/{id}/pause` (`resume`, `stop`) | the sweep's summary after the change |
@@ -99,6 +100,7 @@ pub fn router(
         .route("/api/v1/sweeps", get(list))
         .route("/api/v1/sweeps/{id}", get(leaderboard))
         .route("/api/v1/sweeps/{id}/trials/{n}", get(trial))
+        .route("/api/v1/sweeps/{id}/trials/{n}/curve", get(curve))
         .route("/api/v1/sweeps/{id}/events", get(events))
         .route("/api/v1/sweeps/{id}/{action}", post(control))
         .route("/api/v1/sweeps/{id}/files/{name}", get(sweep_file))
@@ -210,10 +212,18 @@ async fn leaderboard(
     }
 }
 
+/// `?points=N` of a trial: about how many curve points (sampled beyond; `crate::curve`).
+#[derive(Debug, Default, serde::Deserialize)]
+struct TrialQuery {
+    #[serde(default)]
+    points: u32,
+}
+
 async fn trial(
     State(app): State<App>,
     headers: HeaderMap,
     Path((id, n)): Path<(String, String)>,
+    query: Result<Query<TrialQuery>, QueryRejection>,
 ) -> Response {
     if let Some(r) = reject(&app, &headers) {
         return r;
@@ -222,15 +232,90 @@ async fn trial(
         Ok(n) => n,
         Err(m) => return err(StatusCode::BAD_REQUEST, m),
     };
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{} (expected ?points=N, about how many curve points, at most {})",
+                    e.body_text(),
+                    crate::curve::MAX_POINTS
+                ),
+            )
+        }
+    };
     match app
         .sweeps
         .get_trial(Request::new(pb::GetTrialRequest {
             sweep_id: id,
             trial: n,
+            max_points: q.points,
         }))
         .await
     {
         Ok(r) => Json(export::trial_json(&r.into_inner())).into_response(),
+        Err(s) => from_status(s),
+    }
+}
+
+/// `?name=M&after=S&limit=N` of a curve page.
+#[derive(Debug, Default, serde::Deserialize)]
+struct CurveQuery {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    after: u32,
+    #[serde(default)]
+    limit: u32,
+}
+
+/// `GET /api/v1/sweeps/{id}/trials/{n}/curve`: every point of a trial's curve, a page at a
+/// time (`next_after` asks for the next; null after the last).
+async fn curve(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Path((id, n)): Path<(String, String)>,
+    query: Result<Query<CurveQuery>, QueryRejection>,
+) -> Response {
+    if let Some(r) = reject(&app, &headers) {
+        return r;
+    }
+    let n = match trial_number(&n) {
+        Ok(n) => n,
+        Err(m) => return err(StatusCode::BAD_REQUEST, m),
+    };
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "{} (expected ?name=METRIC&after=STEP&limit=N, each optional)",
+                    e.body_text()
+                ),
+            )
+        }
+    };
+    match app
+        .sweeps
+        .get_curve(Request::new(pb::GetCurveRequest {
+            sweep_id: id,
+            trial: n,
+            name: q.name,
+            after_step: q.after,
+            limit: q.limit,
+        }))
+        .await
+    {
+        Ok(r) => {
+            let page = r.into_inner();
+            Json(json!({
+                "points": page.points.iter().map(|p| json!({"step": p.step, "name": p.name, "value": p.value})).collect::<Vec<_>>(),
+                "next_after": (page.next_after_step > 0).then_some(page.next_after_step),
+            }))
+            .into_response()
+        }
         Err(s) => from_status(s),
     }
 }
@@ -507,6 +592,7 @@ async fn fetch(
             .get_trial(Request::new(pb::GetTrialRequest {
                 sweep_id: id.to_string(),
                 trial,
+                max_points: 0,
             }))
             .await
             .map(tonic::Response::into_inner)
@@ -666,6 +752,7 @@ async fn trial_file(
         .get_trial(Request::new(pb::GetTrialRequest {
             sweep_id: id.clone(),
             trial: n,
+            max_points: 1,
         }))
         .await
     {

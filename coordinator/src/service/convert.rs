@@ -84,8 +84,9 @@ pub fn trial_summary(s: &Sweep, t: &Trial, rank: u32) -> pb::TrialSummary {
     }
 }
 
-/// One trial with its curve and confusion matrix.
-pub fn trial_detail(s: &Sweep, t: &Trial, rank: u32) -> pb::TrialDetail {
+/// One trial with its curve (sampled to about `points`: [`crate::curve`]) and confusion
+/// matrix. A thinned curve is left empty, to be read from the store ([`add_curve`]).
+pub fn trial_detail(s: &Sweep, t: &Trial, rank: u32, points: u32) -> pb::TrialDetail {
     let drawn = crate::search::trial_seed(s.spec.seed, t.number);
     let params = t.params.to_map();
     let (seed, command) = match &s.spec.trainer {
@@ -95,18 +96,9 @@ pub fn trial_detail(s: &Sweep, t: &Trial, rank: u32) -> pb::TrialDetail {
         ),
         _ => (drawn, String::new()),
     };
-    pb::TrialDetail {
+    let mut d = pb::TrialDetail {
         summary: Some(trial_summary(s, t, rank)),
-        curve: t
-            .curve
-            .points()
-            .iter()
-            .map(|p| pb::MetricPoint {
-                step: p.step,
-                name: p.name.to_string(),
-                value: p.value,
-            })
-            .collect(),
+        curve: Vec::new(),
         confusion: t.confusion().map(|(labels, counts)| pb::ConfusionMatrix {
             labels: labels.to_vec(),
             counts: counts.to_vec(),
@@ -117,7 +109,28 @@ pub fn trial_detail(s: &Sweep, t: &Trial, rank: u32) -> pb::TrialDetail {
         attempts: Vec::new(),
         checkpoint: t.checkpoint().map(mark),
         files: Vec::new(),
+        curve_points: 0,
+        curve_sampled: false,
+    };
+    if !t.curve.is_thinned() {
+        let all = t.curve.points();
+        let (kept, sampled) = crate::curve::sample(
+            all.iter().map(|p| (p.step, &*p.name, p.value)),
+            points,
+        );
+        add_curve(&mut d, (kept, all.len() as u64, sampled));
     }
+    d
+}
+
+/// Sets a trial's curve as served: (points, how many in all, whether sampled).
+pub fn add_curve(d: &mut pb::TrialDetail, (points, total, sampled): (Vec<(u32, String, f64)>, u64, bool)) {
+    d.curve = points
+        .into_iter()
+        .map(|(step, name, value)| pb::MetricPoint { step, name, value })
+        .collect();
+    d.curve_points = total;
+    d.curve_sampled = sampled;
 }
 
 /// A kept program file's listing, on the wire.
@@ -154,11 +167,7 @@ pub fn attempt(a: crate::store::AttemptRow) -> pb::AttemptInfo {
 /// Fills a trial's detail with what the store keeps of it: its curve, confusion matrix and
 /// output.
 pub fn add_files(d: &mut pb::TrialDetail, f: crate::store::TrialFiles) -> Result<(), String> {
-    d.curve = f
-        .points
-        .into_iter()
-        .map(|(step, name, value)| pb::MetricPoint { step, name, value })
-        .collect();
+    add_curve(d, (f.points, f.total, f.sampled));
     d.confusion = match f.confusion {
         None => None,
         Some(text) => {

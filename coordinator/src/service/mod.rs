@@ -638,11 +638,14 @@ impl Sweeps for SweepsService {
     ) -> Result<Response<pb::TrialDetail>, Status> {
         let _t = self.metrics.rpc("GetTrial");
         let r = req.into_inner();
+        let points = crate::curve::asked(r.max_points);
         let detail = self.engine.with_sweep(&r.sweep_id, |s| {
-            s.trial(r.trial)
-                .map(|t| (trial_detail(s, t, s.rank_of(r.trial)), t.is_whole()))
+            s.trial(r.trial).map(|t| {
+                let d = trial_detail(s, t, s.rank_of(r.trial), points);
+                (d, t.is_whole(), t.curve.is_thinned())
+            })
         })?;
-        let Some((mut detail, whole)) = detail else {
+        let Some((mut detail, whole, thinned)) = detail else {
             return Err(Status::not_found(format!(
                 "sweep {} has no trial {}",
                 r.sweep_id, r.trial
@@ -650,8 +653,12 @@ impl Sweeps for SweepsService {
         };
         if !whole {
             // An ended trial's curve, confusion matrix and output are in the store only.
-            let files = self.engine.trial_files(&r.sweep_id, r.trial).await?;
+            let files = self.engine.trial_files(&r.sweep_id, r.trial, points).await?;
             convert::add_files(&mut detail, files).map_err(Status::internal)?;
+        } else if thinned {
+            // Memory holds only some of a long curve's points; the store has them all.
+            let curve = self.engine.sampled_curve(&r.sweep_id, r.trial, points).await?;
+            convert::add_curve(&mut detail, curve);
         }
         let keeps_files = self
             .engine
@@ -682,6 +689,40 @@ impl Sweeps for SweepsService {
                 .collect();
         }
         Ok(Response::new(detail))
+    }
+
+    async fn get_curve(
+        &self,
+        req: Request<pb::GetCurveRequest>,
+    ) -> Result<Response<pb::CurvePage>, Status> {
+        let _t = self.metrics.rpc("GetCurve");
+        let r = req.into_inner();
+        id_ok("sweep_id", &r.sweep_id)?;
+        if r.name.len() > 128 {
+            return Err(Status::invalid_argument(
+                "name: a metric name is 1 to 128 characters",
+            ));
+        }
+        let known = self
+            .engine
+            .with_sweep(&r.sweep_id, |s| s.trial(r.trial).is_some())?;
+        if !known {
+            return Err(Status::not_found(format!(
+                "sweep {} has no trial {}",
+                r.sweep_id, r.trial
+            )));
+        }
+        let (points, next) = self
+            .engine
+            .curve_page(&r.sweep_id, r.trial, &r.name, r.after_step, r.limit)
+            .await?;
+        Ok(Response::new(pb::CurvePage {
+            points: points
+                .into_iter()
+                .map(|(step, name, value)| pb::MetricPoint { step, name, value })
+                .collect(),
+            next_after_step: next.unwrap_or(0),
+        }))
     }
 
     type GetFilesStream = FilesStream;

@@ -1127,8 +1127,12 @@ pub fn parse_confusion(text: &str) -> Result<(Vec<String>, Vec<u64>), serde_json
 /// What the store keeps of an ended trial beyond its row in memory.
 #[derive(Debug, Default)]
 pub struct TrialFiles {
-    /// Every metric point: (step, name, value), by step then name.
+    /// Its curve as served: (step, name, value), by step then name ([`sampled_points`]).
     pub points: Vec<(u32, String, f64)>,
+    /// How many points the store keeps of it.
+    pub total: u64,
+    /// Whether `points` are a sample of them.
+    pub sampled: bool,
     /// Confusion matrix, JSON.
     pub confusion: Option<String>,
     /// The tail of a program's output.
@@ -1150,9 +1154,80 @@ fn trial_points(
     .collect()
 }
 
-/// Trial `trial` of sweep `sweep`'s curve, confusion matrix and output.
-pub fn trial_files(conn: &Connection, sweep: &str, trial: u64) -> rusqlite::Result<TrialFiles> {
-    let points = trial_points(conn, sweep, trial)?;
+/// A trial's curve sampled to about `points` ([`crate::curve`]), read once in order and never
+/// held whole: (points, how many the store keeps, whether sampled).
+pub fn sampled_points(
+    conn: &Connection,
+    sweep: &str,
+    trial: u64,
+    points: u32,
+) -> rusqlite::Result<(Vec<(u32, String, f64)>, u64, bool)> {
+    let tx = conn.unchecked_transaction()?;
+    let counts: Vec<(String, u64)> = tx
+        .prepare_cached(
+            "SELECT name, COUNT(*) FROM metric_points WHERE sweep_id = ?1 AND trial = ?2 GROUP BY name",
+        )?
+        .query_map(params![sweep, trial as i64], |r| {
+            Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let total = counts.iter().map(|c| c.1).sum();
+    let mut sampler = crate::curve::Sampler::new(counts, points);
+    {
+        let mut q = tx.prepare_cached(
+            "SELECT step, name, value FROM metric_points WHERE sweep_id = ?1 AND trial = ?2 ORDER BY step, name",
+        )?;
+        let mut rows = q.query(params![sweep, trial as i64])?;
+        while let Some(r) = rows.next()? {
+            let name = r.get_ref(1)?.as_str().map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, e.into())
+            })?;
+            sampler.push(r.get::<_, i64>(0)? as u32, name, r.get(2)?);
+        }
+    }
+    let (kept, sampled) = sampler.finish();
+    Ok((kept, total, sampled))
+}
+
+/// One page of a trial's curve: every point after step `after` (of metric `name`, or of every
+/// metric when empty), whole steps only, about `limit` of them (0: the most,
+/// [`crate::curve::MAX_PAGE_POINTS`]); and the last step it holds when more may follow.
+pub fn curve_page(
+    conn: &Connection,
+    sweep: &str,
+    trial: u64,
+    name: &str,
+    after: u32,
+    limit: u32,
+) -> rusqlite::Result<(Vec<(u32, String, f64)>, Option<u32>)> {
+    let limit = match limit {
+        0 => crate::curve::MAX_PAGE_POINTS,
+        n => n.min(crate::curve::MAX_PAGE_POINTS),
+    } as usize;
+    let mut out: Vec<(u32, String, f64)> = Vec::new();
+    let mut q = conn.prepare_cached(
+        "SELECT step, name, value FROM metric_points WHERE sweep_id = ?1 AND trial = ?2 AND step > ?3 AND (?4 = '' OR name = ?4) ORDER BY step, name",
+    )?;
+    let mut rows = q.query(params![sweep, trial as i64, after, name])?;
+    while let Some(r) = rows.next()? {
+        let step = r.get::<_, i64>(0)? as u32;
+        if let Some(last) = out.last().map(|p| p.0).filter(|&l| l != step && out.len() >= limit) {
+            return Ok((out, Some(last)));
+        }
+        out.push((step, r.get(1)?, r.get(2)?));
+    }
+    Ok((out, None))
+}
+
+/// Trial `trial` of sweep `sweep`'s curve (sampled to about `points`), confusion matrix and
+/// output.
+pub fn trial_files(
+    conn: &Connection,
+    sweep: &str,
+    trial: u64,
+    points: u32,
+) -> rusqlite::Result<TrialFiles> {
+    let (points, total, sampled) = sampled_points(conn, sweep, trial, points)?;
     let (confusion, output) = conn
         .prepare_cached("SELECT confusion, output FROM trials WHERE sweep_id = ?1 AND trial = ?2")?
         .query_row(params![sweep, trial as i64], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -1160,6 +1235,8 @@ pub fn trial_files(conn: &Connection, sweep: &str, trial: u64) -> rusqlite::Resu
         .unwrap_or((None, None));
     Ok(TrialFiles {
         points,
+        total,
+        sampled,
         confusion,
         output,
     })
@@ -1399,6 +1476,61 @@ mod tests {
         } else {
             assert_eq!(ids, ["s0", "s3"]);
         }
+    }
+
+    #[tokio::test]
+    async fn a_curve_is_read_in_whole_step_pages_and_sampled_without_holding_it() {
+        let p = temp("pages");
+        let store = Store::open(&p, &mut Snapshot::default()).unwrap();
+        store
+            .write(|tx| {
+                insert_sweep(tx, &sweep_row("s0"))?;
+                for step in 1..=3000u32 {
+                    let row: Vec<(String, f64)> = ["a", "b", "c"]
+                        .iter()
+                        .map(|n| (n.to_string(), f64::from(step)))
+                        .collect();
+                    insert_points(tx, "s0", 1, step, &row)?;
+                }
+                insert_points(tx, "s0", 2, 1, &[("a".into(), 1.0)])
+            })
+            .await
+            .unwrap();
+        let mut after = 0;
+        let mut seen = Vec::new();
+        loop {
+            let (page, next) = store
+                .read(move |c| curve_page(c, "s0", 1, "", after, 1000))
+                .await
+                .unwrap();
+            // Whole steps only: a page ends where a step ends.
+            assert_eq!(page.len() % 3, 0);
+            assert!(page.len() <= 1002);
+            seen.extend(page.into_iter().map(|p| (p.0, p.1)));
+            match next {
+                Some(n) => after = n,
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 9000);
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "in order, none twice");
+        let (one, next) = store
+            .read(|c| curve_page(c, "s0", 1, "b", 2990, 0))
+            .await
+            .unwrap();
+        assert_eq!((one.len(), next), (10, None));
+        assert!(one.iter().all(|p| p.1 == "b"));
+        let (kept, total, sampled) = store
+            .read(|c| sampled_points(c, "s0", 1, 300))
+            .await
+            .unwrap();
+        assert_eq!((total, sampled), (9000, true));
+        assert!(kept.len() <= 300 && kept.len() >= 290, "{}", kept.len());
+        let (kept, total, sampled) = store
+            .read(|c| sampled_points(c, "s0", 2, 300))
+            .await
+            .unwrap();
+        assert_eq!((kept, total, sampled), (vec![(1, "a".into(), 1.0)], 1, false));
     }
 
     #[tokio::test]
