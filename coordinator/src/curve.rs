@@ -19,6 +19,20 @@ pub const MAX_PAGE_POINTS: u32 = 100_000;
 /// Fewest points a metric is sampled to, however many metrics share the budget.
 const MIN_PER_METRIC: u64 = 8;
 
+/// One point of a curve: (step, metric, value).
+pub type CurvePoint = (u32, String, f64);
+
+/// A curve as served: its points, how many it has in all, whether these are a sample.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Served {
+    /// By step, then name.
+    pub points: Vec<CurvePoint>,
+    /// Points the curve has.
+    pub total: u64,
+    /// Whether `points` are a sample of them.
+    pub sampled: bool,
+}
+
 /// The points a client asked for, bounded: 0 means [`DEFAULT_POINTS`].
 pub fn asked(points: u32) -> u32 {
     match points {
@@ -46,7 +60,7 @@ struct Series {
 #[derive(Debug)]
 pub struct Sampler {
     series: HashMap<String, Series>,
-    kept: Vec<(u32, String, f64)>,
+    kept: Vec<CurvePoint>,
     sampled: bool,
 }
 
@@ -113,22 +127,21 @@ impl Sampler {
     }
 
     /// The kept points, by step then name, and whether any metric was sampled.
-    pub fn finish(mut self) -> (Vec<(u32, String, f64)>, bool) {
+    pub fn finish(mut self) -> (Vec<CurvePoint>, bool) {
         let names: Vec<String> = self.series.keys().cloned().collect();
         for name in names {
             if let Some(s) = self.series.get_mut(&name) {
                 flush(s, &name, &mut self.kept);
             }
         }
-        self.kept
-            .sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        self.kept.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         self.kept.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
         (self.kept, self.sampled)
     }
 }
 
 /// Moves a bucket's lowest and highest points to `kept`.
-fn flush(s: &mut Series, name: &str, kept: &mut Vec<(u32, String, f64)>) {
+fn flush(s: &mut Series, name: &str, kept: &mut Vec<CurvePoint>) {
     for (step, value) in [s.low.take(), s.high.take()].into_iter().flatten() {
         kept.push((step, name.to_string(), value));
     }
@@ -138,7 +151,7 @@ fn flush(s: &mut Series, name: &str, kept: &mut Vec<(u32, String, f64)>) {
 pub fn sample<'a>(
     all: impl Iterator<Item = (u32, &'a str, f64)> + Clone,
     points: u32,
-) -> (Vec<(u32, String, f64)>, bool) {
+) -> (Vec<CurvePoint>, bool) {
     let mut counts: HashMap<&str, u64> = HashMap::new();
     for (_, name, _) in all.clone() {
         *counts.entry(name).or_default() += 1;
@@ -194,8 +207,15 @@ mod tests {
         for name in ["acc", "loss"] {
             let mine: Vec<&(u32, String, f64)> = kept.iter().filter(|p| p.1 == name).collect();
             assert_eq!(mine.first().unwrap().0, 1, "{name} keeps its first point");
-            assert_eq!(mine.last().unwrap().0, 100_000, "{name} keeps its last point");
-            assert!(mine.windows(2).all(|w| w[0].0 < w[1].0), "{name} in step order");
+            assert_eq!(
+                mine.last().unwrap().0,
+                100_000,
+                "{name} keeps its last point"
+            );
+            assert!(
+                mine.windows(2).all(|w| w[0].0 < w[1].0),
+                "{name} in step order"
+            );
             let all: Vec<f64> = c.iter().filter(|p| p.1 == name).map(|p| p.2).collect();
             let max = all.iter().copied().fold(f64::MIN, f64::max);
             let min = all.iter().copied().fold(f64::MAX, f64::min);
@@ -213,7 +233,7 @@ mod tests {
 
     #[test]
     fn many_metrics_each_keep_a_few_points_and_a_lone_point_survives() {
-        let mut c: Vec<(u32, String, f64)> = Vec::new();
+        let mut c: Vec<CurvePoint> = Vec::new();
         for s in 1..=1000u32 {
             for m in 0..200 {
                 c.push((s, format!("m{m:03}"), f64::from(s * m)));

@@ -27,7 +27,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if !matches!(e, coordinator::cli::CliError::Interrupted(_)) {
-                eprintln!("error: {e}");
+                eprintln!(
+                    "error: {}",
+                    sweep_trainer::text::terminal_lines(&e.to_string())
+                );
             }
             ExitCode::from(e.exit_code())
         }

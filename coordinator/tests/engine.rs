@@ -265,8 +265,11 @@ async fn state_survives_reopening_the_store() {
     })
     .unwrap();
     // An ended trial's curve is read from the store.
-    let f = e.trial_files(&id, 1).await.unwrap();
-    assert!(f.points.contains(&(1, "loss".to_string(), 0.25)), "{f:?}");
+    let f = e.trial_files(&id, 1, 0).await.unwrap();
+    assert!(
+        f.curve.points.contains(&(1, "loss".to_string(), 0.25)),
+        "{f:?}"
+    );
     // The running attempt's worker can carry on after the restart.
     let a = e
         .report(Report {
@@ -830,7 +833,7 @@ async fn a_failed_commit_is_rolled_back_and_its_retry_is_not_trusted() {
         assert_eq!(t.metrics.get("loss").unwrap(), 0.25);
     })
     .unwrap();
-    let f = e.trial_files(&id, l.trial).await.unwrap();
+    let f = e.trial_files(&id, l.trial, 0).await.unwrap();
     let m: serde_json::Value = serde_json::from_str(&f.confusion.unwrap()).unwrap();
     assert_eq!(m["labels"].as_array().unwrap().len(), 60);
 }
@@ -1076,8 +1079,13 @@ async fn an_ended_trials_curve_output_and_matrix_leave_memory_and_are_read_from_
         assert_eq!(old.metrics.get("acc"), Some(0.6));
     })
     .unwrap();
-    let f = e.trial_files(&id, 1).await.unwrap();
-    let got: Vec<(u32, &str, f64)> = f.points.iter().map(|p| (p.0, p.1.as_str(), p.2)).collect();
+    let f = e.trial_files(&id, 1, 0).await.unwrap();
+    let got: Vec<(u32, &str, f64)> = f
+        .curve
+        .points
+        .iter()
+        .map(|p| (p.0, p.1.as_str(), p.2))
+        .collect();
     assert_eq!(
         got,
         [
@@ -1113,7 +1121,15 @@ async fn an_ended_trials_curve_output_and_matrix_leave_memory_and_are_read_from_
         assert_eq!(s.ranked_len(), 1100);
     })
     .unwrap();
-    assert_eq!(e.trial_files(&id, 1100).await.unwrap().points.len(), 6);
+    assert_eq!(
+        e.trial_files(&id, 1100, 0)
+            .await
+            .unwrap()
+            .curve
+            .points
+            .len(),
+        6
+    );
 }
 
 /// A checkpoint is kept for the attempt that holds the lease only, survives a restart, is what
@@ -1503,4 +1519,52 @@ async fn stopping_a_sweep_ends_its_running_trials_now_and_their_next_heartbeat_d
         assert_eq!(s.running().count(), 0);
     })
     .unwrap();
+}
+
+#[tokio::test]
+async fn registrations_are_bounded_and_workers_gone_a_day_are_forgotten() {
+    let p = db("forget");
+    {
+        let e = Engine::open(&p, opts(30_000)).unwrap();
+        // Fields of any length are refused, naming the field (before: 7 MiB each were kept).
+        let host = "h".repeat(coordinator::engine::MAX_HOST_BYTES + 1);
+        let err = e
+            .register(None, host, 2, 1, "v".into())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("host: 256 bytes"), "{err}");
+        let err = e
+            .register(None, "h".into(), 2, 1, "v".repeat(7 << 20))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("version: 7340032 bytes"), "{err}");
+        for i in 0..50 {
+            e.register(Some(format!("gone-{i}")), "h".into(), 2, 1, "v".into())
+                .await
+                .unwrap();
+        }
+        assert_eq!(e.known_workers(), 50);
+        // A day later (the horizon moved instead of the clock), one of them is still heard from.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let later = now_secs();
+        e.register(Some("alive".into()), "h".into(), 2, 1, "v".into())
+            .await
+            .unwrap();
+        assert_eq!(e.forget_workers(later).await.unwrap(), 50);
+        assert_eq!(e.known_workers(), 1);
+    }
+    // Forgotten in the store too: a restart knows only the one heard from.
+    let e = Engine::open(&p, opts(30_000)).unwrap();
+    assert_eq!(e.known_workers(), 1);
+    // A stored worker not heard from since the restart counts as heard from at the start.
+    assert_eq!(e.forget_workers(now_secs() - 60.0).await.unwrap(), 0);
+}
+
+fn now_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }

@@ -1547,9 +1547,7 @@ fn a_long_curve_is_served_sampled_and_paged_everywhere_and_memory_falls_back() {
         let page = get(&format!("{path}/curve?after={after}&limit=50000"));
         let points = page["points"].as_array().unwrap();
         assert!(points.len() <= 50_000 + 101, "{}", points.len());
-        assert!(points
-            .iter()
-            .all(|p| p["step"].as_u64().unwrap() > after));
+        assert!(points.iter().all(|p| p["step"].as_u64().unwrap() > after));
         all += points.len();
         pages += 1;
         match page["next_after"].as_u64() {
@@ -1582,7 +1580,11 @@ fn a_long_curve_is_served_sampled_and_paged_everywhere_and_memory_falls_back() {
     // The terminal's table, the JSON and the report all work on it.
     let out = run("coordinator", &["trial", &id, "1", "--coordinator", &url]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("the curve has 202000 points"), "{text}");
     assert!(text.contains("93 more metrics not shown"), "{text}");
     assert!(text.lines().count() < 200, "{text}");
@@ -1590,7 +1592,18 @@ fn a_long_curve_is_served_sampled_and_paged_everywhere_and_memory_falls_back() {
     assert_eq!(d["curve_sampled"], true);
     let out = run(
         "coordinator",
-        &["report", &id, "--out", dir.join("report").to_str().unwrap(), "--coordinator", &url],
+        &[
+            "report",
+            &id,
+            "--out",
+            dir.join("report").to_str().unwrap(),
+            "--coordinator",
+            &url,
+        ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

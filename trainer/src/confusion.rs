@@ -4,16 +4,17 @@
 const NAME_CHARS: usize = 64;
 
 /// The confusion matrix as a text table with class names and per-class accuracy. Bounded
-/// whatever it is given: long names are cut, counts add up without overflow, a short row
+/// whatever it is given: names are made safe for a terminal and long ones cut, counts add up without overflow, a short row
 /// shows what it has.
 pub fn format(classes: &[String], m: &[Vec<u64>]) -> String {
     let names: Vec<String> = classes
         .iter()
         .map(|c| {
+            let c = crate::text::terminal_safe(c);
             if c.chars().count() > NAME_CHARS {
                 c.chars().take(NAME_CHARS - 1).chain(['…']).collect()
             } else {
-                c.clone()
+                c.into_owned()
             }
         })
         .collect();

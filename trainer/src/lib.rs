@@ -2,13 +2,14 @@
 //! parameter names and their checks (a config validated at submit exactly as the worker will
 //! read it), the names of activations, losses, initialisations, optimizers and data sets, the
 //! synthetic trainer's test functions, the `worker train` command that reproduces a trial, a
-//! confusion matrix as text, and the file names of a saved model. No training happens here: that is the `worker` crate's.
+//! confusion matrix as text, names made safe for a terminal, and the file names of a saved model. No training happens here: that is the `worker` crate's.
 
 pub mod command;
 pub mod config;
 pub mod confusion;
 pub mod dataset;
 pub mod names;
+pub mod text;
 
 /// The functions the synthetic trainer knows.
 pub const SYNTHETIC_FUNCTIONS: [&str; 4] = ["branin", "hartmann6", "rosenbrock", "quadratic"];

@@ -32,7 +32,10 @@ fn main() -> ExitCode {
     match worker::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!(
+                "error: {}",
+                sweep_trainer::text::terminal_lines(&e.to_string())
+            );
             ExitCode::from(e.exit_code())
         }
     }

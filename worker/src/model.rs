@@ -40,6 +40,10 @@ const MAX_WEIGHTS_BYTES: u64 = 4 << 30;
 const MAX_CLASSES: usize = 256;
 /// Largest input (pixels per image).
 const MAX_FEATURES: usize = 1 << 24;
+/// Longest class name, in characters.
+const MAX_CLASS_NAME_CHARS: usize = 256;
+/// Memory a prediction's working buffers may take (images are fed in chunks that fit).
+const WORKSPACE_BYTES: usize = 256 << 20;
 
 /// A model that does not load: which file, and why.
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +159,8 @@ pub struct Model {
     pub card: Card,
     /// The network.
     pub net: Mlp<f32>,
+    /// Weights and statistics that are not finite (NaN or infinite): its outputs mean nothing.
+    pub non_finite: usize,
 }
 
 /// The card of a trial's network.
@@ -339,7 +345,21 @@ impl Card {
                 ),
             ));
         }
-        if self.input.shape[0] * self.input.shape[1] != a.sizes[0] {
+        if let Some((i, c)) = self
+            .classes
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.chars().count() > MAX_CLASS_NAME_CHARS)
+        {
+            return Err(bad(
+                path,
+                format!(
+                    "classes[{i}] is {} characters; a class name is at most {MAX_CLASS_NAME_CHARS}",
+                    c.chars().count()
+                ),
+            ));
+        }
+        if self.input.shape[0].checked_mul(self.input.shape[1]) != Some(a.sizes[0]) {
             return Err(bad(
                 path,
                 format!(
@@ -410,6 +430,21 @@ pub fn load(dir: &Path) -> Result<Model, ModelError> {
             ),
         ));
     }
+    // The network is allocated from the card's sizes: they must fit in the weights file
+    // first (a card of huge layers beside a small file would otherwise take any memory).
+    let needed = parameter_bytes(&card.architecture.sizes, extras.batch_norm);
+    if needed.is_none_or(|n| n > bytes.len() as u64) {
+        return Err(bad(
+            &cpath,
+            format!(
+                "architecture.sizes {:?} take {} of weights, but {} holds {} bytes",
+                card.architecture.sizes,
+                needed.map_or("more than 2^64 bytes".into(), |n| format!("{n} bytes")),
+                card.weights.file,
+                bytes.len()
+            ),
+        ));
+    }
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| bad(&wpath, format!("not a safetensors file: {e}")))?;
     // The weights are overwritten below; the generator only fills them first.
@@ -448,7 +483,31 @@ pub fn load(dir: &Path) -> Result<Model, ModelError> {
             net.stats[s + fo..s + 2 * fo].copy_from_slice(&t("running_var")?);
         }
     }
-    Ok(Model { card, net })
+    let non_finite = net
+        .params
+        .iter()
+        .chain(net.stats.iter())
+        .filter(|v| !v.is_finite())
+        .count();
+    Ok(Model {
+        card,
+        net,
+        non_finite,
+    })
+}
+
+/// Bytes of the f32 tensors a network of `sizes` has (None: past u64).
+fn parameter_bytes(sizes: &[usize], batch_norm: bool) -> Option<u64> {
+    let mut n: u64 = 0;
+    let last = sizes.len().saturating_sub(2);
+    for (l, w) in sizes.windows(2).enumerate() {
+        let (fi, fo) = (w[0] as u64, w[1] as u64);
+        n = n.checked_add(fi.checked_mul(fo)?)?.checked_add(fo)?;
+        if batch_norm && l < last {
+            n = n.checked_add(fo.checked_mul(4)?)?;
+        }
+    }
+    n.checked_mul(4)
 }
 
 fn read_tensor(
@@ -495,9 +554,12 @@ impl Model {
         let k = self.card.classes.len();
         let n = pixels.len() / f;
         let mut out = Vec::with_capacity(n * k);
-        let mut ws = Workspace::new(&self.net, CHUNK.min(n).max(1));
-        let labels = vec![0u8; CHUNK];
-        for chunk in pixels[..n * f].chunks(CHUNK * f) {
+        // About six buffers of each layer's width per image.
+        let per_image = 6 * 4 * self.card.architecture.sizes.iter().sum::<usize>();
+        let chunk_rows = (WORKSPACE_BYTES / per_image.max(1)).clamp(1, CHUNK);
+        let mut ws = Workspace::new(&self.net, chunk_rows.min(n).max(1));
+        let labels = vec![0u8; chunk_rows];
+        for chunk in pixels[..n * f].chunks(chunk_rows * f) {
             let rows = chunk.len() / f;
             {
                 let mut input = ws.input_mut(rows);
@@ -645,6 +707,55 @@ mod tests {
         c.weights.file = "../elsewhere".into();
         std::fs::write(dir.join(CARD), serde_json::to_string(&c).unwrap()).unwrap();
         assert!(reason(&dir).1.contains("weights.file"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn crafted_cards_are_refused_before_anything_is_allocated_and_nan_weights_are_counted() {
+        let net = small(&Extras::default());
+        let dir = temp("crafted");
+        let reason = |dir: &Path| load(dir).unwrap_err().reason;
+        save(&dir, &net, a_card(&net)).unwrap();
+        let good: Card = serde_json::from_slice(&std::fs::read(dir.join(CARD)).unwrap()).unwrap();
+        let write = |c: &Card| {
+            std::fs::write(dir.join(CARD), serde_json::to_string(c).unwrap()).unwrap();
+        };
+        // Layers within the bounds but far past the weights file beside it (the digest
+        // matches): refused from the sizes, before a network is allocated (before: 67 GB).
+        let mut c = good.clone();
+        let wide = sweep_trainer::config::MAX_HIDDEN;
+        c.architecture.sizes = [4]
+            .into_iter()
+            .chain(std::iter::repeat_n(wide, sweep_trainer::config::MAX_LAYERS))
+            .chain([2])
+            .collect();
+        c.architecture.dropout = vec![0.0; sweep_trainer::config::MAX_LAYERS];
+        write(&c);
+        let why = reason(&dir);
+        assert!(
+            why.contains("of weights, but model.safetensors holds"),
+            "{why}"
+        );
+        // An input shape whose product wraps around to the input width.
+        let mut c = good.clone();
+        c.input.shape = [(1usize << 63) + 2, 2];
+        write(&c);
+        let why = reason(&dir);
+        assert!(why.contains("input.shape"), "{why}");
+        // A class name of 100,000 characters.
+        let mut c = good.clone();
+        c.classes[0] = "x".repeat(100_000);
+        write(&c);
+        let why = reason(&dir);
+        assert!(why.contains("classes[0] is 100000 characters"), "{why}");
+        // NaN weights load, counted (the CLI warns).
+        let mut bad = net.clone();
+        bad.params[0] = f32::NAN;
+        bad.params[1] = f32::INFINITY;
+        save(&dir, &bad, a_card(&bad)).unwrap();
+        assert_eq!(load(&dir).unwrap().non_finite, 2);
+        save(&dir, &net, a_card(&net)).unwrap();
+        assert_eq!(load(&dir).unwrap().non_finite, 0);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -815,7 +815,11 @@ async fn download_files(
         .map_err(CliError::Other)?;
     for (f, bytes) in &files {
         let p = out.write(&f.path, bytes).map_err(CliError::Other)?;
-        println!("{} ({} bytes)", p.display(), f.bytes);
+        println!(
+            "{} ({} bytes)",
+            export::terminal_safe(&p.display().to_string()),
+            f.bytes
+        );
     }
     println!(
         "trial {}'s files: {} ({} bytes) in {}",
@@ -856,7 +860,11 @@ fn print_trial(sweep: &str, d: &pb::TrialDetail, json: bool) {
     }
     println!(
         "trial {}: {} (attempts {}, worker {}, {:.1}s)",
-        s.trial, s.state, s.attempts, s.worker, s.duration_seconds
+        s.trial,
+        s.state,
+        s.attempts,
+        export::terminal_safe(&s.worker),
+        s.duration_seconds
     );
     if !s.error.is_empty() {
         println!("reason: {}", export::terminal_safe(&s.error));
@@ -904,10 +912,8 @@ fn print_trial(sweep: &str, d: &pb::TrialDetail, json: bool) {
             export::terminal_safe(&a.worker)
         );
     }
-    println!(
-        "params: {}",
-        serde_json::Value::Object(sweep_proto::json::map_to_json(&s.params))
-    );
+    let params = serde_json::Value::Object(sweep_proto::json::map_to_json(&s.params)).to_string();
+    println!("params: {}", export::terminal_safe(&params));
     println!("seed: {}", d.seed);
     if !d.command.is_empty() {
         println!("train it again: {}", export::terminal_safe(&d.command));

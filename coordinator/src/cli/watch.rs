@@ -41,7 +41,10 @@ fn progress_msg(s: &pb::SweepInfo) -> String {
     });
     format!(
         "{} running, {} failed, best {} {}",
-        s.running, s.failed, s.metric, best
+        s.running,
+        s.failed,
+        export::terminal_safe(&s.metric),
+        best
     )
 }
 
@@ -72,7 +75,9 @@ impl Printer {
         self.bar.as_ref().filter(|b| !b.is_hidden())
     }
 
+    /// Prints a notice (its text may hold a program's output: made safe for a terminal).
     fn say(&self, line: String) {
+        let line = export::terminal_lines(&line).into_owned();
         match self.drawn() {
             Some(b) => b.println(line),
             None => eprintln!("{line}"),
@@ -89,7 +94,13 @@ impl Printer {
                 .metrics
                 .get(metric)
                 .map_or("-".into(), |v| format!("{v:.4}"));
-            let line = format!("trial {:>4} {:<8} {} {}", t.trial, t.state, metric, v);
+            let line = format!(
+                "trial {:>4} {:<8} {} {}",
+                t.trial,
+                t.state,
+                export::terminal_safe(metric),
+                v
+            );
             match self.drawn() {
                 Some(b) => b.println(line),
                 None => println!("{line}"),

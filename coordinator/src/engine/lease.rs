@@ -505,6 +505,7 @@ impl Engine {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             tokio::pin!(closing);
+            let mut forgot = std::time::Instant::now();
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
@@ -517,6 +518,17 @@ impl Engine {
                 }
                 if let Err(err) = e.reap().await {
                     tracing::error!(error = %err, "lease reaper");
+                }
+                if forgot.elapsed() >= Duration::from_secs(60) {
+                    forgot = std::time::Instant::now();
+                    let horizon = super::now() - super::workers::FORGET_AFTER.as_secs_f64();
+                    match e.forget_workers(horizon).await {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            tracing::info!(workers = n, "forgot workers not heard from for a day")
+                        }
+                        Err(err) => tracing::error!(error = %err, "forgetting workers"),
+                    }
                 }
             }
         })

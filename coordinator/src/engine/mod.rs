@@ -43,7 +43,7 @@ pub use trial::{
     Curve, Metrics, Param, Params, Point, Trial, TrialState, MAX_TRIAL_METRICS, MAX_TRIAL_POINTS,
     MEMORY_POINTS,
 };
-pub use workers::EngineCounters;
+pub use workers::{EngineCounters, FORGET_AFTER, MAX_HOST_BYTES, MAX_VERSION_BYTES, MAX_WORKERS};
 
 /// Seconds since the Unix epoch.
 pub fn now() -> f64 {
@@ -163,6 +163,11 @@ struct Inner {
     /// lease id → (sweep, trial).
     leases: Mutex<HashMap<String, (String, u64)>>,
     workers: Mutex<HashMap<String, WorkerInfo>>,
+    /// When this engine started: a stored worker not heard from since is counted as last seen
+    /// then (`workers::FORGET_AFTER`).
+    started: f64,
+    /// The last time a registration at the cap looked for workers to forget.
+    crowded_at: Mutex<f64>,
     suggesters: Suggesters,
     store: Store,
     opts: EngineOptions,
@@ -216,6 +221,8 @@ impl Engine {
                 }),
                 leases: Mutex::new(st.leases),
                 workers: Mutex::new(st.workers),
+                started: now(),
+                crowded_at: Mutex::new(0.0),
                 suggesters: Suggesters::new(opts.before_suggestion.clone()),
                 store,
                 opts,
@@ -595,7 +602,7 @@ impl Engine {
         sweep: &str,
         trial: u64,
         points: u32,
-    ) -> Result<(Vec<(u32, String, f64)>, u64, bool), EngineError> {
+    ) -> Result<crate::curve::Served, EngineError> {
         let sweep = sweep.to_string();
         Ok(self
             .inner
@@ -612,7 +619,7 @@ impl Engine {
         name: &str,
         after: u32,
         limit: u32,
-    ) -> Result<(Vec<(u32, String, f64)>, Option<u32>), EngineError> {
+    ) -> Result<(Vec<crate::curve::CurvePoint>, Option<u32>), EngineError> {
         let (sweep, name) = (sweep.to_string(), name.to_string());
         Ok(self
             .inner

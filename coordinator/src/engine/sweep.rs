@@ -175,7 +175,7 @@ pub struct Sweep {
     /// Why the sweep paused itself, with the last failure's output. Memory only: after a
     /// restart the sweep is still paused, and its trials still say why they failed.
     pub(super) paused_because: Option<String>,
-    /// The last time a trial reported more than one trial keeps (memory only).
+    /// The first time a trial reported more than one trial keeps (memory only).
     cut: Option<String>,
     index: Index,
     /// The stopping rule and the values it judges by, kept up to date by every change.
@@ -358,12 +358,12 @@ impl Sweep {
     }
 
     /// Says that a trial reported more than one trial keeps (see
-    /// [`super::trial::MAX_TRIAL_POINTS`]); a notice until the sweep is over.
+    /// [`super::trial::MAX_TRIAL_POINTS`]): the first time is a notice.
     pub(super) fn note_cut(&mut self, why: String) {
         if self.cut.is_none() {
             tracing::warn!(sweep = %self.id, "{why}");
+            self.cut = Some(why);
         }
-        self.cut = Some(why);
     }
 
     /// Whether the sweep has a stopping rule, which reads its trials' histories of the metric.

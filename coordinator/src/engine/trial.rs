@@ -808,13 +808,15 @@ mod tests {
         let mut first_cut = None;
         let steps = (MAX_TRIAL_POINTS / 1000) as u32 + 5;
         for step in 1..=steps {
-            let mut row: Vec<(Arc<str>, f64)> =
-                others.iter().map(|n| (n.clone(), f64::from(step))).collect();
+            let mut row: Vec<(Arc<str>, f64)> = others
+                .iter()
+                .map(|n| (n.clone(), f64::from(step)))
+                .collect();
             row.push((loss.clone(), 1.0 / f64::from(step)));
             let (kept, cut) = t.take_report(step, row, "loss");
             stored += kept.len() as u64;
-            if cut.is_some() && first_cut.is_none() {
-                first_cut = Some((step, cut.unwrap()));
+            if let (Some(why), None) = (cut, &first_cut) {
+                first_cut = Some((step, why));
             }
             let metric = t.curve.history("loss").count();
             assert!(
@@ -846,7 +848,9 @@ mod tests {
         let mut names = Names::default();
         let mut t = Trial::new(4, Params::new(json!({}), &mut names));
         let row = |from: usize, n: usize, names: &mut Names| -> Vec<(Arc<str>, f64)> {
-            (from..from + n).map(|m| (names.get(&format!("k{m:05}")), 1.0)).collect()
+            (from..from + n)
+                .map(|m| (names.get(&format!("k{m:05}")), 1.0))
+                .collect()
         };
         let (kept, cut) = t.take_report(1, row(0, 1000, &mut names), "acc");
         assert_eq!((kept.len(), cut), (1000, None));
@@ -857,7 +861,10 @@ mod tests {
         assert_eq!(kept.len(), 25);
         assert!(kept.iter().any(|(n, _)| &**n == "acc"));
         let why = cut.unwrap();
-        assert!(why.contains("more than 1024 metric names") && why.contains("k01024"), "{why}");
+        assert!(
+            why.contains("more than 1024 metric names") && why.contains("k01024"),
+            "{why}"
+        );
         assert_eq!(t.metrics.len(), 1025);
         // Names it has go on being kept.
         let (kept, cut) = t.take_report(3, row(0, 10, &mut names), "acc");

@@ -13,6 +13,24 @@ pub struct EngineCounters {
     pub leases_expired: prometheus_client::metrics::counter::Counter,
 }
 
+/// Longest host name a worker may register with (a DNS name is at most 253).
+pub const MAX_HOST_BYTES: usize = 255;
+
+/// Longest version a worker may register with.
+pub const MAX_VERSION_BYTES: usize = 64;
+
+/// Most workers the coordinator knows at once. A registration at the cap first forgets the
+/// workers not heard from for [`CROWDED_FORGET_AFTER`] (at most once a minute), and is refused
+/// if that frees no place.
+pub const MAX_WORKERS: usize = 100_000;
+
+/// A worker not heard from for this long is forgotten (its registration leaves memory and the
+/// store; the trials it ran keep its name).
+pub const FORGET_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Seconds unheard after which a worker is forgotten to make room at [`MAX_WORKERS`].
+const CROWDED_FORGET_AFTER: f64 = 600.0;
+
 impl Engine {
     /// Registers (or re-registers) a worker.
     pub async fn register(
@@ -23,9 +41,42 @@ impl Engine {
         slots: u32,
         version: String,
     ) -> Result<String, EngineError> {
+        if host.len() > MAX_HOST_BYTES {
+            return Err(EngineError::Invalid(format!(
+                "host: {} bytes; a host name is at most {MAX_HOST_BYTES}",
+                host.len()
+            )));
+        }
+        if version.len() > MAX_VERSION_BYTES {
+            return Err(EngineError::Invalid(format!(
+                "version: {} bytes; at most {MAX_VERSION_BYTES}",
+                version.len()
+            )));
+        }
         let id = id
             .filter(|s| !s.is_empty() && s.len() <= 64)
             .unwrap_or_else(|| format!("w-{}", random_id(4)));
+        let known = lock(&self.inner.workers).contains_key(&id);
+        if !known && lock(&self.inner.workers).len() >= MAX_WORKERS {
+            let t = now();
+            let look = {
+                let mut at = lock(&self.inner.crowded_at);
+                let look = t - *at >= 60.0;
+                if look {
+                    *at = t;
+                }
+                look
+            };
+            if look {
+                self.forget_workers(t - CROWDED_FORGET_AFTER).await?;
+            }
+            if lock(&self.inner.workers).len() >= MAX_WORKERS {
+                return Err(EngineError::Invalid(format!(
+                    "the coordinator knows {MAX_WORKERS} workers, the most it keeps; workers not heard from for {} minutes make room (at most once a minute)",
+                    CROWDED_FORGET_AFTER / 60.0
+                )));
+            }
+        }
         let t = now();
         let fut = {
             let _up = self.up()?;
@@ -46,6 +97,46 @@ impl Engine {
         };
         self.commit(fut).await?;
         Ok(id)
+    }
+
+    /// Forgets the workers last heard from before `horizon` (Unix seconds; a stored worker not
+    /// heard from since the start counts as heard from at the start): from the store first,
+    /// then from memory, unless one registered again meanwhile. Returns how many.
+    pub async fn forget_workers(&self, horizon: f64) -> Result<usize, EngineError> {
+        let started = self.inner.started;
+        let gone: Vec<String> = lock(&self.inner.workers)
+            .iter()
+            .filter(|(_, w)| w.last_seen.max(started) < horizon)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        let fut = {
+            let _up = self.up()?;
+            let ids = gone.clone();
+            self.inner
+                .store
+                .submit(move |tx| store::delete_workers(tx, &ids, horizon))
+        };
+        self.commit(fut).await?;
+        let mut workers = lock(&self.inner.workers);
+        let mut n = 0;
+        for id in &gone {
+            if workers
+                .get(id)
+                .is_some_and(|w| w.last_seen.max(started) < horizon)
+            {
+                workers.remove(id);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// How many workers the coordinator knows (registered, not yet forgotten).
+    pub fn known_workers(&self) -> usize {
+        lock(&self.inner.workers).len()
     }
 
     /// Notes a call from a registered worker (made-up ids are not kept: only a registration

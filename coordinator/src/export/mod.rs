@@ -368,26 +368,7 @@ fn param_columns(rows: &[Vec<(String, Value)>]) -> ParamColumns {
     cols
 }
 
-/// Text from clients as a terminal may show it: control characters (escape sequences, line
-/// breaks, C1 codes) and bidirectional overrides are written as escapes (`\u{1b}`, `\n`), so
-/// a sweep or metric name can neither drive the terminal nor break a table's lines.
-pub fn terminal_safe(s: &str) -> std::borrow::Cow<'_, str> {
-    fn unsafe_char(c: char) -> bool {
-        c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    }
-    if !s.chars().any(unsafe_char) {
-        return std::borrow::Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if unsafe_char(c) {
-            out.extend(c.escape_debug());
-        } else {
-            out.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(out)
-}
+pub use sweep_trainer::text::{terminal_lines, terminal_safe};
 
 /// The leaderboard as a text table, best first; client text made [`terminal_safe`].
 pub fn leaderboard_table(lb: &pb::LeaderboardResponse) -> String {

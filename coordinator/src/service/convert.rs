@@ -114,23 +114,29 @@ pub fn trial_detail(s: &Sweep, t: &Trial, rank: u32, points: u32) -> pb::TrialDe
     };
     if !t.curve.is_thinned() {
         let all = t.curve.points();
-        let (kept, sampled) = crate::curve::sample(
-            all.iter().map(|p| (p.step, &*p.name, p.value)),
-            points,
+        let (kept, sampled) =
+            crate::curve::sample(all.iter().map(|p| (p.step, &*p.name, p.value)), points);
+        add_curve(
+            &mut d,
+            crate::curve::Served {
+                points: kept,
+                total: all.len() as u64,
+                sampled,
+            },
         );
-        add_curve(&mut d, (kept, all.len() as u64, sampled));
     }
     d
 }
 
-/// Sets a trial's curve as served: (points, how many in all, whether sampled).
-pub fn add_curve(d: &mut pb::TrialDetail, (points, total, sampled): (Vec<(u32, String, f64)>, u64, bool)) {
-    d.curve = points
+/// Sets a trial's curve as served.
+pub fn add_curve(d: &mut pb::TrialDetail, c: crate::curve::Served) {
+    d.curve = c
+        .points
         .into_iter()
         .map(|(step, name, value)| pb::MetricPoint { step, name, value })
         .collect();
-    d.curve_points = total;
-    d.curve_sampled = sampled;
+    d.curve_points = c.total;
+    d.curve_sampled = c.sampled;
 }
 
 /// A kept program file's listing, on the wire.
@@ -167,7 +173,7 @@ pub fn attempt(a: crate::store::AttemptRow) -> pb::AttemptInfo {
 /// Fills a trial's detail with what the store keeps of it: its curve, confusion matrix and
 /// output.
 pub fn add_files(d: &mut pb::TrialDetail, f: crate::store::TrialFiles) -> Result<(), String> {
-    add_curve(d, (f.points, f.total, f.sampled));
+    add_curve(d, f.curve);
     d.confusion = match f.confusion {
         None => None,
         Some(text) => {

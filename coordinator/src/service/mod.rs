@@ -653,11 +653,17 @@ impl Sweeps for SweepsService {
         };
         if !whole {
             // An ended trial's curve, confusion matrix and output are in the store only.
-            let files = self.engine.trial_files(&r.sweep_id, r.trial, points).await?;
+            let files = self
+                .engine
+                .trial_files(&r.sweep_id, r.trial, points)
+                .await?;
             convert::add_files(&mut detail, files).map_err(Status::internal)?;
         } else if thinned {
             // Memory holds only some of a long curve's points; the store has them all.
-            let curve = self.engine.sampled_curve(&r.sweep_id, r.trial, points).await?;
+            let curve = self
+                .engine
+                .sampled_curve(&r.sweep_id, r.trial, points)
+                .await?;
             convert::add_curve(&mut detail, curve);
         }
         let keeps_files = self

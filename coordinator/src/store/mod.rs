@@ -1127,12 +1127,8 @@ pub fn parse_confusion(text: &str) -> Result<(Vec<String>, Vec<u64>), serde_json
 /// What the store keeps of an ended trial beyond its row in memory.
 #[derive(Debug, Default)]
 pub struct TrialFiles {
-    /// Its curve as served: (step, name, value), by step then name ([`sampled_points`]).
-    pub points: Vec<(u32, String, f64)>,
-    /// How many points the store keeps of it.
-    pub total: u64,
-    /// Whether `points` are a sample of them.
-    pub sampled: bool,
+    /// Its curve as served ([`sampled_points`]).
+    pub curve: crate::curve::Served,
     /// Confusion matrix, JSON.
     pub confusion: Option<String>,
     /// The tail of a program's output.
@@ -1161,7 +1157,7 @@ pub fn sampled_points(
     sweep: &str,
     trial: u64,
     points: u32,
-) -> rusqlite::Result<(Vec<(u32, String, f64)>, u64, bool)> {
+) -> rusqlite::Result<crate::curve::Served> {
     let tx = conn.unchecked_transaction()?;
     let counts: Vec<(String, u64)> = tx
         .prepare_cached(
@@ -1185,8 +1181,12 @@ pub fn sampled_points(
             sampler.push(r.get::<_, i64>(0)? as u32, name, r.get(2)?);
         }
     }
-    let (kept, sampled) = sampler.finish();
-    Ok((kept, total, sampled))
+    let (points, sampled) = sampler.finish();
+    Ok(crate::curve::Served {
+        points,
+        total,
+        sampled,
+    })
 }
 
 /// One page of a trial's curve: every point after step `after` (of metric `name`, or of every
@@ -1199,7 +1199,7 @@ pub fn curve_page(
     name: &str,
     after: u32,
     limit: u32,
-) -> rusqlite::Result<(Vec<(u32, String, f64)>, Option<u32>)> {
+) -> rusqlite::Result<(Vec<crate::curve::CurvePoint>, Option<u32>)> {
     let limit = match limit {
         0 => crate::curve::MAX_PAGE_POINTS,
         n => n.min(crate::curve::MAX_PAGE_POINTS),
@@ -1211,7 +1211,11 @@ pub fn curve_page(
     let mut rows = q.query(params![sweep, trial as i64, after, name])?;
     while let Some(r) = rows.next()? {
         let step = r.get::<_, i64>(0)? as u32;
-        if let Some(last) = out.last().map(|p| p.0).filter(|&l| l != step && out.len() >= limit) {
+        if let Some(last) = out
+            .last()
+            .map(|p| p.0)
+            .filter(|&l| l != step && out.len() >= limit)
+        {
             return Ok((out, Some(last)));
         }
         out.push((step, r.get(1)?, r.get(2)?));
@@ -1227,16 +1231,14 @@ pub fn trial_files(
     trial: u64,
     points: u32,
 ) -> rusqlite::Result<TrialFiles> {
-    let (points, total, sampled) = sampled_points(conn, sweep, trial, points)?;
+    let curve = sampled_points(conn, sweep, trial, points)?;
     let (confusion, output) = conn
         .prepare_cached("SELECT confusion, output FROM trials WHERE sweep_id = ?1 AND trial = ?2")?
         .query_row(params![sweep, trial as i64], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?
         .unwrap_or((None, None));
     Ok(TrialFiles {
-        points,
-        total,
-        sampled,
+        curve,
         confusion,
         output,
     })
@@ -1377,6 +1379,15 @@ pub fn model(
     conn.prepare_cached("SELECT card, weights FROM models WHERE sweep_id = ?1 AND trial = ?2")?
         .query_row(params![sweep, trial as i64], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
+}
+
+/// Forgets workers `ids`, unless one registered again at or after `horizon`.
+pub fn delete_workers(tx: &Connection, ids: &[String], horizon: f64) -> rusqlite::Result<()> {
+    let mut q = tx.prepare_cached("DELETE FROM workers WHERE id = ?1 AND registered_at < ?2")?;
+    for id in ids {
+        q.execute(params![id, horizon])?;
+    }
+    Ok(())
 }
 
 /// Records a worker's registration.
@@ -1520,17 +1531,24 @@ mod tests {
             .unwrap();
         assert_eq!((one.len(), next), (10, None));
         assert!(one.iter().all(|p| p.1 == "b"));
-        let (kept, total, sampled) = store
+        let s = store
             .read(|c| sampled_points(c, "s0", 1, 300))
             .await
             .unwrap();
-        assert_eq!((total, sampled), (9000, true));
-        assert!(kept.len() <= 300 && kept.len() >= 290, "{}", kept.len());
-        let (kept, total, sampled) = store
+        assert_eq!((s.total, s.sampled), (9000, true));
+        assert!(
+            s.points.len() <= 300 && s.points.len() >= 290,
+            "{}",
+            s.points.len()
+        );
+        let s = store
             .read(|c| sampled_points(c, "s0", 2, 300))
             .await
             .unwrap();
-        assert_eq!((kept, total, sampled), (vec![(1, "a".into(), 1.0)], 1, false));
+        assert_eq!(
+            (s.points, s.total, s.sampled),
+            (vec![(1, "a".into(), 1.0)], 1, false)
+        );
     }
 
     #[tokio::test]

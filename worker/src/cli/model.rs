@@ -48,8 +48,17 @@ pub struct PredictArgs {
     pub json: bool,
 }
 
+/// Loads a model, warning when its weights are not all finite.
 fn load(dir: &Path) -> Result<Model, CliError> {
-    model::load(dir).map_err(|e| CliError::Data(e.to_string()))
+    let m = model::load(dir).map_err(|e| CliError::Data(e.to_string()))?;
+    if m.non_finite > 0 {
+        eprintln!(
+            "warning: {}: {} of its weights are NaN or infinite (the training diverged, or the file was altered); its predictions mean nothing",
+            dir.join(&m.card.weights.file).display(),
+            m.non_finite
+        );
+    }
+    Ok(m)
 }
 
 /// Runs `worker evaluate`.
@@ -189,10 +198,17 @@ pub fn predict(a: &PredictArgs) -> Result<(), CliError> {
             } else {
                 path.display().to_string()
             };
+            let name = sweep_trainer::text::terminal_safe(&name);
             let shown: Vec<String> = order
                 .iter()
                 .take(usize::from(a.top))
-                .map(|&c| format!("{} {:.3}", classes[c], p[c]))
+                .map(|&c| {
+                    format!(
+                        "{} {:.3}",
+                        sweep_trainer::text::terminal_safe(&classes[c]),
+                        p[c]
+                    )
+                })
                 .collect();
             println!("{name}: {}", shown.join(", "));
         }
