@@ -101,6 +101,58 @@ fn names_with_escape_sequences_are_printed_escaped() {
 }
 
 #[test]
+fn watch_trial_and_errors_print_names_escaped() {
+    let dir = tempdir("escapes-watch");
+    let (_coord, url) = serve(&dir.join("s.db"), &[]);
+    // A metric name with an OSC title code (a parameter name cannot hold one: see below).
+    let cfg = dir.join("s.yaml");
+    let yaml = "name: evil\nmethod: grid\ntrainer: synthetic\n\
+         metric: {name: \"acc\\e]0;pwned\\a\", goal: maximize}\n\
+         synthetic: {function: quadratic, epochs: 1, epoch_ms: 1}\n\
+         parameters:\n  x: {values: [1, 2]}\n";
+    std::fs::write(&cfg, yaml).unwrap();
+    let out = run(
+        "coordinator",
+        &["submit", cfg.to_str().unwrap(), "--coordinator", &url],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let _w = sweep_tests::worker(&url, 1);
+    let clean = |text: &str| {
+        !text.contains('\u{1b}') && !text.contains('\u{7}') && !text.contains('\u{202e}')
+    };
+    let watch = run("coordinator", &["watch", &id, "--coordinator", &url]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&watch.stdout),
+        String::from_utf8_lossy(&watch.stderr)
+    );
+    assert!(watch.status.success() && clean(&text), "{text:?}");
+    assert!(text.contains(r"acc\u{1b}]0;pwned\u{7}"), "{text}");
+    let trial = run("coordinator", &["trial", &id, "1", "--coordinator", &url]);
+    let text = String::from_utf8_lossy(&trial.stdout);
+    assert!(trial.status.success() && clean(&text), "{text:?}");
+    // An error naming a parameter from the config: refused, the name shown escaped.
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "method: grid\ntrainer: synthetic\nparameters:\n  \"q\\e[2J\\u202Ez\": {min: 2, max: 1}\n",
+    )
+    .unwrap();
+    let out = run(
+        "coordinator",
+        &["submit", bad.to_str().unwrap(), "--coordinator", &url],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && clean(&err), "{err:?}");
+    assert!(err.contains(r"q\u{1b}[2J\u{202e}z"), "{err}");
+}
+
+#[test]
 fn another_site_can_neither_change_a_sweep_nor_read_it_through_a_rebound_name() {
     let dir = tempdir("csrf");
     let web = format!("127.0.0.1:{}", free_port());

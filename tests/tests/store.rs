@@ -322,6 +322,19 @@ fn a_deleted_store_file_is_noticed_and_nothing_more_is_acknowledged() {
         !out.status.success() && err.contains("was deleted"),
         "{err}"
     );
+    // And it leaves no ghost: the coordinator lists the one sweep it kept.
+    let out = run(
+        "coordinator",
+        &["status", "--json", "--coordinator", url.as_str()],
+    );
+    let listed = sweep_tests::json_out(&out);
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id.as_str()]);
 }
 
 #[test]

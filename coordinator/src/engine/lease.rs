@@ -146,6 +146,7 @@ impl Engine {
                 resumed_from: trial.checkpoint(),
                 ..trial.attempt_row(&sweep_id, None, "")
             });
+            trial.set_resumed(trial.checkpoint().map(|c| c.epoch));
             (trial.attempt, trial.params.clone(), trial.checkpoint(), row)
         })?;
         let trial = sw.trial_row(number)?;

@@ -442,14 +442,20 @@ impl Engine {
         let row = sweep.row();
         let fut = {
             let _up = self.up()?;
-            let mut sweeps = self.inner.sweeps.write().unwrap_or_else(|p| p.into_inner());
-            sweeps.order.push(id.clone());
-            sweeps.by_id.insert(id.clone(), Arc::new(Mutex::new(sweep)));
             self.inner
                 .store
                 .submit(move |tx| store::insert_sweep(tx, &row))
         };
+        // Shown only once kept: a submit refused because the store failed leaves nothing
+        // behind in memory (a read-back after the commit may have brought it already).
         self.commit(fut).await?;
+        {
+            let mut sweeps = self.inner.sweeps.write().unwrap_or_else(|p| p.into_inner());
+            if !sweeps.by_id.contains_key(&id) {
+                sweeps.order.push(id.clone());
+                sweeps.by_id.insert(id.clone(), Arc::new(Mutex::new(sweep)));
+            }
+        }
         self.inner.work.notify_waiters();
         self.emit(&id, None);
         Ok(id)

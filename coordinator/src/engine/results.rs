@@ -81,9 +81,10 @@ impl Engine {
             let metric = sw.spec.metric.name.clone();
             let known = sw.edit(trial, |t| {
                 t.lease(None, now() + ttl);
-                t.take_report(epoch, named, &metric)
+                let over = t.started_over(epoch);
+                (t.take_report(epoch, named, &metric), over)
             });
-            let Some((kept, cut)) = known else {
+            let Some(((kept, cut), started_over)) = known else {
                 break 'locked abandon("unknown trial".into());
             };
             if let Some(cut) = cut {
@@ -108,10 +109,13 @@ impl Engine {
                 }
             }
             let s = sweep.to_string();
-            let fut = self
-                .inner
-                .store
-                .submit(move |tx| store::insert_points(tx, &s, trial, epoch, &finite));
+            let fut = self.inner.store.submit(move |tx| {
+                if started_over {
+                    // Its worker could not use the checkpoint and trained from the start.
+                    store::clear_resumed(tx, &s, trial, attempt)?;
+                }
+                store::insert_points(tx, &s, trial, epoch, &finite)
+            });
             (action, Box::pin(fut))
         };
         self.commit(fut).await?;

@@ -453,6 +453,9 @@ struct Live {
     /// The last checkpoint a queued or running trial's attempts saved (its bytes are in the
     /// store).
     checkpoint: Option<CheckpointMark>,
+    /// The epoch the running attempt was leased to go on from, until a report shows it
+    /// started over instead (its worker could not use the checkpoint).
+    resumed_epoch: Option<u32>,
 }
 
 /// One trial in memory.
@@ -555,6 +558,27 @@ impl Trial {
     /// time from further on is never failed for it.
     pub fn attempts_without_progress(&self) -> u32 {
         self.attempt - self.checkpoint().map_or(0, |c| c.attempt.min(self.attempt))
+    }
+
+    /// Notes the epoch the attempt just leased goes on from (`None`: from the start).
+    pub(super) fn set_resumed(&mut self, epoch: Option<u32>) {
+        self.live().resumed_epoch = epoch;
+    }
+
+    /// Whether a report of `epoch` shows that an attempt leased to go on from a checkpoint
+    /// started over (a resumed attempt reports only epochs after the checkpoint's); says so
+    /// once.
+    pub(super) fn started_over(&mut self, epoch: u32) -> bool {
+        let Some(l) = self.live.as_mut() else {
+            return false;
+        };
+        match l.resumed_epoch {
+            Some(e) if e >= 1 && epoch <= e => {
+                l.resumed_epoch = None;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Sets the trial's last checkpoint.

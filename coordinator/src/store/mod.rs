@@ -1049,6 +1049,20 @@ pub fn start_attempt(tx: &Connection, a: &AttemptRow) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Records that an attempt went on from no checkpoint after all (it started over).
+pub fn clear_resumed(
+    tx: &Connection,
+    sweep: &str,
+    trial: u64,
+    attempt: u32,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE attempts SET resumed_epoch = NULL, resumed_batch = NULL, resumed_attempt = NULL, resumed_bytes = NULL WHERE sweep_id = ?1 AND trial = ?2 AND attempt = ?3",
+    )?
+    .execute(params![sweep, trial as i64, attempt])?;
+    Ok(())
+}
+
 /// Records how an attempt ended; an attempt recorded when it started keeps its start and the
 /// checkpoint it went on from.
 pub fn end_attempt(tx: &Connection, a: &AttemptRow) -> rusqlite::Result<()> {
