@@ -45,17 +45,26 @@ pub fn check_path(path: &str) -> Result<(), String> {
 
 /// The files as a list and one payload, in the order given.
 pub fn join(files: Vec<(String, Vec<u8>)>) -> (Vec<pb::FileInfo>, Vec<u8>) {
-    let mut data = Vec::with_capacity(files.iter().map(|(_, b)| b.len()).sum());
-    // Each file is dropped once copied: the files and the payload never both hold everything.
+    let total: usize = files.iter().map(|(_, b)| b.len()).sum();
+    let mut data: Vec<u8> = Vec::new();
+    // The first file's bytes become the payload (grown in place, not copied) and each later
+    // one is dropped once copied: a single file is never held twice, and several at most
+    // once more than the largest of them.
     let list = files
         .into_iter()
         .map(|(path, bytes)| {
-            data.extend_from_slice(&bytes);
-            pb::FileInfo {
+            let info = pb::FileInfo {
                 bytes: bytes.len() as u64,
                 sha256: digest(&bytes),
                 path,
+            };
+            if data.is_empty() {
+                data = bytes;
+                data.reserve_exact(total - data.len());
+            } else {
+                data.extend_from_slice(&bytes);
             }
+            info
         })
         .collect();
     (list, data)
@@ -189,5 +198,17 @@ mod tests {
             })
             .collect();
         assert!(e(&many, &[]).contains("at most 1000"));
+    }
+
+    #[test]
+    fn one_file_becomes_the_payload_without_a_copy() {
+        let bytes = vec![7u8; 1 << 20];
+        let at = bytes.as_ptr();
+        let (list, data) = join(vec![("a.bin".into(), bytes)]);
+        assert_eq!(data.as_ptr(), at, "the file's own buffer is the payload");
+        assert_eq!((list.len(), data.len()), (1, 1 << 20));
+        // An empty first file does not hold the rest back.
+        let (list, data) = join(vec![("e".into(), vec![]), ("f".into(), vec![1, 2])]);
+        assert_eq!((list.len(), data), (2, vec![1, 2]));
     }
 }
