@@ -375,3 +375,82 @@ fn bad_configs_are_refused_with_the_field_path_and_nothing_is_stored() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A newcomer's mistakes end with an answer that says what to do.
+#[test]
+fn mistakes_are_answered_with_what_to_do() {
+    let dir = tempdir("mistakes");
+    let port = sweep_tests::free_port();
+    let nobody = format!("http://127.0.0.1:{port}");
+    // No coordinator at the address.
+    let out = run("coordinator", &["status", "--coordinator", &nobody]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("is `coordinator serve` running there?") && err.contains("SWEEP_COORDINATOR"),
+        "{err}"
+    );
+    // An empty file, and a file indented with a tab.
+    let empty = dir.join("empty.yaml");
+    std::fs::write(&empty, "# nothing yet\n").unwrap();
+    let out = run(
+        "coordinator",
+        &["submit", empty.to_str().unwrap(), "--coordinator", &nobody],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("empty.yaml: config: the file is empty"),
+        "{err}"
+    );
+    let tabs = dir.join("tabs.yaml");
+    std::fs::write(&tabs, "method: grid\nparameters:\n\tx: {values: [1]}\n").unwrap();
+    let out = run(
+        "coordinator",
+        &["submit", tabs.to_str().unwrap(), "--coordinator", &nobody],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 3 is indented with a tab; YAML indents with spaces only"),
+        "{err}"
+    );
+    // Help does not show a variable as set to nothing.
+    let out = run("coordinator", &["status", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("[env: SWEEP_COORDINATOR]") && !help.contains("=]"),
+        "{help}"
+    );
+    // A dashboard port in use is refused before anything is said to listen.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    let out = run(
+        "coordinator",
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            dir.join("s.db").to_str().unwrap(),
+            "--http-listen",
+            &busy,
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("--http-listen {busy}")), "{err}");
+    assert!(!err.contains("listening on"), "{err}");
+    // A store in use says since when, as a date.
+    let (_c, _) = serve(&dir.join("held.db"), &[]);
+    let out = run(
+        "coordinator",
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            dir.join("held.db").to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(" UTC") && !err.contains("unix time"), "{err}");
+}

@@ -44,6 +44,7 @@ pub struct Conn {
     #[arg(
         long,
         env = "SWEEP_COORDINATOR",
+        hide_env_values = true,
         default_value = "http://127.0.0.1:50051"
     )]
     pub coordinator: String,
@@ -55,12 +56,13 @@ pub struct Conn {
     #[arg(
         long,
         env = "SWEEP_TOKEN_FILE",
+        hide_env_values = true,
         value_name = "FILE",
         conflicts_with = "token"
     )]
     pub token_file: Option<PathBuf>,
     /// PEM file of the CA (or self-signed certificate) to trust; needs an https:// URL
-    #[arg(long, env = "SWEEP_TLS_CA")]
+    #[arg(long, env = "SWEEP_TLS_CA", hide_env_values = true)]
     pub tls_ca: Option<PathBuf>,
 }
 
@@ -82,7 +84,7 @@ pub enum Command {
     /// Serve sweeps to workers and clients
     Serve {
         /// Address to listen on
-        #[arg(long, default_value = "127.0.0.1:50051")]
+        #[arg(long, default_value = DEFAULT_LISTEN)]
         listen: String,
         /// SQLite file holding every sweep (created on first run)
         #[arg(long, default_value = "sweeps.db")]
@@ -98,21 +100,42 @@ pub enum Command {
         #[arg(
             long,
             env = "SWEEP_TOKEN_FILE",
+            hide_env_values = true,
             value_name = "FILE",
             conflicts_with = "token"
         )]
         token_file: Option<PathBuf>,
         /// PEM certificate chain to serve TLS with (with --tls-key)
-        #[arg(long, env = "SWEEP_TLS_CERT", requires = "tls_key")]
+        #[arg(
+            long,
+            env = "SWEEP_TLS_CERT",
+            hide_env_values = true,
+            requires = "tls_key"
+        )]
         tls_cert: Option<PathBuf>,
         /// PEM private key of --tls-cert
-        #[arg(long, env = "SWEEP_TLS_KEY", requires = "tls_cert")]
+        #[arg(
+            long,
+            env = "SWEEP_TLS_KEY",
+            hide_env_values = true,
+            requires = "tls_cert"
+        )]
         tls_key: Option<PathBuf>,
         /// Serve Prometheus metrics at http://ADDR/metrics
-        #[arg(long, env = "SWEEP_METRICS_LISTEN", value_name = "ADDR")]
+        #[arg(
+            long,
+            env = "SWEEP_METRICS_LISTEN",
+            hide_env_values = true,
+            value_name = "ADDR"
+        )]
         metrics_listen: Option<String>,
         /// Serve the web dashboard (/), the HTTP JSON API (/api/v1/...) and /metrics at http://ADDR
-        #[arg(long, env = "SWEEP_HTTP_LISTEN", value_name = "ADDR")]
+        #[arg(
+            long,
+            env = "SWEEP_HTTP_LISTEN",
+            hide_env_values = true,
+            value_name = "ADDR"
+        )]
         http_listen: Option<String>,
         /// A host name browsers use for the dashboard (repeatable); without a token, only IP
         /// addresses, localhost, this machine's name and these are answered (DNS rebinding)
@@ -133,7 +156,7 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
         /// Directory holding mnist/ and fashion-mnist/ [default: the repository's data/]
-        #[arg(long, env = "SWEEP_DATA_DIR")]
+        #[arg(long, env = "SWEEP_DATA_DIR", hide_env_values = true)]
         data_dir: Option<PathBuf>,
         /// Seconds a trial's lease lasts without a report or heartbeat
         #[arg(long, default_value_t = 30.0)]
@@ -361,8 +384,13 @@ fn status_err(url: &str, s: tonic::Status) -> CliError {
             CliError::Other(format!("{url}: {}", s.message()))
         }
         tonic::Code::Unavailable => CliError::Other(format!(
-            "cannot reach the coordinator at {url}: {}",
-            s.message()
+            "cannot reach the coordinator at {url}: {}{}",
+            s.message(),
+            if s.message().contains("connect") {
+                format!(" — is `coordinator serve` running there? Give its address with --coordinator or SWEEP_COORDINATOR (serve listens on {} unless --listen says otherwise)", DEFAULT_LISTEN)
+            } else {
+                String::new()
+            }
         )),
         _ => CliError::Other(format!("{}: {}", url, s.message())),
     }
@@ -445,6 +473,24 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     rt.block_on(dispatch(cli.command))
 }
 
+/// Where `serve` listens unless `--listen` says otherwise.
+const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+
+/// Checks that `addr` (of `flag`) can be listened on, before anything is said to be
+/// listening: a port in use is an error at once, naming the flag. Returns the address as
+/// bound (a port 0 made concrete).
+async fn free_address(flag: &str, addr: Option<String>) -> Result<Option<String>, CliError> {
+    let Some(a) = addr else {
+        return Ok(None);
+    };
+    let l = tokio::net::TcpListener::bind(&a)
+        .await
+        .map_err(|e| CliError::Usage(format!("{flag} {a}: {e}")))?;
+    let local = l.local_addr().map_err(|e| CliError::Other(e.to_string()))?;
+    drop(l);
+    Ok(Some(local.to_string()))
+}
+
 fn engine_options(lease_ttl: f64) -> Result<EngineOptions, CliError> {
     if !(lease_ttl.is_finite() && (0.05..=86_400.0).contains(&lease_ttl)) {
         return Err(CliError::Usage(format!(
@@ -473,6 +519,9 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
         } => {
             let token = sweep_proto::conn::token_from(token, token_file.as_deref())
                 .map_err(CliError::Usage)?;
+            // Every port is checked before "listening" is said.
+            let http_listen = free_address("--http-listen", http_listen).await?;
+            let metrics_listen = free_address("--metrics-listen", metrics_listen).await?;
             let opts = server::ServeOptions {
                 token: token.and_then(Secret::new),
                 tls: tls_cert.zip(tls_key),
@@ -1113,17 +1162,7 @@ async fn run_local(
         .map_err(|e| CliError::Other(e.to_string()))?;
     let url = server::url_of(addr);
     // The dashboard's address is checked here, so a port in use is an error before any work.
-    let http_listen = match http_listen {
-        Some(a) => {
-            let l = tokio::net::TcpListener::bind(&a)
-                .await
-                .map_err(|e| CliError::Usage(format!("--http-listen {a}: {e}")))?;
-            let local = l.local_addr().map_err(|e| CliError::Other(e.to_string()))?;
-            drop(l);
-            Some(local.to_string())
-        }
-        None => None,
-    };
+    let http_listen = free_address("--http-listen", http_listen).await?;
     let dashboard_at = http_listen.clone();
     let serve_opts = server::ServeOptions {
         http_listen,

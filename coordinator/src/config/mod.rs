@@ -378,9 +378,17 @@ impl SweepSpec {
     /// Validates a parsed config.
     pub fn from_value(raw: Value) -> Result<Self, ConfigError> {
         let Value::Object(top) = &raw else {
+            let got = match &raw {
+                Value::Null => "the file is empty (or holds only comments)".to_string(),
+                Value::Array(_) => "it is a list".into(),
+                other => format!(
+                    "it is the single value {}",
+                    other.to_string().chars().take(40).collect::<String>()
+                ),
+            };
             return Err(ConfigError::new(
                 "config",
-                "expected a mapping with method, parameters and optional metric, run_cap, early_terminate",
+                format!("{got}; a sweep config is a mapping with method, parameters and optional metric, run_cap, early_terminate (docs/CONFIG.md)"),
             ));
         };
         // The keys, the method and every parameter are checked before any error is returned:

@@ -42,6 +42,16 @@ fn err(span: Option<&Span>, message: impl Into<String>) -> ConfigError {
     ConfigError::new("config", format!("{}{at}", message.into()))
 }
 
+/// The first line (1-based) whose indentation holds a tab, if any.
+fn tab_indented(text: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let indent = &l[..l.len() - l.trim_start().len()];
+            indent.contains('\t') && !l.trim_start().starts_with('#')
+        })
+        .map(|i| i + 1)
+}
+
 /// Reads one YAML document; `notices` gets what was accepted but is worth saying.
 pub fn load(text: &str, notices: &mut Vec<String>) -> Result<Value, ConfigError> {
     let mut anchors: std::collections::HashMap<usize, (Value, usize)> = Default::default();
@@ -50,7 +60,13 @@ pub fn load(text: &str, notices: &mut Vec<String>) -> Result<Value, ConfigError>
     let mut nodes = 0usize;
     let mut documents = 0;
     for ev in Parser::new_from_str(text) {
-        let (ev, span) = ev.map_err(|e| err(None, format!("not valid YAML: {e}")))?;
+        let (ev, span) = ev.map_err(|e| match tab_indented(text) {
+            Some(line) => err(
+                None,
+                format!("not valid YAML: line {line} is indented with a tab; YAML indents with spaces only"),
+            ),
+            None => err(None, format!("not valid YAML: {e}")),
+        })?;
         let (value, anchor, size) = match ev {
             Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => continue,
             Event::DocumentStart(..) => {

@@ -74,17 +74,38 @@ impl StoreLock {
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "this host".into());
         let line = format!(
-            "coordinator pid {} on {host}, since unix time {}\n",
+            "coordinator pid {} on {host}, since {}\n",
             std::process::id(),
-            std::time::SystemTime::now()
+            utc(std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
+                .map_or(0, |d| d.as_secs()))
         );
         // The description is a courtesy: a store in a directory this process may not write
         // to is still locked by the flock above.
         let _ = std::fs::write(lock_path(&real), line);
         Ok(StoreLock { _file: file, real })
     }
+}
+
+/// Unix seconds as a UTC date and time, `2026-12-06 08:51:06 UTC` (days to a civil date by
+/// the proleptic Gregorian calendar).
+fn utc(secs: u64) -> String {
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Who holds the flock on inode `ino`: the process the kernel names in `/proc/locks`, with the
@@ -195,6 +216,13 @@ impl FileWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_holder_says_since_when_as_a_date() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(1_796_527_718), "2026-12-06 03:28:38 UTC");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
+    }
 
     fn temp(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("sweep-guard-{name}-{}", std::process::id()));

@@ -30,6 +30,7 @@ pub struct AgentArgs {
     #[arg(
         long,
         env = "SWEEP_COORDINATOR",
+        hide_env_values = true,
         default_value = "http://127.0.0.1:50051"
     )]
     pub coordinator: String,
@@ -37,7 +38,12 @@ pub struct AgentArgs {
     #[arg(long)]
     pub slots: Option<usize>,
     /// Directory holding mnist/ and fashion-mnist/ [default: the repository's data/]
-    #[arg(long, env = "SWEEP_DATA_DIR", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "SWEEP_DATA_DIR",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
     pub data_dir: Option<std::path::PathBuf>,
     /// Log format: text or json
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
@@ -50,22 +56,33 @@ pub struct AgentArgs {
     #[arg(
         long,
         env = "SWEEP_TOKEN_FILE",
+        hide_env_values = true,
         value_name = "FILE",
         conflicts_with = "token"
     )]
     pub token_file: Option<std::path::PathBuf>,
     /// PEM file of the CA (or self-signed certificate) to trust; needs an https:// URL
-    #[arg(long, env = "SWEEP_TLS_CA", value_name = "PEM")]
+    #[arg(long, env = "SWEEP_TLS_CA", hide_env_values = true, value_name = "PEM")]
     pub tls_ca: Option<std::path::PathBuf>,
     /// Serve Prometheus metrics at http://ADDR/metrics
-    #[arg(long, env = "SWEEP_METRICS_LISTEN", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "SWEEP_METRICS_LISTEN",
+        hide_env_values = true,
+        value_name = "ADDR"
+    )]
     pub metrics_listen: Option<String>,
     /// Run the programs sweep configs name (W&B program/command): anyone who can submit a
     /// sweep can then run commands on this machine. With DIR, only programs inside DIR
     #[arg(long, value_name = "DIR", num_args = 0..=1, require_equals = true, default_missing_value = "")]
     pub allow_programs: Option<String>,
     /// Where programs run (their working directory) [default: where the worker was started]
-    #[arg(long, env = "SWEEP_WORKDIR", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "SWEEP_WORKDIR",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
     pub workdir: Option<std::path::PathBuf>,
     /// Seconds between SIGTERM and SIGKILL when a program is stopped
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
@@ -118,7 +135,12 @@ pub struct SamplesArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=32))]
     pub scale: u32,
     /// Directory holding mnist/ and fashion-mnist/ [default: the repository's data/]
-    #[arg(long, env = "SWEEP_DATA_DIR", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "SWEEP_DATA_DIR",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
     pub data_dir: Option<std::path::PathBuf>,
 }
 

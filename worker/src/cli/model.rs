@@ -22,7 +22,13 @@ pub struct EvaluateArgs {
     #[arg(long, value_name = "NAME|PATH")]
     pub dataset: Option<String>,
     /// Directory holding mnist/ and fashion-mnist/ [default: the repository's data/]
-    #[arg(long, alias = "data_dir", env = "SWEEP_DATA_DIR", value_name = "DIR")]
+    #[arg(
+        long,
+        alias = "data_dir",
+        env = "SWEEP_DATA_DIR",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
     pub data_dir: Option<PathBuf>,
     /// Print one JSON object (test_loss, test_accuracy, confusion_matrix, labels) and nothing
     /// else

@@ -112,7 +112,13 @@ pub struct TrainArgs {
     #[arg(long, alias = "train_samples", value_name = "N")]
     pub train_samples: Option<usize>,
     /// Directory holding mnist/ and fashion-mnist/ [default: the repository's data/]
-    #[arg(long, alias = "data_dir", env = "SWEEP_DATA_DIR", value_name = "DIR")]
+    #[arg(
+        long,
+        alias = "data_dir",
+        env = "SWEEP_DATA_DIR",
+        hide_env_values = true,
+        value_name = "DIR"
+    )]
     pub data_dir: Option<PathBuf>,
     /// Write the test confusion matrix to FILE (.json or .csv)
     #[arg(long, alias = "confusion_out", value_name = "FILE")]
