@@ -413,6 +413,32 @@ fn mistakes_are_answered_with_what_to_do() {
         err.contains("line 3 is indented with a tab; YAML indents with spaces only"),
         "{err}"
     );
+    // A misspelt MLP parameter in `run`: refused at once with the fix, instead of waiting
+    // for agents that never come.
+    let typo = dir.join("typo.yaml");
+    std::fs::write(
+        &typo,
+        "method: grid\nmetric: {name: val_accuracy, goal: maximize}\nparameters:\n  hiden_size: {values: [32, 64]}\n  epochs: {value: 1}\n",
+    )
+    .unwrap();
+    let out = run(
+        "coordinator",
+        &[
+            "run",
+            typo.to_str().unwrap(),
+            "--store",
+            dir.join("run.db").to_str().unwrap(),
+            "--out",
+            dir.join("out").to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("hiden_size (did you mean hidden_size?)"),
+        "{err}"
+    );
+    assert!(!dir.join("run.db").exists(), "nothing was stored");
     // Help does not show a variable as set to nothing.
     let out = run("coordinator", &["status", "--help"]);
     let help = String::from_utf8_lossy(&out.stdout);

@@ -1131,6 +1131,10 @@ async fn run_local(
         ));
     }
     let (_, spec) = read_config(file, trainer)?;
+    // A sweep the local workers cannot serve would wait for agents forever.
+    if let Some(why) = spec.local_refusal() {
+        return Err(CliError::Usage(format!("{}: {why}", file.display())));
+    }
     // Where the files go is checked before anything trains, not found unwritable at the end.
     let target = out.clone().unwrap_or_else(|| match &spec.name {
         Some(n) => PathBuf::from("runs").join(n),

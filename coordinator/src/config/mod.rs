@@ -753,6 +753,67 @@ fn mlp_knows(name: &str) -> bool {
         || name.eq_ignore_ascii_case(sweep_trainer::config::PRESET)
 }
 
+/// The names among `names` the built-in MLP does not have, each with the MLP's nearest name
+/// when one is close (a misspelling, `hiden_size` for `hidden_size`).
+fn foreign_to_mlp<'a>(
+    names: impl Iterator<Item = &'a str>,
+) -> Vec<(&'a str, Option<&'static str>)> {
+    names
+        .filter(|n| !mlp_knows(n))
+        .map(|n| (n, misspelt(n, &sweep_trainer::config::PARAMS)))
+        .collect()
+}
+
+/// The name in `names` that `name` looks like a misspelling of: at most two edits, and at
+/// most a third of it (`hiden_size`, `learningrate`; not `lr`, someone's own name).
+fn misspelt<'a>(name: &str, names: &[&'a str]) -> Option<&'a str> {
+    let lower = name.to_ascii_lowercase().replace('-', "_");
+    names
+        .iter()
+        .map(|n| (edit_distance(&lower, n), *n))
+        .filter(|&(d, _)| d <= 2 && d * 3 <= lower.chars().count())
+        .min()
+        .map(|(_, n)| n)
+}
+
+/// `a (did you mean b?), c`: the names with their suggestions, five at most.
+fn with_suggestions(names: &[(&str, Option<&str>)]) -> String {
+    let mut shown: Vec<String> = names
+        .iter()
+        .take(5)
+        .map(|(n, near)| match near {
+            Some(m) => format!("{n} (did you mean {m}?)"),
+            None => n.to_string(),
+        })
+        .collect();
+    if names.len() > 5 {
+        shown.push("…".into());
+    }
+    shown.join(", ")
+}
+
+impl SweepSpec {
+    /// Why the built-in MLP's local workers (`coordinator run`) cannot serve this sweep, if
+    /// they cannot: a sweep for agents, with its names the MLP does not have.
+    pub fn local_refusal(&self) -> Option<String> {
+        if self.trainer != Trainer::Agent {
+            return None;
+        }
+        let foreign = foreign_to_mlp(self.parameters.keys().map(String::as_str));
+        let why = if foreign.is_empty() {
+            "it says trainer: agent".to_string()
+        } else {
+            format!(
+                "its parameters {} are not the built-in MLP's and it names no program",
+                with_suggestions(&foreign)
+            )
+        };
+        Some(format!(
+            "this is a sweep for agents ({why}), and `run`'s workers run the built-in MLP or the config's program: fix a misspelt name, add `program: train.py` (or `command:`) to run your script, or `coordinator submit` it and start agents (wandb.agent in Python, or worker --sweep ID --program FILE); nothing was run"
+        ))
+    }
+}
+
 fn parse_trainer(
     top: &Map<String, Value>,
     parameters: &BTreeMap<String, ParamSpec>,
@@ -767,21 +828,13 @@ fn parse_trainer(
     }
     // As in W&B, a config without program or command whose parameters are someone's own is a
     // sweep for agents (`wandb.agent`), not an error.
-    let foreign: Vec<&str> = parameters
-        .keys()
-        .map(String::as_str)
-        .filter(|n| !mlp_knows(n))
-        .collect();
+    let foreign = foreign_to_mlp(parameters.keys().map(String::as_str));
     let name = match (top.get("trainer"), &program) {
         (None, Some(_)) => "program",
         (None, None) if !foreign.is_empty() => {
-            let shown = if foreign.len() > 5 {
-                format!("{}, …", foreign[..5].join(", "))
-            } else {
-                foreign.join(", ")
-            };
             notices.push(format!(
-                "no program, and parameters the mlp trainer does not have ({shown}): this is a sweep for agents — wandb.agent(SWEEP_ID, function=…) in Python, or worker --sweep SWEEP_ID --program train.py; add trainer: mlp to run the built-in MLP instead"
+                "no program, and parameters the mlp trainer does not have ({}): this is a sweep for agents — wandb.agent(SWEEP_ID, function=…) in Python, or worker --sweep SWEEP_ID --program train.py; add trainer: mlp to run the built-in MLP instead",
+                with_suggestions(&foreign)
             ));
             "agent"
         }

@@ -118,6 +118,35 @@ fn the_mlp_trainer_checks_names_and_listed_values() {
         "{:?}",
         agents.notices
     );
+    // Someone's own names are theirs: `run` refuses the sweep (its workers would wait for
+    // agents) without guessing.
+    let why = agents.local_refusal().unwrap();
+    assert!(
+        why.contains("parameters hidden_layer_size, lr are not") && why.contains("nothing was run"),
+        "{why}"
+    );
+    // A misspelt MLP name makes a sweep for agents too: the notice and `run` name the fix.
+    let typo = SweepSpec::parse(
+        "method: grid\nparameters:\n  hiden_size: {values: [32, 64]}\n  learningrate: {value: 0.01}\n  epochs: {value: 1}\n",
+    )
+    .unwrap();
+    assert_eq!(typo.trainer, Trainer::Agent);
+    assert!(
+        typo.notices[0].contains(
+            "hiden_size (did you mean hidden_size?), learningrate (did you mean learning_rate?)"
+        ),
+        "{:?}",
+        typo.notices
+    );
+    let why = typo.local_refusal().unwrap();
+    assert!(
+        why.contains("hiden_size (did you mean hidden_size?)"),
+        "{why}"
+    );
+    // The MLP's own sweeps and program sweeps are served locally.
+    let mlp =
+        SweepSpec::parse("method: grid\nparameters:\n  hidden_size: {values: [32]}\n").unwrap();
+    assert_eq!(mlp.local_refusal(), None);
 }
 
 #[test]
