@@ -31,10 +31,11 @@ fn signal(p: &Proc, sig: &str) {
 }
 
 #[test]
-fn ctrl_c_in_run_hands_trials_back_stops_the_sweep_and_exits_130() {
+fn ctrl_c_in_run_hands_trials_back_pauses_the_sweep_and_run_resume_finishes_it() {
     let dir = tempdir("ctrlc");
     let cfg = dir.join("s.yaml");
-    std::fs::write(&cfg, synthetic_grid(8, 400, 100)).unwrap();
+    // 8 trials of 3 s each: two are running when Ctrl-C comes.
+    std::fs::write(&cfg, synthetic_grid(8, 30, 100)).unwrap();
     let store = dir.join("runs").join("sweeps.db");
     let mut child = cmd("coordinator")
         .current_dir(&dir)
@@ -63,26 +64,94 @@ fn ctrl_c_in_run_hands_trials_back_stops_the_sweep_and_exits_130() {
     let mut said = String::new();
     err.read_to_string(&mut said).unwrap();
     assert_eq!(code, Some(130), "{said}");
-    assert!(printed.contains("(grid, stopped, seed "), "{printed}");
+    assert!(printed.contains("(grid, paused, seed "), "{printed}");
+    assert!(
+        said.contains(&format!("sweep {id} is paused")) && said.contains("run s.yaml --resume"),
+        "{said}"
+    );
     assert!(!said.contains("complete failed"), "{said}");
-    // The store file alone (no -wal beside it) holds the sweep, with nothing left running.
+    // Its files are in a folder of its own.
+    let own = dir.join("runs").join("faults").join(&id);
+    assert!(own.join("leaderboard.json").is_file(), "{printed}");
+    // The store file alone (no -wal beside it) holds the sweep, paused, nothing running.
     let copy = dir.join("copy.db");
     std::fs::copy(&store, &copy).unwrap();
-    let (_c, url) = serve_at("127.0.0.1:0", &copy, &[]);
-    let s = json_out(&run(
-        "coordinator",
-        &[
-            "status",
-            id.as_str(),
-            "--json",
-            "--coordinator",
-            url.as_str(),
-        ],
-    ));
-    let s = s.get(0).cloned().unwrap_or(s);
-    assert_eq!(s["state"], "stopped", "{s}");
-    assert_eq!((n(&s, "running"), n(&s, "queued")), (0, 0), "{s}");
-    assert!(n(&s, "stopped") >= 2, "{s}");
+    {
+        let (_c, url) = serve_at("127.0.0.1:0", &copy, &[]);
+        let s = json_out(&run(
+            "coordinator",
+            &[
+                "status",
+                id.as_str(),
+                "--json",
+                "--coordinator",
+                url.as_str(),
+            ],
+        ));
+        let s = s.get(0).cloned().unwrap_or(s);
+        assert_eq!(s["state"], "paused", "{s}");
+        assert_eq!((n(&s, "running"), n(&s, "stopped")), (0, 0), "{s}");
+        assert!(n(&s, "finished") < 8, "{s}");
+    }
+    // `run --resume` goes on with it to the end, into the same folder.
+    let resumed = cmd("coordinator")
+        .current_dir(&dir)
+        .args(["run", "s.yaml", "--resume", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&resumed.stdout);
+    assert!(
+        resumed.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert!(
+        text.contains(&format!("sweep {id} on ")) && text.contains(", resumed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("(grid, finished, seed ") && text.contains("8 finished"),
+        "{text}"
+    );
+    let lb: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(own.join("leaderboard.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        (
+            lb["sweep"]["id"].as_str(),
+            lb["trials"].as_array().map(Vec::len)
+        ),
+        (Some(id.as_str()), Some(8))
+    );
+    // Nothing left to resume; a new run is a new sweep with its own folder, and --out into
+    // another sweep's results is refused before anything runs.
+    let again = cmd("coordinator")
+        .current_dir(&dir)
+        .args(["run", "s.yaml", "--resume", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("holds no sweep of s.yaml that is not over"),
+        "{e}"
+    );
+    let into = cmd("coordinator")
+        .current_dir(&dir)
+        .args(["run", "s.yaml", "--store"])
+        .arg(&store)
+        .arg("--out")
+        .arg(&own)
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&into.stderr);
+    assert_eq!(into.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains(&format!("holds the results of sweep {id}")),
+        "{e}"
+    );
 }
 
 #[test]

@@ -152,7 +152,7 @@ pub enum Command {
         /// SQLite file [default: runs/sweeps.db]
         #[arg(long)]
         store: Option<PathBuf>,
-        /// Where to write the export [default: runs/<sweep name or id>/]
+        /// Where to write the export [default: runs/<sweep name>/<sweep id>/, each sweep its own]
         #[arg(long)]
         out: Option<PathBuf>,
         /// Directory holding mnist/ and fashion-mnist/ [default: the repository's data/]
@@ -168,6 +168,10 @@ pub enum Command {
         /// `mlp` runs someone's own sweep config on the built-in MLP
         #[arg(long, value_parser = ["mlp", "synthetic", "program", "agent"])]
         trainer: Option<String>,
+        /// Go on with the sweep of this config that an interrupted `run` left in the store
+        /// (paused by Ctrl-C), writing into its folder, instead of starting a new one
+        #[arg(long)]
+        resume: bool,
     },
     /// Submit a sweep config; prints the new sweep's id
     Submit {
@@ -569,6 +573,7 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
             lease_ttl,
             http_listen,
             trainer,
+            resume,
         } => {
             run_local(
                 &file,
@@ -579,6 +584,7 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
                 data_dir,
                 lease_ttl,
                 http_listen,
+                resume,
             )
             .await
         }
@@ -1124,6 +1130,7 @@ async fn run_local(
     data_dir: Option<PathBuf>,
     lease_ttl: f64,
     http_listen: Option<String>,
+    resume: bool,
 ) -> Result<(), CliError> {
     if workers == 0 {
         return Err(CliError::Usage(
@@ -1136,10 +1143,9 @@ async fn run_local(
         return Err(CliError::Usage(format!("{}: {why}", file.display())));
     }
     // Where the files go is checked before anything trains, not found unwritable at the end.
-    let target = out.clone().unwrap_or_else(|| match &spec.name {
-        Some(n) => PathBuf::from("runs").join(n),
-        None => PathBuf::from("runs"),
-    });
+    let target = out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(spec.name.as_deref().unwrap_or("sweep")));
     writable(&target).map_err(|e| {
         let what = if out.is_some() {
             "--out"
@@ -1188,15 +1194,51 @@ async fn run_local(
         )
         .await
     });
-    let name = spec.name.clone();
     let spec_trainer = spec.trainer.clone();
-    let id = engine
-        .create_sweep(spec, None)
-        .await
-        .map_err(|e| CliError::Usage(e.to_string()))?;
+    // A new sweep never writes into another's results (checked before it is made).
+    if let Some(other) = out
+        .as_deref()
+        .filter(|_| !resume)
+        .and_then(|o| results_of_another(o, ""))
+    {
+        return Err(CliError::Usage(format!(
+            "--out {}: holds the results of sweep {other} (its leaderboard.json); give another --out or remove them (or --resume to go on with that sweep); nothing was run",
+            out.as_deref().map(Path::display).map(|d| d.to_string()).unwrap_or_default()
+        )));
+    }
+    let id = if resume {
+        let id = interrupted(&engine, &spec).ok_or_else(|| {
+            CliError::Usage(format!(
+                "--resume: {} holds no sweep of {} that is not over; run it without --resume to start one",
+                store.display(),
+                file.display()
+            ))
+        })?;
+        engine
+            .control(&id, crate::engine::SweepState::Running, false)
+            .await
+            .map_err(|e| CliError::Other(e.to_string()))?;
+        id
+    } else {
+        engine
+            .create_sweep(spec, None)
+            .await
+            .map_err(|e| CliError::Usage(e.to_string()))?
+    };
+    // Each sweep's files have a folder of their own: `--out`, or runs/<name>/<id>/.
+    let out = out.unwrap_or_else(|| target.join(&id));
+    if let Some(other) = results_of_another(&out, &id) {
+        return Err(CliError::Usage(format!(
+            "--out {}: holds the results of sweep {other} (its leaderboard.json); give another --out or remove them; sweep {id} is in {} (`coordinator run {} --resume` goes on with it)",
+            out.display(),
+            store.display(),
+            file.display()
+        )));
+    }
     println!(
-        "sweep {id} on {url} with {workers} local workers (store {})",
-        store.display()
+        "sweep {id} on {url} with {workers} local workers (store {}){}",
+        store.display(),
+        if resume { ", resumed" } else { "" }
     );
     let mut agents = Vec::new();
     // The person who runs `run` on their own config runs its program: the local workers may.
@@ -1229,7 +1271,7 @@ async fn run_local(
         n = worker::cli::shutdown_signal_number() => (Ok(()), Some(n)),
     };
     if signal.is_some() {
-        eprintln!("interrupted: handing the running trials back, then stopping the sweep (again to quit at once)");
+        eprintln!("interrupted: handing the running trials back, then pausing the sweep (again to quit at once)");
         quit_on_second_signal();
     }
     // The sweep is over or interrupted: the local workers hand back what they still hold.
@@ -1238,10 +1280,17 @@ async fn run_local(
         let _ = a.await;
     }
     if signal.is_some() {
+        // Paused, not stopped: `run --resume` goes on with it (handed-back trials from their
+        // checkpoints).
         engine
-            .control(&id, crate::engine::SweepState::Stopped, false)
+            .control(&id, crate::engine::SweepState::Paused, false)
             .await
             .map_err(|e| CliError::Other(e.to_string()))?;
+        eprintln!(
+            "sweep {id} is paused in {}; `coordinator run {} --resume` goes on with it",
+            store.display(),
+            file.display()
+        );
     }
     let lb = c
         .leaderboard(pb::LeaderboardRequest {
@@ -1254,12 +1303,17 @@ async fn run_local(
         .into_inner();
     println!();
     print!("{}", export::leaderboard_table(&lb));
-    let out = out.unwrap_or_else(|| PathBuf::from("runs").join(name.unwrap_or_else(|| id.clone())));
     let data = fetch_sweep(&mut c, &url, &id, TOP_CURVES).await?;
-    // `run` owns its folder: a second run replaces its files (never through a symlink).
+    // `run` owns its sweep's folder: a resumed run replaces its files (never through a
+    // symlink), and one it makes no more (a matrix not there yet) goes.
     let dir = out_dir(&out, true, false)?;
     let mut all = export_files(&data);
     all.extend(report_files(&data)?);
+    for old in export::FILES.iter().chain(crate::report::FILES.iter()) {
+        if !all.iter().any(|(n, _)| n == old) {
+            let _ = std::fs::remove_file(out.join(old));
+        }
+    }
     let files = write_all(&dir, all)?;
     println!(
         "\nwrote {}",
@@ -1283,6 +1337,41 @@ async fn run_local(
         Some(n) => Err(CliError::Interrupted(n)),
         None => Ok(()),
     }
+}
+
+/// The newest sweep in `engine` made from the same config as `spec` that is not over (paused
+/// by an interrupted `run`, or still running).
+fn interrupted(engine: &Engine, spec: &crate::config::SweepSpec) -> Option<String> {
+    let mut want = spec.raw.clone();
+    let mut best: Option<(f64, String)> = None;
+    for id in engine.sweep_ids() {
+        let Ok(Some((created, seed))) = engine.with_sweep(&id, |s| {
+            (!s.state.is_terminal()).then(|| (s.created_at, s.spec.seed))
+        }) else {
+            continue;
+        };
+        // The stored config has the seed drawn for it when the file gave none.
+        if let serde_json::Value::Object(m) = &mut want {
+            if spec.raw.get("seed").is_none() {
+                m.insert("seed".into(), seed.into());
+            }
+        }
+        let same = engine
+            .with_sweep(&id, |s| s.config_json == want.to_string())
+            .unwrap_or(false);
+        if same && best.as_ref().is_none_or(|(t, _)| created > *t) {
+            best = Some((created, id));
+        }
+    }
+    best.map(|(_, id)| id)
+}
+
+/// The id of another sweep than `id` whose results `dir` holds (its leaderboard.json says).
+fn results_of_another(dir: &Path, id: &str) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("leaderboard.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let other = v["sweep"]["id"].as_str()?;
+    (other != id).then(|| other.to_string())
 }
 
 /// The width of each column of `status`'s table: its widest entry, in characters.
