@@ -1342,23 +1342,19 @@ async fn run_local(
 /// The newest sweep in `engine` made from the same config as `spec` that is not over (paused
 /// by an interrupted `run`, or still running).
 fn interrupted(engine: &Engine, spec: &crate::config::SweepSpec) -> Option<String> {
-    let mut want = spec.raw.clone();
     let mut best: Option<(f64, String)> = None;
     for id in engine.sweep_ids() {
-        let Ok(Some((created, seed))) = engine.with_sweep(&id, |s| {
-            (!s.state.is_terminal()).then(|| (s.created_at, s.spec.seed))
+        let Ok(Some((created, seed, config))) = engine.with_sweep(&id, |s| {
+            (!s.state.is_terminal()).then_some((s.created_at, s.spec.seed, s.config_json.clone()))
         }) else {
             continue;
         };
         // The stored config has the seed drawn for it when the file gave none.
+        let mut want = spec.raw.clone();
         if let serde_json::Value::Object(m) = &mut want {
-            if spec.raw.get("seed").is_none() {
-                m.insert("seed".into(), seed.into());
-            }
+            m.entry("seed").or_insert(seed.into());
         }
-        let same = engine
-            .with_sweep(&id, |s| s.config_json == want.to_string())
-            .unwrap_or(false);
+        let same = serde_json::from_str::<serde_json::Value>(&config).is_ok_and(|c| c == want);
         if same && best.as_ref().is_none_or(|(t, _)| created > *t) {
             best = Some((created, id));
         }
