@@ -161,6 +161,23 @@ fn a_saved_model_gives_the_same_predictions_in_the_worker_and_in_python() {
         assert_eq!(one[0]["class"], predicted[0]["class"]);
         let (a, b) = (&one[0]["probabilities"], &predicted[0]["probabilities"]);
         close(&probs(a), &probs(b), 1e-6, "png");
+        // The same image dark-on-light (a photo of a drawing): predicted, with a warning.
+        let quiet = run("worker", &["predict", "--model", m, png.to_str().unwrap()]);
+        assert!(!String::from_utf8_lossy(&quiet.stderr).contains("warning"));
+        let mut img = image::open(&png).unwrap().to_luma8();
+        image::imageops::invert(&mut img);
+        let inverted = dir.join("inverted.png");
+        img.save(&inverted).unwrap();
+        let o = run(
+            "worker",
+            &["predict", "--model", m, inverted.to_str().unwrap()],
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{err}");
+        assert!(
+            err.contains("1 of 1 images have a light background") && err.contains("invert"),
+            "{err}"
+        );
     }
 
     // A truncated weights file: exit 2 and a message naming it.

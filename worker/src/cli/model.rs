@@ -137,6 +137,20 @@ pub fn evaluate(a: &EvaluateArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// The mean of an image's outermost pixels (its background, in the built-in data sets: 0).
+fn border_mean(img: &[u8], [h, w]: [usize; 2]) -> f64 {
+    let (mut sum, mut n) = (0u64, 0u64);
+    for y in 0..h {
+        for x in 0..w {
+            if y == 0 || x == 0 || y + 1 == h || x + 1 == w {
+                sum += u64::from(img[y * w + x]);
+                n += 1;
+            }
+        }
+    }
+    sum as f64 / n.max(1) as f64
+}
+
 /// The images of one file, as pixel bytes (`features` per image), or why not.
 fn read_images(path: &Path, shape: [usize; 2]) -> Result<Vec<u8>, CliError> {
     let [h, w] = shape;
@@ -178,8 +192,28 @@ pub fn predict(a: &PredictArgs) -> Result<(), CliError> {
     let f = m.features();
     let classes = &m.card.classes;
     let k = classes.len();
+    // The built-in data sets are light-on-dark: an image the other way round is predicted
+    // with confidence and means nothing.
+    let dark_trained = matches!(
+        m.card.dataset.name.parse::<DatasetSpec>(),
+        Ok(DatasetSpec::Mnist | DatasetSpec::FashionMnist)
+    );
     for path in &a.images {
         let pixels = read_images(path, m.card.input.shape)?;
+        if dark_trained {
+            let light = pixels
+                .chunks_exact(f)
+                .filter(|img| border_mean(img, m.card.input.shape) > 127.0)
+                .count();
+            if light > 0 {
+                eprintln!(
+                    "warning: {}: {light} of {} images have a light background; {} was trained on light-on-dark images, so invert them first (e.g. `convert IMG -negate OUT.png`) or the predictions mean nothing",
+                    sweep_trainer::text::terminal_safe(&path.display().to_string()),
+                    pixels.len() / f,
+                    m.card.dataset.name
+                );
+            }
+        }
         let probs = m.probabilities(&pixels);
         let many = pixels.len() > f;
         for (i, p) in probs.chunks_exact(k).enumerate() {
