@@ -1430,15 +1430,24 @@ fn failures_in_a_row_pause_the_sweep_instead_of_failing_it() {
             }
         }
     });
+    let mut lines = Vec::new();
     let said = loop {
         let line = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("watch prints the pause's reason");
+        lines.push(line.clone());
         if line.contains("notice: paused:") {
             break line;
         }
     };
     assert!(said.contains("program trian.py is not in"), "{said}");
+    // And that the sweep is paused, before anything else.
+    assert!(
+        lines[0].contains(&format!(
+            "sweep {id} is paused: nothing runs until `coordinator resume {id}`"
+        )),
+        "{lines:?}"
+    );
     drop(watch);
     // Fixed and resumed: the same trials run, every one once.
     std::fs::copy(dir.join("behave.py"), dir.join("trian.py")).unwrap();

@@ -109,6 +109,22 @@ impl Printer {
     }
 
     fn sweep(&mut self, s: pb::SweepInfo) {
+        // A pause (by a person or by failures in a row), a resume or a stop is said as it
+        // comes, and a sweep found paused says so at once: nothing else would move.
+        let was = self.last.as_ref().map(|l| l.state);
+        if was != Some(s.state) {
+            let state = export::state_name(s.state);
+            match (was, state) {
+                (None, "paused") => self.say(format!(
+                    "sweep {} is paused: nothing runs until `coordinator resume {}`",
+                    s.id, s.id
+                )),
+                (Some(_), "paused") => self.say(format!("sweep {} paused", s.id)),
+                (Some(_), "running") => self.say(format!("sweep {} running again", s.id)),
+                (Some(_), "stopped") => self.say(format!("sweep {} stopped", s.id)),
+                _ => {}
+            }
+        }
         for n in &s.notices {
             if self.noticed.insert(n.clone()) {
                 self.say(format!("notice: {}", crate::export::terminal_safe(n)));
