@@ -6,6 +6,8 @@ const TOKEN_KEY = 'sweep.token';
 const PALETTE = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2',
   '#7f7f7f', '#bcbd22', '#17becf'];
 const TERMINAL = new Set(['finished', 'stopped', 'diverged', 'failed']);
+// Keys a script logs to count its steps: the charts' x axis, never a chart.
+const STEP_KEYS = new Set(['epoch', 'epochs', 'step', 'global_step']);
 const SWEEP_ENDED = new Set(['finished', 'stopped']);
 const SVGNS = 'http://www.w3.org/2000/svg';
 
@@ -191,6 +193,16 @@ async function api(path, opts = {}) {
 
 async function getJson(path) { return (await api(path)).json(); }
 
+/** Whether an API file is there (HEAD: 200), so that a link to it is shown only then. */
+async function exists(path) {
+  try {
+    await api(path, { method: 'HEAD' });
+    return true;
+  } catch (_) {
+    return false;
+  }
+}
+
 /** Downloads an API file with the token (a plain link could not carry it). */
 async function download(path, name) {
   try {
@@ -372,11 +384,15 @@ function lineChart(title, series, { width = 620, height = 300, xLabel = 'epoch' 
     svg.appendChild(s('line', { x1: m.l, x2: m.l + W, y1: Y(t), y2: Y(t), stroke: '#eef1f4' }));
     svg.appendChild(s('text', { x: m.l - 6, y: Y(t) + 4, 'text-anchor': 'end', 'font-size': 11, fill: '#656d76' }, yt.label(t)));
   }
-  const xt = niceTicks(x0, x1, 6);
-  for (const t of xt.filter((v) => Number.isInteger(v) || x1 - x0 < 4)) {
-    if (t < x0 || t > x1) continue;
+  // Steps are whole numbers: so are the ticks (every step when there are few).
+  let xt = niceTicks(x0, x1, 6).filter((v) => Number.isInteger(v) && v >= x0 && v <= x1);
+  if (xt.length < 2) {
+    xt = [];
+    for (let t = Math.ceil(x0); t <= x1; t++) xt.push(t);
+  }
+  for (const t of xt) {
     svg.appendChild(s('line', { x1: X(t), x2: X(t), y1: m.t + H, y2: m.t + H + 4, stroke: '#8c959f' }));
-    svg.appendChild(s('text', { x: X(t), y: m.t + H + 17, 'text-anchor': 'middle', 'font-size': 11, fill: '#656d76' }, xt.label(t)));
+    svg.appendChild(s('text', { x: X(t), y: m.t + H + 17, 'text-anchor': 'middle', 'font-size': 11, fill: '#656d76', class: 'xtick' }, String(t)));
   }
   svg.appendChild(s('text', { x: m.l + W / 2, y: height - 4, 'text-anchor': 'middle', 'font-size': 12, fill: '#1f2328' }, xLabel));
   for (const se of series) {
@@ -713,17 +729,22 @@ async function pageSweep(main, id) {
   };
   el.controls.append(buttons.pause, buttons.handBack, buttons.resume, buttons.stop, el.message);
   const base = apiSweep(id);
+  // Links only for what exists: the best trial's confusion matrix and the best kept model
+  // appear once there is one (a program sweep may have neither).
+  const confusionLinks = h('span', { id: 'confusion-links', class: 'hidden' },
+    downloadLink('confusion_best.json', `${base}/files/confusion_best.json`, `${id}-confusion_best.json`),
+    downloadLink('confusion_best.csv', `${base}/files/confusion_best.csv`, `${id}-confusion_best.csv`),
+    downloadLink('confusion_best.png', `${base}/files/confusion_best.png`, `${id}-confusion_best.png`));
+  // The best kept model's two files: saved side by side they make a model directory.
+  const modelLinks = h('span', { id: 'model-links', class: 'hidden' }, ' · best model: ',
+    downloadLink('model.json', `${base}/trials/best/model.json`, 'model.json'),
+    downloadLink('model.safetensors', `${base}/trials/best/model.safetensors`, 'model.safetensors'));
   el.downloads.append('Download: ',
     downloadLink('leaderboard.json', `${base}/files/leaderboard.json`, `${id}-leaderboard.json`),
     downloadLink('leaderboard.csv', `${base}/files/leaderboard.csv`, `${id}-leaderboard.csv`),
-    downloadLink('confusion_best.json', `${base}/files/confusion_best.json`, `${id}-confusion_best.json`),
-    downloadLink('confusion_best.csv', `${base}/files/confusion_best.csv`, `${id}-confusion_best.csv`),
-    downloadLink('confusion_best.png', `${base}/files/confusion_best.png`, `${id}-confusion_best.png`),
+    confusionLinks,
     downloadLink('report.html', `${base}/files/report.html`, `${id}-report.html`),
-    // The best kept model's two files: saved side by side they make a model directory.
-    ' · best model: ',
-    downloadLink('model.json', `${base}/trials/best/model.json`, 'model.json'),
-    downloadLink('model.safetensors', `${base}/trials/best/model.safetensors`, 'model.safetensors'));
+    modelLinks);
   main.replaceChildren(el.title, el.sub, el.cards, el.notices, el.controls, el.downloads,
     h('h2', {}, 'Learning curves: running and top trials'), el.curves,
     h('h2', {}, 'Leaderboard'), el.board, el.more,
@@ -781,15 +802,33 @@ async function pageSweep(main, id) {
     { key: 'metric', label: () => metricName(), num: true, get: (r) => r.metrics[metricName()] },
     { key: 'best', label: 'best (epoch)', num: true, get: (r) => (r.best ? r.best.value : null),
       show: (r) => (r.best ? `${fmt(r.best.value)} (${r.best.step})` : '—') },
-    { key: 'test_accuracy', label: 'test_accuracy', num: true, get: (r) => r.metrics.test_accuracy },
-    { key: 'epochs', label: 'epochs', num: true, get: (r) => r.metrics.epochs ?? r.metrics.epoch },
     { key: 'seconds', label: 'seconds', num: true, get: (r) => r.duration_seconds, show: (r) => fmt(r.duration_seconds, 1) },
     { key: 'worker', label: 'worker', get: (r) => r.worker },
   ];
 
+  // Besides the sweep's metric, the keys its trials logged (their final values, as W&B's
+  // summary), each once: a key that is also a parameter with a column shows as that only.
+  const MAX_LOGGED_COLS = 6;
+  function loggedKeys() {
+    const params = new Set(varyingParams());
+    const keys = new Set([...S.rows.values()].flatMap((r) => Object.keys(r.metrics || {})));
+    keys.delete(metricName());
+    const first = ['test_accuracy', 'val_accuracy', 'val_loss', 'epoch', 'epochs'];
+    return [...keys]
+      .filter((k) => !params.has(k) && !k.startsWith('_'))
+      .sort((a, b) => ((first.indexOf(a) + 1 || 99) - (first.indexOf(b) + 1 || 99)) || a.localeCompare(b))
+      .slice(0, MAX_LOGGED_COLS);
+  }
+
+  function columns() {
+    const logged = loggedKeys().map((k) => ({ key: `metric:${k}`, label: k, num: true, get: (r) => r.metrics[k] }));
+    const params = varyingParams().map((p) => ({ key: `param:${p}`, label: p, param: p }));
+    return COLS.slice(0, 5).concat(logged, COLS.slice(5), params);
+  }
+
   function sortedRows() {
     const rows = [...S.rows.values()];
-    const col = COLS.find((c) => c.key === S.sort.key);
+    const col = columns().find((c) => c.key === S.sort.key) || COLS[0];
     const pget = S.sort.key.startsWith('param:') ? ((r) => flatten(r.params)[S.sort.key.slice(6)]) : null;
     const get = pget || col.get;
     const unrankedOrder = { running: 0, queued: 1 };
@@ -838,8 +877,7 @@ async function pageSweep(main, id) {
   }
 
   function drawBoard() {
-    const params = varyingParams();
-    const cols = COLS.concat(params.map((p) => ({ key: `param:${p}`, label: p, param: p })));
+    const cols = columns();
     const head = h('tr', {}, cols.map((c) => {
       const th = h('th', {
         class: [c.num ? 'num' : '', S.sort.key === c.key ? 'sorted' : '', S.sort.key === c.key && S.sort.dir < 0 ? 'desc' : ''].join(' '),
@@ -901,6 +939,7 @@ async function pageSweep(main, id) {
     return (trial) => colours.get(trial);
   }
 
+  const MAX_PANELS = 12;
   function drawCurves() {
     const trials = curveTrials();
     // The drawn set, for the event handler's cheap test; curves of trials no longer drawn go.
@@ -914,8 +953,16 @@ async function pageSweep(main, id) {
     for (const r of trials) if (!S.curves.has(r.trial)) fetchCurve(r.trial);
     const colour = colourOf(trials);
     const metric = metricName();
-    const loss = metric.includes('loss') ? 'train_loss' : 'val_loss';
-    const panels = [metric, loss].map((name) => ({
+    // A panel per key the drawn trials logged (as W&B draws one per key): the sweep's metric
+    // first, then losses, then the rest by name; the step counters are the x axis, not panels.
+    const logged = new Set();
+    for (const r of trials) for (const k of Object.keys(S.curves.get(r.trial) || {})) logged.add(k);
+    for (const k of STEP_KEYS) logged.delete(k);
+    logged.delete(metric);
+    const rest = [...logged].filter((k) => !k.startsWith('_'))
+      .sort((a, b) => Number(!a.includes('loss')) - Number(!b.includes('loss')) || a.localeCompare(b))
+      .slice(0, MAX_PANELS - 1);
+    const panels = [metric, ...rest].map((name) => ({
       name,
       series: trials.map((r) => ({
         label: `trial ${r.trial}${r.state === 'running' ? ' (running)' : r.rank ? ` (rank ${r.rank})` : ''}`,
@@ -972,6 +1019,8 @@ async function pageSweep(main, id) {
     if (best && best !== S.bestShown) {
       try {
         const t = await getJson(`${base}/trials/${best}`);
+        confusionLinks.classList.toggle('hidden', !t.confusion);
+        modelLinks.classList.toggle('hidden', !(await exists(`${base}/trials/best/model.json`)));
         if (t.confusion) {
           el.confusion.replaceChildren(
             h('p', { class: 'sub' }, 'Trial ', h('a', { href: `${sweepPath(id)}/trials/${best}` }, best), ` (${metricName()} ${fmt(S.info.best)})`),
@@ -1090,7 +1139,8 @@ async function pageTrial(main, id, n) {
     const flat = flatten(t.params);
     const byName = curveByName(t.curve);
     const groups = {};
-    for (const name of Object.keys(byName).sort()) {
+    // The step counters a script logs are the x axis, not charts of their own.
+    for (const name of Object.keys(byName).filter((k) => !STEP_KEYS.has(k) && !k.startsWith('_')).sort()) {
       const g = name.endsWith('accuracy') ? 'accuracy' : name.endsWith('loss') ? 'loss' : name;
       (groups[g] = groups[g] || []).push(name);
     }
@@ -1132,7 +1182,7 @@ async function pageTrial(main, id, n) {
         ? h('div', { id: 'confusion' }, h('div', { class: 'toolbar downloads' }, 'Download: ', dl('json'), dl('csv'), dl('png')), confusionTable(t.confusion))
         : h('p', { class: 'empty', id: 'confusion' }, TERMINAL.has(t.state) ? 'This trial has no confusion matrix.' : 'Comes when the trial finishes.'),
       // The trained model, if the sweep keeps it (one of its best keep_models trials).
-      ...(t.confusion && (t.state === 'finished' || t.state === 'stopped')
+      ...(hasModel
         ? [h('h2', {}, 'Model'), h('div', { class: 'toolbar downloads', id: 'model' }, 'Download (kept for the sweep’s best trials): ',
           downloadLink('model.json', `${base}/model.json`, 'model.json'),
           downloadLink('model.safetensors', `${base}/model.safetensors`, 'model.safetensors'))]
@@ -1150,8 +1200,11 @@ async function pageTrial(main, id, n) {
       ...(t.output ? [h('h2', {}, 'Program output (the end)'), h('pre', { class: 'config output', id: 'output' }, t.output)] : []));
   }
 
+  let hasModel = false;
   async function refresh() {
     trial = await getJson(base);
+    // A kept model is looked for once the trial has ended (a program trial has none).
+    if (TERMINAL.has(trial.state) && !hasModel) hasModel = await exists(`${base}/model.json`);
     draw();
   }
   try {
