@@ -183,6 +183,7 @@ async fn one_run(a: &BenchArgs, dir: &Path, watchers: usize, pages: usize) -> Re
                     attempt: trial.attempt,
                     epoch: e as u32,
                     metrics: [("loss".to_string(), 1.0 / e as f64)].into(),
+                    run_name: String::new(),
                 })
                 .await
                 .map_err(|s| anyhow!(s.to_string()))?;

@@ -111,6 +111,7 @@ pub(crate) async fn run_curves(a: &CurveArgs) -> Result<()> {
                 lease_id: t.lease_id.clone(),
                 epoch: step,
                 metrics,
+                run_name: String::new(),
             })
             .await?
             .into_inner();

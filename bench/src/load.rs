@@ -124,6 +124,7 @@ async fn simulated_worker(
                     attempt: trial.attempt,
                     epoch: e,
                     metrics: [("loss".to_string(), 1.0 / f64::from(e) + k as f64 * 1e-6)].into(),
+                    run_name: String::new(),
                 })
                 .await;
             st.report_ms.push(t.elapsed().as_secs_f64() * 1e3);

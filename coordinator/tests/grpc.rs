@@ -128,6 +128,7 @@ async fn garbage_requests_get_a_status() {
             attempt: 1,
             epoch: 1,
             metrics: [("loss".to_string(), f64::NAN)].into(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -141,7 +142,7 @@ async fn garbage_requests_get_a_status() {
             trial: 1,
             attempt: 1,
             epoch: 0,
-            metrics: Default::default(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

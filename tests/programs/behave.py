@@ -13,6 +13,8 @@ p.add_argument("--x", type=float, default=1.0)
 p.add_argument("--steps", type=int, default=5)
 p.add_argument("--pause", type=float, default=0.0)
 p.add_argument("--metrics", type=int, default=100)
+p.add_argument("--name", default=None)
+p.add_argument("--rename", default=None)
 a = p.parse_args()
 
 pidfile = os.environ.get("PIDFILE_DIR")
@@ -21,7 +23,10 @@ if pidfile:
         f.write(str(os.getpid()))
 if a.mode == "stubborn":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-wandb.init()
+wandb.init(name=a.name)
+if a.rename:
+    # Named after init, as scripts that build the name from the config do.
+    wandb.run.name = a.rename
 if a.mode == "long":
     # A long curve: every step logs `metrics` values; m007 spikes once, at step 1234.
     for step in range(a.steps):

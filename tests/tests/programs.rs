@@ -1616,3 +1616,65 @@ fn a_long_curve_is_served_sampled_and_paged_everywhere_and_memory_falls_back() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_name_a_program_gives_its_run_is_kept_and_shown() {
+    let dir = workdir("prog-names");
+    let store = dir.join("sweeps.db");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (c, url) = serve_at(&listen, &store, &[]);
+    // Trial 1 names its run in wandb.init, trial 2 sets wandb.run.name after it.
+    let id = submit(
+        &dir,
+        &url,
+        "program: behave.py\ncommand: [python3, \"${program}\", \"${args}\"]\nmethod: grid\n\
+         metric: {name: loss, goal: minimize}\nparameters:\n  steps: {value: 2}\n  \
+         x: {value: 1}\n  name: {value: hl_3_bs_16_ac_tanh}\n  rename: {values: [\"\", lr_0.01]}\n",
+    );
+    let _w = program_worker(&url, &dir, 2, &[]);
+    wait_for(&url, &id, Duration::from_secs(120), "both trials", done);
+    let names = |url: &str| -> Vec<(u64, String)> {
+        let lb = leaderboard(url, &id);
+        let mut v: Vec<(u64, String)> = lb["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (n(t, "trial"), t["name"].as_str().unwrap_or("").to_string()))
+            .collect();
+        v.sort();
+        v
+    };
+    let want = vec![
+        (1, "hl_3_bs_16_ac_tanh".to_string()),
+        (2, "lr_0.01".to_string()),
+    ];
+    assert_eq!(names(&url), want);
+    let table = run("coordinator", &["leaderboard", &id, "--coordinator", &url]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("name") && text.contains("hl_3_bs_16_ac_tanh"),
+        "{text}"
+    );
+    let t = run("coordinator", &["trial", &id, "2", "--coordinator", &url]);
+    let text = String::from_utf8_lossy(&t.stdout);
+    assert!(text.starts_with("trial 2 (lr_0.01): finished"), "{text}");
+    let out = dir.join("export");
+    let e = run(
+        "coordinator",
+        &[
+            "export",
+            &id,
+            "--out",
+            out.to_str().unwrap(),
+            "--coordinator",
+            &url,
+        ],
+    );
+    assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
+    let csv = std::fs::read_to_string(out.join("leaderboard.csv")).unwrap();
+    assert!(csv.starts_with("rank,trial,state,name,"), "{csv}");
+    // Kept in the store: a restart shows them.
+    drop(c);
+    let (_c, url) = serve_at(&listen, &store, &[]);
+    assert_eq!(names(&url), want);
+}

@@ -243,7 +243,9 @@ class Run(object):
         self.project = project or os.environ.get("WANDB_PROJECT") or "uncategorized"
         self.entity = entity or os.environ.get("WANDB_ENTITY")
         self.id = id or os.environ.get("WANDB_RUN_ID") or "offline-%d" % os.getpid()
-        self.name = name or self.id
+        self._name = str(name) if name else self.id
+        if name:
+            _transport.send({"name": self._name})
         self.group = group
         self.tags = tuple(tags or ())
         self.notes = notes
@@ -257,6 +259,19 @@ class Run(object):
         self._row = {}
         self._finished = False
         self._start = time.time()
+
+    # The run's name: shown with the trial (leaderboard, `coordinator trial`, the dashboard).
+    @property
+    def name(self):
+        return self._name
+
+    @name.setter
+    def name(self, value):
+        self._name = str(value)
+        _transport.send({"name": self._name})
+
+    # W&B's older spelling of the same.
+    display_name = name
 
     # History: a row is committed by log() unless commit=False; a larger step commits the row
     # before it (W&B's rules).

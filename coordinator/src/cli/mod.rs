@@ -913,8 +913,13 @@ fn print_trial(sweep: &str, d: &pb::TrialDetail, json: bool) {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return;
     }
+    let name = if s.name.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", export::terminal_safe(&s.name))
+    };
     println!(
-        "trial {}: {} (attempts {}, worker {}, {:.1}s)",
+        "trial {}{name}: {} (attempts {}, worker {}, {:.1}s)",
         s.trial,
         s.state,
         s.attempts,

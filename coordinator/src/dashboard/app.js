@@ -823,7 +823,10 @@ async function pageSweep(main, id) {
   function columns() {
     const logged = loggedKeys().map((k) => ({ key: `metric:${k}`, label: k, num: true, get: (r) => r.metrics[k] }));
     const params = varyingParams().map((p) => ({ key: `param:${p}`, label: p, param: p }));
-    return COLS.slice(0, 5).concat(logged, COLS.slice(5), params);
+    // The run names a program gave, when it gave any (W&B's run name).
+    const named = [...S.rows.values()].some((r) => r.name)
+      ? [{ key: 'name', label: 'name', get: (r) => r.name || '' }] : [];
+    return COLS.slice(0, 2).concat(named, COLS.slice(2, 5), logged, COLS.slice(5), params);
   }
 
   function sortedRows() {
@@ -1153,7 +1156,7 @@ async function pageTrial(main, id, n) {
     const metrics = Object.entries(t.metrics || {}).sort(([a], [b]) => a.localeCompare(b));
     const dl = (ext) => downloadLink(`confusion.${ext}`, `${base}/confusion.${ext}`, `${id}-trial${n}-confusion.${ext}`);
     main.replaceChildren(
-      h('h1', {}, `Trial ${t.trial}`),
+      h('h1', {}, `Trial ${t.trial}`, t.name ? h('span', { class: 'run-name', id: 'run-name' }, ` · ${t.name}`) : null),
       h('div', { class: 'sub' }, stateBadge(t.state), `  sweep ${id}`),
       h('div', { class: 'cols' },
         h('div', {}, h('h2', {}, 'Trial'), h('table', { class: 'facts', id: 'facts' }, facts.map(([k, v]) => h('tr', {}, h('td', {}, k), h('td', {}, v))))),

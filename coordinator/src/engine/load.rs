@@ -128,6 +128,7 @@ impl Loader {
             trial.metrics.insert(sw.names.get(&k), v);
         }
         trial.error = t.error.map(String::into_boxed_str);
+        trial.name = t.name.map(String::into_boxed_str);
         if confusion.is_some() || t.output.is_some() {
             trial.set_files(confusion, t.output.map(String::into_boxed_str));
         }

@@ -37,7 +37,7 @@ mod workers;
 use suggest::Suggesters;
 
 pub use messages::{Action, Attempt, Beat, Complete, Lease, Outcome, Report, WorkerInfo};
-pub use results::{MAX_CLASSES, MAX_LABEL_CHARS, MAX_OUTPUT_BYTES};
+pub use results::{MAX_CLASSES, MAX_LABEL_CHARS, MAX_OUTPUT_BYTES, MAX_RUN_NAME_CHARS};
 pub use sweep::{Counts, Sweep, SweepState};
 pub use trial::{
     Curve, Metrics, Param, Params, Point, Trial, TrialState, MAX_TRIAL_METRICS, MAX_TRIAL_POINTS,

@@ -16,6 +16,9 @@ pub const MAX_CLASSES: usize = 256;
 /// Longest class label, in characters.
 pub const MAX_LABEL_CHARS: usize = 64;
 
+/// Longest run name kept, in characters.
+pub const MAX_RUN_NAME_CHARS: usize = 128;
+
 /// Bytes of a program's output kept per trial.
 pub const MAX_OUTPUT_BYTES: usize = 16 * 1024;
 
@@ -123,6 +126,36 @@ impl Engine {
             self.emit_step(sweep, Some(trial), Some(epoch));
         }
         Ok(action)
+    }
+
+    /// Names a leased attempt's run as its program did (W&B's run name; at most
+    /// [`MAX_RUN_NAME_CHARS`] characters kept); a name it had already changes nothing.
+    pub async fn name_run(&self, a: Attempt<'_>, name: &str) -> Result<(), EngineError> {
+        let name: String = name.chars().take(MAX_RUN_NAME_CHARS).collect();
+        if name.is_empty() {
+            return Ok(());
+        }
+        let fut: Pending = {
+            let _up = self.up()?;
+            let Some(cell) = self.cell(a.sweep) else {
+                return Ok(());
+            };
+            let mut sw = lock(&cell);
+            if Self::check_lease(&sw, a.trial, a.attempt, a.lease_id).is_err()
+                || sw.trial(a.trial).and_then(|t| t.name.as_deref()) == Some(name.as_str())
+            {
+                return Ok(());
+            }
+            sw.edit(a.trial, |t| t.name = Some(name.clone().into_boxed_str()));
+            let (s, trial) = (a.sweep.to_string(), a.trial);
+            Box::pin(
+                self.inner
+                    .store
+                    .submit(move |tx| store::name_trial(tx, &s, trial, &name)),
+            )
+        };
+        self.commit(fut).await?;
+        Ok(())
     }
 
     /// Ends a leased attempt. Returns whether the result was accepted (false: stale attempt).

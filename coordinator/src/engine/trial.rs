@@ -486,6 +486,8 @@ pub struct Trial {
     /// Why it failed, or why it was stopped; for a finished program trial, a note such as
     /// the metric it never logged.
     pub error: Option<Box<str>>,
+    /// The name its program gave the run (W&B's run name).
+    pub name: Option<Box<str>>,
     /// What only a running or recently ended trial holds (its lease, its output and
     /// confusion matrix): one pointer in each of the many trimmed trials.
     live: Option<Box<Live>>,
@@ -511,6 +513,7 @@ impl Trial {
             curve: Curve::default(),
             metrics: Metrics::default(),
             error: None,
+            name: None,
             live: None,
             kept_best: None,
             trimmed: false,
@@ -659,6 +662,7 @@ impl Trial {
                 None => (None, 0),
             }),
             keep_files: self.trimmed,
+            name: self.name.as_deref().map(str::to_string),
         }
     }
 

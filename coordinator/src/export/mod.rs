@@ -58,7 +58,7 @@ impl Serialize for Row<'_> {
             value: Option<f64>,
         }
         let t = self.0;
-        let mut m = s.serialize_map(Some(10))?;
+        let mut m = s.serialize_map(Some(11))?;
         m.serialize_entry("attempts", &t.attempts)?;
         m.serialize_entry(
             "best",
@@ -70,6 +70,7 @@ impl Serialize for Row<'_> {
         m.serialize_entry("duration_seconds", &num(t.duration_seconds))?;
         m.serialize_entry("error", &(!t.error.is_empty()).then_some(&t.error))?;
         m.serialize_entry("metrics", &Metrics(&t.metrics))?;
+        m.serialize_entry("name", &(!t.name.is_empty()).then_some(&t.name))?;
         m.serialize_entry("params", &MapAsJson(&t.params))?;
         m.serialize_entry("rank", &(t.rank > 0).then_some(t.rank))?;
         m.serialize_entry("state", &t.state)?;
@@ -171,13 +172,13 @@ pub fn leaderboard_csv(lb: &pb::LeaderboardResponse) -> String {
         })
         .collect();
     let mut out = String::new();
-    let mut header = vec![
-        "rank".to_string(),
-        "trial".into(),
-        "state".into(),
-        "best".into(),
-        "best_step".into(),
-    ];
+    // A column of run names when a program named its runs.
+    let named = lb.trials.iter().any(|t| !t.name.is_empty());
+    let mut header = vec!["rank".to_string(), "trial".into(), "state".into()];
+    if named {
+        header.push("name".into());
+    }
+    header.extend(["best".into(), "best_step".into()]);
     header.extend(pnames.iter().map(|p| format!("param.{p}")));
     header.extend(mnames.iter().map(|m| format!("metric.{m}")));
     header.extend([
@@ -203,13 +204,18 @@ pub fn leaderboard_csv(lb: &pb::LeaderboardResponse) -> String {
             },
             t.trial.to_string(),
             t.state.clone(),
+        ];
+        if named {
+            r.push(t.name.clone());
+        }
+        r.extend([
             t.best.map_or(String::new(), |v| v.to_string()),
             if t.best.is_some() {
                 t.best_step.to_string()
             } else {
                 String::new()
             },
-        ];
+        ]);
         for p in &pnames {
             r.push(
                 flat.iter()
@@ -414,12 +420,30 @@ pub fn leaderboard_table(lb: &pb::LeaderboardResponse) -> String {
             .collect();
         let _ = writeln!(out, "the same in every trial: {}", same.join(" "));
     }
-    let _ = write!(out, "{:>4}  {:>5}  {:>12}", "rank", "trial", s.metric);
+    // A column of run names when a program named its runs (cut to 24 characters).
+    let names: Vec<String> = lb
+        .trials
+        .iter()
+        .map(|t| {
+            let n = terminal_safe(&t.name);
+            if n.chars().count() > 24 {
+                n.chars().take(23).chain(['…']).collect()
+            } else {
+                n.into_owned()
+            }
+        })
+        .collect();
+    let name_w = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+    let _ = write!(out, "{:>4}  {:>5}", "rank", "trial");
+    if name_w > 0 {
+        let _ = write!(out, "  {:<name_w$}", "name");
+    }
+    let _ = write!(out, "  {:>12}", terminal_safe(&s.metric));
     if has_test {
         let _ = write!(out, "  {:>8}", "test_acc");
     }
     let _ = writeln!(out, "  {:<9} {:>7}  params", "state", "seconds");
-    for (t, flat) in lb.trials.iter().zip(&flat) {
+    for ((t, flat), name) in lb.trials.iter().zip(&flat).zip(&names) {
         let value = t
             .metrics
             .get(&s.metric)
@@ -429,7 +453,11 @@ pub fn leaderboard_table(lb: &pb::LeaderboardResponse) -> String {
         } else {
             "-".into()
         };
-        let _ = write!(out, "{rank:>4}  {:>5}  {value:>12}", t.trial);
+        let _ = write!(out, "{rank:>4}  {:>5}", t.trial);
+        if name_w > 0 {
+            let _ = write!(out, "  {name:<name_w$}");
+        }
+        let _ = write!(out, "  {value:>12}");
         if has_test {
             let ta = t
                 .metrics
@@ -480,7 +508,7 @@ pub fn trial_json(d: &pb::TrialDetail) -> serde_json::Value {
         .map(|p| serde_json::json!({"step": p.step, "name": p.name, "value": p.value}))
         .collect();
     serde_json::json!({
-        "trial": s.trial, "state": s.state, "rank": s.rank, "attempts": s.attempts,
+        "trial": s.trial, "name": (!s.name.is_empty()).then_some(&s.name), "state": s.state, "rank": s.rank, "attempts": s.attempts,
         "params": serde_json::Value::Object(sweep_proto::json::map_to_json(&s.params)),
         "metrics": s.metrics, "best": s.best, "best_step": s.best_step,
         "worker": s.worker, "error": s.error, "duration_seconds": s.duration_seconds,

@@ -81,6 +81,7 @@ pub fn trial_summary(s: &Sweep, t: &Trial, rank: u32) -> pb::TrialSummary {
         worker: t.worker.as_deref().unwrap_or_default().to_string(),
         error: t.error.as_deref().unwrap_or_default().to_string(),
         rank,
+        name: t.name.as_deref().unwrap_or_default().to_string(),
     }
 }
 

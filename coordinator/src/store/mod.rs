@@ -226,6 +226,10 @@ CREATE TABLE program_files (
     PRIMARY KEY (sweep_id, trial, path)
 );
 "#,
+    // The name a program gave its run (W&B's run name).
+    r#"
+ALTER TABLE trials ADD COLUMN name TEXT;
+"#,
 ];
 
 type Output = Box<dyn Any + Send>;
@@ -342,6 +346,8 @@ pub struct TrialRow {
     /// Whether the stored confusion matrix and output stay as they are (the trial's memory
     /// no longer holds them; `confusion` and `output` are then ignored).
     pub keep_files: bool,
+    /// The name its program gave the run.
+    pub name: Option<String>,
 }
 
 /// What a reader of the whole store needs of a trial's metric points.
@@ -847,7 +853,7 @@ fn read_all(conn: &Connection, into: &mut impl Load) -> rusqlite::Result<()> {
            CASE WHEN state IN ('queued', 'running') THEN confusion END,
            error,
            CASE WHEN state IN ('queued', 'running') THEN output END,
-           best, best_step
+           best, best_step, name
          FROM trials ORDER BY sweep_id, trial",
     )?;
     let mut one = conn.prepare(
@@ -877,6 +883,7 @@ fn read_all(conn: &Connection, into: &mut impl Load) -> rusqlite::Result<()> {
                 .map(|step| Ok::<_, rusqlite::Error>((r.get(15)?, step as u32)))
                 .transpose()?,
             keep_files: false,
+            name: r.get(17)?,
         };
         let points = match into.need(&t) {
             Need::Nothing => Vec::new(),
@@ -942,8 +949,8 @@ pub fn update_sweep(
 /// Inserts or replaces a trial row.
 pub fn upsert_trial(tx: &Connection, t: &TrialRow) -> rusqlite::Result<()> {
     let mut q = tx.prepare_cached(
-        "INSERT INTO trials (sweep_id, trial, params, state, attempt, completed_attempt, lease_id, worker, started_at, ended_at, duration, metrics, confusion, error, output, best, best_step)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?17, ?18)
+        "INSERT INTO trials (sweep_id, trial, params, state, attempt, completed_attempt, lease_id, worker, started_at, ended_at, duration, metrics, confusion, error, output, best, best_step, name)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?17, ?18, ?19)
          ON CONFLICT (sweep_id, trial) DO UPDATE SET params = excluded.params, state = excluded.state,
            attempt = excluded.attempt, completed_attempt = excluded.completed_attempt,
            lease_id = excluded.lease_id, worker = excluded.worker, started_at = excluded.started_at,
@@ -951,7 +958,7 @@ pub fn upsert_trial(tx: &Connection, t: &TrialRow) -> rusqlite::Result<()> {
            confusion = CASE WHEN ?16 THEN trials.confusion ELSE excluded.confusion END,
            error = excluded.error,
            output = CASE WHEN ?16 THEN trials.output ELSE excluded.output END,
-           best = excluded.best, best_step = excluded.best_step",
+           best = excluded.best, best_step = excluded.best_step, name = excluded.name",
     )?;
     q.execute(params![
         t.sweep_id,
@@ -971,7 +978,8 @@ pub fn upsert_trial(tx: &Connection, t: &TrialRow) -> rusqlite::Result<()> {
         t.output,
         t.keep_files,
         t.best.and_then(|b| b.0),
-        t.best.map(|b| b.1)
+        t.best.map(|b| b.1),
+        t.name
     ])?;
     // An ended trial will not resume: its checkpoint goes with the change that ended it, and
     // so do files an attempt sent that did not complete it (it died before its Complete).
@@ -1046,6 +1054,13 @@ pub fn start_attempt(tx: &Connection, a: &AttemptRow) -> rusqlite::Result<()> {
         r.map(|m| m.bytes as i64),
         a.ending
     ])?;
+    Ok(())
+}
+
+/// Names trial `trial`'s run.
+pub fn name_trial(tx: &Connection, sweep: &str, trial: u64, name: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached("UPDATE trials SET name = ?3 WHERE sweep_id = ?1 AND trial = ?2")?
+        .execute(params![sweep, trial as i64, name])?;
     Ok(())
 }
 

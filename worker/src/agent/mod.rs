@@ -456,6 +456,8 @@ struct Finished {
     model: Option<pb::ModelFiles>,
     /// The files a program handed back (path, bytes), sent before the completion.
     files: Vec<(String, Vec<u8>)>,
+    /// The name a program gave its run.
+    run_name: String,
 }
 
 async fn run_trial(shared: Arc<Shared>, trial: pb::Trial, slot: usize) -> bool {
@@ -508,6 +510,7 @@ async fn run_trial_counted(shared: &Arc<Shared>, trial: pb::Trial, slot: usize) 
             output: String::new(),
             model: None,
             files: Vec::new(),
+            run_name: String::new(),
         }),
         Err(e) => Finished {
             outcome: pb::TrialOutcome::Released,
@@ -518,6 +521,7 @@ async fn run_trial_counted(shared: &Arc<Shared>, trial: pb::Trial, slot: usize) 
             output: String::new(),
             model: None,
             files: Vec::new(),
+            run_name: String::new(),
         },
     };
     shared
@@ -583,6 +587,7 @@ async fn complete(shared: &Shared, trial: &pb::Trial, mut done: Finished) {
         error: done.error,
         output: done.output,
         model: done.model,
+        run_name: done.run_name,
     };
     // A finished result is retried until the coordinator answers (it may be restarting);
     // a hand-back during shutdown is tried for a few seconds only.
@@ -624,6 +629,7 @@ fn report_blocking(
     handle: &Handle,
     epoch: usize,
     metrics: HashMap<String, f64>,
+    run_name: &str,
 ) -> Control {
     shared.opts.metrics.epochs.inc();
     if let Some(&sps) = metrics.get("samples_per_second") {
@@ -639,6 +645,7 @@ fn report_blocking(
         attempt: trial.attempt,
         epoch: epoch as u32,
         metrics,
+        run_name: run_name.to_string(),
     };
     loop {
         if run.cancel.is_cancelled() {
@@ -708,6 +715,7 @@ impl Observer for ReportingObserver<'_> {
             self.handle,
             m.epoch,
             metrics,
+            "",
         )
     }
 
@@ -728,6 +736,7 @@ fn failed(error: String) -> Finished {
         output: String::new(),
         model: None,
         files: Vec::new(),
+        run_name: String::new(),
     }
 }
 
@@ -760,6 +769,7 @@ fn program_blocking(
             handle,
             step.step as usize,
             step.metrics.clone(),
+            step.name.as_deref().unwrap_or_default(),
         )
     };
     let out = if let Some(f) = &shared.opts.function {
@@ -832,6 +842,7 @@ fn program_blocking(
         output: out.output,
         model: None,
         files: out.files,
+        run_name: out.name.unwrap_or_default(),
     }
 }
 
@@ -867,7 +878,7 @@ fn train_blocking(shared: &Shared, trial: &pb::Trial, run: &Running, handle: &Ha
                 Some(&run.cancel),
                 |e, m| {
                     let metrics = m.iter().map(|(k, v)| (k.clone(), *v)).collect();
-                    let c = report_blocking(shared, trial, run, handle, e, metrics);
+                    let c = report_blocking(shared, trial, run, handle, e, metrics, "");
                     if c == Control::Stop && !run.cancel.is_cancelled() {
                         stopped = true;
                     }
@@ -890,6 +901,7 @@ fn train_blocking(shared: &Shared, trial: &pb::Trial, run: &Running, handle: &Ha
                     output: String::new(),
                     model: None,
                     files: Vec::new(),
+                    run_name: String::new(),
                 },
             }
         }
@@ -1017,6 +1029,7 @@ fn train_blocking(shared: &Shared, trial: &pb::Trial, run: &Running, handle: &Ha
                 output: String::new(),
                 model: res.net.as_ref().and_then(|net| model_files(&cfg, &ds, &res, net)),
                 files: Vec::new(),
+                run_name: String::new(),
             }
         }
         other => failed(format!(
@@ -1059,5 +1072,6 @@ fn released() -> Finished {
         output: String::new(),
         model: None,
         files: Vec::new(),
+        run_name: String::new(),
     }
 }

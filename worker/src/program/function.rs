@@ -89,6 +89,7 @@ pub fn run(
         output: String::new(),
         missing_metric: None,
         files: Vec::new(),
+        name: None,
     };
     let params: serde_json::Map<String, Value> = t.params.iter().cloned().collect();
     let files_dir = match t.files_dir(workdir).map(|d| files::prepare(&d)).transpose() {
@@ -192,5 +193,6 @@ pub fn run(
         output: hist.notices.join("\n"),
         missing_metric: hist.missing_metric(),
         files: handed.files,
+        name: hist.name.take(),
     }
 }

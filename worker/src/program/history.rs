@@ -8,6 +8,7 @@
 //! - `{"define_metric": {"name": "val_acc", "summary": "max"}}`: how a key's final value is
 //!   made from its history (`min`, `max`, `mean`, `first`, `last`, `none`);
 //! - `{"confusion": {"labels": ["cat", "dog"], "counts": [[5, 1], [0, 6]]}}`;
+//! - `{"name": "lr_0.01_bs_32"}`: the run's name (W&B's run name), shown with the trial;
 //! - `{"notice": "text"}` and `{"config": {…}}`, kept in the trial's output.
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,6 +21,8 @@ pub const MAX_LINE_BYTES: usize = 1 << 20;
 pub const MAX_KEYS: usize = 1024;
 /// Most steps the coordinator takes for one trial (its Report limit).
 pub const MAX_STEPS: u32 = 1_000_000;
+/// Longest run name kept, in characters.
+pub const MAX_NAME_CHARS: usize = 128;
 /// Most labels a confusion matrix may have.
 pub const MAX_LABELS: usize = 256;
 
@@ -145,6 +148,8 @@ pub struct Step {
     pub step: u32,
     /// Values by name.
     pub metrics: HashMap<String, f64>,
+    /// The run's name, once the program gave one.
+    pub name: Option<String>,
 }
 
 /// A confusion matrix sent by the program.
@@ -170,6 +175,8 @@ pub struct History {
     pub confusion: Option<Confusion>,
     /// Notices for the trial's output (bad lines, ignored keys), each said once.
     pub notices: Vec<String>,
+    /// The run's name (`{"name": …}`: W&B's `wandb.init(name=…)`, `run.name = …`).
+    pub name: Option<String>,
 }
 
 impl History {
@@ -185,6 +192,7 @@ impl History {
             rows: 0,
             confusion: None,
             notices: Vec::new(),
+            name: None,
         }
     }
 
@@ -229,11 +237,15 @@ impl History {
                     let s: String = s.chars().take(500).collect();
                     self.notice(s)
                 }
+                ("name", Value::String(n)) => {
+                    let n: String = n.chars().take(MAX_NAME_CHARS).collect();
+                    self.name = (!n.is_empty()).then_some(n);
+                }
                 ("config" | "step", _) => {}
                 (other, _) => {
                     let other: String = other.chars().take(40).collect();
                     self.notice(format!(
-                        "ignored a report line with key {other:?}; expected log, summary, define_metric, confusion, notice or config"
+                        "ignored a report line with key {other:?}; expected log, summary, define_metric, confusion, name, notice or config"
                     ))
                 }
             }
@@ -285,6 +297,7 @@ impl History {
         Some(Step {
             step: self.steps,
             metrics: std::mem::take(&mut self.pending),
+            name: self.name.clone(),
         })
     }
 

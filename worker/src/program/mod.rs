@@ -211,6 +211,8 @@ pub struct Outcome {
     pub missing_metric: Option<String>,
     /// The files it handed back (none when it was handed back itself).
     pub files: Vec<(String, Vec<u8>)>,
+    /// The name it gave its run.
+    pub name: Option<String>,
 }
 
 /// What this worker lacks to run the command (`exe` and then `args`): the program the
@@ -341,6 +343,7 @@ pub fn run(
         output: hist.notices.join("\n"),
         missing_metric: None,
         files: Vec::new(),
+        name: None,
     };
     if t.program.is_none() && t.command.is_none() {
         return fail(
@@ -660,5 +663,6 @@ pub fn run(
         metrics,
         output,
         files: handed.files,
+        name: hist.name.take(),
     }
 }
