@@ -1658,6 +1658,14 @@ fn the_name_a_program_gives_its_run_is_kept_and_shown() {
     let t = run("coordinator", &["trial", &id, "2", "--coordinator", &url]);
     let text = String::from_utf8_lossy(&t.stdout);
     assert!(text.starts_with("trial 2 (lr_0.01): finished"), "{text}");
+    // The exact command line it ran, as W&B's agent builds it.
+    let d = trial(&url, &id, 2);
+    let command = d["command"].as_str().unwrap();
+    assert!(
+        command.starts_with("python3 behave.py ") && command.contains("--rename=lr_0.01"),
+        "{command}"
+    );
+    assert!(text.contains(&format!("command: {command}")), "{text}");
     let out = dir.join("export");
     let e = run(
         "coordinator",

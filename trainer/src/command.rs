@@ -52,7 +52,7 @@ pub fn command_line(
 }
 
 /// `s` as one word of a POSIX shell command.
-fn shell_word(s: &str) -> String {
+pub fn shell_word(s: &str) -> String {
     let plain = !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "_.,:/+-=@%".contains(c));

@@ -975,8 +975,10 @@ fn print_trial(sweep: &str, d: &pb::TrialDetail, json: bool) {
     let params = serde_json::Value::Object(sweep_proto::json::map_to_json(&s.params)).to_string();
     println!("params: {}", export::terminal_safe(&params));
     println!("seed: {}", d.seed);
-    if !d.command.is_empty() {
+    if d.command.starts_with("worker train") {
         println!("train it again: {}", export::terminal_safe(&d.command));
+    } else if !d.command.is_empty() {
+        println!("command: {}", export::terminal_safe(&d.command));
     }
     print_curve(d);
     let mut keys: Vec<&String> = s.metrics.keys().collect();

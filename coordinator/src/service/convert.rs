@@ -95,6 +95,7 @@ pub fn trial_detail(s: &Sweep, t: &Trial, rank: u32, points: u32) -> pb::TrialDe
             params.get("seed").and_then(|v| v.as_u64()).unwrap_or(drawn),
             sweep_trainer::command::command_line(&params, drawn, *train_samples),
         ),
+        crate::config::Trainer::Program(p) => (drawn, program_command(p, t)),
         _ => (drawn, String::new()),
     };
     let mut d = pb::TrialDetail {
@@ -127,6 +128,29 @@ pub fn trial_detail(s: &Sweep, t: &Trial, rank: u32, points: u32) -> pb::TrialDe
         );
     }
     d
+}
+
+/// The command line a worker runs for a program trial, as W&B's agent builds it (the worker
+/// makes the same from the same rules: `worker::program::command`); `${envvar:NAME}` is shown
+/// as `$NAME`, the worker's own value, and `${args_json_file}` as `ARGS.json`.
+fn program_command(p: &crate::config::ProgramSpec, t: &Trial) -> String {
+    use worker::program::command;
+    let params: Vec<(String, serde_json::Value)> = t.params.to_map().into_iter().collect();
+    let env = |name: &str| Some(format!("${name}"));
+    let argv = command::argv(
+        p.command.as_deref(),
+        &params,
+        &command::Context {
+            program: p.program.as_deref(),
+            interpreter: "python",
+            args_json_file: "ARGS.json",
+            env: &env,
+        },
+    );
+    argv.iter()
+        .map(|w| sweep_trainer::command::shell_word(w))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Sets a trial's curve as served.
