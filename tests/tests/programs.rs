@@ -1686,3 +1686,39 @@ fn the_name_a_program_gives_its_run_is_kept_and_shown() {
     let (_c, url) = serve_at(&listen, &store, &[]);
     assert_eq!(names(&url), want);
 }
+
+#[test]
+fn the_wandb_calls_course_repositories_make_import_and_run() {
+    let dir = workdir("prog-course-calls");
+    let (_c, url) = serve(&dir.join("sweeps.db"), &[]);
+    let id = submit(
+        &dir,
+        &url,
+        "program: course_calls.py\nmethod: grid\nmetric: {name: val_accuracy, goal: maximize}\n\
+         parameters:\n  x: {values: [1, 2]}\n",
+    );
+    let _w = program_worker(&url, &dir, 2, &[]);
+    wait_for(&url, &id, Duration::from_secs(120), "both trials", done);
+    let s = status(&url, &id);
+    assert_eq!((n(&s, "finished"), n(&s, "failed")), (2, 0), "{s}");
+    let d = trial(&url, &id, 1);
+    // The Keras callback logged every epoch; the run is named; the figure and the API query
+    // were answered, not fatal.
+    assert_eq!(d["name"], "x_1.0", "{d}");
+    let steps = d["curve"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"] == "val_accuracy")
+        .count();
+    assert_eq!(steps, 3, "{d}");
+    let output = d["output"].as_str().unwrap();
+    assert!(
+        output.contains("matplotlib figure (confusion) is accepted and not kept"),
+        "{output}"
+    );
+    assert!(
+        output.contains("wandb.Api().runs is not available in a sweep run"),
+        "{output}"
+    );
+}

@@ -10,7 +10,7 @@ import os
 import sys
 import time
 
-from . import _files, _transport, plot, sklearn  # noqa: F401  (wandb.plot, wandb.sklearn)
+from . import _files, _transport, plot, sklearn, util  # noqa: F401  (wandb.plot, wandb.sklearn, wandb.util)
 from ._agent import agent, sweep  # noqa: F401
 
 __version__ = "0.1.0+sweep"
@@ -302,6 +302,8 @@ class Run(object):
             p = _transport.plain(v)
             if isinstance(p, (int, float, bool)) or p in ("NaN", "Infinity", "-Infinity"):
                 row[k] = p
+            elif _is_figure(v):
+                _transport.notice("wandb.log of a matplotlib figure (%s) is accepted and not kept" % k)
         self._row.update(row)
         if commit is None:
             commit = step is None
@@ -334,7 +336,10 @@ class Run(object):
         if _run is self:
             _run = None
 
-    def save(self, glob_str, base_path=None, policy="live", glob=True):
+    def save(self, glob_str=None, base_path=None, policy="live", glob=True):
+        # With no file, W&B's save() only syncs the run: nothing to do here.
+        if glob_str is None:
+            return True
         return _files.save(glob_str, base_path=base_path, policy=policy, glob=glob)
 
     def watch(self, *args, **kwargs):
@@ -423,8 +428,33 @@ def teardown(*args, **kwargs):
     finish()
 
 
-def save(glob_str, base_path=None, policy="live", glob=True):
+def save(glob_str=None, base_path=None, policy="live", glob=True):
     return _need_run("wandb.save()").save(glob_str, base_path=base_path, policy=policy, glob=glob)
+
+
+def _is_figure(v):
+    """Whether `v` is a matplotlib figure, or the pyplot module itself (`wandb.log({"c": plt})`
+    logs its current figure in W&B)."""
+    mod = type(v).__module__ or ""
+    return mod.startswith("matplotlib") or getattr(v, "__name__", "") == "matplotlib.pyplot"
+
+
+class Api(object):
+    """W&B's public API (`wandb.Api()`): made without error, as offline W&B makes it; a query
+    says that runs are read from the coordinator here (`coordinator leaderboard`, `trial`,
+    `export`, or its HTTP API)."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __getattr__(self, name):
+        def unavailable(*args, **kwargs):
+            raise Error(
+                "wandb.Api().%s is not available in a sweep run: nothing is sent to W&B; read "
+                "the sweep's runs from its coordinator (coordinator leaderboard/trial/export, or "
+                "GET /api/v1/sweeps/ID)" % name
+            )
+        return unavailable
 
 
 def watch(*args, **kwargs):

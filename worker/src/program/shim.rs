@@ -34,6 +34,30 @@ pub const FILES: &[(&str, &str)] = &[
         "wandb/sklearn.py",
         include_str!("../../../clients/python/wandb/sklearn.py"),
     ),
+    (
+        "wandb/util.py",
+        include_str!("../../../clients/python/wandb/util.py"),
+    ),
+    (
+        "wandb/keras.py",
+        include_str!("../../../clients/python/wandb/keras.py"),
+    ),
+    (
+        "wandb/agents/__init__.py",
+        include_str!("../../../clients/python/wandb/agents/__init__.py"),
+    ),
+    (
+        "wandb/agents/pyagent.py",
+        include_str!("../../../clients/python/wandb/agents/pyagent.py"),
+    ),
+    (
+        "wandb/integration/__init__.py",
+        include_str!("../../../clients/python/wandb/integration/__init__.py"),
+    ),
+    (
+        "wandb/integration/keras.py",
+        include_str!("../../../clients/python/wandb/integration/keras.py"),
+    ),
 ];
 
 /// Writes the package under `base` (once per content) and returns the directory to put on
@@ -84,5 +108,30 @@ mod tests {
         assert_eq!(a, b);
         assert!(a.join("wandb/__init__.py").is_file());
         let _ = std::fs::remove_dir_all(base);
+    }
+
+    /// Every file of the package is compiled in (a module left out would be missing only when
+    /// a worker runs the script).
+    #[test]
+    fn every_file_of_the_package_is_compiled_in() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../clients/python");
+        let mut found = Vec::new();
+        let mut dirs = vec![root.join("wandb")];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    if p.file_name().is_some_and(|n| n != "__pycache__") {
+                        dirs.push(p);
+                    }
+                } else if p.extension().is_some_and(|x| x == "py") {
+                    found.push(p.strip_prefix(&root).unwrap().display().to_string());
+                }
+            }
+        }
+        found.sort();
+        let mut ours: Vec<String> = super::FILES.iter().map(|f| f.0.to_string()).collect();
+        ours.sort();
+        assert_eq!(found, ours);
     }
 }

@@ -1,0 +1,1 @@
+"""`wandb.integration`: the framework integrations scripts import."""

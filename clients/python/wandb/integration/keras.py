@@ -1,0 +1,3 @@
+"""`wandb.integration.keras`: the same callbacks as `wandb.keras`."""
+
+from ..keras import WandbCallback, WandbMetricsLogger, WandbModelCheckpoint  # noqa: F401
