@@ -792,6 +792,28 @@ fn with_suggestions(names: &[(&str, Option<&str>)]) -> String {
     shown.join(", ")
 }
 
+/// The metric's name as the raw config gives it (`metric.name`, else the first of `metrics`).
+fn metric_name_of(top: &Map<String, Value>) -> Option<String> {
+    let m = top.get("metric").or_else(|| {
+        top.get("metrics")
+            .and_then(Value::as_array)
+            .and_then(|a| a.first())
+    })?;
+    m.get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+}
+
+/// `name`, with the MLP metric it looks like a misspelling of (`val_acc (did you mean
+/// val_accuracy?)`).
+fn metric_with_suggestion(name: &str) -> String {
+    match closest(name, MLP_METRICS) {
+        Some(m) => format!("{name} (did you mean {m}?)"),
+        None => name.to_string(),
+    }
+}
+
 impl SweepSpec {
     /// Why the built-in MLP's local workers (`coordinator run`) cannot serve this sweep, if
     /// they cannot: a sweep for agents, with its names the MLP does not have.
@@ -800,7 +822,16 @@ impl SweepSpec {
             return None;
         }
         let foreign = foreign_to_mlp(self.parameters.keys().map(String::as_str));
-        let why = if foreign.is_empty() {
+        let metric = &self.metric.name;
+        let why = if foreign.is_empty()
+            && !metric.is_empty()
+            && !MLP_METRICS.contains(&metric.as_str())
+        {
+            format!(
+                "its metric {} is not one the built-in MLP reports and it names no program",
+                metric_with_suggestion(metric)
+            )
+        } else if foreign.is_empty() {
             "it says trainer: agent".to_string()
         } else {
             format!(
@@ -829,8 +860,17 @@ fn parse_trainer(
     // As in W&B, a config without program or command whose parameters are someone's own is a
     // sweep for agents (`wandb.agent`), not an error.
     let foreign = foreign_to_mlp(parameters.keys().map(String::as_str));
+    // So is one whose metric the MLP never reports (the script logs its own names).
+    let unreported = metric_name_of(top).filter(|m| !MLP_METRICS.contains(&m.as_str()));
     let name = match (top.get("trainer"), &program) {
         (None, Some(_)) => "program",
+        (None, None) if foreign.is_empty() && unreported.is_some() => {
+            notices.push(format!(
+                "no program, and the metric {} is not one the mlp trainer reports: this is a sweep for agents — wandb.agent(SWEEP_ID, function=…) in Python, or worker --sweep SWEEP_ID --program train.py; add trainer: mlp to run the built-in MLP instead",
+                metric_with_suggestion(unreported.as_deref().unwrap_or_default())
+            ));
+            "agent"
+        }
         (None, None) if !foreign.is_empty() => {
             notices.push(format!(
                 "no program, and parameters the mlp trainer does not have ({}): this is a sweep for agents — wandb.agent(SWEEP_ID, function=…) in Python, or worker --sweep SWEEP_ID --program train.py; add trainer: mlp to run the built-in MLP instead",

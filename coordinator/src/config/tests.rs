@@ -229,16 +229,35 @@ fn programs_and_their_options_are_checked() {
 }
 
 #[test]
-fn metric_names_the_mlp_never_reports_are_refused_with_a_hint() {
+fn metric_names_the_mlp_never_reports_make_a_sweep_for_agents_with_a_hint() {
+    // As W&B takes it: a config with no program whose metric the script names is for agents;
+    // the notice (and `run`'s refusal) says what it looks like.
+    let s = SweepSpec::from_value(json!({"method": "grid", "metric": {"name": "val_acc", "goal": "maximize"}, "parameters": {"epochs": {"value": 1}}})).unwrap();
+    assert_eq!(s.trainer, Trainer::Agent);
+    assert!(
+        s.notices[0].contains(
+            "metric val_acc (did you mean val_accuracy?) is not one the mlp trainer reports"
+        ),
+        "{:?}",
+        s.notices
+    );
+    let why = s.local_refusal().unwrap();
+    assert!(
+        why.contains("its metric val_acc (did you mean val_accuracy?)"),
+        "{why}"
+    );
+    let s = SweepSpec::from_value(json!({"method": "grid", "metric": {"name": "validation_acuracy"}, "parameters": {"epochs": {"value": 1}}})).unwrap();
+    assert!(
+        !s.notices[0].contains("did you mean"),
+        "no near name: {:?}",
+        s.notices
+    );
+    // With trainer: mlp it is the MLP's sweep, and the name is refused with the hint.
     let e = err(
-        json!({"method": "grid", "metric": {"name": "val_acc", "goal": "maximize"}, "parameters": {"epochs": {"value": 1}}}),
+        json!({"method": "grid", "trainer": "mlp", "metric": {"name": "val_acc", "goal": "maximize"}, "parameters": {"epochs": {"value": 1}}}),
     );
     assert_eq!(e.path, "metric.name");
     assert!(e.message.contains("did you mean val_accuracy?"), "{e}");
-    let e = err(
-        json!({"method": "grid", "metric": {"name": "validation_acuracy"}, "parameters": {"epochs": {"value": 1}}}),
-    );
-    assert!(!e.message.contains("did you mean"), "no near name: {e}");
     let s = SweepSpec::from_value(json!({"method": "grid", "metric": {"name": "val_accuracy"}, "parameters": {"epochs": {"value": 1}}})).unwrap();
     assert!(
         s.notices[0].contains("has no goal, so it is minimized"),
