@@ -435,8 +435,10 @@ impl SweepSpec {
             )),
             Some(v) => params::parse_parameters(v, "parameters"),
         };
+        // Unknown top-level keys are errors beside others (they may explain them); alone,
+        // they are notices, as W&B's CLI warns and goes on.
         let (method, parameters) = match (method, parameters) {
-            (Ok(m), Ok(p)) if errors.is_empty() => (m, p),
+            (Ok(m), Ok(p)) => (m, p),
             (m, p) => {
                 errors.extend(m.err());
                 errors.extend(p.err());
@@ -444,7 +446,17 @@ impl SweepSpec {
                     .unwrap_or_else(|| ConfigError::new("config", "is not valid")));
             }
         };
-        let mut notices = Vec::new();
+        let mut notices: Vec<String> = errors
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}: unknown top-level key, ignored; expected one of {}, {}",
+                    e.path,
+                    WANDB_KEYS.join(", "),
+                    OUR_KEYS.join(", ")
+                )
+            })
+            .collect();
         let custom = top.get("method").and_then(Value::as_str) == Some("custom");
         check_wandb_extras(top, custom, &mut notices)?;
         let trainer = parse_trainer(top, &parameters, &mut notices)?;

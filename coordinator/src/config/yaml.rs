@@ -233,6 +233,21 @@ fn too_many(span: &Span) -> ConfigError {
 }
 
 /// A scalar as PyYAML's SafeLoader resolves it.
+/// A number as Python's `float()` reads it after PyYAML drops `_`: `1e-5`, `+2E3`, `inf`.
+fn python_float(text: &str) -> Option<f64> {
+    let t = text.replace('_', "");
+    let t = t.trim();
+    let digits = t.trim_start_matches(['+', '-']);
+    let word = digits.to_ascii_lowercase();
+    if matches!(word.as_str(), "inf" | "infinity" | "nan")
+        || digits.starts_with(|c: char| c.is_ascii_digit() || c == '.')
+    {
+        t.parse::<f64>().ok()
+    } else {
+        None
+    }
+}
+
 fn scalar(
     text: &str,
     style: ScalarStyle,
@@ -266,8 +281,10 @@ fn scalar(
             "int" => {
                 int(text).ok_or_else(|| err(Some(span), format!("!!int {text:?}: not an integer")))
             }
+            // PyYAML makes a tagged float with Python's float(): `1e-5` needs no dot there.
             "float" => float(text)
                 .or_else(|| int(text).and_then(|v| v.as_f64()).map(number))
+                .or_else(|| python_float(text).map(number))
                 .ok_or_else(|| err(Some(span), format!("!!float {text:?}: not a number"))),
             other => Err(err(Some(span), format!("unsupported tag !!{other}"))),
         };
@@ -437,6 +454,14 @@ mod tests {
                    "h": 15, "i": 31, "j": 1000, "k": 90, "l": "nan", "m": "-inf", "n": null, "o": "1.5",
                    "p": 3.0, "q": 1.0, "r": 0.5, "s": true, "t": "1e5"})
         );
+        // A tag makes PyYAML read the text with Python's float(), which needs no dot.
+        let v = y("a: !!float \"1e-5\"\nb: !!float 2E3\nc: !!float '-1_0.5'\n");
+        assert_eq!(v, json!({"a": 1e-5, "b": 2000.0, "c": -10.5}));
+        let mut n = Vec::new();
+        assert!(load("a: !!float abc\n", &mut n)
+            .unwrap_err()
+            .message
+            .contains("not a number"));
     }
 
     #[test]
