@@ -185,17 +185,12 @@ async fn leaderboard(
     if let Some(r) = reject(&app, &headers) {
         return r;
     }
-    let q = match query {
-        Ok(Query(q)) => q,
-        Err(e) => {
-            return err(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "{} (expected ?top=N with N ≥ 0 and running=true or false)",
-                    e.body_text()
-                ),
-            )
-        }
+    let q = match query_or_400(
+        query,
+        "expected ?top=N with N ≥ 0 and running=true or false",
+    ) {
+        Ok(q) => q,
+        Err(m) => return err(StatusCode::BAD_REQUEST, m),
     };
     match app
         .sweeps
@@ -210,6 +205,13 @@ async fn leaderboard(
         Ok(r) => Json(export::Leaderboard(&r.into_inner())).into_response(),
         Err(s) => from_status(s),
     }
+}
+
+/// A query string read, or why not with what was expected (a 400's message).
+fn query_or_400<T>(query: Result<Query<T>, QueryRejection>, expected: &str) -> Result<T, String> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|e| format!("{} ({expected})", e.body_text()))
 }
 
 /// `?points=N` of a trial: about how many curve points (sampled beyond; `crate::curve`).
@@ -232,18 +234,15 @@ async fn trial(
         Ok(n) => n,
         Err(m) => return err(StatusCode::BAD_REQUEST, m),
     };
-    let q = match query {
-        Ok(Query(q)) => q,
-        Err(e) => {
-            return err(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "{} (expected ?points=N, about how many curve points, at most {})",
-                    e.body_text(),
-                    crate::curve::MAX_POINTS
-                ),
-            )
-        }
+    let q = match query_or_400(
+        query,
+        &format!(
+            "expected ?points=N, about how many curve points, at most {}",
+            crate::curve::MAX_POINTS
+        ),
+    ) {
+        Ok(q) => q,
+        Err(m) => return err(StatusCode::BAD_REQUEST, m),
     };
     match app
         .sweeps
@@ -285,17 +284,12 @@ async fn curve(
         Ok(n) => n,
         Err(m) => return err(StatusCode::BAD_REQUEST, m),
     };
-    let q = match query {
-        Ok(Query(q)) => q,
-        Err(e) => {
-            return err(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "{} (expected ?name=METRIC&after=STEP&limit=N, each optional)",
-                    e.body_text()
-                ),
-            )
-        }
+    let q = match query_or_400(
+        query,
+        "expected ?name=METRIC&after=STEP&limit=N, each optional",
+    ) {
+        Ok(q) => q,
+        Err(m) => return err(StatusCode::BAD_REQUEST, m),
     };
     match app
         .sweeps
@@ -336,14 +330,9 @@ async fn control(
     if let Some(r) = reject(&app, &headers) {
         return r;
     }
-    let q = match query {
-        Ok(Query(q)) => q,
-        Err(e) => {
-            return err(
-                StatusCode::BAD_REQUEST,
-                format!("{} (expected ?hand_back=true or false)", e.body_text()),
-            )
-        }
+    let q = match query_or_400(query, "expected ?hand_back=true or false") {
+        Ok(q) => q,
+        Err(m) => return err(StatusCode::BAD_REQUEST, m),
     };
     let action = match action.as_str() {
         "pause" => pb::Control::Pause,

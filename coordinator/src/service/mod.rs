@@ -321,28 +321,18 @@ impl Coordinator for CoordinatorService {
         let r = req.into_inner();
         id_ok("sweep_id", &r.sweep_id)?;
         let metrics: Vec<(String, f64)> = r.metrics.into_iter().collect();
-        self.engine
-            .name_run(
-                Attempt {
-                    worker: &r.worker_id,
-                    sweep: &r.sweep_id,
-                    trial: r.trial,
-                    attempt: r.attempt,
-                    lease_id: &r.lease_id,
-                },
-                &r.run_name,
-            )
-            .await?;
+        let attempt = Attempt {
+            worker: &r.worker_id,
+            sweep: &r.sweep_id,
+            trial: r.trial,
+            attempt: r.attempt,
+            lease_id: &r.lease_id,
+        };
+        self.engine.name_run(attempt, &r.run_name).await?;
         let action = self
             .engine
             .report(Report {
-                attempt: Attempt {
-                    worker: &r.worker_id,
-                    sweep: &r.sweep_id,
-                    trial: r.trial,
-                    attempt: r.attempt,
-                    lease_id: &r.lease_id,
-                },
+                attempt,
                 epoch: r.epoch,
                 metrics,
             })
@@ -380,29 +370,19 @@ impl Coordinator for CoordinatorService {
             }
         };
         let confusion = r.confusion.map(|c| (c.labels, c.counts));
+        let attempt = Attempt {
+            worker: &r.worker_id,
+            sweep: &r.sweep_id,
+            trial: r.trial,
+            attempt: r.attempt,
+            lease_id: &r.lease_id,
+        };
         // Named before it ends (a name given after the last report).
-        self.engine
-            .name_run(
-                Attempt {
-                    worker: &r.worker_id,
-                    sweep: &r.sweep_id,
-                    trial: r.trial,
-                    attempt: r.attempt,
-                    lease_id: &r.lease_id,
-                },
-                &r.run_name,
-            )
-            .await?;
+        self.engine.name_run(attempt, &r.run_name).await?;
         let (accepted, reason) = self
             .engine
             .complete(Complete {
-                attempt: Attempt {
-                    worker: &r.worker_id,
-                    sweep: &r.sweep_id,
-                    trial: r.trial,
-                    attempt: r.attempt,
-                    lease_id: &r.lease_id,
-                },
+                attempt,
                 outcome,
                 metrics: r.metrics.into_iter().collect(),
                 confusion,
