@@ -640,12 +640,14 @@ mod tests {
                 "duration_seconds": t.duration_seconds,
                 "worker": t.worker,
                 "error": if t.error.is_empty() { Value::Null } else { json!(t.error) },
+                "name": if t.name.is_empty() { Value::Null } else { json!(t.name) },
             })
             .to_string()
         }
         let mut rows = lb().trials;
         let mut odd = rows[0].clone();
         odd.rank = 0;
+        odd.name = "hl_3 \"bs\" 16".into();
         odd.best = Some(f64::NAN);
         odd.error = "killed \"x\"".into();
         odd.duration_seconds = f64::INFINITY;
