@@ -34,6 +34,9 @@ pub struct ServeOptions {
     pub http_allow_hosts: Vec<String>,
     /// The uploads' stall window (`None`: [`crate::service::UPLOAD_STALL`]); tests shorten it.
     pub upload_stall: Option<Duration>,
+    /// A line written to stderr once every listener is bound (`serve`'s "listening on …", which
+    /// scripts wait for before they connect to any port).
+    pub announce: Option<String>,
 }
 
 /// HTTP/2 flow-control windows of the gRPC port: a stream's, and a connection's (32 streams').
@@ -211,6 +214,9 @@ pub async fn serve(
         }
         None => None,
     };
+    if let Some(line) = &opts.announce {
+        eprintln!("{line}");
+    }
     let reaper = engine.spawn_reaper();
     net::raise_fd_limit();
     let incoming = tokio_stream::wrappers::ReceiverStream::new(net::incoming(listener, net::GRPC));

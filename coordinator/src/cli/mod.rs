@@ -543,10 +543,14 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
                 .local_addr()
                 .map_err(|e| CliError::Other(e.to_string()))?;
             tracing::info!(%addr, store = %store.display(), "serving");
-            eprintln!(
-                "coordinator listening on {addr} (store {})",
-                store.display()
-            );
+            // Said once every port is bound, so that whoever waits for it can connect to any.
+            let opts = server::ServeOptions {
+                announce: Some(format!(
+                    "coordinator listening on {addr} (store {})",
+                    store.display()
+                )),
+                ..opts
+            };
             let (sig_tx, mut sig_rx) = tokio::sync::oneshot::channel();
             let signal = async move {
                 let n = worker::cli::shutdown_signal_number().await;
