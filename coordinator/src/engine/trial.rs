@@ -1,10 +1,12 @@
 //! One trial in memory, kept small: a sweep of a million trials holds a million of these.
 //!
 //! Names (parameters, metrics, workers) are shared per sweep ([`Names`]); a trial's curve is a
-//! flat list of points; once a trial has ended and is no longer among the sweep's most recent
-//! ended trials, it is *trimmed*: its curve leaves memory but for its best point (a stopping
-//! rule keeps what it reads of it), and so do its output and confusion matrix. The store keeps everything; a trimmed trial's detail is read
-//! from there.
+//! flat list of points, *thinned* past [`MEMORY_POINTS`] (every other point of each metric but
+//! the sweep's goes) and bounded in the store by [`MAX_TRIAL_POINTS`] and [`MAX_TRIAL_METRICS`]
+//! ([`Trial::take_report`]). Once a trial has ended and is no longer among the sweep's most
+//! recent ended trials, it is *trimmed*: its curve leaves memory but for its best point (a
+//! stopping rule keeps what it reads of it), and so do its output and confusion matrix. The
+//! store keeps everything; a thinned curve and a trimmed trial's detail are read from there.
 
 use std::collections::HashSet;
 use std::sync::Arc;
