@@ -6,6 +6,7 @@
 //! is the command line.
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod curve;
 pub mod dashboard;

@@ -185,7 +185,7 @@ async fn leaderboard(
     if let Some(r) = reject(&app, &headers) {
         return r;
     }
-    let q = match query_or_400(
+    let q = match read_query(
         query,
         "expected ?top=N with N ≥ 0 and running=true or false",
     ) {
@@ -207,8 +207,8 @@ async fn leaderboard(
     }
 }
 
-/// A query string read, or why not with what was expected (a 400's message).
-fn query_or_400<T>(query: Result<Query<T>, QueryRejection>, expected: &str) -> Result<T, String> {
+/// A query string read, or why not with what was expected (the message of a 400).
+fn read_query<T>(query: Result<Query<T>, QueryRejection>, expected: &str) -> Result<T, String> {
     query
         .map(|Query(q)| q)
         .map_err(|e| format!("{} ({expected})", e.body_text()))
@@ -234,7 +234,7 @@ async fn trial(
         Ok(n) => n,
         Err(m) => return err(StatusCode::BAD_REQUEST, m),
     };
-    let q = match query_or_400(
+    let q = match read_query(
         query,
         &format!(
             "expected ?points=N, about how many curve points, at most {}",
@@ -284,7 +284,7 @@ async fn curve(
         Ok(n) => n,
         Err(m) => return err(StatusCode::BAD_REQUEST, m),
     };
-    let q = match query_or_400(
+    let q = match read_query(
         query,
         "expected ?name=METRIC&after=STEP&limit=N, each optional",
     ) {
@@ -330,7 +330,7 @@ async fn control(
     if let Some(r) = reject(&app, &headers) {
         return r;
     }
-    let q = match query_or_400(query, "expected ?hand_back=true or false") {
+    let q = match read_query(query, "expected ?hand_back=true or false") {
         Ok(q) => q,
         Err(m) => return err(StatusCode::BAD_REQUEST, m),
     };

@@ -9,6 +9,8 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use crate::clock::utc;
+
 /// The exclusive lock on a store, held for as long as this value lives.
 ///
 /// It is a `flock` on the database file itself, so it holds for that file whatever path
@@ -78,34 +80,13 @@ impl StoreLock {
             std::process::id(),
             utc(std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()))
+                .map_or(0, |d| d.as_secs() as i64))
         );
         // The description is a courtesy: a store in a directory this process may not write
         // to is still locked by the flock above.
         let _ = std::fs::write(lock_path(&real), line);
         Ok(StoreLock { _file: file, real })
     }
-}
-
-/// Unix seconds as a UTC date and time, `2026-12-06 08:51:06 UTC` (days to a civil date by
-/// the proleptic Gregorian calendar).
-fn utc(secs: u64) -> String {
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// Who holds the flock on inode `ino`: the process the kernel names in `/proc/locks`, with the
