@@ -184,6 +184,7 @@ async fn one_run(a: &BenchArgs, dir: &Path, watchers: usize, pages: usize) -> Re
                     epoch: e as u32,
                     metrics: [("loss".to_string(), 1.0 / e as f64)].into(),
                     run_name: String::new(),
+                    rows: Vec::new(),
                 })
                 .await
                 .map_err(|s| anyhow!(s.to_string()))?;

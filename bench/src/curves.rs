@@ -112,6 +112,7 @@ pub(crate) async fn run_curves(a: &CurveArgs) -> Result<()> {
                 epoch: step,
                 metrics,
                 run_name: String::new(),
+                rows: Vec::new(),
             })
             .await?
             .into_inner();

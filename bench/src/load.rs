@@ -125,6 +125,7 @@ async fn simulated_worker(
                     epoch: e,
                     metrics: [("loss".to_string(), 1.0 / f64::from(e) + k as f64 * 1e-6)].into(),
                     run_name: String::new(),
+                    rows: Vec::new(),
                 })
                 .await;
             st.report_ms.push(t.elapsed().as_secs_f64() * 1e3);

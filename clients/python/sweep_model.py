@@ -18,7 +18,10 @@ import math
 import pathlib
 import struct
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError as e:  # the wheel installs numpy only with its `model` extra
+    raise ImportError("sweep_model needs numpy: pip install numpy (or 'sweep-hpo[model]')") from e
 
 FORMAT = "sweep-mlp"
 VERSION = 1

@@ -1579,3 +1579,106 @@ fn now_secs() -> f64 {
         .unwrap()
         .as_secs_f64()
 }
+
+#[tokio::test]
+async fn a_programs_rows_keep_their_steps_and_the_rungs_count_metric_values() {
+    let path = db("rows");
+    let e = Engine::open(&path, opts(30_000)).unwrap();
+    let spec = SweepSpec::parse(
+        "method: grid\ntrainer: synthetic\nmetric: {name: loss, goal: minimize}\nearly_terminate: {type: asha, min_iter: 1, eta: 2}\nparameters:\n  x: {values: [1, 2]}\n",
+    )
+    .unwrap();
+    let id = e.create_sweep(spec, None).await.unwrap();
+    let l1 = e
+        .lease("w", &[], None, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    let l2 = e
+        .lease("w", &[], None, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    fn at<'a>(sweep: &'a str, trial: u64, lease_id: &'a str) -> Attempt<'a> {
+        Attempt {
+            worker: "w",
+            sweep,
+            trial,
+            attempt: 1,
+            lease_id,
+        }
+    }
+    let (lease1, lease2) = (l1.lease_id.as_str(), l2.lease_id.as_str());
+    let row = |step, kv: &[(&str, f64)]| {
+        (
+            step,
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect::<Vec<_>>(),
+        )
+    };
+    // Trial 1: three per-batch rows, then its first loss at step 4 (W&B's _step 3): one rung.
+    let a = e
+        .report_rows(
+            at(&id, 1, lease1),
+            vec![
+                row(1, &[("batch_loss", 2.0)]),
+                row(2, &[("batch_loss", 1.5)]),
+                row(3, &[("batch_loss", 1.2), ("epoch", 0.0)]),
+                row(4, &[("loss", 1.0), ("epoch", 0.0)]),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(a, Action::Continue);
+    // Trial 2's first loss, at step 9, is judged at rung 1 beside trial 1's.
+    let a = e
+        .report_rows(at(&id, 2, lease2), vec![row(9, &[("loss", 5.0)])])
+        .await
+        .unwrap();
+    assert!(
+        matches!(&a, Action::Stop(why) if why.contains("asha: rung 1")),
+        "{a:?}"
+    );
+    // Rows must go up in step, be there, and be at most MAX_REPORT_ROWS.
+    for bad in [
+        vec![row(6, &[("loss", 1.0)]), row(5, &[("loss", 1.0)])],
+        vec![],
+        vec![row(0, &[("loss", 1.0)])],
+        (1..=4097).map(|s| row(s, &[("l", 1.0)])).collect(),
+    ] {
+        let err = e.report_rows(at(&id, 1, lease1), bad).await.unwrap_err();
+        assert!(
+            matches!(err, coordinator::engine::EngineError::Invalid(_)),
+            "{err}"
+        );
+    }
+    let points = |e: &Engine| {
+        e.with_sweep(&id, |s| {
+            s.trial(1)
+                .unwrap()
+                .curve
+                .points()
+                .iter()
+                .map(|p| (p.step, p.name.to_string(), p.value))
+                .collect::<Vec<_>>()
+        })
+        .unwrap()
+    };
+    let want: Vec<(u32, String, f64)> = [
+        (1, "batch_loss", 2.0),
+        (2, "batch_loss", 1.5),
+        (3, "batch_loss", 1.2),
+        (3, "epoch", 0.0),
+        (4, "epoch", 0.0),
+        (4, "loss", 1.0),
+    ]
+    .into_iter()
+    .map(|(s, n, v)| (s, n.to_string(), v))
+    .collect();
+    assert_eq!(points(&e), want);
+    // The store has every row at its step: a restart reads the same curve back.
+    drop(e);
+    let e = Engine::open(&path, opts(30_000)).unwrap();
+    assert_eq!(points(&e), want);
+}

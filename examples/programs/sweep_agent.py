@@ -1,7 +1,7 @@
 """A Python-driven sweep, as W&B users write one: the script makes its sweep with
 wandb.sweep(config) and runs it with wandb.agent(sweep_id, function=train). The training is the
-NumPy MLP of train.py beside it. With sweep's `wandb` module installed
-(`pip install ./clients/python`), `coordinator serve` running and `coordinator`/`worker` on PATH:
+NumPy MLP of train.py beside it. With sweep installed by pip (`pip install 'sweep-hpo[wandb]'`
+and numpy, docs/INSTALL.md) and `coordinator serve` running:
 
     python examples/programs/sweep_agent.py                # makes a sweep and runs 6 trials
     python examples/programs/sweep_agent.py SWEEP_ID       # one more agent for that sweep

@@ -23,6 +23,11 @@ pub const MAX_CHECKPOINT_BYTES: u64 = 256 * 1024 * 1024;
 /// Bytes per chunk of a checkpoint or of a trial's files on the wire.
 pub const CHUNK_BYTES: usize = 1024 * 1024;
 
+/// Most history rows one Report carries (a program's rows since its last report).
+pub const MAX_REPORT_ROWS: usize = 4096;
+/// The highest step a Report may name: an epoch, or W&B's `_step` + 1.
+pub const MAX_STEP: u32 = 1_000_000;
+
 /// A secret that never shows in `Debug` output or logs.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);

@@ -37,6 +37,15 @@ if a.mode == "long":
         wandb.log(row)
     wandb.finish()
     sys.exit(0)
+if a.mode == "steps":
+    # Per-batch rows, then two calls per epoch: every value stays at its own W&B step.
+    for epoch in range(a.steps):
+        for batch in range(4):
+            wandb.log({"batch_loss": 10 * epoch + batch})
+        wandb.log({"epoch": epoch, "acc": a.x * (epoch + 1)})
+        wandb.log({"epoch": epoch, "loss": 1.0 / (epoch + 1)})
+    wandb.finish()
+    sys.exit(0)
 for step in range(a.steps):
     if a.mode == "crash" and step == 2:
         print("about to divide", flush=True)

@@ -19,7 +19,9 @@ fn workdir(name: &str) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("programs");
     for f in std::fs::read_dir(&src).expect("tests/programs") {
         let f = f.unwrap().path();
-        std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+        if f.is_file() {
+            std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+        }
     }
     dir
 }
@@ -122,7 +124,8 @@ fn a_script_using_the_wandb_api_reports_to_the_worker() {
         assert_eq!(m["also"].as_f64(), Some(1.0));
         assert_eq!(m["extra_metric"].as_f64(), Some(2.0));
         assert_eq!(m["nested.x"].as_f64(), Some(2.0));
-        // Four values of the metric: four steps.
+        // Four values of the metric, each at W&B's _step + 1: three plain logs, then one at
+        // step=11.
         let steps: Vec<u64> = d["curve"]
             .as_array()
             .unwrap()
@@ -130,7 +133,7 @@ fn a_script_using_the_wandb_api_reports_to_the_worker() {
             .filter(|p| p["name"] == "val_accuracy")
             .map(|p| p["step"].as_u64().unwrap())
             .collect();
-        assert_eq!(steps, vec![1, 2, 3, 4], "{d}");
+        assert_eq!(steps, vec![1, 2, 3, 12], "{d}");
         assert_eq!(
             d["confusion"]["labels"],
             serde_json::json!(["cat", "dog", "emu"])
@@ -151,6 +154,69 @@ fn a_script_using_the_wandb_api_reports_to_the_worker() {
     }
     let best = &lb["trials"][0];
     assert_eq!(best["params"]["lr"].as_f64(), Some(1.0), "{lb}");
+}
+
+#[test]
+fn logged_rows_keep_w_and_b_steps_from_the_script_to_the_stored_curve() {
+    // Our `wandb` module's rows are those W&B's own client writes for the same calls
+    // (tests/programs/wandb_steps/cases.json, made by make.py with W&B's client).
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let check = std::process::Command::new("python3")
+        .arg(here.join("programs/wandb_steps/check.py"))
+        .env("PYTHONPATH", here.join("../clients/python"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success() && said.starts_with("ok "), "{said}");
+
+    // A program that logs per batch and twice per epoch: each value at its step in the store.
+    let dir = workdir("prog-steps");
+    let (_c, url) = serve(&dir.join("sweeps.db"), &[]);
+    let id = submit(
+        &dir,
+        &url,
+        "program: behave.py\nmethod: grid\nmetric: {name: acc, goal: maximize}\n\
+         parameters:\n  mode: {value: steps}\n  steps: {value: 3}\n  x: {value: 0.5}\n",
+    );
+    let _w = program_worker(&url, &dir, 1, &[]);
+    wait_for(
+        &url,
+        &id,
+        Duration::from_secs(120),
+        "the sweep to finish",
+        done,
+    );
+    let d = trial(&url, &id, 1);
+    assert_eq!(d["state"], "finished", "{d}");
+    let at = |name: &str| -> Vec<(u64, f64)> {
+        d["curve"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["name"] == name)
+            .map(|p| (p["step"].as_u64().unwrap(), p["value"].as_f64().unwrap()))
+            .collect()
+    };
+    // Six rows an epoch: four batches, the acc row, the loss row (step = W&B's _step + 1).
+    let batches: Vec<(u64, f64)> = (0..3u64)
+        .flat_map(|e| (0..4u64).map(move |b| (6 * e + b + 1, (10 * e + b) as f64)))
+        .collect();
+    assert_eq!(at("batch_loss"), batches, "{d}");
+    assert_eq!(at("acc"), [(5, 0.5), (11, 1.0), (17, 1.5)], "{d}");
+    assert_eq!(at("loss"), [(6, 1.0), (12, 0.5), (18, 1.0 / 3.0)], "{d}");
+    assert_eq!(
+        at("epoch"),
+        [
+            (5, 0.0),
+            (6, 0.0),
+            (11, 1.0),
+            (12, 1.0),
+            (17, 2.0),
+            (18, 2.0)
+        ],
+        "{d}"
+    );
+    assert_eq!(d["metrics"]["loss"].as_f64(), Some(1.0 / 3.0), "{d}");
 }
 
 #[test]

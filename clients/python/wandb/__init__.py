@@ -10,12 +10,14 @@ import os
 import sys
 import time
 
-from . import _files, _transport, plot, sklearn, util  # noqa: F401  (wandb.plot, wandb.sklearn, wandb.util)
+from . import _files, _install, _transport, plot, sklearn, util  # noqa: F401  (wandb.plot, wandb.sklearn, wandb.util)
 from ._agent import agent, sweep  # noqa: F401
 
 __version__ = "0.1.0+sweep"
 
 _run = None
+
+_install.warn_if_beside_real_wandb()
 
 
 def termlog(text="", *args, **kwargs):
@@ -281,13 +283,17 @@ class Run(object):
             return
         if not isinstance(data, dict):
             raise TypeError("wandb.log takes a dict, got %s" % type(data).__name__)
+        # W&B's step model: a row is committed at the current step (`_step`), which then goes
+        # up by one; commit=False merges into the row, a larger `step=` commits the row before
+        # it and moves to that step, a smaller one is dropped, and with `step=` given the row
+        # waits for a commit (tests/programs/wandb_steps: W&B's own client's rows).
         if step is not None:
             step = int(step)
             if step < self.step:
                 _transport.notice("wandb.log with step %d < current step %d is ignored (as W&B does)" % (step, self.step))
                 return
             if step > self.step:
-                self._commit()
+                self._send_row()
                 self.step = step
         row = {}
         for k, v in _flatten(data).items():
@@ -308,15 +314,17 @@ class Run(object):
         if commit is None:
             commit = step is None
         if commit:
-            self._commit()
+            self._send_row()
+            self.step += 1
 
-    def _commit(self):
+    def _send_row(self):
+        """Sends the row being made, at the current step (a row with no values is not sent, but
+        its step is spent all the same)."""
         if not self._row:
             return
         row, self._row = self._row, {}
         self.summary._logged(row)
         _transport.send({"log": row, "step": self.step})
-        self.step += 1
 
     def define_metric(self, name, step_metric=None, step_sync=None, hidden=None, summary=None,
                       goal=None, overwrite=None, **kwargs):
@@ -331,7 +339,7 @@ class Run(object):
         global _run
         if self._finished:
             return
-        self._commit()
+        self._send_row()
         self._finished = True
         if _run is self:
             _run = None

@@ -4,8 +4,8 @@
 `agent(sweep_id, function, count)` starts a `worker` for that sweep with one end of a socket
 pair; the worker leases the trials (with its heartbeats, retries and fencing) and hands each to
 this process, which runs `function` with `wandb.config` set to the trial's parameters, as W&B's
-agent does. Both programs are found on PATH, or through SWEEP_COORDINATOR_BIN and
-SWEEP_WORKER_BIN; the coordinator's address and token come from SWEEP_COORDINATOR and
+agent does. Both programs are found through SWEEP_COORDINATOR_BIN and SWEEP_WORKER_BIN, on
+PATH, or in the bin/ of this Python's environment (where `pip install sweep-hpo` puts them); the coordinator's address and token come from SWEEP_COORDINATOR and
 SWEEP_TOKEN (default http://127.0.0.1:50051)."""
 
 import ctypes
@@ -19,7 +19,7 @@ import tempfile
 import threading
 import traceback
 
-from . import _transport
+from . import _install, _transport
 
 
 class SweepStop(BaseException):
@@ -28,11 +28,12 @@ class SweepStop(BaseException):
 
 
 def _binary(name, env):
-    path = os.environ.get(env) or shutil.which(name)
+    path = os.environ.get(env) or shutil.which(name) or _install.program(name)
     if not path:
         raise RuntimeError(
-            "wandb.%s needs sweep's `%s` program: put it on PATH or set %s"
-            % ("sweep" if name == "coordinator" else "agent", name, env))
+            "wandb.%s needs sweep's `%s` program: `pip install sweep-hpo` puts it beside this "
+            "Python, `cargo install --path %s` on PATH; or set %s to its path"
+            % ("sweep" if name == "coordinator" else "agent", name, name, env))
     return path
 
 

@@ -9,6 +9,7 @@ use super::{
     SweepState, TrialState,
 };
 use crate::store;
+use sweep_proto::conn::{MAX_REPORT_ROWS, MAX_STEP};
 
 /// Most classes a confusion matrix may have (its picture stays about 2,300 pixels square).
 pub const MAX_CLASSES: usize = 256;
@@ -34,28 +35,56 @@ fn truncate_tail(s: &str, max: usize) -> String {
 impl Engine {
     /// Records one epoch's metrics of a leased attempt and says whether to go on.
     pub async fn report(&self, r: Report<'_>) -> Result<Action, EngineError> {
-        let Report {
-            attempt:
-                Attempt {
-                    worker,
-                    sweep,
-                    trial,
-                    attempt,
-                    lease_id,
-                },
-            epoch,
-            metrics,
-        } = r;
-        if epoch == 0 || epoch > 1_000_000 {
+        self.report_rows(r.attempt, vec![(r.epoch, r.metrics)])
+            .await
+    }
+
+    /// Records history rows of a leased attempt — (1-based step, metrics), steps ascending:
+    /// one epoch of the built-in trainer, or the rows a program logged since its last report
+    /// (W&B's `_step` + 1 each) — and says whether to go on, judged once after the last row.
+    pub async fn report_rows(
+        &self,
+        a: Attempt<'_>,
+        rows: Vec<(u32, Vec<(String, f64)>)>,
+    ) -> Result<Action, EngineError> {
+        let Attempt {
+            worker,
+            sweep,
+            trial,
+            attempt,
+            lease_id,
+        } = a;
+        let Some(&(first, _)) = rows.first() else {
+            return Err(EngineError::Invalid(
+                "a report needs at least one row".into(),
+            ));
+        };
+        if rows.len() > MAX_REPORT_ROWS {
             return Err(EngineError::Invalid(format!(
-                "epoch {epoch} is out of range (1-based, at most 1000000)"
+                "{} rows in one report; at most {MAX_REPORT_ROWS}",
+                rows.len()
             )));
         }
-        if metrics.iter().any(|(n, _)| n.is_empty() || n.len() > 128) {
-            return Err(EngineError::Invalid(
-                "metric names must be 1 to 128 characters".into(),
-            ));
+        let mut last = 0;
+        for (step, metrics) in &rows {
+            if *step == 0 || *step > MAX_STEP {
+                return Err(EngineError::Invalid(format!(
+                    "step {step} is out of range (1-based, at most {MAX_STEP})"
+                )));
+            }
+            if *step <= last {
+                return Err(EngineError::Invalid(format!(
+                    "step {step} after step {last}: a report's rows go up in step"
+                )));
+            }
+            last = *step;
+            if metrics.iter().any(|(n, _)| n.is_empty() || n.len() > 128) {
+                return Err(EngineError::Invalid(
+                    "metric names must be 1 to 128 characters".into(),
+                ));
+            }
         }
+        let epoch = last;
         let ttl = self.inner.opts.lease_ttl.as_secs_f64();
         self.touch(worker);
         let (action, fut): (Action, Pending) = 'locked: {
@@ -76,25 +105,32 @@ impl Engine {
                 break 'locked abandon(reason);
             }
             let stopped = sw.state.is_terminal();
-            let named: Vec<(Arc<str>, f64)> = metrics
-                .into_iter()
-                .filter(|(_, v)| v.is_finite())
-                .map(|(n, v)| (sw.names.get(&n), v))
-                .collect();
             let metric = sw.spec.metric.name.clone();
-            let known = sw.edit(trial, |t| {
+            let Some(started_over) = sw.edit(trial, |t| {
                 t.lease(None, now() + ttl);
-                let over = t.started_over(epoch);
-                (t.take_report(epoch, named, &metric), over)
-            });
-            let Some(((kept, cut), started_over)) = known else {
+                t.started_over(first)
+            }) else {
                 break 'locked abandon("unknown trial".into());
             };
-            if let Some(cut) = cut {
-                sw.note_cut(cut);
+            let mut stored: Vec<(u32, Vec<(String, f64)>)> = Vec::with_capacity(rows.len());
+            for (step, metrics) in rows {
+                let named: Vec<(Arc<str>, f64)> = metrics
+                    .into_iter()
+                    .filter(|(_, v)| v.is_finite())
+                    .map(|(n, v)| (sw.names.get(&n), v))
+                    .collect();
+                let Some((kept, cut)) = sw.edit(trial, |t| t.take_report(step, named, &metric))
+                else {
+                    break;
+                };
+                if let Some(cut) = cut {
+                    sw.note_cut(cut);
+                }
+                stored.push((
+                    step,
+                    kept.into_iter().map(|(n, v)| (n.to_string(), v)).collect(),
+                ));
             }
-            let finite: Vec<(String, f64)> =
-                kept.into_iter().map(|(n, v)| (n.to_string(), v)).collect();
             let mut action = if stopped {
                 Action::Stop(if sw.state == SweepState::Finished {
                     "the sweep reached its metric target".into()
@@ -117,7 +153,10 @@ impl Engine {
                     // Its worker could not use the checkpoint and trained from the start.
                     store::clear_resumed(tx, &s, trial, attempt)?;
                 }
-                store::insert_points(tx, &s, trial, epoch, &finite)
+                for (step, points) in &stored {
+                    store::insert_points(tx, &s, trial, *step, points)?;
+                }
+                Ok(())
             });
             (action, Box::pin(fut))
         };

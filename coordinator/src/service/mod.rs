@@ -20,7 +20,7 @@ use sweep_proto::files::MAX_FILES_BYTES;
 use sweep_proto::transfer::{Chunk, Incoming};
 
 use crate::config::SweepSpec;
-use crate::engine::{Action, Attempt, Complete, Engine, EngineError, Outcome, Report, SweepState};
+use crate::engine::{Action, Attempt, Complete, Engine, EngineError, Outcome, SweepState};
 use crate::metrics::CoordinatorMetrics;
 use convert::{sweep_info, trial_detail, trial_summary};
 
@@ -329,14 +329,15 @@ impl Coordinator for CoordinatorService {
             lease_id: &r.lease_id,
         };
         self.engine.name_run(attempt, &r.run_name).await?;
-        let action = self
-            .engine
-            .report(Report {
-                attempt,
-                epoch: r.epoch,
-                metrics,
-            })
-            .await?;
+        let rows = if r.rows.is_empty() {
+            vec![(r.epoch, metrics)]
+        } else {
+            r.rows
+                .into_iter()
+                .map(|row| (row.step, row.metrics.into_iter().collect()))
+                .collect()
+        };
+        let action = self.engine.report_rows(attempt, rows).await?;
         let (action, reason) = match action {
             Action::Continue => (pb::Action::Continue, String::new()),
             Action::Stop(why) => (pb::Action::Stop, why),

@@ -635,18 +635,55 @@ fn report_blocking(
     if let Some(&sps) = metrics.get("samples_per_second") {
         shared.opts.metrics.samples_per_second.set(sps);
     }
+    send_report(
+        shared,
+        run,
+        handle,
+        pb::ReportRequest {
+            worker_id: shared.worker_id.clone(),
+            lease_id: trial.lease_id.clone(),
+            sweep_id: trial.sweep_id.clone(),
+            trial: trial.trial,
+            attempt: trial.attempt,
+            epoch: epoch as u32,
+            metrics,
+            run_name: run_name.to_string(),
+            rows: Vec::new(),
+        },
+    )
+}
+
+/// Reports a program's history rows (W&B's steps) since its last report.
+fn report_rows_blocking(
+    shared: &Shared,
+    trial: &pb::Trial,
+    run: &Running,
+    handle: &Handle,
+    rows: Vec<pb::HistoryRow>,
+    run_name: &str,
+) -> Control {
+    send_report(
+        shared,
+        run,
+        handle,
+        pb::ReportRequest {
+            worker_id: shared.worker_id.clone(),
+            lease_id: trial.lease_id.clone(),
+            sweep_id: trial.sweep_id.clone(),
+            trial: trial.trial,
+            attempt: trial.attempt,
+            epoch: rows.last().map_or(0, |r| r.step),
+            metrics: HashMap::new(),
+            run_name: run_name.to_string(),
+            rows,
+        },
+    )
+}
+
+/// Sends one report (retrying what may pass later) and says what the coordinator answered.
+fn send_report(shared: &Shared, run: &Running, handle: &Handle, req: pb::ReportRequest) -> Control {
     let mut client = shared.client.clone();
     let mut backoff = Backoff::new(shared.opts.max_backoff);
-    let req = pb::ReportRequest {
-        worker_id: shared.worker_id.clone(),
-        lease_id: trial.lease_id.clone(),
-        sweep_id: trial.sweep_id.clone(),
-        trial: trial.trial,
-        attempt: trial.attempt,
-        epoch: epoch as u32,
-        metrics,
-        run_name: run_name.to_string(),
-    };
     loop {
         if run.cancel.is_cancelled() {
             return Control::Stop;
@@ -762,13 +799,18 @@ fn program_blocking(
         Err(e) => return failed(e),
     };
     let report = |step: &program::Step| {
-        report_blocking(
+        report_rows_blocking(
             shared,
             trial,
             run,
             handle,
-            step.step as usize,
-            step.metrics.clone(),
+            step.rows
+                .iter()
+                .map(|r| pb::HistoryRow {
+                    step: r.step,
+                    metrics: r.metrics.clone(),
+                })
+                .collect(),
             step.name.as_deref().unwrap_or_default(),
         )
     };

@@ -148,10 +148,22 @@ pub fn run(
                     }
                 }
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Some(step) = hist.flush_due() {
+                    if stop.is_none() {
+                        let _ = report(&step);
+                    }
+                }
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => break None,
         }
     };
+    // The rows logged after the last report (a trial handed back reports nothing more).
+    if let Some(step) = hist.flush() {
+        if !matches!(stop, Some((_, true))) {
+            let _ = report(&step);
+        }
+    }
     let Some(done) = done else {
         conn.gone.cancel();
         if let Some(d) = &files_dir {

@@ -3,7 +3,9 @@
 //! the final values W&B's summary rules give.
 //!
 //! A line is one object with one of these keys:
-//! - `{"log": {"loss": 0.3, "val/accuracy": 0.9}}`: one history row (W&B's `wandb.log`);
+//! - `{"log": {"loss": 0.3, "val/accuracy": 0.9}, "step": 4}`: one history row (W&B's
+//!   `wandb.log` commit) at W&B's `_step` 4, or without `step` at the step after the last
+//!   (rows keep their steps: W&B's step model, which our `wandb` module follows);
 //! - `{"summary": {"val_accuracy": 0.91}}`: final values set by the program;
 //! - `{"define_metric": {"name": "val_acc", "summary": "max"}}`: how a key's final value is
 //!   made from its history (`min`, `max`, `mean`, `first`, `last`, `none`);
@@ -12,15 +14,15 @@
 //! - `{"notice": "text"}` and `{"config": {…}}`, kept in the trial's output.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
 
 use serde_json::{Map, Value};
+use sweep_proto::conn::{MAX_REPORT_ROWS, MAX_STEP};
 
 /// Longest line a program may write; a longer one is skipped with a notice.
 pub const MAX_LINE_BYTES: usize = 1 << 20;
 /// Most distinct metric names one trial may log; later names are ignored with a notice.
 pub const MAX_KEYS: usize = 1024;
-/// Most steps the coordinator takes for one trial (its Report limit).
-pub const MAX_STEPS: u32 = 1_000_000;
 /// Longest run name kept, in characters.
 pub const MAX_NAME_CHARS: usize = 128;
 /// Most labels a confusion matrix may have.
@@ -140,17 +142,32 @@ impl Stats {
     }
 }
 
-/// One step for the coordinator: the n-th logged value of the sweep metric, with every other
-/// value logged since the step before.
+/// One history row: the values of one committed `wandb.log` (one `{"log": …}` line), at
+/// W&B's `_step` + 1.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Step {
-    /// 1-based.
+pub struct Row {
+    /// 1-based: W&B's `_step` + 1.
     pub step: u32,
     /// Values by name.
     pub metrics: HashMap<String, f64>,
+}
+
+/// One report for the coordinator: the rows logged since the last one, steps ascending. A
+/// row with the sweep metric ends a report at once (the stopping rules judge each of its
+/// values); other rows wait for one, for [`REPORT_ROWS`] rows, or for [`REPORT_AFTER`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// The rows, at least one.
+    pub rows: Vec<Row>,
     /// The run's name, once the program gave one.
     pub name: Option<String>,
 }
+
+/// Most rows a report holds (within the coordinator's limit, [`MAX_REPORT_ROWS`]).
+pub const REPORT_ROWS: usize = 1000;
+/// Rows without the sweep metric wait at most this long for a report (the dashboard's curves
+/// of a program that logs per batch move while it runs).
+pub const REPORT_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A confusion matrix sent by the program.
 #[derive(Debug, Clone, PartialEq)]
@@ -168,8 +185,11 @@ pub struct History {
     stats: BTreeMap<String, Stats>,
     rules: HashMap<String, SummaryRule>,
     summary: BTreeMap<String, f64>,
-    pending: HashMap<String, f64>,
-    steps: u32,
+    /// Rows not reported yet, and when the first of them came.
+    pending: Vec<Row>,
+    pending_since: Option<Instant>,
+    /// The step of the last row taken (0: none yet).
+    last_step: u32,
     rows: u64,
     /// The last confusion matrix sent.
     pub confusion: Option<Confusion>,
@@ -187,8 +207,9 @@ impl History {
             stats: BTreeMap::new(),
             rules: HashMap::new(),
             summary: BTreeMap::new(),
-            pending: HashMap::new(),
-            steps: 0,
+            pending: Vec::new(),
+            pending_since: None,
+            last_step: 0,
             rows: 0,
             confusion: None,
             notices: Vec::new(),
@@ -221,7 +242,7 @@ impl History {
         let mut step = None;
         for (k, v) in &obj {
             match (k.as_str(), v) {
-                ("log", Value::Object(m)) => step = self.log(m),
+                ("log", Value::Object(m)) => step = self.log(m, obj.get("step")),
                 ("summary", Value::Object(m)) => {
                     for (name, v) in m {
                         if let Some(x) = number(v) {
@@ -272,9 +293,48 @@ impl History {
         true
     }
 
-    fn log(&mut self, row: &Map<String, Value>) -> Option<Step> {
+    /// Takes one row, at `at` (W&B's `_step`, as our `wandb` module sends it) or else the
+    /// step after the last; a step not after the last is dropped, as W&B drops it.
+    fn log(&mut self, row: &Map<String, Value>, at: Option<&Value>) -> Option<Step> {
         self.rows += 1;
-        let mut has_metric = false;
+        let step = match at.and_then(Value::as_u64) {
+            Some(s) if s.saturating_add(1) <= u64::from(self.last_step) => {
+                self.notice(format!(
+                    "dropped a row logged at step {s}, not after step {} (as W&B drops it)",
+                    self.last_step.saturating_sub(1)
+                ));
+                return None;
+            }
+            Some(s) => s.saturating_add(1),
+            None => u64::from(self.last_step) + 1,
+        };
+        if step > u64::from(MAX_STEP) {
+            self.notice(format!(
+                "rows past step {} are not kept (the most one trial has); their values still count for its final values",
+                MAX_STEP - 1
+            ));
+            self.take_values(row);
+            return None;
+        }
+        let step = step as u32;
+        self.last_step = step;
+        let metrics = self.take_values(row);
+        if metrics.is_empty() {
+            return None;
+        }
+        // Without a sweep metric every row is reported as it comes (the curves still show).
+        let ends = self.metric.is_empty() || metrics.contains_key(&self.metric);
+        self.pending.push(Row { step, metrics });
+        self.pending_since.get_or_insert_with(Instant::now);
+        if ends || self.pending.len() >= REPORT_ROWS.min(MAX_REPORT_ROWS) {
+            return self.flush();
+        }
+        self.flush_due()
+    }
+
+    /// A row's numbers, counted into the final values.
+    fn take_values(&mut self, row: &Map<String, Value>) -> HashMap<String, f64> {
+        let mut out = HashMap::new();
         for (name, v) in row {
             let Some(x) = number(v) else { continue };
             if !self.known(name) {
@@ -286,19 +346,29 @@ impl History {
                     self.stats.insert(name.clone(), Stats::new(x));
                 }
             }
-            self.pending.insert(name.clone(), x);
-            // Without a sweep metric every row is a step (the curves still show).
-            has_metric |= *name == self.metric || self.metric.is_empty();
+            out.insert(name.clone(), x);
         }
-        if !has_metric || self.steps >= MAX_STEPS {
+        out
+    }
+
+    /// The rows not reported yet, as one report (None: there are none).
+    pub fn flush(&mut self) -> Option<Step> {
+        self.pending_since = None;
+        if self.pending.is_empty() {
             return None;
         }
-        self.steps += 1;
         Some(Step {
-            step: self.steps,
-            metrics: std::mem::take(&mut self.pending),
+            rows: std::mem::take(&mut self.pending),
             name: self.name.clone(),
         })
+    }
+
+    /// The rows not reported yet once the first of them has waited [`REPORT_AFTER`].
+    pub fn flush_due(&mut self) -> Option<Step> {
+        if self.pending_since?.elapsed() >= REPORT_AFTER {
+            return self.flush();
+        }
+        None
     }
 
     fn define_metric(&mut self, m: &Map<String, Value>) {
@@ -364,19 +434,9 @@ impl History {
         });
     }
 
-    /// Steps reported so far.
-    pub fn steps(&self) -> u32 {
-        self.steps
-    }
-
     /// History rows logged so far.
     pub fn rows(&self) -> u64 {
         self.rows
-    }
-
-    /// Values logged since the last step (sent with the final result).
-    pub fn take_pending(&mut self) -> HashMap<String, f64> {
-        std::mem::take(&mut self.pending)
     }
 
     /// Final values: each logged key by its summary rule (default: the last value), then the
@@ -445,18 +505,110 @@ fn number(v: &Value) -> Option<f64> {
 mod tests {
     use super::*;
 
+    fn steps(s: &Step) -> Vec<u32> {
+        s.rows.iter().map(|r| r.step).collect()
+    }
+
     #[test]
-    fn each_logged_metric_value_is_one_step() {
+    fn every_row_keeps_its_step_and_a_metric_row_ends_a_report() {
         let mut h = History::new("val/acc");
         assert_eq!(h.line(r#"{"log": {"loss": 1.0, "epoch": 0}}"#), None);
         let s = h.line(r#"{"log": {"val/acc": 0.5, "epoch": 1}}"#).unwrap();
-        assert_eq!(s.step, 1);
-        assert_eq!(s.metrics["loss"], 1.0);
-        assert_eq!(s.metrics["val/acc"], 0.5);
+        assert_eq!(steps(&s), [1, 2]);
+        assert_eq!(s.rows[0].metrics["loss"], 1.0);
+        assert_eq!(s.rows[1].metrics["val/acc"], 0.5);
+        assert!(!s.rows[1].metrics.contains_key("loss"));
         let s = h.line(r#"{"log": {"val/acc": 0.7}}"#).unwrap();
-        assert_eq!((s.step, s.metrics.len()), (2, 1));
+        assert_eq!((steps(&s), s.rows[0].metrics.len()), (vec![3], 1));
         assert_eq!(h.rows(), 3);
         assert_eq!(h.summary()["val/acc"], 0.7);
+        assert_eq!(h.flush(), None);
+    }
+
+    #[test]
+    fn two_logs_per_epoch_and_per_batch_rows_stay_where_the_script_put_them() {
+        // log({"epoch": e, "acc": a}); log({"epoch": e, "loss": l}) with the metric acc: the
+        // loss is a row of its own after its epoch's acc, not moved into the next report's.
+        let mut h = History::new("acc");
+        let mut reported = Vec::new();
+        for e in 0..3 {
+            for (k, v) in [
+                ("acc", 0.5 + f64::from(e) / 10.0),
+                ("loss", 1.0 - f64::from(e) / 10.0),
+            ] {
+                let line = format!(
+                    r#"{{"log": {{"epoch": {e}, "{k}": {v}}}, "step": {}}}"#,
+                    2 * e + u32::from(k == "loss")
+                );
+                reported.extend(h.line(&line).into_iter().flat_map(|s| s.rows));
+            }
+        }
+        reported.extend(h.flush().into_iter().flat_map(|s| s.rows));
+        let got: Vec<(u32, f64, Option<f64>, Option<f64>)> = reported
+            .iter()
+            .map(|r| {
+                (
+                    r.step,
+                    r.metrics["epoch"],
+                    r.metrics.get("acc").copied(),
+                    r.metrics.get("loss").copied(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, 0.0, Some(0.5), None),
+                (2, 0.0, None, Some(1.0)),
+                (3, 1.0, Some(0.6), None),
+                (4, 1.0, None, Some(0.9)),
+                (5, 2.0, Some(0.7), None),
+                (6, 2.0, None, Some(0.8)),
+            ]
+        );
+        // Per-batch rows: every value kept, in reports of at most REPORT_ROWS rows.
+        let mut h = History::new("val_acc");
+        let mut reports = Vec::new();
+        for b in 0..2500u32 {
+            reports.extend(h.line(&format!(r#"{{"log": {{"batch_loss": {b}}}, "step": {b}}}"#)));
+        }
+        reports.extend(h.line(r#"{"log": {"val_acc": 0.9}, "step": 2500}"#));
+        let sizes: Vec<usize> = reports.iter().map(|s| s.rows.len()).collect();
+        assert_eq!(sizes, [1000, 1000, 501]);
+        let all: Vec<u32> = reports.iter().flat_map(steps).collect();
+        assert_eq!(all, (1..=2501).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn explicit_steps_jump_and_an_earlier_step_is_dropped() {
+        let mut h = History::new("m");
+        assert_eq!(h.line(r#"{"log": {"a": 1}, "step": 10}"#), None);
+        assert_eq!(h.line(r#"{"log": {"b": 2}, "step": 3}"#), None);
+        assert!(
+            h.notices[0].contains("not after step 10"),
+            "{:?}",
+            h.notices
+        );
+        // Without a step, the line is the step after the last.
+        let s = h.line(r#"{"log": {"m": 0.5}}"#).unwrap();
+        assert_eq!(steps(&s), [11, 12]);
+        assert_eq!(h.summary().get("b"), None);
+        // Past the most steps a trial has: not a row, still a final value.
+        assert_eq!(
+            h.line(&format!(r#"{{"log": {{"m": 0.9}}, "step": {MAX_STEP}}}"#)),
+            None
+        );
+        assert_eq!(h.summary()["m"], 0.9);
+    }
+
+    #[test]
+    fn rows_without_the_metric_wait_a_while_then_go() {
+        let mut h = History::new("m");
+        assert_eq!(h.line(r#"{"log": {"loss": 1}}"#), None);
+        assert_eq!(h.flush_due(), None);
+        h.pending_since = Some(Instant::now() - REPORT_AFTER);
+        assert_eq!(steps(&h.flush_due().unwrap()), [1]);
+        assert_eq!(h.flush_due(), None);
     }
 
     #[test]
@@ -490,10 +642,10 @@ mod tests {
     }
 
     #[test]
-    fn without_a_sweep_metric_every_row_is_a_step() {
+    fn without_a_sweep_metric_every_row_is_reported() {
         let mut h = History::new("");
-        assert_eq!(h.line(r#"{"log": {"loss": 1.0}}"#).unwrap().step, 1);
-        assert_eq!(h.line(r#"{"log": {"acc": 0.5}}"#).unwrap().step, 2);
+        assert_eq!(steps(&h.line(r#"{"log": {"loss": 1.0}}"#).unwrap()), [1]);
+        assert_eq!(steps(&h.line(r#"{"log": {"acc": 0.5}}"#).unwrap()), [2]);
         assert_eq!(h.missing_metric(), None);
     }
 

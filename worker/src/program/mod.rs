@@ -245,7 +245,7 @@ fn missing_here(
     let found = if run.contains('/') {
         o.workdir.join(run).exists()
     } else {
-        std::env::var_os("PATH").is_some_and(|paths| {
+        program_path().is_some_and(|paths| {
             std::env::split_paths(&paths).any(|d| {
                 std::fs::metadata(d.join(run))
                     .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
@@ -253,6 +253,34 @@ fn missing_here(
         })
     };
     (!found).then(|| format!("cannot find {run:?} on this worker (its PATH, or its --workdir)"))
+}
+
+/// The `PATH` programs run with: this worker's, with the folder of the running program (the
+/// worker, or the coordinator of `coordinator run`) in front when that folder is a Python
+/// environment's `bin/` — holds a `python` — and is not on `PATH` yet. Programs installed by
+/// `pip install sweep-hpo` into a virtual environment thus run the `python` of that
+/// environment (its packages) without it being activated, as `wandb agent` started from it
+/// would.
+fn program_path() -> Option<&'static std::ffi::OsStr> {
+    static PATH: std::sync::OnceLock<Option<std::ffi::OsString>> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let current = std::env::var_os("PATH");
+        let own = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(Path::to_path_buf))
+            .filter(|d| d.join("python").is_file());
+        let Some(own) = own else { return current };
+        let mut dirs: Vec<PathBuf> = current
+            .as_deref()
+            .map(|p| std::env::split_paths(p).collect())
+            .unwrap_or_default();
+        if dirs.contains(&own) {
+            return current;
+        }
+        dirs.insert(0, own);
+        std::env::join_paths(dirs).ok().or(current)
+    })
+    .as_deref()
 }
 
 /// Output of the child, interleaved, with only the tail kept.
@@ -446,6 +474,9 @@ pub fn run(
     if let Some(d) = &files_dir {
         cmd.env("SWEEP_FILES_DIR", d);
     }
+    if let Some(path) = program_path() {
+        cmd.env("PATH", path);
+    }
     for var in THREAD_VARS {
         if std::env::var_os(var).is_none() {
             cmd.env(var, o.threads.max(1).to_string());
@@ -566,7 +597,13 @@ pub fn run(
                 extra_notices.push(notice);
                 continue;
             }
-            Err(_) => {}
+            Err(_) => {
+                if let Some(step) = hist.flush_due() {
+                    if stop_reason.is_none() && !released {
+                        let _ = report(&step);
+                    }
+                }
+            }
         }
         if !released && stop_reason.is_none() {
             if cancel.is_cancelled() {
@@ -612,6 +649,12 @@ pub fn run(
         }
     }
     drop(rx);
+    // The rows logged after the last report (a trial handed back reports nothing more).
+    if let Some(step) = hist.flush() {
+        if !released {
+            let _ = report(&step);
+        }
+    }
     // The readers end at end of file, which a process the program started in a session of its
     // own (still holding the pipes) can put off forever: wait for them a little, not for it.
     drop(done_tx);

@@ -23,6 +23,10 @@ pub const FILES: &[(&str, &str)] = &[
         include_str!("../../../clients/python/wandb/_agent.py"),
     ),
     (
+        "wandb/_install.py",
+        include_str!("../../../clients/python/wandb/_install.py"),
+    ),
+    (
         "wandb/_transport.py",
         include_str!("../../../clients/python/wandb/_transport.py"),
     ),
