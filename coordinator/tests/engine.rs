@@ -1402,11 +1402,22 @@ async fn a_programs_files_are_fenced_replaced_and_kept_only_for_the_best_trials(
     finish(l2, 0.9).await;
     assert_eq!(kept(None).await, Some((2, vec!["c.txt".to_string()])));
 
-    // Trial 3 ends below both: its files are dropped at once.
+    // Trial 3 ends below both: its files are dropped at once, all but what its program
+    // logged (media/), which every trial keeps.
     let l3 = lease("w").await;
-    assert!(send(&l3, "d.txt", 5).await.unwrap().0);
+    let (mut list, mut data) = one("d.txt", 5);
+    let (media, media_data) = one("media/images/d_0_1.png", 4);
+    list.extend(media);
+    data.extend(media_data);
+    assert!(
+        e.save_program_files(who(&l3, "w"), list, data)
+            .await
+            .unwrap()
+            .0
+    );
     finish(l3, 0.1).await;
-    assert_eq!(kept(Some(3)).await, None);
+    let media = vec!["media/images/d_0_1.png".to_string()];
+    assert_eq!(kept(Some(3)).await, Some((3, media.clone())));
 
     // Trial 4's first attempt sends files and dies; its second ends best without sending any:
     // the first attempt's files are not taken for the second's, and trial 1 is pushed out.
@@ -1430,6 +1441,13 @@ async fn a_programs_files_are_fenced_replaced_and_kept_only_for_the_best_trials(
         Some(vec![7u8; 5])
     );
     assert_eq!(e.program_file(&id, 4, "e.txt").await.unwrap(), None);
+    assert_eq!(
+        e.program_files(&id, Some(3))
+            .await
+            .unwrap()
+            .map(|(_, l)| l.into_iter().map(|f| f.path).collect::<Vec<_>>()),
+        Some(media)
+    );
 }
 
 #[tokio::test]

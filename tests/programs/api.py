@@ -43,7 +43,9 @@ wandb.define_metric("val_accuracy", summary="max")
 acc = [0.2, 0.9, 0.5]
 for i, a in enumerate(acc):
     wandb.log({"loss": 1 - a}, commit=False)
-    wandb.log({"val_accuracy": a * args.lr, "nested": {"x": i}, "img": wandb.Image(None)})
+    # Media are kept as files of the trial (media/), numbers as metrics.
+    wandb.log({"val_accuracy": a * args.lr, "nested": {"x": i},
+               "img": wandb.Image([[0, 255], [255, i * 100]], caption="step %d" % i)})
 assert run.step == 3
 # A step argument: rows are committed when the step moves on.
 wandb.log({"extra_metric": 1.0}, step=10)
@@ -52,7 +54,9 @@ wandb.log({"val_accuracy": 0.0}, step=11, commit=True)
 assert run.summary["extra_metric"] == 2.0
 run.summary["chosen"] = 0.25
 wandb.summary.update({"also": 1})
-wandb.log({"table": wandb.Table(columns=["a"]), "hist": wandb.Histogram([1, 2])})
+table = wandb.Table(columns=["a", "b"])
+table.add_data(1, "x")
+wandb.log({"table": table, "page": wandb.Html("<p>hi</p>"), "hist": wandb.Histogram([1, 2])})
 wandb.watch(None)
 wandb.save("*.pt")
 if args.lr == 1.0:

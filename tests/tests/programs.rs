@@ -95,12 +95,13 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 #[test]
 fn a_script_using_the_wandb_api_reports_to_the_worker() {
     let dir = workdir("prog-api");
-    let (_c, url) = serve(&dir.join("sweeps.db"), &[]);
+    let web = format!("127.0.0.1:{}", sweep_tests::free_port());
+    let (_c, url) = serve(&dir.join("sweeps.db"), &["--http-listen", &web]);
     // W&B's default command: /usr/bin/env python api.py --act=… --hidden=… --layers=… --lr=…
     let id = submit(
         &dir,
         &url,
-        "program: api.py\nmethod: grid\nmetric: {name: val_accuracy, goal: maximize}\n\
+        "program: api.py\nmethod: grid\nmetric: {name: val_accuracy, goal: maximize}\nkeep_models: 1\n\
          parameters:\n  lr: {values: [0.5, 1.0]}\n  layers: {value: 2}\n  act: {value: ReLU}\n  \
          hidden: {value: [64, 32]}\n",
     );
@@ -148,9 +149,65 @@ fn a_script_using_the_wandb_api_reports_to_the_worker() {
         let out = d["output"].as_str().unwrap();
         assert!(out.contains("api-ok renamed"), "{out}");
         assert!(
-            out.contains("wandb.Image is accepted and not kept"),
+            out.contains("wandb.Histogram is accepted and not kept"),
             "{out}"
         );
+        // The image of each step, the table and the page are files of the trial (media/),
+        // listed in media/_index.jsonl, and kept although not every trial keeps its files.
+        let files: Vec<&str> = d["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["path"].as_str().unwrap())
+            .collect();
+        assert!(files.contains(&"media/_index.jsonl"), "{files:?}");
+        for kind in [
+            "images/img_0_",
+            "images/img_1_",
+            "images/img_2_",
+            "table/table_12_",
+            "html/page_12_",
+        ] {
+            assert!(
+                files
+                    .iter()
+                    .any(|f| f.starts_with(&format!("media/{kind}"))),
+                "{kind}: {files:?}"
+            );
+        }
+        // Served inline as what they are: the image a 2×2 grey PNG, the page in a sandbox.
+        let n = d["trial"].as_u64().unwrap();
+        let get = |prefix: &str| {
+            let path = files.iter().find(|f| f.starts_with(prefix)).unwrap();
+            sweep_tests::request(
+                &web,
+                "GET",
+                &format!("/api/v1/sweeps/{id}/trials/{n}/files/{path}"),
+                None,
+            )
+        };
+        let (code, head, png) = get("media/images/img_2_");
+        assert_eq!(code, 200, "{head}");
+        assert!(
+            head.contains("content-type: image/png") && head.contains("inline"),
+            "{head}"
+        );
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        assert_eq!(
+            &png[16..26],
+            &[0, 0, 0, 2, 0, 0, 0, 2, 8, 0],
+            "2×2, 8-bit grey"
+        );
+        let (_, head, html) = get("media/html/page_12_");
+        assert!(
+            head.contains("content-security-policy: sandbox allow-scripts"),
+            "{head}"
+        );
+        assert_eq!(html, b"<p>hi</p>");
+        let (_, _, table) = get("media/table/table_12_");
+        let table: Value = serde_json::from_slice(&table).unwrap();
+        assert_eq!(table["columns"], serde_json::json!(["a", "b"]));
+        assert_eq!(table["data"], serde_json::json!([[1, "x"]]));
     }
     let best = &lb["trials"][0];
     assert_eq!(best["params"]["lr"].as_f64(), Some(1.0), "{lb}");

@@ -10,7 +10,8 @@ import os
 import sys
 import time
 
-from . import _files, _install, _transport, plot, sklearn, util  # noqa: F401  (wandb.plot, wandb.sklearn, wandb.util)
+from . import _files, _install, _media, _transport, plot, sklearn, util  # noqa: F401  (wandb.plot, wandb.sklearn, wandb.util)
+from ._media import Html, Image, Table  # noqa: F401
 from ._agent import agent, sweep  # noqa: F401
 
 __version__ = "0.1.0+sweep"
@@ -193,15 +194,6 @@ class _Ignored(object):
         return lambda *a, **k: None
 
 
-class Image(_Ignored):
-    pass
-
-
-class Table(_Ignored):
-    def add_data(self, *args):
-        pass
-
-
 class Histogram(_Ignored):
     pass
 
@@ -211,10 +203,6 @@ class Video(_Ignored):
 
 
 class Audio(_Ignored):
-    pass
-
-
-class Html(_Ignored):
     pass
 
 
@@ -261,6 +249,7 @@ class Run(object):
         self._row = {}
         self._finished = False
         self._start = time.time()
+        _media.reset()
 
     # The run's name: shown with the trial (leaderboard, `coordinator trial`, the dashboard).
     @property
@@ -305,17 +294,32 @@ class Run(object):
                 continue
             if isinstance(v, _Ignored):
                 continue
+            if _is_figure(v):
+                v = Image(v)
+            if isinstance(v, _media.Media) or (
+                    isinstance(v, (list, tuple)) and v and all(isinstance(m, _media.Media) for m in v)):
+                self._keep_media(k, v)
+                continue
             p = _transport.plain(v)
             if isinstance(p, (int, float, bool)) or p in ("NaN", "Infinity", "-Infinity"):
                 row[k] = p
-            elif _is_figure(v):
-                _transport.notice("wandb.log of a matplotlib figure (%s) is accepted and not kept" % k)
         self._row.update(row)
         if commit is None:
             commit = step is None
         if commit:
             self._send_row()
             self.step += 1
+
+    def _keep_media(self, key, value):
+        root = _files.files_dir()
+        if root is None:
+            _transport.notice(
+                "wandb.%s is accepted and not kept: %s" % (
+                    type(value[0] if isinstance(value, (list, tuple)) else value).__name__,
+                    "not run by a sweep worker" if self.offline else
+                    "the sweep keeps no files (program_options.max_files_mb: 0 or keep_models: 0)"))
+            return
+        _media.keep(root, key, self.step, value)
 
     def _send_row(self):
         """Sends the row being made, at the current step (a row with no values is not sent, but

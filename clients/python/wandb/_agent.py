@@ -112,7 +112,7 @@ def agent(sweep_id, function=None, entity=None, project=None, count=None):
             ready.notify_all()
 
     threading.Thread(target=read, name="sweep-agent", daemon=True).start()
-    saved = {k: os.environ.get(k) for k in ("SWEEP_PARAMS", "WANDB_SWEEP_ID", "WANDB_RUN_ID", "SWEEP_TRIAL", "SWEEP_ATTEMPT", "SWEEP_FILES_DIR")}
+    saved = {k: os.environ.get(k) for k in ("SWEEP_PARAMS", "WANDB_SWEEP_ID", "WANDB_RUN_ID", "SWEEP_TRIAL", "SWEEP_ATTEMPT", "SWEEP_FILES_DIR", "SWEEP_MAX_MEDIA_MB")}
     try:
         while True:
             with ready:
@@ -132,6 +132,8 @@ def agent(sweep_id, function=None, entity=None, project=None, count=None):
                 os.environ["SWEEP_FILES_DIR"] = t["files_dir"]
             else:
                 os.environ.pop("SWEEP_FILES_DIR", None)
+            if t.get("max_media_mb") is not None:
+                os.environ["SWEEP_MAX_MEDIA_MB"] = str(t["max_media_mb"])
             error = None
             try:
                 try:

@@ -1080,19 +1080,49 @@ async fn fetch_sweep(
         .await
         .map_err(|s| status_err(url, s))?
         .into_inner();
-    crate::report::gather(leaderboard, details, |trial| {
-        let mut c = c.clone();
-        async move {
-            c.get_trial(pb::GetTrialRequest {
-                sweep_id: sweep.to_string(),
-                trial,
-                max_points: 0,
-            })
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(|s| status_err(url, s))
-        }
-    })
+    crate::report::gather(
+        leaderboard,
+        details,
+        |trial| {
+            let mut c = c.clone();
+            async move {
+                c.get_trial(pb::GetTrialRequest {
+                    sweep_id: sweep.to_string(),
+                    trial,
+                    max_points: 0,
+                })
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|s| status_err(url, s))
+            }
+        },
+        |trial, path| {
+            let mut c = c.clone();
+            async move {
+                let stream = c
+                    .get_files(pb::GetFilesRequest {
+                        sweep_id: sweep.to_string(),
+                        trial,
+                        path,
+                    })
+                    .await
+                    .map_err(|s| status_err(url, s))?
+                    .into_inner();
+                let bad = |e: String| CliError::Other(format!("the files sent are damaged: {e}"));
+                let (_, data) = sweep_proto::transfer::Incoming::start(
+                    stream,
+                    sweep_proto::files::MAX_FILES_BYTES,
+                    Duration::from_secs(60),
+                )
+                .await
+                .map_err(bad)?
+                .finish()
+                .await
+                .map_err(bad)?;
+                Ok(data)
+            }
+        },
+    )
     .await
 }
 

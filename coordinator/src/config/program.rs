@@ -1,5 +1,6 @@
 //! W&B's `program` and `command` keys: a sweep whose trials run the user's own program, and
-//! our `program_options` beside them (`time_limit`, `wandb_shim`, `max_files_mb`).
+//! our `program_options` beside them (`time_limit`, `wandb_shim`, `max_files_mb`,
+//! `max_media_mb`).
 
 use serde_json::{Map, Value};
 
@@ -13,6 +14,14 @@ pub const DEFAULT_MAX_FILES_MB: u32 = 64;
 
 fn default_max_files_mb() -> u32 {
     DEFAULT_MAX_FILES_MB
+}
+
+/// MiB of logged media (`wandb.Image`, `Table`, `Html`) a trial keeps when
+/// `program_options.max_media_mb` does not say.
+pub const DEFAULT_MAX_MEDIA_MB: u32 = 10;
+
+fn default_max_media_mb() -> u32 {
+    DEFAULT_MAX_MEDIA_MB
 }
 
 /// What runs each trial of a program sweep (built into argv on the worker, as W&B's agent does).
@@ -32,6 +41,10 @@ pub struct ProgramSpec {
     /// (docs/PROGRAMS.md); 0 keeps none.
     #[serde(default = "default_max_files_mb")]
     pub max_files_mb: u32,
+    /// `program_options.max_media_mb`: MiB of logged media each trial keeps (part of its
+    /// files, and kept for every trial, not only the best).
+    #[serde(default = "default_max_media_mb")]
+    pub max_media_mb: u32,
 }
 
 impl ProgramSpec {
@@ -44,6 +57,7 @@ impl ProgramSpec {
             "time_limit_s": self.time_limit_s,
             "wandb_shim": self.wandb_shim,
             "max_files_mb": max_files_mb,
+            "max_media_mb": self.max_media_mb.min(max_files_mb),
         })
     }
 }
@@ -114,12 +128,13 @@ pub fn parse(top: &Map<String, Value>) -> Result<Option<ProgramSpec>, ConfigErro
         time_limit_s: None,
         wandb_shim: true,
         max_files_mb: DEFAULT_MAX_FILES_MB,
+        max_media_mb: DEFAULT_MAX_MEDIA_MB,
     };
     if let Some(o) = top.get("program_options") {
         let Value::Object(o) = o else {
             return Err(ConfigError::new(
                 "program_options",
-                "expected a mapping, e.g. {time_limit: 3600, wandb_shim: true, max_files_mb: 64}",
+                "expected a mapping, e.g. {time_limit: 3600, wandb_shim: true, max_files_mb: 64, max_media_mb: 10}",
             ));
         };
         for (k, v) in o {
@@ -160,10 +175,25 @@ pub fn parse(top: &Map<String, Value>) -> Result<Option<ProgramSpec>, ConfigErro
                             )
                         })? as u32
                 }
+                "max_media_mb" => {
+                    let max = sweep_proto::files::MAX_FILES_BYTES >> 20;
+                    spec.max_media_mb = v
+                        .as_u64()
+                        .filter(|mb| *mb <= max)
+                        .ok_or_else(|| {
+                            ConfigError::new(
+                                p,
+                                format!(
+                                    "expected whole MiB from 0 (keep no media) to {max}, got {}",
+                                    show(v)
+                                ),
+                            )
+                        })? as u32
+                }
                 _ => {
                     return Err(ConfigError::new(
                         p,
-                        "unknown key; expected time_limit, wandb_shim, max_files_mb",
+                        "unknown key; expected time_limit, wandb_shim, max_files_mb, max_media_mb",
                     ))
                 }
             }

@@ -8,6 +8,13 @@ const PALETTE = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b
 const TERMINAL = new Set(['finished', 'stopped', 'diverged', 'failed']);
 // Keys a script logs to count its steps: the charts' x axis, never a chart.
 const STEP_KEYS = new Set(['epoch', 'epochs', 'step', 'global_step']);
+
+/** What a curve's x counts: epochs for the built-in trainers, W&B's steps (`_step` + 1: one
+ * per committed wandb.log) for a program or an agent's function. */
+function stepWord(config) {
+  const c = config || {};
+  return c.program || c.command || c.trainer === 'agent' ? 'step' : 'epoch';
+}
 const SWEEP_ENDED = new Set(['finished', 'stopped']);
 const SVGNS = 'http://www.w3.org/2000/svg';
 
@@ -800,7 +807,7 @@ async function pageSweep(main, id) {
     { key: 'trial', label: 'trial', num: true, get: (r) => r.trial },
     { key: 'state', label: 'state', get: (r) => r.state },
     { key: 'metric', label: () => metricName(), num: true, get: (r) => r.metrics[metricName()] },
-    { key: 'best', label: 'best (epoch)', num: true, get: (r) => (r.best ? r.best.value : null),
+    { key: 'best', label: () => `best (${stepWord(S.lb && S.lb.sweep && S.lb.sweep.config)})`, num: true, get: (r) => (r.best ? r.best.value : null),
       show: (r) => (r.best ? `${fmt(r.best.value)} (${r.best.step})` : '—') },
     { key: 'seconds', label: 'seconds', num: true, get: (r) => r.duration_seconds, show: (r) => fmt(r.duration_seconds, 1) },
     { key: 'worker', label: 'worker', get: (r) => r.worker },
@@ -976,7 +983,7 @@ async function pageSweep(main, id) {
         points: (S.curves.get(r.trial) || {})[name] || [],
       })),
     })).filter((p, i) => i === 0 || p.series.some((se) => se.points.length));
-    const charts = panels.map((p) => lineChart(p.name, p.series));
+    const charts = panels.map((p) => lineChart(p.name, p.series, { xLabel: stepWord(S.lb && S.lb.sweep && S.lb.sweep.config) }));
     el.curves.replaceChildren(...charts);
     el.curves.dataset.points = charts.reduce((a, c) => a + Number(c.dataset.points), 0);
   }
@@ -1104,6 +1111,85 @@ async function pageSweep(main, id) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// What a program logged besides numbers (wandb.Image, wandb.Table, wandb.Html): its files
+// under media/, listed in media/_index.jsonl by our wandb module (docs/PROGRAMS.md "Media").
+
+const MEDIA_INDEX = 'media/_index.jsonl';
+const MEDIA_STEPS_SHOWN = 8;
+const MEDIA_IMAGES_SHOWN = 64;
+const TABLE_ROWS_SHOWN = 50;
+
+function fileUrl(base, path) { return `${base}/files/${path.split('/').map(encodeURIComponent).join('/')}`; }
+
+/** The media section of a trial whose kept files are `files`: null when it logged none. */
+function mediaSection(base, files) {
+  const names = new Set(files.map((f) => f.path));
+  if (!names.has(MEDIA_INDEX)) return null;
+  const holder = h('div', { id: 'media' }, h('p', { class: 'empty' }, 'Loading…'));
+  (async () => {
+    const text = await (await api(fileUrl(base, MEDIA_INDEX))).text();
+    // The index is the program's own writing: only entries naming a kept file are shown.
+    const entries = text.split('\n').map((l) => { try { return JSON.parse(l); } catch (_) { return null; } })
+      .filter((e) => e && typeof e.key === 'string' && typeof e.path === 'string' && names.has(e.path)
+        && Number.isInteger(e.step) && ['image', 'table', 'html'].includes(e.type));
+    const byKey = new Map();
+    for (const e of entries) {
+      if (!byKey.has(e.key)) byKey.set(e.key, []);
+      byKey.get(e.key).push(e);
+    }
+    let images = 0;
+    const sections = [...byKey.keys()].sort().map((key) => {
+      const list = byKey.get(key);
+      const steps = [...new Set(list.map((e) => e.step))].sort((a, b) => a - b);
+      const shown = steps.slice(-MEDIA_STEPS_SHOWN);
+      const note = steps.length > shown.length ? h('p', { class: 'sub' }, `the last ${shown.length} of ${steps.length} steps`) : null;
+      return h('div', { class: 'media-key' }, h('h3', {}, key), note,
+        // Steps as the charts count them: W&B's _step + 1.
+        shown.map((step) => h('div', { class: 'media-step' }, h('div', { class: 'sub' }, `step ${step + 1}`),
+          list.filter((e) => e.step === step).map((e) => {
+            const url = fileUrl(base, e.path);
+            const name = e.path.split('/').pop();
+            if (e.type === 'image') {
+              if (++images > MEDIA_IMAGES_SHOWN) return null;
+              const fig = h('figure', { class: 'media-image' }, h('div', { class: 'img' }), e.caption ? h('figcaption', {}, String(e.caption)) : null);
+              loadImage(fig.firstChild, url, `${key} at step ${step + 1}`);
+              return fig;
+            }
+            if (e.type === 'table') return mediaTable(url, name);
+            return mediaHtml(url, name);
+          }))));
+    });
+    if (images > MEDIA_IMAGES_SHOWN) sections.push(h('p', { class: 'sub' }, `${MEDIA_IMAGES_SHOWN} of ${images} images shown; the trial's files have them all.`));
+    holder.replaceChildren(...(sections.length ? sections : [h('p', { class: 'empty' }, 'No media.')]));
+  })().catch((e) => holder.replaceChildren(h('p', { class: 'error' }, `media: ${e.message}`)));
+  return holder;
+}
+
+/** A logged wandb.Table ({columns, data}): its first rows, cells as text. */
+function mediaTable(url, name) {
+  const box = h('div', { class: 'media-table' }, h('p', { class: 'empty' }, 'Loading…'));
+  (async () => {
+    const t = await (await api(url)).json();
+    const columns = Array.isArray(t.columns) ? t.columns.map(String) : [];
+    const rows = Array.isArray(t.data) ? t.data : [];
+    const cell = (v) => (v !== null && typeof v === 'object' ? JSON.stringify(v) : String(v));
+    box.replaceChildren(
+      h('div', { class: 'toolbar downloads' }, `${rows.length.toLocaleString()} rows${rows.length > TABLE_ROWS_SHOWN ? `, the first ${TABLE_ROWS_SHOWN} shown` : ''} · `, downloadLink(name, url, name)),
+      h('table', {}, h('thead', {}, h('tr', {}, columns.map((c) => h('th', {}, c)))),
+        h('tbody', {}, rows.slice(0, TABLE_ROWS_SHOWN).map((r) => h('tr', {}, (Array.isArray(r) ? r : []).map((v) => h('td', {}, cell(v))))))));
+  })().catch((e) => box.replaceChildren(h('p', { class: 'error' }, `${name}: ${e.message}`)));
+  return box;
+}
+
+/** A logged wandb.Html: shown in a sandboxed frame that runs none of its scripts (open the
+ * downloaded file for those), with a download link. */
+function mediaHtml(url, name) {
+  const frame = h('iframe', { sandbox: '', class: 'media-html', title: name });
+  api(url).then((r) => r.text()).then((text) => { frame.srcdoc = text; }).catch(() => {});
+  return h('div', {}, h('div', { class: 'toolbar downloads' }, downloadLink(name, url, name), ' (scripts run only in the downloaded file)'), frame);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Page: one trial
 
 // A length in bytes as people read it: "812 B", "3.0 kB", "1.25 MB".
@@ -1127,6 +1213,7 @@ async function pageTrial(main, id, n) {
 
   function draw() {
     const t = trial;
+    const word = stepWord(sweepConfig);
     const stopReason = t.state === 'stopped' || t.state === 'diverged' ? 'early-stop reason' : 'error';
     const facts = [
       ['state', stateBadge(t.state)],
@@ -1134,7 +1221,7 @@ async function pageTrial(main, id, n) {
       ['attempts', t.attempts],
       ['worker', t.worker || '—'],
       ['duration', `${fmt(t.duration_seconds, 1)} s`],
-      ['best', t.best === null ? '—' : `${fmt(t.best)} at epoch ${t.best_step}`],
+      ['best', t.best === null ? '—' : `${fmt(t.best)} at ${word} ${t.best_step}`],
     ];
     if (t.error) facts.push([stopReason, h('span', { id: 'reason' }, t.error)]);
     if (t.checkpoint) facts.push(['checkpoint', h('span', { id: 'checkpoint' }, `${position(t.checkpoint)} (${fmt(t.checkpoint.bytes / 1e6, 2)} MB, attempt ${t.checkpoint.attempt})`)]);
@@ -1150,11 +1237,12 @@ async function pageTrial(main, id, n) {
     const order = ['accuracy', 'loss'];
     const charts = Object.keys(groups)
       .sort((a, b) => (order.indexOf(a) + 1 || 9) - (order.indexOf(b) + 1 || 9) || a.localeCompare(b))
-      .map((g) => lineChart(g, groups[g].map((name, i) => ({ label: name, color: PALETTE[i % PALETTE.length], points: byName[name] }))));
+      .map((g) => lineChart(g, groups[g].map((name, i) => ({ label: name, color: PALETTE[i % PALETTE.length], points: byName[name] })), { xLabel: word }));
     const curves = h('div', { class: 'charts', id: 'curves' }, charts);
     curves.dataset.points = t.curve.length;
     const metrics = Object.entries(t.metrics || {}).sort(([a], [b]) => a.localeCompare(b));
     const dl = (ext) => downloadLink(`confusion.${ext}`, `${base}/confusion.${ext}`, `${id}-trial${n}-confusion.${ext}`);
+    const ownFiles = (t.files || []).filter((f) => !f.path.startsWith('media/'));
     main.replaceChildren(
       h('h1', {}, `Trial ${t.trial}`, t.name ? h('span', { class: 'run-name', id: 'run-name' }, ` · ${t.name}`) : null),
       h('div', { class: 'sub' }, stateBadge(t.state), `  sweep ${id}`),
@@ -1190,11 +1278,13 @@ async function pageTrial(main, id, n) {
           downloadLink('model.json', `${base}/model.json`, 'model.json'),
           downloadLink('model.safetensors', `${base}/model.safetensors`, 'model.safetensors'))]
         : []),
-      // The files a program trial handed back, while the sweep keeps them.
-      ...((t.files || []).length
+      // What the program logged besides numbers (kept for every trial).
+      ...(media() ? [h('h2', {}, 'Media'), media()] : []),
+      // The files a program trial handed back, while the sweep keeps them (media above).
+      ...(ownFiles.length
         ? [h('h2', {}, 'Files'), h('table', { id: 'files' },
           h('thead', {}, h('tr', {}, ['file', 'size', 'SHA-256'].map((c) => h('th', {}, c)))),
-          h('tbody', {}, t.files.map((f) => h('tr', {},
+          h('tbody', {}, ownFiles.map((f) => h('tr', {},
             h('td', {}, downloadLink(f.path, `${base}/files/${f.path.split('/').map(encodeURIComponent).join('/')}`, f.path.split('/').pop())),
             h('td', { class: 'num' }, bytesText(f.bytes)),
             h('td', { title: f.sha256 }, h('code', {}, f.sha256.slice(0, 16) + '…'))))))]
@@ -1204,7 +1294,22 @@ async function pageTrial(main, id, n) {
   }
 
   let hasModel = false;
+  // The sweep's config, for what the curves' x counts.
+  let sweepConfig = null;
+  // The media section, made again only when the trial's files change.
+  let mediaFor = null;
+  let mediaEl = null;
+  function media() {
+    const files = trial.files || [];
+    const key = files.map((f) => `${f.path}:${f.sha256}`).join('|');
+    if (key !== mediaFor) {
+      mediaFor = key;
+      mediaEl = mediaSection(base, files);
+    }
+    return mediaEl;
+  }
   async function refresh() {
+    if (!sweepConfig) sweepConfig = (await getJson(`${apiSweep(id)}?top=1`)).sweep.config;
     trial = await getJson(base);
     // A kept model is looked for once the trial has ended (a program trial has none).
     if (TERMINAL.has(trial.state) && !hasModel) hasModel = await exists(`${base}/model.json`);

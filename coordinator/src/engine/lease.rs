@@ -111,7 +111,11 @@ impl Engine {
             Trainer::Program(p) => ("program".to_string(), p.options(sw.spec.max_files_mb())),
             Trainer::Agent => (
                 "agent".to_string(),
-                json!({"seed": seed, "max_files_mb": sw.spec.max_files_mb()}),
+                json!({
+                    "seed": seed,
+                    "max_files_mb": sw.spec.max_files_mb(),
+                    "max_media_mb": crate::config::program::DEFAULT_MAX_MEDIA_MB.min(sw.spec.max_files_mb()),
+                }),
             ),
             Trainer::Mlp {
                 train_samples,

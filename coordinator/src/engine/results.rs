@@ -430,7 +430,7 @@ impl Engine {
             // A trial's outputs (the built-in trainer's model, a program's files) are kept
             // while it ranks among the best `keep_models`; the ones it pushes out of them are
             // dropped in the same transaction, and so are the files of a trial that ended
-            // outside them.
+            // outside them — all but what its program logged (`media/`), kept for every trial.
             let ended = !requeue && matches!(outcome, Outcome::Finished | Outcome::Stopped);
             let top: Option<Vec<u64>> = ended
                 .then(|| {
@@ -464,7 +464,9 @@ impl Engine {
                         }
                         store::keep_models(tx, &sweep_id, top)?;
                     }
-                    Outputs::DropFiles => store::drop_program_files(tx, &sweep_id, trial)?,
+                    Outputs::DropFiles => {
+                        store::drop_program_files_but_media(tx, &sweep_id, trial)?
+                    }
                     Outputs::Nothing => {}
                 }
                 store::update_sweep(tx, &srow.0, &srow.1, srow.2, srow.3)
@@ -488,7 +490,7 @@ enum Outputs {
     /// It ranks among the best `keep_models` (these): its model, if it sent one, is kept, and
     /// those of trials outside them are dropped.
     Keep(Option<(String, Vec<u8>)>, Vec<u64>),
-    /// It ended outside them (or failed): its files are dropped.
+    /// It ended outside them (or failed): its files but its media are dropped.
     DropFiles,
     /// It goes on (re-queued), or its sweep keeps no outputs.
     Nothing,

@@ -9,7 +9,7 @@
 //! | `GET /api/v1/sweeps/{id}/trials/{n}` | one trial: params, metrics, curve, confusion; a curve of more than `?points=N` (10,000 unless said, at most 200,000) is sampled, keeping each metric's first, last, lowest and highest points (`curve_points` says how many there are, `curve_sampled` whether these are a sample) |
 //! | `GET /api/v1/sweeps/{id}/trials/{n}/curve` | every point of its curve, a page at a time: `?name=M` one metric, `&after=S` after step S, `&limit=N` about N points (at most 100,000); `next_after` asks for the next page, null after the last |
 //! | `GET /api/v1/sweeps/{id}/trials/{n}/model.json` (`model.safetensors`) | a kept model's card (weights), docs/MODELS.md; trial `best`: the best-ranked trial's |
-//! | `GET /api/v1/sweeps/{id}/trials/{n}/files/{path}` | one file a program trial handed back (the trial's `files` list them), docs/PROGRAMS.md; trial `best`: the best-ranked trial with kept files |
+//! | `GET /api/v1/sweeps/{id}/trials/{n}/files/{path}` | one file a program trial handed back (the trial's `files` list them), docs/PROGRAMS.md; trial `best`: the best-ranked trial with kept files; bytes to save, but what it logged (`media/`) inline: images as such, HTML in a sandbox |
 //! | `POST /api/v1/sweeps/{id}/pause` (`resume`, `stop`) | the sweep's summary after the change |
 //! | `GET /api/v1/sweeps/{id}/events` | server-sent events: `update` with `{sweep, changes: [{trial, points}]}` at once and on every change (at most about ten a second: changes close together come together); the stream ends with the sweep |
 //! | `GET /metrics` | the Prometheus metrics (as `--metrics-listen`) |
@@ -496,33 +496,9 @@ async fn program_file(
             Err(m) => return err(StatusCode::BAD_REQUEST, m),
         }
     };
-    let stream = match app
-        .sweeps
-        .get_files(Request::new(pb::GetFilesRequest {
-            sweep_id: id,
-            trial,
-            path,
-        }))
-        .await
-    {
-        Ok(r) => r.into_inner(),
-        Err(s) => return from_status(s),
-    };
-    let received = async {
-        let (h, data) = sweep_proto::transfer::Incoming::start(
-            stream,
-            sweep_proto::files::MAX_FILES_BYTES,
-            std::time::Duration::from_secs(60),
-        )
-        .await?
-        .finish()
-        .await?;
-        let name = h.files.first().map(|f| f.path.clone()).unwrap_or_default();
-        Ok::<_, String>((name, data))
-    };
-    let (path, bytes) = match received.await {
+    let (path, bytes) = match kept_file(&app, &id, trial, path).await {
         Ok(r) => r,
-        Err(e) => return err(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(r) => return r,
     };
     let base = path.rsplit('/').next().unwrap_or("file");
     let plain: String = base
@@ -539,22 +515,47 @@ async fn program_file(
             _ => format!("%{b:02X}"),
         })
         .collect();
+    let (kind, disposition, policy) = media_type(&path);
     (
         [
-            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_TYPE, kind.to_string()),
             (
                 header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{plain}\"; filename*=UTF-8''{encoded}"),
+                format!("{disposition}; filename=\"{plain}\"; filename*=UTF-8''{encoded}"),
             ),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'".to_string(),
-            ),
+            (header::CONTENT_SECURITY_POLICY, policy.to_string()),
         ],
         bytes,
     )
         .into_response()
+}
+
+/// How a trial's file is served: (content type, disposition, content security policy). What
+/// its program logged (`media/`: wandb.Image as PNG, JPEG or GIF, wandb.Html) is shown inline
+/// — the HTML in a sandbox, an origin of its own that reaches nothing of the dashboard's —
+/// and everything else is opaque bytes to save.
+fn media_type(path: &str) -> (&'static str, &'static str, &'static str) {
+    const OPAQUE: (&str, &str, &str) = (
+        "application/octet-stream",
+        "attachment",
+        "default-src 'none'",
+    );
+    let Some(name) = path.strip_prefix(crate::store::MEDIA_PREFIX) else {
+        return OPAQUE;
+    };
+    let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("png") => ("image/png", "inline", "default-src 'none'"),
+        Some("jpg" | "jpeg") => ("image/jpeg", "inline", "default-src 'none'"),
+        Some("gif") => ("image/gif", "inline", "default-src 'none'"),
+        Some("html") => (
+            "text/html; charset=utf-8",
+            "inline",
+            "sandbox allow-scripts; default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:",
+        ),
+        _ => OPAQUE,
+    }
 }
 
 /// The leaderboard (all of it, or an even sample of `sample` ranked trials) and, when
@@ -576,18 +577,60 @@ async fn fetch(
         .await
         .map_err(from_status)?
         .into_inner();
-    report::gather(leaderboard, details, |trial| async move {
-        app.sweeps
-            .get_trial(Request::new(pb::GetTrialRequest {
-                sweep_id: id.to_string(),
-                trial,
-                max_points: 0,
-            }))
-            .await
-            .map(tonic::Response::into_inner)
-            .map_err(from_status)
-    })
+    report::gather(
+        leaderboard,
+        details,
+        |trial| async move {
+            app.sweeps
+                .get_trial(Request::new(pb::GetTrialRequest {
+                    sweep_id: id.to_string(),
+                    trial,
+                    max_points: 0,
+                }))
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(from_status)
+        },
+        |trial, path| async move {
+            kept_file(app, id, trial, path)
+                .await
+                .map(|(_, bytes)| bytes)
+        },
+    )
     .await
+}
+
+/// One kept file of a trial (0: of the best-ranked trial with kept files): its path and bytes.
+async fn kept_file(
+    app: &App,
+    id: &str,
+    trial: u64,
+    path: String,
+) -> Result<(String, Vec<u8>), Response> {
+    let stream = app
+        .sweeps
+        .get_files(Request::new(pb::GetFilesRequest {
+            sweep_id: id.to_string(),
+            trial,
+            path,
+        }))
+        .await
+        .map_err(from_status)?
+        .into_inner();
+    let (h, data) = async {
+        sweep_proto::transfer::Incoming::start(
+            stream,
+            sweep_proto::files::MAX_FILES_BYTES,
+            std::time::Duration::from_secs(60),
+        )
+        .await?
+        .finish()
+        .await
+    }
+    .await
+    .map_err(|e| err(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let name = h.files.first().map(|f| f.path.clone()).unwrap_or_default();
+    Ok((name, data))
 }
 
 /// `GET /api/v1/sweeps/{id}/files/{name}`: one file of `export` or `report`, made now.

@@ -5,6 +5,7 @@
 //! network).
 
 pub mod importance;
+pub mod media;
 pub mod plots;
 
 use std::collections::BTreeMap;
@@ -25,17 +26,22 @@ pub struct ReportData {
     pub leaderboard: pb::LeaderboardResponse,
     /// Details (curves) of the top trials, best first; the first carries the confusion matrix.
     pub top: Vec<pb::TrialDetail>,
+    /// What the best trial's program logged besides numbers ([`media`]).
+    pub media: Vec<media::Media>,
 }
 
 /// A report's data from a leaderboard: `get` fetches one trial's details (over gRPC, or from the
-/// service in process), for the best `details` ranked trials in rank order.
-pub async fn gather<E, Fut>(
+/// service in process), for the best `details` ranked trials in rank order; `file` one of a
+/// trial's kept files (the best trial's media, when its program logged any).
+pub async fn gather<E, Fut, FileFut>(
     leaderboard: pb::LeaderboardResponse,
     details: usize,
     mut get: impl FnMut(u64) -> Fut,
+    mut file: impl FnMut(u64, String) -> FileFut,
 ) -> Result<ReportData, E>
 where
     Fut: std::future::Future<Output = Result<pb::TrialDetail, E>>,
+    FileFut: std::future::Future<Output = Result<Vec<u8>, E>>,
 {
     let ranked: Vec<u64> = leaderboard
         .trials
@@ -48,7 +54,33 @@ where
     for n in ranked {
         top.push(get(n).await?);
     }
-    Ok(ReportData { leaderboard, top })
+    let mut chosen = Vec::new();
+    if let Some(best) = top.first() {
+        let listed: Vec<String> = best.files.iter().map(|f| f.path.clone()).collect();
+        let trial = best.summary.as_ref().map_or(0, |s| s.trial);
+        if listed.iter().any(|p| p == media::INDEX) {
+            let index = file(trial, media::INDEX.to_string()).await?;
+            let mut bytes = 0;
+            for mut m in media::choose(&index, &listed) {
+                let size = best
+                    .files
+                    .iter()
+                    .find(|f| f.path == m.path)
+                    .map_or(0, |f| f.bytes as usize);
+                if bytes + size > media::MAX_BYTES {
+                    break;
+                }
+                bytes += size;
+                m.data = file(trial, m.path.clone()).await?;
+                chosen.push(m);
+            }
+        }
+    }
+    Ok(ReportData {
+        leaderboard,
+        top,
+        media: chosen,
+    })
 }
 
 /// Flat params of a trial (dotted names).
@@ -411,6 +443,9 @@ figure {{ margin: 1em 0; }} svg {{ max-width: 100%; height: auto; }}
                 inline_svg(svg)
             );
         }
+    }
+    if let Some(best) = data.top.first().and_then(|t| t.summary.as_ref()) {
+        h.push_str(&media::section(best.trial, &data.media));
     }
     // Leaderboard: every trial.
     let names: Vec<String> = {

@@ -1288,15 +1288,35 @@ pub fn put_model(
     Ok(())
 }
 
-/// Drops the models and program files of sweep `sweep` except those of the trials in `keep`.
+/// The folder of a trial's files that holds what its program logged (`wandb.Image`, `Table`,
+/// `Html`): kept for every trial, where its other files are kept for the best only.
+pub const MEDIA_PREFIX: &str = "media/";
+
+/// Drops the models and program files of sweep `sweep` except those of the trials in `keep`
+/// (and every trial's [`MEDIA_PREFIX`] files).
 pub fn keep_models(tx: &Connection, sweep: &str, keep: &[u64]) -> rusqlite::Result<()> {
     let keep = serde_json::to_string(keep).expect("numbers serialize");
-    for table in ["models", "program_files"] {
-        tx.prepare_cached(&format!(
-            "DELETE FROM {table} WHERE sweep_id = ?1 AND trial NOT IN (SELECT value FROM json_each(?2))"
-        ))?
-        .execute(params![sweep, keep])?;
-    }
+    tx.prepare_cached(
+        "DELETE FROM models WHERE sweep_id = ?1 AND trial NOT IN (SELECT value FROM json_each(?2))",
+    )?
+    .execute(params![sweep, keep])?;
+    tx.prepare_cached(
+        "DELETE FROM program_files WHERE sweep_id = ?1 AND trial NOT IN (SELECT value FROM json_each(?2)) AND substr(path, 1, length(?3)) <> ?3",
+    )?
+    .execute(params![sweep, keep, MEDIA_PREFIX])?;
+    Ok(())
+}
+
+/// Drops trial `trial`'s program files but its logged media ([`MEDIA_PREFIX`]).
+pub fn drop_program_files_but_media(
+    tx: &Connection,
+    sweep: &str,
+    trial: u64,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "DELETE FROM program_files WHERE sweep_id = ?1 AND trial = ?2 AND substr(path, 1, length(?3)) <> ?3",
+    )?
+    .execute(params![sweep, trial as i64, MEDIA_PREFIX])?;
     Ok(())
 }
 

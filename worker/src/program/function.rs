@@ -106,6 +106,7 @@ pub fn run(
         "sweep_id": t.sweep_id, "trial": t.trial, "attempt": t.attempt,
         "run_id": t.run_id(), "metric": t.metric, "params": params,
         "files_dir": files_dir,
+        "max_media_mb": t.max_media_mb,
     }})) {
         conn.gone.cancel();
         if let Some(d) = &files_dir {

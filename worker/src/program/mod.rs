@@ -105,6 +105,9 @@ pub struct ProgramTrial {
     pub shim: bool,
     /// Bytes of files the program may hand back (0: none are kept).
     pub max_files_bytes: u64,
+    /// MiB of logged media (part of its files) our `wandb` module writes at most
+    /// (`SWEEP_MAX_MEDIA_MB`); `None`: its default.
+    pub max_media_mb: Option<f64>,
 }
 
 impl ProgramTrial {
@@ -158,6 +161,10 @@ impl ProgramTrial {
                     (mb.max(0.0) * 1024.0 * 1024.0) as u64
                 })
                 .min(sweep_proto::files::MAX_FILES_BYTES),
+            max_media_mb: opts
+                .get("max_media_mb")
+                .and_then(Value::as_f64)
+                .map(|mb| mb.max(0.0)),
         })
     }
 
@@ -473,6 +480,9 @@ pub fn run(
         );
     if let Some(d) = &files_dir {
         cmd.env("SWEEP_FILES_DIR", d);
+    }
+    if let Some(mb) = t.max_media_mb {
+        cmd.env("SWEEP_MAX_MEDIA_MB", mb.to_string());
     }
     if let Some(path) = program_path() {
         cmd.env("PATH", path);

@@ -27,6 +27,10 @@ pub const FILES: &[(&str, &str)] = &[
         include_str!("../../../clients/python/wandb/_install.py"),
     ),
     (
+        "wandb/_media.py",
+        include_str!("../../../clients/python/wandb/_media.py"),
+    ),
+    (
         "wandb/_transport.py",
         include_str!("../../../clients/python/wandb/_transport.py"),
     ),
