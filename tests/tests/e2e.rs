@@ -480,3 +480,31 @@ fn mistakes_are_answered_with_what_to_do() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(" UTC") && !err.contains("unix time"), "{err}");
 }
+
+#[test]
+fn watch_follows_running_trials_in_a_log_file() {
+    // No terminal: a running trial gets a line with its last step and metric value.
+    let dir = tempdir("watch-running");
+    let (_coord, url) = serve(&dir.join("sweeps.db"), &[]);
+    let yaml = sweep_tests::synthetic_grid(1, 20, 300).replace(
+        "name: faults",
+        "name: watch-running\nmetric: {name: loss, goal: minimize}",
+    );
+    let id = sweep_tests::submit(&dir, &url, &yaml);
+    let watch = sweep_tests::cmd("coordinator")
+        .args(["watch", &id, "--coordinator", &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _w = worker(&url, 1);
+    let out = watch.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let running = text
+        .lines()
+        .find(|l| l.starts_with("trial    1 running  step "))
+        .unwrap_or_else(|| panic!("no running line: {text}"));
+    assert!(running.contains(" loss "), "{running}");
+    assert!(text.contains("trial    1 finished"), "{text}");
+}

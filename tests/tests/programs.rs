@@ -1836,9 +1836,18 @@ fn the_wandb_calls_course_repositories_make_import_and_run() {
         .count();
     assert_eq!(steps, 3, "{d}");
     let output = d["output"].as_str().unwrap();
+    // The figure, logged after three epochs, is kept as the PNG of its step.
+    let files: Vec<&str> = d["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
     assert!(
-        output.contains("matplotlib figure (confusion) is accepted and not kept"),
-        "{output}"
+        files
+            .iter()
+            .any(|f| f.starts_with("media/images/confusion_3_") && f.ends_with(".png")),
+        "{files:?}"
     );
     assert!(
         output.contains("wandb.Api().runs is not available in a sweep run"),

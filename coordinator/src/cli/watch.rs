@@ -4,9 +4,11 @@
 //! starts with a snapshot, and trials that ended while it was away are printed from the
 //! leaderboard, so none is missed or printed twice (so are any whose own event was merged into
 //! a later one under load, when the sweep ends). A refusal (unknown sweep, wrong token) or ten
-//! minutes without the coordinator end it with the error.
+//! minutes without the coordinator end it with the error. Running trials are followed too: on
+//! a terminal the bar names the first few with their last step and metric value; in a log file
+//! each gets a line at most every ten seconds.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -19,6 +21,21 @@ use crate::export;
 
 /// How long `watch` keeps trying to get the coordinator back.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(600);
+
+/// Running trials named beside the bar on a terminal.
+const RUNNING_SHOWN: usize = 3;
+
+/// How often a running trial gets a line of its own where there is no terminal (a log file).
+const RUNNING_LINE_EVERY: Duration = Duration::from_secs(10);
+
+/// What `watch` knows of a running trial: its last step, its metric's last value, and when a
+/// line last said so.
+#[derive(Debug, Default)]
+struct Live {
+    step: u32,
+    value: Option<f64>,
+    said: Option<Instant>,
+}
 
 fn progress_bar(total: u64) -> ProgressBar {
     let pb = if total > 0 {
@@ -64,6 +81,8 @@ fn transient(s: &tonic::Status) -> bool {
 struct Printer {
     bar: Option<ProgressBar>,
     printed: HashSet<u64>,
+    /// Running trials, by number.
+    running: BTreeMap<u64, Live>,
     /// The sweep's notices already printed (a pause's reason, work no worker takes).
     noticed: HashSet<String>,
     last: Option<pb::SweepInfo>,
@@ -84,7 +103,72 @@ impl Printer {
         }
     }
 
+    /// A running trial's new points: its last step and metric value, in the bar's message on
+    /// a terminal, else a line at most every [`RUNNING_LINE_EVERY`].
+    fn progress(&mut self, metric: &str, t: &pb::TrialSummary, points: &[pb::MetricPoint]) {
+        if t.state != "running" {
+            self.running.remove(&t.trial);
+            return;
+        }
+        let live = self.running.entry(t.trial).or_default();
+        for p in points {
+            live.step = live.step.max(p.step);
+            if p.name == metric {
+                live.value = Some(p.value);
+            }
+        }
+        if self.bar.as_ref().is_some_and(|b| !b.is_hidden()) || live.step == 0 {
+            return;
+        }
+        if live
+            .said
+            .is_some_and(|at| at.elapsed() < RUNNING_LINE_EVERY)
+        {
+            return;
+        }
+        live.said = Some(Instant::now());
+        println!(
+            "trial {:>4} running  step {} {} {}",
+            t.trial,
+            live.step,
+            export::terminal_safe(metric),
+            live.value.map_or("-".into(), |v| format!("{v:.4}"))
+        );
+    }
+
+    /// The running trials for the bar's message: "#3 step 12 val_acc 0.8100, …".
+    fn running_msg(&self, metric: &str) -> String {
+        let mut parts: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(_, l)| l.step > 0)
+            .take(RUNNING_SHOWN)
+            .map(|(n, l)| {
+                format!(
+                    "#{n} step {}{}",
+                    l.step,
+                    l.value.map_or(String::new(), |v| format!(
+                        " {} {v:.4}",
+                        export::terminal_safe(metric)
+                    ))
+                )
+            })
+            .collect();
+        let more = self.running.len().saturating_sub(RUNNING_SHOWN);
+        if more > 0 {
+            parts.push(format!("+{more}"));
+        }
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" | {}", parts.join(", "))
+        }
+    }
+
     fn trial(&mut self, metric: &str, t: &pb::TrialSummary) {
+        if t.state != "running" {
+            self.running.remove(&t.trial);
+        }
         if matches!(
             t.state.as_str(),
             "finished" | "stopped" | "failed" | "diverged"
@@ -130,9 +214,10 @@ impl Printer {
                 self.say(format!("notice: {}", crate::export::terminal_safe(n)));
             }
         }
+        let running = self.running_msg(&s.metric);
         let b = self.bar.get_or_insert_with(|| progress_bar(s.total));
         b.set_position(s.finished + s.stopped + s.failed);
-        b.set_message(progress_msg(&s));
+        b.set_message(format!("{}{running}", progress_msg(&s)));
         self.last = Some(s);
     }
 }
@@ -171,6 +256,7 @@ pub(super) async fn watch(
     let mut p = Printer {
         bar: None,
         printed: HashSet::new(),
+        running: BTreeMap::new(),
         noticed: HashSet::new(),
         last: None,
     };
@@ -181,7 +267,8 @@ pub(super) async fn watch(
         let opened = c
             .watch(pb::WatchRequest {
                 sweep_id: sweep.to_string(),
-                detail: pb::WatchDetail::Ended as i32,
+                // Every change, with its points: running trials' steps and values too.
+                detail: pb::WatchDetail::All as i32,
             })
             .await;
         let mut stream = match opened {
@@ -209,6 +296,7 @@ pub(super) async fn watch(
                     let Some(s) = ev.sweep else { continue };
                     for c in &ev.changes {
                         if let Some(t) = &c.trial {
+                            p.progress(&s.metric, t, &c.points);
                             p.trial(&s.metric, t);
                         }
                     }
