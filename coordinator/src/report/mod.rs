@@ -88,6 +88,29 @@ fn params_of(t: &pb::TrialSummary) -> BTreeMap<String, Value> {
     export::flat_params(t).into_iter().collect()
 }
 
+/// Most logged keys the report's leaderboard shows besides the metric.
+const MAX_LOGGED_COLUMNS: usize = 6;
+
+/// The keys the trials logged besides the metric and the parameters' names, the usual ones
+/// first (test_accuracy, val_accuracy, val_loss, epoch, epochs), then by name; at most
+/// [`MAX_LOGGED_COLUMNS`].
+fn logged_keys(lb: &pb::LeaderboardResponse, metric: &str, params: &[String]) -> Vec<String> {
+    const FIRST: [&str; 5] = ["test_accuracy", "val_accuracy", "val_loss", "epoch", "epochs"];
+    let mut keys: Vec<String> = lb
+        .trials
+        .iter()
+        .flat_map(|t| t.metrics.keys())
+        .filter(|k| k.as_str() != metric && !k.starts_with('_') && !params.contains(k))
+        .cloned()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let place = |k: &String| FIRST.iter().position(|f| f == k).unwrap_or(FIRST.len());
+    keys.sort_by(|a, b| place(a).cmp(&place(b)).then_with(|| a.cmp(b)));
+    keys.truncate(MAX_LOGGED_COLUMNS);
+    keys
+}
+
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -455,34 +478,45 @@ figure {{ margin: 1em 0; }} svg {{ max-width: 100%; height: auto; }}
         }
         set.into_iter().collect()
     };
+    // Besides the metric, the keys the trials logged (their final values), as the dashboard
+    // shows them: the built-in trainer's test_accuracy and epochs, a program's own keys.
+    let logged = logged_keys(lb, &s.metric, &names);
+    let named = lb.trials.iter().any(|t| !t.name.is_empty());
     let _ = write!(
         h,
-        "<h2>Leaderboard</h2>\n<div style=\"overflow-x: auto\"><table class=\"leaderboard\">\n<tr><th>rank</th><th>trial</th><th>state</th><th>{}</th><th>test_accuracy</th><th>epochs trained</th><th>seconds</th>",
+        "<h2>Leaderboard</h2>\n<div style=\"overflow-x: auto\"><table class=\"leaderboard\">\n<tr><th>rank</th><th>trial</th>{}<th>state</th><th>{}</th>",
+        if named { "<th>name</th>" } else { "" },
         esc(&s.metric)
     );
-    for n in &names {
-        let _ = write!(h, "<th>{}</th>", esc(n));
+    for k in logged.iter().chain(["seconds".to_string()].iter()).chain(&names) {
+        let _ = write!(h, "<th>{}</th>", esc(k));
     }
     h.push_str("</tr>\n");
     for t in &lb.trials {
         let p = params_of(t);
         let num = |k: &str| {
-            t.metrics
-                .get(k)
-                .map_or("—".to_string(), |v| format!("{v:.4}"))
+            t.metrics.get(k).map_or("—".to_string(), |v| {
+                if v.fract() == 0.0 && v.abs() < 1e15 {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v:.4}")
+                }
+            })
         };
         let _ = write!(
             h,
-            "<tr{}><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{:.1}</td>",
+            "<tr{}><td class=\"num\">{}</td><td class=\"num\">{}</td>{}<td>{}</td><td class=\"num\">{}</td>",
             if t.rank == 1 { " class=\"best\"" } else { "" },
             if t.rank > 0 { t.rank.to_string() } else { "—".into() },
             t.trial,
+            if named { format!("<td>{}</td>", esc(&t.name)) } else { String::new() },
             esc(&t.state),
             num(&s.metric),
-            num("test_accuracy"),
-            t.metrics.get("epochs").map_or("—".into(), |v| format!("{v:.0}")),
-            t.duration_seconds
         );
+        for k in &logged {
+            let _ = write!(h, "<td class=\"num\">{}</td>", num(k));
+        }
+        let _ = write!(h, "<td class=\"num\">{:.1}</td>", t.duration_seconds);
         for n in &names {
             let v = p.get(n).map_or(String::new(), |v| match v {
                 Value::String(x) => x.clone(),
