@@ -373,8 +373,12 @@ fn int(t: &str) -> Option<Value> {
         digits(body, 10)?
     };
     let n = sign * n;
+    // JSON numbers hold 64-bit integers; a larger one becomes the nearest float (W&B's Python
+    // keeps every digit: docs/CONFIG.md says so).
     if let Ok(i) = i64::try_from(n) {
         Some(Value::from(i))
+    } else if let Ok(u) = u64::try_from(n) {
+        Some(Value::from(u))
     } else {
         Some(number(n as f64))
     }
@@ -457,6 +461,12 @@ mod tests {
         // A tag makes PyYAML read the text with Python's float(), which needs no dot.
         let v = y("a: !!float \"1e-5\"\nb: !!float 2E3\nc: !!float '-1_0.5'\n");
         assert_eq!(v, json!({"a": 1e-5, "b": 2000.0, "c": -10.5}));
+        // Integers: every digit up to 64 bits unsigned, the nearest float beyond.
+        let v = y("a: 9223372036854775808\nb: 18446744073709551615\nc: 100000000000000000000\nd: -9223372036854775808\n");
+        assert_eq!(v["a"].as_u64(), Some(9_223_372_036_854_775_808));
+        assert_eq!(v["b"].to_string(), "18446744073709551615");
+        assert_eq!(v["c"].as_f64(), Some(1e20));
+        assert_eq!(v["d"].as_i64(), Some(i64::MIN));
         let mut n = Vec::new();
         assert!(load("a: !!float abc\n", &mut n)
             .unwrap_err()

@@ -95,7 +95,13 @@ const MAX_LOGGED_COLUMNS: usize = 6;
 /// first (test_accuracy, val_accuracy, val_loss, epoch, epochs), then by name; at most
 /// [`MAX_LOGGED_COLUMNS`].
 fn logged_keys(lb: &pb::LeaderboardResponse, metric: &str, params: &[String]) -> Vec<String> {
-    const FIRST: [&str; 5] = ["test_accuracy", "val_accuracy", "val_loss", "epoch", "epochs"];
+    const FIRST: [&str; 5] = [
+        "test_accuracy",
+        "val_accuracy",
+        "val_loss",
+        "epoch",
+        "epochs",
+    ];
     let mut keys: Vec<String> = lb
         .trials
         .iter()
@@ -488,7 +494,11 @@ figure {{ margin: 1em 0; }} svg {{ max-width: 100%; height: auto; }}
         if named { "<th>name</th>" } else { "" },
         esc(&s.metric)
     );
-    for k in logged.iter().chain(["seconds".to_string()].iter()).chain(&names) {
+    for k in logged
+        .iter()
+        .chain(["seconds".to_string()].iter())
+        .chain(&names)
+    {
         let _ = write!(h, "<th>{}</th>", esc(k));
     }
     h.push_str("</tr>\n");
