@@ -1173,8 +1173,21 @@ function mediaTable(url, name) {
     const columns = Array.isArray(t.columns) ? t.columns.map(String) : [];
     const rows = Array.isArray(t.data) ? t.data : [];
     const cell = (v) => (v !== null && typeof v === 'object' ? JSON.stringify(v) : String(v));
+    // The same table as CSV, made here from the JSON (RFC 4180 quoting).
+    const quote = (v) => { const t = v === null ? '' : cell(v); return /[",\r\n]/.test(t) ? `"${t.replace(/"/g, '""')}"` : t; };
+    const csv = [columns, ...rows.map((r) => (Array.isArray(r) ? r : []))].map((r) => r.map(quote).join(',')).join('\r\n') + '\r\n';
+    const csvName = name.replace(/\.table\.json$/, '.csv');
+    const csvLink = h('a', { href: '#', onclick: (ev) => {
+      ev.preventDefault();
+      const u = URL.createObjectURL(new Blob([csv], { type: 'text/csv' }));
+      const a = h('a', { href: u, download: csvName });
+      document.body.appendChild(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(u), 10000);
+    } }, csvName);
     box.replaceChildren(
-      h('div', { class: 'toolbar downloads' }, `${rows.length.toLocaleString()} rows${rows.length > TABLE_ROWS_SHOWN ? `, the first ${TABLE_ROWS_SHOWN} shown` : ''} · `, downloadLink(name, url, name)),
+      h('div', { class: 'toolbar downloads' }, `${rows.length.toLocaleString()} rows${rows.length > TABLE_ROWS_SHOWN ? `, the first ${TABLE_ROWS_SHOWN} shown` : ''} · `, downloadLink(name, url, name), ' ', csvLink),
       h('table', {}, h('thead', {}, h('tr', {}, columns.map((c) => h('th', {}, c)))),
         h('tbody', {}, rows.slice(0, TABLE_ROWS_SHOWN).map((r) => h('tr', {}, (Array.isArray(r) ? r : []).map((v) => h('td', {}, cell(v))))))));
   })().catch((e) => box.replaceChildren(h('p', { class: 'error' }, `${name}: ${e.message}`)));
