@@ -431,6 +431,24 @@ function curveByName(curve) {
   return out;
 }
 
+/** A series against a logged key (`epoch`) instead of the step: each point at the value that
+ * key has in the same row; points of rows without it are left out (as W&B draws a chart whose
+ * x axis is a logged key). `key` null: the step. */
+function onAxis(byName, key, points) {
+  if (!key) return points;
+  const xs = new Map(byName[key] || []);
+  return points.filter(([step]) => xs.has(step)).map(([step, v]) => [xs.get(step), v]);
+}
+
+/** The x axis picker: the step, or any step counter the curves logged (`epoch`, …). */
+function axisPicker(keys, chosen, onPick) {
+  if (!keys.length) return null;
+  return h('div', { class: 'toolbar', id: 'x-axis' }, 'x axis: ',
+    h('select', { onchange: (ev) => onPick(ev.target.value || null) },
+      h('option', { value: '', selected: !chosen }, 'step'),
+      keys.map((k) => h('option', { value: k, selected: chosen === k }, k))));
+}
+
 /** Points a live series keeps; past this every other point goes (its last stays), as the
  * coordinator samples a long curve (a trial logging every batch must not fill the page). */
 const LIVE_POINTS = 4000;
@@ -721,6 +739,7 @@ async function pageSweep(main, id) {
     message: h('span', { class: 'error' }),
     downloads: h('div', { class: 'toolbar downloads' }),
     curves: h('div', { class: 'charts', id: 'curves' }),
+    axis: h('div', {}),
     board: h('div', { class: 'scroll' }),
     more: h('p', { class: 'sub' }),
     parallel: h('div', { class: 'chart parallel-box', id: 'parallel' }),
@@ -753,7 +772,7 @@ async function pageSweep(main, id) {
     downloadLink('report.html', `${base}/files/report.html`, `${id}-report.html`),
     modelLinks);
   main.replaceChildren(el.title, el.sub, el.cards, el.notices, el.controls, el.downloads,
-    h('h2', {}, 'Learning curves: running and top trials'), el.curves,
+    h('h2', {}, 'Learning curves: running and top trials'), el.axis, el.curves,
     h('h2', {}, 'Leaderboard'), el.board, el.more,
     h('div', { class: 'cols' },
       h('div', {}, h('h2', {}, 'Best trial’s confusion matrix (test set)'), el.confusion),
@@ -980,10 +999,19 @@ async function pageSweep(main, id) {
         width: r.state === 'running' ? 2.6 : 1.6,
         trial: r.trial,
         running: r.state === 'running',
-        points: (S.curves.get(r.trial) || {})[name] || [],
+        points: onAxis(S.curves.get(r.trial) || {}, S.xKey, (S.curves.get(r.trial) || {})[name] || []),
       })),
     })).filter((p, i) => i === 0 || p.series.some((se) => se.points.length));
-    const charts = panels.map((p) => lineChart(p.name, p.series, { xLabel: stepWord(S.lb && S.lb.sweep && S.lb.sweep.config) }));
+    const counters = [...STEP_KEYS].filter((k) => trials.some((r) => (S.curves.get(r.trial) || {})[k]));
+    if (!counters.includes(S.xKey)) S.xKey = null;
+    const xLabel = S.xKey || stepWord(S.lb && S.lb.sweep && S.lb.sweep.config);
+    const charts = panels.map((p) => lineChart(p.name, p.series, { xLabel }));
+    // Made again only when what it offers changes (an open list is not closed by a redraw).
+    const sig = `${counters.join(',')}|${S.xKey}`;
+    if (el.axis.dataset.sig !== sig) {
+      el.axis.dataset.sig = sig;
+      el.axis.replaceChildren(...[axisPicker(counters, S.xKey, (k) => { S.xKey = k; drawCurves(); })].filter(Boolean));
+    }
     el.curves.replaceChildren(...charts);
     el.curves.dataset.points = charts.reduce((a, c) => a + Number(c.dataset.points), 0);
   }
@@ -1250,8 +1278,15 @@ async function pageTrial(main, id, n) {
     const order = ['accuracy', 'loss'];
     const charts = Object.keys(groups)
       .sort((a, b) => (order.indexOf(a) + 1 || 9) - (order.indexOf(b) + 1 || 9) || a.localeCompare(b))
-      .map((g) => lineChart(g, groups[g].map((name, i) => ({ label: name, color: PALETTE[i % PALETTE.length], points: byName[name] })), { xLabel: word }));
-    const curves = h('div', { class: 'charts', id: 'curves' }, charts);
+      .map((g) => lineChart(g, groups[g].map((name, i) => ({ label: name, color: PALETTE[i % PALETTE.length], points: onAxis(byName, xKey, byName[name]) })), { xLabel: xKey || word }));
+    const counters = [...STEP_KEYS].filter((k) => byName[k]);
+    if (!counters.includes(xKey)) xKey = null;
+    const picker = axisPicker(counters, xKey, (k) => { xKey = k; draw(); });
+    // Against a logged counter, a chart whose rows never hold it has nothing to draw.
+    const drawn = charts.filter((c) => !xKey || Number(c.dataset.points) > 0);
+    const left = charts.filter((c) => !drawn.includes(c)).map((c) => c.dataset.chart);
+    const curves = h('div', { class: 'charts', id: 'curves' }, drawn,
+      left.length ? h('p', { class: 'sub' }, `not drawn against ${xKey} (their rows have none): ${left.join(', ')}`) : null);
     curves.dataset.points = t.curve.length;
     const metrics = Object.entries(t.metrics || {}).sort(([a], [b]) => a.localeCompare(b));
     const dl = (ext) => downloadLink(`confusion.${ext}`, `${base}/confusion.${ext}`, `${id}-trial${n}-confusion.${ext}`);
@@ -1276,7 +1311,7 @@ async function pageTrial(main, id, n) {
             h('td', { class: 'num' }, a.ended_at ? `${fmt(a.ended_at - a.started_at, 1)} s` : 'running'),
             h('td', {}, a.ending || '—')))))]
         : []),
-      h('h2', {}, 'Curves'), curves,
+      h('h2', {}, 'Curves'), picker, curves,
       ...(t.curve_sampled
         ? [h('p', { class: 'sub', id: 'sampled' }, `${t.curve.length.toLocaleString()} of ${t.curve_points.toLocaleString()} points drawn: each metric keeps its first and last points and the lowest and highest of each stretch between. `,
           h('a', { href: `${base}/curve` }, 'every point'), ' (JSON, a page at a time)')]
@@ -1307,6 +1342,8 @@ async function pageTrial(main, id, n) {
   }
 
   let hasModel = false;
+  // The curves' x axis: the step (null) or a logged counter such as `epoch`.
+  let xKey = null;
   // The sweep's config, for what the curves' x counts.
   let sweepConfig = null;
   // The media section, made again only when the trial's files change.
