@@ -1311,7 +1311,7 @@ async function pageTrial(main, id, n) {
             h('td', { class: 'num' }, a.ended_at ? `${fmt(a.ended_at - a.started_at, 1)} s` : 'running'),
             h('td', {}, a.ending || '—')))))]
         : []),
-      h('h2', {}, 'Curves'), picker, curves,
+      h('h2', {}, 'Curves'), ...(picker ? [picker] : []), curves,
       ...(t.curve_sampled
         ? [h('p', { class: 'sub', id: 'sampled' }, `${t.curve.length.toLocaleString()} of ${t.curve_points.toLocaleString()} points drawn: each metric keeps its first and last points and the lowest and highest of each stretch between. `,
           h('a', { href: `${base}/curve` }, 'every point'), ' (JSON, a page at a time)')]
