@@ -6,6 +6,7 @@
 //! `program_options`.
 
 pub mod bayes;
+pub mod conditions;
 pub mod early_terminate;
 pub mod mlp;
 pub mod params;
@@ -229,6 +230,10 @@ pub struct SweepSpec {
     pub bayes: BayesOptions,
     /// The early-termination rule (`early_terminate`).
     pub stopping: Option<Rule>,
+    /// Conditional parameters (`when:` beside a parameter; extension). Specs stored before
+    /// it was added have none.
+    #[serde(default)]
+    pub conditions: conditions::Conditions,
     /// The config as given (JSON), for storage and display (stored in a column of its own, so
     /// not in the stored spec).
     #[serde(skip)]
@@ -428,12 +433,18 @@ impl SweepSpec {
                 format!("expected a string, got {}", kind(v)),
             )),
         };
+        // `when:` (conditional parameters, ours) comes out first; the rest is W&B's schema.
+        let mut raw_conditions = Vec::new();
         let parameters = match top.get("parameters") {
             None => Err(ConfigError::new(
                 "parameters",
                 "missing; expected a mapping of parameter names",
             )),
-            Some(v) => params::parse_parameters(v, "parameters"),
+            Some(v) => {
+                let mut v = v.clone();
+                raw_conditions = conditions::extract(&mut v);
+                params::parse_parameters(&v, "parameters")
+            }
         };
         // Unknown top-level keys are errors beside others (they may explain them); alone,
         // they are notices, as W&B's CLI warns and goes on.
@@ -567,6 +578,20 @@ impl SweepSpec {
             params::dedupe_for_grid(&mut parameters);
         }
         params::exponent_notices(&parameters, "parameters", &mut notices);
+        let conditions = conditions::parse(raw_conditions, &parameters)?;
+        if method == Method::Grid
+            && !conditions.is_empty()
+            && params::grid_size(&parameters) > conditions::MAX_CONDITIONAL_GRID
+        {
+            return Err(ConfigError::new(
+                "parameters",
+                format!(
+                    "a grid of {} combinations with conditional parameters; at most {} (the grid is walked to leave out the inactive ones): use random or bayes",
+                    params::grid_size(&parameters),
+                    conditions::MAX_CONDITIONAL_GRID
+                ),
+            ));
+        }
         if metric.name.is_empty() {
             if method == Method::Bayes {
                 return Err(ConfigError::new(
@@ -602,6 +627,7 @@ impl SweepSpec {
             trainer,
             bayes: bayes::parse(top.get("bayes"))?,
             stopping,
+            conditions,
             raw,
             notices,
         };
@@ -626,7 +652,11 @@ impl SweepSpec {
     pub fn total(&self) -> Option<u64> {
         match self.method {
             Method::Grid => {
-                let g = params::grid_size(&self.parameters);
+                let g = if self.conditions.is_empty() {
+                    params::grid_size(&self.parameters)
+                } else {
+                    self.conditions.grid_count(&self.parameters)
+                };
                 Some(self.run_cap.map_or(g, |c| c.min(g)))
             }
             Method::Random | Method::Bayes => self.run_cap,

@@ -433,6 +433,33 @@ impl ParamSpec {
 
     /// How many grid points this (flat) parameter has, or `None` if it has no grid.
     /// Counted, never listed: a range of 10¹² integers costs nothing until a point is asked for.
+    /// Grid point `k` (0-based, `k < grid_len()`) of this (flat) parameter.
+    pub(crate) fn grid_value(&self, k: u64) -> Value {
+        match self {
+            ParamSpec::Constant(v) => v.clone(),
+            ParamSpec::Values { values, .. } => values[k as usize].clone(),
+            ParamSpec::Dist {
+                dist: Distribution::IntUniform,
+                min,
+                ..
+            } => Value::from((*min as i64).saturating_add(k as i64)),
+            ParamSpec::Dist {
+                dist: Distribution::QUniform,
+                min,
+                q,
+                grid_int,
+                ..
+            } => {
+                // numpy's `arange` fills `min + k·delta` with `delta = (min + q) - min`, the
+                // step as it comes out in floating point (9.517, not 9.517000000000001).
+                let delta = (min + q) - min;
+                number(min + k as f64 * delta, *grid_int)
+            }
+            // No grid (refused by `check_grid` before any point is asked for).
+            ParamSpec::Dist { .. } | ParamSpec::Nested(_) => Value::Null,
+        }
+    }
+
     pub(crate) fn grid_len(&self) -> Option<u64> {
         match self {
             ParamSpec::Constant(_) => Some(1),

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::config::params::{flat_sorted, insert_path, number, Distribution, ParamSpec};
+use crate::config::params::{flat_sorted, insert_path, ParamSpec};
 
 /// The `i`-th grid point (0-based), in W&B's order: the cartesian product over parameters
 /// sorted by (dotted) name, the last one varying fastest. `None` past the end. Computed from
@@ -26,34 +26,7 @@ pub fn point(params: &BTreeMap<String, ParamSpec>, i: u64) -> Option<Value> {
     }
     let mut obj = Map::new();
     for ((path, spec), &k) in flat.iter().zip(&picks) {
-        insert_path(&mut obj, path, value(spec, k));
+        insert_path(&mut obj, path, spec.grid_value(k));
     }
     Some(Value::Object(obj))
-}
-
-/// Grid point `k` (0-based, `k < grid_len()`) of this (flat) parameter.
-fn value(spec: &ParamSpec, k: u64) -> Value {
-    match spec {
-        ParamSpec::Constant(v) => v.clone(),
-        ParamSpec::Values { values, .. } => values[k as usize].clone(),
-        ParamSpec::Dist {
-            dist: Distribution::IntUniform,
-            min,
-            ..
-        } => Value::from((*min as i64).saturating_add(k as i64)),
-        ParamSpec::Dist {
-            dist: Distribution::QUniform,
-            min,
-            q,
-            grid_int,
-            ..
-        } => {
-            // numpy's `arange` fills `min + k·delta` with `delta = (min + q) - min`, the
-            // step as it comes out in floating point (9.517, not 9.517000000000001).
-            let delta = (min + q) - min;
-            number(min + k as f64 * delta, *grid_int)
-        }
-        // No grid (refused by `check_grid` before any point is asked for).
-        ParamSpec::Dist { .. } | ParamSpec::Nested(_) => Value::Null,
-    }
 }

@@ -45,15 +45,35 @@ pub fn suggest_with_history(
         return None;
     }
     let mut rng = ChaCha8Rng::seed_from_u64(mix(spec.seed, n));
-    Some(match spec.bayes.engine {
-        BayesEngine::Tpe => tpe::suggest(&spec.parameters, history, &spec.bayes, &mut rng),
-        BayesEngine::Gp => gp::suggest(
-            &spec.parameters,
-            history,
-            spec.bayes.startup_trials,
-            &mut rng,
-        ),
-    })
+    // With conditional parameters, the models see every trial with its inactive parameters
+    // at a fixed stand-in (their first value, or the low end), and their suggestion is pruned.
+    let filled: Vec<Value> = if spec.conditions.is_empty() {
+        Vec::new()
+    } else {
+        history
+            .iter()
+            .map(|o| spec.conditions.fill(&spec.parameters, o.params))
+            .collect()
+    };
+    let seen: Vec<space::Observation<'_>> = if filled.is_empty() {
+        history.to_vec()
+    } else {
+        filled
+            .iter()
+            .zip(history)
+            .map(|(p, o)| space::Observation {
+                params: p,
+                loss: o.loss,
+            })
+            .collect()
+    };
+    let x = match spec.bayes.engine {
+        BayesEngine::Tpe => tpe::suggest(&spec.parameters, &seen, &spec.bayes, &mut rng),
+        BayesEngine::Gp => {
+            gp::suggest(&spec.parameters, &seen, spec.bayes.startup_trials, &mut rng)
+        }
+    };
+    Some(spec.conditions.prune(x))
 }
 
 /// Parameters of trial `n` (1-based) for grid and random sweeps, or `None` when the sweep has
@@ -63,10 +83,14 @@ pub fn suggest(spec: &SweepSpec, n: u64) -> Option<Value> {
         return None;
     }
     match spec.method {
-        Method::Grid => grid::point(&spec.parameters, n - 1),
+        Method::Grid if spec.conditions.is_empty() => grid::point(&spec.parameters, n - 1),
+        Method::Grid => spec.conditions.grid_point(&spec.parameters, n - 1),
         Method::Random | Method::Bayes => {
             let mut rng = ChaCha8Rng::seed_from_u64(mix(spec.seed, n));
-            Some(sample::draw(&spec.parameters, &mut rng))
+            Some(
+                spec.conditions
+                    .prune(sample::draw(&spec.parameters, &mut rng)),
+            )
         }
     }
 }

@@ -167,3 +167,87 @@ fn suggestions_are_pure_and_bounded() {
     assert_eq!(suggest(&grid, 2).unwrap()["x"], 2);
     assert!(suggest(&grid, 3).is_none());
 }
+
+/// The conditional space of docs/CONFIG.md's example: momentum only with sgd-momentum/nag,
+/// betas only with adam/nadam, a third layer's size only with three layers.
+const CONDITIONAL: &str = r#"
+method: METHOD
+metric: {name: loss, goal: minimize}
+trainer: synthetic
+parameters:
+  optimizer: {values: [sgd, momentum, nag, adam, nadam]}
+  momentum: {values: [0.8, 0.9], when: {optimizer: [momentum, nag]}}
+  beta1: {values: [0.9, 0.95], when: {optimizer: [adam, nadam]}}
+  beta2: {value: 0.999, when: {optimizer: [adam, nadam]}}
+  num_layers: {values: [1, 2, 3]}
+  size_3: {values: [32, 64], when: {num_layers: {min: 3}}}
+  lr: {values: [0.01, 0.001]}
+"#;
+
+/// Whether `p` holds exactly the parameters active under its own values.
+fn only_active(p: &Value) -> bool {
+    let opt = p["optimizer"].as_str().unwrap();
+    let m = matches!(opt, "momentum" | "nag");
+    let a = matches!(opt, "adam" | "nadam");
+    let deep = p["num_layers"].as_i64().unwrap() >= 3;
+    p.get("momentum").is_some() == m
+        && p.get("beta1").is_some() == a
+        && p.get("beta2").is_some() == a
+        && p.get("size_3").is_some() == deep
+        && p.get("lr").is_some()
+}
+
+#[test]
+fn a_conditional_grid_enumerates_each_valid_combination_once() {
+    let spec = SweepSpec::parse(&CONDITIONAL.replace("METHOD", "grid")).unwrap();
+    // By hand: optimizers — sgd 1, momentum 2, nag 2, adam 2 (beta2 fixed), nadam 2 = 9;
+    // layers — 1, 2, 3×2 sizes = 4; lr 2: 9 × 4 × 2 = 72 (the full product is 480).
+    assert_eq!(spec.total(), Some(72));
+    let points: Vec<Value> = (1..=72).map(|n| suggest(&spec, n).unwrap()).collect();
+    assert!(suggest(&spec, 73).is_none());
+    assert!(
+        points.iter().all(only_active),
+        "an inactive parameter in a point"
+    );
+    let distinct: std::collections::HashSet<String> = points.iter().map(Value::to_string).collect();
+    assert_eq!(distinct.len(), 72, "each combination once");
+    // W&B's order among the valid ones: names sorted, the last (size_3) varying fastest, then
+    // optimizer; a combination differing only in inactive parameters is left out.
+    assert_eq!(
+        points[0],
+        json!({"lr": 0.01, "num_layers": 1, "optimizer": "sgd"})
+    );
+    assert_eq!(
+        points[1],
+        json!({"lr": 0.01, "momentum": 0.8, "num_layers": 1, "optimizer": "momentum"})
+    );
+    assert_eq!(
+        points[3],
+        json!({"beta1": 0.9, "beta2": 0.999, "lr": 0.01, "num_layers": 1, "optimizer": "adam"})
+    );
+}
+
+#[test]
+fn random_and_bayes_never_yield_an_inactive_parameter() {
+    for method in ["random", "bayes"] {
+        let spec = SweepSpec::parse(&CONDITIONAL.replace("METHOD", method)).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        let mut hist: Vec<(Value, f64)> = Vec::new();
+        for n in 1..=60u64 {
+            let obs: Vec<super::Observation<'_>> = hist
+                .iter()
+                .map(|(p, y)| super::Observation {
+                    params: p,
+                    loss: Some(*y),
+                })
+                .collect();
+            let p = super::suggest_with_history(&spec, n, &obs).unwrap();
+            assert!(only_active(&p), "{method} trial {n}: {p}");
+            seen.insert(p["optimizer"].as_str().unwrap().to_string());
+            // A loss that likes adam with a third layer: bayes learns from every trial.
+            let y = if p["optimizer"] == "adam" { 0.0 } else { 1.0 } + p["lr"].as_f64().unwrap();
+            hist.push((p, y));
+        }
+        assert_eq!(seen.len(), 5, "{method}: every optimizer drawn");
+    }
+}
