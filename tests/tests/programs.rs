@@ -1854,3 +1854,53 @@ fn the_wandb_calls_course_repositories_make_import_and_run() {
         "{output}"
     );
 }
+
+#[test]
+fn a_conditional_sweep_gives_a_program_only_its_active_parameters() {
+    // conditional.py fails its trial if its argv or wandb.config holds a parameter its
+    // optimizer does not use, or lacks one it does.
+    let dir = workdir("prog-conditional");
+    let (_c, url) = serve(&dir.join("sweeps.db"), &[]);
+    let id = submit(
+        &dir,
+        &url,
+        "program: conditional.py\nmethod: grid\nmetric: {name: loss, goal: minimize}\n\
+         parameters:\n  optimizer: {values: [sgd, momentum, adam]}\n  \
+         momentum: {values: [0.5, 0.9], when: {optimizer: momentum}}\n  \
+         beta1: {values: [0.8, 0.9], when: {optimizer: adam}}\n  lr: {values: [0.1, 0.2]}\n",
+    );
+    let _w = program_worker(&url, &dir, 2, &[]);
+    wait_for(
+        &url,
+        &id,
+        Duration::from_secs(120),
+        "the sweep to finish",
+        done,
+    );
+    let lb = leaderboard(&url, &id);
+    let rows = lb["trials"].as_array().unwrap();
+    // sgd 1 + momentum 2 + adam 2, times 2 rates: 10 (of 3 × 2 × 2 × 2 = 24 combinations).
+    assert_eq!(rows.len(), 10, "{lb}");
+    for r in rows {
+        assert_eq!(r["state"], "finished", "{r}");
+        let p = r["params"].as_object().unwrap();
+        let want: &[&str] = match p["optimizer"].as_str().unwrap() {
+            "sgd" => &["lr", "optimizer"],
+            "momentum" => &["lr", "momentum", "optimizer"],
+            _ => &["beta1", "lr", "optimizer"],
+        };
+        assert_eq!(
+            p.keys().map(String::as_str).collect::<Vec<_>>(),
+            want,
+            "{r}"
+        );
+        let d = trial(&url, &id, r["trial"].as_u64().unwrap());
+        let cmd = d["command"].as_str().unwrap();
+        assert_eq!(
+            cmd.contains("--momentum"),
+            p.contains_key("momentum"),
+            "{cmd}"
+        );
+        assert_eq!(cmd.contains("--beta1"), p.contains_key("beta1"), "{cmd}");
+    }
+}
