@@ -45,35 +45,34 @@ pub fn suggest_with_history(
         return None;
     }
     let mut rng = ChaCha8Rng::seed_from_u64(mix(spec.seed, n));
-    // With conditional parameters, the models see every trial with its inactive parameters
-    // at a fixed stand-in (their first value, or the low end), and their suggestion is pruned.
-    let filled: Vec<Value> = if spec.conditions.is_empty() {
-        Vec::new()
-    } else {
-        history
-            .iter()
-            .map(|o| spec.conditions.fill(&spec.parameters, o.params))
-            .collect()
-    };
-    let seen: Vec<space::Observation<'_>> = if filled.is_empty() {
-        history.to_vec()
-    } else {
-        filled
-            .iter()
-            .zip(history)
-            .map(|(p, o)| space::Observation {
-                params: p,
-                loss: o.loss,
-            })
-            .collect()
-    };
-    let x = match spec.bayes.engine {
-        BayesEngine::Tpe => tpe::suggest(&spec.parameters, &seen, &spec.bayes, &mut rng),
+    Some(match spec.bayes.engine {
+        // Tree-structured: each parameter modelled where it was active.
+        BayesEngine::Tpe => tpe::suggest(
+            &spec.parameters,
+            &spec.conditions,
+            history,
+            &spec.bayes,
+            &mut rng,
+        ),
+        // The GP sees every trial with its inactive parameters at a fixed stand-in (the first
+        // value, or the low end); its suggestion keeps the active ones.
         BayesEngine::Gp => {
-            gp::suggest(&spec.parameters, &seen, spec.bayes.startup_trials, &mut rng)
+            let filled: Vec<Value> = history
+                .iter()
+                .map(|o| spec.conditions.fill(&spec.parameters, o.params))
+                .collect();
+            let seen: Vec<space::Observation<'_>> = filled
+                .iter()
+                .zip(history)
+                .map(|(p, o)| space::Observation {
+                    params: p,
+                    loss: o.loss,
+                })
+                .collect();
+            let x = gp::suggest(&spec.parameters, &seen, spec.bayes.startup_trials, &mut rng);
+            spec.conditions.prune(x)
         }
-    };
-    Some(spec.conditions.prune(x))
+    })
 }
 
 /// Parameters of trial `n` (1-based) for grid and random sweeps, or `None` when the sweep has

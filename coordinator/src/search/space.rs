@@ -156,6 +156,14 @@ impl Space {
         Some(n)
     }
 
+    /// Which dimensions `params` holds (a conditional parameter left out is not active).
+    pub(crate) fn present(&self, params: &Value) -> Vec<bool> {
+        self.names
+            .iter()
+            .map(|path| path.iter().try_fold(params, |v, p| v.get(p)).is_some())
+            .collect()
+    }
+
     /// Internal coordinates of a parameter object, if every dimension can be read.
     pub fn encode(&self, params: &Value) -> Option<Vec<f64>> {
         let mut x = Vec::with_capacity(self.dims.len());

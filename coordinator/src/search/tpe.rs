@@ -14,6 +14,11 @@
 //!
 //! To keep suggestions fast as a sweep grows, the model sees at most the 25 best and the 300
 //! most recent other observations.
+//!
+//! Conditional parameters (`when:`) make it tree-structured, as the T in TPE stands for: a
+//! parameter is modelled only where it was active. A trial's inactive dimension adds nothing to
+//! its kernel (the component is the prior there), a candidate's inactive dimensions are not
+//! scored, and a good trial that lacked a dimension proposes it from the prior.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -22,6 +27,7 @@ use rand_distr::StandardNormal;
 use serde_json::Value;
 
 use super::space::{phi, random_fresh, Dim, Observation, Seen, Space};
+use crate::config::conditions::Conditions;
 use crate::config::params::ParamSpec;
 use crate::config::BayesOptions;
 
@@ -34,10 +40,12 @@ pub const BANDWIDTH: f64 = 0.1;
 /// Most "bad" observations the model keeps (the most recent).
 pub const MAX_BAD: usize = 300;
 
-/// One observation: internal coordinates and a loss (smaller is better).
+/// One observation: internal coordinates, which dimensions were active, and a loss (smaller
+/// is better).
 #[derive(Debug, Clone)]
 pub struct Obs {
     x: Vec<f64>,
+    on: Vec<bool>,
     y: f64,
 }
 
@@ -45,6 +53,8 @@ pub struct Obs {
 struct Parzen<'a> {
     space: &'a Space,
     centers: Vec<&'a [f64]>,
+    /// Which dimensions each center was active in.
+    on: Vec<&'a [bool]>,
     /// Bandwidth per continuous dimension.
     sigma: Vec<f64>,
     /// Probability a categorical kernel puts on its own value.
@@ -67,6 +77,7 @@ impl<'a> Parzen<'a> {
         Parzen {
             space,
             centers: obs.iter().map(|o| o.x.as_slice()).collect(),
+            on: obs.iter().map(|o| o.on.as_slice()).collect(),
             sigma,
             cat_keep: 0.8,
         }
@@ -76,20 +87,36 @@ impl<'a> Parzen<'a> {
         self.centers.len() as f64 + 1.0
     }
 
-    /// log density of x (each component weighted equally; the prior is one component).
-    fn log_pdf(&self, x: &[f64]) -> f64 {
-        let mut prior = 0.0;
-        for d in &self.space.dims {
-            prior += match d {
+    /// log density of x over its active dimensions `on` (each component weighted equally;
+    /// the prior is one component; a center's inactive dimension is the prior there).
+    fn log_pdf(&self, x: &[f64], on: &[bool]) -> f64 {
+        let flat: Vec<f64> = self
+            .space
+            .dims
+            .iter()
+            .map(|d| match d {
                 Dim::Cat { values } => -(values.len() as f64).ln(),
                 Dim::Cont { lo, hi, .. } => -((hi - lo).max(1e-300)).ln(),
-            };
-        }
+            })
+            .collect();
+        let prior: f64 = flat
+            .iter()
+            .zip(on)
+            .filter(|(_, o)| **o)
+            .map(|(p, _)| p)
+            .sum();
         let mut terms = Vec::with_capacity(self.centers.len() + 1);
         terms.push(prior);
-        for c in &self.centers {
+        for (c, c_on) in self.centers.iter().zip(&self.on) {
             let mut lp = 0.0;
             for (i, d) in self.space.dims.iter().enumerate() {
+                if !on[i] {
+                    continue;
+                }
+                if !c_on[i] {
+                    lp += flat[i];
+                    continue;
+                }
                 lp += match d {
                     Dim::Cat { values } => {
                         let k = values.len();
@@ -121,11 +148,15 @@ impl<'a> Parzen<'a> {
             return self.space.sample_prior(rng);
         }
         let c = self.centers[j];
+        let c_on = self.on[j];
+        let prior = self.space.sample_prior(rng);
         self.space
             .dims
             .iter()
             .enumerate()
             .map(|(i, d)| match d {
+                // A dimension the center lacked comes from the prior.
+                _ if !c_on[i] => prior[i],
                 Dim::Cat { values } => {
                     let k = values.len();
                     if k == 1 || rng.random::<f64>() < self.cat_keep {
@@ -154,39 +185,61 @@ impl<'a> Parzen<'a> {
     }
 }
 
-/// Suggests parameters from the history; `None` when every candidate was a duplicate and the
-/// space is exhausted (then the caller may draw at random).
+/// Suggests parameters from the history (trials' parameters as run: a conditional parameter
+/// that was inactive is absent), with `conditions` deciding which of a suggestion's
+/// parameters are active; the suggestion holds only those.
 pub fn suggest<R: Rng + ?Sized>(
     params: &BTreeMap<String, ParamSpec>,
+    conditions: &Conditions,
     history: &[Observation<'_>],
     opts: &BayesOptions,
     rng: &mut R,
 ) -> Value {
     let space = Space::new(params);
-    let enc: Vec<Option<Vec<f64>>> = history.iter().map(|o| space.encode(o.params)).collect();
+    // Coordinates of each trial with its inactive parameters at a stand-in, and which were on.
+    let enc: Vec<Option<Vec<f64>>> = history
+        .iter()
+        .map(|o| {
+            if conditions.is_empty() {
+                space.encode(o.params)
+            } else {
+                space.encode(&conditions.fill(params, o.params))
+            }
+        })
+        .collect();
+    let on: Vec<Vec<bool>> = history.iter().map(|o| space.present(o.params)).collect();
     let seen = Seen::new(&space, &enc);
-    let fresh = |v: &Value| seen.fresh(v);
+    let fresh = |v: &Value| {
+        if conditions.is_empty() {
+            seen.fresh(v)
+        } else {
+            seen.fresh(&conditions.fill(params, v))
+        }
+    };
     let done: Vec<Obs> = history
         .iter()
         .zip(&enc)
-        .filter_map(|(o, x)| {
+        .zip(&on)
+        .filter_map(|((o, x), on)| {
             Some(Obs {
                 x: x.clone()?,
+                on: on.clone(),
                 y: o.loss?,
             })
         })
         .filter(|o| o.y.is_finite())
         .collect();
     if (done.len() as u64) < opts.startup_trials {
-        return random_fresh(&space, rng, &fresh);
+        return conditions.prune(random_fresh(&space, rng, &fresh));
     }
     // Constant liar: running trials count as the worst value seen.
     let worst = done.iter().map(|o| o.y).fold(f64::NEG_INFINITY, f64::max);
     let mut all: Vec<Obs> = done;
-    for (o, x) in history.iter().zip(&enc) {
+    for ((o, x), on) in history.iter().zip(&enc).zip(&on) {
         if let (None, Some(x)) = (o.loss, x) {
             all.push(Obs {
                 x: x.clone(),
+                on: on.clone(),
                 y: worst,
             });
         }
@@ -208,21 +261,23 @@ pub fn suggest<R: Rng + ?Sized>(
     let l = Parzen::new(&space, &good);
     let g = Parzen::new(&space, &bad);
     for _round in 0..8 {
-        let mut cands: Vec<(f64, Vec<f64>)> = (0..opts.candidates)
+        // Each candidate is scored over the dimensions active in it.
+        let mut cands: Vec<(f64, Value)> = (0..opts.candidates)
             .map(|_| {
                 let x = l.sample(rng);
-                (l.log_pdf(&x) - g.log_pdf(&x), x)
+                let v = conditions.prune(space.decode(&x));
+                let on = space.present(&v);
+                (l.log_pdf(&x, &on) - g.log_pdf(&x, &on), v)
             })
             .collect();
         cands.sort_by(|a, b| b.0.total_cmp(&a.0));
-        for (_, x) in cands {
-            let v = space.decode(&x);
+        for (_, v) in cands {
             if fresh(&v) {
                 return v;
             }
         }
     }
-    random_fresh(&space, rng, &fresh)
+    conditions.prune(random_fresh(&space, rng, &fresh))
 }
 
 #[cfg(test)]
@@ -277,7 +332,7 @@ mod tests {
                     loss: *y,
                 })
                 .collect();
-            let p = suggest(&spec.parameters, &obs, &opts, &mut rng);
+            let p = suggest(&spec.parameters, &spec.conditions, &obs, &opts, &mut rng);
             hist.push((p, if t % 2 == 0 { Some(t as f64) } else { None }));
         }
         let distinct: HashSet<String> = hist.iter().map(|h| h.0.to_string()).collect();
@@ -291,7 +346,7 @@ mod tests {
             })
             .collect();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(99);
-        let _ = suggest(&spec.parameters, &obs, &opts, &mut rng);
+        let _ = suggest(&spec.parameters, &spec.conditions, &obs, &opts, &mut rng);
     }
 
     #[test]
