@@ -547,7 +547,9 @@ function parallelChart(holder, rows, paramNames, metric, maximize, brushes, onOp
   const width = Math.max(720, Math.min(holder.clientWidth || 1200, 1500));
   const height = 420;
   const m = { l: 40, r: 90, t: 36, b: 24 };
-  const axes = paramNames.map((p) => makeAxis(p, rows.map((r) => r.params[p])))
+  // A conditional parameter is absent from the trials it was inactive in: its axis is made of
+  // the trials that have it, and their lines skip it (a gap) instead of falling to its end.
+  const axes = paramNames.map((p) => makeAxis(p, rows.map((r) => r.params[p]).filter((v) => v !== undefined)))
     .concat([makeAxis(metric, rows.map((r) => r.metric))]);
   for (const k of Object.keys(brushes)) if (!axes.some((a) => a.name === k)) delete brushes[k];
   const X = (i) => m.l + (axes.length === 1 ? 0 : (i / (axes.length - 1)) * (width - m.l - m.r));
@@ -559,11 +561,14 @@ function parallelChart(holder, rows, paramNames, metric, maximize, brushes, onOp
   const lines = s('g', {});
   const order = rows.slice().sort((a, b) => colourT(a.metric) - colourT(b.metric)); // best on top
   const paths = order.map((r) => {
-    const pts = axes.map((a, i) => [X(i), Y(a.pos(i === axes.length - 1 ? r.metric : r.params[a.name]))]);
-    const d = pts.map(([x, y], i) => `${i ? 'L' : 'M'}${x.toFixed(1)},${y.toFixed(1)}`).join('');
+    const pts = axes.map((a, i) => {
+      const v = i === axes.length - 1 ? r.metric : r.params[a.name];
+      return v === undefined ? null : [X(i), Y(a.pos(v))];
+    });
+    const d = pts.map((p, i) => (p ? `${i && pts[i - 1] ? 'L' : 'M'}${p[0].toFixed(1)},${p[1].toFixed(1)}` : '')).join('');
     const path = s('path', { d, stroke: viridis(colourT(r.metric)), data: { trial: r.trial } },
       s('title', {}, `trial ${r.trial}: ${metric} ${fmt(r.metric)}\n`
-        + paramNames.map((p) => `${p} = ${fmtValue(r.params[p])}`).join('\n')));
+        + paramNames.map((p) => `${p} = ${r.params[p] === undefined ? '— (inactive)' : fmtValue(r.params[p])}`).join('\n')));
     path.addEventListener('click', () => onOpen(r.trial));
     path.row = r;
     lines.appendChild(path);
@@ -578,7 +583,9 @@ function parallelChart(holder, rows, paramNames, metric, maximize, brushes, onOp
       const ok = axes.every((a, i) => {
         const b = brushes[a.name];
         if (!b) return true;
-        const t = a.pos(i === axes.length - 1 ? r.metric : r.params[a.name]);
+        const v = i === axes.length - 1 ? r.metric : r.params[a.name];
+        if (v === undefined) return false;
+        const t = a.pos(v);
         return t >= b[0] - 1e-9 && t <= b[1] + 1e-9;
       });
       p.classList.toggle('dim', !ok);

@@ -4,7 +4,10 @@
 //! the share of the metric's variance explained by the group means — the correlation ratio
 //! η² = Σ nᵍ (ȳᵍ − ȳ)² / Σ (y − ȳ)². The JSON gives η² and η² normalised to sum to 1 over the
 //! parameters, and, for numeric parameters, the Pearson correlation of the value (its log when
-//! the values span more than two decades) with the metric.
+//! the values span more than two decades) with the metric. A conditional parameter (`when:`,
+//! absent from the trials it was inactive in) is judged on the trials it was active in: its η²
+//! there, times the share of trials those are (it cannot explain more of the sweep than the
+//! trials it was in).
 
 use std::collections::BTreeMap;
 
@@ -28,6 +31,8 @@ pub struct Importance {
     pub distinct: usize,
     /// "numeric" or "categorical".
     pub kind: &'static str,
+    /// Trials it was in (all of them, but for a conditional parameter).
+    pub trials: usize,
 }
 
 fn key(v: &Value) -> String {
@@ -82,12 +87,20 @@ pub fn importances(rows: &[(BTreeMap<String, Value>, f64)]) -> Vec<Importance> {
                     }
                 }
             }
+            // Over the trials that have it (all, but for a conditional parameter).
+            let m = vals.len() as f64;
+            let (sub_mean, sub_total) = if vals.len() == rows.len() {
+                (mean, total)
+            } else {
+                let sm = vals.iter().map(|v| v.1).sum::<f64>() / m.max(1.0);
+                (sm, vals.iter().map(|v| (v.1 - sm).powi(2)).sum())
+            };
             let between: f64 = groups
                 .values()
-                .map(|(c, s)| c * (s / c - mean).powi(2))
+                .map(|(c, s)| c * (s / c - sub_mean).powi(2))
                 .sum();
-            let eta_squared = if total > 0.0 && vals.len() == rows.len() {
-                (between / total).clamp(0.0, 1.0)
+            let eta_squared = if sub_total > 0.0 && vals.len() >= 2 {
+                (between / sub_total).clamp(0.0, 1.0) * m / n
             } else {
                 0.0
             };
@@ -102,6 +115,7 @@ pub fn importances(rows: &[(BTreeMap<String, Value>, f64)]) -> Vec<Importance> {
                 correlation,
                 distinct: distinct.len(),
                 kind,
+                trials: vals.len(),
             }
         })
         .collect();
@@ -154,7 +168,7 @@ pub fn to_json(metric: &str, trials: usize, ranked: usize, imps: &[Importance]) 
         "metric": metric,
         "trials": trials,
         "ranked_trials": ranked,
-        "method": "first-order variance decomposition: eta_squared is the share of the metric's variance explained by the parameter's groups (its values, or 5 quantile bins of a numeric parameter); importance is eta_squared normalised to sum to 1; correlation is Pearson's r of the value (log when it spans > 100x) with the metric",
+        "method": "first-order variance decomposition: eta_squared is the share of the metric's variance explained by the parameter's groups (its values, or 5 quantile bins of a numeric parameter); importance is eta_squared normalised to sum to 1; a conditional parameter's eta_squared is taken over its active_trials, times their share of the trials; correlation is Pearson's r of the value (log when it spans > 100x) with the metric",
         "parameters": imps.iter().map(|i| json!({
             "name": i.name,
             "importance": i.importance,
@@ -162,6 +176,7 @@ pub fn to_json(metric: &str, trials: usize, ranked: usize, imps: &[Importance]) 
             "correlation": i.correlation,
             "distinct_values": i.distinct,
             "kind": i.kind,
+            "active_trials": i.trials,
         })).collect::<Vec<_>>(),
     })
 }
@@ -217,5 +232,33 @@ mod tests {
             .iter()
             .all(|i| i.importance == 0.0 && i.eta_squared == 0.0));
         assert!(importances(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_conditional_parameter_is_judged_on_the_trials_it_was_in() {
+        // beta1 exists only with adam (half the trials) and decides the metric there.
+        let rows: Vec<(BTreeMap<String, Value>, f64)> = (0..20)
+            .map(|i| {
+                let mut p = BTreeMap::new();
+                let adam = i % 2 == 0;
+                p.insert(
+                    "optimizer".to_string(),
+                    json!(if adam { "adam" } else { "sgd" }),
+                );
+                let mut y = 0.5;
+                if adam {
+                    let b = if i % 4 == 0 { 0.9 } else { 0.5 };
+                    p.insert("beta1".to_string(), json!(b));
+                    y = b;
+                }
+                (p, y)
+            })
+            .collect();
+        let imps = importances(&rows);
+        let beta1 = imps.iter().find(|i| i.name == "beta1").unwrap();
+        assert_eq!(beta1.trials, 10);
+        // Within adam it explains everything; adam is half the trials.
+        assert!((beta1.eta_squared - 0.5).abs() < 1e-12, "{beta1:?}");
+        assert_eq!(imps[0].name, "beta1", "{imps:?}");
     }
 }
