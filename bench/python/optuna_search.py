@@ -25,11 +25,49 @@ def hartmann6(x):
     return -sum(ALPHA[i] * math.exp(-sum(A[i][j] * (x[j] - P[i][j]) ** 2 for j in range(6))) for i in range(4))
 
 
+A3 = [[3, 10, 30], [0.1, 10, 35], [3, 10, 30], [0.1, 10, 35]]
+P3 = [[0.3689, 0.1170, 0.2673], [0.4699, 0.4387, 0.7470], [0.1091, 0.8732, 0.5547], [0.0381, 0.5743, 0.8828]]
+
+
+def hartmann3(x):
+    return -sum(ALPHA[i] * math.exp(-sum(A3[i][j] * (x[j] - P3[i][j]) ** 2 for j in range(3))) for i in range(4))
+
+
+def rosenbrock(x):
+    return sum(100 * (x[i + 1] - x[i] ** 2) ** 2 + (1 - x[i]) ** 2 for i in range(len(x) - 1))
+
+
+def levy(x):
+    w = [1 + (v - 1) / 4 for v in x]
+    mid = sum((wi - 1) ** 2 * (1 + 10 * math.sin(math.pi * wi + 1) ** 2) for wi in w[:-1])
+    return math.sin(math.pi * w[0]) ** 2 + mid + (w[-1] - 1) ** 2 * (1 + math.sin(2 * math.pi * w[-1]) ** 2)
+
+
+def ackley(x):
+    d = len(x)
+    return (-20 * math.exp(-0.2 * math.sqrt(sum(v * v for v in x) / d))
+            - math.exp(sum(math.cos(2 * math.pi * v) for v in x) / d) + 20 + math.e)
+
+
+def styblinski_tang(x):
+    return sum(v ** 4 - 16 * v * v + 5 * v for v in x) / 2
+
+
+# (function, dimensions, bounds): the suite of bench/src/search.rs.
+SUITE = [("branin", 2, None), ("hartmann3", 3, (0, 1)), ("hartmann6", 6, (0, 1)),
+         ("rosenbrock", 4, (-5, 10)), ("levy", 6, (-10, 10)), ("ackley", 5, (-32.768, 32.768)),
+         ("styblinski_tang", 8, (-5, 5))]
+FUNCTIONS = {"hartmann3": hartmann3, "hartmann6": hartmann6, "rosenbrock": rosenbrock, "levy": levy,
+             "ackley": ackley, "styblinski_tang": styblinski_tang}
+
+
 def objective(fn):
+    _, dims, bounds = next(s for s in SUITE if s[0] == fn)
+
     def f(trial):
         if fn == "branin":
             return branin(trial.suggest_float("x1", -5, 10), trial.suggest_float("x2", 0, 15))
-        return hartmann6([trial.suggest_float(f"x{i + 1}", 0, 1) for i in range(6)])
+        return FUNCTIONS[fn]([trial.suggest_float(f"x{i + 1}", *bounds) for i in range(dims)])
     return f
 
 
@@ -49,7 +87,7 @@ def main():
     except Exception:
         pass
     for name, make in samplers.items():
-        for fn in ("branin", "hartmann6"):
+        for fn, _, _ in SUITE:
             best = []
             for s in range(a.seeds):
                 study = optuna.create_study(sampler=make(s))

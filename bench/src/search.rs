@@ -25,16 +25,32 @@ pub(crate) struct SearchBenchArgs {
     pub(crate) no_reference: bool,
 }
 
+/// The suite: (function, dimensions, bounds of every dimension but branin's); the same in
+/// python/optuna_search.py.
+pub(crate) const SUITE: [(&str, usize, f64, f64); 7] = [
+    ("branin", 2, 0.0, 0.0),
+    ("hartmann3", 3, 0.0, 1.0),
+    ("hartmann6", 6, 0.0, 1.0),
+    ("rosenbrock", 4, -5.0, 10.0),
+    ("levy", 6, -10.0, 10.0),
+    ("ackley", 5, -32.768, 32.768),
+    ("styblinski_tang", 8, -5.0, 5.0),
+];
+
 fn space(function: &str) -> coordinator::config::SweepSpec {
     let mut text = format!(
         "method: bayes\ntrainer: synthetic\nsynthetic: {{function: {function}}}\n\
          metric: {{name: loss, goal: minimize}}\nparameters:\n"
     );
+    let &(_, dims, lo, hi) = SUITE
+        .iter()
+        .find(|s| s.0 == function)
+        .expect("a function of the suite");
     if function == "branin" {
         text.push_str("  x1: {min: -5.0, max: 10.0}\n  x2: {min: 0.0, max: 15.0}\n");
     } else {
-        for i in 1..=6 {
-            text.push_str(&format!("  x{i}: {{min: 0.0, max: 1.0}}\n"));
+        for i in 1..=dims {
+            text.push_str(&format!("  x{i}: {{min: {lo:?}, max: {hi:?}}}\n"));
         }
     }
     coordinator::config::SweepSpec::parse(&text).expect("built-in benchmark space")
@@ -105,7 +121,7 @@ pub(crate) fn run_search(a: &SearchBenchArgs) -> Result<()> {
         a.seeds, a.trials
     );
     let mut ours = std::collections::BTreeMap::new();
-    for f in ["branin", "hartmann6"] {
+    for (f, ..) in SUITE {
         let spec = space(f);
         let rnd = median(
             (0..a.seeds)
@@ -138,7 +154,7 @@ pub(crate) fn run_search(a: &SearchBenchArgs) -> Result<()> {
                 })
                 .collect(),
         );
-        println!("  {f:<10} random {rnd:>9.4}   ours TPE {tpe:>9.4}   ours GP {gp:>9.4}");
+        println!("  {f:<15} random {rnd:>10.4}   ours TPE {tpe:>10.4}   ours GP {gp:>10.4}");
         ours.insert((f, "tpe"), tpe);
         ours.insert((f, "gp"), gp);
     }
@@ -164,7 +180,7 @@ pub(crate) fn run_search(a: &SearchBenchArgs) -> Result<()> {
                 let sampler = v["sampler"].as_str().unwrap_or("?");
                 let mine = ours.get(&(f, sampler)).copied().unwrap_or(f64::NAN);
                 println!(
-                    "  {f:<10} Optuna {} {sampler} {m:>9.4}   ours {} {} it",
+                    "  {f:<15} Optuna {} {sampler} {m:>10.4}   ours {} {} it",
                     v["version"].as_str().unwrap_or("?"),
                     sampler.to_uppercase(),
                     if mine <= m {

@@ -12,7 +12,16 @@ pub mod names;
 pub mod text;
 
 /// The functions the synthetic trainer knows.
-pub const SYNTHETIC_FUNCTIONS: [&str; 4] = ["branin", "hartmann6", "rosenbrock", "quadratic"];
+pub const SYNTHETIC_FUNCTIONS: [&str; 8] = [
+    "branin",
+    "hartmann3",
+    "hartmann6",
+    "rosenbrock",
+    "levy",
+    "ackley",
+    "styblinski_tang",
+    "quadratic",
+];
 
 /// A saved model's card, in its directory (docs/MODELS.md).
 pub const MODEL_CARD: &str = "model.json";

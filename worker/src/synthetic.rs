@@ -68,6 +68,58 @@ pub fn hartmann6(x: &[f64; 6]) -> f64 {
         .sum::<f64>()
 }
 
+/// Hartmann-3 on [0, 1]³; minimum −3.86278 at (0.114614, 0.555649, 0.852547).
+pub fn hartmann3(x: &[f64; 3]) -> f64 {
+    const ALPHA: [f64; 4] = [1.0, 1.2, 3.0, 3.2];
+    const A: [[f64; 3]; 4] = [
+        [3.0, 10.0, 30.0],
+        [0.1, 10.0, 35.0],
+        [3.0, 10.0, 30.0],
+        [0.1, 10.0, 35.0],
+    ];
+    const P: [[f64; 3]; 4] = [
+        [0.3689, 0.1170, 0.2673],
+        [0.4699, 0.4387, 0.7470],
+        [0.1091, 0.8732, 0.5547],
+        [0.0381, 0.5743, 0.8828],
+    ];
+    -(0..4)
+        .map(|i| {
+            let inner: f64 = (0..3).map(|j| A[i][j] * (x[j] - P[i][j]).powi(2)).sum();
+            ALPHA[i] * (-inner).exp()
+        })
+        .sum::<f64>()
+}
+
+/// Levy (any dimension; usually on [−10, 10]ᵈ); minimum 0 at (1, …, 1).
+pub fn levy(x: &[f64]) -> f64 {
+    let w: Vec<f64> = x.iter().map(|v| 1.0 + (v - 1.0) / 4.0).collect();
+    let (first, last) = (w[0], w[w.len() - 1]);
+    let middle: f64 = w[..w.len() - 1]
+        .iter()
+        .map(|wi| (wi - 1.0).powi(2) * (1.0 + 10.0 * (PI * wi + 1.0).sin().powi(2)))
+        .sum();
+    (PI * first).sin().powi(2)
+        + middle
+        + (last - 1.0).powi(2) * (1.0 + (2.0 * PI * last).sin().powi(2))
+}
+
+/// Ackley (any dimension; usually on [−32.768, 32.768]ᵈ); minimum 0 at the origin.
+pub fn ackley(x: &[f64]) -> f64 {
+    let d = x.len() as f64;
+    let sq = x.iter().map(|v| v * v).sum::<f64>() / d;
+    let cos = x.iter().map(|v| (2.0 * PI * v).cos()).sum::<f64>() / d;
+    -20.0 * (-0.2 * sq.sqrt()).exp() - cos.exp() + 20.0 + std::f64::consts::E
+}
+
+/// Styblinski–Tang (any dimension; on [−5, 5]ᵈ); minimum −39.16617·d at −2.903534 each.
+pub fn styblinski_tang(x: &[f64]) -> f64 {
+    x.iter()
+        .map(|v| v.powi(4) - 16.0 * v * v + 5.0 * v)
+        .sum::<f64>()
+        / 2.0
+}
+
 /// `function` as a search objective over a parameter object (a trial's parameters as JSON):
 /// its value, or infinity where it is not defined (a missing or non-numeric parameter).
 pub fn objective(function: &str) -> impl Fn(&Value) -> f64 + '_ {
@@ -80,8 +132,9 @@ pub fn objective(function: &str) -> impl Fn(&Value) -> f64 + '_ {
     }
 }
 
-/// The value of `function` at `params`: branin takes x1, x2; hartmann6 x1…x6; rosenbrock and
-/// quadratic (Σ (xᵢ − 0.5)²) every numeric parameter in name order.
+/// The value of `function` at `params`: branin takes x1, x2; hartmann3 x1…x3; hartmann6
+/// x1…x6; rosenbrock, levy, ackley, styblinski_tang and quadratic (Σ (xᵢ − 0.5)²) every
+/// numeric parameter in name order.
 pub fn evaluate(function: &str, params: &BTreeMap<String, Value>) -> Result<f64, SyntheticError> {
     match function {
         "branin" => Ok(branin(get(params, "x1")?, get(params, "x2")?)),
@@ -91,6 +144,24 @@ pub fn evaluate(function: &str, params: &BTreeMap<String, Value>) -> Result<f64,
                 *xi = get(params, &format!("x{}", i + 1))?;
             }
             Ok(hartmann6(&x))
+        }
+        "hartmann3" => Ok(hartmann3(&[
+            get(params, "x1")?,
+            get(params, "x2")?,
+            get(params, "x3")?,
+        ])),
+        "levy" | "ackley" | "styblinski_tang" => {
+            let x = numeric(params);
+            if x.is_empty() {
+                return Err(SyntheticError(format!(
+                    "{function} needs at least one numeric parameter"
+                )));
+            }
+            Ok(match function {
+                "levy" => levy(&x),
+                "ackley" => ackley(&x),
+                _ => styblinski_tang(&x),
+            })
         }
         "rosenbrock" => {
             let x = numeric(params);
@@ -187,6 +258,25 @@ mod tests {
         assert_eq!(evaluate("rosenbrock", &p).unwrap(), 0.0);
         assert_eq!(evaluate("quadratic", &p).unwrap(), 0.5);
         assert!(evaluate("branin", &p).unwrap_err().0.contains("x1"));
+        // The suite of `sweep-bench search`, at their known minima (and off them).
+        assert!((hartmann3(&[0.114614, 0.555649, 0.852547]) + 3.86278).abs() < 1e-4);
+        assert!(levy(&[1.0; 6]).abs() < 1e-12 && levy(&[0.0; 6]) > 0.1);
+        assert!(ackley(&[0.0; 5]).abs() < 1e-12 && ackley(&[1.0; 5]) > 1.0);
+        let st = styblinski_tang(&[-2.903534; 8]);
+        assert!((st + 39.16617 * 8.0).abs() < 1e-3, "{st}");
+        assert!(evaluate("levy", &p).unwrap().abs() < 1e-12);
+        assert!(evaluate("hartmann3", &p).unwrap_err().0.contains("x1"));
+        // The same values as bench/python/optuna_search.py's (the Optuna side of the benchmark).
+        let x = [0.3, -1.2, 2.5, 0.7, -0.4, 1.9, 3.1, -2.2];
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9 * b.abs().max(1.0);
+        assert!(close(hartmann3(&[0.3, 0.2, 0.9]), -1.073978313634011));
+        let four: BTreeMap<String, Value> = (0..4)
+            .map(|i| (format!("x{}", i + 1), Value::from(x[i])))
+            .collect();
+        assert!(close(evaluate("rosenbrock", &four).unwrap(), 3366.6));
+        assert!(close(levy(&x[..6]), 3.359120509812435));
+        assert!(close(ackley(&x[..5]), 6.6378203841940895));
+        assert!(close(styblinski_tang(&x), -115.06015));
     }
 
     #[test]
