@@ -260,18 +260,26 @@ pub fn suggest<R: Rng + ?Sized>(
     bad.reverse();
     let l = Parzen::new(&space, &good);
     let g = Parzen::new(&space, &bad);
+    let all_on = vec![true; space.dims.len()];
     for _round in 0..8 {
-        // Each candidate is scored over the dimensions active in it.
-        let mut cands: Vec<(f64, Value)> = (0..opts.candidates)
+        // Each candidate is scored over the dimensions active in it (all of them without
+        // conditions, where a candidate is decoded only when its turn comes).
+        let mut cands: Vec<(f64, Vec<f64>, Option<Value>)> = (0..opts.candidates)
             .map(|_| {
                 let x = l.sample(rng);
-                let v = conditions.prune(space.decode(&x));
-                let on = space.present(&v);
-                (l.log_pdf(&x, &on) - g.log_pdf(&x, &on), v)
+                let (v, on) = if conditions.is_empty() {
+                    (None, all_on.clone())
+                } else {
+                    let v = conditions.prune(space.decode(&x));
+                    let on = space.present(&v);
+                    (Some(v), on)
+                };
+                (l.log_pdf(&x, &on) - g.log_pdf(&x, &on), x, v)
             })
             .collect();
         cands.sort_by(|a, b| b.0.total_cmp(&a.0));
-        for (_, v) in cands {
+        for (_, x, v) in cands {
+            let v = v.unwrap_or_else(|| space.decode(&x));
             if fresh(&v) {
                 return v;
             }
