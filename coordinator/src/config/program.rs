@@ -160,36 +160,8 @@ pub fn parse(top: &Map<String, Value>) -> Result<Option<ProgramSpec>, ConfigErro
                         ConfigError::new(p, format!("expected true or false, got {}", show(v)))
                     })?
                 }
-                "max_files_mb" => {
-                    let max = sweep_proto::files::MAX_FILES_BYTES >> 20;
-                    spec.max_files_mb = v
-                        .as_u64()
-                        .filter(|mb| *mb <= max)
-                        .ok_or_else(|| {
-                            ConfigError::new(
-                                p,
-                                format!(
-                                    "expected whole MiB from 0 (keep no files) to {max}, got {}",
-                                    show(v)
-                                ),
-                            )
-                        })? as u32
-                }
-                "max_media_mb" => {
-                    let max = sweep_proto::files::MAX_FILES_BYTES >> 20;
-                    spec.max_media_mb = v
-                        .as_u64()
-                        .filter(|mb| *mb <= max)
-                        .ok_or_else(|| {
-                            ConfigError::new(
-                                p,
-                                format!(
-                                    "expected whole MiB from 0 (keep no media) to {max}, got {}",
-                                    show(v)
-                                ),
-                            )
-                        })? as u32
-                }
+                "max_files_mb" => spec.max_files_mb = mib(v, p, "files")?,
+                "max_media_mb" => spec.max_media_mb = mib(v, p, "media")?,
                 _ => {
                     return Err(ConfigError::new(
                         p,
@@ -200,4 +172,21 @@ pub fn parse(top: &Map<String, Value>) -> Result<Option<ProgramSpec>, ConfigErro
         }
     }
     Ok(Some(spec))
+}
+
+/// Whole MiB from 0 (keep no `what`) to what a trial's files may take.
+fn mib(v: &Value, path: String, what: &str) -> Result<u32, ConfigError> {
+    let max = sweep_proto::files::MAX_FILES_BYTES >> 20;
+    v.as_u64()
+        .filter(|mb| *mb <= max)
+        .map(|mb| mb as u32)
+        .ok_or_else(|| {
+            ConfigError::new(
+                path,
+                format!(
+                    "expected whole MiB from 0 (keep no {what}) to {max}, got {}",
+                    show(v)
+                ),
+            )
+        })
 }

@@ -56,9 +56,12 @@ pub fn suggest_with_history(
         ),
         // The GP sees every trial with its inactive parameters at a fixed stand-in (the first
         // value, or the low end); its suggestion keeps the active ones.
-        BayesEngine::Gp if spec.conditions.is_empty() => {
-            gp::suggest(&spec.parameters, history, spec.bayes.startup_trials, &mut rng)
-        }
+        BayesEngine::Gp if spec.conditions.is_empty() => gp::suggest(
+            &spec.parameters,
+            history,
+            spec.bayes.startup_trials,
+            &mut rng,
+        ),
         BayesEngine::Gp => {
             let filled: Vec<Value> = history
                 .iter()

@@ -640,17 +640,24 @@ fn report_blocking(
         run,
         handle,
         pb::ReportRequest {
-            worker_id: shared.worker_id.clone(),
-            lease_id: trial.lease_id.clone(),
-            sweep_id: trial.sweep_id.clone(),
-            trial: trial.trial,
-            attempt: trial.attempt,
             epoch: epoch as u32,
             metrics,
-            run_name: run_name.to_string(),
-            rows: Vec::new(),
+            ..report_of(shared, trial, run_name)
         },
     )
+}
+
+/// A report of `trial` by this worker, naming the run `run_name`, with nothing in it yet.
+fn report_of(shared: &Shared, trial: &pb::Trial, run_name: &str) -> pb::ReportRequest {
+    pb::ReportRequest {
+        worker_id: shared.worker_id.clone(),
+        lease_id: trial.lease_id.clone(),
+        sweep_id: trial.sweep_id.clone(),
+        trial: trial.trial,
+        attempt: trial.attempt,
+        run_name: run_name.to_string(),
+        ..Default::default()
+    }
 }
 
 /// Reports a program's history rows (W&B's steps) since its last report.
@@ -667,15 +674,9 @@ fn report_rows_blocking(
         run,
         handle,
         pb::ReportRequest {
-            worker_id: shared.worker_id.clone(),
-            lease_id: trial.lease_id.clone(),
-            sweep_id: trial.sweep_id.clone(),
-            trial: trial.trial,
-            attempt: trial.attempt,
             epoch: rows.last().map_or(0, |r| r.step),
-            metrics: HashMap::new(),
-            run_name: run_name.to_string(),
             rows,
+            ..report_of(shared, trial, run_name)
         },
     )
 }
