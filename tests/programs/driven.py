@@ -26,6 +26,8 @@ def train():
     # What the function writes into wandb.run.dir is kept with its trial.
     with open(os.path.join(run.dir, "model.txt"), "w") as f:
         f.write("lr=%s hidden=%s" % (cfg.lr, cfg.hidden_layer_size))
+    # What it logs as media is kept too (under the run's media/).
+    wandb.log({"sample": wandb.Image([[0, 255], [255, 0]], caption="checker")})
     try:
         for epoch in range(12):
             wandb.log({"val_loss": cfg.lr / cfg.hidden_layer_size, "epoch": epoch})

@@ -775,6 +775,14 @@ fn wandb_sweep_and_agents_on_two_processes_share_one_sweep() {
         std::fs::read_to_string(out.join("model.txt")).unwrap(),
         "lr=0.01 hidden=32"
     );
+    // And the image the function logged, with its index line.
+    let index = std::fs::read_to_string(out.join("media/_index.jsonl")).unwrap();
+    assert!(
+        index.contains("\"key\": \"sample\"") && index.contains("\"caption\": \"checker\""),
+        "{index}"
+    );
+    let png = std::fs::read_dir(out.join("media/images")).unwrap().count();
+    assert_eq!(png, 1);
 }
 
 #[test]
