@@ -294,11 +294,14 @@ class Run(object):
                 continue
             if isinstance(v, _Ignored):
                 continue
-            if _is_figure(v):
-                v = Image(v)
-            if isinstance(v, _media.Media) or (
-                    isinstance(v, (list, tuple)) and v and all(isinstance(m, _media.Media) for m in v)):
-                self._keep_media(k, v)
+            is_media = isinstance(v, _media.Media) or (
+                isinstance(v, (list, tuple)) and v and all(isinstance(m, _media.Media) for m in v))
+            if is_media or _is_figure(v):
+                # A figure that cannot be drawn or a full disk is said, never fatal to the run.
+                try:
+                    self._keep_media(k, v if is_media else Image(v))
+                except Exception as e:
+                    _transport.notice("wandb.log: %s is not kept (%s: %s)" % (k, type(e).__name__, e))
                 continue
             p = _transport.plain(v)
             if isinstance(p, (int, float, bool)) or p in ("NaN", "Infinity", "-Infinity"):
