@@ -149,10 +149,17 @@ pub fn serve(store: &Path, extra: &[&str]) -> (Proc, String) {
 
 /// Starts `coordinator serve` on `listen`; returns it and its URL once it is listening.
 pub fn serve_at(listen: &str, store: &Path, extra: &[&str]) -> (Proc, String) {
-    let mut child = cmd("coordinator")
-        .args(["serve", "--listen", listen, "--store"])
+    let mut c = cmd("coordinator");
+    c.args(["serve", "--listen", listen, "--store"])
         .arg(store)
-        .args(extra)
+        .args(extra);
+    serve_command(c)
+}
+
+/// Starts a `coordinator serve` command (of any coordinator program: this build's, or one a
+/// wheel installed); returns it and its URL once it is listening.
+pub fn serve_command(mut c: Command) -> (Proc, String) {
+    let mut child = c
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()

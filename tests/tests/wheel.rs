@@ -3,9 +3,8 @@
 //! `PATH`: a W&B user's `wandb.sweep` + `wandb.agent` script and a `program:` sweep run from
 //! what `pip install` put there, and the `wandb` package says when a real wandb is beside it.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use sweep_tests::{bin_dir, skip, tempdir, Proc};
 
@@ -83,27 +82,10 @@ fn installed(dir: &Path) -> Option<PathBuf> {
 
 /// `coordinator serve` from the venv; its URL.
 fn serve(venv: &Path, store: &Path) -> (Proc, String) {
-    let mut child = clean(&venv.join("bin/coordinator"), "/usr/bin:/bin")
-        .args(["serve", "--listen", "127.0.0.1:0", "--store"])
-        .arg(store)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut url = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(rest) = line.strip_prefix("coordinator listening on ") {
-            url = rest
-                .split_whitespace()
-                .next()
-                .map(|a| format!("http://{a}"));
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    (Proc(child), url.expect("the venv's coordinator listens"))
+    let mut c = clean(&venv.join("bin/coordinator"), "/usr/bin:/bin");
+    c.args(["serve", "--listen", "127.0.0.1:0", "--store"])
+        .arg(store);
+    sweep_tests::serve_command(c)
 }
 
 const DRIVER: &str = r#"

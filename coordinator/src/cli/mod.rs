@@ -847,29 +847,23 @@ async fn download_files(
     out: &OutDir,
     path: Option<String>,
 ) -> Result<(), CliError> {
-    use sweep_proto::files::{split, MAX_FILES_BYTES};
+    use sweep_proto::files::split;
     if let Some(p) = &path {
         out.check(p).map_err(CliError::Other)?;
     }
     let mut c = client(conn).await?;
-    let stream = c
-        .get_files(pb::GetFilesRequest {
+    let (h, data) = fetch_files(
+        &mut c,
+        &conn.coordinator,
+        pb::GetFilesRequest {
             sweep_id: sweep,
             trial: trial.unwrap_or(0),
             path: path.unwrap_or_default(),
-        })
-        .await
-        .map_err(|s| status_err(&conn.coordinator, s))?
-        .into_inner();
-    let bad = |e: String| CliError::Other(format!("the files sent are damaged: {e}"));
-    let (h, data) =
-        sweep_proto::transfer::Incoming::start(stream, MAX_FILES_BYTES, Duration::from_secs(60))
-            .await
-            .map_err(bad)?
-            .finish()
-            .await
-            .map_err(bad)?;
-    let files = split(&h.files, &data).map_err(bad)?;
+        },
+    )
+    .await?;
+    let files = split(&h.files, &data)
+        .map_err(|e| CliError::Other(format!("the files sent are damaged: {e}")))?;
     out.check_all(files.iter().map(|(f, _)| f.path.as_str()))
         .map_err(CliError::Other)?;
     for (f, bytes) in &files {
@@ -1099,31 +1093,40 @@ async fn fetch_sweep(
         |trial, path| {
             let mut c = c.clone();
             async move {
-                let stream = c
-                    .get_files(pb::GetFilesRequest {
-                        sweep_id: sweep.to_string(),
-                        trial,
-                        path,
-                    })
-                    .await
-                    .map_err(|s| status_err(url, s))?
-                    .into_inner();
-                let bad = |e: String| CliError::Other(format!("the files sent are damaged: {e}"));
-                let (_, data) = sweep_proto::transfer::Incoming::start(
-                    stream,
-                    sweep_proto::files::MAX_FILES_BYTES,
-                    Duration::from_secs(60),
-                )
-                .await
-                .map_err(bad)?
-                .finish()
-                .await
-                .map_err(bad)?;
-                Ok(data)
+                let request = pb::GetFilesRequest {
+                    sweep_id: sweep.to_string(),
+                    trial,
+                    path,
+                };
+                Ok(fetch_files(&mut c, url, request).await?.1)
             }
         },
     )
     .await
+}
+
+/// A trial's kept files as GetFiles sends them: the header (their list) and their bytes.
+async fn fetch_files(
+    c: &mut SweepsClient<AuthChannel>,
+    url: &str,
+    request: pb::GetFilesRequest,
+) -> Result<(pb::FilesHeader, Vec<u8>), CliError> {
+    let stream = c
+        .get_files(request)
+        .await
+        .map_err(|s| status_err(url, s))?
+        .into_inner();
+    let bad = |e: String| CliError::Other(format!("the files sent are damaged: {e}"));
+    sweep_proto::transfer::Incoming::start(
+        stream,
+        sweep_proto::files::MAX_FILES_BYTES,
+        Duration::from_secs(60),
+    )
+    .await
+    .map_err(bad)?
+    .finish()
+    .await
+    .map_err(bad)
 }
 
 /// Opens `--out` for a download (cli/out.rs: no symlink followed, nothing replaced without
