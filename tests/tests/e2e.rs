@@ -491,12 +491,25 @@ fn watch_follows_running_trials_in_a_log_file() {
         "name: watch-running\nmetric: {name: loss, goal: minimize}",
     );
     let id = sweep_tests::submit(&dir, &url, &yaml);
-    let watch = sweep_tests::cmd("coordinator")
+    // Paused until watch is following it (it says so), so that the trial runs while watched
+    // however slowly watch starts.
+    let ok = |args: &[&str]| assert!(run("coordinator", args).status.success(), "{args:?}");
+    ok(&["pause", &id, "--coordinator", &url]);
+    let mut watch = sweep_tests::cmd("coordinator")
         .args(["watch", &id, "--coordinator", &url])
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let mut said = std::io::BufRead::lines(std::io::BufReader::new(watch.stderr.take().unwrap()));
+    assert!(
+        said.by_ref()
+            .map_while(Result::ok)
+            .any(|l| l.contains("is paused")),
+        "watch said it follows the paused sweep"
+    );
+    std::thread::spawn(move || for _ in said {});
+    ok(&["resume", &id, "--coordinator", &url]);
     let _w = worker(&url, 1);
     let out = watch.wait_with_output().unwrap();
     assert!(out.status.success());
