@@ -15,6 +15,7 @@ pub mod export;
 pub mod http;
 pub mod metrics;
 pub mod net;
+pub mod pareto;
 pub mod report;
 pub mod search;
 pub mod server;

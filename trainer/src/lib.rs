@@ -12,7 +12,7 @@ pub mod names;
 pub mod text;
 
 /// The functions the synthetic trainer knows.
-pub const SYNTHETIC_FUNCTIONS: [&str; 8] = [
+pub const SYNTHETIC_FUNCTIONS: [&str; 12] = [
     "branin",
     "hartmann3",
     "hartmann6",
@@ -21,6 +21,10 @@ pub const SYNTHETIC_FUNCTIONS: [&str; 8] = [
     "ackley",
     "styblinski_tang",
     "quadratic",
+    "zdt1",
+    "zdt2",
+    "zdt3",
+    "dtlz2",
 ];
 
 /// A saved model's card, in its directory (docs/MODELS.md).

@@ -4,7 +4,9 @@
 //! time.
 //!
 //! At epoch `e` of `E`, `loss = val_loss = f(x) + (1 + |f(x)|)·(1/e − 1/E)`: a curve that
-//! improves every epoch and ends at `f(x)` exactly (also reported as `objective`).
+//! improves every epoch and ends at `f(x)` exactly (also reported as `objective`). The
+//! multi-objective functions ([`MULTI`]: ZDT1–3, DTLZ2 with three objectives) report each
+//! objective as `f1`, `f2`, … at every epoch, and `f1` as the curve above.
 
 use std::collections::BTreeMap;
 use std::f64::consts::PI;
@@ -30,6 +32,77 @@ fn get(params: &BTreeMap<String, Value>, k: &str) -> Result<f64, SyntheticError>
 
 fn numeric(params: &BTreeMap<String, Value>) -> Vec<f64> {
     params.values().filter_map(Value::as_f64).collect()
+}
+
+/// The multi-objective test functions (every parameter in [0, 1], taken in name order).
+pub const MULTI: [&str; 4] = ["zdt1", "zdt2", "zdt3", "dtlz2"];
+
+/// ZDT1, ZDT2 or ZDT3 (`which` 1–3; Zitzler, Deb & Thiele 2000) of `x` (at least two
+/// coordinates in [0, 1]): two objectives, both minimised.
+pub fn zdt(which: u8, x: &[f64]) -> [f64; 2] {
+    let f1 = x[0];
+    let g = 1.0 + 9.0 * x[1..].iter().sum::<f64>() / (x.len() - 1).max(1) as f64;
+    let r = f1 / g;
+    let h = match which {
+        1 => 1.0 - r.sqrt(),
+        2 => 1.0 - r * r,
+        _ => 1.0 - r.sqrt() - r * (10.0 * PI * f1).sin(),
+    };
+    [f1, g * h]
+}
+
+/// DTLZ2 (Deb, Thiele, Laumanns & Zitzler 2002) of `x` (coordinates in [0, 1], more than
+/// `m`) with `m` objectives, all minimised; its front is the unit sphere's positive part.
+pub fn dtlz2(x: &[f64], m: usize) -> Vec<f64> {
+    let g: f64 = x[m - 1..].iter().map(|v| (v - 0.5).powi(2)).sum();
+    (0..m)
+        .map(|i| {
+            let mut f = 1.0 + g;
+            for v in &x[..m - 1 - i] {
+                f *= (v * PI / 2.0).cos();
+            }
+            if i > 0 {
+                f *= (x[m - 1 - i] * PI / 2.0).sin();
+            }
+            f
+        })
+        .collect()
+}
+
+/// The objectives of a [`MULTI`] function at `params` (every numeric parameter in name
+/// order, each in [0, 1]).
+pub fn evaluate_many(
+    function: &str,
+    params: &BTreeMap<String, Value>,
+) -> Result<Vec<f64>, SyntheticError> {
+    let x = numeric(params);
+    if x.len() < 4 {
+        return Err(SyntheticError(format!(
+            "{function} needs at least four numeric parameters"
+        )));
+    }
+    match function {
+        "zdt1" => Ok(zdt(1, &x).to_vec()),
+        "zdt2" => Ok(zdt(2, &x).to_vec()),
+        "zdt3" => Ok(zdt(3, &x).to_vec()),
+        "dtlz2" => Ok(dtlz2(&x, 3)),
+        other => Err(SyntheticError(format!(
+            "{other:?} is not a multi-objective function; expected one of {}",
+            MULTI.join(", ")
+        ))),
+    }
+}
+
+/// A [`MULTI`] function as a search objective over a parameter object: its objectives, or
+/// infinities where it is not defined.
+pub fn objectives(function: &str) -> impl Fn(&Value) -> Vec<f64> + '_ {
+    move |params| {
+        let map = params
+            .as_object()
+            .map(|m| m.clone().into_iter().collect())
+            .unwrap_or_default();
+        evaluate_many(function, &map).unwrap_or_else(|_| vec![f64::INFINITY; 3])
+    }
 }
 
 /// Branin–Hoo on x1 ∈ [−5, 10], x2 ∈ [0, 15]; minimum 0.397887 at three points.
@@ -134,7 +207,7 @@ pub fn objective(function: &str) -> impl Fn(&Value) -> f64 + '_ {
 
 /// The value of `function` at `params`: branin takes x1, x2; hartmann3 x1…x3; hartmann6
 /// x1…x6; rosenbrock, levy, ackley, styblinski_tang and quadratic (Σ (xᵢ − 0.5)²) every
-/// numeric parameter in name order.
+/// numeric parameter in name order; a [`MULTI`] function gives its first objective.
 pub fn evaluate(function: &str, params: &BTreeMap<String, Value>) -> Result<f64, SyntheticError> {
     match function {
         "branin" => Ok(branin(get(params, "x1")?, get(params, "x2")?)),
@@ -175,6 +248,7 @@ pub fn evaluate(function: &str, params: &BTreeMap<String, Value>) -> Result<f64,
                 .sum())
         }
         "quadratic" => Ok(numeric(params).iter().map(|v| (v - 0.5).powi(2)).sum()),
+        m if MULTI.contains(&m) => Ok(evaluate_many(m, params)?[0]),
         other => Err(SyntheticError(format!(
             "unknown synthetic function {other:?}; expected one of {}",
             FUNCTIONS.join(", ")
@@ -205,6 +279,11 @@ pub fn run(
     mut on_epoch: impl FnMut(usize, &BTreeMap<String, f64>) -> Control,
 ) -> Result<SyntheticResult, SyntheticError> {
     let f = evaluate(function, params)?;
+    let many = if MULTI.contains(&function) {
+        evaluate_many(function, params)?
+    } else {
+        Vec::new()
+    };
     let mut metrics = BTreeMap::new();
     let big_e = epochs.max(1) as f64;
     for e in 1..=epochs {
@@ -223,6 +302,9 @@ pub fn run(
         metrics.insert("loss".to_string(), v);
         metrics.insert("val_loss".to_string(), v);
         metrics.insert("objective".to_string(), f);
+        for (i, v) in many.iter().enumerate() {
+            metrics.insert(format!("f{}", i + 1), *v);
+        }
         if on_epoch(e, &metrics) == Control::Stop {
             return Ok(SyntheticResult {
                 epochs: e,
@@ -243,6 +325,36 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multi_objective_functions_are_on_their_known_fronts() {
+        // ZDT: with x2..xn = 0, g = 1 and the point is on the front f2 = h(f1).
+        let mut x = [0.0; 30];
+        x[0] = 0.25;
+        assert_eq!(zdt(1, &x), [0.25, 0.5]);
+        assert_eq!(zdt(2, &x), [0.25, 0.9375]);
+        let z3 = zdt(3, &x);
+        assert!((z3[1] - (0.5 - 0.25 * (2.5 * PI).sin())).abs() < 1e-12);
+        // Off the front: g = 1 + 9 · mean(rest).
+        x[1..].fill(1.0);
+        assert!((zdt(1, &x)[1] - 10.0 * (1.0 - (0.025f64).sqrt())).abs() < 1e-12);
+        // DTLZ2: with the distance variables at 0.5, the objectives lie on the unit sphere.
+        let mut y = [0.5; 12];
+        y[0] = 0.3;
+        y[1] = 0.8;
+        let f = dtlz2(&y, 3);
+        assert!(
+            (f.iter().map(|v| v * v).sum::<f64>() - 1.0).abs() < 1e-12,
+            "{f:?}"
+        );
+        assert!(f.iter().all(|v| *v >= 0.0));
+        // The trainer's view: every numeric parameter in name order.
+        let p: BTreeMap<String, Value> = (1..=12)
+            .map(|i| (format!("x{i:02}"), Value::from(y[i - 1])))
+            .collect();
+        assert_eq!(evaluate_many("dtlz2", &p).unwrap(), f);
+        assert_eq!(evaluate("dtlz2", &p).unwrap(), f[0]);
+    }
 
     #[test]
     fn known_minima() {

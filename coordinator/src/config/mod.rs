@@ -234,6 +234,10 @@ pub struct SweepSpec {
     /// it was added have none.
     #[serde(default)]
     pub conditions: conditions::Conditions,
+    /// Several objectives (`metric:` as a list; extension): all of them, the first being
+    /// `metric`; empty for a sweep with one. Specs stored before it was added have one.
+    #[serde(default)]
+    pub objectives: Vec<Metric>,
     /// The config as given (JSON), for storage and display (stored in a column of its own, so
     /// not in the stored spec).
     #[serde(skip)]
@@ -486,11 +490,13 @@ impl SweepSpec {
             .and_then(Value::as_array)
             .and_then(|m| m.first())
             .filter(|_| !top.contains_key("metric"));
-        let metric = parse_metric(
-            top.get("metric").or(first_of_metrics),
-            &trainer,
-            &mut notices,
-        )?;
+        let (metric, objectives) = match top.get("metric") {
+            Some(Value::Array(list)) => parse_objectives(list, &trainer, &mut notices)?,
+            given => (
+                parse_metric(given.or(first_of_metrics), &trainer, &mut notices)?,
+                Vec::new(),
+            ),
+        };
 
         if parameters.is_empty() {
             return Err(ConfigError::new(
@@ -606,6 +612,12 @@ impl SweepSpec {
                 ));
             }
         }
+        if objectives.len() > 1 && stopping.is_some() {
+            notices.push(format!(
+                "early_terminate judges trials by the first objective, {}, alone",
+                metric.name
+            ));
+        }
         if let Some(n) = top.get("name") {
             if !n.is_string() {
                 return Err(ConfigError::new(
@@ -628,6 +640,7 @@ impl SweepSpec {
             bayes: bayes::parse(top.get("bayes"))?,
             stopping,
             conditions,
+            objectives,
             raw,
             notices,
         };
@@ -645,6 +658,20 @@ impl SweepSpec {
             Trainer::Agent => program::DEFAULT_MAX_FILES_MB,
             Trainer::Mlp { .. } | Trainer::Synthetic { .. } => 0,
         }
+    }
+
+    /// The objectives the sweep ranks by: `metric` alone, or all of several.
+    pub fn objectives(&self) -> &[Metric] {
+        if self.objectives.is_empty() {
+            std::slice::from_ref(&self.metric)
+        } else {
+            &self.objectives
+        }
+    }
+
+    /// Whether the sweep has several objectives (ranked by Pareto front).
+    pub fn multi_objective(&self) -> bool {
+        self.objectives.len() > 1
     }
 
     /// Number of trials the sweep runs at most: the grid size (capped by run_cap) or run_cap;
@@ -834,13 +861,15 @@ fn with_suggestions(names: &[(&str, Option<&str>)]) -> String {
     shown.join(", ")
 }
 
-/// The metric's name as the raw config gives it (`metric.name`, else the first of `metrics`).
+/// The metric's name as the raw config gives it (`metric.name`, the first of a `metric` list,
+/// else the first of `metrics`).
 fn metric_name_of(top: &Map<String, Value>) -> Option<String> {
-    let m = top.get("metric").or_else(|| {
-        top.get("metrics")
-            .and_then(Value::as_array)
-            .and_then(|a| a.first())
-    })?;
+    let first = |v: &Value| v.as_array().and_then(|a| a.first()).cloned();
+    let m = match top.get("metric") {
+        Some(v @ Value::Array(_)) => first(v)?,
+        Some(v) => v.clone(),
+        None => top.get("metrics").and_then(first)?,
+    };
     m.get("name")
         .and_then(Value::as_str)
         .filter(|n| !n.is_empty())
@@ -1088,6 +1117,7 @@ pub const MLP_METRICS: &[&str] = &[
     "epoch_seconds",
     "samples_per_second",
     "epochs",
+    "param_count",
 ];
 
 fn parse_metric(
@@ -1129,6 +1159,65 @@ fn parse_metric(
             .push("the config has no metric: trials run and are listed, but none is ranked".into());
     }
     Ok(metric)
+}
+
+/// Whether a trial whose final values `value` gives has reached the targets of `objectives`:
+/// every objective that has one is at or past it (and at least one has one).
+pub fn targets_reached(objectives: &[Metric], value: impl Fn(&str) -> Option<f64>) -> bool {
+    let mut any = false;
+    for m in objectives {
+        if let Some(target) = m.target {
+            any = true;
+            match value(&m.name) {
+                Some(v) if v == target || m.goal.better(v, target) => {}
+                _ => return false,
+            }
+        }
+    }
+    any
+}
+
+/// Most objectives a sweep may have.
+pub const MAX_OBJECTIVES: usize = 8;
+
+/// `metric:` as a list (several objectives, an extension): each `{name, goal, target, impute}`
+/// as a single metric is, names distinct. A list of one is a single metric.
+fn parse_objectives(
+    list: &[Value],
+    trainer: &Trainer,
+    notices: &mut Vec<String>,
+) -> Result<(Metric, Vec<Metric>), ConfigError> {
+    if list.is_empty() || list.len() > MAX_OBJECTIVES {
+        return Err(ConfigError::new(
+            "metric",
+            format!(
+                "expected 1 to {MAX_OBJECTIVES} objectives, each {{name, goal}}, got {}",
+                list.len()
+            ),
+        ));
+    }
+    let mut out: Vec<Metric> = Vec::with_capacity(list.len());
+    for (i, v) in list.iter().enumerate() {
+        let m = parse_metric(Some(v), trainer, notices).map_err(|mut e| {
+            e.path = e.path.replacen("metric", &format!("metric[{i}]"), 1);
+            e
+        })?;
+        if let Some(j) = out.iter().position(|o| o.name == m.name) {
+            return Err(ConfigError::new(
+                format!("metric[{i}].name"),
+                format!(
+                    "{:?} is already objective {j}; each objective names a different metric",
+                    m.name
+                ),
+            ));
+        }
+        out.push(m);
+    }
+    let first = out[0].clone();
+    if out.len() == 1 {
+        return Ok((first, Vec::new()));
+    }
+    Ok((first, out))
 }
 
 /// The name in `names` nearest to `name` (a prefix, or at most a third of it edited).

@@ -561,3 +561,83 @@ fn a_validated_spec_round_trips_through_its_stored_json() {
     }
     assert!(n >= 50, "only {n} valid configs");
 }
+
+#[test]
+fn metric_as_a_list_is_several_objectives() {
+    let spec = SweepSpec::parse(
+        "method: bayes\nmetric:\n  - {name: val_accuracy, goal: maximize, target: 0.9}\n  - {name: param_count, goal: minimize}\nearly_terminate: {type: hyperband, min_iter: 1}\nparameters:\n  learning_rate: {min: 0.0001, max: 0.1}\n",
+    )
+    .unwrap();
+    assert!(spec.multi_objective());
+    assert_eq!(spec.metric.name, "val_accuracy");
+    let names: Vec<(&str, Goal)> = spec
+        .objectives()
+        .iter()
+        .map(|m| (m.name.as_str(), m.goal))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("val_accuracy", Goal::Maximize),
+            ("param_count", Goal::Minimize)
+        ]
+    );
+    assert!(
+        spec.notices
+            .iter()
+            .any(|n| n
+                .contains("early_terminate judges trials by the first objective, val_accuracy")),
+        "{:?}",
+        spec.notices
+    );
+    // The stored spec reads back the same; one stored before objectives existed has one.
+    let back: SweepSpec = serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
+    assert_eq!(back.objectives(), spec.objectives());
+    let mut old = serde_json::to_value(&spec).unwrap();
+    old.as_object_mut().unwrap().remove("objectives");
+    let old: SweepSpec = serde_json::from_value(old).unwrap();
+    assert!(!old.multi_objective() && old.objectives().len() == 1);
+    // Targets: every objective that has one must be reached.
+    let values = |acc: f64| move |n: &str| (n == "val_accuracy").then_some(acc).or(Some(5.0));
+    assert!(crate::config::targets_reached(
+        spec.objectives(),
+        values(0.91)
+    ));
+    assert!(!crate::config::targets_reached(
+        spec.objectives(),
+        values(0.89)
+    ));
+    // A list of one is a single metric.
+    let one = SweepSpec::parse(
+        "method: random\nmetric: [{name: val_loss}]\nparameters:\n  learning_rate: {min: 0.0001, max: 0.1}\n",
+    )
+    .unwrap();
+    assert!(!one.multi_objective() && one.metric.name == "val_loss");
+}
+
+#[test]
+fn bad_objective_lists_name_the_entry() {
+    let base = |metric: Value| json!({"method": "random", "metric": metric, "parameters": {"learning_rate": {"min": 0.001, "max": 0.1}}});
+    let e = err(base(json!([])));
+    assert_eq!(e.path, "metric");
+    assert!(e.message.contains("expected 1 to 8 objectives"), "{e}");
+    let e = err(base(
+        json!([{"name": "val_loss"}, {"name": "val_loss", "goal": "maximize"}]),
+    ));
+    assert_eq!(e.path, "metric[1].name");
+    assert!(e.message.contains("already objective 0"), "{e}");
+    let e = err(base(
+        json!([{"name": "val_loss"}, {"name": "loss", "goal": "up"}]),
+    ));
+    assert_eq!(e.path, "metric[1].goal");
+    let e = err(base(json!([{"name": "val_loss"}, {"goal": "maximize"}])));
+    assert_eq!(e.path, "metric[1].name");
+    // The MLP's names are checked in each entry, with a suggestion.
+    let e = err(base(
+        json!([{"name": "val_accuracy", "goal": "maximize"}, {"name": "param_cnt"}]),
+    ));
+    assert_eq!(e.path, "metric[1].name");
+    assert!(e.message.contains("did you mean param_count"), "{e}");
+    let e = err(base(json!([{"name": "val_loss"}, "loss"])));
+    assert_eq!(e.path, "metric[1]");
+}

@@ -323,10 +323,28 @@ impl Engine {
         Ok(())
     }
 
-    /// What the Bayesian model sees of each trial, in trial order: the goal-signed final value
-    /// (finished or stopped), an imputed one (failed), or `None` (running or queued: pending).
-    fn model_losses(sw: &Sweep) -> Vec<Option<f64>> {
-        let m = &sw.spec.metric;
+    /// What the Bayesian model sees of each trial, in trial order: per objective, the
+    /// goal-signed final value (finished or stopped), an imputed one (failed); `None` for a
+    /// pending trial (running or queued) or one with an objective the model cannot fill yet.
+    fn model_losses(sw: &Sweep) -> Vec<Option<Vec<f64>>> {
+        let columns: Vec<Vec<Option<f64>>> = sw
+            .spec
+            .objectives()
+            .iter()
+            .map(|m| Self::model_column(sw, m))
+            .collect();
+        (0..sw.len())
+            .map(|i| {
+                columns
+                    .iter()
+                    .map(|c| c.get(i).copied().flatten())
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// One objective's column of [`Self::model_losses`].
+    fn model_column(sw: &Sweep, m: &crate::config::Metric) -> Vec<Option<f64>> {
         let sign = if m.goal == Goal::Maximize { -1.0 } else { 1.0 };
         let observed: Vec<f64> = sw
             .trials()

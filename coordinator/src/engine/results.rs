@@ -277,11 +277,14 @@ impl Engine {
             }
             let t_now = now();
             let max_attempts = sw.spec.max_attempts;
-            let (metric, goal, target) = (
-                sw.spec.metric.name.clone(),
-                sw.spec.metric.goal,
-                sw.spec.metric.target,
-            );
+            // The objectives with a target (usually none).
+            let targets: Vec<crate::config::Metric> = sw
+                .spec
+                .objectives()
+                .iter()
+                .filter(|m| m.target.is_some())
+                .cloned()
+                .collect();
             let named: Vec<(Arc<str>, f64)> = metrics
                 .into_iter()
                 .filter(|(_, v)| v.is_finite())
@@ -365,10 +368,7 @@ impl Engine {
                     }
                 }
                 let reached = matches!(t.state, TrialState::Finished | TrialState::Stopped)
-                    && match (target, t.final_value(&metric)) {
-                        (Some(target), Some(v)) => v == target || goal.better(v, target),
-                        _ => false,
-                    };
+                    && crate::config::targets_reached(&targets, |name| t.final_value(name));
                 (
                     old_lease,
                     t.state == TrialState::Queued,

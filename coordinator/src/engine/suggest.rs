@@ -18,13 +18,13 @@ use crate::search;
 const NICE: i32 = 10;
 
 /// A bayes suggestion to compute: trial `n` of the sweep in `cell`, from its trials as they
-/// were when it was asked (parameters, and the goal-signed loss the model sees, `None` for a
-/// pending trial).
+/// were when it was asked (parameters, and the goal-signed loss of each objective the model
+/// sees, `None` for a pending trial).
 pub(super) struct Ask {
     pub(super) cell: Cell,
     pub(super) n: u64,
     pub(super) spec: SweepSpec,
-    pub(super) history: Vec<(Params, Option<f64>)>,
+    pub(super) history: Vec<(Params, Option<Vec<f64>>)>,
 }
 
 /// A suggestion in flight: when it is dropped, the leases that waited for it are woken, and
@@ -91,23 +91,16 @@ impl Suggesters {
         &self,
         spec: SweepSpec,
         n: u64,
-        history: Vec<(Params, Option<f64>)>,
+        history: Vec<(Params, Option<Vec<f64>>)>,
     ) -> Option<Value> {
         let before = self.before.clone();
         let job = move || {
             if let Some(Hook(f)) = before {
                 f();
             }
-            let values: Vec<Value> = history.iter().map(|(p, _)| p.to_value()).collect();
-            let observed: Vec<search::Observation<'_>> = values
-                .iter()
-                .zip(&history)
-                .map(|(params, (_, loss))| search::Observation {
-                    params,
-                    loss: *loss,
-                })
-                .collect();
-            search::suggest_with_history(&spec, n, &observed)
+            let (params, losses): (Vec<Value>, Vec<Option<Vec<f64>>>) =
+                history.into_iter().map(|(p, l)| (p.to_value(), l)).unzip();
+            search::suggest_objectives(&spec, n, &params, &losses)
         };
         let out = match &self.pool {
             Some(pool) => {

@@ -5,7 +5,8 @@
 //! the trial out of those indexes and puts it back as it is after the change; a trial that has
 //! just ended joins the most recent ended ones, and the oldest of those is trimmed.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::OnceLock;
 
 use crate::config::{Goal, SweepSpec, Trainer};
 use crate::stopping::{Judge, Seen};
@@ -109,6 +110,7 @@ impl Ord for RankKey {
 }
 
 /// Where a trial stands in the sweep's indexes.
+#[derive(Clone, Copy)]
 enum Place {
     /// Ended with the metric: on the leaderboard.
     Ranked(RankKey),
@@ -125,6 +127,18 @@ struct Index {
     ranking: BTreeSet<RankKey>,
     unranked: BTreeSet<u64>,
     running: BTreeSet<u64>,
+}
+
+/// The leaderboard of a sweep with several objectives: Pareto fronts are a property of the
+/// whole ranked set, so it is computed when first asked for after a ranked trial changed
+/// ([`crate::pareto::order`]: front, then crowding distance, then the first objective, then
+/// number).
+#[derive(Debug, Default)]
+struct Pareto {
+    /// Trial numbers, best first.
+    order: Vec<u64>,
+    /// Each ranked trial's (rank, front), both 1-based.
+    at: HashMap<u64, (u32, u32)>,
 }
 
 /// One sweep in memory.
@@ -180,6 +194,8 @@ pub struct Sweep {
     index: Index,
     /// The stopping rule and the values it judges by, kept up to date by every change.
     judge: Option<Judge>,
+    /// With several objectives: the Pareto leaderboard, emptied by a change to a ranked trial.
+    pareto: OnceLock<Pareto>,
 }
 
 impl Sweep {
@@ -220,6 +236,7 @@ impl Sweep {
             cut: None,
             index: Index::default(),
             judge,
+            pareto: OnceLock::new(),
         }
     }
 
@@ -295,11 +312,16 @@ impl Sweep {
                 &seen(&t, metric),
             );
         }
+        let before = old.as_ref().map(|o| place(&self.spec, o));
         match old {
             Some(old) => self.index.remove(&old, place(&self.spec, &old)),
             None => self.len += 1,
         }
-        self.index.add(&t, place(&self.spec, &t));
+        let after = place(&self.spec, &t);
+        self.index.add(&t, after);
+        if self.spec.multi_objective() && (ranked(before) || ranked(Some(after))) {
+            self.pareto = OnceLock::new();
+        }
         let ended = t.state.is_terminal() && t.is_whole();
         let n = t.number;
         self.trials[i] = Some(t);
@@ -315,10 +337,15 @@ impl Sweep {
         let i = usize::try_from(n.checked_sub(1)?).ok()?;
         let t = self.trials.get_mut(i)?.as_mut()?;
         let was_ended = t.state.is_terminal();
-        index.remove(t, place(spec, t));
+        let place_before = place(spec, t);
+        index.remove(t, place_before);
         let before = self.judge.as_ref().map(|_| seen(t, &spec.metric.name));
         let r = f(t);
-        index.add(t, place(spec, t));
+        let place_after = place(spec, t);
+        index.add(t, place_after);
+        if spec.multi_objective() && (ranked(Some(place_before)) || ranked(Some(place_after))) {
+            self.pareto = OnceLock::new();
+        }
         if let (Some(j), Some(before)) = (&mut self.judge, before) {
             let after = seen(t, &spec.metric.name);
             if after != before {
@@ -407,12 +434,14 @@ impl Sweep {
     /// Ranked trials (finished or stopped with the metric) best first with their rank, then
     /// the rest by number with rank 0.
     pub fn ranked(&self) -> impl Iterator<Item = (u32, &Trial)> + '_ {
-        let ranked = self
-            .index
-            .ranking
-            .iter()
+        let order: Box<dyn Iterator<Item = u64> + '_> = if self.spec.multi_objective() {
+            Box::new(self.pareto().order.iter().copied())
+        } else {
+            Box::new(self.index.ranking.iter().map(|k| k.1))
+        };
+        let ranked = order
             .enumerate()
-            .filter_map(|(i, k)| self.trial(k.1).map(|t| (i as u32 + 1, t)));
+            .filter_map(|(i, n)| self.trial(n).map(|t| (i as u32 + 1, t)));
         let rest = self
             .trials()
             .filter(|t| !matches!(self.place(t), Place::Ranked(_)))
@@ -427,15 +456,64 @@ impl Sweep {
 
     /// Trial `n`'s rank (1 is the best), 0 if it is not ranked. Walks the ranking down to it.
     pub fn rank_of(&self, n: u64) -> u32 {
+        if self.spec.multi_objective() {
+            return self.pareto().at.get(&n).map_or(0, |a| a.0);
+        }
         match self.trial(n).map(|t| self.place(t)) {
             Some(Place::Ranked(k)) => self.index.ranking.range(..k).count() as u32 + 1,
             _ => 0,
         }
     }
 
-    /// The best ranked trial.
+    /// The best ranked trial (with several objectives, the first of the leaderboard: on the
+    /// Pareto front, at one of its ends, the better on the first objective).
     pub fn best(&self) -> Option<&Trial> {
+        if self.spec.multi_objective() {
+            return self.pareto().order.first().and_then(|n| self.trial(*n));
+        }
         self.index.ranking.first().and_then(|k| self.trial(k.1))
+    }
+
+    /// Trial `n`'s Pareto front (1 is the non-dominated set) in a sweep with several
+    /// objectives; 0 if it is not ranked or the sweep has one objective.
+    pub fn front_of(&self, n: u64) -> u32 {
+        if !self.spec.multi_objective() {
+            return 0;
+        }
+        self.pareto().at.get(&n).map_or(0, |a| a.1)
+    }
+
+    /// The Pareto leaderboard, computed from the ranked trials when first asked for after a
+    /// change (O(m·n²) at worst for n ranked trials and m objectives; far less in practice).
+    fn pareto(&self) -> &Pareto {
+        self.pareto.get_or_init(|| {
+            // In the first objective's order, which breaks ties of front and crowding.
+            let numbers: Vec<u64> = self.index.ranking.iter().map(|k| k.1).collect();
+            let points: Vec<Vec<f64>> = numbers
+                .iter()
+                .map(|&n| {
+                    let t = self.trial(n);
+                    self.spec
+                        .objectives()
+                        .iter()
+                        .map(|m| {
+                            let v = t.and_then(|t| t.final_value(&m.name)).unwrap_or(f64::NAN);
+                            if m.goal == Goal::Maximize {
+                                -v
+                            } else {
+                                v
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            let mut p = Pareto::default();
+            for (rank, (i, front)) in crate::pareto::order(&points).into_iter().enumerate() {
+                p.order.push(numbers[i]);
+                p.at.insert(numbers[i], (rank as u32 + 1, front));
+            }
+            p
+        })
     }
 
     /// What a person should know: the config's notices, trials that never logged the metric,
@@ -450,17 +528,35 @@ impl Sweep {
             out.push(why.clone());
         }
         out.extend(self.cut.clone());
-        let metric = &self.spec.metric.name;
-        if !metric.is_empty() {
+        let metric = self
+            .spec
+            .objectives()
+            .iter()
+            .map(|m| format!("{:?}", m.name))
+            .collect::<Vec<_>>()
+            .join(" and ");
+        if !self.spec.metric.name.is_empty() {
             if let Some(first) = self.index.unranked.first().and_then(|n| self.trial(*n)) {
                 let n = self.index.unranked.len();
+                let missing: Vec<String> = self
+                    .spec
+                    .objectives()
+                    .iter()
+                    .filter(|m| first.final_value(&m.name).is_none())
+                    .map(|m| format!("{:?}", m.name))
+                    .collect();
                 let why = first.error.as_deref().map_or_else(
-                    || format!("metric {metric:?} was never reported"),
+                    || format!("{} was never reported", missing.join(" and ")),
                     str::to_string,
                 );
                 out.push(format!(
-                    "{n} trial{} ended without the metric {metric:?} and {} not ranked (trial {}: {why})",
+                    "{n} trial{} ended without {} {metric} and {} not ranked (trial {}: {why})",
                     if n == 1 { "" } else { "s" },
+                    if self.spec.multi_objective() {
+                        "every objective of"
+                    } else {
+                        "the metric"
+                    },
                     if n == 1 { "is" } else { "are" },
                     first.number
                 ));
@@ -532,9 +628,21 @@ pub(super) fn seen(t: &Trial, metric: &str) -> Seen {
     }
 }
 
+fn ranked(p: Option<Place>) -> bool {
+    matches!(p, Some(Place::Ranked(_)))
+}
+
+/// A trial is ranked once it ended (finished or stopped) with every objective's final value;
+/// its key is the first objective's.
 fn place(spec: &SweepSpec, t: &Trial) -> Place {
     if !matches!(t.state, TrialState::Finished | TrialState::Stopped) {
         return Place::Elsewhere;
+    }
+    if spec.objectives()[1..]
+        .iter()
+        .any(|m| t.final_value(&m.name).is_none())
+    {
+        return Place::Unranked;
     }
     match t.final_value(&spec.metric.name) {
         Some(v) => Place::Ranked(RankKey(
@@ -631,6 +739,71 @@ mod tests {
                 .map(|n| (0, n)),
         );
         out
+    }
+
+    #[test]
+    fn several_objectives_rank_by_front_then_crowding_and_follow_changes() {
+        let spec = SweepSpec::parse(
+            "method: random\nmetric:\n  - {name: acc, goal: maximize}\n  - {name: size, goal: minimize}\ntrainer: synthetic\nparameters:\n  x: {min: 0.0, max: 1.0}\n",
+        )
+        .unwrap();
+        let mut s = Sweep::new("s".into(), None, spec, SweepState::Running, 0.0, 1);
+        let (acc, size) = (s.names.get("acc"), s.names.get("size"));
+        // (acc, size) per trial: 1, 2, 4 on the front (2 between the ends), 3 dominated by 2,
+        // 5 dominated by 3; 6 never logs size.
+        let values = [
+            (0.80, 10.0),
+            (0.85, 20.0),
+            (0.84, 25.0),
+            (0.90, 100.0),
+            (0.70, 30.0),
+        ];
+        for (i, (a, z)) in values.iter().enumerate() {
+            let n = i as u64 + 1;
+            let t = trial(&mut s, n);
+            s.insert(t);
+            s.edit(n, |t| {
+                t.metrics.insert(acc.clone(), *a);
+                t.metrics.insert(size.clone(), *z);
+                t.state = TrialState::Finished;
+            });
+        }
+        let t = trial(&mut s, 6);
+        s.insert(t);
+        s.edit(6, |t| {
+            t.metrics.insert(acc.clone(), 0.99);
+            t.state = TrialState::Finished;
+        });
+        let order: Vec<(u32, u64, u32)> = s
+            .ranked()
+            .map(|(r, t)| (r, t.number, s.front_of(t.number)))
+            .collect();
+        // Front 1: the ends (4, then 1: by the first objective) before the middle (2);
+        // front 2: 3; front 3: 5; 6 unranked.
+        assert_eq!(
+            order,
+            [
+                (1, 4, 1),
+                (2, 1, 1),
+                (3, 2, 1),
+                (4, 3, 2),
+                (5, 5, 3),
+                (0, 6, 0)
+            ]
+        );
+        assert_eq!(s.best().map(|t| t.number), Some(4));
+        assert_eq!((s.rank_of(3), s.rank_of(6), s.ranked_len()), (4, 0, 5));
+        assert!(s.notices().iter().any(|n| n.contains(
+            "1 trial ended without every objective of \"acc\" and \"size\" and is not ranked (trial 6: \"size\" was never reported)"
+        )), "{:?}", s.notices());
+        // A change to a ranked trial is seen: trial 5 now dominates all but trial 4.
+        s.edit(5, |t| {
+            t.metrics.insert(acc.clone(), 0.89);
+            t.metrics.insert(size.clone(), 1.0);
+        });
+        let fronts: Vec<u32> = (1..=5).map(|n| s.front_of(n)).collect();
+        assert_eq!(fronts, [2, 2, 3, 1, 1]);
+        assert_eq!(s.best().map(|t| t.number), Some(4));
     }
 
     #[test]

@@ -81,6 +81,88 @@ pub fn suggest_with_history(
     })
 }
 
+/// Parameters of trial `n` (1-based) given the sweep's trials' `params` and, for each, the
+/// goal-signed loss of every objective (smaller is better; `None`: pending). One objective is
+/// [`suggest_with_history`]'s loss. Several are made one loss the models can rank: for TPE the
+/// trial's place in [`crate::pareto::model_order`] (front, then hypervolume contribution: the
+/// multi-objective TPE of Ozaki et al. 2020), for the GP a random augmented Chebyshev
+/// scalarization drawn per trial (ParEGO, Knowles 2006), so successive trials aim at different
+/// parts of the front.
+pub fn suggest_objectives(
+    spec: &SweepSpec,
+    n: u64,
+    params: &[Value],
+    losses: &[Option<Vec<f64>>],
+) -> Option<Value> {
+    let scalar: Vec<Option<f64>> = if !spec.multi_objective() {
+        losses
+            .iter()
+            .map(|l| l.as_ref().and_then(|v| v.first().copied()))
+            .collect()
+    } else {
+        let done: Vec<(usize, &Vec<f64>)> = losses
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| {
+                l.as_ref()
+                    .filter(|v| v.iter().all(|x| x.is_finite()))
+                    .map(|v| (i, v))
+            })
+            .collect();
+        let points: Vec<Vec<f64>> = done.iter().map(|(_, v)| (*v).clone()).collect();
+        let keys = match spec.bayes.engine {
+            BayesEngine::Tpe => crate::pareto::model_order(&points),
+            BayesEngine::Gp => {
+                let mut rng = ChaCha8Rng::seed_from_u64(mix(spec.seed ^ 0x7061_7265_676f, n));
+                parego(&points, &mut rng)
+            }
+        };
+        let mut out = vec![None; losses.len()];
+        for ((i, _), k) in done.iter().zip(keys) {
+            out[*i] = Some(k);
+        }
+        out
+    };
+    let observed: Vec<Observation<'_>> = params
+        .iter()
+        .zip(scalar)
+        .map(|(params, loss)| Observation { params, loss })
+        .collect();
+    suggest_with_history(spec, n, &observed)
+}
+
+/// ParEGO's scalarization of `points` (each coordinate scaled to [0, 1] over the points):
+/// `max_k λ_k f_k + 0.05 Σ_k λ_k f_k` with weights λ drawn uniformly from the simplex.
+fn parego<R: rand::Rng>(points: &[Vec<f64>], rng: &mut R) -> Vec<f64> {
+    let Some(m) = points.first().map(Vec::len) else {
+        return Vec::new();
+    };
+    let raw: Vec<f64> = (0..m).map(|_| -(1.0 - rng.random::<f64>()).ln()).collect();
+    let sum: f64 = raw.iter().sum();
+    let lambda: Vec<f64> = raw.iter().map(|w| w / sum).collect();
+    let (lo, hi): (Vec<f64>, Vec<f64>) = (0..m)
+        .map(|k| {
+            points
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+                    (a.min(p[k]), b.max(p[k]))
+                })
+        })
+        .unzip();
+    points
+        .iter()
+        .map(|p| {
+            let f: Vec<f64> = (0..m)
+                .map(|k| {
+                    let r = hi[k] - lo[k];
+                    lambda[k] * if r > 0.0 { (p[k] - lo[k]) / r } else { 0.0 }
+                })
+                .collect();
+            f.iter().copied().fold(0.0, f64::max) + 0.05 * f.iter().sum::<f64>()
+        })
+        .collect()
+}
+
 /// Parameters of trial `n` (1-based) for grid and random sweeps, or `None` when the sweep has
 /// handed out all it will.
 pub fn suggest(spec: &SweepSpec, n: u64) -> Option<Value> {
@@ -121,6 +203,27 @@ pub fn sequential_best(spec: &SweepSpec, trials: u64, objective: impl Fn(&Value)
         hist.push((params, y));
     }
     hist.iter().map(|h| h.1).fold(f64::INFINITY, f64::min)
+}
+
+/// Runs `trials` trials of a sweep with several objectives one at a time on `objectives` (a
+/// test function giving every objective, each to be minimised) through the engine's path
+/// ([`suggest_objectives`]), and returns every trial's objectives. For search-quality
+/// benchmarks and tests.
+pub fn sequential_front(
+    spec: &SweepSpec,
+    trials: u64,
+    objectives: impl Fn(&Value) -> Vec<f64>,
+) -> Vec<Vec<f64>> {
+    let mut params: Vec<Value> = Vec::new();
+    let mut losses: Vec<Option<Vec<f64>>> = Vec::new();
+    for n in 1..=trials {
+        let Some(p) = suggest_objectives(spec, n, &params, &losses) else {
+            break;
+        };
+        losses.push(Some(objectives(&p)));
+        params.push(p);
+    }
+    losses.into_iter().flatten().collect()
 }
 
 #[cfg(test)]

@@ -62,6 +62,18 @@ pub fn sweep_info(s: &Sweep, workers: u32) -> pb::SweepInfo {
         workers,
         notices: s.notices(),
         ranked: s.ranked_len() as u64,
+        objectives: if s.spec.multi_objective() {
+            s.spec
+                .objectives()
+                .iter()
+                .map(|m| pb::Objective {
+                    name: m.name.clone(),
+                    goal: m.goal.name().into(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -82,6 +94,7 @@ pub fn trial_summary(s: &Sweep, t: &Trial, rank: u32) -> pb::TrialSummary {
         error: t.error.as_deref().unwrap_or_default().to_string(),
         rank,
         name: t.name.as_deref().unwrap_or_default().to_string(),
+        front: if rank > 0 { s.front_of(t.number) } else { 0 },
     }
 }
 

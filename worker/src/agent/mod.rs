@@ -1040,6 +1040,10 @@ fn train_blocking(shared: &Shared, trial: &pb::Trial, run: &Running, handle: &Ha
                 }
             }
             metrics.insert("epochs".into(), res.epochs.len() as f64);
+            if let Some(net) = &res.net {
+                // The model's size: an objective to trade against accuracy.
+                metrics.insert("param_count".into(), net.num_params() as f64);
+            }
             let confusion = res.test.as_ref().map(|t| pb::ConfusionMatrix {
                 labels: res.classes.clone(),
                 counts: t.confusion.iter().flatten().copied().collect(),
