@@ -664,7 +664,8 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
                             s.running.to_string(),
                             s.failed.to_string(),
                             s.workers.to_string(),
-                            export::terminal_safe(&s.metric).into_owned(),
+                            export::terminal_safe(&export::objective_names(s).join(", "))
+                                .into_owned(),
                             best,
                         ]
                     })

@@ -165,7 +165,7 @@ impl Printer {
         }
     }
 
-    fn trial(&mut self, metric: &str, t: &pb::TrialSummary) {
+    fn trial(&mut self, s: &pb::SweepInfo, t: &pb::TrialSummary) {
         if t.state != "running" {
             self.running.remove(&t.trial);
         }
@@ -174,17 +174,21 @@ impl Printer {
             "finished" | "stopped" | "failed" | "diverged"
         ) && self.printed.insert(t.trial)
         {
-            let v = t
-                .metrics
-                .get(metric)
-                .map_or("-".into(), |v| format!("{v:.4}"));
-            let line = format!(
-                "trial {:>4} {:<8} {} {}",
-                t.trial,
-                t.state,
-                export::terminal_safe(metric),
-                v
-            );
+            let names = export::objective_names(s);
+            let values: Vec<String> = names
+                .iter()
+                .map(|m| {
+                    let v = t.metrics.get(m).map_or("-".into(), |v| {
+                        if names.len() > 1 {
+                            export::short_value(*v)
+                        } else {
+                            format!("{v:.4}")
+                        }
+                    });
+                    format!("{} {v}", export::terminal_safe(m))
+                })
+                .collect();
+            let line = format!("trial {:>4} {:<8} {}", t.trial, t.state, values.join(" "));
             match self.drawn() {
                 Some(b) => b.println(line),
                 None => println!("{line}"),
@@ -235,15 +239,11 @@ async fn catch_up(c: &mut SweepsClient<AuthChannel>, sweep: &str, p: &mut Printe
         return;
     };
     let lb = lb.into_inner();
-    let metric = lb
-        .sweep
-        .as_ref()
-        .map(|s| s.metric.clone())
-        .unwrap_or_default();
+    let info = lb.sweep.clone().unwrap_or_default();
     let mut ended: Vec<&pb::TrialSummary> = lb.trials.iter().collect();
     ended.sort_by_key(|t| t.trial);
     for t in ended {
-        p.trial(&metric, t);
+        p.trial(&info, t);
     }
 }
 
@@ -297,7 +297,7 @@ pub(super) async fn watch(
                     for c in &ev.changes {
                         if let Some(t) = &c.trial {
                             p.progress(&s.metric, t, &c.points);
-                            p.trial(&s.metric, t);
+                            p.trial(&s, t);
                         }
                     }
                     p.sweep(s);

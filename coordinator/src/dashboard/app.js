@@ -508,6 +508,68 @@ function confusionTable(conf) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The Pareto front of a sweep with several objectives: the ranked trials on the first two
+// objectives, front 1 drawn as the staircase it is; hover a point for its trial, click to open.
+
+/**
+ * Draws `rows` ([{trial, x, y, front}]) on objectives `ox`, `oy` ({name, goal}) into `holder`.
+ */
+function paretoChart(holder, rows, ox, oy, onOpen) {
+  const width = Math.max(520, Math.min(holder.clientWidth || 900, 1000));
+  const height = 420;
+  const m = { l: 78, r: 24, t: 16, b: 52 };
+  const range = (vs) => {
+    let lo = Math.min(...vs);
+    let hi = Math.max(...vs);
+    const pad = (hi - lo) * 0.06 || Math.abs(hi) * 0.05 || 1;
+    return [lo - pad, hi + pad];
+  };
+  const [x0, x1] = range(rows.map((r) => r.x));
+  const [y0, y1] = range(rows.map((r) => r.y));
+  const X = (v) => m.l + ((v - x0) / (x1 - x0)) * (width - m.l - m.r);
+  const Y = (v) => m.t + (1 - (v - y0) / (y1 - y0)) * (height - m.t - m.b);
+  const svg = s('svg', { width, height, viewBox: `0 0 ${width} ${height}`, class: 'pareto' });
+  const better = (o) => (o.goal === 'minimize' ? 'lower is better' : 'higher is better');
+  // Axes with three ticks each.
+  const axes = s('g', { class: 'axis' });
+  axes.appendChild(s('line', { x1: m.l, x2: width - m.r, y1: height - m.b, y2: height - m.b, stroke: '#57606a' }));
+  axes.appendChild(s('line', { x1: m.l, x2: m.l, y1: m.t, y2: height - m.b, stroke: '#57606a' }));
+  for (const t of [0.06, 0.5, 0.94]) {
+    const xv = x0 + t * (x1 - x0);
+    const yv = y0 + t * (y1 - y0);
+    axes.appendChild(s('text', { x: X(xv), y: height - m.b + 16, 'text-anchor': 'middle', 'font-size': 11, fill: '#57606a' }, fmt(xv, 4)));
+    axes.appendChild(s('text', { x: m.l - 6, y: Y(yv) + 4, 'text-anchor': 'end', 'font-size': 11, fill: '#57606a' }, fmt(yv, 4)));
+  }
+  axes.appendChild(s('text', { x: (m.l + width - m.r) / 2, y: height - 10, 'text-anchor': 'middle', 'font-size': 12, 'font-weight': 600, fill: '#1f2328' }, `${ox.name} (${better(ox)})`));
+  axes.appendChild(s('text', { x: 14, y: (m.t + height - m.b) / 2, 'text-anchor': 'middle', 'font-size': 12, 'font-weight': 600, fill: '#1f2328', transform: `rotate(-90 14 ${(m.t + height - m.b) / 2})` }, `${oy.name} (${better(oy)})`));
+  svg.appendChild(axes);
+  // The front as a staircase: between two neighbours, the corner of what they dominate together.
+  const front = rows.filter((r) => r.front === 1).sort((a, b) => a.x - b.x || a.y - b.y);
+  const xMax = ox.goal !== 'minimize';
+  let d = '';
+  front.forEach((r, i) => {
+    if (i) {
+      const p = front[i - 1];
+      const [cx, cy] = xMax ? [p.x, r.y] : [r.x, p.y];
+      d += `L${X(cx).toFixed(1)},${Y(cy).toFixed(1)}`;
+    }
+    d += `${i ? 'L' : 'M'}${X(r.x).toFixed(1)},${Y(r.y).toFixed(1)}`;
+  });
+  if (d) svg.appendChild(s('path', { d, class: 'front-line' }));
+  // Points: the front on top.
+  const order = rows.slice().sort((a, b) => (b.front === 1) - (a.front === 1) || b.front - a.front);
+  for (const r of order.reverse()) {
+    const c = s('circle', { cx: X(r.x), cy: Y(r.y), r: r.front === 1 ? 5.5 : 3.5, class: r.front === 1 ? 'on-front' : 'off-front', data: { trial: r.trial, front: r.front } },
+      s('title', {}, `trial ${r.trial} (front ${r.front}): ${ox.name} ${fmt(r.x)}, ${oy.name} ${fmt(r.y)}`));
+    c.addEventListener('click', () => onOpen(r.trial));
+    svg.appendChild(c);
+  }
+  holder.dataset.front = front.length;
+  holder.replaceChildren(svg, h('p', { class: 'sub' },
+    `${front.length} of ${rows.length} ranked trials on the Pareto front (red): no other trial is as good on both objectives and better on one. Hover a point for its trial; click it to open the trial.`));
+}
+
+// ---------------------------------------------------------------------------------------------
 // Parallel coordinates, interactive: hover a line for its trial, click it to open the trial,
 // drag along an axis to keep only the trials in that range (click the axis to clear it).
 
@@ -750,6 +812,8 @@ async function pageSweep(main, id) {
     board: h('div', { class: 'scroll' }),
     more: h('p', { class: 'sub' }),
     parallel: h('div', { class: 'chart parallel-box', id: 'parallel' }),
+    pareto: h('div', { class: 'chart', id: 'pareto' }),
+    paretoTitle: h('h2', { class: 'hidden' }, 'Pareto front'),
     importance: h('div', { class: 'figure', id: 'importance' }),
     confusion: h('div', { id: 'confusion' }),
     config: h('pre', { class: 'config', id: 'config' }),
@@ -781,6 +845,7 @@ async function pageSweep(main, id) {
   main.replaceChildren(el.title, el.sub, el.cards, el.notices, el.controls, el.downloads,
     h('h2', {}, 'Learning curves: running and top trials'), el.axis, el.curves,
     h('h2', {}, 'Leaderboard'), el.board, el.more,
+    el.paretoTitle, el.pareto,
     h('div', { class: 'cols' },
       h('div', {}, h('h2', {}, 'Best trial’s confusion matrix (test set)'), el.confusion),
       h('div', {}, h('h2', {}, 'Parameter importance'), el.importance)),
@@ -800,13 +865,17 @@ async function pageSweep(main, id) {
   }
 
   function metricName() { return (S.lb && S.lb.metric.name) || (S.info && S.info.metric) || ''; }
+  // Several objectives ([{name, goal}]), or none for a sweep with one.
+  function objectives() { return (S.lb && S.lb.objectives) || (S.info && S.info.objectives) || []; }
   function maximize() { return !S.lb || S.lb.metric.goal !== 'minimize'; }
 
   function drawInfo() {
     const sw = S.info;
     if (!sw) return;
     el.title.textContent = sw.name || sw.id;
-    el.sub.replaceChildren(stateBadge(sw.state), `  ${sw.id} · ${sw.method} · ${sw.metric} (${sw.goal})`);
+    const goals = (sw.objectives && sw.objectives.length ? sw.objectives : [{ name: sw.metric, goal: sw.goal }])
+      .map((o) => `${o.name} (${o.goal})`).join(', ');
+    el.sub.replaceChildren(stateBadge(sw.state), `  ${sw.id} · ${sw.method} · ${goals}`);
     const card = (k, v, extra) => h('div', { class: 'card' }, h('div', { class: 'k' }, k), h('div', { class: 'v' }, v), extra);
     el.cards.replaceChildren(
       card('state', sw.state, null),
@@ -846,6 +915,7 @@ async function pageSweep(main, id) {
     const params = new Set(varyingParams());
     const keys = new Set([...S.rows.values()].flatMap((r) => Object.keys(r.metrics || {})));
     keys.delete(metricName());
+    for (const o of objectives()) keys.delete(o.name);
     const first = ['test_accuracy', 'val_accuracy', 'val_loss', 'epoch', 'epochs'];
     return [...keys]
       .filter((k) => !params.has(k) && !k.startsWith('_'))
@@ -859,6 +929,13 @@ async function pageSweep(main, id) {
     // The run names a program gave, when it gave any (W&B's run name).
     const named = [...S.rows.values()].some((r) => r.name)
       ? [{ key: 'name', label: 'name', get: (r) => r.name || '' }] : [];
+    const objs = objectives();
+    if (objs.length) {
+      // Several objectives: the front after the rank, a column per objective after the state.
+      const front = { key: 'front', label: 'front', num: true, get: (r) => r.front ?? null };
+      const each = objs.map((o) => ({ key: `metric:${o.name}`, label: o.name, num: true, get: (r) => r.metrics[o.name] }));
+      return [COLS[0], front, COLS[1]].concat(named, COLS[2], each, logged, COLS.slice(5), params);
+    }
     return COLS.slice(0, 2).concat(named, COLS.slice(2, 5), logged, COLS.slice(5), params);
   }
 
@@ -912,6 +989,21 @@ async function pageSweep(main, id) {
       (trial) => { location.href = `${sweepPath(id)}/trials/${trial}`; });
   }
 
+  function drawPareto() {
+    const objs = objectives();
+    el.paretoTitle.classList.toggle('hidden', objs.length < 2);
+    if (objs.length < 2) return;
+    const [ox, oy] = objs;
+    const rows = [...S.rows.values()]
+      .filter((r) => r.rank && Number.isFinite(r.metrics[ox.name]) && Number.isFinite(r.metrics[oy.name]))
+      .map((r) => ({ trial: r.trial, x: r.metrics[ox.name], y: r.metrics[oy.name], front: r.front || 0 }));
+    if (!rows.length) {
+      el.pareto.replaceChildren(h('p', { class: 'empty' }, 'No ranked trial yet.'));
+      return;
+    }
+    paretoChart(el.pareto, rows, ox, oy, (trial) => { location.href = `${sweepPath(id)}/trials/${trial}`; });
+  }
+
   function drawBoard() {
     const cols = columns();
     const head = h('tr', {}, cols.map((c) => {
@@ -930,7 +1022,7 @@ async function pageSweep(main, id) {
     const body = h('tbody', {}, all.slice(0, MAX_ROWS).map((r) => {
       const flat = flatten(r.params);
       return h('tr', {
-        class: `clickable${r.rank === 1 ? ' best' : ''}`,
+        class: `clickable${r.rank === 1 || r.front === 1 ? ' best' : ''}`,
         data: { trial: r.trial, state: r.state },
         title: r.error || '',
         onclick: () => { location.href = `${sweepPath(id)}/trials/${r.trial}`; },
@@ -1048,6 +1140,7 @@ async function pageSweep(main, id) {
       S.rows = new Map(S.lb.trials.map((t) => [t.trial, t]));
       el.config.textContent = JSON.stringify(S.lb.sweep.config, null, 2);
       drawBoard();
+      drawPareto();
       drawParallel();
       drawCurvesSoon();
     } catch (e) {
@@ -1266,6 +1359,7 @@ async function pageTrial(main, id, n) {
     const facts = [
       ['state', stateBadge(t.state)],
       ['rank', t.rank || '—'],
+      ...(t.front ? [['Pareto front', t.front === 1 ? '1 (no other trial is as good on every objective and better on one)' : t.front]] : []),
       ['attempts', t.attempts],
       ['worker', t.worker || '—'],
       ['duration', `${fmt(t.duration_seconds, 1)} s`],

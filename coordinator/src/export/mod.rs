@@ -58,7 +58,7 @@ impl Serialize for Row<'_> {
             value: Option<f64>,
         }
         let t = self.0;
-        let mut m = s.serialize_map(Some(11))?;
+        let mut m = s.serialize_map(None)?;
         m.serialize_entry("attempts", &t.attempts)?;
         m.serialize_entry(
             "best",
@@ -69,6 +69,9 @@ impl Serialize for Row<'_> {
         )?;
         m.serialize_entry("duration_seconds", &num(t.duration_seconds))?;
         m.serialize_entry("error", &(!t.error.is_empty()).then_some(&t.error))?;
+        if t.front > 0 {
+            m.serialize_entry("front", &t.front)?;
+        }
         m.serialize_entry("metrics", &Metrics(&t.metrics))?;
         m.serialize_entry("name", &(!t.name.is_empty()).then_some(&t.name))?;
         m.serialize_entry("params", &MapAsJson(&t.params))?;
@@ -95,8 +98,19 @@ impl Serialize for Leaderboard<'_> {
                 s.collect_seq(self.0.iter().map(Row))
             }
         }
-        let mut m = s.serialize_map(Some(4))?;
+        let mut m = s.serialize_map(None)?;
         m.serialize_entry("metric", &json!({"name": info.metric, "goal": info.goal}))?;
+        if !info.objectives.is_empty() {
+            m.serialize_entry("objectives", &objectives_json(&info))?;
+            // The trials on the Pareto front, in leaderboard order.
+            let front: Vec<u64> = lb
+                .trials
+                .iter()
+                .filter(|t| t.front == 1)
+                .map(|t| t.trial)
+                .collect();
+            m.serialize_entry("pareto_front", &front)?;
+        }
         m.serialize_entry("schema_version", &SCHEMA_VERSION)?;
         m.serialize_entry(
             "sweep",
@@ -105,6 +119,23 @@ impl Serialize for Leaderboard<'_> {
         m.serialize_entry("trials", &Rows(&lb.trials))?;
         m.end()
     }
+}
+
+/// The names a sweep ranks by: its metric, or every objective.
+pub fn objective_names(s: &pb::SweepInfo) -> Vec<String> {
+    if s.objectives.is_empty() {
+        vec![s.metric.clone()]
+    } else {
+        s.objectives.iter().map(|o| o.name.clone()).collect()
+    }
+}
+
+/// A sweep's objectives as JSON: `[{name, goal}]` (empty with one).
+fn objectives_json(s: &pb::SweepInfo) -> Value {
+    s.objectives
+        .iter()
+        .map(|o| json!({"name": o.name, "goal": o.goal}))
+        .collect()
 }
 
 /// The leaderboard as a JSON value.
@@ -152,8 +183,8 @@ fn cell(v: &Value) -> String {
     }
 }
 
-/// The leaderboard as CSV: rank, trial, state, best, then one column per parameter and per
-/// metric, then attempts, duration, worker, error.
+/// The leaderboard as CSV: rank, trial, state, (the Pareto front with several objectives),
+/// best, then one column per parameter and per metric, then attempts, duration, worker, error.
 pub fn leaderboard_csv(lb: &pb::LeaderboardResponse) -> String {
     let mut pnames = BTreeSet::new();
     let mut mnames = BTreeSet::new();
@@ -174,7 +205,11 @@ pub fn leaderboard_csv(lb: &pb::LeaderboardResponse) -> String {
     let mut out = String::new();
     // A column of run names when a program named its runs.
     let named = lb.trials.iter().any(|t| !t.name.is_empty());
+    let fronts = lb.trials.iter().any(|t| t.front > 0);
     let mut header = vec!["rank".to_string(), "trial".into(), "state".into()];
+    if fronts {
+        header.push("front".into());
+    }
     if named {
         header.push("name".into());
     }
@@ -205,6 +240,13 @@ pub fn leaderboard_csv(lb: &pb::LeaderboardResponse) -> String {
             t.trial.to_string(),
             t.state.clone(),
         ];
+        if fronts {
+            r.push(if t.front > 0 {
+                t.front.to_string()
+            } else {
+                String::new()
+            });
+        }
         if named {
             r.push(t.name.clone());
         }
@@ -376,6 +418,16 @@ fn param_columns(rows: &[Vec<(String, Value)>]) -> ParamColumns {
 
 pub use sweep_trainer::text::{terminal_lines, terminal_safe};
 
+/// An objective's value in a table column: four decimals, or a whole number as it is (a count
+/// such as `param_count`).
+pub fn short_value(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e12 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
 /// The leaderboard as a text table, best first; client text made [`terminal_safe`].
 pub fn leaderboard_table(lb: &pb::LeaderboardResponse) -> String {
     let mut s = lb.sweep.clone().unwrap_or_default();
@@ -392,8 +444,27 @@ pub fn leaderboard_table(lb: &pb::LeaderboardResponse) -> String {
         .ok()
         .and_then(|c| c["seed"].as_u64())
         .map_or(String::new(), |n| format!(", seed {n}"));
+    // The columns of values: the metric, or every objective.
+    let shown: Vec<(String, String)> = if s.objectives.is_empty() {
+        vec![(s.metric.clone(), s.goal.clone())]
+    } else {
+        s.objectives
+            .iter()
+            .map(|o| {
+                (
+                    terminal_safe(&o.name).into_owned(),
+                    terminal_safe(&o.goal).into_owned(),
+                )
+            })
+            .collect()
+    };
+    let ranked_by = shown
+        .iter()
+        .map(|(n, g)| format!("{n} ({g})"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut out = format!(
-        "sweep {}{} ({}, {}{seed}): {} finished, {} stopped, {} failed, {} running, {} queued; metric {} ({})\n",
+        "sweep {}{} ({}, {}{seed}): {} finished, {} stopped, {} failed, {} running, {} queued; {} {}{}\n",
         s.id,
         if s.name.is_empty() { String::new() } else { format!(" \"{}\"", s.name) },
         s.method,
@@ -403,8 +474,13 @@ pub fn leaderboard_table(lb: &pb::LeaderboardResponse) -> String {
         s.failed,
         s.running,
         s.queued,
-        s.metric,
-        s.goal
+        if shown.len() > 1 { "objectives" } else { "metric" },
+        ranked_by,
+        if shown.len() > 1 {
+            "; ranked by Pareto front, then crowding"
+        } else {
+            ""
+        }
     );
     let has_test = lb
         .trials
@@ -434,30 +510,49 @@ pub fn leaderboard_table(lb: &pb::LeaderboardResponse) -> String {
         })
         .collect();
     let name_w = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+    let multi = shown.len() > 1;
     let _ = write!(out, "{:>4}  {:>5}", "rank", "trial");
+    if multi {
+        let _ = write!(out, "  {:>5}", "front");
+    }
     if name_w > 0 {
         let _ = write!(out, "  {:<name_w$}", "name");
     }
-    let _ = write!(out, "  {:>12}", terminal_safe(&s.metric));
+    for (name, _) in &shown {
+        let _ = write!(out, "  {:>12}", name);
+    }
     if has_test {
         let _ = write!(out, "  {:>8}", "test_acc");
     }
     let _ = writeln!(out, "  {:<9} {:>7}  params", "state", "seconds");
     for ((t, flat), name) in lb.trials.iter().zip(&flat).zip(&names) {
-        let value = t
-            .metrics
-            .get(&s.metric)
-            .map_or("-".to_string(), |v| format!("{v:.4}"));
         let rank = if t.rank > 0 {
             t.rank.to_string()
         } else {
             "-".into()
         };
         let _ = write!(out, "{rank:>4}  {:>5}", t.trial);
+        if multi {
+            let front = if t.front > 0 {
+                t.front.to_string()
+            } else {
+                "-".into()
+            };
+            let _ = write!(out, "  {front:>5}");
+        }
         if name_w > 0 {
             let _ = write!(out, "  {name:<name_w$}");
         }
-        let _ = write!(out, "  {value:>12}");
+        for (metric, _) in &shown {
+            let value = t.metrics.get(metric).map_or("-".to_string(), |v| {
+                if multi {
+                    short_value(*v)
+                } else {
+                    format!("{v:.4}")
+                }
+            });
+            let _ = write!(out, "  {value:>12}");
+        }
         if has_test {
             let ta = t
                 .metrics
@@ -496,6 +591,7 @@ pub fn info_json(s: &pb::SweepInfo) -> serde_json::Value {
         "queued": s.queued, "running": s.running, "finished": s.finished, "failed": s.failed,
         "stopped": s.stopped, "ranked": s.ranked, "best": s.best, "best_trial": s.best_trial, "workers": s.workers,
         "created_at": s.created_at, "updated_at": s.updated_at, "notices": s.notices,
+        "objectives": objectives_json(s),
     })
 }
 
@@ -508,7 +604,7 @@ pub fn trial_json(d: &pb::TrialDetail) -> serde_json::Value {
         .map(|p| serde_json::json!({"step": p.step, "name": p.name, "value": p.value}))
         .collect();
     serde_json::json!({
-        "trial": s.trial, "name": (!s.name.is_empty()).then_some(&s.name), "state": s.state, "rank": s.rank, "attempts": s.attempts,
+        "trial": s.trial, "name": (!s.name.is_empty()).then_some(&s.name), "state": s.state, "rank": s.rank, "front": (s.front > 0).then_some(s.front), "attempts": s.attempts,
         "params": serde_json::Value::Object(sweep_proto::json::map_to_json(&s.params)),
         "metrics": s.metrics, "best": s.best, "best_step": s.best_step,
         "worker": s.worker, "error": s.error, "duration_seconds": s.duration_seconds,

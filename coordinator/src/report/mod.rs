@@ -133,9 +133,10 @@ fn inline_svg(svg: &str) -> &str {
 }
 
 /// The files of a report, in the order they are written.
-pub const FILES: [&str; 7] = [
+pub const FILES: [&str; 8] = [
     "confusion_best.svg",
     "confusion_best.png",
+    "pareto.svg",
     "curves.svg",
     "parallel.svg",
     "importance.json",
@@ -144,7 +145,8 @@ pub const FILES: [&str; 7] = [
 ];
 
 /// Every report file in memory, as `(name, bytes)` in the order of `FILES`; the confusion
-/// matrix files only when the best trial has one.
+/// matrix files only when the best trial has one, the Pareto front only for a sweep with
+/// several objectives.
 pub fn render(data: &ReportData) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
     let f = Figures::new(data);
     let mut out = Vec::new();
@@ -154,6 +156,10 @@ pub fn render(data: &ReportData) -> Result<Vec<(&'static str, Vec<u8>)>, String>
     }
     if let Some(p) = f.confusion_png()? {
         out.push(("confusion_best.png", p));
+    }
+    let pareto_svg = f.pareto_svg()?;
+    if let Some(s) = &pareto_svg {
+        out.push(("pareto.svg", s.clone().into_bytes()));
     }
     let curves_svg = f.curves_svg()?;
     out.push(("curves.svg", curves_svg.clone().into_bytes()));
@@ -168,6 +174,10 @@ pub fn render(data: &ReportData) -> Result<Vec<(&'static str, Vec<u8>)>, String>
             (
                 "Best trial's confusion matrix (test set)",
                 confusion_svg.as_deref(),
+            ),
+            (
+                "The Pareto front (the first two objectives)",
+                pareto_svg.as_deref(),
             ),
             ("Learning curves of the top trials", Some(&curves_svg)),
             ("Parameters and the metric", Some(&parallel_svg)),
@@ -185,6 +195,7 @@ pub fn file(data: &ReportData, name: &str) -> Result<Option<Vec<u8>>, String> {
     Ok(match name {
         "confusion_best.svg" => f.confusion_svg()?.map(String::into_bytes),
         "confusion_best.png" => f.confusion_png()?,
+        "pareto.svg" => f.pareto_svg()?.map(String::into_bytes),
         "curves.svg" => Some(f.curves_svg()?.into_bytes()),
         "parallel.svg" => Some(f.parallel_svg()?.into_bytes()),
         "importance.json" => Some(f.importance_json().into_bytes()),
@@ -373,6 +384,38 @@ impl<'a> Figures<'a> {
         })
     }
 
+    /// The ranked trials on the first two objectives, with their fronts (a sweep with several
+    /// objectives only).
+    fn pareto_svg(&self) -> Result<Option<String>, String> {
+        let [x, y, ..] = self.sweep.objectives.as_slice() else {
+            return Ok(None);
+        };
+        let points: Vec<plots::FrontPoint> = self
+            .data
+            .leaderboard
+            .trials
+            .iter()
+            .filter(|t| t.rank > 0)
+            .filter_map(|t| {
+                Some(plots::FrontPoint {
+                    x: *t.metrics.get(&x.name)?,
+                    y: *t.metrics.get(&y.name)?,
+                    front: t.front,
+                    trial: t.trial,
+                })
+            })
+            .collect();
+        plots::svg((1000, 620), |root| {
+            plots::pareto(
+                root,
+                (&x.name, x.goal == "maximize"),
+                (&y.name, y.goal == "maximize"),
+                &points,
+            )
+        })
+        .map(Some)
+    }
+
     fn parallel_svg(&self) -> Result<String, String> {
         plots::svg((1200, 520), |root| {
             plots::parallel(root, &self.metric, self.maximize, &self.rows)
@@ -488,9 +531,19 @@ figure {{ margin: 1em 0; }} svg {{ max-width: 100%; height: auto; }}
     // shows them: the built-in trainer's test_accuracy and epochs, a program's own keys.
     let logged = logged_keys(lb, &s.metric, &names);
     let named = lb.trials.iter().any(|t| !t.name.is_empty());
+    let multi = !s.objectives.is_empty();
     let _ = write!(
         h,
-        "<h2>Leaderboard</h2>\n<div style=\"overflow-x: auto\"><table class=\"leaderboard\">\n<tr><th>rank</th><th>trial</th>{}<th>state</th><th>{}</th>",
+        "<h2>Leaderboard</h2>\n{}<div style=\"overflow-x: auto\"><table class=\"leaderboard\">\n<tr><th>rank</th>{}<th>trial</th>{}<th>state</th><th>{}</th>",
+        if multi {
+            format!(
+                "<p>Ranked by Pareto front (1: no other trial is as good on every objective and better on one), then by crowding distance within the front: {}.</p>\n",
+                esc(&s.objectives.iter().map(|o| format!("{} ({})", o.name, o.goal)).collect::<Vec<_>>().join(", "))
+            )
+        } else {
+            String::new()
+        },
+        if multi { "<th>front</th>" } else { "" },
         if named { "<th>name</th>" } else { "" },
         esc(&s.metric)
     );
@@ -515,9 +568,14 @@ figure {{ margin: 1em 0; }} svg {{ max-width: 100%; height: auto; }}
         };
         let _ = write!(
             h,
-            "<tr{}><td class=\"num\">{}</td><td class=\"num\">{}</td>{}<td>{}</td><td class=\"num\">{}</td>",
-            if t.rank == 1 { " class=\"best\"" } else { "" },
+            "<tr{}><td class=\"num\">{}</td>{}<td class=\"num\">{}</td>{}<td>{}</td><td class=\"num\">{}</td>",
+            if t.rank == 1 || (multi && t.front == 1) { " class=\"best\"" } else { "" },
             if t.rank > 0 { t.rank.to_string() } else { "—".into() },
+            if multi {
+                format!("<td class=\"num\">{}</td>", if t.front > 0 { t.front.to_string() } else { "—".into() })
+            } else {
+                String::new()
+            },
             t.trial,
             if named { format!("<td>{}</td>", esc(&t.name)) } else { String::new() },
             esc(&t.state),

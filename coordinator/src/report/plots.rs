@@ -1,5 +1,6 @@
 //! The report's figures, drawn with plotters on any backend (SVG strings, PNG files): the
-//! confusion-matrix heatmap, learning curves, parallel coordinates and parameter importance.
+//! confusion-matrix heatmap, learning curves, parallel coordinates, parameter importance and
+//! the Pareto front of a sweep with several objectives.
 
 use std::collections::BTreeMap;
 
@@ -300,6 +301,130 @@ where
                 .map_err(e)?;
         }
     }
+    Ok(())
+}
+
+/// One trial in the Pareto figure: its values of the two objectives drawn, its front (1 is
+/// the non-dominated set) and its number.
+#[derive(Debug, Clone, Copy)]
+pub struct FrontPoint {
+    /// The first objective.
+    pub x: f64,
+    /// The second objective.
+    pub y: f64,
+    /// Its Pareto front, 1-based.
+    pub front: u32,
+    /// The trial.
+    pub trial: u64,
+}
+
+/// The trials of a sweep with several objectives on its first two: the Pareto front drawn as
+/// the staircase it is (each objective's better direction said on its axis), its trials
+/// labelled, the others in grey.
+pub fn pareto<DB: DrawingBackend>(
+    root: &Area<'_, DB>,
+    (x_name, x_max): (&str, bool),
+    (y_name, y_max): (&str, bool),
+    points: &[FrontPoint],
+) -> Res
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE).map_err(e)?;
+    let finite: Vec<&FrontPoint> = points
+        .iter()
+        .filter(|p| p.x.is_finite() && p.y.is_finite())
+        .collect();
+    let range = |v: &mut dyn Iterator<Item = f64>| {
+        let (lo, hi) = v.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+            (a.min(x), b.max(x))
+        });
+        if !lo.is_finite() {
+            return (0.0, 1.0);
+        }
+        let pad = ((hi - lo) * 0.06).max(hi.abs().max(1e-9) * 1e-3);
+        (lo - pad, hi + pad)
+    };
+    let (x0, x1) = range(&mut finite.iter().map(|p| p.x));
+    let (y0, y1) = range(&mut finite.iter().map(|p| p.y));
+    let better = |max: bool| {
+        if max {
+            "higher is better"
+        } else {
+            "lower is better"
+        }
+    };
+    let on_front = finite.iter().filter(|p| p.front == 1).count();
+    let mut chart = ChartBuilder::on(root)
+        .caption(
+            format!(
+                "Pareto front: {on_front} of {} trials no other beats on both",
+                finite.len()
+            ),
+            ("sans-serif", 18),
+        )
+        .margin(16)
+        .x_label_area_size(46)
+        .y_label_area_size(80)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc(format!("{x_name} ({})", better(x_max)))
+        .y_desc(format!("{y_name} ({})", better(y_max)))
+        .x_label_formatter(&|v| fmt_num(*v))
+        .y_label_formatter(&|v| fmt_num(*v))
+        .label_style(("sans-serif", 12))
+        .axis_desc_style(("sans-serif", 14))
+        .draw()
+        .map_err(e)?;
+    let grey = RGBColor(150, 150, 150);
+    chart
+        .draw_series(
+            finite
+                .iter()
+                .filter(|p| p.front != 1)
+                .map(|p| Circle::new((p.x, p.y), 3, grey.mix(0.7).filled())),
+        )
+        .map_err(e)?;
+    // The front as a staircase from its best point on x to its best on y: between two
+    // neighbours, what either reaches is attainable.
+    let mut front: Vec<(f64, f64, u64)> = finite
+        .iter()
+        .filter(|p| p.front == 1)
+        .map(|p| (p.x, p.y, p.trial))
+        .collect();
+    front.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    let mut stairs = Vec::new();
+    for (i, &(x, y, _)) in front.iter().enumerate() {
+        if let Some(&(px, py, _)) = i.checked_sub(1).and_then(|j| front.get(j)) {
+            // The corner of what the two dominate together: it lies on the worse side in x.
+            stairs.push(if x_max { (px, y) } else { (x, py) });
+        }
+        stairs.push((x, y));
+    }
+    let accent = PALETTE[3];
+    chart
+        .draw_series(LineSeries::new(stairs, accent.stroke_width(2)))
+        .map_err(e)?;
+    chart
+        .draw_series(
+            front
+                .iter()
+                .map(|&(x, y, _)| Circle::new((x, y), 5, accent.filled())),
+        )
+        .map_err(e)?;
+    // Labels for the front's trials (at most 30, evenly spaced).
+    let step = front.len().div_ceil(30).max(1);
+    chart
+        .draw_series(front.iter().step_by(step).map(|&(x, y, n)| {
+            Text::new(
+                format!("{n}"),
+                (x, y),
+                ("sans-serif", 12).into_font().color(&BLACK),
+            )
+        }))
+        .map_err(e)?;
     Ok(())
 }
 
