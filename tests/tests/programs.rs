@@ -1912,3 +1912,127 @@ fn a_conditional_sweep_gives_a_program_only_its_active_parameters() {
         assert_eq!(cmd.contains("--beta1"), p.contains_key("beta1"), "{cmd}");
     }
 }
+
+/// The trials on the Pareto front of `rows` (maximize `accuracy`, minimize `cost`), by hand.
+fn non_dominated(rows: &[Value]) -> Vec<u64> {
+    let v = |r: &Value, k: &str| r["metrics"][k].as_f64().unwrap();
+    let mut out: Vec<u64> = rows
+        .iter()
+        .filter(|r| {
+            !rows.iter().any(|o| {
+                let (ao, co, ar, cr) = (
+                    v(o, "accuracy"),
+                    v(o, "cost"),
+                    v(r, "accuracy"),
+                    v(r, "cost"),
+                );
+                ao >= ar && co <= cr && (ao > ar || co < cr)
+            })
+        })
+        .map(|r| r["trial"].as_u64().unwrap())
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+#[test]
+fn a_conditional_sweep_with_two_objectives_ranks_a_programs_trials_by_pareto_front() {
+    // pareto.py fails its trial on any inactive parameter, and logs accuracy and cost.
+    let dir = workdir("prog-pareto");
+    let (_c, url) = serve(&dir.join("sweeps.db"), &[]);
+    let id = submit(
+        &dir,
+        &url,
+        "program: pareto.py\nmethod: bayes\nrun_cap: 16\nbayes: {startup_trials: 6}\n\
+         metric:\n  - {name: accuracy, goal: maximize}\n  - {name: cost, goal: minimize}\n\
+         parameters:\n  optimizer: {values: [sgd, momentum]}\n  \
+         momentum: {min: 0.5, max: 0.99, when: {optimizer: momentum}}\n  \
+         width: {values: [8, 16, 32, 64, 128, 256]}\n  \
+         lr: {distribution: log_uniform_values, min: 0.0001, max: 0.1}\n",
+    );
+    let _w = program_worker(&url, &dir, 2, &[]);
+    wait_for(
+        &url,
+        &id,
+        Duration::from_secs(180),
+        "the sweep to finish",
+        done,
+    );
+    let lb = leaderboard(&url, &id);
+    let rows = lb["trials"].as_array().unwrap();
+    assert_eq!(rows.len(), 16, "{lb}");
+    assert_eq!(
+        lb["objectives"],
+        serde_json::json!([{"name": "accuracy", "goal": "maximize"}, {"name": "cost", "goal": "minimize"}])
+    );
+    for r in rows {
+        assert_eq!(r["state"], "finished", "{r}");
+        let p = r["params"].as_object().unwrap();
+        assert_eq!(
+            p.contains_key("momentum"),
+            p["optimizer"] == "momentum",
+            "only active parameters: {r}"
+        );
+    }
+    // Ranks follow the fronts; front 1 is exactly the non-dominated set, and the export lists it.
+    let fronts: Vec<u64> = rows.iter().map(|r| r["front"].as_u64().unwrap()).collect();
+    assert!(fronts.windows(2).all(|w| w[0] <= w[1]), "{fronts:?}");
+    let ranks: Vec<u64> = rows.iter().map(|r| r["rank"].as_u64().unwrap()).collect();
+    assert_eq!(ranks, (1..=16).collect::<Vec<u64>>());
+    let mut on_front: Vec<u64> = rows
+        .iter()
+        .filter(|r| r["front"] == 1)
+        .map(|r| r["trial"].as_u64().unwrap())
+        .collect();
+    on_front.sort_unstable();
+    assert_eq!(on_front, non_dominated(rows), "{lb}");
+    let mut listed: Vec<u64> = serde_json::from_value(lb["pareto_front"].clone()).unwrap();
+    listed.sort_unstable();
+    assert_eq!(listed, on_front);
+    // Front 2 is the non-dominated set of the rest.
+    let rest: Vec<Value> = rows.iter().filter(|r| r["front"] != 1).cloned().collect();
+    let second: Vec<u64> = {
+        let mut s: Vec<u64> = rest
+            .iter()
+            .filter(|r| r["front"] == 2)
+            .map(|r| r["trial"].as_u64().unwrap())
+            .collect();
+        s.sort_unstable();
+        s
+    };
+    assert_eq!(second, non_dominated(&rest));
+    // The bayes model spread along the front: after its 6 random trials, more than one width.
+    let widths: std::collections::BTreeSet<u64> = rows
+        .iter()
+        .filter(|r| r["trial"].as_u64().unwrap() > 6)
+        .map(|r| r["params"]["width"].as_u64().unwrap())
+        .collect();
+    assert!(widths.len() > 1, "{widths:?}");
+    // The table, the CSV and the report carry the front.
+    let table = run("coordinator", &["leaderboard", &id, "--coordinator", &url]);
+    let table = String::from_utf8_lossy(&table.stdout).to_string();
+    assert!(
+        table.contains("objectives accuracy (maximize), cost (minimize); ranked by Pareto front"),
+        "{table}"
+    );
+    let head = table.lines().nth(1).unwrap_or_default();
+    let cols: Vec<&str> = head.split_whitespace().collect();
+    assert_eq!(
+        &cols[..5],
+        ["rank", "trial", "front", "accuracy", "cost"],
+        "{table}"
+    );
+    let out = dir.join("report");
+    run_ok_coordinator(&url, &["report", &id, "--out", out.to_str().unwrap()]);
+    let svg = std::fs::read_to_string(out.join("pareto.svg")).expect("pareto.svg");
+    assert!(
+        svg.contains("Pareto front: ") && svg.contains("cost (lower is better)"),
+        "{svg}"
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("<th>front</th>") && html.contains("Ranked by Pareto front"));
+    let e = dir.join("export");
+    run_ok_coordinator(&url, &["export", &id, "--out", e.to_str().unwrap()]);
+    let csv = std::fs::read_to_string(e.join("leaderboard.csv")).unwrap();
+    assert!(csv.starts_with("rank,trial,state,front,"), "{csv}");
+}
