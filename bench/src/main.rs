@@ -13,6 +13,7 @@ mod coordinator;
 mod curves;
 mod load;
 mod observers;
+mod pareto;
 mod search;
 mod train;
 mod uploads;

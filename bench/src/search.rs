@@ -23,6 +23,15 @@ pub(crate) struct SearchBenchArgs {
     /// Skip the Optuna comparison
     #[arg(long)]
     pub(crate) no_reference: bool,
+    /// Trials per sweep of the multi-objective comparison (0 skips it)
+    #[arg(long, default_value_t = 100)]
+    pub(crate) pareto_trials: usize,
+    /// Only the multi-objective comparison
+    #[arg(long)]
+    pub(crate) pareto_only: bool,
+    /// Leave out our GP (its suggestions cost the most time)
+    #[arg(long)]
+    pub(crate) no_gp: bool,
 }
 
 /// The suite: (function, dimensions, bounds of every dimension but branin's); the same in
@@ -116,6 +125,17 @@ pub(crate) fn run_search(a: &SearchBenchArgs) -> Result<()> {
     if a.trials == 0 || a.seeds == 0 {
         return Err(anyhow!("--trials and --seeds must be ≥ 1"));
     }
+    if !a.pareto_only {
+        run_single(a);
+    }
+    if a.pareto_trials > 0 {
+        crate::pareto::run(a.pareto_trials, a.seeds, !a.no_reference);
+    }
+    Ok(())
+}
+
+/// The single-objective suite and the suggestion times.
+fn run_single(a: &SearchBenchArgs) {
     println!(
         "median best value (minimisation) over {} seeds, {} trials each:",
         a.seeds, a.trials
@@ -141,19 +161,23 @@ pub(crate) fn run_search(a: &SearchBenchArgs) -> Result<()> {
                 })
                 .collect(),
         );
-        let gp = median(
-            (0..a.seeds)
-                .map(|s| {
-                    sweep_best(
-                        &spec,
-                        f,
-                        Some(coordinator::config::BayesEngine::Gp),
-                        s,
-                        a.trials,
-                    )
-                })
-                .collect(),
-        );
+        let gp = if a.no_gp {
+            f64::NAN
+        } else {
+            median(
+                (0..a.seeds)
+                    .map(|s| {
+                        sweep_best(
+                            &spec,
+                            f,
+                            Some(coordinator::config::BayesEngine::Gp),
+                            s,
+                            a.trials,
+                        )
+                    })
+                    .collect(),
+            )
+        };
         println!("  {f:<15} random {rnd:>10.4}   ours TPE {tpe:>10.4}   ours GP {gp:>10.4}");
         ours.insert((f, "tpe"), tpe);
         ours.insert((f, "gp"), gp);
@@ -199,5 +223,4 @@ pub(crate) fn run_search(a: &SearchBenchArgs) -> Result<()> {
             suggestion_ms(n, true)
         );
     }
-    Ok(())
 }
