@@ -342,7 +342,7 @@ pub fn suggest<R: Rng + ?Sized>(
     let g = Parzen::new(&space, &bad);
     let candidates = (n / CANDIDATES_PER)
         .min(MAX_CANDIDATES)
-        .max(opts.candidates as usize);
+        .max(opts.candidates);
     let all_on = vec![true; space.dims.len()];
     for _round in 0..8 {
         // Each candidate is scored over the dimensions active in it (all of them without
