@@ -353,7 +353,7 @@ fn from_eight_dimensions_tpe_is_univariate_and_combines_good_trials() {
         best.sort_by(f64::total_cmp);
         best[3]
     };
-    assert!(super::tpe::UNIVARIATE_FROM <= 20);
+    const { assert!(super::tpe::UNIVARIATE_FROM <= 20) };
     let (tpe, random) = (median("bayes"), median("random"));
     assert!(
         tpe < random * 0.45,
