@@ -185,30 +185,7 @@ pub fn model_order(points: &[Vec<f64>]) -> Vec<f64> {
         return Vec::new();
     }
     let m = points[0].len();
-    let (lo, hi): (Vec<f64>, Vec<f64>) = (0..m)
-        .map(|k| {
-            points
-                .iter()
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
-                    (a.min(p[k]), b.max(p[k]))
-                })
-        })
-        .unzip();
-    let scaled: Vec<Vec<f64>> = points
-        .iter()
-        .map(|p| {
-            (0..m)
-                .map(|k| {
-                    let range = hi[k] - lo[k];
-                    if range > 0.0 {
-                        (p[k] - lo[k]) / range
-                    } else {
-                        0.0
-                    }
-                })
-                .collect()
-        })
-        .collect();
+    let scaled = scaled(points);
     let front = fronts(&scaled);
     let reference = vec![1.1; m];
     let mut key = vec![0.0; points.len()];
@@ -224,6 +201,35 @@ pub fn model_order(points: &[Vec<f64>]) -> Vec<f64> {
         }
     }
     key
+}
+
+/// `points` with each coordinate scaled to [0, 1] over them (0 where they all agree).
+pub fn scaled(points: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    let m = points.first().map_or(0, Vec::len);
+    let (lo, hi): (Vec<f64>, Vec<f64>) = (0..m)
+        .map(|k| {
+            points
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+                    (a.min(p[k]), b.max(p[k]))
+                })
+        })
+        .unzip();
+    points
+        .iter()
+        .map(|p| {
+            (0..m)
+                .map(|k| {
+                    let range = hi[k] - lo[k];
+                    if range > 0.0 {
+                        (p[k] - lo[k]) / range
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// `members` by crowding distance, largest first.

@@ -140,24 +140,10 @@ fn parego<R: rand::Rng>(points: &[Vec<f64>], rng: &mut R) -> Vec<f64> {
     let raw: Vec<f64> = (0..m).map(|_| -(1.0 - rng.random::<f64>()).ln()).collect();
     let sum: f64 = raw.iter().sum();
     let lambda: Vec<f64> = raw.iter().map(|w| w / sum).collect();
-    let (lo, hi): (Vec<f64>, Vec<f64>) = (0..m)
-        .map(|k| {
-            points
-                .iter()
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
-                    (a.min(p[k]), b.max(p[k]))
-                })
-        })
-        .unzip();
-    points
+    crate::pareto::scaled(points)
         .iter()
         .map(|p| {
-            let f: Vec<f64> = (0..m)
-                .map(|k| {
-                    let r = hi[k] - lo[k];
-                    lambda[k] * if r > 0.0 { (p[k] - lo[k]) / r } else { 0.0 }
-                })
-                .collect();
+            let f: Vec<f64> = p.iter().zip(&lambda).map(|(x, l)| l * x).collect();
             f.iter().copied().fold(0.0, f64::max) + 0.05 * f.iter().sum::<f64>()
         })
         .collect()
