@@ -44,6 +44,8 @@ fn the_quickstart_figures_in_the_docs_are_a_real_runs() {
             "2",
             "--out",
             out.join("results").to_str().unwrap(),
+            "--store",
+            out.join("sweeps.db").to_str().unwrap(),
             "--data-dir",
             root.join("data").to_str().unwrap(),
         ],
