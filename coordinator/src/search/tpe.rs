@@ -10,9 +10,10 @@
 //! min(⌈0.1·n⌉, 25)` and the rest. Each group becomes a mixture of product kernels (a truncated
 //! Gaussian per continuous dimension with bandwidth `0.1·range·n^(−1/(d+4))` ([`BANDWIDTH`]), or
 //! less where the group's trials crowd (`Parzen::new`), a categorical kernel with 0.8 on the
-//! observed value), plus a uniform prior component. 24 candidates (more as the
-//! sweep grows: n/3, at most 64) are drawn from the good mixture and the one with the largest `log l(x) − log g(x)` is taken,
-//! skipping candidates equal to a configuration already run or running.
+//! observed value), plus a uniform prior component. 24 candidates (more as the sweep grows:
+//! n/3, at most 64) are drawn from the good mixture and the one with the largest
+//! `log l(x) − log g(x)` is taken, skipping candidates equal to a configuration already run or
+//! running.
 //!
 //! To keep suggestions fast as a sweep grows, the model sees at most the 25 best and the 300
 //! most recent other observations.
@@ -36,7 +37,8 @@ use crate::config::BayesOptions;
 /// Bandwidth of a continuous kernel as a fraction of the range, before the `n^(−1/(d+4))`
 /// factor. Optuna's multivariate TPE uses 0.2; 0.1 did better on branin and hartmann6 over 20
 /// seeds (`sweep-bench search`: median best 0.47 vs 0.58 and −3.00 vs −2.70), and a
-/// data-adaptive (Scott) bandwidth and a univariate model both did worse.
+/// data-adaptive (Scott) bandwidth and a univariate model both did worse there (2 and 6
+/// dimensions; from 8 the model is univariate, [`UNIVARIATE_FROM`]).
 pub const BANDWIDTH: f64 = 0.1;
 
 /// Most "bad" observations the model keeps (the most recent).
@@ -44,7 +46,7 @@ pub const MAX_BAD: usize = 300;
 
 /// Candidates grow with the sweep, `n / CANDIDATES_PER`, from `bayes.candidates` up to
 /// [`MAX_CANDIDATES`]: more exploitation once the model has seen enough (a suggestion at 50
-/// observations is as before; at 200 × 20 seeds, `sweep-bench search`, the medians of 5 of the
+/// observations is as before; at 200 × 20 seeds, `sweep-bench search`, the medians of 6 of the
 /// 7 functions improved).
 pub const CANDIDATES_PER: usize = 3;
 
