@@ -1700,3 +1700,105 @@ async fn a_programs_rows_keep_their_steps_and_the_rungs_count_metric_values() {
     let e = Engine::open(&path, opts(30_000)).unwrap();
     assert_eq!(points(&e), want);
 }
+
+/// Trains one leased trial of `id` by hand: reports `losses` epoch by epoch until the rule
+/// stops it (then completes it as stopped) or they run out (finished); says which.
+async fn train_by_hand(
+    e: &Engine,
+    id: &str,
+    l: &coordinator::engine::Lease,
+    losses: &[f64],
+) -> Outcome {
+    let a = Attempt {
+        worker: "w",
+        sweep: id,
+        trial: l.trial,
+        attempt: l.attempt,
+        lease_id: &l.lease_id,
+    };
+    let mut outcome = Outcome::Finished;
+    for (i, &y) in losses.iter().enumerate() {
+        let r = e.report(Report {
+            attempt: a,
+            epoch: i as u32 + 1,
+            metrics: vec![("loss".into(), y)],
+        });
+        if let Action::Stop(_) = r.await.unwrap() {
+            outcome = Outcome::Stopped;
+            break;
+        }
+    }
+    let c = e.complete(Complete {
+        attempt: a,
+        outcome,
+        metrics: vec![],
+        confusion: None,
+        error: String::new(),
+        output: String::new(),
+        model: None,
+    });
+    assert!(c.await.unwrap().0);
+    outcome
+}
+
+/// With ASHA (rungs 1, 2, 4) and a GP needing 3 trials, four trials hand-trained: only two
+/// finish, three reach rung 2 — so the model learns from the values at rung 2 (trial 2, cut
+/// at rung 1, counts as the worst there), not from final values. The engine's next
+/// suggestions equal those computed from exactly those losses, before and after a restart
+/// (which reads the trimmed trials' rung values back from the store), and differ from the
+/// final-values suggestion, so the test sees which the engine used.
+#[tokio::test]
+async fn bayes_with_asha_learns_from_the_highest_rung_enough_trials_reached() {
+    let p = db("bayes-rungs");
+    let spec = SweepSpec::parse(
+        "method: bayes\ntrainer: synthetic\nseed: 5\nmetric: {name: loss, goal: minimize}\nbayes: {engine: gp, startup_trials: 3}\nearly_terminate: {type: asha, min_iter: 1, eta: 2, max_iter: 4}\nparameters:\n  x1: {min: -5.0, max: 10.0}\n  x2: {min: 0.0, max: 15.0}\n",
+    )
+    .unwrap();
+    // Per trial: its losses per epoch, how it ends under ASHA, its loss at rung 2 (the worst
+    // there, 9, for trial 2) and its final loss.
+    let plan: [(&[f64], Outcome, f64, f64); 4] = [
+        (&[10.0, 9.0, 8.0, 7.0], Outcome::Finished, 9.0, 7.0),
+        (&[20.0, 1.0, 1.0, 1.0], Outcome::Stopped, 9.0, 20.0),
+        (&[5.0, 4.0, 3.5, 3.0], Outcome::Finished, 4.0, 3.0),
+        (&[6.0, 8.0, 1.0, 1.0], Outcome::Stopped, 8.0, 8.0),
+    ];
+    let mut params = Vec::new();
+    let id = {
+        let e = Engine::open(&p, opts(30_000)).unwrap();
+        let id = e.create_sweep(spec.clone(), None).await.unwrap();
+        for (losses, ends, _, _) in &plan {
+            let l = e
+                .lease("w", &[], None, Duration::ZERO)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(train_by_hand(&e, &id, &l, losses).await, *ends);
+            params.push(l.params.to_value());
+        }
+        let at_rung: Vec<Option<Vec<f64>>> = plan.iter().map(|t| Some(vec![t.2])).collect();
+        let finals: Vec<Option<Vec<f64>>> = plan.iter().map(|t| Some(vec![t.3])).collect();
+        let want = coordinator::search::suggest_objectives(&spec, 5, &params, &at_rung).unwrap();
+        let not = coordinator::search::suggest_objectives(&spec, 5, &params, &finals).unwrap();
+        assert_ne!(want, not, "the test must tell the two apart");
+        let l = e
+            .lease("w", &[], None, Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((l.trial, l.params.to_value()), (5, want));
+        params.push(l.params.to_value());
+        id
+    };
+    // Restarted (every ended trial read back trimmed; trial 5 still running): trial 6.
+    let e = Engine::open(&p, opts(30_000)).unwrap();
+    let mut at_rung: Vec<Option<Vec<f64>>> = plan.iter().map(|t| Some(vec![t.2])).collect();
+    at_rung.push(None);
+    let want = coordinator::search::suggest_objectives(&spec, 6, &params, &at_rung).unwrap();
+    let l = e
+        .lease("w", &[], None, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((l.trial, l.params.to_value()), (6, want));
+    let _ = id;
+}

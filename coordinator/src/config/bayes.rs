@@ -13,6 +13,14 @@ pub struct BayesOptions {
     pub startup_trials: u64,
     /// Candidates drawn from the good density per suggestion.
     pub candidates: usize,
+    /// With an early termination rule that judges at rungs: model each trial's value at the
+    /// highest rung enough trials reached (`search::budget`), not only final values.
+    #[serde(default = "yes")]
+    pub learn_from_rungs: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for BayesOptions {
@@ -21,6 +29,7 @@ impl Default for BayesOptions {
             engine: BayesEngine::Tpe,
             startup_trials: 10,
             candidates: 24,
+            learn_from_rungs: true,
         }
     }
 }
@@ -76,10 +85,15 @@ pub(super) fn parse(v: Option<&Value>) -> Result<BayesOptions, ConfigError> {
                         )
                     })? as usize
             }
+            "learn_from_rungs" => {
+                o.learn_from_rungs = v.as_bool().ok_or_else(|| {
+                    ConfigError::new(p, format!("expected true or false, got {}", show(v)))
+                })?
+            }
             _ => {
                 return Err(ConfigError::new(
                     p,
-                    "unknown key; expected engine, startup_trials, candidates",
+                    "unknown key; expected engine, startup_trials, candidates, learn_from_rungs",
                 ))
             }
         }

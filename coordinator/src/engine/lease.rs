@@ -326,6 +326,8 @@ impl Engine {
     /// What the Bayesian model sees of each trial, in trial order: per objective, the
     /// goal-signed final value (finished or stopped), an imputed one (failed); `None` for a
     /// pending trial (running or queued) or one with an objective the model cannot fill yet.
+    /// With one objective and a rule that judges at rungs, the values at the highest rung
+    /// enough trials reached (`search::budget`).
     fn model_losses(sw: &Sweep) -> Vec<Option<Vec<f64>>> {
         let columns: Vec<Vec<Option<f64>>> = sw
             .spec
@@ -345,32 +347,31 @@ impl Engine {
 
     /// One objective's column of [`Self::model_losses`].
     fn model_column(sw: &Sweep, m: &crate::config::Metric) -> Vec<Option<f64>> {
+        use search::budget::{self, Ended, Outcome};
         let sign = if m.goal == Goal::Maximize { -1.0 } else { 1.0 };
-        let observed: Vec<f64> = sw
+        let ended: Vec<Ended> = sw
             .trials()
-            .filter(|t| matches!(t.state, TrialState::Finished | TrialState::Stopped))
-            .filter_map(|t| t.final_value(&m.name))
-            .map(|v| sign * v)
-            .collect();
-        let worst = observed.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let best = observed.iter().copied().fold(f64::INFINITY, f64::min);
-        sw.trials()
-            .map(|t| match t.state {
-                TrialState::Finished | TrialState::Stopped => t
-                    .final_value(&m.name)
-                    .map(|v| sign * v)
-                    .or(worst.is_finite().then_some(worst)),
-                TrialState::Failed => match m.impute {
-                    crate::config::Impute::Worst => worst.is_finite().then_some(worst),
-                    crate::config::Impute::Best => best.is_finite().then_some(best),
-                    crate::config::Impute::Latest => t
-                        .final_value(&m.name)
-                        .map(|v| sign * v)
-                        .or(worst.is_finite().then_some(worst)),
+            .map(|t| Ended {
+                outcome: match t.state {
+                    TrialState::Finished => Outcome::Finished,
+                    TrialState::Stopped => Outcome::Stopped,
+                    TrialState::Failed => Outcome::Failed,
+                    TrialState::Running | TrialState::Queued => Outcome::Pending,
                 },
-                TrialState::Running | TrialState::Queued => None,
+                value: t.final_value(&m.name).map(|v| sign * v),
             })
-            .collect()
+            .collect();
+        let finals = budget::final_losses(&ended, m.impute);
+        let Some(rungs) = sw.rungs().filter(|_| !sw.spec.multi_objective()) else {
+            return finals;
+        };
+        let signed: Vec<Vec<f64>> = sw
+            .trials()
+            .map(|t| rungs.at(t.number).iter().map(|v| sign * v).collect())
+            .collect();
+        let at: Vec<&[f64]> = signed.iter().map(Vec::as_slice).collect();
+        let min_count = sw.spec.bayes.startup_trials.max(1) as usize;
+        budget::losses(&ended, &finals, rungs.steps(), &at, min_count).0
     }
 
     /// Extends the given leases; says which the worker must drop or hand back.

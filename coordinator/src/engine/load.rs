@@ -156,7 +156,7 @@ impl Loader {
         }
         sw.insert(trial);
         if let Some(seen) = restored {
-            sw.count_restored(&seen);
+            sw.count_restored(t.trial, &seen);
         }
         Ok(())
     }

@@ -8,7 +8,8 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::OnceLock;
 
-use crate::config::{Goal, SweepSpec, Trainer};
+use crate::config::{Goal, Method, SweepSpec, Trainer};
+use crate::search::budget::Rungs;
 use crate::stopping::{Judge, Seen};
 use crate::store::{SweepRow, TrialRow};
 
@@ -196,6 +197,9 @@ pub struct Sweep {
     judge: Option<Judge>,
     /// With several objectives: the Pareto leaderboard, emptied by a change to a ranked trial.
     pareto: OnceLock<Pareto>,
+    /// A bayes sweep whose rule judges at rungs: each trial's values there, which the model
+    /// learns from (`search::budget`).
+    rungs: Option<Rungs>,
 }
 
 impl Sweep {
@@ -212,6 +216,11 @@ impl Sweep {
             .stopping
             .clone()
             .map(|rule| Judge::new(rule, spec.metric.goal));
+        let rungs = spec
+            .stopping
+            .as_ref()
+            .filter(|_| spec.method == Method::Bayes && spec.bayes.learn_from_rungs)
+            .and_then(Rungs::of);
         Sweep {
             id,
             name,
@@ -237,6 +246,7 @@ impl Sweep {
             index: Index::default(),
             judge,
             pareto: OnceLock::new(),
+            rungs,
         }
     }
 
@@ -307,15 +317,19 @@ impl Sweep {
         let old = self.trials[i].take();
         if let Some(j) = &mut self.judge {
             let metric = &self.spec.metric.name;
+            let now = seen(&t, metric);
             j.update(
                 &old.as_ref().map(|o| seen(o, metric)).unwrap_or_default(),
-                &seen(&t, metric),
+                &now,
             );
+            if let Some(r) = &mut self.rungs {
+                r.set(t.number, &now.history);
+            }
         }
         let before = old.as_ref().map(|o| place(&self.spec, o));
-        match old {
-            Some(old) => self.index.remove(&old, place(&self.spec, &old)),
-            None => self.len += 1,
+        match (&old, before) {
+            (Some(old), Some(place)) => self.index.remove(old, place),
+            _ => self.len += 1,
         }
         let after = place(&self.spec, &t);
         self.index.add(&t, after);
@@ -350,6 +364,9 @@ impl Sweep {
             let after = seen(t, &spec.metric.name);
             if after != before {
                 j.update(&before, &after);
+                if let Some(r) = &mut self.rungs {
+                    r.set(n, &after.history);
+                }
             }
         }
         if !was_ended && t.state.is_terminal() {
@@ -398,9 +415,10 @@ impl Sweep {
         self.judge.is_some()
     }
 
-    /// Counts the metric's history `seen` of a trial read back from the store and inserted
-    /// already trimmed (the rule has counted its state, not its history).
-    pub(super) fn count_restored(&mut self, seen: &Seen) {
+    /// Counts the metric's history `seen` of trial `n`, read back from the store and inserted
+    /// already trimmed (the rule has counted its state, not its history; the model's rungs
+    /// nothing).
+    pub(super) fn count_restored(&mut self, n: u64, seen: &Seen) {
         if let Some(j) = &mut self.judge {
             let before = Seen {
                 history: Vec::new(),
@@ -408,6 +426,15 @@ impl Sweep {
             };
             j.update(&before, seen);
         }
+        if let Some(r) = &mut self.rungs {
+            r.set(n, &seen.history);
+        }
+    }
+
+    /// Each trial's values at the rungs the model learns from (a bayes sweep whose rule
+    /// judges at rungs).
+    pub(super) fn rungs(&self) -> Option<&Rungs> {
+        self.rungs.as_ref()
     }
 
     /// Whether trial `n` (running, its latest report applied) should stop under the sweep's

@@ -8,6 +8,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
+pub mod budget;
 pub mod gp;
 pub mod grid;
 pub mod sample;

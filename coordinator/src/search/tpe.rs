@@ -466,7 +466,7 @@ mod tests {
         let opts = BayesOptions {
             engine: crate::config::BayesEngine::Tpe,
             startup_trials: 2,
-            candidates: 24,
+            ..BayesOptions::default()
         };
         for t in 0..6 {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(t);
