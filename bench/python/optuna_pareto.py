@@ -42,7 +42,17 @@ def dtlz2(x, m=3):
 SUITE = [("zdt1", 30, 2), ("zdt2", 30, 2), ("zdt3", 30, 2), ("dtlz2", 12, 3)]
 
 
+# Accuracy against size: the seed's space on the Fashion-MNIST surrogate, minimising the final
+# validation error and the parameter count in units of 1e5 (bench/src/pareto.rs SURROGATE).
+SURROGATE = ("fashion", 9, 2)
+
+
 def objective(fn, dims):
+    if fn == SURROGATE[0]:
+        from surrogate import Surrogate
+        s = Surrogate()
+        return lambda trial: s.error_and_size(s.suggest(trial))
+
     def f(trial):
         x = [trial.suggest_float(f"x{i + 1:02d}", 0, 1) for i in range(dims)]
         return dtlz2(x) if fn == "dtlz2" else zdt(int(fn[3]), x)
@@ -61,7 +71,7 @@ def main():
         "tpe": lambda s: optuna.samplers.TPESampler(seed=s),
     }
     for name, make in samplers.items():
-        for fn, dims, m in SUITE:
+        for fn, dims, m in SUITE + [SURROGATE]:
             runs = []
             for s in range(a.seeds):
                 study = optuna.create_study(directions=["minimize"] * m, sampler=make(s))

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod budget;
 mod common;
 mod coordinator;
 mod curves;
@@ -15,6 +16,7 @@ mod load;
 mod observers;
 mod pareto;
 mod search;
+mod surrogate;
 mod train;
 mod uploads;
 

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::common::*;
+use crate::surrogate::Surrogate;
 
 /// The suite: (function, variables, reference point of the hypervolume); the same in
 /// python/optuna_pareto.py. The reference points lie beyond what random points reach, so that
@@ -34,6 +35,19 @@ fn space(function: &str, dims: usize, objectives: usize) -> coordinator::config:
     coordinator::config::SweepSpec::parse(&text).expect("built-in benchmark space")
 }
 
+/// Accuracy against size: the seed's space on the Fashion-MNIST surrogate (surrogate.rs),
+/// minimising the final validation error and the parameter count in units of 10⁵ (9
+/// parameters; the largest network has 1.68). The same in python/optuna_pareto.py.
+pub(crate) const SURROGATE: (&str, usize, &[f64]) = ("fashion", 9, &[1.0, 2.0]);
+
+fn surrogate_space(s: &Surrogate) -> coordinator::config::SweepSpec {
+    let text = format!(
+        "method: bayes\nmetric:\n  - {{name: error, goal: minimize}}\n  - {{name: size, goal: minimize}}\nparameters:\n{}",
+        s.parameters_yaml()
+    );
+    coordinator::config::SweepSpec::parse(&text).expect("built-in benchmark space")
+}
+
 /// Hypervolume of one sequential sweep: random, or bayes with `engine`.
 fn sweep_hv(
     function: &str,
@@ -42,34 +56,44 @@ fn sweep_hv(
     engine: Option<coordinator::config::BayesEngine>,
     seed: u64,
     trials: usize,
+    surrogate: &Surrogate,
 ) -> f64 {
-    let mut spec = space(function, dims, reference.len());
+    let mut spec = if function == SURROGATE.0 {
+        surrogate_space(surrogate)
+    } else {
+        space(function, dims, reference.len())
+    };
     spec.seed = seed;
     match engine {
         Some(e) => spec.bayes.engine = e,
         None => spec.method = coordinator::config::Method::Random,
     }
-    let points = coordinator::search::sequential_front(
-        &spec,
-        trials as u64,
-        worker::synthetic::objectives(function),
-    );
+    let points = if function == SURROGATE.0 {
+        coordinator::search::sequential_front(&spec, trials as u64, |p| surrogate.error_and_size(p))
+    } else {
+        coordinator::search::sequential_front(
+            &spec,
+            trials as u64,
+            worker::synthetic::objectives(function),
+        )
+    };
     coordinator::pareto::hypervolume(&points, reference)
 }
 
 /// Prints the multi-objective comparison: median hypervolume (larger is better) over `seeds`
 /// seeds of `trials` trials each.
-pub(crate) fn run(trials: usize, seeds: u64, reference: bool) {
+pub(crate) fn run(trials: usize, seeds: u64, reference: bool) -> anyhow::Result<()> {
     use coordinator::config::BayesEngine;
+    let surrogate = Surrogate::load()?;
     println!(
         "several objectives: median hypervolume (larger is better) over {seeds} seeds, {trials} trials each:"
     );
     let mut ours: BTreeMap<(&str, &str), f64> = BTreeMap::new();
-    for &(f, dims, r) in &SUITE {
+    for &(f, dims, r) in SUITE.iter().chain([&SURROGATE]) {
         let med = |e: Option<BayesEngine>| {
             median(
                 (0..seeds)
-                    .map(|s| sweep_hv(f, dims, r, e, s, trials))
+                    .map(|s| sweep_hv(f, dims, r, e, s, trials, &surrogate))
                     .collect(),
             )
         };
@@ -85,7 +109,7 @@ pub(crate) fn run(trials: usize, seeds: u64, reference: bool) {
         ours.insert((f, "gp"), gp);
     }
     if !reference || !python_imports("optuna") {
-        return;
+        return Ok(());
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/optuna_pareto.py");
     let Ok(out) = Command::new("python3")
@@ -98,14 +122,14 @@ pub(crate) fn run(trials: usize, seeds: u64, reference: bool) {
         ])
         .output()
     else {
-        return;
+        return Ok(());
     };
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
         let f = v["function"].as_str().unwrap_or("");
-        let Some(&(_, _, r)) = SUITE.iter().find(|s| s.0 == f) else {
+        let Some(&(_, _, r)) = SUITE.iter().chain([&SURROGATE]).find(|s| s.0 == f) else {
             continue;
         };
         let runs: Vec<Vec<Vec<f64>>> =
@@ -138,4 +162,5 @@ pub(crate) fn run(trials: usize, seeds: u64, reference: bool) {
             },
         );
     }
+    Ok(())
 }

@@ -32,6 +32,16 @@ pub(crate) struct SearchBenchArgs {
     /// Leave out our GP (its suggestions cost the most time)
     #[arg(long)]
     pub(crate) no_gp: bool,
+    /// Validation accuracy the early-termination comparison counts epochs to (0 skips it)
+    #[arg(long, default_value_t = 0.885)]
+    pub(crate) budget_target: f64,
+    /// Only the early-termination comparison
+    #[arg(long)]
+    pub(crate) budget_only: bool,
+    /// Seeds of the early-termination comparison (its sweeps end at the target, and take
+    /// more seeds to tell apart)
+    #[arg(long, default_value_t = 100)]
+    pub(crate) budget_seeds: u64,
 }
 
 /// The suite: (function, dimensions, bounds of every dimension but branin's); the same in
@@ -46,7 +56,19 @@ pub(crate) const SUITE: [(&str, usize, f64, f64); 7] = [
     ("styblinski_tang", 8, -5.0, 5.0),
 ];
 
+/// The mixed integer/categorical function of the suite: the seed's space on the tabulated
+/// Fashion-MNIST surrogate (surrogate.rs), minimising the final validation error.
+pub(crate) const SURROGATE: &str = "fashion";
+
 fn space(function: &str) -> coordinator::config::SweepSpec {
+    if function == SURROGATE {
+        let s = crate::surrogate::Surrogate::load().expect("bench/data/fashion-surrogate.json");
+        let text = format!(
+            "method: bayes\nmetric: {{name: loss, goal: minimize}}\nparameters:\n{}",
+            s.parameters_yaml()
+        );
+        return coordinator::config::SweepSpec::parse(&text).expect("built-in benchmark space");
+    }
     let mut text = format!(
         "method: bayes\ntrainer: synthetic\nsynthetic: {{function: {function}}}\n\
          metric: {{name: loss, goal: minimize}}\nparameters:\n"
@@ -78,6 +100,10 @@ fn sweep_best(
     match engine {
         Some(e) => spec.bayes.engine = e,
         None => spec.method = coordinator::config::Method::Random,
+    }
+    if function == SURROGATE {
+        let s = crate::surrogate::Surrogate::load().expect("bench/data/fashion-surrogate.json");
+        return coordinator::search::sequential_best(&spec, trials as u64, |p| s.error(p));
     }
     coordinator::search::sequential_best(
         &spec,
@@ -125,11 +151,14 @@ pub(crate) fn run_search(a: &SearchBenchArgs) -> Result<()> {
     if a.trials == 0 || a.seeds == 0 {
         return Err(anyhow!("--trials and --seeds must be ≥ 1"));
     }
-    if !a.pareto_only {
+    if !a.pareto_only && !a.budget_only {
         run_single(a);
     }
-    if a.pareto_trials > 0 {
-        crate::pareto::run(a.pareto_trials, a.seeds, !a.no_reference);
+    if a.pareto_trials > 0 && !a.budget_only {
+        crate::pareto::run(a.pareto_trials, a.seeds, !a.no_reference)?;
+    }
+    if a.budget_target > 0.0 && !a.pareto_only {
+        crate::budget::run(a.budget_seeds, a.budget_target, !a.no_reference)?;
     }
     Ok(())
 }
@@ -141,7 +170,7 @@ fn run_single(a: &SearchBenchArgs) {
         a.seeds, a.trials
     );
     let mut ours = std::collections::BTreeMap::new();
-    for (f, ..) in SUITE {
+    for f in SUITE.iter().map(|s| s.0).chain([SURROGATE]) {
         let spec = space(f);
         let rnd = median(
             (0..a.seeds)

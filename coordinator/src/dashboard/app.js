@@ -556,9 +556,9 @@ function paretoChart(holder, rows, ox, oy, onOpen) {
     d += `${i ? 'L' : 'M'}${X(r.x).toFixed(1)},${Y(r.y).toFixed(1)}`;
   });
   if (d) svg.appendChild(s('path', { d, class: 'front-line' }));
-  // Points: the front on top.
-  const order = rows.slice().sort((a, b) => (b.front === 1) - (a.front === 1) || b.front - a.front);
-  for (const r of order.reverse()) {
+  // Points by front (2, 3, …), the Pareto front itself last: on top.
+  const order = rows.slice().sort((a, b) => (a.front === 1) - (b.front === 1) || a.front - b.front);
+  for (const r of order) {
     const c = s('circle', { cx: X(r.x), cy: Y(r.y), r: r.front === 1 ? 5.5 : 3.5, class: r.front === 1 ? 'on-front' : 'off-front', data: { trial: r.trial, front: r.front } },
       s('title', {}, `trial ${r.trial} (front ${r.front}): ${ox.name} ${fmt(r.x)}, ${oy.name} ${fmt(r.y)}`));
     c.addEventListener('click', () => onOpen(r.trial));
