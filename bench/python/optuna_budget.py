@@ -13,7 +13,10 @@ from surrogate import Surrogate
 
 
 def epochs_to_target(optuna, s, sampler, seed, target, max_epochs):
+    # The pruner puts each trial in a bracket by a hash of the study's name and the trial's
+    # number: a name per seed keeps a run repeatable.
     study = optuna.create_study(
+        study_name=f"budget-{seed}",
         direction="maximize",
         sampler=sampler(seed),
         pruner=optuna.pruners.HyperbandPruner(min_resource=2, max_resource=10, reduction_factor=2),

@@ -63,6 +63,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--trials", type=int, default=100)
     p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--functions", default="", help="only these functions (comma-separated)")
     a = p.parse_args()
     import optuna
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -71,7 +72,10 @@ def main():
         "tpe": lambda s: optuna.samplers.TPESampler(seed=s),
     }
     for name, make in samplers.items():
+        chosen = [f for f in a.functions.split(",") if f]
         for fn, dims, m in SUITE + [SURROGATE]:
+            if chosen and fn not in chosen:
+                continue
             runs = []
             for s in range(a.seeds):
                 study = optuna.create_study(directions=["minimize"] * m, sampler=make(s))

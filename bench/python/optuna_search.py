@@ -84,6 +84,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--trials", type=int, default=50)
     p.add_argument("--seeds", type=int, default=10)
+    p.add_argument("--functions", default="", help="only these functions (comma-separated)")
     a = p.parse_args()
     import optuna
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -96,7 +97,10 @@ def main():
     except Exception:
         pass
     for name, make in samplers.items():
+        chosen = [f for f in a.functions.split(",") if f]
         for fn in [x[0] for x in SUITE] + [SURROGATE]:
+            if chosen and fn not in chosen:
+                continue
             best = []
             for s in range(a.seeds):
                 study = optuna.create_study(sampler=make(s))

@@ -82,14 +82,20 @@ fn sweep_hv(
 
 /// Prints the multi-objective comparison: median hypervolume (larger is better) over `seeds`
 /// seeds of `trials` trials each.
-pub(crate) fn run(trials: usize, seeds: u64, reference: bool) -> anyhow::Result<()> {
+pub(crate) fn run(
+    trials: usize,
+    seeds: u64,
+    functions: &[String],
+    reference: bool,
+) -> anyhow::Result<()> {
     use coordinator::config::BayesEngine;
     let surrogate = Surrogate::load()?;
     println!(
         "several objectives: median hypervolume (larger is better) over {seeds} seeds, {trials} trials each:"
     );
     let mut ours: BTreeMap<(&str, &str), f64> = BTreeMap::new();
-    for &(f, dims, r) in SUITE.iter().chain([&SURROGATE]) {
+    let chosen = |f: &str| functions.is_empty() || functions.iter().any(|g| g == f);
+    for &(f, dims, r) in SUITE.iter().chain([&SURROGATE]).filter(|s| chosen(s.0)) {
         let med = |e: Option<BayesEngine>| {
             median(
                 (0..seeds)
@@ -119,6 +125,8 @@ pub(crate) fn run(trials: usize, seeds: u64, reference: bool) -> anyhow::Result<
             &trials.to_string(),
             "--seeds",
             &seeds.to_string(),
+            "--functions",
+            &functions.join(","),
         ])
         .output()
     else {

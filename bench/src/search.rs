@@ -32,6 +32,9 @@ pub(crate) struct SearchBenchArgs {
     /// Leave out our GP (its suggestions cost the most time)
     #[arg(long)]
     pub(crate) no_gp: bool,
+    /// Only these functions of the suites (comma-separated, e.g. `fashion,branin`)
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) functions: Vec<String>,
     /// Validation accuracy the early-termination comparison counts epochs to (0 skips it)
     #[arg(long, default_value_t = 0.885)]
     pub(crate) budget_target: f64,
@@ -155,7 +158,7 @@ pub(crate) fn run_search(a: &SearchBenchArgs) -> Result<()> {
         run_single(a);
     }
     if a.pareto_trials > 0 && !a.budget_only {
-        crate::pareto::run(a.pareto_trials, a.seeds, !a.no_reference)?;
+        crate::pareto::run(a.pareto_trials, a.seeds, &a.functions, !a.no_reference)?;
     }
     if a.budget_target > 0.0 && !a.pareto_only {
         crate::budget::run(a.budget_seeds, a.budget_target, !a.no_reference)?;
@@ -170,7 +173,12 @@ fn run_single(a: &SearchBenchArgs) {
         a.seeds, a.trials
     );
     let mut ours = std::collections::BTreeMap::new();
-    for f in SUITE.iter().map(|s| s.0).chain([SURROGATE]) {
+    for f in SUITE
+        .iter()
+        .map(|s| s.0)
+        .chain([SURROGATE])
+        .filter(|f| a.functions.is_empty() || a.functions.iter().any(|g| g == f))
+    {
         let spec = space(f);
         let rnd = median(
             (0..a.seeds)
@@ -220,6 +228,8 @@ fn run_single(a: &SearchBenchArgs) {
                 &a.trials.to_string(),
                 "--seeds",
                 &a.seeds.to_string(),
+                "--functions",
+                &a.functions.join(","),
             ])
             .output();
         if let Ok(o) = out {

@@ -9,8 +9,9 @@
 //! constant liar", so parallel workers spread out) are split into the best `γ(n) =
 //! min(⌈0.1·n⌉, 25)` and the rest. Each group becomes a mixture of product kernels (a truncated
 //! Gaussian per continuous dimension with bandwidth `0.1·range·n^(−1/(d+4))` ([`BANDWIDTH`]), or
-//! less where the group's trials crowd (`Parzen::new`), a categorical kernel with 0.8 on the
-//! observed value), plus a uniform prior component. 24 candidates (more as the sweep grows:
+//! less where the group's trials crowd (`Parzen::new`), a categorical kernel that puts
+//! `(1 + w)/(1 + m·w)` on the observed value of m, `w = 1/(n + 1)`, sharper as the group
+//! grows), plus a uniform prior component. 24 candidates (more as the sweep grows:
 //! n/3, at most 64) are drawn from the good mixture and the one with the largest
 //! `log l(x) − log g(x)` is taken, skipping candidates equal to a configuration already run or
 //! running.
@@ -83,8 +84,8 @@ struct Parzen<'a> {
     norm: Vec<Vec<f64>>,
     /// The uniform prior's log density per dimension.
     flat: Vec<f64>,
-    /// Probability a categorical kernel puts on its own value.
-    cat_keep: f64,
+    /// Per categorical dimension, the probability a kernel puts on its own value.
+    cat_keep: Vec<f64>,
     /// Per categorical dimension, the log probability its kernel puts on each other value.
     cat_other: Vec<f64>,
 }
@@ -158,13 +159,27 @@ impl<'a> Parzen<'a> {
                 Dim::Cont { lo, hi, .. } => -((hi - lo).max(1e-300)).ln(),
             })
             .collect();
-        let cat_keep = 0.8;
-        let cat_other = space
+        // A one-hot kernel plus the prior's weight, 1/(n + 1), spread over the m values: wide
+        // while the group is small, sharper as it grows (Optuna's categorical kernel). It was
+        // 0.8 on the observed value whatever the group's size: on the seed's space
+        // (`sweep-bench search --functions fashion`, 50 trials) the median best error moved
+        // from random search's 0.1148 to 0.1140 over 20 seeds, and equals Optuna's over 50.
+        let w = 1.0 / (obs.len() as f64 + 1.0);
+        let cat_keep: Vec<f64> = space
             .dims
             .iter()
             .map(|d| match d {
+                Dim::Cat { values } => (1.0 + w) / (1.0 + values.len() as f64 * w),
+                Dim::Cont { .. } => 1.0,
+            })
+            .collect();
+        let cat_other = space
+            .dims
+            .iter()
+            .zip(&cat_keep)
+            .map(|(d, keep)| match d {
                 Dim::Cat { values } if values.len() > 1 => {
-                    ((1.0 - cat_keep) / (values.len() - 1) as f64).ln()
+                    ((1.0 - keep) / (values.len() - 1) as f64).ln()
                 }
                 _ => 0.0,
             })
@@ -190,7 +205,7 @@ impl<'a> Parzen<'a> {
         let c = self.centers[k][i];
         match &self.space.dims[i] {
             Dim::Cat { values } if values.len() == 1 => 0.0,
-            Dim::Cat { .. } if (v - c).abs() < 0.5 => self.cat_keep.ln(),
+            Dim::Cat { .. } if (v - c).abs() < 0.5 => self.cat_keep[i].ln(),
             Dim::Cat { .. } => self.cat_other[i],
             Dim::Cont { .. } => {
                 let z = (v - c) / self.sigma[k][i];
@@ -205,7 +220,7 @@ impl<'a> Parzen<'a> {
         match &self.space.dims[i] {
             Dim::Cat { values } => {
                 let n = values.len();
-                if n == 1 || rng.random::<f64>() < self.cat_keep {
+                if n == 1 || rng.random::<f64>() < self.cat_keep[i] {
                     c
                 } else {
                     let mut o = rng.random_range(0..n - 1);
