@@ -1,9 +1,10 @@
 //! `sweep-bench search`, early termination: how many epochs a sweep of the seed's space
 //! trains before its best validation accuracy reaches a target, with W&B's hyperband
 //! (`min_iter: 2, eta: 2`: bands at epochs 2, 4, 8) and two workers, on the tabulated
-//! Fashion-MNIST surrogate (surrogate.rs) — our bayes search learning from rungs
-//! (`search::budget`), the same from final values only, and random search — beside Optuna's
-//! TPE with its HyperbandPruner (python/optuna_budget.py) on the same table.
+//! Fashion-MNIST surrogate (surrogate.rs) — our bayes search as it is by default (final
+//! values), the same learning from rungs (`bayes.learn_from_rungs`, `search::budget`), and
+//! random search — beside Optuna's TPE with its HyperbandPruner (python/optuna_budget.py) on
+//! the same table.
 //!
 //! Two workers train in lockstep, an epoch each per step (worker 1 first); a worker that is
 //! free takes the next trial, suggested from every trial so far (the other one pending), and
@@ -150,7 +151,9 @@ fn next(spec: &SweepSpec, runs: &[Run], rungs: Option<&Rungs>) -> Option<Value> 
 }
 
 fn show(epochs: f64) -> String {
-    if epochs.is_finite() {
+    if epochs.is_nan() {
+        "     —".into()
+    } else if epochs.is_finite() {
         format!("{epochs:>6.0}")
     } else {
         format!(">{MAX_EPOCHS}")
@@ -158,7 +161,7 @@ fn show(epochs: f64) -> String {
 }
 
 /// Prints the comparison: median epochs to `target` over `seeds` seeds.
-pub(crate) fn run(seeds: u64, target: f64, reference: bool) -> anyhow::Result<()> {
+pub(crate) fn run(seeds: u64, target: f64, gp: bool, reference: bool) -> anyhow::Result<()> {
     let surrogate = Surrogate::load()?;
     println!(
         "early termination, 2 workers, Fashion-MNIST surrogate: median epochs trained until \
@@ -190,15 +193,19 @@ pub(crate) fn run(seeds: u64, target: f64, reference: bool) -> anyhow::Result<()
         );
         let fewer = finals.iter().zip(&rungs).filter(|(f, r)| r < f).count();
         let more = finals.iter().zip(&rungs).filter(|(f, r)| r > f).count();
-        let tpe = median(rungs);
+        let tpe = median(finals.clone());
         best = best.min(tpe);
         println!(
-            "  ours {rule}: random {}   TPE from final values {}   TPE from rungs {} \
-             (fewer epochs on {fewer} seeds, more on {more})   GP from rungs {}",
+            "  ours {rule}: random {}   TPE {}   TPE learning from rungs {} \
+             (fewer epochs on {fewer} seeds, more on {more})   GP {}",
             show(med(Ours::Random)),
-            show(median(finals)),
             show(tpe),
-            show(med(Ours::Bayes(BayesEngine::Gp, true))),
+            show(median(rungs)),
+            show(if gp {
+                med(Ours::Bayes(BayesEngine::Gp, false))
+            } else {
+                f64::NAN
+            }),
         );
     }
     if !reference || !python_imports("optuna") {

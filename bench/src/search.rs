@@ -161,7 +161,7 @@ pub(crate) fn run_search(a: &SearchBenchArgs) -> Result<()> {
         crate::pareto::run(a.pareto_trials, a.seeds, &a.functions, !a.no_reference)?;
     }
     if a.budget_target > 0.0 && !a.pareto_only {
-        crate::budget::run(a.budget_seeds, a.budget_target, !a.no_reference)?;
+        crate::budget::run(a.budget_seeds, a.budget_target, !a.no_gp, !a.no_reference)?;
     }
     Ok(())
 }

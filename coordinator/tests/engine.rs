@@ -1741,19 +1741,18 @@ async fn train_by_hand(
     outcome
 }
 
-/// With ASHA (rungs 1, 2, 4) and a GP needing 3 trials, four trials hand-trained: only two
-/// finish, three reach rung 2 — so the model learns from the values at rung 2 (trial 2, cut
-/// at rung 1, counts as the worst there), not from final values. The engine's next
+/// With ASHA (rungs 1, 2, 4), a GP needing 3 trials and `learn_from_rungs`, four trials
+/// hand-trained: only two finish, three reach rung 2 — so the model learns from the values at
+/// rung 2 (trial 2, cut at rung 1, counts as the worst there), not from final values (as it
+/// does by default, checked last). The engine's next
 /// suggestions equal those computed from exactly those losses, before and after a restart
 /// (which reads the trimmed trials' rung values back from the store), and differ from the
 /// final-values suggestion, so the test sees which the engine used.
 #[tokio::test]
 async fn bayes_with_asha_learns_from_the_highest_rung_enough_trials_reached() {
     let p = db("bayes-rungs");
-    let spec = SweepSpec::parse(
-        "method: bayes\ntrainer: synthetic\nseed: 5\nmetric: {name: loss, goal: minimize}\nbayes: {engine: gp, startup_trials: 3}\nearly_terminate: {type: asha, min_iter: 1, eta: 2, max_iter: 4}\nparameters:\n  x1: {min: -5.0, max: 10.0}\n  x2: {min: 0.0, max: 15.0}\n",
-    )
-    .unwrap();
+    let yaml = "method: bayes\ntrainer: synthetic\nseed: 5\nmetric: {name: loss, goal: minimize}\nbayes: {engine: gp, startup_trials: 3, learn_from_rungs: true}\nearly_terminate: {type: asha, min_iter: 1, eta: 2, max_iter: 4}\nparameters:\n  x1: {min: -5.0, max: 10.0}\n  x2: {min: 0.0, max: 15.0}\n";
+    let spec = SweepSpec::parse(yaml).unwrap();
     // Per trial: its losses per epoch, how it ends under ASHA, its loss at rung 2 (the worst
     // there, 9, for trial 2) and its final loss.
     let plan: [(&[f64], Outcome, f64, f64); 4] = [
@@ -1801,4 +1800,29 @@ async fn bayes_with_asha_learns_from_the_highest_rung_enough_trials_reached() {
         .unwrap();
     assert_eq!((l.trial, l.params.to_value()), (6, want));
     let _ = id;
+
+    // By default the model learns from final values: the same plan, trial 5 from those.
+    let spec = SweepSpec::parse(&yaml.replace(", learn_from_rungs: true", "")).unwrap();
+    assert!(!spec.bayes.learn_from_rungs);
+    let e = Engine::open(&db("bayes-finals"), opts(30_000)).unwrap();
+    let id = e.create_sweep(spec.clone(), None).await.unwrap();
+    let mut params = Vec::new();
+    for (losses, ends, _, _) in &plan {
+        let l = e
+            .lease("w", &[], None, Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(l.sweep_id, id);
+        assert_eq!(train_by_hand(&e, &id, &l, losses).await, *ends);
+        params.push(l.params.to_value());
+    }
+    let finals: Vec<Option<Vec<f64>>> = plan.iter().map(|t| Some(vec![t.3])).collect();
+    let want = coordinator::search::suggest_objectives(&spec, 5, &params, &finals).unwrap();
+    let l = e
+        .lease("w", &[], None, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((l.trial, l.params.to_value()), (5, want));
 }

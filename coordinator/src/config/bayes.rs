@@ -14,13 +14,9 @@ pub struct BayesOptions {
     /// Candidates drawn from the good density per suggestion.
     pub candidates: usize,
     /// With an early termination rule that judges at rungs: model each trial's value at the
-    /// highest rung enough trials reached (`search::budget`), not only final values.
-    #[serde(default = "yes")]
+    /// highest rung enough trials reached (`search::budget`) until enough have finished.
+    #[serde(default)]
     pub learn_from_rungs: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 impl Default for BayesOptions {
@@ -29,7 +25,7 @@ impl Default for BayesOptions {
             engine: BayesEngine::Tpe,
             startup_trials: 10,
             candidates: 24,
-            learn_from_rungs: true,
+            learn_from_rungs: false,
         }
     }
 }
