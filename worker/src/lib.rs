@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod cli;
 pub mod data;
+pub mod gpus;
 pub mod metrics;
 pub mod model;
 pub mod nn;
