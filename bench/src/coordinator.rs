@@ -131,6 +131,7 @@ async fn one_run(a: &BenchArgs, dir: &Path, watchers: usize, pages: usize) -> Re
             slots: 1,
             version: "bench".into(),
             worker_id: String::new(),
+            gpus: Vec::new(),
         })
         .await
         .map_err(|s| anyhow!(s.to_string()))?

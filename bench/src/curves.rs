@@ -78,6 +78,7 @@ pub(crate) async fn run_curves(a: &CurveArgs) -> Result<()> {
             slots: 1,
             version: "bench".into(),
             worker_id: String::new(),
+            gpus: Vec::new(),
         })
         .await?
         .into_inner()

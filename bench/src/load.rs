@@ -77,6 +77,7 @@ async fn simulated_worker(
             slots: 1,
             version: "bench-load".into(),
             worker_id: String::new(),
+            gpus: Vec::new(),
         })
         .await
     {

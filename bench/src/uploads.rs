@@ -57,6 +57,7 @@ pub(crate) async fn run_uploads(a: &UploadArgs) -> Result<()> {
             slots: a.uploads as u32,
             version: "bench".into(),
             worker_id: String::new(),
+            gpus: Vec::new(),
         })
         .await
         .map_err(|s| anyhow!(s.to_string()))?

@@ -1,6 +1,6 @@
 //! The coordinator's Prometheus metrics (`coordinator serve --metrics-listen ADDR`, then
 //! `GET http://ADDR/metrics`): calls and their latency per RPC method, leases granted and
-//! expired, trials by state, sweeps by state, each sweep's progress, workers connected.
+//! expired, trials by state, sweeps by state, each sweep's progress, workers and their GPUs connected.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -55,6 +55,7 @@ pub struct CoordinatorMetrics {
     sweeps: Family<StateLabel, Gauge>,
     progress: Family<SweepLabel, Gauge<f64, AtomicU64>>,
     workers: Gauge,
+    gpus: Gauge,
     store_up: Gauge,
 }
 
@@ -83,6 +84,7 @@ impl CoordinatorMetrics {
             sweeps: Family::default(),
             progress: Family::default(),
             workers: Gauge::default(),
+            gpus: Gauge::default(),
             store_up: Gauge::default(),
         };
         r.register(
@@ -121,6 +123,11 @@ impl CoordinatorMetrics {
             "workers_connected",
             "Workers seen within two lease lifetimes",
             m.workers.clone(),
+        );
+        r.register(
+            "gpus_connected",
+            "GPUs the connected workers registered (worker --gpus)",
+            m.gpus.clone(),
         );
         r.register(
             "store_up",
@@ -184,6 +191,7 @@ impl CoordinatorMetrics {
                 .set(n);
         }
         self.workers.set(i64::from(engine.live_workers()));
+        self.gpus.set(i64::from(engine.live_gpus()));
         self.store_up.set(i64::from(
             engine.store_health().borrow().problem().is_none(),
         ));

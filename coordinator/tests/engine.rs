@@ -887,7 +887,7 @@ async fn heartbeats_from_unknown_workers_are_not_counted_or_kept() {
     }
     assert_eq!(e.live_workers(), 0);
     let id = e
-        .register(None, "host".into(), 2, 1, "test".into())
+        .register(None, "host".into(), 2, 1, "test".into(), vec![])
         .await
         .unwrap();
     e.heartbeat(&id, &[], false);
@@ -1558,27 +1558,34 @@ async fn registrations_are_bounded_and_workers_gone_a_day_are_forgotten() {
         // Fields of any length are refused, naming the field (before: 7 MiB each were kept).
         let host = "h".repeat(coordinator::engine::MAX_HOST_BYTES + 1);
         let err = e
-            .register(None, host, 2, 1, "v".into())
+            .register(None, host, 2, 1, "v".into(), vec![])
             .await
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("host: 256 bytes"), "{err}");
         let err = e
-            .register(None, "h".into(), 2, 1, "v".repeat(7 << 20))
+            .register(None, "h".into(), 2, 1, "v".repeat(7 << 20), vec![])
             .await
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("version: 7340032 bytes"), "{err}");
         for i in 0..50 {
-            e.register(Some(format!("gone-{i}")), "h".into(), 2, 1, "v".into())
-                .await
-                .unwrap();
+            e.register(
+                Some(format!("gone-{i}")),
+                "h".into(),
+                2,
+                1,
+                "v".into(),
+                vec![],
+            )
+            .await
+            .unwrap();
         }
         assert_eq!(e.known_workers(), 50);
         // A day later (the horizon moved instead of the clock), one of them is still heard from.
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         let later = now_secs();
-        e.register(Some("alive".into()), "h".into(), 2, 1, "v".into())
+        e.register(Some("alive".into()), "h".into(), 2, 1, "v".into(), vec![])
             .await
             .unwrap();
         assert_eq!(e.forget_workers(later).await.unwrap(), 50);

@@ -560,6 +560,7 @@ async fn uploads_are_checked_against_their_lease_first_and_a_stalled_one_is_cut(
             slots: 2,
             version: "test".into(),
             worker_id: String::new(),
+            gpus: Vec::new(),
         })
         .await
         .unwrap()

@@ -290,7 +290,10 @@ mod tests {
         assert_eq!(auto(None).len(), 2);
         // Slurm's --gres=gpu:1 on the second GPU, by index or by UUID.
         let g = auto(Some("1"));
-        assert_eq!((g.len(), g[0].id.as_str(), g[0].uuid.as_str()), (1, "1", "GPU-aaaa-0002"));
+        assert_eq!(
+            (g.len(), g[0].id.as_str(), g[0].uuid.as_str()),
+            (1, "1", "GPU-aaaa-0002")
+        );
         let g = auto(Some("GPU-aaaa-0002"));
         assert_eq!((g[0].id.as_str(), g[0].index), ("GPU-aaaa-0002", 1));
         // An entry the driver does not list is kept as written (a container may renumber).
@@ -312,7 +315,10 @@ mod tests {
         let g = resolve(&list("1,0"), inv(), None).unwrap();
         assert_eq!(g.iter().map(|g| g.index).collect::<Vec<_>>(), [1, 0]);
         let err = resolve(&list("0,3"), inv(), None).unwrap_err();
-        assert!(err.contains("no GPU \"3\"") && err.contains("0, 1"), "{err}");
+        assert!(
+            err.contains("no GPU \"3\"") && err.contains("0, 1"),
+            "{err}"
+        );
         // Without nvidia-smi the list is taken as it is.
         let g = resolve(&list("0,1"), Err("none".into()), None).unwrap();
         assert_eq!(g.len(), 2);

@@ -195,6 +195,15 @@ pub enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// The workers the coordinator knows: host, cores, slots, GPUs, when last heard from
+    Workers {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        /// Where the coordinator is.
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// One sweep's state, or every sweep's
     Status {
         /// Sweep id (all sweeps when absent)
@@ -369,6 +378,58 @@ fn quit_on_second_signal() {
     });
 }
 
+/// `coordinator workers`: a table (or JSON) of the known workers and their GPUs.
+fn print_workers(workers: &[pb::WorkerSummary], json: bool) {
+    if json {
+        let v: Vec<serde_json::Value> = workers.iter().map(export::worker_json).collect();
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return;
+    }
+    if workers.is_empty() {
+        println!("no workers");
+        return;
+    }
+    let t = crate::engine::now();
+    let rows: Vec<[String; 7]> = workers
+        .iter()
+        .map(|w| {
+            let seen = if w.last_seen > 0.0 {
+                format!("{:.0} s ago", (t - w.last_seen).max(0.0))
+            } else {
+                "not since the start".into()
+            };
+            [
+                export::terminal_safe(&w.id).into_owned(),
+                export::terminal_safe(&w.host).into_owned(),
+                w.cores.to_string(),
+                w.slots.to_string(),
+                if w.connected { "connected" } else { "gone" }.into(),
+                seen,
+                export::terminal_safe(&export::gpus_text(&w.gpus)).into_owned(),
+            ]
+        })
+        .collect();
+    let head = ["id", "host", "cores", "slots", "state", "last seen", "GPUs"].map(String::from);
+    let w = widths(&[&[head.clone()][..], &rows].concat());
+    // Counts right-aligned, the last column unpadded.
+    let line = |cells: &[String; 7]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match i {
+                2 | 3 => format!("{c:>0$}", w[i]),
+                6 => c.clone(),
+                _ => format!("{c:<0$}", w[i]),
+            })
+            .collect();
+        padded.join("  ")
+    };
+    println!("{}", line(&head));
+    for r in &rows {
+        println!("{}", line(r));
+    }
+}
+
 fn status_err(url: &str, s: tonic::Status) -> CliError {
     // A web server answered (no gRPC status): most likely the dashboard's port.
     if s.message().contains("grpc-status header missing") {
@@ -452,6 +513,7 @@ impl Command {
     pub fn prints_and_exits(&self) -> bool {
         match self {
             Command::Submit { .. }
+            | Command::Workers { .. }
             | Command::Status { .. }
             | Command::Leaderboard { .. }
             | Command::Export { .. }
@@ -619,6 +681,17 @@ async fn dispatch(cmd: Command) -> Result<(), CliError> {
         Command::Watch { sweep, conn } => {
             let mut c = client(&conn).await?;
             watch(&mut c, &conn.coordinator, &sweep).await
+        }
+        Command::Workers { json, conn } => {
+            let mut c = client(&conn).await?;
+            let workers = c
+                .list_workers(pb::ListWorkersRequest {})
+                .await
+                .map_err(|s| status_err(&conn.coordinator, s))?
+                .into_inner()
+                .workers;
+            print_workers(&workers, json);
+            Ok(())
         }
         Command::Status { sweep, json, conn } => {
             let mut c = client(&conn).await?;
@@ -1416,8 +1489,8 @@ fn results_of_another(dir: &Path, id: &str) -> Option<String> {
 }
 
 /// The width of each column of `status`'s table: its widest entry, in characters.
-fn widths(rows: &[[String; 10]]) -> [usize; 10] {
-    let mut w = [0; 10];
+fn widths<const N: usize>(rows: &[[String; N]]) -> [usize; N] {
+    let mut w = [0; N];
     for r in rows {
         for (i, c) in r.iter().enumerate() {
             w[i] = w[i].max(c.chars().count());

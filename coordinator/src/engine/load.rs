@@ -207,6 +207,7 @@ impl Load for Loader {
                 slots: w.slots,
                 version: w.version,
                 last_seen: 0.0,
+                gpus: w.gpus,
             },
         );
     }

@@ -15,6 +15,23 @@ pub struct WorkerInfo {
     pub version: String,
     /// Last call seen (Unix seconds).
     pub last_seen: f64,
+    /// The GPUs it hands to trials.
+    pub gpus: Vec<GpuInfo>,
+}
+
+/// One GPU (or MIG device) a worker registered (`worker --gpus`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GpuInfo {
+    /// What `CUDA_VISIBLE_DEVICES` gets for it.
+    pub id: String,
+    /// The driver's index.
+    pub index: u32,
+    /// `GPU-…` or `MIG-…`; empty when unknown.
+    pub uuid: String,
+    /// Product name; empty when unknown.
+    pub name: String,
+    /// Total memory in MiB; 0 when unknown.
+    pub memory_mb: u64,
 }
 
 /// What a worker is told to do after a Report.

@@ -36,14 +36,17 @@ mod workers;
 
 use suggest::Suggesters;
 
-pub use messages::{Action, Attempt, Beat, Complete, Lease, Outcome, Report, WorkerInfo};
+pub use messages::{Action, Attempt, Beat, Complete, GpuInfo, Lease, Outcome, Report, WorkerInfo};
 pub use results::{MAX_CLASSES, MAX_LABEL_CHARS, MAX_OUTPUT_BYTES, MAX_RUN_NAME_CHARS};
 pub use sweep::{Counts, Sweep, SweepState};
 pub use trial::{
     Curve, Metrics, Param, Params, Point, Trial, TrialState, MAX_TRIAL_METRICS, MAX_TRIAL_POINTS,
     MEMORY_POINTS,
 };
-pub use workers::{EngineCounters, FORGET_AFTER, MAX_HOST_BYTES, MAX_VERSION_BYTES, MAX_WORKERS};
+pub use workers::{
+    EngineCounters, FORGET_AFTER, MAX_GPUS, MAX_GPU_TEXT, MAX_HOST_BYTES, MAX_VERSION_BYTES,
+    MAX_WORKERS,
+};
 
 /// Seconds since the Unix epoch.
 pub fn now() -> f64 {

@@ -19,6 +19,12 @@ pub const MAX_HOST_BYTES: usize = 255;
 /// Longest version a worker may register with.
 pub const MAX_VERSION_BYTES: usize = 64;
 
+/// Most GPUs a worker may register.
+pub const MAX_GPUS: usize = 64;
+
+/// Longest id, UUID or name of a GPU a worker may register.
+pub const MAX_GPU_TEXT: usize = 128;
+
 /// Most workers the coordinator knows at once. A registration at the cap first forgets the
 /// workers not heard from for [`CROWDED_FORGET_AFTER`] (at most once a minute), and is refused
 /// if that frees no place.
@@ -40,7 +46,29 @@ impl Engine {
         cores: u32,
         slots: u32,
         version: String,
+        gpus: Vec<super::GpuInfo>,
     ) -> Result<String, EngineError> {
+        if gpus.len() > MAX_GPUS {
+            return Err(EngineError::Invalid(format!(
+                "gpus: {} GPUs; a worker registers at most {MAX_GPUS}",
+                gpus.len()
+            )));
+        }
+        for (i, g) in gpus.iter().enumerate() {
+            for (field, text) in [("id", &g.id), ("uuid", &g.uuid), ("name", &g.name)] {
+                if text.len() > MAX_GPU_TEXT {
+                    return Err(EngineError::Invalid(format!(
+                        "gpus[{i}].{field}: {} bytes; at most {MAX_GPU_TEXT}",
+                        text.len()
+                    )));
+                }
+            }
+            if g.id.is_empty() {
+                return Err(EngineError::Invalid(format!(
+                    "gpus[{i}].id: empty; expected what CUDA_VISIBLE_DEVICES names it by"
+                )));
+            }
+        }
         if host.len() > MAX_HOST_BYTES {
             return Err(EngineError::Invalid(format!(
                 "host: {} bytes; a host name is at most {MAX_HOST_BYTES}",
@@ -88,12 +116,21 @@ impl Engine {
                     slots,
                     version: version.clone(),
                     last_seen: t,
+                    gpus: gpus.clone(),
                 },
             );
             let wid = id.clone();
+            let row = store::WorkerRow {
+                id: wid,
+                host,
+                cores,
+                slots,
+                version,
+                gpus,
+            };
             self.inner
                 .store
-                .submit(move |tx| store::upsert_worker(tx, &wid, &host, cores, slots, &version, t))
+                .submit(move |tx| store::upsert_worker(tx, &row, t))
         };
         self.commit(fut).await?;
         Ok(id)
@@ -150,6 +187,28 @@ impl Engine {
     /// Leases granted and expired since this process started (for `/metrics`).
     pub fn counters(&self) -> &EngineCounters {
         &self.inner.counters
+    }
+
+    /// The workers the coordinator knows (id and registration), most recently heard from
+    /// first, and whether each is connected (heard from within two lease TTLs).
+    pub fn workers(&self) -> Vec<(String, WorkerInfo, bool)> {
+        let horizon = now() - 2.0 * self.inner.opts.lease_ttl.as_secs_f64();
+        let mut out: Vec<(String, WorkerInfo, bool)> = lock(&self.inner.workers)
+            .iter()
+            .map(|(id, w)| (id.clone(), w.clone(), w.last_seen >= horizon))
+            .collect();
+        out.sort_by(|a, b| b.1.last_seen.total_cmp(&a.1.last_seen).then(a.0.cmp(&b.0)));
+        out
+    }
+
+    /// GPUs of the connected workers.
+    pub fn live_gpus(&self) -> u32 {
+        let horizon = now() - 2.0 * self.inner.opts.lease_ttl.as_secs_f64();
+        lock(&self.inner.workers)
+            .values()
+            .filter(|w| w.last_seen >= horizon)
+            .map(|w| w.gpus.len() as u32)
+            .sum()
     }
 
     /// Workers seen within two lease lifetimes.

@@ -583,6 +583,50 @@ pub fn leaderboard_table(lb: &pb::LeaderboardResponse) -> String {
     out
 }
 
+/// A known worker as `coordinator workers --json` and `GET /api/v1/workers` show it.
+pub fn worker_json(w: &pb::WorkerSummary) -> serde_json::Value {
+    serde_json::json!({
+        "id": w.id,
+        "host": w.host,
+        "cores": w.cores,
+        "slots": w.slots,
+        "version": w.version,
+        "last_seen": w.last_seen,
+        "connected": w.connected,
+        "gpus": w.gpus.iter().map(|g| serde_json::json!({
+            "id": g.id,
+            "index": g.index,
+            "uuid": g.uuid,
+            "name": g.name,
+            "memory_mb": g.memory_mb,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A worker's GPUs in a few words: `2 × NVIDIA H100 80GB HBM3 (80 GiB): 0, 1`, kinds apart.
+pub fn gpus_text(gpus: &[pb::Gpu]) -> String {
+    if gpus.is_empty() {
+        return "-".into();
+    }
+    let mut kinds: Vec<(String, Vec<&str>)> = Vec::new();
+    for g in gpus {
+        let kind = match (g.name.as_str(), g.memory_mb) {
+            ("", _) => "GPU".to_string(),
+            (n, 0) => n.to_string(),
+            (n, mb) => format!("{n} ({:.0} GiB)", mb as f64 / 1024.0),
+        };
+        match kinds.iter_mut().find(|k| k.0 == kind) {
+            Some(k) => k.1.push(&g.id),
+            None => kinds.push((kind, vec![&g.id])),
+        }
+    }
+    kinds
+        .iter()
+        .map(|(kind, ids)| format!("{} × {kind}: {}", ids.len(), ids.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// A sweep's summary as JSON (`status --json`, the HTTP API).
 pub fn info_json(s: &pb::SweepInfo) -> serde_json::Value {
     serde_json::json!({

@@ -98,6 +98,7 @@ pub fn router(
 ) -> Router {
     Router::new()
         .route("/api/v1/sweeps", get(list))
+        .route("/api/v1/workers", get(workers))
         .route("/api/v1/sweeps/{id}", get(leaderboard))
         .route("/api/v1/sweeps/{id}/trials/{n}", get(trial))
         .route("/api/v1/sweeps/{id}/trials/{n}/curve", get(curve))
@@ -160,6 +161,28 @@ async fn list(State(app): State<App>, headers: HeaderMap) -> Response {
                 .sweeps
                 .iter()
                 .map(export::info_json)
+                .collect(),
+        ))
+        .into_response(),
+        Err(s) => from_status(s),
+    }
+}
+
+/// `GET /api/v1/workers`: the known workers and their GPUs.
+async fn workers(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Some(r) = reject(&app, &headers) {
+        return r;
+    }
+    match app
+        .sweeps
+        .list_workers(Request::new(pb::ListWorkersRequest {}))
+        .await
+    {
+        Ok(r) => Json(Value::Array(
+            r.into_inner()
+                .workers
+                .iter()
+                .map(export::worker_json)
                 .collect(),
         ))
         .into_response(),

@@ -223,3 +223,43 @@ pub fn add_files(d: &mut pb::TrialDetail, f: crate::store::TrialFiles) -> Result
     d.output = f.output.unwrap_or_default();
     Ok(())
 }
+
+/// A GPU as the wire carries it, and back.
+pub fn gpu(g: &crate::engine::GpuInfo) -> pb::Gpu {
+    pb::Gpu {
+        id: g.id.clone(),
+        index: g.index,
+        uuid: g.uuid.clone(),
+        name: g.name.clone(),
+        memory_mb: g.memory_mb,
+    }
+}
+
+/// A registered GPU from the wire.
+pub fn gpu_info(g: pb::Gpu) -> crate::engine::GpuInfo {
+    crate::engine::GpuInfo {
+        id: g.id,
+        index: g.index,
+        uuid: g.uuid,
+        name: g.name,
+        memory_mb: g.memory_mb,
+    }
+}
+
+/// A known worker as `ListWorkers` shows it.
+pub fn worker_summary(
+    id: String,
+    w: &crate::engine::WorkerInfo,
+    connected: bool,
+) -> pb::WorkerSummary {
+    pb::WorkerSummary {
+        id,
+        host: w.host.clone(),
+        cores: w.cores,
+        slots: w.slots,
+        version: w.version.clone(),
+        last_seen: w.last_seen,
+        connected,
+        gpus: w.gpus.iter().map(gpu).collect(),
+    }
+}

@@ -24,6 +24,10 @@ use crate::engine::{Action, Attempt, Complete, Engine, EngineError, Outcome, Swe
 use crate::metrics::CoordinatorMetrics;
 use convert::{sweep_info, trial_detail, trial_summary};
 
+/// Most workers one `ListWorkers` reply lists (the most recently heard from): a reply stays
+/// well under the message size limit however many workers registered.
+pub const MAX_LISTED_WORKERS: usize = 10_000;
+
 /// Largest message either side accepts (a confusion matrix of 1,024 classes fits).
 pub use sweep_proto::conn::MAX_MESSAGE_BYTES;
 
@@ -251,6 +255,7 @@ impl Coordinator for CoordinatorService {
                 r.cores,
                 r.slots.max(1),
                 r.version,
+                r.gpus.into_iter().map(convert::gpu_info).collect(),
             )
             .await?;
         let ttl = self.engine.options().lease_ttl;
@@ -567,6 +572,21 @@ impl Sweeps for SweepsService {
             .filter_map(|id| self.engine.with_sweep(id, |s| sweep_info(s, workers)).ok())
             .collect();
         Ok(Response::new(pb::ListSweepsResponse { sweeps }))
+    }
+
+    async fn list_workers(
+        &self,
+        _req: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        let _t = self.metrics.rpc("ListWorkers");
+        let workers = self
+            .engine
+            .workers()
+            .into_iter()
+            .take(MAX_LISTED_WORKERS)
+            .map(|(id, w, connected)| convert::worker_summary(id, &w, connected))
+            .collect();
+        Ok(Response::new(pb::ListWorkersResponse { workers }))
     }
 
     async fn control_sweep(

@@ -230,6 +230,10 @@ CREATE TABLE program_files (
     r#"
 ALTER TABLE trials ADD COLUMN name TEXT;
 "#,
+    // The GPUs a worker registered (JSON; NULL: none).
+    r#"
+ALTER TABLE workers ADD COLUMN gpus TEXT;
+"#,
 ];
 
 type Output = Box<dyn Any + Send>;
@@ -460,6 +464,8 @@ pub struct WorkerRow {
     pub slots: u32,
     /// Its version.
     pub version: String,
+    /// The GPUs it hands to trials.
+    pub gpus: Vec<crate::engine::GpuInfo>,
 }
 
 fn sql(path: &str) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
@@ -908,15 +914,23 @@ fn read_all(conn: &Connection, into: &mut impl Load) -> rusqlite::Result<()> {
         };
         into.checkpoint(&sweep, r.get::<_, i64>(1)? as u64, mark);
     }
-    let mut q = conn.prepare("SELECT id, host, cores, slots, version FROM workers ORDER BY id")?;
+    let mut q =
+        conn.prepare("SELECT id, host, cores, slots, version, gpus FROM workers ORDER BY id")?;
     let mut rows = q.query([])?;
     while let Some(r) = rows.next()? {
+        // A registration is a worker's own word and is sent again when it reconnects: GPUs
+        // that do not read back are left out rather than stopping a restart.
+        let gpus = r
+            .get::<_, Option<String>>(5)?
+            .and_then(|g| serde_json::from_str(&g).ok())
+            .unwrap_or_default();
         into.worker(WorkerRow {
             id: r.get(0)?,
             host: r.get(1)?,
             cores: r.get::<_, i64>(2)? as u32,
             slots: r.get::<_, i64>(3)? as u32,
             version: r.get(4)?,
+            gpus,
         });
     }
     Ok(())
@@ -1440,18 +1454,13 @@ pub fn delete_workers(tx: &Connection, ids: &[String], horizon: f64) -> rusqlite
 }
 
 /// Records a worker's registration.
-pub fn upsert_worker(
-    tx: &Connection,
-    id: &str,
-    host: &str,
-    cores: u32,
-    slots: u32,
-    version: &str,
-    at: f64,
-) -> rusqlite::Result<()> {
+pub fn upsert_worker(tx: &Connection, w: &WorkerRow, at: f64) -> rusqlite::Result<()> {
+    // NULL without GPUs (as rows written before the column).
+    let gpus = (!w.gpus.is_empty())
+        .then(|| serde_json::to_string(&w.gpus).unwrap_or_else(|_| "[]".into()));
     tx.execute(
-        "INSERT OR REPLACE INTO workers (id, host, cores, slots, version, registered_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![id, host, cores, slots, version, at],
+        "INSERT OR REPLACE INTO workers (id, host, cores, slots, version, registered_at, gpus) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![w.id, w.host, w.cores, w.slots, w.version, at, gpus],
     )?;
     Ok(())
 }

@@ -72,6 +72,8 @@ pub struct AgentOptions {
     /// Hand each trial to a function of the process that started this worker
     /// (`--function-fd`, used by `wandb.agent`).
     pub function: Option<Arc<crate::program::function::FunctionConn>>,
+    /// The GPUs it registers (`--gpus`; none by default here, `auto` on the command line).
+    pub gpus: Vec<crate::gpus::Gpu>,
 }
 
 impl AgentOptions {
@@ -92,6 +94,7 @@ impl AgentOptions {
             max_trials: None,
             agent_program: None,
             function: None,
+            gpus: Vec::new(),
         }
     }
 }
@@ -202,6 +205,17 @@ pub async fn run(
             slots: opts.slots as u32,
             version: env!("CARGO_PKG_VERSION").into(),
             worker_id: String::new(),
+            gpus: opts
+                .gpus
+                .iter()
+                .map(|g| pb::Gpu {
+                    id: g.id.clone(),
+                    index: g.index,
+                    uuid: g.uuid.clone(),
+                    name: g.name.clone(),
+                    memory_mb: g.memory_mb,
+                })
+                .collect(),
         };
         tokio::select! {
             r = client.register(req) => match r {

@@ -37,6 +37,15 @@ pub struct AgentArgs {
     /// Trials to train at once [default: one per core]
     #[arg(long)]
     pub slots: Option<usize>,
+    /// GPUs to hand to trials: auto (what nvidia-smi lists, narrowed by CUDA_VISIBLE_DEVICES
+    /// when it is set), none, or indices/UUIDs such as 0,1,3
+    #[arg(
+        long,
+        env = "SWEEP_GPUS",
+        default_value = "auto",
+        value_name = "auto|none|LIST"
+    )]
+    pub gpus: crate::gpus::Choice,
     /// Directory holding mnist/ and fashion-mnist/ [default: the repository's data/]
     #[arg(
         long,
@@ -259,6 +268,17 @@ fn run_agent(a: &AgentArgs) -> Result<(), CliError> {
         .and_then(sweep_proto::conn::Secret::new);
     opts.tls_ca = a.tls_ca.clone();
     opts.programs = program_options(a, opts.slots)?;
+    let inventory = match a.gpus {
+        crate::gpus::Choice::None => Ok(Vec::new()),
+        _ => crate::gpus::inventory(),
+    };
+    let cuda_visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    opts.gpus = crate::gpus::resolve(&a.gpus, inventory, cuda_visible.as_deref())
+        .map_err(CliError::Usage)?;
+    if !opts.gpus.is_empty() {
+        let ids: Vec<&str> = opts.gpus.iter().map(|g| g.id.as_str()).collect();
+        eprintln!("worker GPUs: {}", ids.join(", "));
+    }
     opts.sweep = a.sweep.clone();
     opts.max_trials = a.count;
     opts.agent_program = a.program.clone();

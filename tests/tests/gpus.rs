@@ -1,0 +1,149 @@
+//! Workers and their GPUs, on a machine without any: the inventory comes from a fake
+//! `nvidia-smi` (`SWEEP_NVIDIA_SMI`), and what each worker registered is read back through
+//! `coordinator workers`, the HTTP API and `/metrics` — also after a restart of the
+//! coordinator, which reads the registrations from its store.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use sweep_tests::*;
+
+/// Two GPUs, the second split into two MIG devices.
+const FAKE_SMI: &str = r#"#!/bin/sh
+case "$1" in
+  -L) printf 'GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-aaaa)\nGPU 1: NVIDIA A100-SXM4-40GB (UUID: GPU-bbbb)\n  MIG 3g.20gb     Device  0: (UUID: MIG-b001)\n  MIG 3g.20gb     Device  1: (UUID: MIG-b002)\n' ;;
+  *) printf '0, GPU-aaaa, NVIDIA H100 80GB HBM3, 81559\n1, GPU-bbbb, NVIDIA A100-SXM4-40GB, 40960\n' ;;
+esac
+"#;
+
+fn fake_smi(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join("nvidia-smi");
+    std::fs::write(&p, FAKE_SMI).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+fn gpu_worker(url: &str, smi: &std::path::Path, cuda: Option<&str>, extra: &[&str]) -> Proc {
+    let mut c = cmd("worker");
+    c.args(["--coordinator", url, "--slots", "1"])
+        .args(extra)
+        .env("SWEEP_NVIDIA_SMI", smi)
+        .env_remove("CUDA_VISIBLE_DEVICES")
+        .env_remove("SWEEP_GPUS")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(v) = cuda {
+        c.env("CUDA_VISIBLE_DEVICES", v);
+    }
+    Proc(c.spawn().expect("worker starts"))
+}
+
+/// `coordinator workers --json`, once `pred` holds of it.
+fn workers_when(
+    url: &str,
+    what: &str,
+    pred: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = run("coordinator", &["workers", "--json", "--coordinator", url]);
+        if out.status.success() {
+            let v = json_out(&out);
+            let list = v.as_array().cloned().unwrap_or_default();
+            if pred(&list) {
+                return list;
+            }
+            assert!(Instant::now() < end, "timed out waiting for {what}: {v}");
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn ids(w: &serde_json::Value) -> Vec<String> {
+    w["gpus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn workers_register_their_gpus_mig_devices_and_cuda_visible_devices_included() {
+    let dir = tempdir("gpus");
+    let smi = fake_smi(&dir);
+    let web = format!("127.0.0.1:{}", free_port());
+    let store = dir.join("sweeps.db");
+    let (coord, url) = serve(&store, &["--http-listen", &web]);
+    // All the driver has (GPU 1 as its two MIG devices); what Slurm left visible (by UUID);
+    // none asked for.
+    let _a = gpu_worker(&url, &smi, None, &[]);
+    let _b = gpu_worker(&url, &smi, Some("GPU-aaaa"), &[]);
+    let _c = gpu_worker(&url, &smi, None, &["--gpus", "none"]);
+    let list = workers_when(&url, "three workers", |l| l.len() == 3);
+    let mut seen: Vec<Vec<String>> = list.iter().map(ids).collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            vec![],
+            vec!["0".to_string(), "MIG-b001".into(), "MIG-b002".into()],
+            vec!["GPU-aaaa".to_string()],
+        ]
+    );
+    let all = list.iter().find(|w| ids(w).len() == 3).unwrap();
+    assert_eq!(all["gpus"][0]["name"], "NVIDIA H100 80GB HBM3");
+    assert_eq!(all["gpus"][0]["memory_mb"], 81559);
+    assert_eq!(all["gpus"][1]["name"], "NVIDIA A100-SXM4-40GB MIG 3g.20gb");
+    assert_eq!(all["gpus"][1]["index"], 1);
+    let slurm = list.iter().find(|w| ids(w).len() == 1).unwrap();
+    assert_eq!(slurm["gpus"][0]["index"], 0);
+    assert_eq!(slurm["gpus"][0]["uuid"], "GPU-aaaa");
+    // The table says it in words.
+    let out = run_ok("coordinator", &["workers", "--coordinator", &url]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("1 × NVIDIA H100 80GB HBM3 (80 GiB): 0; 2 × NVIDIA A100-SXM4-40GB MIG 3g.20gb: MIG-b001, MIG-b002"),
+        "{table}"
+    );
+    // The HTTP API and the metrics endpoint.
+    let (code, head, body) = request(&web, "GET", "/api/v1/workers", None);
+    assert_eq!(code, 200, "{head}");
+    let api: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(api.as_array().unwrap().len(), 3);
+    assert_eq!(sample(&scrape(&web), "sweep_gpus_connected"), 4.0);
+
+    // A restarted coordinator knows them from its store before they call again.
+    drop(coord);
+    let (_coord, url) = serve(&store, &[]);
+    let list = workers_when(&url, "the stored workers", |l| l.len() == 3);
+    let mut seen: Vec<usize> = list.iter().map(|w| ids(w).len()).collect();
+    seen.sort();
+    assert_eq!(seen, [0, 1, 3]);
+}
+
+#[test]
+fn a_gpu_the_driver_does_not_have_is_refused_by_name() {
+    let dir = tempdir("gpus-bad");
+    let smi = fake_smi(&dir);
+    let out = cmd("worker")
+        .args(["--coordinator", "http://127.0.0.1:9", "--gpus", "0,7"])
+        .env("SWEEP_NVIDIA_SMI", &smi)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no GPU \"7\"") && err.contains("0, MIG-b001, MIG-b002"),
+        "{err}"
+    );
+    let out = cmd("worker").args(["--gpus", "0;1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("auto, none, or GPU indices"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
