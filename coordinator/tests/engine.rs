@@ -1569,6 +1569,33 @@ async fn registrations_are_bounded_and_workers_gone_a_day_are_forgotten() {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("version: 7340032 bytes"), "{err}");
+        // So are GPU lists and texts a client makes large.
+        use coordinator::engine::{GpuInfo, MAX_GPUS, MAX_GPU_TEXT};
+        let gpu = |id: &str| GpuInfo {
+            id: id.into(),
+            ..GpuInfo::default()
+        };
+        let refused = |gpus: Vec<GpuInfo>| {
+            let e = &e;
+            async move {
+                e.register(None, "h".into(), 2, 1, "v".into(), gpus)
+                    .await
+                    .unwrap_err()
+                    .to_string()
+            }
+        };
+        let many: Vec<GpuInfo> = (0..=MAX_GPUS).map(|i| gpu(&i.to_string())).collect();
+        let err = refused(many).await;
+        assert!(err.starts_with("gpus: 65 GPUs"), "{err}");
+        let long = GpuInfo {
+            name: "n".repeat(MAX_GPU_TEXT + 1),
+            ..gpu("0")
+        };
+        let err = refused(vec![gpu("0"), long]).await;
+        assert!(err.starts_with("gpus[1].name: 129 bytes"), "{err}");
+        let err = refused(vec![gpu("")]).await;
+        assert!(err.starts_with("gpus[0].id: empty"), "{err}");
+        assert_eq!(e.known_workers(), 0, "nothing refused was kept");
         for i in 0..50 {
             e.register(
                 Some(format!("gone-{i}")),
