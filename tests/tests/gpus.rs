@@ -114,6 +114,10 @@ fn workers_register_their_gpus_mig_devices_and_cuda_visible_devices_included() {
     let api: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(api.as_array().unwrap().len(), 3);
     assert_eq!(sample(&scrape(&web), "sweep_gpus_connected"), 4.0);
+    // The dashboard's workers page (drawn from that API in the browser).
+    let (code, _, page) = request(&web, "GET", "/workers", None);
+    assert_eq!(code, 200);
+    assert!(String::from_utf8_lossy(&page).contains("/static/app.js"));
 
     // A restarted coordinator knows them from its store before they call again.
     drop(coord);

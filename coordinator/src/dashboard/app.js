@@ -748,8 +748,8 @@ async function pageIndex(main) {
     'No sweeps yet: coordinator submit SWEEP.yaml (W&B sweep YAML works as it is).');
   main.replaceChildren(h('h1', {}, 'Sweeps'),
     h('div', { class: 'scroll' }, h('table', { id: 'sweeps' },
-      h('thead', {}, h('tr', {}, ['sweep', 'method', 'state', 'progress', 'best', 'elapsed', 'workers']
-        .map((c) => h('th', {}, c)))), body)), empty);
+      h('thead', {}, h('tr', {}, ['sweep', 'method', 'state', 'progress', 'best', 'elapsed',
+        h('a', { href: '/workers' }, 'workers')].map((c) => h('th', {}, c)))), body)), empty);
   const draw = (list) => {
     empty.classList.toggle('hidden', list.length > 0);
     body.replaceChildren(...list.slice().reverse().map((sw) => h('tr', { data: { sweep: sw.id } },
@@ -766,6 +766,53 @@ async function pageIndex(main) {
   for (;;) {
     try {
       draw(await getJson('/api/v1/sweeps'));
+      connection.live();
+    } catch (e) {
+      connection.lost();
+    }
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Page: the workers
+
+function gpuList(gpus) {
+  if (!gpus.length) return '—';
+  return h('div', {}, ...gpus.map((g) => h('div', { class: 'gpu', title: g.uuid || '' },
+    h('span', { class: 'gpu-id' }, g.id),
+    [g.name || 'GPU', g.memory_mb ? `${Math.round(g.memory_mb / 1024)} GiB` : null].filter(Boolean).join(' · '))));
+}
+
+async function pageWorkers(main) {
+  $('crumbs').replaceChildren(h('a', { href: '/' }, 'sweeps'), ' / ', 'workers');
+  document.title = 'workers — sweep';
+  const body = h('tbody');
+  const summary = h('p', { class: 'progress-text' });
+  const empty = h('p', { class: 'empty hidden' },
+    'No workers yet: worker --coordinator URL on each machine (docs/DEPLOY.md).');
+  main.replaceChildren(h('h1', {}, 'Workers'), summary,
+    h('div', { class: 'scroll' }, h('table', { id: 'workers' },
+      h('thead', {}, h('tr', {}, ['worker', 'state', 'cores', 'slots', 'last seen', 'GPUs', 'version']
+        .map((c) => h('th', {}, c)))), body)), empty);
+  const draw = (list) => {
+    empty.classList.toggle('hidden', list.length > 0);
+    const live = list.filter((w) => w.connected);
+    const gpus = live.reduce((n, w) => n + w.gpus.length, 0);
+    summary.textContent = `${live.length} connected of ${list.length} known; ${gpus} GPU${gpus === 1 ? '' : 's'} connected`;
+    const now = Date.now() / 1000;
+    body.replaceChildren(...list.map((w) => h('tr', { data: { worker: w.id } },
+      h('td', {}, w.host, h('div', { class: 'progress-text' }, w.id)),
+      h('td', {}, stateBadge(w.connected ? 'connected' : 'gone')),
+      h('td', { class: 'num' }, w.cores),
+      h('td', { class: 'num' }, w.slots),
+      h('td', { class: 'num' }, w.last_seen > 0 ? `${fmtDuration(now - w.last_seen)} ago` : 'not since the start'),
+      h('td', {}, gpuList(w.gpus)),
+      h('td', {}, w.version))));
+  };
+  for (;;) {
+    try {
+      draw(await getJson('/api/v1/workers'));
       connection.live();
     } catch (e) {
       connection.lost();
@@ -1499,6 +1546,7 @@ function start() {
   const parts = location.pathname.split('/').filter(Boolean).map(decodeURIComponent);
   let page;
   if (parts.length === 0) page = pageIndex(main);
+  else if (parts[0] === 'workers' && parts.length === 1) page = pageWorkers(main);
   else if (parts[0] === 'sweeps' && parts.length === 2) page = pageSweep(main, parts[1]);
   else if (parts[0] === 'sweeps' && parts[2] === 'trials' && parts.length === 4) page = pageTrial(main, parts[1], parts[3]);
   else {

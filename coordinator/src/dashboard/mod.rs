@@ -1,5 +1,6 @@
-//! The web dashboard (`coordinator serve --http-listen ADDR`): three pages built into the binary
-//! — `/` (every sweep), `/sweeps/{id}` (one sweep, live), `/sweeps/{id}/trials/{n}` (one trial)
+//! The web dashboard (`coordinator serve --http-listen ADDR`): four pages built into the binary
+//! — `/` (every sweep), `/sweeps/{id}` (one sweep, live), `/sweeps/{id}/trials/{n}` (one trial),
+//! `/workers` (the workers and their GPUs)
 //! — that draw themselves in the browser from the JSON API (`crate::http`). The pages hold no
 //! data: everything comes through `/api/v1` with the token, so a client without it gets an
 //! empty page and a prompt. No CDN, no fonts or scripts from elsewhere: the Content Security
@@ -50,6 +51,7 @@ async fn app_css() -> Response {
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(index))
+        .route("/workers", get(index))
         .route("/sweeps/{id}", get(index))
         .route("/sweeps/{id}/trials/{n}", get(index))
         .route("/static/app.js", get(app_js))
