@@ -763,9 +763,14 @@ async function pageIndex(main) {
       // Workers connected to the coordinator, shown while the sweep can use them.
       h('td', { class: 'num', title: 'workers connected to the coordinator' }, SWEEP_ENDED.has(sw.state) ? '—' : sw.workers))));
   };
+  await poll('/api/v1/sweeps', draw);
+}
+
+/** Draws what `url` answers every 2 s, for as long as the page is open. */
+async function poll(url, draw) {
   for (;;) {
     try {
-      draw(await getJson('/api/v1/sweeps'));
+      draw(await getJson(url));
       connection.live();
     } catch (e) {
       connection.lost();
@@ -810,15 +815,7 @@ async function pageWorkers(main) {
       h('td', {}, gpuList(w.gpus)),
       h('td', {}, w.version))));
   };
-  for (;;) {
-    try {
-      draw(await getJson('/api/v1/workers'));
-      connection.live();
-    } catch (e) {
-      connection.lost();
-    }
-    await new Promise((r) => setTimeout(r, 2000));
-  }
+  await poll('/api/v1/workers', draw);
 }
 
 // ---------------------------------------------------------------------------------------------
