@@ -326,8 +326,8 @@ impl Engine {
     /// What the Bayesian model sees of each trial, in trial order: per objective, the
     /// goal-signed final value (finished or stopped), an imputed one (failed); `None` for a
     /// pending trial (running or queued) or one with an objective the model cannot fill yet.
-    /// With one objective and a rule that judges at rungs, the values at the highest rung
-    /// enough trials reached (`search::budget`).
+    /// With one objective, `bayes.learn_from_rungs` and a rule that judges at rungs, the values
+    /// at the highest rung enough trials reached (`search::budget`).
     fn model_losses(sw: &Sweep) -> Vec<Option<Vec<f64>>> {
         let columns: Vec<Vec<Option<f64>>> = sw
             .spec

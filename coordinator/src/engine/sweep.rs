@@ -197,8 +197,8 @@ pub struct Sweep {
     judge: Option<Judge>,
     /// With several objectives: the Pareto leaderboard, emptied by a change to a ranked trial.
     pareto: OnceLock<Pareto>,
-    /// A bayes sweep whose rule judges at rungs: each trial's values there, which the model
-    /// learns from (`search::budget`).
+    /// A bayes sweep with `learn_from_rungs` whose rule judges at rungs: each trial's values
+    /// there, which the model learns from (`search::budget`).
     rungs: Option<Rungs>,
 }
 

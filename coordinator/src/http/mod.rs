@@ -151,21 +151,11 @@ async fn list(State(app): State<App>, headers: HeaderMap) -> Response {
     if let Some(r) = reject(&app, &headers) {
         return r;
     }
-    match app
+    let r = app
         .sweeps
         .list_sweeps(Request::new(pb::ListSweepsRequest {}))
-        .await
-    {
-        Ok(r) => Json(Value::Array(
-            r.into_inner()
-                .sweeps
-                .iter()
-                .map(export::info_json)
-                .collect(),
-        ))
-        .into_response(),
-        Err(s) => from_status(s),
-    }
+        .await;
+    json_list(r.map(|r| r.into_inner().sweeps), export::info_json)
 }
 
 /// `GET /api/v1/workers`: the known workers and their GPUs.
@@ -173,19 +163,17 @@ async fn workers(State(app): State<App>, headers: HeaderMap) -> Response {
     if let Some(r) = reject(&app, &headers) {
         return r;
     }
-    match app
+    let r = app
         .sweeps
         .list_workers(Request::new(pb::ListWorkersRequest {}))
-        .await
-    {
-        Ok(r) => Json(Value::Array(
-            r.into_inner()
-                .workers
-                .iter()
-                .map(export::worker_json)
-                .collect(),
-        ))
-        .into_response(),
+        .await;
+    json_list(r.map(|r| r.into_inner().workers), export::worker_json)
+}
+
+/// A list the Sweeps service answered, as a JSON array of `item`s (or its error).
+fn json_list<T>(r: Result<Vec<T>, tonic::Status>, item: fn(&T) -> Value) -> Response {
+    match r {
+        Ok(list) => Json(Value::Array(list.iter().map(item).collect())).into_response(),
         Err(s) => from_status(s),
     }
 }
