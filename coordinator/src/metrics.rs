@@ -56,6 +56,7 @@ pub struct CoordinatorMetrics {
     progress: Family<SweepLabel, Gauge<f64, AtomicU64>>,
     workers: Gauge,
     gpus: Gauge,
+    gpus_leased: Gauge,
     store_up: Gauge,
 }
 
@@ -85,6 +86,7 @@ impl CoordinatorMetrics {
             progress: Family::default(),
             workers: Gauge::default(),
             gpus: Gauge::default(),
+            gpus_leased: Gauge::default(),
             store_up: Gauge::default(),
         };
         r.register(
@@ -128,6 +130,11 @@ impl CoordinatorMetrics {
             "gpus_connected",
             "GPUs the connected workers registered (worker --gpus)",
             m.gpus.clone(),
+        );
+        r.register(
+            "gpus_leased",
+            "GPUs that running trials hold (program_options.gpus)",
+            m.gpus_leased.clone(),
         );
         r.register(
             "store_up",
@@ -192,6 +199,7 @@ impl CoordinatorMetrics {
         }
         self.workers.set(i64::from(engine.live_workers()));
         self.gpus.set(i64::from(engine.live_gpus()));
+        self.gpus_leased.set(engine.gpus_leased() as i64);
         self.store_up.set(i64::from(
             engine.store_health().borrow().problem().is_none(),
         ));

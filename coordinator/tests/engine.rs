@@ -1860,3 +1860,136 @@ async fn bayes_with_asha_learns_from_the_highest_rung_enough_trials_reached() {
         .unwrap();
     assert_eq!((l.trial, l.params.to_value()), (5, want));
 }
+
+#[tokio::test]
+async fn trials_get_free_gpus_of_a_worker_that_has_enough_and_hold_them_until_their_lease_ends() {
+    use coordinator::engine::GpuInfo;
+    let path = db("gpus");
+    let e = Engine::open(&path, opts(200)).unwrap();
+    let gpus = |ids: &[&str]| -> Vec<GpuInfo> {
+        ids.iter()
+            .map(|id| GpuInfo {
+                id: id.to_string(),
+                ..GpuInfo::default()
+            })
+            .collect()
+    };
+    let register = |id: &str, g: Vec<GpuInfo>| {
+        let e = e.clone();
+        let id = id.to_string();
+        async move {
+            e.register(Some(id), "h".into(), 8, 4, "v".into(), g)
+                .await
+                .unwrap()
+        }
+    };
+    register("one", gpus(&["0"])).await;
+    register("three", gpus(&["0", "1", "GPU-c"])).await;
+    register("none", vec![]).await;
+    let spec = SweepSpec::parse(
+        "program: t.py\nmethod: grid\nmax_attempts: 5\nmetric: {name: acc, goal: maximize}\n\
+         program_options: {gpus: 2}\nparameters:\n  x: {values: [1, 2, 3]}\n",
+    )
+    .unwrap();
+    let id = e.create_sweep(spec, None).await.unwrap();
+    let program = vec!["program".to_string()];
+    let lease = |w: &'static str| {
+        let (e, program) = (e.clone(), program.clone());
+        async move { e.lease(w, &program, None, Duration::ZERO).await.unwrap() }
+    };
+    let notices = || e.with_sweep(&id, |s| s.notices()).unwrap();
+    // Workers with fewer than two GPUs get nothing, and the sweep says why.
+    assert!(lease("one").await.is_none());
+    assert!(lease("none").await.is_none());
+    assert!(
+        notices()
+            .iter()
+            .any(|n| n.starts_with("waiting: no worker has 2 GPUs") && n.contains("at most 1")),
+        "{:?}",
+        notices()
+    );
+    // The worker with three gets a trial on its first two; its third is not enough for another.
+    let l1 = lease("three").await.unwrap();
+    assert_eq!(l1.gpus, ["0", "1"]);
+    assert!(lease("three").await.is_none());
+    let detail = |n: u64| {
+        e.with_sweep(&id, |s| {
+            s.trial(n)
+                .unwrap()
+                .gpus()
+                .iter()
+                .map(|g| g.to_string())
+                .collect::<Vec<_>>()
+        })
+        .unwrap()
+    };
+    assert_eq!(detail(1), ["0", "1"]);
+    // Its lease ends (a completion): the GPUs are free for the next trial.
+    let done = |l: &coordinator::engine::Lease, worker: &'static str| {
+        let (e, l) = (e.clone(), l.clone());
+        async move {
+            e.complete(Complete {
+                attempt: Attempt {
+                    worker,
+                    sweep: &l.sweep_id,
+                    trial: l.trial,
+                    attempt: l.attempt,
+                    lease_id: &l.lease_id,
+                },
+                outcome: Outcome::Finished,
+                metrics: vec![("acc".into(), 0.5)],
+                confusion: None,
+                error: String::new(),
+                output: String::new(),
+                model: None,
+            })
+            .await
+            .unwrap()
+        }
+    };
+    done(&l1, "three").await;
+    let l2 = lease("three").await.unwrap();
+    assert_eq!(
+        (l2.trial, l2.gpus.clone()),
+        (2, vec!["0".into(), "1".into()])
+    );
+    // An expired lease frees them too.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(e.reap().await.unwrap(), 1);
+    let l3 = lease("three").await.unwrap();
+    assert_eq!((l3.trial, l3.attempt), (2, 2));
+    assert_eq!(detail(2), ["0", "1"]);
+    // After a restart the running attempt still holds its GPUs (and says which).
+    drop(e);
+    let e = Engine::open(&path, opts(60_000)).unwrap();
+    assert!(e
+        .lease("three", &program, None, Duration::ZERO)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(e.gpus_leased(), 2);
+    let kept = e
+        .with_sweep(&id, |s| {
+            s.trial(2)
+                .unwrap()
+                .gpus()
+                .iter()
+                .map(|g| g.to_string())
+                .collect::<Vec<_>>()
+        })
+        .unwrap();
+    assert_eq!(kept, ["0", "1"]);
+    // Sweeps that ask for none go on leasing to the same worker meanwhile.
+    let cpu =
+        SweepSpec::parse("method: grid\ntrainer: synthetic\nparameters:\n  x: {values: [1]}\n")
+            .unwrap();
+    e.create_sweep(cpu, None).await.unwrap();
+    let both = ["program".to_string(), "synthetic".into()];
+    let l = e
+        .lease("three", &both, None, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(l.gpus.is_empty());
+    assert_eq!(e.gpus_leased(), 2);
+}

@@ -660,6 +660,15 @@ impl SweepSpec {
         }
     }
 
+    /// GPUs each trial runs with (`program_options.gpus`; 0 for the built-in trainers and for
+    /// agent sweeps, whose agents bring their own).
+    pub fn gpus_per_trial(&self) -> u32 {
+        match &self.trainer {
+            Trainer::Program(p) => p.gpus,
+            _ => 0,
+        }
+    }
+
     /// The objectives the sweep ranks by: `metric` alone, or all of several.
     pub fn objectives(&self) -> &[Metric] {
         if self.objectives.is_empty() {

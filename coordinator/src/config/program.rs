@@ -1,10 +1,13 @@
 //! W&B's `program` and `command` keys: a sweep whose trials run the user's own program, and
 //! our `program_options` beside them (`time_limit`, `wandb_shim`, `max_files_mb`,
-//! `max_media_mb`).
+//! `max_media_mb`, `gpus`).
 
 use serde_json::{Map, Value};
 
 use super::{show, ConfigError};
+
+/// Most GPUs one trial asks for: all a worker can register.
+pub const MAX_GPUS_PER_TRIAL: u32 = 64;
 
 /// Longest `command` list.
 pub const MAX_COMMAND_WORDS: usize = 1024;
@@ -45,6 +48,10 @@ pub struct ProgramSpec {
     /// files, and kept for every trial, not only the best).
     #[serde(default = "default_max_media_mb")]
     pub max_media_mb: u32,
+    /// `program_options.gpus`: GPUs each trial runs with (0: none; the trial then goes to any
+    /// worker, and one with GPUs hides them from it).
+    #[serde(default)]
+    pub gpus: u32,
 }
 
 impl ProgramSpec {
@@ -58,6 +65,7 @@ impl ProgramSpec {
             "wandb_shim": self.wandb_shim,
             "max_files_mb": max_files_mb,
             "max_media_mb": self.max_media_mb.min(max_files_mb),
+            "gpus": self.gpus,
         })
     }
 }
@@ -129,12 +137,13 @@ pub fn parse(top: &Map<String, Value>) -> Result<Option<ProgramSpec>, ConfigErro
         wandb_shim: true,
         max_files_mb: DEFAULT_MAX_FILES_MB,
         max_media_mb: DEFAULT_MAX_MEDIA_MB,
+        gpus: 0,
     };
     if let Some(o) = top.get("program_options") {
         let Value::Object(o) = o else {
             return Err(ConfigError::new(
                 "program_options",
-                "expected a mapping, e.g. {time_limit: 3600, wandb_shim: true, max_files_mb: 64, max_media_mb: 10}",
+                "expected a mapping, e.g. {time_limit: 3600, wandb_shim: true, max_files_mb: 64, max_media_mb: 10, gpus: 1}",
             ));
         };
         for (k, v) in o {
@@ -162,10 +171,25 @@ pub fn parse(top: &Map<String, Value>) -> Result<Option<ProgramSpec>, ConfigErro
                 }
                 "max_files_mb" => spec.max_files_mb = mib(v, p, "files")?,
                 "max_media_mb" => spec.max_media_mb = mib(v, p, "media")?,
+                "gpus" => {
+                    spec.gpus = v
+                        .as_u64()
+                        .filter(|n| *n <= MAX_GPUS_PER_TRIAL as u64)
+                        .map(|n| n as u32)
+                        .ok_or_else(|| {
+                            ConfigError::new(
+                                p,
+                                format!(
+                                    "expected how many GPUs each trial runs with, a whole number from 0 to {MAX_GPUS_PER_TRIAL} (one worker's GPUs), got {}",
+                                    show(v)
+                                ),
+                            )
+                        })?
+                }
                 _ => {
                     return Err(ConfigError::new(
                         p,
-                        "unknown key; expected time_limit, wandb_shim, max_files_mb, max_media_mb",
+                        "unknown key; expected time_limit, wandb_shim, max_files_mb, max_media_mb, gpus",
                     ))
                 }
             }

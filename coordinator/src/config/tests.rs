@@ -222,6 +222,29 @@ fn programs_and_their_options_are_checked() {
         json!({"method": "grid", "program_options": {"time_limit": 5}, "parameters": {"a": {"value": 1}}}),
     );
     assert_eq!(e.path, "program_options");
+    // GPUs per trial: none unless the sweep says; a whole number up to one worker's GPUs.
+    let gpus = |c: Value| SweepSpec::from_value(c).unwrap().gpus_per_trial();
+    assert_eq!(
+        gpus(json!({"method": "grid", "program": "t.py", "parameters": {"a": {"value": 1}}})),
+        0
+    );
+    assert_eq!(
+        gpus(
+            json!({"method": "grid", "program": "t.py", "program_options": {"gpus": 2}, "parameters": {"a": {"value": 1}}})
+        ),
+        2
+    );
+    assert_eq!(
+        gpus(json!({"method": "grid", "parameters": {"epochs": {"value": 1}}})),
+        0
+    );
+    for bad in [json!(-1), json!(65), json!(0.5), json!("1"), json!(true)] {
+        let e = err(
+            json!({"method": "grid", "program": "t.py", "program_options": {"gpus": bad}, "parameters": {"a": {"value": 1}}}),
+        );
+        assert_eq!(e.path, "program_options.gpus");
+        assert!(e.message.contains("from 0 to 64"), "{}", e.message);
+    }
     let e = err(
         json!({"method": "random", "program": "t.py", "early_terminate": {"type": "hyperband", "min_iter": 1}, "parameters": {"a": {"value": 1}}}),
     );
@@ -533,7 +556,7 @@ fn a_validated_spec_round_trips_through_its_stored_json() {
                               "batch_size": {"distribution": "q_log_uniform_values", "min": 16, "max": 256, "q": 16},
                               "optimizer": {"values": ["adam", "sgd"], "probabilities": [0.7, 0.3]}}}),
         json!({"method": "random", "program": "train.py", "command": ["${env}", "python3", "${program}", "${args}"],
-               "program_options": {"time_limit": 60, "wandb_shim": false, "max_files_mb": 3},
+               "program_options": {"time_limit": 60, "wandb_shim": false, "max_files_mb": 3, "gpus": 2},
                "early_terminate": {"type": "median"}, "metric": {"name": "acc", "goal": "maximize"},
                "parameters": {"g": {"parameters": {"a": {"distribution": "normal", "mu": 1, "sigma": 2}}}}}),
         json!({"method": "grid", "trainer": "synthetic", "synthetic": {"function": "branin", "epochs": 3},

@@ -34,10 +34,24 @@ struct LeaseRows {
 enum Take {
     /// A lease and the rows to write.
     Lease(Lease, LeaseRows),
-    /// Its next trial needs a bayes suggestion first.
-    Suggest(Ask),
+    /// Its next trial needs a bayes suggestion first (the GPUs it will run with claimed).
+    Suggest(Ask, Option<Claim>),
     /// Another lease is computing its next trial's suggestion.
     Busy,
+}
+
+/// GPUs of one worker set aside for a lease being made (its trial chosen, its suggestion
+/// computed); freed when dropped unless the lease took them over.
+pub(super) struct Claim {
+    engine: Engine,
+    key: String,
+    gpus: Vec<Box<str>>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        lock(&self.engine.inner.leases).remove(&self.key);
+    }
 }
 
 /// Whether a worker that lists `trainers` runs `trainer` (an empty list: mlp and synthetic).
@@ -66,6 +80,18 @@ impl Engine {
             sw.refused_at = Some(t_poll);
             return None;
         }
+        let need = sw.spec.gpus_per_trial();
+        let claim = if need == 0 {
+            None
+        } else {
+            match self.claim_gpus(worker, need) {
+                Ok(c) => Some(c),
+                Err(has) => {
+                    sw.short_of_gpus(t_poll, has);
+                    return None;
+                }
+            }
+        };
         sw.polled_at = Some(t_poll);
         let number = if let Some(n) = sw.queue.pop_front() {
             n
@@ -83,12 +109,15 @@ impl Engine {
                 .zip(losses)
                 .map(|(t, l)| (t.params.clone(), l))
                 .collect();
-            return Some(Take::Suggest(Ask {
-                cell: Arc::clone(cell),
-                n: sw.next_trial,
-                spec: sw.spec.clone(),
-                history,
-            }));
+            return Some(Take::Suggest(
+                Ask {
+                    cell: Arc::clone(cell),
+                    n: sw.next_trial,
+                    spec: sw.spec.clone(),
+                    history,
+                },
+                claim,
+            ));
         } else {
             let n = sw.next_trial;
             let params = search::suggest(&sw.spec, n)?;
@@ -97,12 +126,36 @@ impl Engine {
             sw.insert(Trial::new(n, params));
             n
         };
-        let (lease, rows) = self.lease_trial(sw, number, worker)?;
+        let (lease, rows) = self.lease_trial(sw, number, worker, claim)?;
         Some(Take::Lease(lease, rows))
     }
 
-    /// Leases trial `number` of `sw` to `worker`.
-    fn lease_trial(&self, sw: &mut Sweep, number: u64, worker: &str) -> Option<(Lease, LeaseRows)> {
+    /// Claims `n` of `worker`'s GPUs that no lease holds; `Err(how many it registered)` when
+    /// fewer than `n` are free.
+    fn claim_gpus(&self, worker: &str, n: u32) -> Result<Claim, u32> {
+        let registered = lock(&self.inner.workers)
+            .get(worker)
+            .map(|w| w.gpus.clone())
+            .unwrap_or_default();
+        let key = format!("claim-{}", random_id(8));
+        let gpus = lock(&self.inner.leases)
+            .claim(&key, worker, &registered, n)
+            .ok_or(registered.len() as u32)?;
+        Ok(Claim {
+            engine: self.clone(),
+            key,
+            gpus,
+        })
+    }
+
+    /// Leases trial `number` of `sw` to `worker`, with the GPUs of `claim`.
+    fn lease_trial(
+        &self,
+        sw: &mut Sweep,
+        number: u64,
+        worker: &str,
+        claim: Option<Claim>,
+    ) -> Option<(Lease, LeaseRows)> {
         let ttl = self.inner.opts.lease_ttl.as_secs_f64();
         let lease_id = random_id(8);
         let t = now();
@@ -137,11 +190,13 @@ impl Engine {
         let sweep_update = (sw.id.clone(), sw.state.name().to_string(), sw.next_trial, t);
         let worker_name = sw.names.get(worker);
         let sweep_id = sw.id.clone();
+        let gpus = claim.as_ref().map(|c| c.gpus.clone()).unwrap_or_default();
         let (attempt, params, resume, attempt_row) = sw.edit(number, |trial| {
             trial.state = TrialState::Running;
             trial.attempt += 1;
             trial.lease(Some(&lease_id), t + ttl);
             trial.worker = Some(worker_name);
+            trial.set_gpus(gpus.clone());
             trial.started_at = Some(t);
             // A reason from an earlier attempt (an expired lease) does not describe this one.
             trial.error = None;
@@ -163,8 +218,16 @@ impl Engine {
             trainer,
             metric,
             resume,
+            gpus: gpus.iter().map(|g| g.to_string()).collect(),
         };
-        lock(&self.inner.leases).insert(lease_id, (sw.id.clone(), number));
+        {
+            // The claim's GPUs pass to the lease under one hold of the table.
+            let mut held = lock(&self.inner.leases);
+            if let Some(c) = &claim {
+                held.remove(&c.key);
+            }
+            held.insert(lease_id, sw.id.clone(), number, worker, gpus);
+        }
         let rows = LeaseRows {
             trial,
             attempt: attempt_row,
@@ -190,6 +253,7 @@ impl Engine {
     async fn suggest(
         &self,
         ask: Ask,
+        claim: Option<Claim>,
         worker: &str,
     ) -> Result<Option<(Lease, Pending)>, EngineError> {
         let Ask {
@@ -217,7 +281,7 @@ impl Engine {
         let params = Params::new(params, &mut sw.names);
         sw.insert(Trial::new(n, params));
         Ok(self
-            .lease_trial(&mut sw, n, worker)
+            .lease_trial(&mut sw, n, worker, claim)
             .map(|(lease, rows)| (lease, self.write_lease(rows))))
     }
 
@@ -260,8 +324,8 @@ impl Engine {
                             found = Some(Ok((lease, self.write_lease(rows))));
                             break;
                         }
-                        Some(Take::Suggest(ask)) => {
-                            found = Some(Err(ask));
+                        Some(Take::Suggest(ask, claim)) => {
+                            found = Some(Err((ask, claim)));
                             break;
                         }
                         Some(Take::Busy) => busy = true,
@@ -272,7 +336,7 @@ impl Engine {
             };
             let found = match found {
                 Some(Ok(f)) => Some(f),
-                Some(Err(ask)) => self.suggest(ask, worker).await?,
+                Some(Err((ask, claim))) => self.suggest(ask, claim, worker).await?,
                 None => None,
             };
             if let Some((lease, fut)) = found {
@@ -386,7 +450,7 @@ impl Engine {
         }
         let held: Vec<Option<(String, u64)>> = {
             let leases = lock(&self.inner.leases);
-            lease_ids.iter().map(|l| leases.get(l).cloned()).collect()
+            lease_ids.iter().map(|l| leases.get(l)).collect()
         };
         let mut beat = Beat::default();
         for (l, at) in lease_ids.iter().zip(held) {
@@ -494,7 +558,7 @@ impl Engine {
             {
                 let mut leases = lock(&self.inner.leases);
                 for l in dropped {
-                    leases.remove(&*l);
+                    leases.remove(&l);
                 }
             }
             writes.push(self.inner.store.submit(move |tx| {

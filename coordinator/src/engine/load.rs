@@ -132,6 +132,15 @@ impl Loader {
         if confusion.is_some() || t.output.is_some() {
             trial.set_files(confusion, t.output.map(String::into_boxed_str));
         }
+        let gpus: Vec<Box<str>> = t
+            .gpus
+            .as_deref()
+            .and_then(|g| serde_json::from_str::<Vec<String>>(g).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .map(String::into_boxed_str)
+            .collect();
+        trial.set_gpus(gpus.clone());
         let mut restored = None;
         if state.is_terminal() {
             // What the stopping rule reads of it, before the trial lets its curve go.
@@ -146,9 +155,13 @@ impl Loader {
         }
         if state == TrialState::Running {
             if let Some(l) = &t.lease_id {
-                self.st
-                    .leases
-                    .insert(l.clone(), (t.sweep_id.clone(), t.trial));
+                self.st.leases.insert(
+                    l.clone(),
+                    t.sweep_id.clone(),
+                    t.trial,
+                    t.worker.as_deref().unwrap_or_default(),
+                    gpus,
+                );
             }
         }
         if state == TrialState::Queued {

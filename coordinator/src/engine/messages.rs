@@ -64,6 +64,8 @@ pub struct Lease {
     pub metric: String,
     /// The checkpoint this attempt goes on from.
     pub resume: Option<crate::store::CheckpointMark>,
+    /// The worker's GPUs it runs with (their ids).
+    pub gpus: Vec<String>,
 }
 
 /// What a worker's heartbeat is told.

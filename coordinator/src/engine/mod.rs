@@ -24,6 +24,7 @@ use crate::config::SweepSpec;
 use crate::store::{self, Store, StoreError, TrialRow};
 
 mod checkpoints;
+mod held;
 mod lease;
 mod load;
 mod messages;
@@ -34,6 +35,7 @@ mod sweep;
 mod trial;
 mod workers;
 
+use held::Held;
 use suggest::Suggesters;
 
 pub use messages::{Action, Attempt, Beat, Complete, GpuInfo, Lease, Outcome, Report, WorkerInfo};
@@ -133,8 +135,8 @@ struct State {
     sweeps: BTreeMap<String, Sweep>,
     /// Creation order of sweeps (leases go to the oldest running sweep first).
     order: Vec<String>,
-    /// lease id → (sweep, trial).
-    leases: HashMap<String, (String, u64)>,
+    /// The leases held and the GPUs they hold.
+    leases: Held,
     workers: HashMap<String, WorkerInfo>,
 }
 
@@ -163,8 +165,8 @@ struct Inner {
     /// queued under it for writing sees every change acknowledged before.
     down: RwLock<Option<StoreError>>,
     sweeps: RwLock<Sweeps>,
-    /// lease id → (sweep, trial).
-    leases: Mutex<HashMap<String, (String, u64)>>,
+    /// The leases held (lease id → sweep and trial) and the GPUs they hold.
+    leases: Mutex<Held>,
     workers: Mutex<HashMap<String, WorkerInfo>>,
     /// When this engine started: a stored worker not heard from since is counted as last seen
     /// then (`workers::FORGET_AFTER`).
@@ -525,7 +527,7 @@ impl Engine {
                 }
                 let mut leases = lock(&self.inner.leases);
                 for l in dropped {
-                    leases.remove(&*l);
+                    leases.remove(&l);
                 }
                 drop(leases);
                 // Queued trials will not run.

@@ -425,7 +425,7 @@ impl Engine {
                 sw.updated_at,
             );
             if let Some(l) = old_lease {
-                lock(&self.inner.leases).remove(&*l);
+                lock(&self.inner.leases).remove(&l);
             }
             // A trial's outputs (the built-in trainer's model, a program's files) are kept
             // while it ranks among the best `keep_models`; the ones it pushes out of them are

@@ -178,6 +178,9 @@ pub struct Sweep {
     pub refused_at: Option<f64>,
     /// Last time a worker that runs this sweep's trainer asked for work, Unix seconds.
     pub polled_at: Option<f64>,
+    /// Last time a worker that runs its trainer asked for work without the GPUs a trial
+    /// needs free, and the most GPUs such a worker registered since the 30 s before.
+    gpus_short: Option<(f64, u32)>,
     /// A lease is computing the next trial's bayes suggestion (outside the lock).
     pub(super) suggesting: bool,
     /// Paused with hand-back: running trials are asked to hand themselves back (after a
@@ -201,6 +204,10 @@ pub struct Sweep {
     /// there, which the model learns from (`search::budget`).
     rungs: Option<Rungs>,
 }
+
+/// How recent a worker's call must be (seconds) to say why the sweep waits: idle workers poll
+/// at least every `max_lease_wait` (10 s by default).
+const WAITING_NOTICE_S: f64 = 30.0;
 
 impl Sweep {
     /// A sweep with no trials.
@@ -238,6 +245,7 @@ impl Sweep {
             queue: VecDeque::new(),
             refused_at: None,
             polled_at: None,
+            gpus_short: None,
             suggesting: false,
             hand_back: false,
             failures_in_a_row: 0,
@@ -594,7 +602,7 @@ impl Sweep {
             && self.index.counts.running == 0;
         let t = now();
         // Idle workers poll at least every max_lease_wait (10 s by default).
-        let recent = |at: Option<f64>| at.is_some_and(|a| t - a <= 30.0);
+        let recent = |at: Option<f64>| at.is_some_and(|a| t - a <= WAITING_NOTICE_S);
         if waiting && recent(self.refused_at) && !recent(self.polled_at) {
             out.push(match self.spec.trainer {
                 Trainer::Program(_) => "waiting: no connected worker runs programs; start workers with --allow-programs (see docs/PROGRAMS.md)".to_string(),
@@ -602,7 +610,31 @@ impl Sweep {
                 ref t => format!("waiting: no connected worker runs the {} trainer", t.name()),
             });
         }
+        let need = self.spec.gpus_per_trial();
+        if let Some((at, most)) = self.gpus_short.filter(|_| waiting && need > 0) {
+            if recent(Some(at)) && !recent(self.polled_at) {
+                out.push(if most < need {
+                    format!(
+                        "waiting: no worker has {need} GPUs (program_options.gpus: {need}; the workers asking for work have at most {most}); start workers on machines with {need} or more (see docs/DEPLOY.md, GPUs), or ask for fewer"
+                    )
+                } else {
+                    format!(
+                        "waiting: no worker has {need} free GPUs (those with {need} or more run other trials on them)"
+                    )
+                });
+            }
+        }
         out
+    }
+
+    /// Notes a worker that asked for work at `t` with fewer GPUs free than a trial needs; it
+    /// registered `has`.
+    pub(super) fn short_of_gpus(&mut self, t: f64, has: u32) {
+        let most = match self.gpus_short {
+            Some((at, most)) if t - at <= WAITING_NOTICE_S => most.max(has),
+            _ => has,
+        };
+        self.gpus_short = Some((t, most));
     }
 
     /// Counts a failed attempt (or one a worker handed back for its own fault) of `trial`;

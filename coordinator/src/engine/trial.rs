@@ -458,6 +458,8 @@ struct Live {
     /// The epoch the running attempt was leased to go on from, until a report shows it
     /// started over instead (its worker could not use the checkpoint).
     resumed_epoch: Option<u32>,
+    /// The GPUs of the current or last attempt (their ids on its worker).
+    gpus: Box<[Box<str>]>,
 }
 
 /// One trial in memory.
@@ -586,6 +588,19 @@ impl Trial {
         }
     }
 
+    /// The GPUs of the current or last attempt (a trimmed trial's are in the store only).
+    pub fn gpus(&self) -> &[Box<str>] {
+        self.live.as_ref().map_or(&[], |l| &l.gpus)
+    }
+
+    /// Sets the GPUs the attempt just leased runs with.
+    pub(super) fn set_gpus(&mut self, gpus: Vec<Box<str>>) {
+        if gpus.is_empty() && self.live.is_none() {
+            return;
+        }
+        self.live().gpus = gpus.into_boxed_slice();
+    }
+
     /// Sets the trial's last checkpoint.
     pub fn set_checkpoint(&mut self, mark: Option<CheckpointMark>) {
         self.live().checkpoint = mark;
@@ -665,6 +680,8 @@ impl Trial {
             }),
             keep_files: self.trimmed,
             name: self.name.as_deref().map(str::to_string),
+            gpus: (!self.gpus().is_empty())
+                .then(|| serde_json::to_string(self.gpus()).unwrap_or_else(|_| "[]".into())),
         }
     }
 

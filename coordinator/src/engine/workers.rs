@@ -211,6 +211,11 @@ impl Engine {
             .sum()
     }
 
+    /// GPUs that leases hold now (or set aside for a lease being made).
+    pub fn gpus_leased(&self) -> usize {
+        lock(&self.inner.leases).gpus_in_use()
+    }
+
     /// Workers seen within two lease lifetimes.
     pub fn live_workers(&self) -> u32 {
         let horizon = now() - 2.0 * self.inner.opts.lease_ttl.as_secs_f64();

@@ -126,6 +126,7 @@ pub fn trial_detail(s: &Sweep, t: &Trial, rank: u32, points: u32) -> pb::TrialDe
         files: Vec::new(),
         curve_points: 0,
         curve_sampled: false,
+        gpus: t.gpus().iter().map(|g| g.to_string()).collect(),
     };
     if !t.curve.is_thinned() {
         let all = t.curve.points();
@@ -221,6 +222,11 @@ pub fn add_files(d: &mut pb::TrialDetail, f: crate::store::TrialFiles) -> Result
         }
     };
     d.output = f.output.unwrap_or_default();
+    d.gpus = match f.gpus {
+        None => Vec::new(),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| format!("the stored GPUs of the trial cannot be read: {e}"))?,
+    };
     Ok(())
 }
 

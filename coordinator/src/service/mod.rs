@@ -314,6 +314,7 @@ impl Coordinator for CoordinatorService {
                 trainer_options: sweep_proto::json::object_to_pb(&l.trainer.1),
                 metric: l.metric,
                 resume: l.resume.map(convert::mark),
+                gpus: l.gpus,
             }),
         }))
     }

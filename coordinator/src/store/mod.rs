@@ -234,6 +234,10 @@ ALTER TABLE trials ADD COLUMN name TEXT;
     r#"
 ALTER TABLE workers ADD COLUMN gpus TEXT;
 "#,
+    // The GPUs a trial's current or last attempt runs with (JSON list of ids; NULL: none).
+    r#"
+ALTER TABLE trials ADD COLUMN gpus TEXT;
+"#,
 ];
 
 type Output = Box<dyn Any + Send>;
@@ -352,6 +356,9 @@ pub struct TrialRow {
     pub keep_files: bool,
     /// The name its program gave the run.
     pub name: Option<String>,
+    /// The GPUs of its current or last attempt, a JSON list of ids (ignored with
+    /// `keep_files`, as `output` is).
+    pub gpus: Option<String>,
 }
 
 /// What a reader of the whole store needs of a trial's metric points.
@@ -859,7 +866,8 @@ fn read_all(conn: &Connection, into: &mut impl Load) -> rusqlite::Result<()> {
            CASE WHEN state IN ('queued', 'running') THEN confusion END,
            error,
            CASE WHEN state IN ('queued', 'running') THEN output END,
-           best, best_step, name
+           best, best_step, name,
+           CASE WHEN state IN ('queued', 'running') THEN gpus END
          FROM trials ORDER BY sweep_id, trial",
     )?;
     let mut one = conn.prepare(
@@ -890,6 +898,7 @@ fn read_all(conn: &Connection, into: &mut impl Load) -> rusqlite::Result<()> {
                 .transpose()?,
             keep_files: false,
             name: r.get(17)?,
+            gpus: r.get(18)?,
         };
         let points = match into.need(&t) {
             Need::Nothing => Vec::new(),
@@ -963,8 +972,8 @@ pub fn update_sweep(
 /// Inserts or replaces a trial row.
 pub fn upsert_trial(tx: &Connection, t: &TrialRow) -> rusqlite::Result<()> {
     let mut q = tx.prepare_cached(
-        "INSERT INTO trials (sweep_id, trial, params, state, attempt, completed_attempt, lease_id, worker, started_at, ended_at, duration, metrics, confusion, error, output, best, best_step, name)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?17, ?18, ?19)
+        "INSERT INTO trials (sweep_id, trial, params, state, attempt, completed_attempt, lease_id, worker, started_at, ended_at, duration, metrics, confusion, error, output, best, best_step, name, gpus)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?17, ?18, ?19, ?20)
          ON CONFLICT (sweep_id, trial) DO UPDATE SET params = excluded.params, state = excluded.state,
            attempt = excluded.attempt, completed_attempt = excluded.completed_attempt,
            lease_id = excluded.lease_id, worker = excluded.worker, started_at = excluded.started_at,
@@ -972,7 +981,8 @@ pub fn upsert_trial(tx: &Connection, t: &TrialRow) -> rusqlite::Result<()> {
            confusion = CASE WHEN ?16 THEN trials.confusion ELSE excluded.confusion END,
            error = excluded.error,
            output = CASE WHEN ?16 THEN trials.output ELSE excluded.output END,
-           best = excluded.best, best_step = excluded.best_step, name = excluded.name",
+           best = excluded.best, best_step = excluded.best_step, name = excluded.name,
+           gpus = CASE WHEN ?16 THEN trials.gpus ELSE excluded.gpus END",
     )?;
     q.execute(params![
         t.sweep_id,
@@ -993,7 +1003,8 @@ pub fn upsert_trial(tx: &Connection, t: &TrialRow) -> rusqlite::Result<()> {
         t.keep_files,
         t.best.and_then(|b| b.0),
         t.best.map(|b| b.1),
-        t.name
+        t.name,
+        t.gpus
     ])?;
     // An ended trial will not resume: its checkpoint goes with the change that ended it, and
     // so do files an attempt sent that did not complete it (it died before its Complete).
@@ -1176,6 +1187,8 @@ pub struct TrialFiles {
     pub confusion: Option<String>,
     /// The tail of a program's output.
     pub output: Option<String>,
+    /// The GPUs of its last attempt, a JSON list of ids.
+    pub gpus: Option<String>,
 }
 
 /// Every metric point of a trial: (step, name, value), by step then name.
@@ -1266,8 +1279,8 @@ pub fn curve_page(
     Ok((out, None))
 }
 
-/// Trial `trial` of sweep `sweep`'s curve (sampled to about `points`), confusion matrix and
-/// output.
+/// Trial `trial` of sweep `sweep`'s curve (sampled to about `points`), confusion matrix,
+/// output and GPUs.
 pub fn trial_files(
     conn: &Connection,
     sweep: &str,
@@ -1275,15 +1288,20 @@ pub fn trial_files(
     points: u32,
 ) -> rusqlite::Result<TrialFiles> {
     let curve = sampled_points(conn, sweep, trial, points)?;
-    let (confusion, output) = conn
-        .prepare_cached("SELECT confusion, output FROM trials WHERE sweep_id = ?1 AND trial = ?2")?
-        .query_row(params![sweep, trial as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+    let (confusion, output, gpus) = conn
+        .prepare_cached(
+            "SELECT confusion, output, gpus FROM trials WHERE sweep_id = ?1 AND trial = ?2",
+        )?
+        .query_row(params![sweep, trial as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .optional()?
-        .unwrap_or((None, None));
+        .unwrap_or((None, None, None));
     Ok(TrialFiles {
         curve,
         confusion,
         output,
+        gpus,
     })
 }
 
