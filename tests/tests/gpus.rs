@@ -1,7 +1,8 @@
 //! Workers and their GPUs, on a machine without any: the inventory comes from a fake
 //! `nvidia-smi` (`SWEEP_NVIDIA_SMI`), and what each worker registered is read back through
 //! `coordinator workers`, the HTTP API and `/metrics` — also after a restart of the
-//! coordinator, which reads the registrations from its store.
+//! coordinator, which reads the registrations from its store. Trials that ask for GPUs
+//! (`program_options.gpus`) are checked through the environment their program sees.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -150,4 +151,171 @@ fn a_gpu_the_driver_does_not_have_is_refused_by_name() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Two plain GPUs that report utilisation and memory when sampled.
+const FAKE_SMI_TWO: &str = r#"#!/bin/sh
+case "$1" in
+  -L) printf 'GPU 0: Fake GPU (UUID: GPU-aaaa)\nGPU 1: Fake GPU (UUID: GPU-bbbb)\n' ;;
+  --query-gpu=index,uuid,utilization.gpu,memory.used) printf '0, GPU-aaaa, 37, 1111\n1, GPU-bbbb, 73, 2222\n' ;;
+  *) printf '0, GPU-aaaa, Fake GPU, 16384\n1, GPU-bbbb, Fake GPU, 16384\n' ;;
+esac
+"#;
+
+/// A worker that runs `tests/programs/gpus.py` with the GPUs of `smi`; no `--slots`, so it
+/// runs a trial per GPU.
+fn gpu_program_worker(
+    url: &str,
+    dir: &std::path::Path,
+    smi: &std::path::Path,
+    cuda: Option<&str>,
+) -> Proc {
+    let mut c = cmd("worker");
+    c.args([
+        "--coordinator",
+        url,
+        "--allow-programs",
+        "--quiet-programs",
+        "--workdir",
+    ])
+    .arg(dir)
+    .env("SWEEP_NVIDIA_SMI", smi)
+    .env("SWEEP_TEST_MARKS", dir.join("marks"))
+    .env_remove("CUDA_VISIBLE_DEVICES")
+    .env_remove("NVIDIA_VISIBLE_DEVICES")
+    .env_remove("SWEEP_GPUS")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    if let Some(v) = cuda {
+        c.env("CUDA_VISIBLE_DEVICES", v);
+    }
+    Proc(c.spawn().expect("worker starts"))
+}
+
+/// What trial `t` of sweep `id` saw: (CUDA_VISIBLE_DEVICES, NVIDIA_VISIBLE_DEVICES).
+fn seen(dir: &std::path::Path, id: &str, t: u64) -> (String, String) {
+    let text = std::fs::read_to_string(dir.join("marks").join(format!("{id}-{t}.json"))).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    (
+        v["cuda"].as_str().unwrap().into(),
+        v["nvidia"].as_str().unwrap().into(),
+    )
+}
+
+fn trial_json(url: &str, id: &str, t: u64) -> serde_json::Value {
+    json_out(&run(
+        "coordinator",
+        &["trial", id, &t.to_string(), "--json", "--coordinator", url],
+    ))
+}
+
+#[test]
+fn each_trial_runs_with_the_gpus_leased_to_it_and_only_those() {
+    let dir = tempdir("gpu-trials");
+    std::fs::create_dir_all(dir.join("marks")).unwrap();
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/gpus.py"),
+        dir.join("gpus.py"),
+    )
+    .unwrap();
+    let smi = dir.join("nvidia-smi");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(&smi, FAKE_SMI_TWO).unwrap();
+        std::fs::set_permissions(&smi, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let web = format!("127.0.0.1:{}", free_port());
+    let (_coord, url) = serve(&dir.join("sweeps.db"), &["--http-listen", &web]);
+
+    // A sweep of two-GPU trials, and a worker with one GPU (Slurm gave it GPU-bbbb): it never
+    // gets one, and the sweep says why.
+    let two = submit(
+        &dir,
+        &url,
+        "program: gpus.py\nmethod: grid\nmetric: {name: acc, goal: maximize}\n\
+         program_options: {gpus: 2}\nparameters:\n  x: {value: 1}\n",
+    );
+    let one = gpu_program_worker(&url, &dir, &smi, Some("GPU-bbbb"));
+    wait_for(&url, &two, Duration::from_secs(60), "the GPU notice", |v| {
+        n(v, "running") == 0
+            && v["notices"].as_array().is_some_and(|n| {
+                n.iter().any(|n| {
+                    n.as_str().is_some_and(|n| {
+                        n.starts_with("waiting: no worker has 2 GPUs") && n.contains("at most 1")
+                    })
+                })
+            })
+    });
+    drop(one);
+
+    // A worker with both runs it on both.
+    let both = gpu_program_worker(&url, &dir, &smi, None);
+    wait_for(
+        &url,
+        &two,
+        Duration::from_secs(120),
+        "the two-GPU trial",
+        |v| v["state"] == "finished",
+    );
+    assert_eq!(seen(&dir, &two, 1), ("0,1".to_string(), "0,1".to_string()));
+    let t = trial_json(&url, &two, 1);
+    assert_eq!(t["state"], "finished", "{t}");
+    assert_eq!(t["gpus"], serde_json::json!(["0", "1"]));
+    assert_eq!(t["metrics"]["gpu.0.util"], 37.0, "{t}");
+    assert_eq!(t["metrics"]["gpu.1.memory_mb"], 2222.0, "{t}");
+
+    // One-GPU trials: the same worker (no --slots: a slot per GPU) runs two at once, one on
+    // each GPU.
+    let per_gpu = submit(
+        &dir,
+        &url,
+        "program: gpus.py\nmethod: grid\nmetric: {name: acc, goal: maximize}\n\
+         program_options: {gpus: 1}\nparameters:\n  x: {values: [1, 2]}\n  together: {value: 2}\n",
+    );
+    wait_for(
+        &url,
+        &per_gpu,
+        Duration::from_secs(180),
+        "two one-GPU trials",
+        |v| v["state"] == "finished",
+    );
+    let mut given = Vec::new();
+    for t in 1..=2 {
+        let (cuda, nvidia) = seen(&dir, &per_gpu, t);
+        assert_eq!(cuda, nvidia);
+        let j = trial_json(&url, &per_gpu, t);
+        assert_eq!(j["gpus"], serde_json::json!([cuda.clone()]), "{j}");
+        assert_eq!(
+            j["metrics"]["together"], 1.0,
+            "the two trials ran at once: {j}"
+        );
+        // Its own GPU's utilisation, numbered 0 as the program sees it.
+        let util = if cuda == "0" { 37.0 } else { 73.0 };
+        assert_eq!(j["metrics"]["gpu.0.util"], util, "{j}");
+        given.push(cuda);
+    }
+    given.sort();
+    assert_eq!(given, ["0", "1"]);
+
+    // A trial that asks for none sees none of the worker's.
+    let none = submit(
+        &dir,
+        &url,
+        "program: gpus.py\nmethod: grid\nmetric: {name: acc, goal: maximize}\n\
+         parameters:\n  x: {value: 1}\n",
+    );
+    wait_for(
+        &url,
+        &none,
+        Duration::from_secs(120),
+        "a trial without GPUs",
+        |v| v["state"] == "finished",
+    );
+    assert_eq!(seen(&dir, &none, 1), (String::new(), "none".to_string()));
+    assert!(trial_json(&url, &none, 1)["gpus"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert_eq!(sample(&scrape(&web), "sweep_gpus_leased"), 0.0);
+    drop(both);
 }

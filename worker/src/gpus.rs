@@ -11,6 +11,8 @@
 //! the list is trusted, with unknown names).
 
 use std::process::Command;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
 /// Most GPUs a worker registers (a node has 8 or 16; MIG splits an A100 into at most 7).
 pub const MAX_GPUS: usize = 64;
@@ -236,6 +238,109 @@ fn with_migs(gpus: Vec<Gpu>, migs: &[(u32, String, String)]) -> Vec<Gpu> {
         .collect()
 }
 
+/// How often a running trial's GPUs are sampled (W&B's system metrics: every 15 s, averaged
+/// over samples every 2 s).
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
+/// How long a trial's start waits for the first sample.
+const FIRST_SAMPLE_WAIT: Duration = Duration::from_secs(2);
+
+/// Utilisation (%) and memory used (MiB) of a trial's GPUs, sampled with `nvidia-smi` on a
+/// thread of its own while the trial runs; named as W&B's system metrics number a run's GPUs,
+/// from 0 in the order the trial sees them: `gpu.0.util`, `gpu.0.memory_mb`. Stops when
+/// dropped. MIG devices are not sampled (the driver gives no utilisation for them).
+#[derive(Debug)]
+pub struct Sampler {
+    latest: Arc<Mutex<Vec<(String, f64)>>>,
+    _stop: mpsc::Sender<()>,
+}
+
+impl Sampler {
+    /// Starts sampling `gpus` every `every`, having waited a little for the first sample;
+    /// `None` when none of them can be sampled.
+    pub fn start(gpus: &[Gpu], every: Duration) -> Option<Sampler> {
+        if !gpus.iter().any(|g| !g.uuid.starts_with("MIG-")) {
+            return None;
+        }
+        let latest = Arc::new(Mutex::new(Vec::new()));
+        let (stop, stopped) = mpsc::channel::<()>();
+        let (first_tx, first) = mpsc::channel::<()>();
+        let (gpus, out) = (gpus.to_vec(), latest.clone());
+        std::thread::Builder::new()
+            .name("gpu-sampler".into())
+            .spawn(move || loop {
+                if let Some(values) = sample(&gpus) {
+                    *out.lock().unwrap_or_else(|p| p.into_inner()) = values;
+                }
+                let _ = first_tx.send(());
+                if !matches!(
+                    stopped.recv_timeout(every),
+                    Err(mpsc::RecvTimeoutError::Timeout)
+                ) {
+                    return;
+                }
+            })
+            .ok()?;
+        let _ = first.recv_timeout(FIRST_SAMPLE_WAIT);
+        Some(Sampler {
+            latest,
+            _stop: stop,
+        })
+    }
+
+    /// The last sample's values by name.
+    pub fn latest(&self) -> Vec<(String, f64)> {
+        self.latest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// One sample of `gpus` from the driver.
+fn sample(gpus: &[Gpu]) -> Option<Vec<(String, f64)>> {
+    let program = std::env::var("SWEEP_NVIDIA_SMI").unwrap_or_else(|_| "nvidia-smi".into());
+    let out = Command::new(program)
+        .args([
+            "--query-gpu=index,uuid,utilization.gpu,memory.used",
+            "--format=csv,noheader,nounits",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    Some(parse_sample(&String::from_utf8_lossy(&out.stdout), gpus))
+}
+
+/// `nvidia-smi --query-gpu=index,uuid,utilization.gpu,memory.used` lines as the metrics of
+/// `gpus` (matched by UUID, else by index; values the driver does not give are left out).
+pub fn parse_sample(csv: &str, gpus: &[Gpu]) -> Vec<(String, f64)> {
+    let rows: Vec<Vec<&str>> = csv
+        .lines()
+        .map(|l| l.split(',').map(str::trim).collect::<Vec<_>>())
+        .filter(|f| f.len() == 4)
+        .collect();
+    let mut out = Vec::new();
+    for (i, g) in gpus.iter().enumerate() {
+        if g.uuid.starts_with("MIG-") {
+            continue;
+        }
+        let row = rows.iter().find(|f| {
+            if g.uuid.is_empty() {
+                f[0].parse() == Ok(g.index)
+            } else {
+                f[1] == g.uuid
+            }
+        });
+        let Some(f) = row else { continue };
+        for (name, text) in [("util", f[2]), ("memory_mb", f[3])] {
+            if let Ok(v) = text.parse::<f64>() {
+                out.push((format!("gpu.{i}.{name}"), v));
+            }
+        }
+    }
+    out
+}
+
 fn clip(s: &str) -> String {
     s.chars().take(MAX_GPU_TEXT).collect()
 }
@@ -246,6 +351,37 @@ mod tests {
 
     const QUERY: &str = "0, GPU-aaaa-0001, NVIDIA H100 80GB HBM3, 81559\n1, GPU-aaaa-0002, NVIDIA H100 80GB HBM3, 81559\n";
     const LIST: &str = "GPU 0: NVIDIA A100-SXM4-40GB (UUID: GPU-bbbb-0000)\n  MIG 3g.20gb     Device  0: (UUID: MIG-cccc-0001)\n  MIG 3g.20gb     Device  1: (UUID: MIG-cccc-0002)\nGPU 1: NVIDIA A100-SXM4-40GB (UUID: GPU-bbbb-0001)\n";
+
+    #[test]
+    fn a_trials_gpus_are_sampled_by_uuid_or_index_and_numbered_as_it_sees_them() {
+        let csv = "0, GPU-a, 12, 1000\n1, GPU-b, 87, 30500\n2, GPU-c, [N/A], 5\n";
+        let gpu = |index: u32, uuid: &str| Gpu {
+            id: index.to_string(),
+            index,
+            uuid: uuid.into(),
+            ..Gpu::default()
+        };
+        // The trial's first GPU is the driver's 1, its second the driver's 2 (known by index
+        // only); a MIG device is skipped; a value the driver does not give is left out.
+        let got = parse_sample(
+            csv,
+            &[
+                gpu(1, "GPU-b"),
+                gpu(2, ""),
+                gpu(0, "MIG-x"),
+                gpu(7, "GPU-z"),
+            ],
+        );
+        assert_eq!(
+            got,
+            [
+                ("gpu.0.util".to_string(), 87.0),
+                ("gpu.0.memory_mb".into(), 30500.0),
+                ("gpu.1.memory_mb".into(), 5.0),
+            ]
+        );
+        assert!(Sampler::start(&[gpu(0, "MIG-x")], SAMPLE_EVERY).is_none());
+    }
 
     #[test]
     fn the_drivers_gpus_are_read_with_index_uuid_name_and_memory() {

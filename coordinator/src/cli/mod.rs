@@ -1001,6 +1001,9 @@ fn print_trial(sweep: &str, d: &pb::TrialDetail, json: bool) {
     if !s.error.is_empty() {
         println!("reason: {}", export::terminal_safe(&s.error));
     }
+    if !d.gpus.is_empty() {
+        println!("GPUs: {}", export::terminal_safe(&d.gpus.join(", ")));
+    }
     if let Some(m) = &d.checkpoint {
         println!(
             "checkpoint: {} ({} bytes, saved by attempt {})",

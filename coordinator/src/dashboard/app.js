@@ -1406,6 +1406,7 @@ async function pageTrial(main, id, n) {
       ...(t.front ? [['Pareto front', t.front === 1 ? '1 (no other trial is as good on every objective and better on one)' : t.front]] : []),
       ['attempts', t.attempts],
       ['worker', t.worker || '—'],
+      ...(t.gpus && t.gpus.length ? [['GPUs', h('span', { id: 'gpus' }, t.gpus.join(', '))]] : []),
       ['duration', `${fmt(t.duration_seconds, 1)} s`],
       ['best', t.best === null ? '—' : `${fmt(t.best)} at ${word} ${t.best_step}`],
     ];
@@ -1417,7 +1418,10 @@ async function pageTrial(main, id, n) {
     const groups = {};
     // The step counters a script logs are the x axis, not charts of their own.
     for (const name of Object.keys(byName).filter((k) => !STEP_KEYS.has(k) && !k.startsWith('_')).sort()) {
-      const g = name.endsWith('accuracy') ? 'accuracy' : name.endsWith('loss') ? 'loss' : name;
+      // A trial's GPUs (gpu.0.util, gpu.1.util, …) share a chart per quantity.
+      const gpu = /^gpu\.\d+\.(util|memory_mb)$/.exec(name);
+      const g = gpu ? (gpu[1] === 'util' ? 'GPU utilisation (%)' : 'GPU memory (MiB)')
+        : name.endsWith('accuracy') ? 'accuracy' : name.endsWith('loss') ? 'loss' : name;
       (groups[g] = groups[g] || []).push(name);
     }
     const order = ['accuracy', 'loss'];

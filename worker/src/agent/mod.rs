@@ -18,6 +18,7 @@ use tokio::runtime::Handle;
 
 mod checkpoints;
 mod files;
+mod gpus;
 
 use crate::data;
 use crate::train::{
@@ -170,6 +171,8 @@ struct Shared {
     ended: std::sync::atomic::AtomicUsize,
     /// Told when every slot loop has ended on its own.
     all_ended: tokio::sync::Notify,
+    /// This worker's GPUs that running trials hold.
+    gpus_busy: gpus::Busy,
 }
 
 #[derive(Debug, Clone)]
@@ -270,6 +273,7 @@ pub async fn run(
         leased: Default::default(),
         ended: Default::default(),
         all_ended: tokio::sync::Notify::new(),
+        gpus_busy: gpus::Busy::default(),
     });
     let hb_every = Duration::from_millis(reg.heartbeat_interval_ms.clamp(100, 60_000));
     let hb = tokio::spawn(heartbeat(shared.clone(), hb_every));
@@ -802,7 +806,7 @@ fn program_blocking(
     opts: &serde_json::Map<String, Value>,
 ) -> Finished {
     use crate::program::{self, Ending, ProgramTrial};
-    let t = match ProgramTrial::from_lease(
+    let mut t = match ProgramTrial::from_lease(
         &trial.sweep_id,
         trial.trial,
         trial.attempt,
@@ -813,19 +817,44 @@ fn program_blocking(
         Ok(t) => t,
         Err(e) => return failed(e),
     };
+    // The GPUs leased to it, and only those, are the program's; a worker with GPUs hides
+    // them from a program sweep's trial that asked for none. (An agent sweep's program, and
+    // a function of wandb.agent's process, run with the GPUs the worker was given.)
+    let hold = match shared.gpus_busy.hold(&shared.opts.gpus, &trial.gpus) {
+        Ok(h) => h,
+        Err(why) => {
+            tracing::warn!(reason = %why, "cannot give the trial its GPUs; handing it back");
+            return Finished {
+                outcome: pb::TrialOutcome::WorkerFault,
+                error: why,
+                local_fault: true,
+                ..released()
+            };
+        }
+    };
+    if !shared.opts.gpus.is_empty() && trial.trainer == "program" {
+        t.visible_gpus = Some(trial.gpus.clone());
+    }
+    let sampler = crate::gpus::Sampler::start(&hold.gpus, crate::gpus::SAMPLE_EVERY);
     let report = |step: &program::Step| {
+        let mut rows: Vec<pb::HistoryRow> = step
+            .rows
+            .iter()
+            .map(|r| pb::HistoryRow {
+                step: r.step,
+                metrics: r.metrics.clone(),
+            })
+            .collect();
+        // The GPUs' last sample goes with the report's last row (W&B's system metrics).
+        if let (Some(s), Some(last)) = (&sampler, rows.last_mut()) {
+            last.metrics.extend(s.latest());
+        }
         report_rows_blocking(
             shared,
             trial,
             run,
             handle,
-            step.rows
-                .iter()
-                .map(|r| pb::HistoryRow {
-                    step: r.step,
-                    metrics: r.metrics.clone(),
-                })
-                .collect(),
+            rows,
             step.name.as_deref().unwrap_or_default(),
         )
     };

@@ -34,7 +34,7 @@ pub struct AgentArgs {
         default_value = "http://127.0.0.1:50051"
     )]
     pub coordinator: String,
-    /// Trials to train at once [default: one per core]
+    /// Trials to train at once [default: one per GPU on a worker with GPUs, else one per core]
     #[arg(long)]
     pub slots: Option<usize>,
     /// GPUs to hand to trials: auto (what nvidia-smi lists, narrowed by CUDA_VISIBLE_DEVICES
@@ -267,7 +267,6 @@ fn run_agent(a: &AgentArgs) -> Result<(), CliError> {
         .map_err(CliError::Usage)?
         .and_then(sweep_proto::conn::Secret::new);
     opts.tls_ca = a.tls_ca.clone();
-    opts.programs = program_options(a, opts.slots)?;
     let inventory = match a.gpus {
         crate::gpus::Choice::None => Ok(Vec::new()),
         _ => crate::gpus::inventory(),
@@ -278,7 +277,12 @@ fn run_agent(a: &AgentArgs) -> Result<(), CliError> {
     if !opts.gpus.is_empty() {
         let ids: Vec<&str> = opts.gpus.iter().map(|g| g.id.as_str()).collect();
         eprintln!("worker GPUs: {}", ids.join(", "));
+        // A trial per GPU, unless --slots says otherwise.
+        if a.slots.is_none() {
+            opts.slots = opts.gpus.len();
+        }
     }
+    opts.programs = program_options(a, opts.slots)?;
     opts.sweep = a.sweep.clone();
     opts.max_trials = a.count;
     opts.agent_program = a.program.clone();

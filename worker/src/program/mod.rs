@@ -108,6 +108,10 @@ pub struct ProgramTrial {
     /// MiB of logged media (part of its files) our `wandb` module writes at most
     /// (`SWEEP_MAX_MEDIA_MB`); `None`: its default.
     pub max_media_mb: Option<f64>,
+    /// The GPUs the program may see (`CUDA_VISIBLE_DEVICES`, `NVIDIA_VISIBLE_DEVICES`): those
+    /// leased to the trial, none (a worker with GPUs running a trial that asked for none), or
+    /// `None` to leave the worker's environment as it is (a worker without GPUs).
+    pub visible_gpus: Option<Vec<String>>,
 }
 
 impl ProgramTrial {
@@ -165,6 +169,7 @@ impl ProgramTrial {
                 .get("max_media_mb")
                 .and_then(Value::as_f64)
                 .map(|mb| mb.max(0.0)),
+            visible_gpus: None,
         })
     }
 
@@ -486,6 +491,13 @@ pub fn run(
     }
     if let Some(path) = program_path() {
         cmd.env("PATH", path);
+    }
+    if let Some(gpus) = &t.visible_gpus {
+        let list = gpus.join(",");
+        cmd.env("CUDA_VISIBLE_DEVICES", &list).env(
+            "NVIDIA_VISIBLE_DEVICES",
+            if list.is_empty() { "none" } else { &list },
+        );
     }
     for var in THREAD_VARS {
         if std::env::var_os(var).is_none() {
