@@ -319,3 +319,79 @@ fn each_trial_runs_with_the_gpus_leased_to_it_and_only_those() {
     assert_eq!(sample(&scrape(&web), "sweep_gpus_leased"), 0.0);
     drop(both);
 }
+
+#[test]
+fn run_gives_each_local_worker_gpus_of_its_own_or_says_the_machine_has_too_few() {
+    let dir = tempdir("gpu-run");
+    std::fs::create_dir_all(dir.join("marks")).unwrap();
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/gpus.py"),
+        dir.join("gpus.py"),
+    )
+    .unwrap();
+    let smi = dir.join("nvidia-smi");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(&smi, FAKE_SMI_TWO).unwrap();
+        std::fs::set_permissions(&smi, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::write(
+        dir.join("sweep.yaml"),
+        "program: gpus.py\nmethod: grid\nmetric: {name: acc, goal: maximize}\n\
+         program_options: {gpus: 1}\nparameters:\n  x: {values: [1, 2]}\n  together: {value: 2}\n",
+    )
+    .unwrap();
+    let run_here = |smi: &std::path::Path| {
+        cmd("coordinator")
+            .args(["run", "sweep.yaml", "--store", "sweeps.db"])
+            .current_dir(&dir)
+            .env("SWEEP_NVIDIA_SMI", smi)
+            .env("SWEEP_TEST_MARKS", dir.join("marks"))
+            .env_remove("CUDA_VISIBLE_DEVICES")
+            .output()
+            .unwrap()
+    };
+    // No driver: nothing runs, and the error says why.
+    let out = run_here(&dir.join("no-such-nvidia-smi"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("program_options.gpus: each trial asks for 1 GPU, and this machine has 0"),
+        "{err}"
+    );
+    // Two GPUs: two local workers, a GPU each, their trials at the same time.
+    let out = run_here(&smi);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("with 2 local workers"), "{stdout}");
+    let mut given: Vec<String> = std::fs::read_dir(dir.join("marks"))
+        .unwrap()
+        .map(|m| {
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(m.unwrap().path()).unwrap()).unwrap();
+            v["cuda"].as_str().unwrap().to_string()
+        })
+        .collect();
+    given.sort();
+    assert_eq!(given, ["0", "1"]);
+    let lb: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::fs::read_dir(dir.join("runs/sweep"))
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path()
+                .join("leaderboard.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    for t in lb["trials"].as_array().unwrap() {
+        assert_eq!(t["metrics"]["together"], 1.0, "{t}");
+    }
+}

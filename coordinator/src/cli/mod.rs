@@ -146,7 +146,8 @@ pub enum Command {
     Run {
         /// Sweep config (W&B YAML or JSON)
         file: PathBuf,
-        /// Local worker processes' worth of trials to train at once
+        /// Local worker processes' worth of trials to train at once (a sweep that asks for
+        /// GPUs: as many as this machine's GPUs hold)
         #[arg(long, default_value_t = 2)]
         workers: usize,
         /// SQLite file [default: runs/sweeps.db]
@@ -1241,6 +1242,41 @@ fn write_all(out: &OutDir, files: Vec<(&str, Vec<u8>)>) -> Result<Vec<PathBuf>, 
         .collect()
 }
 
+/// The local workers of `run` and the GPUs of each: `workers` without any when trials ask
+/// for none, else one per `need` of this machine's GPUs (an error when it has fewer).
+fn local_gpus(
+    file: &Path,
+    need: u32,
+    workers: usize,
+) -> Result<(usize, Vec<Vec<worker::gpus::Gpu>>), CliError> {
+    if need == 0 {
+        return Ok((workers, Vec::new()));
+    }
+    let cuda_visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+    let inventory = worker::gpus::inventory();
+    let why = inventory.as_ref().err().cloned();
+    let mine = worker::gpus::resolve(
+        &worker::gpus::Choice::Auto,
+        inventory,
+        cuda_visible.as_deref(),
+    )
+    .map_err(CliError::Usage)?;
+    if mine.len() < need as usize {
+        return Err(CliError::Usage(format!(
+            "{}: program_options.gpus: each trial asks for {need} GPU{}, and this machine has {}{}; nothing was run (on a cluster: coordinator submit, and workers where the GPUs are; docs/DEPLOY.md)",
+            file.display(),
+            if need == 1 { "" } else { "s" },
+            mine.len(),
+            why.map(|w| format!(" ({w})")).unwrap_or_default()
+        )));
+    }
+    let chunks: Vec<Vec<worker::gpus::Gpu>> = mine
+        .chunks_exact(need as usize)
+        .map(<[_]>::to_vec)
+        .collect();
+    Ok((chunks.len(), chunks))
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run_local(
     file: &Path,
@@ -1263,6 +1299,9 @@ async fn run_local(
     if let Some(why) = spec.local_refusal() {
         return Err(CliError::Usage(format!("{}: {why}", file.display())));
     }
+    // A sweep that asks for GPUs runs a local worker per trial that this machine's GPUs hold,
+    // each with GPUs of its own.
+    let (workers, gpus) = local_gpus(file, spec.gpus_per_trial(), workers)?;
     // Where the files go is checked before anything trains, not found unwritable at the end.
     let target = out
         .clone()
@@ -1371,9 +1410,12 @@ async fn run_local(
         ..Default::default()
     };
     let runs_program = matches!(spec_trainer, crate::config::Trainer::Program(_));
-    for _ in 0..workers {
+    for i in 0..workers {
         let mut opts = worker::agent::AgentOptions::new(url.clone());
         opts.slots = 1;
+        if let Some(mine) = gpus.get(i) {
+            opts.gpus = mine.clone();
+        }
         if runs_program {
             opts.programs = programs.clone();
         }
