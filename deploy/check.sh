@@ -2,7 +2,7 @@
 # Checks every deployment file offline (run by .ci/run):
 #  - shell and sbatch scripts: bash -n;
 #  - systemd units: systemd-analyze verify (ExecStart pointed at stub binaries);
-#  - Kubernetes: kustomize renders the example overlay and every resource validates against the
+#  - Kubernetes: kustomize renders each overlay and every resource validates against the
 #    Kubernetes schemas (kubernetes-validate, from PyPI, bundles them; CRDs such as
 #    ServiceMonitor have no bundled schema and are reported as such).
 set -euo pipefail
@@ -33,10 +33,12 @@ fi
 
 echo "-- kubernetes"
 if command -v kubectl >/dev/null 2>&1; then
-  kubectl kustomize deploy/k8s/overlays/example > "$tmp/rendered.yaml"
-  echo "ok  kustomize: $(grep -c '^kind:' "$tmp/rendered.yaml") resources"
-  kubernetes-validate --strict -k 1.30.0 --quiet "$tmp/rendered.yaml"
-  echo "ok  schemas (Kubernetes 1.30)"
+  for o in example gpu; do
+    kubectl kustomize "deploy/k8s/overlays/$o" > "$tmp/$o.yaml"
+    echo "ok  kustomize $o: $(grep -c '^kind:' "$tmp/$o.yaml") resources"
+    kubernetes-validate --strict -k 1.30.0 --quiet "$tmp/$o.yaml"
+    echo "ok  schemas of $o (Kubernetes 1.30)"
+  done
 else
   echo "SKIPPED kubernetes: kubectl (with kustomize) not found"
 fi
