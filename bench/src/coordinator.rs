@@ -167,6 +167,7 @@ async fn one_run(a: &BenchArgs, dir: &Path, watchers: usize, pages: usize) -> Re
                 wait_ms: 0,
                 trainers: Vec::new(),
                 sweep_id: String::new(),
+                ..Default::default()
             })
             .await
             .map_err(|s| anyhow!(s.to_string()))?

@@ -89,6 +89,7 @@ pub(crate) async fn run_curves(a: &CurveArgs) -> Result<()> {
             wait_ms: 1000,
             trainers: vec!["synthetic".into()],
             sweep_id: String::new(),
+            ..Default::default()
         })
         .await?
         .into_inner()

@@ -95,6 +95,7 @@ async fn simulated_worker(
                 wait_ms: 1000,
                 trainers: Vec::new(),
                 sweep_id: only.clone(),
+                ..Default::default()
             })
             .await
         {

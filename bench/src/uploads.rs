@@ -71,6 +71,7 @@ pub(crate) async fn run_uploads(a: &UploadArgs) -> Result<()> {
                 wait_ms: 1000,
                 trainers: vec!["synthetic".into()],
                 sweep_id: String::new(),
+                ..Default::default()
             })
             .await
             .map_err(|s| anyhow!(s.to_string()))?

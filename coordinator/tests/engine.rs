@@ -1595,6 +1595,11 @@ async fn registrations_are_bounded_and_workers_gone_a_day_are_forgotten() {
         assert!(err.starts_with("gpus[1].name: 129 bytes"), "{err}");
         let err = refused(vec![gpu("")]).await;
         assert!(err.starts_with("gpus[0].id: empty"), "{err}");
+        let err = refused(vec![gpu("0"), gpu("1"), gpu("0")]).await;
+        assert!(
+            err.starts_with("gpus[2].id: \"0\" is registered twice"),
+            "{err}"
+        );
         assert_eq!(e.known_workers(), 0, "nothing refused was kept");
         for i in 0..50 {
             e.register(
@@ -1992,4 +1997,184 @@ async fn trials_get_free_gpus_of_a_worker_that_has_enough_and_hold_them_until_th
         .unwrap();
     assert!(l.gpus.is_empty());
     assert_eq!(e.gpus_leased(), 2);
+}
+
+#[tokio::test]
+async fn a_gang_is_leased_to_all_its_workers_at_once_and_ends_together() {
+    use coordinator::engine::Rendezvous;
+    let path = db("gang");
+    let e = Engine::open(&path, opts(300)).unwrap();
+    for w in ["a", "b", "c"] {
+        e.register(Some(w.into()), w.into(), 8, 2, "v".into(), vec![])
+            .await
+            .unwrap();
+    }
+    let spec = SweepSpec::parse(
+        "program: t.py\nmethod: grid\nmax_attempts: 3\nmetric: {name: acc, goal: maximize}\n\
+         program_options: {nodes: 2}\nparameters:\n  x: {values: [1, 2]}\n",
+    )
+    .unwrap();
+    let id = e.create_sweep(spec, None).await.unwrap();
+    let program = vec!["program".to_string()];
+    let at = |w: &str| Rendezvous {
+        addr: format!("10.0.0.{}", w.as_bytes()[0] - b'a' + 1),
+        port: 29500,
+    };
+    let ask = |w: &'static str, wait_ms: u64| {
+        let (e, program, at) = (e.clone(), program.clone(), at(w));
+        tokio::spawn(async move {
+            e.lease_at(w, &program, None, Duration::from_millis(wait_ms), Some(&at))
+                .await
+                .unwrap()
+        })
+    };
+    // Alone, a worker waits for the gang and leaves it when its wait runs out: neither leased.
+    assert!(ask("a", 150).await.unwrap().is_none());
+    // A worker that cannot be reached by others (no rendezvous) takes no part.
+    assert!(e
+        .lease("b", &program, None, Duration::ZERO)
+        .await
+        .unwrap()
+        .is_none());
+    // Two slots of one worker are not two members.
+    let (a1, a2) = (ask("a", 300), ask("a", 300));
+    assert!(a1.await.unwrap().is_none() && a2.await.unwrap().is_none());
+    // Two workers: both leased, the one that came first as rank 0, hosting the rendezvous.
+    let first = ask("a", 5_000);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = ask("b", 5_000).await.unwrap().unwrap();
+    let first = first.await.unwrap().unwrap();
+    assert_eq!((first.trial, second.trial), (1, 1));
+    assert_eq!((first.attempt, second.attempt), (1, 1));
+    assert_ne!(first.lease_id, second.lease_id);
+    let place = |l: &coordinator::engine::Lease| {
+        let g = l.gang.clone().unwrap();
+        (g.rank, g.size, g.master_addr, g.master_port)
+    };
+    assert_eq!(place(&first), (0, 2, "10.0.0.1".to_string(), 29500));
+    assert_eq!(place(&second), (1, 2, "10.0.0.1".to_string(), 29500));
+    // Each renews its own lease. b's worker dies (no more heartbeats): a's renewals do not keep
+    // the attempt alive; it ends when b's lease expires, and a's lease goes with it.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(e
+            .heartbeat("a", std::slice::from_ref(&first.lease_id), false)
+            .drop
+            .is_empty());
+    }
+    assert_eq!(e.reap().await.unwrap(), 1);
+    assert_eq!(
+        e.heartbeat("a", std::slice::from_ref(&first.lease_id), false)
+            .drop,
+        std::slice::from_ref(&first.lease_id)
+    );
+    // Retried on a fresh gang (c and a), as attempt 2.
+    let first = ask("c", 5_000);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = ask("a", 5_000).await.unwrap().unwrap();
+    let first = first.await.unwrap().unwrap();
+    assert_eq!((first.trial, first.attempt, second.attempt), (1, 2, 2));
+    assert_eq!(place(&first).2, "10.0.0.3");
+    // The member's program ends well first (its output is kept), then rank 0 completes: the
+    // trial is done and the member's lease is gone.
+    let complete =
+        |l: coordinator::engine::Lease, worker: &'static str, outcome: Outcome, output: &str| {
+            let (e, output) = (e.clone(), output.to_string());
+            async move {
+                e.complete(Complete {
+                    attempt: Attempt {
+                        worker,
+                        sweep: &l.sweep_id,
+                        trial: l.trial,
+                        attempt: l.attempt,
+                        lease_id: &l.lease_id,
+                    },
+                    outcome,
+                    metrics: vec![("acc".into(), 0.9)],
+                    confusion: None,
+                    error: if outcome == Outcome::Failed {
+                        "exit 1".into()
+                    } else {
+                        String::new()
+                    },
+                    output,
+                    model: None,
+                })
+                .await
+                .unwrap()
+            }
+        };
+    assert!(
+        complete(second.clone(), "a", Outcome::Finished, "rank one says hi")
+            .await
+            .0
+    );
+    let state = |n: u64| e.with_sweep(&id, |s| s.trial(n).unwrap().state).unwrap();
+    assert_eq!(state(1), TrialState::Running);
+    assert!(
+        complete(first.clone(), "c", Outcome::Finished, "rank zero")
+            .await
+            .0
+    );
+    assert_eq!(state(1), TrialState::Finished);
+    let output = e
+        .with_sweep(&id, |s| s.trial(1).unwrap().output().map(str::to_string))
+        .unwrap()
+        .unwrap();
+    assert!(
+        output.starts_with("rank zero") && output.contains("rank one says hi"),
+        "{output}"
+    );
+    // Trial 2: a member's program fails, so the trial fails; rank 0 learns at its heartbeat.
+    let first = ask("b", 5_000);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = ask("c", 5_000).await.unwrap().unwrap();
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first.trial, 2);
+    // The coordinator restarts meanwhile: the gang's leases are still held.
+    drop(e);
+    let e = Engine::open(&path, opts(60_000)).unwrap();
+    assert!(e
+        .heartbeat("c", std::slice::from_ref(&second.lease_id), false)
+        .drop
+        .is_empty());
+    assert!(e
+        .heartbeat("b", std::slice::from_ref(&first.lease_id), false)
+        .drop
+        .is_empty());
+    let (ok, _) = e
+        .complete(Complete {
+            attempt: Attempt {
+                worker: "c",
+                sweep: &id,
+                trial: 2,
+                attempt: second.attempt,
+                lease_id: &second.lease_id,
+            },
+            outcome: Outcome::Failed,
+            metrics: vec![],
+            confusion: None,
+            error: "exit 1".into(),
+            output: String::new(),
+            model: None,
+        })
+        .await
+        .unwrap();
+    assert!(ok);
+    let (state, error) = e
+        .with_sweep(&id, |s| {
+            let t = s.trial(2).unwrap();
+            (t.state, t.error.as_deref().unwrap_or_default().to_string())
+        })
+        .unwrap();
+    assert_eq!(state, TrialState::Failed);
+    assert!(
+        error.starts_with("rank 1 of the gang (worker c) failed: exit 1"),
+        "{error}"
+    );
+    assert_eq!(
+        e.heartbeat("b", std::slice::from_ref(&first.lease_id), false)
+            .drop,
+        std::slice::from_ref(&first.lease_id)
+    );
 }

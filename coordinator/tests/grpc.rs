@@ -232,6 +232,7 @@ async fn every_call_but_health_needs_the_token() {
                 wait_ms: 0,
                 trainers: Vec::new(),
                 sweep_id: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap_err();
@@ -575,6 +576,7 @@ async fn uploads_are_checked_against_their_lease_first_and_a_stalled_one_is_cut(
                 wait_ms: 0,
                 trainers: vec!["synthetic".into()],
                 sweep_id: String::new(),
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -70,6 +70,9 @@ impl std::str::FromStr for Choice {
                 if ids.len() > MAX_GPUS {
                     return Err(format!("at most {MAX_GPUS} GPUs, got {}", ids.len()));
                 }
+                if let Some((i, _)) = ids.iter().enumerate().find(|(i, x)| ids[..*i].contains(x)) {
+                    return Err(format!("GPU {:?} is named twice in {s:?}", ids[i]));
+                }
                 Ok(Choice::List(ids))
             }
         }
@@ -99,7 +102,7 @@ pub fn resolve(
             Ok(inv) => ids
                 .iter()
                 .map(|id| {
-                    find(inv, id).ok_or_else(|| {
+                    let g = find(inv, id).ok_or_else(|| {
                         let listed: Vec<&str> = inv.iter().map(|g| g.id.as_str()).collect();
                         format!(
                             "--gpus: no GPU {id:?}; the driver lists {}",
@@ -109,7 +112,14 @@ pub fn resolve(
                                 listed.join(", ")
                             }
                         )
-                    })
+                    })?;
+                    // An index and a UUID of the same GPU.
+                    match ids.iter().find(|other| {
+                        *other != id && find(inv, other).is_some_and(|o| o.id == g.id)
+                    }) {
+                        Some(other) => Err(format!("--gpus: {id} and {other} are the same GPU")),
+                        None => Ok(g),
+                    }
                 })
                 .collect::<Result<_, _>>()?,
             Err(why) => {
@@ -129,9 +139,16 @@ pub fn resolve(
                     if v.is_empty() || v == "-1" || v.eq_ignore_ascii_case("NoDevFiles") {
                         Vec::new()
                     } else {
+                        let mut seen = Vec::new();
                         v.split(',')
                             .map(str::trim)
                             .filter(|x| !x.is_empty())
+                            // An entry written twice is one GPU.
+                            .filter(|x| {
+                                let new = !seen.contains(x);
+                                seen.push(*x);
+                                new
+                            })
                             .map(|id| {
                                 let mut g = find(&inv, id).unwrap_or_else(|| unknown(id));
                                 g.id = id.to_string();
@@ -463,5 +480,16 @@ mod tests {
             assert!(bad.parse::<Choice>().is_err(), "{bad}");
         }
         assert_eq!("none".parse::<Choice>().unwrap(), Choice::None);
+        // A GPU named twice, or by its index and its UUID, would go to two trials at once.
+        let err = "0,1,0".parse::<Choice>().unwrap_err();
+        assert!(err.contains("GPU \"0\" is named twice"), "{err}");
+        let err = resolve(&list("0,GPU-aaaa-0001"), inv(), None).unwrap_err();
+        assert_eq!(err, "--gpus: 0 and GPU-aaaa-0001 are the same GPU");
+        // Written twice in CUDA_VISIBLE_DEVICES: one GPU.
+        let g = resolve(&Choice::Auto, inv(), Some("1,1,0")).unwrap();
+        assert_eq!(
+            g.iter().map(|g| g.id.as_str()).collect::<Vec<_>>(),
+            ["1", "0"]
+        );
     }
 }

@@ -669,6 +669,15 @@ impl SweepSpec {
         }
     }
 
+    /// Workers each trial runs on at once (`program_options.nodes`; 1 but for a program sweep
+    /// that asks for more).
+    pub fn nodes_per_trial(&self) -> u32 {
+        match &self.trainer {
+            Trainer::Program(p) => p.nodes.max(1),
+            _ => 1,
+        }
+    }
+
     /// The objectives the sweep ranks by: `metric` alone, or all of several.
     pub fn objectives(&self) -> &[Metric] {
         if self.objectives.is_empty() {

@@ -9,6 +9,9 @@ use super::{show, ConfigError};
 /// Most GPUs one trial asks for: all a worker can register.
 pub const MAX_GPUS_PER_TRIAL: u32 = 64;
 
+/// Most workers one trial runs on at once.
+pub const MAX_NODES_PER_TRIAL: u32 = 64;
+
 /// Longest `command` list.
 pub const MAX_COMMAND_WORDS: usize = 1024;
 
@@ -52,6 +55,14 @@ pub struct ProgramSpec {
     /// worker, and one with GPUs hides them from it).
     #[serde(default)]
     pub gpus: u32,
+    /// `program_options.nodes`: workers (machines) each trial runs on at once, a gang: one
+    /// process per worker, told its rank and rank 0's address (default 1).
+    #[serde(default = "one")]
+    pub nodes: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl ProgramSpec {
@@ -66,6 +77,7 @@ impl ProgramSpec {
             "max_files_mb": max_files_mb,
             "max_media_mb": self.max_media_mb.min(max_files_mb),
             "gpus": self.gpus,
+            "nodes": self.nodes,
         })
     }
 }
@@ -138,12 +150,13 @@ pub fn parse(top: &Map<String, Value>) -> Result<Option<ProgramSpec>, ConfigErro
         max_files_mb: DEFAULT_MAX_FILES_MB,
         max_media_mb: DEFAULT_MAX_MEDIA_MB,
         gpus: 0,
+        nodes: 1,
     };
     if let Some(o) = top.get("program_options") {
         let Value::Object(o) = o else {
             return Err(ConfigError::new(
                 "program_options",
-                "expected a mapping, e.g. {time_limit: 3600, wandb_shim: true, max_files_mb: 64, max_media_mb: 10, gpus: 1}",
+                "expected a mapping, e.g. {time_limit: 3600, wandb_shim: true, max_files_mb: 64, max_media_mb: 10, gpus: 1, nodes: 1}",
             ));
         };
         for (k, v) in o {
@@ -186,10 +199,25 @@ pub fn parse(top: &Map<String, Value>) -> Result<Option<ProgramSpec>, ConfigErro
                             )
                         })?
                 }
+                "nodes" => {
+                    spec.nodes = v
+                        .as_u64()
+                        .filter(|n| (1..=MAX_NODES_PER_TRIAL as u64).contains(n))
+                        .map(|n| n as u32)
+                        .ok_or_else(|| {
+                            ConfigError::new(
+                                p,
+                                format!(
+                                    "expected how many workers each trial runs on at once, a whole number from 1 to {MAX_NODES_PER_TRIAL}, got {}",
+                                    show(v)
+                                ),
+                            )
+                        })?
+                }
                 _ => {
                     return Err(ConfigError::new(
                         p,
-                        "unknown key; expected time_limit, wandb_shim, max_files_mb, max_media_mb, gpus",
+                        "unknown key; expected time_limit, wandb_shim, max_files_mb, max_media_mb, gpus, nodes",
                     ))
                 }
             }

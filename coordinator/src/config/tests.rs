@@ -245,6 +245,25 @@ fn programs_and_their_options_are_checked() {
         assert_eq!(e.path, "program_options.gpus");
         assert!(e.message.contains("from 0 to 64"), "{}", e.message);
     }
+    // Workers per trial: one unless the sweep says.
+    let nodes = |c: Value| SweepSpec::from_value(c).unwrap().nodes_per_trial();
+    assert_eq!(
+        nodes(json!({"method": "grid", "program": "t.py", "parameters": {"a": {"value": 1}}})),
+        1
+    );
+    assert_eq!(
+        nodes(
+            json!({"method": "grid", "program": "t.py", "program_options": {"nodes": 2, "gpus": 8}, "parameters": {"a": {"value": 1}}})
+        ),
+        2
+    );
+    for bad in [json!(0), json!(65), json!(1.5), json!("2")] {
+        let e = err(
+            json!({"method": "grid", "program": "t.py", "program_options": {"nodes": bad}, "parameters": {"a": {"value": 1}}}),
+        );
+        assert_eq!(e.path, "program_options.nodes");
+        assert!(e.message.contains("from 1 to 64"), "{}", e.message);
+    }
     let e = err(
         json!({"method": "random", "program": "t.py", "early_terminate": {"type": "hyperband", "min_iter": 1}, "parameters": {"a": {"value": 1}}}),
     );
@@ -556,7 +575,7 @@ fn a_validated_spec_round_trips_through_its_stored_json() {
                               "batch_size": {"distribution": "q_log_uniform_values", "min": 16, "max": 256, "q": 16},
                               "optimizer": {"values": ["adam", "sgd"], "probabilities": [0.7, 0.3]}}}),
         json!({"method": "random", "program": "train.py", "command": ["${env}", "python3", "${program}", "${args}"],
-               "program_options": {"time_limit": 60, "wandb_shim": false, "max_files_mb": 3, "gpus": 2},
+               "program_options": {"time_limit": 60, "wandb_shim": false, "max_files_mb": 3, "gpus": 2, "nodes": 2},
                "early_terminate": {"type": "median"}, "metric": {"name": "acc", "goal": "maximize"},
                "parameters": {"g": {"parameters": {"a": {"distribution": "normal", "mu": 1, "sigma": 2}}}}}),
         json!({"method": "grid", "trainer": "synthetic", "synthetic": {"function": "branin", "epochs": 3},

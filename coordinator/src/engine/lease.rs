@@ -8,10 +8,14 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use tokio::sync::oneshot;
+
+use super::gang::Joiner;
 use super::suggest::{Ask, InFlight};
+use super::trial::Member;
 use super::{
-    lock, now, random_id, Attempt, Beat, Cell, Engine, EngineError, Lease, Params, Pending, Sweep,
-    SweepState, Trial, TrialState,
+    lock, now, random_id, Attempt, Beat, Cell, Engine, EngineError, GangPlace, Lease, Params,
+    Pending, Rendezvous, Sweep, SweepState, Trial, TrialState,
 };
 use crate::config::{Goal, Trainer};
 use crate::search;
@@ -32,12 +36,33 @@ struct LeaseRows {
 // One at a time, on the stack for the moment of a lease: its size does not matter.
 #[allow(clippy::large_enum_variant)]
 enum Take {
-    /// A lease and the rows to write.
-    Lease(Lease, LeaseRows),
-    /// Its next trial needs a bayes suggestion first (the GPUs it will run with claimed).
-    Suggest(Ask, Option<Claim>),
+    /// A lease, the rows to write, and (a gang) the other members' leases to hand them once
+    /// the rows are committed.
+    Lease(Lease, LeaseRows, Vec<(oneshot::Sender<Lease>, Lease)>),
+    /// Its next trial needs a bayes suggestion first (the seats it will be leased to).
+    Suggest(Ask, Vec<Seat>),
     /// Another lease is computing its next trial's suggestion.
     Busy,
+    /// A gang is forming in this sweep: wait for it (the key leaves it when the wait ends).
+    Join(Cell, String, oneshot::Receiver<Lease>),
+}
+
+/// What a poll found, handled once the sweep's lock is let go.
+#[allow(clippy::large_enum_variant)]
+enum Found {
+    Lease(Lease, Pending, Vec<(oneshot::Sender<Lease>, Lease)>),
+    Suggest(Ask, Vec<Seat>),
+    Join(Cell, String, oneshot::Receiver<Lease>),
+}
+
+/// One worker a trial is about to be leased to: alone, or one rank of a gang (in rank order,
+/// the worker that asked last at the end).
+pub(super) struct Seat {
+    worker: String,
+    at: Option<Rendezvous>,
+    claim: Option<Claim>,
+    /// Where a parked member's lease goes (`None`: the worker asking now).
+    tx: Option<oneshot::Sender<Lease>>,
 }
 
 /// GPUs of one worker set aside for a lease being made (its trial chosen, its suggestion
@@ -65,15 +90,19 @@ fn runs(trainers: &[String], trainer: &str) -> bool {
 impl Engine {
     /// What sweep `sw` (locked from `cell`) has for `worker` (which runs `trainers`): a queued
     /// trial, a new one, or a bayes suggestion to compute first; `None` if nothing now.
+    #[allow(clippy::too_many_arguments)]
     fn take(
         &self,
         cell: &Cell,
         sw: &mut Sweep,
         worker: &str,
         trainers: &[String],
+        at: Option<&Rendezvous>,
         t_poll: f64,
     ) -> Option<Take> {
         if sw.state != SweepState::Running {
+            // Workers waiting for a gang here go back to asking.
+            sw.forming.clear();
             return None;
         }
         if !runs(trainers, sw.spec.trainer.name()) {
@@ -92,6 +121,44 @@ impl Engine {
                 }
             }
         };
+        let nodes = sw.spec.nodes_per_trial() as usize;
+        let mut seats = Vec::with_capacity(nodes);
+        if nodes > 1 {
+            // Only workers that can be reached by the others take part, each once.
+            let at = at?;
+            if sw.queue.is_empty() && !sw.can_create() {
+                return None;
+            }
+            sw.forming.retain(|j| !j.tx.is_closed());
+            if sw.forming.iter().any(|j| j.worker == worker) {
+                return None;
+            }
+            sw.polled_at = Some(t_poll);
+            if sw.forming.len() + 1 < nodes {
+                let (tx, rx) = oneshot::channel();
+                let key = random_id(8);
+                sw.forming.push(Joiner {
+                    key: key.clone(),
+                    worker: worker.to_string(),
+                    at: at.clone(),
+                    claim,
+                    tx,
+                });
+                return Some(Take::Join(Arc::clone(cell), key, rx));
+            }
+            seats.extend(sw.forming.drain(..).map(|j| Seat {
+                worker: j.worker,
+                at: Some(j.at),
+                claim: j.claim,
+                tx: Some(j.tx),
+            }));
+        }
+        seats.push(Seat {
+            worker: worker.to_string(),
+            at: at.cloned(),
+            claim,
+            tx: None,
+        });
         sw.polled_at = Some(t_poll);
         let number = if let Some(n) = sw.queue.pop_front() {
             n
@@ -116,7 +183,7 @@ impl Engine {
                     spec: sw.spec.clone(),
                     history,
                 },
-                claim,
+                seats,
             ));
         } else {
             let n = sw.next_trial;
@@ -126,8 +193,8 @@ impl Engine {
             sw.insert(Trial::new(n, params));
             n
         };
-        let (lease, rows) = self.lease_trial(sw, number, worker, claim)?;
-        Some(Take::Lease(lease, rows))
+        let (lease, rows, others) = self.lease_trial(sw, number, seats)?;
+        Some(Take::Lease(lease, rows, others))
     }
 
     /// Claims `n` of `worker`'s GPUs that no lease holds; `Err(how many it registered)` when
@@ -148,16 +215,17 @@ impl Engine {
         })
     }
 
-    /// Leases trial `number` of `sw` to `worker`, with the GPUs of `claim`.
+    /// Leases trial `number` of `sw` to `seats` (one worker, or a gang in rank order; the last
+    /// is the worker asking now): its lease, the rows to write, and the other members' leases
+    /// with where each goes.
+    #[allow(clippy::type_complexity)]
     fn lease_trial(
         &self,
         sw: &mut Sweep,
         number: u64,
-        worker: &str,
-        claim: Option<Claim>,
-    ) -> Option<(Lease, LeaseRows)> {
+        seats: Vec<Seat>,
+    ) -> Option<(Lease, LeaseRows, Vec<(oneshot::Sender<Lease>, Lease)>)> {
         let ttl = self.inner.opts.lease_ttl.as_secs_f64();
-        let lease_id = random_id(8);
         let t = now();
         let seed = search::trial_seed(sw.spec.seed, number);
         let trainer = match &sw.spec.trainer {
@@ -188,15 +256,38 @@ impl Engine {
         };
         let metric = sw.spec.metric.name.clone();
         let sweep_update = (sw.id.clone(), sw.state.name().to_string(), sw.next_trial, t);
-        let worker_name = sw.names.get(worker);
+        let ids: Vec<String> = seats.iter().map(|_| random_id(8)).collect();
+        let gpus: Vec<Vec<Box<str>>> = seats
+            .iter()
+            .map(|s| s.claim.as_ref().map(|c| c.gpus.clone()).unwrap_or_default())
+            .collect();
+        let size = seats.len() as u32;
+        let master = seats[0]
+            .at
+            .clone()
+            .filter(|_| size > 1)
+            .map(|at| (at.addr, at.port));
+        let members: Vec<Member> = seats
+            .iter()
+            .zip(&ids)
+            .skip(1)
+            .map(|(s, id)| Member {
+                lease_id: id.as_str().into(),
+                worker: sw.names.get(&s.worker),
+                expires: t + ttl,
+                done: false,
+                output: None,
+            })
+            .collect();
+        let worker_name = sw.names.get(&seats[0].worker);
         let sweep_id = sw.id.clone();
-        let gpus = claim.as_ref().map(|c| c.gpus.clone()).unwrap_or_default();
         let (attempt, params, resume, attempt_row) = sw.edit(number, |trial| {
             trial.state = TrialState::Running;
             trial.attempt += 1;
-            trial.lease(Some(&lease_id), t + ttl);
+            trial.lease(Some(&ids[0]), t + ttl);
             trial.worker = Some(worker_name);
-            trial.set_gpus(gpus.clone());
+            trial.set_gpus(gpus[0].clone());
+            trial.set_gang(members);
             trial.started_at = Some(t);
             // A reason from an earlier attempt (an expired lease) does not describe this one.
             trial.error = None;
@@ -209,31 +300,60 @@ impl Engine {
             (trial.attempt, trial.params.clone(), trial.checkpoint(), row)
         })?;
         let trial = sw.trial_row(number)?;
-        let lease = Lease {
-            sweep_id: sw.id.clone(),
-            trial: number,
-            attempt,
-            lease_id: lease_id.clone(),
-            params,
-            trainer,
-            metric,
-            resume,
-            gpus: gpus.iter().map(|g| g.to_string()).collect(),
-        };
+        let mut leases: Vec<(Option<oneshot::Sender<Lease>>, Lease)> = Vec::new();
+        // Dropped once the table is let go (a claim frees itself through the table).
+        let mut claims = Vec::new();
         {
-            // The claim's GPUs pass to the lease under one hold of the table.
+            // The claims' GPUs pass to the leases under one hold of the table.
             let mut held = lock(&self.inner.leases);
-            if let Some(c) = &claim {
-                held.remove(&c.key);
+            for (rank, (seat, (id, gpus))) in
+                seats.into_iter().zip(ids.into_iter().zip(gpus)).enumerate()
+            {
+                if let Some(c) = seat.claim {
+                    held.remove(&c.key);
+                    claims.push(c);
+                }
+                held.insert(
+                    id.clone(),
+                    sw.id.clone(),
+                    number,
+                    &seat.worker,
+                    gpus.clone(),
+                );
+                leases.push((
+                    seat.tx,
+                    Lease {
+                        sweep_id: sw.id.clone(),
+                        trial: number,
+                        attempt,
+                        lease_id: id,
+                        params: params.clone(),
+                        trainer: trainer.clone(),
+                        metric: metric.clone(),
+                        resume,
+                        gpus: gpus.iter().map(|g| g.to_string()).collect(),
+                        gang: master.as_ref().map(|(addr, port)| GangPlace {
+                            rank: rank as u32,
+                            size,
+                            master_addr: addr.clone(),
+                            master_port: *port,
+                        }),
+                    },
+                ));
             }
-            held.insert(lease_id, sw.id.clone(), number, worker, gpus);
         }
+        drop(claims);
+        let (_, mine) = leases.pop()?;
+        let others = leases
+            .into_iter()
+            .filter_map(|(tx, l)| tx.map(|tx| (tx, l)))
+            .collect();
         let rows = LeaseRows {
             trial,
             attempt: attempt_row,
             sweep: sweep_update,
         };
-        Some((lease, rows))
+        Some((mine, rows, others))
     }
 
     /// Queues a lease's writes.
@@ -250,12 +370,12 @@ impl Engine {
 
     /// Computes a bayes suggestion under no lock (on the suggestion threads), then adds it to
     /// its sweep as a new trial leased to `worker` — unless the sweep moved on meanwhile.
+    #[allow(clippy::type_complexity)]
     async fn suggest(
         &self,
         ask: Ask,
-        claim: Option<Claim>,
-        worker: &str,
-    ) -> Result<Option<(Lease, Pending)>, EngineError> {
+        seats: Vec<Seat>,
+    ) -> Result<Option<(Lease, Pending, Vec<(oneshot::Sender<Lease>, Lease)>)>, EngineError> {
         let Ask {
             cell,
             n,
@@ -281,8 +401,8 @@ impl Engine {
         let params = Params::new(params, &mut sw.names);
         sw.insert(Trial::new(n, params));
         Ok(self
-            .lease_trial(&mut sw, n, worker, claim)
-            .map(|(lease, rows)| (lease, self.write_lease(rows))))
+            .lease_trial(&mut sw, n, seats)
+            .map(|(lease, rows, others)| (lease, self.write_lease(rows), others)))
     }
 
     /// Long poll for work: a lease at once if any sweep has work, else waits up to `wait`.
@@ -294,6 +414,18 @@ impl Engine {
         trainers: &[String],
         only: Option<&str>,
         wait: Duration,
+    ) -> Result<Option<Lease>, EngineError> {
+        self.lease_at(worker, trainers, only, wait, None).await
+    }
+
+    /// [`Engine::lease`] for a worker that can take part in gangs, reached at `at`.
+    pub async fn lease_at(
+        &self,
+        worker: &str,
+        trainers: &[String],
+        only: Option<&str>,
+        wait: Duration,
+        at: Option<&Rendezvous>,
     ) -> Result<Option<Lease>, EngineError> {
         let deadline = tokio::time::Instant::now() + wait.min(self.inner.opts.max_lease_wait);
         loop {
@@ -319,13 +451,17 @@ impl Engine {
                 let mut found = None;
                 for cell in &cells {
                     let mut sw = lock(cell);
-                    match self.take(cell, &mut sw, worker, trainers, t_poll) {
-                        Some(Take::Lease(lease, rows)) => {
-                            found = Some(Ok((lease, self.write_lease(rows))));
+                    match self.take(cell, &mut sw, worker, trainers, at, t_poll) {
+                        Some(Take::Lease(lease, rows, others)) => {
+                            found = Some(Found::Lease(lease, self.write_lease(rows), others));
                             break;
                         }
-                        Some(Take::Suggest(ask, claim)) => {
-                            found = Some(Err((ask, claim)));
+                        Some(Take::Suggest(ask, seats)) => {
+                            found = Some(Found::Suggest(ask, seats));
+                            break;
+                        }
+                        Some(Take::Join(cell, key, rx)) => {
+                            found = Some(Found::Join(cell, key, rx));
                             break;
                         }
                         Some(Take::Busy) => busy = true,
@@ -335,12 +471,20 @@ impl Engine {
                 found
             };
             let found = match found {
-                Some(Ok(f)) => Some(f),
-                Some(Err((ask, claim))) => self.suggest(ask, claim, worker).await?,
+                Some(Found::Lease(l, fut, others)) => Some((l, fut, others)),
+                Some(Found::Suggest(ask, seats)) => self.suggest(ask, seats).await?,
+                Some(Found::Join(cell, key, rx)) => {
+                    return Ok(self.wait_for_gang(cell, key, rx, deadline).await);
+                }
                 None => None,
             };
-            if let Some((lease, fut)) = found {
+            if let Some((lease, fut, others)) = found {
                 self.commit(fut).await?;
+                // The whole gang's leases are committed: each member gets its own.
+                for (tx, l) in others {
+                    self.inner.counters.leases_granted.inc();
+                    let _ = tx.send(l);
+                }
                 self.inner.counters.leases_granted.inc();
                 self.emit(&lease.sweep_id, Some(lease.trial));
                 return Ok(Some(lease));
@@ -352,6 +496,34 @@ impl Engine {
             };
             if tokio::time::timeout_at(until, notified).await.is_err() {
                 return Ok(None);
+            }
+        }
+    }
+
+    /// Waits, parked in a forming gang, until the gang's leases are committed (this worker's
+    /// comes) or `deadline`; then leaves the gang, unless it formed meanwhile.
+    async fn wait_for_gang(
+        &self,
+        cell: Cell,
+        key: String,
+        mut rx: oneshot::Receiver<Lease>,
+        deadline: tokio::time::Instant,
+    ) -> Option<Lease> {
+        match tokio::time::timeout_at(deadline, &mut rx).await {
+            Ok(got) => got.ok(),
+            Err(_) => {
+                let left = {
+                    let mut sw = lock(&cell);
+                    let before = sw.forming.len();
+                    sw.forming.retain(|j| j.key != key);
+                    sw.forming.len() < before
+                };
+                if left {
+                    None
+                } else {
+                    // The gang formed as the wait ran out: its lease comes once committed.
+                    rx.await.ok()
+                }
             }
         }
     }
@@ -462,11 +634,21 @@ impl Engine {
             let mut sw = lock(&cell);
             let hand_back = sw.hand_back;
             let held = sw.edit(n, |t| {
-                let held = t.state == TrialState::Running && t.lease_id() == Some(l);
-                if held {
-                    t.lease(None, now() + ttl);
+                if t.state != TrialState::Running {
+                    return false;
                 }
-                held
+                if t.lease_id() == Some(l) {
+                    t.lease(None, now() + ttl);
+                    return true;
+                }
+                // A gang's member renews its own lease.
+                match t.member_mut(l) {
+                    Some((_, m)) if !m.done => {
+                        m.expires = now() + ttl;
+                        true
+                    }
+                    _ => false,
+                }
             });
             if held != Some(true) {
                 beat.drop.push(l.clone());
@@ -494,7 +676,7 @@ impl Engine {
             let mut requeued = Vec::new();
             let expired: Vec<u64> = sw
                 .running()
-                .filter(|n| sw.trial(*n).is_some_and(|t| t.lease_expires() <= t_now))
+                .filter(|n| sw.trial(*n).is_some_and(|t| t.first_expiry() <= t_now))
                 .collect();
             for n in expired {
                 let id = sw.id.clone();

@@ -154,6 +154,41 @@ impl Loader {
             }
         }
         if state == TrialState::Running {
+            // A gang's other members, each with its lease (renewed from now, as rank 0's).
+            let members: Vec<(String, String, bool)> = t
+                .gang
+                .as_deref()
+                .and_then(|g| serde_json::from_str::<Vec<serde_json::Value>>(g).ok())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|m| {
+                    Some((
+                        m["lease_id"].as_str()?.to_string(),
+                        m["worker"].as_str()?.to_string(),
+                        m["done"].as_bool().unwrap_or(false),
+                    ))
+                })
+                .collect();
+            for (l, w, done) in &members {
+                if !done {
+                    self.st
+                        .leases
+                        .insert(l.clone(), t.sweep_id.clone(), t.trial, w, Vec::new());
+                }
+            }
+            let expires = now() + self.ttl;
+            trial.set_gang(
+                members
+                    .into_iter()
+                    .map(|(l, w, done)| super::trial::Member {
+                        lease_id: l.into_boxed_str(),
+                        worker: sw.names.get(&w),
+                        expires,
+                        done,
+                        output: None,
+                    })
+                    .collect(),
+            );
             if let Some(l) = &t.lease_id {
                 self.st.leases.insert(
                     l.clone(),

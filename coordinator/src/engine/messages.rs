@@ -66,6 +66,32 @@ pub struct Lease {
     pub resume: Option<crate::store::CheckpointMark>,
     /// The worker's GPUs it runs with (their ids).
     pub gpus: Vec<String>,
+    /// A trial across several workers: this worker's place in it.
+    pub gang: Option<GangPlace>,
+}
+
+/// One member's place in a gang (torchrun's environment: RANK, WORLD_SIZE, MASTER_ADDR,
+/// MASTER_PORT).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GangPlace {
+    /// 0 for the member that reports the metrics and hosts the rendezvous.
+    pub rank: u32,
+    /// Members in all.
+    pub size: u32,
+    /// Where rank 0 is reached.
+    pub master_addr: String,
+    /// The port rank 0 keeps for the rendezvous.
+    pub master_port: u32,
+}
+
+/// Where a worker that asks for work can be reached by a gang's other members: its host and a
+/// port it keeps free for a gang's rank 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendezvous {
+    /// Host name or address.
+    pub addr: String,
+    /// The free port.
+    pub port: u32,
 }
 
 /// What a worker's heartbeat is told.

@@ -24,6 +24,7 @@ use crate::config::SweepSpec;
 use crate::store::{self, Store, StoreError, TrialRow};
 
 mod checkpoints;
+mod gang;
 mod held;
 mod lease;
 mod load;
@@ -38,7 +39,10 @@ mod workers;
 use held::Held;
 use suggest::Suggesters;
 
-pub use messages::{Action, Attempt, Beat, Complete, GpuInfo, Lease, Outcome, Report, WorkerInfo};
+pub use messages::{
+    Action, Attempt, Beat, Complete, GangPlace, GpuInfo, Lease, Outcome, Rendezvous, Report,
+    WorkerInfo,
+};
 pub use results::{MAX_CLASSES, MAX_LABEL_CHARS, MAX_OUTPUT_BYTES, MAX_RUN_NAME_CHARS};
 pub use sweep::{Counts, Sweep, SweepState};
 pub use trial::{

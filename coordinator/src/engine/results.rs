@@ -24,7 +24,7 @@ pub const MAX_RUN_NAME_CHARS: usize = 128;
 pub const MAX_OUTPUT_BYTES: usize = 16 * 1024;
 
 /// The last `max` bytes of `s`, cut at a character boundary.
-fn truncate_tail(s: &str, max: usize) -> String {
+pub(super) fn truncate_tail(s: &str, max: usize) -> String {
     let mut from = s.len().saturating_sub(max);
     while !s.is_char_boundary(from) {
         from += 1;
@@ -259,6 +259,13 @@ impl Engine {
             )
         };
         self.touch(worker);
+        // A gang's member past rank 0 ends its part, or (failing) the whole attempt.
+        if let Some(r) = self
+            .member_complete(sweep, trial, attempt, lease_id, outcome, &error, &output)
+            .await
+        {
+            return r;
+        }
         let (answer, wake, fut) = 'locked: {
             let _up = self.up()?;
             let Some(cell) = self.cell(sweep) else {
@@ -291,6 +298,8 @@ impl Engine {
                 .map(|(n, v)| (sw.names.get(&n), v))
                 .collect();
             let edited = sw.edit(trial, |t| {
+                // A gang's other members' output, after rank 0's.
+                let output = gang_output(t, output.clone());
                 let old_lease = t.take_lease();
                 // A trial's first attempt is its row, unless it was handed back.
                 let attempt_row = match outcome {
@@ -424,8 +433,11 @@ impl Engine {
                 sw.next_trial,
                 sw.updated_at,
             );
-            if let Some(l) = old_lease {
-                lock(&self.inner.leases).remove(&l);
+            {
+                let mut held = lock(&self.inner.leases);
+                for l in &old_lease {
+                    held.remove(l);
+                }
             }
             // A trial's outputs (the built-in trainer's model, a program's files) are kept
             // while it ranks among the best `keep_models`; the ones it pushes out of them are
@@ -483,6 +495,21 @@ impl Engine {
         self.emit(sweep, Some(trial));
         Ok(answer)
     }
+}
+
+/// `output` (rank 0's) followed by the tails of a gang's other members that ended before it.
+fn gang_output(t: &super::Trial, output: String) -> String {
+    let mut out = output;
+    for (i, m) in t.gang().iter().enumerate() {
+        if let Some(o) = &m.output {
+            out.push_str(&format!(
+                "\n--- rank {} (worker {}) ---\n{o}",
+                i + 1,
+                m.worker
+            ));
+        }
+    }
+    out
 }
 
 /// What a completion does with the trial's outputs.

@@ -183,6 +183,8 @@ pub struct Sweep {
     gpus_short: Option<(f64, u32)>,
     /// A lease is computing the next trial's bayes suggestion (outside the lock).
     pub(super) suggesting: bool,
+    /// Workers waiting for a gang to form (`program_options.nodes`), in the order they came.
+    pub(super) forming: Vec<super::gang::Joiner>,
     /// Paused with hand-back: running trials are asked to hand themselves back (after a
     /// checkpoint) at their next heartbeat. Memory only: a restart in between leaves the rest
     /// running, paused as a plain pause.
@@ -247,6 +249,7 @@ impl Sweep {
             polled_at: None,
             gpus_short: None,
             suggesting: false,
+            forming: Vec::new(),
             hand_back: false,
             failures_in_a_row: 0,
             paused_because: None,

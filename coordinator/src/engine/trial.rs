@@ -460,6 +460,24 @@ struct Live {
     resumed_epoch: Option<u32>,
     /// The GPUs of the current or last attempt (their ids on its worker).
     gpus: Box<[Box<str>]>,
+    /// A gang's members past rank 0 (rank 1 first), while its attempt runs.
+    gang: Vec<Member>,
+}
+
+/// One member of a running gang past rank 0: its own lease (the trial's lease id is rank 0's),
+/// renewed by its own heartbeats.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// Its lease id.
+    pub lease_id: Box<str>,
+    /// Its worker.
+    pub worker: Arc<str>,
+    /// When its lease expires (Unix seconds).
+    pub expires: f64,
+    /// Its program ended well before rank 0's: it holds nothing more.
+    pub done: bool,
+    /// The tail of its program's output.
+    pub output: Option<Box<str>>,
 }
 
 /// One trial in memory.
@@ -547,9 +565,46 @@ impl Trial {
         l.lease_expires = expires;
     }
 
-    /// Ends the current lease; its token.
-    pub fn take_lease(&mut self) -> Option<Box<str>> {
-        self.live.as_mut()?.lease_id.take()
+    /// Ends the current lease: its token and those of a gang's members (all to drop).
+    pub fn take_lease(&mut self) -> Vec<Box<str>> {
+        let Some(l) = self.live.as_mut() else {
+            return Vec::new();
+        };
+        let mut out: Vec<Box<str>> = l.lease_id.take().into_iter().collect();
+        out.extend(std::mem::take(&mut l.gang).into_iter().map(|m| m.lease_id));
+        out
+    }
+
+    /// A running gang's members past rank 0.
+    pub fn gang(&self) -> &[Member] {
+        self.live.as_ref().map_or(&[], |l| &l.gang)
+    }
+
+    /// The member holding `lease_id` (rank 1 and up), to renew or end.
+    pub(super) fn member_mut(&mut self, lease_id: &str) -> Option<(u32, &mut Member)> {
+        let l = self.live.as_mut()?;
+        l.gang
+            .iter_mut()
+            .enumerate()
+            .find(|(_, m)| &*m.lease_id == lease_id)
+            .map(|(i, m)| (i as u32 + 1, m))
+    }
+
+    /// Sets the members of the attempt just leased (ranks 1 and up).
+    pub(super) fn set_gang(&mut self, gang: Vec<Member>) {
+        if gang.is_empty() && self.live.is_none() {
+            return;
+        }
+        self.live().gang = gang;
+    }
+
+    /// When the first lease of the attempt expires: rank 0's, or a member's still running.
+    pub fn first_expiry(&self) -> f64 {
+        self.gang()
+            .iter()
+            .filter(|m| !m.done)
+            .map(|m| m.expires)
+            .fold(self.lease_expires(), f64::min)
     }
 
     /// The last checkpoint of a queued or running trial.
@@ -682,6 +737,15 @@ impl Trial {
             name: self.name.as_deref().map(str::to_string),
             gpus: (!self.gpus().is_empty())
                 .then(|| serde_json::to_string(self.gpus()).unwrap_or_else(|_| "[]".into())),
+            gang: (!self.gang().is_empty()).then(|| {
+                serde_json::Value::Array(
+                    self.gang()
+                        .iter()
+                        .map(|m| json!({"lease_id": &*m.lease_id, "worker": &*m.worker, "done": m.done}))
+                        .collect(),
+                )
+                .to_string()
+            }),
         }
     }
 

@@ -68,6 +68,13 @@ impl Engine {
                     "gpus[{i}].id: empty; expected what CUDA_VISIBLE_DEVICES names it by"
                 )));
             }
+            // One GPU under two entries would go to two trials at once.
+            if gpus[..i].iter().any(|o| o.id == g.id) {
+                return Err(EngineError::Invalid(format!(
+                    "gpus[{i}].id: {:?} is registered twice",
+                    g.id
+                )));
+            }
         }
         if host.len() > MAX_HOST_BYTES {
             return Err(EngineError::Invalid(format!(

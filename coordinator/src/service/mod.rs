@@ -271,6 +271,7 @@ impl Coordinator for CoordinatorService {
         req: Request<pb::LeaseRequest>,
     ) -> Result<Response<pb::LeaseResponse>, Status> {
         let _t = self.metrics.rpc("Lease");
+        let peer = req.remote_addr();
         let r = req.into_inner();
         id_ok("worker_id", &r.worker_id)?;
         if r.trainers.len() > 16 || r.trainers.iter().any(|t| t.len() > 32) {
@@ -292,13 +293,34 @@ impl Coordinator for CoordinatorService {
                 sweep_ended: true,
             }));
         }
+        if r.advertise.len() > 255 || r.rendezvous_port > u32::from(u16::MAX) {
+            return Err(Status::invalid_argument(
+                "advertise: a host name of at most 255 bytes; rendezvous_port: a port (at most 65535)",
+            ));
+        }
+        // Where a gang's other members reach this worker: the host it says, else the address
+        // its call came from.
+        let at = (r.rendezvous_port > 0)
+            .then(|| {
+                let addr = if r.advertise.is_empty() {
+                    peer?.ip().to_canonical().to_string()
+                } else {
+                    r.advertise.clone()
+                };
+                Some(crate::engine::Rendezvous {
+                    addr,
+                    port: r.rendezvous_port,
+                })
+            })
+            .flatten();
         let lease = self
             .engine
-            .lease(
+            .lease_at(
                 &r.worker_id,
                 &r.trainers,
                 only,
                 Duration::from_millis(r.wait_ms),
+                at.as_ref(),
             )
             .await?;
         let sweep_ended = lease.is_none() && ended(&self.engine)?;
@@ -315,6 +337,12 @@ impl Coordinator for CoordinatorService {
                 metric: l.metric,
                 resume: l.resume.map(convert::mark),
                 gpus: l.gpus,
+                gang: l.gang.map(|g| pb::GangPlace {
+                    rank: g.rank,
+                    size: g.size,
+                    master_addr: g.master_addr,
+                    master_port: g.master_port,
+                }),
             }),
         }))
     }

@@ -238,6 +238,10 @@ ALTER TABLE workers ADD COLUMN gpus TEXT;
     r#"
 ALTER TABLE trials ADD COLUMN gpus TEXT;
 "#,
+    // A running gang's members past rank 0 (JSON list of {lease_id, worker, done}; NULL: none).
+    r#"
+ALTER TABLE trials ADD COLUMN gang TEXT;
+"#,
 ];
 
 type Output = Box<dyn Any + Send>;
@@ -359,6 +363,8 @@ pub struct TrialRow {
     /// The GPUs of its current or last attempt, a JSON list of ids (ignored with
     /// `keep_files`, as `output` is).
     pub gpus: Option<String>,
+    /// A running gang's members past rank 0, JSON.
+    pub gang: Option<String>,
 }
 
 /// What a reader of the whole store needs of a trial's metric points.
@@ -867,7 +873,8 @@ fn read_all(conn: &Connection, into: &mut impl Load) -> rusqlite::Result<()> {
            error,
            CASE WHEN state IN ('queued', 'running') THEN output END,
            best, best_step, name,
-           CASE WHEN state IN ('queued', 'running') THEN gpus END
+           CASE WHEN state IN ('queued', 'running') THEN gpus END,
+           CASE WHEN state = 'running' THEN gang END
          FROM trials ORDER BY sweep_id, trial",
     )?;
     let mut one = conn.prepare(
@@ -899,6 +906,7 @@ fn read_all(conn: &Connection, into: &mut impl Load) -> rusqlite::Result<()> {
             keep_files: false,
             name: r.get(17)?,
             gpus: r.get(18)?,
+            gang: r.get(19)?,
         };
         let points = match into.need(&t) {
             Need::Nothing => Vec::new(),
@@ -972,8 +980,8 @@ pub fn update_sweep(
 /// Inserts or replaces a trial row.
 pub fn upsert_trial(tx: &Connection, t: &TrialRow) -> rusqlite::Result<()> {
     let mut q = tx.prepare_cached(
-        "INSERT INTO trials (sweep_id, trial, params, state, attempt, completed_attempt, lease_id, worker, started_at, ended_at, duration, metrics, confusion, error, output, best, best_step, name, gpus)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?17, ?18, ?19, ?20)
+        "INSERT INTO trials (sweep_id, trial, params, state, attempt, completed_attempt, lease_id, worker, started_at, ended_at, duration, metrics, confusion, error, output, best, best_step, name, gpus, gang)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?17, ?18, ?19, ?20, ?21)
          ON CONFLICT (sweep_id, trial) DO UPDATE SET params = excluded.params, state = excluded.state,
            attempt = excluded.attempt, completed_attempt = excluded.completed_attempt,
            lease_id = excluded.lease_id, worker = excluded.worker, started_at = excluded.started_at,
@@ -982,7 +990,7 @@ pub fn upsert_trial(tx: &Connection, t: &TrialRow) -> rusqlite::Result<()> {
            error = excluded.error,
            output = CASE WHEN ?16 THEN trials.output ELSE excluded.output END,
            best = excluded.best, best_step = excluded.best_step, name = excluded.name,
-           gpus = CASE WHEN ?16 THEN trials.gpus ELSE excluded.gpus END",
+           gpus = CASE WHEN ?16 THEN trials.gpus ELSE excluded.gpus END, gang = excluded.gang",
     )?;
     q.execute(params![
         t.sweep_id,
@@ -1004,7 +1012,8 @@ pub fn upsert_trial(tx: &Connection, t: &TrialRow) -> rusqlite::Result<()> {
         t.best.and_then(|b| b.0),
         t.best.map(|b| b.1),
         t.name,
-        t.gpus
+        t.gpus,
+        t.gang
     ])?;
     // An ended trial will not resume: its checkpoint goes with the change that ended it, and
     // so do files an attempt sent that did not complete it (it died before its Complete).

@@ -75,6 +75,9 @@ pub struct AgentOptions {
     pub function: Option<Arc<crate::program::function::FunctionConn>>,
     /// The GPUs it registers (`--gpus`; none by default here, `auto` on the command line).
     pub gpus: Vec<crate::gpus::Gpu>,
+    /// The host a gang's other members reach this worker at (`--advertise`; `None`: the
+    /// address the coordinator sees it call from).
+    pub advertise: Option<String>,
 }
 
 impl AgentOptions {
@@ -96,6 +99,7 @@ impl AgentOptions {
             agent_program: None,
             function: None,
             gpus: Vec::new(),
+            advertise: None,
         }
     }
 }
@@ -381,6 +385,10 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize) -> bool {
     // After a trial failed on this worker's own fault (unreadable data), wait before the next
     // lease, longer each time, so a broken worker does not drain the queue by failing it.
     let mut fault_pause = FAULT_PAUSE_MIN;
+    // A port kept free for a gang's rank 0 (a worker that runs programs takes part in gangs):
+    // held while asking for work, let go just before a rank-0 program starts, which binds it.
+    let gangs = shared.trainers.iter().any(|t| t == "program") && shared.opts.function.is_none();
+    let mut rendezvous: Option<std::net::TcpListener> = None;
     while !shared.draining.load(Ordering::SeqCst) {
         // wandb.agent's process is gone: nothing is left to run trials for.
         if let Some(f) = &shared.opts.function {
@@ -393,11 +401,21 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize) -> bool {
                 return true;
             }
         }
+        if gangs && rendezvous.is_none() {
+            rendezvous = std::net::TcpListener::bind(("0.0.0.0", 0))
+                .inspect_err(|e| tracing::warn!(error = %e, "cannot keep a port for gangs"))
+                .ok();
+        }
         let req = pb::LeaseRequest {
             worker_id: shared.worker_id.clone(),
             wait_ms: shared.opts.lease_wait.as_millis() as u64,
             trainers: shared.trainers.clone(),
             sweep_id: shared.opts.sweep.clone().unwrap_or_default(),
+            advertise: shared.opts.advertise.clone().unwrap_or_default(),
+            rendezvous_port: rendezvous
+                .as_ref()
+                .and_then(|l| l.local_addr().ok())
+                .map_or(0, |a| u32::from(a.port())),
         };
         let resp = tokio::select! {
             r = client.lease(req) => r,
@@ -417,6 +435,10 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize) -> bool {
                 }
                 if let Some(trial) = r.trial {
                     shared.leased.fetch_add(1, Ordering::SeqCst);
+                    if trial.gang.as_ref().is_some_and(|g| g.rank == 0) {
+                        // Its program hosts the gang's rendezvous on this port.
+                        rendezvous = None;
+                    }
                     if run_trial(shared.clone(), trial, slot).await {
                         tracing::error!(
                             slot,
@@ -835,8 +857,19 @@ fn program_blocking(
     if !shared.opts.gpus.is_empty() && trial.trainer == "program" {
         t.visible_gpus = Some(trial.gpus.clone());
     }
+    t.gang = trial.gang.clone().map(|g| program::Gang {
+        rank: g.rank,
+        size: g.size,
+        master_addr: g.master_addr,
+        master_port: g.master_port,
+    });
+    // A gang's metrics are rank 0's: the others report nothing (their output is kept).
+    let reports = trial.gang.as_ref().is_none_or(|g| g.rank == 0);
     let sampler = crate::gpus::Sampler::start(&hold.gpus, crate::gpus::SAMPLE_EVERY);
     let report = |step: &program::Step| {
+        if !reports {
+            return Control::Continue;
+        }
         let mut rows: Vec<pb::HistoryRow> = step
             .rows
             .iter()
@@ -927,7 +960,8 @@ fn program_blocking(
         local_fault: false,
         output: out.output,
         model: None,
-        files: out.files,
+        // The trial's files are rank 0's.
+        files: if reports { out.files } else { Vec::new() },
         run_name: out.name.unwrap_or_default(),
     }
 }

@@ -46,6 +46,10 @@ pub struct AgentArgs {
         value_name = "auto|none|LIST"
     )]
     pub gpus: crate::gpus::Choice,
+    /// The host other workers reach this one at, for trials across several workers
+    /// (program_options.nodes) [default: the address the coordinator sees it call from]
+    #[arg(long, env = "SWEEP_ADVERTISE", value_name = "HOST")]
+    pub advertise: Option<String>,
     /// Directory holding mnist/ and fashion-mnist/ [default: the repository's data/]
     #[arg(
         long,
@@ -283,6 +287,7 @@ fn run_agent(a: &AgentArgs) -> Result<(), CliError> {
         }
     }
     opts.programs = program_options(a, opts.slots)?;
+    opts.advertise = a.advertise.clone().filter(|h| !h.is_empty());
     opts.sweep = a.sweep.clone();
     opts.max_trials = a.count;
     opts.agent_program = a.program.clone();

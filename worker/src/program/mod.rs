@@ -112,6 +112,21 @@ pub struct ProgramTrial {
     /// leased to the trial, none (a worker with GPUs running a trial that asked for none), or
     /// `None` to leave the worker's environment as it is (a worker without GPUs).
     pub visible_gpus: Option<Vec<String>>,
+    /// A trial across several workers: this one's place in the gang.
+    pub gang: Option<Gang>,
+}
+
+/// One member's place in a gang, for the program's environment as torchrun sets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gang {
+    /// `RANK` and `NODE_RANK`.
+    pub rank: u32,
+    /// `WORLD_SIZE`.
+    pub size: u32,
+    /// `MASTER_ADDR`.
+    pub master_addr: String,
+    /// `MASTER_PORT`.
+    pub master_port: u32,
 }
 
 impl ProgramTrial {
@@ -170,6 +185,7 @@ impl ProgramTrial {
                 .and_then(Value::as_f64)
                 .map(|mb| mb.max(0.0)),
             visible_gpus: None,
+            gang: None,
         })
     }
 
@@ -491,6 +507,14 @@ pub fn run(
     }
     if let Some(path) = program_path() {
         cmd.env("PATH", path);
+    }
+    if let Some(g) = &t.gang {
+        cmd.env("MASTER_ADDR", &g.master_addr)
+            .env("MASTER_PORT", g.master_port.to_string())
+            .env("RANK", g.rank.to_string())
+            .env("NODE_RANK", g.rank.to_string())
+            .env("LOCAL_RANK", "0")
+            .env("WORLD_SIZE", g.size.to_string());
     }
     if let Some(gpus) = &t.visible_gpus {
         let list = gpus.join(",");
