@@ -2,6 +2,8 @@
 //! child processes that are killed when dropped, temporary directories, and a coordinator
 //! started on a free loopback port.
 
+pub mod netns;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -7,122 +7,16 @@
 //! Needs `ip` (iproute2) and the right to make namespaces (root or CAP_NET_ADMIN); where they
 //! cannot be made the test says so on stderr and passes without running.
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
-use serde_json::Value;
-use sweep_tests::{bin_dir, tempdir, Proc};
-
-/// Network namespaces deleted when dropped (deleting one removes its veth ends).
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn in_ns(ns: &str, bin: &str) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", ns])
-        .arg(bin_dir().join(bin))
-        .env_remove("SWEEP_COORDINATOR")
-        .env("RUST_LOG", "warn,worker=info,coordinator=info");
-    c
-}
-
-fn client(ns: &str, url: &str, args: &[&str]) -> Output {
-    in_ns(ns, "coordinator")
-        .args(args)
-        .args(["--coordinator", url])
-        .output()
-        .expect("coordinator client runs")
-}
-
-fn json(o: &Output) -> Value {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).expect("JSON")
-}
-
-/// Makes the namespaces: `c` (the coordinator, 10.77.k.1) and one per worker (10.77.k.2).
-fn topology(tag: &str, workers: usize) -> Result<Namespaces, String> {
-    let c = format!("swc-{tag}");
-    let mut ns = Namespaces(vec![c.clone()]);
-    ip(&["netns", "add", &c])?;
-    ip(&["-n", &c, "link", "set", "lo", "up"])?;
-    for k in 1..=workers {
-        let w = format!("sww{k}-{tag}");
-        ns.0.push(w.clone());
-        ip(&["netns", "add", &w])?;
-        ip(&["-n", &w, "link", "set", "lo", "up"])?;
-        let (a, b) = (format!("vc{k}{tag}"), format!("vw{k}{tag}"));
-        ip(&[
-            "link", "add", &a, "netns", &c, "type", "veth", "peer", "name", &b, "netns", &w,
-        ])?;
-        ip(&[
-            "-n",
-            &c,
-            "addr",
-            "add",
-            &format!("10.77.{k}.1/24"),
-            "dev",
-            &a,
-        ])?;
-        ip(&[
-            "-n",
-            &w,
-            "addr",
-            "add",
-            &format!("10.77.{k}.2/24"),
-            "dev",
-            &b,
-        ])?;
-        ip(&["-n", &c, "link", "set", &a, "up"])?;
-        ip(&["-n", &w, "link", "set", &b, "up"])?;
-    }
-    Ok(ns)
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The worker id from an agent's JSON log.
-fn worker_id(log: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(log).ok()?;
-    text.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["fields"]["message"] == "registered")
-        .and_then(|v| v["fields"]["worker"].as_str().map(str::to_string))
-}
+use sweep_tests::netns::{client, in_ns, ip, json, topology, until as wait_for, worker_id};
+use sweep_tests::{tempdir, Proc};
 
 #[test]
 fn a_partitioned_worker_is_fenced_when_it_comes_back() {
     let tag = format!("{}", std::process::id() % 100_000);
-    let ns = match topology(&tag, 2) {
+    let ns = match topology(&tag, 2, false) {
         Ok(ns) => ns,
         Err(e) => {
             sweep_tests::skip(

@@ -1005,6 +1005,13 @@ fn print_trial(sweep: &str, d: &pb::TrialDetail, json: bool) {
     if !d.gpus.is_empty() {
         println!("GPUs: {}", export::terminal_safe(&d.gpus.join(", ")));
     }
+    if !d.gang.is_empty() {
+        println!(
+            "gang: rank 0 on {}, then {}",
+            export::terminal_safe(&s.worker),
+            export::terminal_safe(&d.gang.join(", "))
+        );
+    }
     if let Some(m) = &d.checkpoint {
         println!(
             "checkpoint: {} ({} bytes, saved by attempt {})",

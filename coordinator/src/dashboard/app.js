@@ -1407,6 +1407,7 @@ async function pageTrial(main, id, n) {
       ['attempts', t.attempts],
       ['worker', t.worker || '—'],
       ...(t.gpus && t.gpus.length ? [['GPUs', h('span', { id: 'gpus' }, t.gpus.join(', '))]] : []),
+      ...(t.gang && t.gang.length ? [['gang', h('span', { id: 'gang' }, `rank 0 on ${t.worker}, then ${t.gang.join(', ')}`)]] : []),
       ['duration', `${fmt(t.duration_seconds, 1)} s`],
       ['best', t.best === null ? '—' : `${fmt(t.best)} at ${word} ${t.best_step}`],
     ];

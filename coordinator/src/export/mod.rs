@@ -651,7 +651,7 @@ pub fn trial_json(d: &pb::TrialDetail) -> serde_json::Value {
         "trial": s.trial, "name": (!s.name.is_empty()).then_some(&s.name), "state": s.state, "rank": s.rank, "front": (s.front > 0).then_some(s.front), "attempts": s.attempts,
         "params": serde_json::Value::Object(sweep_proto::json::map_to_json(&s.params)),
         "metrics": s.metrics, "best": s.best, "best_step": s.best_step,
-        "worker": s.worker, "gpus": d.gpus, "error": s.error, "duration_seconds": s.duration_seconds,
+        "worker": s.worker, "gpus": d.gpus, "gang": d.gang, "error": s.error, "duration_seconds": s.duration_seconds,
         "curve": curve,
         "curve_points": d.curve_points, "curve_sampled": d.curve_sampled,
         "confusion": d.confusion.as_ref().map(|c| confusion_json(s.trial, c)),

@@ -127,6 +127,7 @@ pub fn trial_detail(s: &Sweep, t: &Trial, rank: u32, points: u32) -> pb::TrialDe
         curve_points: 0,
         curve_sampled: false,
         gpus: t.gpus().iter().map(|g| g.to_string()).collect(),
+        gang: t.gang().iter().map(|m| m.worker.to_string()).collect(),
     };
     if !t.curve.is_thinned() {
         let all = t.curve.points();
