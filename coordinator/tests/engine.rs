@@ -2178,3 +2178,47 @@ async fn a_gang_is_leased_to_all_its_workers_at_once_and_ends_together() {
         std::slice::from_ref(&first.lease_id)
     );
 }
+
+#[tokio::test]
+async fn two_gangs_waiting_for_the_same_workers_never_split_them() {
+    use coordinator::engine::Rendezvous;
+    let e = Engine::open(&db("gangs-compete"), opts(60_000)).unwrap();
+    let gang = |name: &str| {
+        SweepSpec::parse(&format!(
+            "name: {name}\nprogram: t.py\nmethod: grid\nmetric: {{name: acc, goal: maximize}}\n\
+             program_options: {{nodes: 2}}\nparameters:\n  x: {{value: 1}}\n"
+        ))
+        .unwrap()
+    };
+    let a = e.create_sweep(gang("a"), None).await.unwrap();
+    let b = e.create_sweep(gang("b"), None).await.unwrap();
+    let program = vec!["program".to_string()];
+    let ask = |w: String| {
+        let (e, program) = (e.clone(), program.clone());
+        tokio::spawn(async move {
+            let at = Rendezvous {
+                addr: w.clone(),
+                port: 29500,
+            };
+            e.lease_at(&w, &program, None, Duration::from_secs(5), Some(&at))
+                .await
+                .unwrap()
+        })
+    };
+    let gang_of = |asks: Vec<tokio::task::JoinHandle<Option<coordinator::engine::Lease>>>| async move {
+        let mut got = Vec::new();
+        for a in asks {
+            let l = a.await.unwrap().expect("every worker gets a rank");
+            got.push((l.sweep_id.clone(), l.gang.unwrap().rank));
+        }
+        got.sort();
+        got
+    };
+    // Two workers ask at once, enough for one gang: both join the older sweep's (neither waits
+    // in the other's, which would leave both gangs short for ever).
+    let first = gang_of((0..2).map(|i| ask(format!("w{i}"))).collect()).await;
+    assert_eq!(first, [(a.clone(), 0), (a.clone(), 1)]);
+    // Two more: the other sweep's gang.
+    let second = gang_of((2..4).map(|i| ask(format!("w{i}"))).collect()).await;
+    assert_eq!(second, [(b.clone(), 0), (b.clone(), 1)]);
+}
