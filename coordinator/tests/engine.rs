@@ -2028,8 +2028,19 @@ async fn a_gang_is_leased_to_all_its_workers_at_once_and_ends_together() {
                 .unwrap()
         })
     };
-    // Alone, a worker waits for the gang and leaves it when its wait runs out: neither leased.
-    assert!(ask("a", 150).await.unwrap().is_none());
+    // Alone, a worker waits for the gang (the sweep says so) and leaves it when its wait runs
+    // out: neither leased.
+    let alone = ask("a", 400);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let notices = e.with_sweep(&id, |s| s.notices()).unwrap();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("runs on 2 workers at once") && n.contains("1 of 2 are waiting")),
+        "{notices:?}"
+    );
+    assert!(alone.await.unwrap().is_none());
+    assert!(e.with_sweep(&id, |s| s.notices()).unwrap().is_empty());
     // A worker that cannot be reached by others (no rendezvous) takes no part.
     assert!(e
         .lease("b", &program, None, Duration::ZERO)

@@ -136,3 +136,53 @@ fn a_trial_runs_on_two_hosts_that_meet_at_rank_0_and_runs_again_when_a_member_di
     assert_ne!(t["worker"].as_str().unwrap(), rank1, "{t}");
     drop(workers);
 }
+
+#[test]
+fn run_on_one_machine_makes_gangs_of_its_local_workers() {
+    let dir = tempdir("gangs-run");
+    std::fs::create_dir_all(dir.join("marks")).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/gang.py"),
+        dir.join("gang.py"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("sweep.yaml"),
+        "program: gang.py\nmethod: grid\nmetric: {name: acc, goal: maximize}\n\
+         program_options: {nodes: 2}\nparameters:\n  x: {values: [1, 2]}\n",
+    )
+    .unwrap();
+    let run_here = |workers: &str| {
+        sweep_tests::cmd("coordinator")
+            .args([
+                "run",
+                "sweep.yaml",
+                "--store",
+                "sweeps.db",
+                "--workers",
+                workers,
+            ])
+            .current_dir(&dir)
+            .env("SWEEP_TEST_MARKS", dir.join("marks"))
+            .output()
+            .unwrap()
+    };
+    let out = run_here("1");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("each trial runs on 2 workers at once, and run starts 1 local worker"),
+        "{err}"
+    );
+    let out = run_here("2");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("2 finished"), "{stdout}");
+    let read = |name: &str| std::fs::read_to_string(dir.join("marks").join(name)).unwrap();
+    assert_eq!(read("a1-r0"), "rank 1 of 2");
+    assert_eq!(read("a1-r1"), "hello from rank 0");
+}

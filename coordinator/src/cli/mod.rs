@@ -1309,6 +1309,19 @@ async fn run_local(
     // A sweep that asks for GPUs runs a local worker per trial that this machine's GPUs hold,
     // each with GPUs of its own.
     let (workers, gpus) = local_gpus(file, spec.gpus_per_trial(), workers)?;
+    let nodes = spec.nodes_per_trial() as usize;
+    if nodes > workers {
+        return Err(CliError::Usage(format!(
+            "{}: program_options.nodes: each trial runs on {nodes} workers at once, and run starts {workers} local worker{} ({}); nothing was run",
+            file.display(),
+            if workers == 1 { "" } else { "s" },
+            if gpus.is_empty() {
+                format!("--workers {nodes} or more")
+            } else {
+                "one per program_options.gpus of this machine's GPUs".to_string()
+            }
+        )));
+    }
     // Where the files go is checked before anything trains, not found unwritable at the end.
     let target = out
         .clone()

@@ -613,6 +613,13 @@ impl Sweep {
                 ref t => format!("waiting: no connected worker runs the {} trainer", t.name()),
             });
         }
+        let nodes = self.spec.nodes_per_trial();
+        if waiting && !self.forming.is_empty() {
+            out.push(format!(
+                "waiting: each trial runs on {nodes} workers at once (program_options.nodes); {} of {nodes} are waiting for the others",
+                self.forming.len()
+            ));
+        }
         let need = self.spec.gpus_per_trial();
         if let Some((at, most)) = self.gpus_short.filter(|_| waiting && need > 0) {
             if recent(Some(at)) && !recent(self.polled_at) {
