@@ -2074,6 +2074,20 @@ async fn a_gang_is_leased_to_all_its_workers_at_once_and_ends_together() {
             .is_empty());
     }
     assert_eq!(e.reap().await.unwrap(), 1);
+    let why = e
+        .with_sweep(&id, |s| {
+            s.trial(1)
+                .unwrap()
+                .error
+                .as_deref()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .unwrap();
+    assert_eq!(
+        why,
+        "lease of attempt 1 expired (worker b, rank 1 of the gang)"
+    );
     assert_eq!(
         e.heartbeat("a", std::slice::from_ref(&first.lease_id), false)
             .drop,

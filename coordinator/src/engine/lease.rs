@@ -501,7 +501,7 @@ impl Engine {
     }
 
     /// Waits, parked in a forming gang, until the gang's leases are committed (this worker's
-    /// comes) or `deadline`; then leaves the gang, unless it formed meanwhile.
+    /// comes), `deadline` or the shutdown; then leaves the gang, unless it formed meanwhile.
     async fn wait_for_gang(
         &self,
         cell: Cell,
@@ -509,9 +509,13 @@ impl Engine {
         mut rx: oneshot::Receiver<Lease>,
         deadline: tokio::time::Instant,
     ) -> Option<Lease> {
-        match tokio::time::timeout_at(deadline, &mut rx).await {
-            Ok(got) => got.ok(),
-            Err(_) => {
+        let waited = tokio::select! {
+            r = tokio::time::timeout_at(deadline, &mut rx) => r.ok(),
+            () = self.closing() => None,
+        };
+        match waited {
+            Some(got) => got.ok(),
+            None => {
                 let left = {
                     let mut sw = lock(&cell);
                     let before = sw.forming.len();
@@ -681,8 +685,15 @@ impl Engine {
             for n in expired {
                 let id = sw.id.clone();
                 let row = sw.edit(n, |t| {
+                    // A gang's member whose lease ran out first, else the (rank 0) worker.
+                    let w = t
+                        .gang()
+                        .iter()
+                        .enumerate()
+                        .find(|(_, m)| !m.done && m.expires <= t_now)
+                        .map(|(i, m)| format!("{}, rank {} of the gang", m.worker, i + 1))
+                        .unwrap_or_else(|| t.worker.as_deref().unwrap_or_default().to_string());
                     let lease = t.take_lease();
-                    let w = t.worker.clone().unwrap_or_default();
                     let in_a_row = t.attempts_without_progress();
                     if in_a_row >= max {
                         t.state = TrialState::Failed;
