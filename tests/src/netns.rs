@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use crate::bin_dir;
+use crate::{bin_dir, Proc};
 use serde_json::Value;
 
 /// Network namespaces deleted when dropped (deleting one removes its veth ends).
@@ -149,4 +149,31 @@ pub fn worker_id(log: &Path) -> Option<String> {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .find(|v| v["fields"]["message"] == "registered")
         .and_then(|v| v["fields"]["worker"].as_str().map(str::to_string))
+}
+
+/// A coordinator serving on port 50051 of namespace `ns` (its workers reach it at
+/// `http://10.77.K.1:50051`) with lease lifetime `ttl_s` and the store `store`, once it answers;
+/// the URL clients inside `ns` use.
+pub fn serve_in(ns: &str, store: &Path, ttl_s: u32) -> (Proc, &'static str) {
+    let local = "http://127.0.0.1:50051";
+    let p = Proc(
+        in_ns(ns, "coordinator")
+            .args([
+                "serve",
+                "--listen",
+                "0.0.0.0:50051",
+                "--lease-ttl",
+                &ttl_s.to_string(),
+            ])
+            .arg("--store")
+            .arg(store)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("coordinator starts"),
+    );
+    until("the coordinator", Duration::from_secs(20), || {
+        client(ns, local, &["status"]).status.success()
+    });
+    (p, local)
 }

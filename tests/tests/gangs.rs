@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use sweep_tests::netns::{client, in_ns, json, topology, until, worker_id};
+use sweep_tests::netns::{client, in_ns, json, serve_in, topology, until, worker_id};
 use sweep_tests::{tempdir, Proc};
 
 /// A worker on host `ns` (link `k`) that runs programs in `dir`, logging JSON to `log`.
@@ -53,20 +53,7 @@ fn a_trial_runs_on_two_hosts_that_meet_at_rank_0_and_runs_again_when_a_member_di
         dir.join("gang.py"),
     )
     .unwrap();
-    let local = "http://127.0.0.1:50051";
-    let _coord = Proc(
-        in_ns(&c, "coordinator")
-            .args(["serve", "--listen", "0.0.0.0:50051", "--lease-ttl", "2"])
-            .arg("--store")
-            .arg(dir.join("sweeps.db"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("coordinator starts"),
-    );
-    until("the coordinator", Duration::from_secs(20), || {
-        client(&c, local, &["status"]).status.success()
-    });
+    let (_coord, local) = serve_in(&c, &dir.join("sweeps.db"), 2);
     let cfg = dir.join("sweep.yaml");
     std::fs::write(
         &cfg,

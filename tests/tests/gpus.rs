@@ -192,6 +192,22 @@ fn gpu_program_worker(
     Proc(c.spawn().expect("worker starts"))
 }
 
+/// Readies `dir` for `tests/programs/gpus.py`: the program, its marks folder and a fake
+/// `nvidia-smi` with two GPUs (returned).
+fn program_dir(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir.join("marks")).unwrap();
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/gpus.py"),
+        dir.join("gpus.py"),
+    )
+    .unwrap();
+    let smi = dir.join("nvidia-smi");
+    std::fs::write(&smi, FAKE_SMI_TWO).unwrap();
+    std::fs::set_permissions(&smi, std::fs::Permissions::from_mode(0o755)).unwrap();
+    smi
+}
+
 /// What trial `t` of sweep `id` saw: (CUDA_VISIBLE_DEVICES, NVIDIA_VISIBLE_DEVICES).
 fn seen(dir: &std::path::Path, id: &str, t: u64) -> (String, String) {
     let text = std::fs::read_to_string(dir.join("marks").join(format!("{id}-{t}.json"))).unwrap();
@@ -212,18 +228,7 @@ fn trial_json(url: &str, id: &str, t: u64) -> serde_json::Value {
 #[test]
 fn each_trial_runs_with_the_gpus_leased_to_it_and_only_those() {
     let dir = tempdir("gpu-trials");
-    std::fs::create_dir_all(dir.join("marks")).unwrap();
-    std::fs::copy(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/gpus.py"),
-        dir.join("gpus.py"),
-    )
-    .unwrap();
-    let smi = dir.join("nvidia-smi");
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::write(&smi, FAKE_SMI_TWO).unwrap();
-        std::fs::set_permissions(&smi, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    let smi = program_dir(&dir);
     let web = format!("127.0.0.1:{}", free_port());
     let (_coord, url) = serve(&dir.join("sweeps.db"), &["--http-listen", &web]);
 
@@ -323,18 +328,7 @@ fn each_trial_runs_with_the_gpus_leased_to_it_and_only_those() {
 #[test]
 fn run_gives_each_local_worker_gpus_of_its_own_or_says_the_machine_has_too_few() {
     let dir = tempdir("gpu-run");
-    std::fs::create_dir_all(dir.join("marks")).unwrap();
-    std::fs::copy(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("programs/gpus.py"),
-        dir.join("gpus.py"),
-    )
-    .unwrap();
-    let smi = dir.join("nvidia-smi");
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::write(&smi, FAKE_SMI_TWO).unwrap();
-        std::fs::set_permissions(&smi, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    let smi = program_dir(&dir);
     std::fs::write(
         dir.join("sweep.yaml"),
         "program: gpus.py\nmethod: grid\nmetric: {name: acc, goal: maximize}\n\

@@ -10,7 +10,9 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use sweep_tests::netns::{client, in_ns, ip, json, topology, until as wait_for, worker_id};
+use sweep_tests::netns::{
+    client, in_ns, ip, json, serve_in, topology, until as wait_for, worker_id,
+};
 use sweep_tests::{tempdir, Proc};
 
 #[test]
@@ -29,26 +31,7 @@ fn a_partitioned_worker_is_fenced_when_it_comes_back() {
     };
     let (c, w1, w2) = (ns.0[0].clone(), ns.0[1].clone(), ns.0[2].clone());
     let dir = tempdir("partition");
-    let local = "http://127.0.0.1:50051";
-    let _coord = Proc(
-        in_ns(&c, "coordinator")
-            .args([
-                "serve",
-                "--listen",
-                "0.0.0.0:50051",
-                "--lease-ttl",
-                "1",
-                "--store",
-            ])
-            .arg(dir.join("sweeps.db"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("coordinator starts"),
-    );
-    wait_for("the coordinator", Duration::from_secs(20), || {
-        client(&c, local, &["status"]).status.success()
-    });
+    let (_coord, local) = serve_in(&c, &dir.join("sweeps.db"), 1);
     let cfg = dir.join("sweep.yaml");
     std::fs::write(
         &cfg,
