@@ -19,6 +19,7 @@ use tokio::runtime::Handle;
 mod checkpoints;
 mod files;
 mod gpus;
+mod port;
 
 use crate::data;
 use crate::train::{
@@ -386,9 +387,10 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize) -> bool {
     // lease, longer each time, so a broken worker does not drain the queue by failing it.
     let mut fault_pause = FAULT_PAUSE_MIN;
     // A port kept free for a gang's rank 0 (a worker that runs programs takes part in gangs):
-    // held while asking for work, let go just before a rank-0 program starts, which binds it.
+    // held (never listening) while asking for work, let go just before a rank-0 program
+    // starts, which binds it.
     let gangs = shared.trainers.iter().any(|t| t == "program") && shared.opts.function.is_none();
-    let mut rendezvous: Option<std::net::TcpListener> = None;
+    let mut rendezvous: Option<port::KeptPort> = None;
     while !shared.draining.load(Ordering::SeqCst) {
         // wandb.agent's process is gone: nothing is left to run trials for.
         if let Some(f) = &shared.opts.function {
@@ -402,7 +404,7 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize) -> bool {
             }
         }
         if gangs && rendezvous.is_none() {
-            rendezvous = std::net::TcpListener::bind(("0.0.0.0", 0))
+            rendezvous = port::KeptPort::keep()
                 .inspect_err(|e| tracing::warn!(error = %e, "cannot keep a port for gangs"))
                 .ok();
         }
@@ -412,10 +414,7 @@ async fn slot_loop(shared: Arc<Shared>, slot: usize) -> bool {
             trainers: shared.trainers.clone(),
             sweep_id: shared.opts.sweep.clone().unwrap_or_default(),
             advertise: shared.opts.advertise.clone().unwrap_or_default(),
-            rendezvous_port: rendezvous
-                .as_ref()
-                .and_then(|l| l.local_addr().ok())
-                .map_or(0, |a| u32::from(a.port())),
+            rendezvous_port: rendezvous.as_ref().map_or(0, |k| u32::from(k.port)),
         };
         let resp = tokio::select! {
             r = client.lease(req) => r,
