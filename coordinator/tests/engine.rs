@@ -1932,25 +1932,7 @@ async fn trials_get_free_gpus_of_a_worker_that_has_enough_and_hold_them_until_th
     // Its lease ends (a completion): the GPUs are free for the next trial.
     let done = |l: &coordinator::engine::Lease, worker: &'static str| {
         let (e, l) = (e.clone(), l.clone());
-        async move {
-            e.complete(Complete {
-                attempt: Attempt {
-                    worker,
-                    sweep: &l.sweep_id,
-                    trial: l.trial,
-                    attempt: l.attempt,
-                    lease_id: &l.lease_id,
-                },
-                outcome: Outcome::Finished,
-                metrics: vec![("acc".into(), 0.5)],
-                confusion: None,
-                error: String::new(),
-                output: String::new(),
-                model: None,
-            })
-            .await
-            .unwrap()
-        }
+        async move { end_lease(&e, &l, worker, Outcome::Finished, 0.5, "", "").await }
     };
     done(&l1, "three").await;
     let l2 = lease("three").await.unwrap();
@@ -2105,29 +2087,12 @@ async fn a_gang_is_leased_to_all_its_workers_at_once_and_ends_together() {
     let complete =
         |l: coordinator::engine::Lease, worker: &'static str, outcome: Outcome, output: &str| {
             let (e, output) = (e.clone(), output.to_string());
-            async move {
-                e.complete(Complete {
-                    attempt: Attempt {
-                        worker,
-                        sweep: &l.sweep_id,
-                        trial: l.trial,
-                        attempt: l.attempt,
-                        lease_id: &l.lease_id,
-                    },
-                    outcome,
-                    metrics: vec![("acc".into(), 0.9)],
-                    confusion: None,
-                    error: if outcome == Outcome::Failed {
-                        "exit 1".into()
-                    } else {
-                        String::new()
-                    },
-                    output,
-                    model: None,
-                })
-                .await
-                .unwrap()
-            }
+            let error = if outcome == Outcome::Failed {
+                "exit 1"
+            } else {
+                ""
+            };
+            async move { end_lease(&e, &l, worker, outcome, 0.9, error, &output).await }
         };
     assert!(
         complete(second.clone(), "a", Outcome::Finished, "rank one says hi")
@@ -2167,24 +2132,7 @@ async fn a_gang_is_leased_to_all_its_workers_at_once_and_ends_together() {
         .heartbeat("b", std::slice::from_ref(&first.lease_id), false)
         .drop
         .is_empty());
-    let (ok, _) = e
-        .complete(Complete {
-            attempt: Attempt {
-                worker: "c",
-                sweep: &id,
-                trial: 2,
-                attempt: second.attempt,
-                lease_id: &second.lease_id,
-            },
-            outcome: Outcome::Failed,
-            metrics: vec![],
-            confusion: None,
-            error: "exit 1".into(),
-            output: String::new(),
-            model: None,
-        })
-        .await
-        .unwrap();
+    let (ok, _) = end_lease(&e, &second, "c", Outcome::Failed, 0.9, "exit 1", "").await;
     assert!(ok);
     let (state, error) = e
         .with_sweep(&id, |s| {
@@ -2246,4 +2194,34 @@ async fn two_gangs_waiting_for_the_same_workers_never_split_them() {
     // Two more: the other sweep's gang.
     let second = gang_of((2..4).map(|i| ask(format!("w{i}"))).collect()).await;
     assert_eq!(second, [(b.clone(), 0), (b.clone(), 1)]);
+}
+
+/// Completes the attempt of lease `l` as `worker` would: `outcome`, `acc` = `acc`, `error` and
+/// `output`.
+async fn end_lease(
+    e: &Engine,
+    l: &coordinator::engine::Lease,
+    worker: &str,
+    outcome: Outcome,
+    acc: f64,
+    error: &str,
+    output: &str,
+) -> (bool, String) {
+    e.complete(Complete {
+        attempt: Attempt {
+            worker,
+            sweep: &l.sweep_id,
+            trial: l.trial,
+            attempt: l.attempt,
+            lease_id: &l.lease_id,
+        },
+        outcome,
+        metrics: vec![("acc".into(), acc)],
+        confusion: None,
+        error: error.into(),
+        output: output.into(),
+        model: None,
+    })
+    .await
+    .unwrap()
 }

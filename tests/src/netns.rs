@@ -177,3 +177,19 @@ pub fn serve_in(ns: &str, store: &Path, ttl_s: u32) -> (Proc, &'static str) {
     });
     (p, local)
 }
+
+/// [`topology`], or `None` (the test said on stderr why it does not run, or fails under
+/// `SWEEP_REQUIRE_ROOT`) where namespaces cannot be made here.
+pub fn topology_or_skip(tag: &str, workers: usize, routed: bool, test: &str) -> Option<Namespaces> {
+    match topology(tag, workers, routed) {
+        Ok(ns) => Some(ns),
+        Err(e) => {
+            crate::skip(
+                "SWEEP_REQUIRE_ROOT",
+                test,
+                &format!("cannot make network namespaces here ({e})"),
+            );
+            None
+        }
+    }
+}

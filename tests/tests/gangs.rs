@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use sweep_tests::netns::{client, in_ns, json, serve_in, topology, until, worker_id};
+use sweep_tests::netns::{client, in_ns, json, serve_in, topology_or_skip, until, worker_id};
 use sweep_tests::{tempdir, Proc};
 
 /// A worker on host `ns` (link `k`) that runs programs in `dir`, logging JSON to `log`.
@@ -34,16 +34,13 @@ fn gang_worker(ns: &str, k: usize, dir: &Path, log: &Path) -> Proc {
 #[test]
 fn a_trial_runs_on_two_hosts_that_meet_at_rank_0_and_runs_again_when_a_member_dies() {
     let tag = format!("g{}", std::process::id() % 100_000);
-    let ns = match topology(&tag, 3, true) {
-        Ok(ns) => ns,
-        Err(e) => {
-            sweep_tests::skip(
-                "SWEEP_REQUIRE_ROOT",
-                "a_trial_runs_on_two_hosts_that_meet_at_rank_0_and_runs_again_when_a_member_dies",
-                &format!("cannot make routed network namespaces here ({e})"),
-            );
-            return;
-        }
+    let Some(ns) = topology_or_skip(
+        &tag,
+        3,
+        true,
+        "a_trial_runs_on_two_hosts_that_meet_at_rank_0_and_runs_again_when_a_member_dies",
+    ) else {
+        return;
     };
     let c = ns.0[0].clone();
     let dir = tempdir("gangs");

@@ -25,18 +25,26 @@ fn fake_smi(dir: &std::path::Path) -> std::path::PathBuf {
     p
 }
 
-fn gpu_worker(url: &str, smi: &std::path::Path, cuda: Option<&str>, extra: &[&str]) -> Proc {
+/// A worker against `url` whose GPUs are those of the fake `smi` (narrowed by `cuda`, a
+/// `CUDA_VISIBLE_DEVICES` of its own), with nothing of this process's GPU environment.
+fn gpu_worker_cmd(url: &str, smi: &std::path::Path, cuda: Option<&str>) -> std::process::Command {
     let mut c = cmd("worker");
-    c.args(["--coordinator", url, "--slots", "1"])
-        .args(extra)
+    c.args(["--coordinator", url])
         .env("SWEEP_NVIDIA_SMI", smi)
         .env_remove("CUDA_VISIBLE_DEVICES")
+        .env_remove("NVIDIA_VISIBLE_DEVICES")
         .env_remove("SWEEP_GPUS")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     if let Some(v) = cuda {
         c.env("CUDA_VISIBLE_DEVICES", v);
     }
+    c
+}
+
+fn gpu_worker(url: &str, smi: &std::path::Path, cuda: Option<&str>, extra: &[&str]) -> Proc {
+    let mut c = gpu_worker_cmd(url, smi, cuda);
+    c.args(["--slots", "1"]).args(extra);
     Proc(c.spawn().expect("worker starts"))
 }
 
@@ -170,25 +178,10 @@ fn gpu_program_worker(
     smi: &std::path::Path,
     cuda: Option<&str>,
 ) -> Proc {
-    let mut c = cmd("worker");
-    c.args([
-        "--coordinator",
-        url,
-        "--allow-programs",
-        "--quiet-programs",
-        "--workdir",
-    ])
-    .arg(dir)
-    .env("SWEEP_NVIDIA_SMI", smi)
-    .env("SWEEP_TEST_MARKS", dir.join("marks"))
-    .env_remove("CUDA_VISIBLE_DEVICES")
-    .env_remove("NVIDIA_VISIBLE_DEVICES")
-    .env_remove("SWEEP_GPUS")
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
-    if let Some(v) = cuda {
-        c.env("CUDA_VISIBLE_DEVICES", v);
-    }
+    let mut c = gpu_worker_cmd(url, smi, cuda);
+    c.args(["--allow-programs", "--quiet-programs", "--workdir"])
+        .arg(dir)
+        .env("SWEEP_TEST_MARKS", dir.join("marks"));
     Proc(c.spawn().expect("worker starts"))
 }
 

@@ -11,23 +11,20 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use sweep_tests::netns::{
-    client, in_ns, ip, json, serve_in, topology, until as wait_for, worker_id,
+    client, in_ns, ip, json, serve_in, topology_or_skip, until as wait_for, worker_id,
 };
 use sweep_tests::{tempdir, Proc};
 
 #[test]
 fn a_partitioned_worker_is_fenced_when_it_comes_back() {
     let tag = format!("{}", std::process::id() % 100_000);
-    let ns = match topology(&tag, 2, false) {
-        Ok(ns) => ns,
-        Err(e) => {
-            sweep_tests::skip(
-                "SWEEP_REQUIRE_ROOT",
-                "a_partitioned_worker_is_fenced_when_it_comes_back",
-                &format!("cannot make network namespaces here ({e})"),
-            );
-            return;
-        }
+    let Some(ns) = topology_or_skip(
+        &tag,
+        2,
+        false,
+        "a_partitioned_worker_is_fenced_when_it_comes_back",
+    ) else {
+        return;
     };
     let (c, w1, w2) = (ns.0[0].clone(), ns.0[1].clone(), ns.0[2].clone());
     let dir = tempdir("partition");
